@@ -1,0 +1,1 @@
+"""flwr-privkit: clients."""
