@@ -1,0 +1,89 @@
+"""Torch encoders, heads and classifiers shared by every party.
+
+An *encoder* maps one party's raw input to a feature vector; a *head* maps features to class
+logits. ``mlp`` fits any input shape (it flattens); ``cnn`` is a small two-block ConvNet for 2-D
+images and ``cnn1d`` its 1-D counterpart for signals such as MNIST-1D.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+ENCODER_KINDS = ("mlp", "cnn", "cnn1d")
+
+
+class AddChannel(nn.Module):
+    """Insert a single channel axis after the batch axis: ``(N, *S)`` -> ``(N, 1, *S)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(1)
+
+
+def build_encoder(
+    input_shape: tuple[int, ...], *, kind: str = "mlp", feature_dim: int = 64, hidden: int = 128
+) -> nn.Module:
+    """Build an encoder from ``input_shape`` (without the batch axis) to ``feature_dim`` features.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is unknown, or a convolutional kind gets an input of the wrong rank.
+    """
+    if feature_dim < 1 or hidden < 1:
+        raise ValueError(f"feature_dim and hidden must be >= 1, got {feature_dim} and {hidden}")
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(math.prod(input_shape), hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, feature_dim),
+            nn.ReLU(),
+        )
+    if kind == "cnn":
+        if len(input_shape) != 2:
+            raise ValueError(f"cnn encoder needs 2-D inputs (H, W), got input shape {input_shape}")
+        return nn.Sequential(
+            AddChannel(),
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(), nn.Linear(32 * 16, feature_dim), nn.ReLU(),
+        )
+    if kind == "cnn1d":
+        if len(input_shape) != 1:
+            raise ValueError(f"cnn1d encoder needs 1-D inputs (L,), got input shape {input_shape}")
+        return nn.Sequential(
+            AddChannel(),
+            nn.Conv1d(1, 32, 5, padding=2), nn.ReLU(),
+            nn.Conv1d(32, 32, 3, padding=1, stride=2), nn.ReLU(),
+            nn.Conv1d(32, 32, 3, padding=1, stride=2), nn.ReLU(),
+            nn.AdaptiveAvgPool1d(4), nn.Flatten(), nn.Linear(32 * 4, feature_dim), nn.ReLU(),
+        )
+    raise ValueError(f"unknown encoder kind {kind!r}; choose one of {ENCODER_KINDS}")
+
+
+class Classifier(nn.Module):
+    """``encoder`` followed by a linear head: raw input -> class logits."""
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(feature_dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def build_classifier(
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    *,
+    kind: str = "mlp",
+    feature_dim: int = 64,
+    hidden: int = 128,
+) -> Classifier:
+    """A :class:`Classifier` with an encoder from :func:`build_encoder`."""
+    encoder = build_encoder(input_shape, kind=kind, feature_dim=feature_dim, hidden=hidden)
+    return Classifier(encoder, feature_dim, n_classes)
