@@ -13,6 +13,7 @@ Images are scaled to [0, 1] and kept in their natural shape (``(8, 8)``, ``(28, 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -211,3 +212,27 @@ def assert_disjoint(split: PateSplit) -> None:
             if i in owner:
                 raise RuntimeError(f"sample {i} is in both {owner[i]} and {name}: PATE needs disjoint data")
             owner[i] = name
+
+
+@functools.lru_cache(maxsize=4)
+def load_pate_data(
+    dataset: str,
+    seed: int,
+    num_teachers: int,
+    partition: str,
+    dirichlet_alpha: float,
+    query_fraction: float,
+    validation_fraction: float,
+    test_fraction: float,
+    mnist1d_samples: int,
+) -> tuple[Dataset, PateSplit]:
+    """The dataset and PATE split every party of a run reconstructs locally (cached per process).
+
+    Each party then reads only its own index set: a teacher its shard, the student its pool and
+    held-out sets.
+    """
+    data = load_dataset(dataset, seed=seed, mnist1d_samples=mnist1d_samples)
+    split = split_for_pate(data, num_teachers, query_fraction=query_fraction,
+                           validation_fraction=validation_fraction, test_fraction=test_fraction,
+                           scheme=partition, dirichlet_alpha=dirichlet_alpha, seed=seed)
+    return data, split

@@ -26,6 +26,13 @@ T = TypeVar("T")
 NODE_WAIT_TIMEOUT_S = 120.0
 
 
+class _HideRunSimulationDeprecation(logging.Filter):
+    """Drop Flower's notice that ``run_simulation`` is deprecated (this module is the one place using it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`run_simulation` function is deprecated" not in record.getMessage()
+
+
 def wait_for_nodes(grid: Grid, num_nodes: int, timeout: float = NODE_WAIT_TIMEOUT_S) -> list[int]:
     """Block until ``num_nodes`` nodes are connected; return their IDs in a stable (sorted) order.
 
@@ -93,6 +100,8 @@ def run_flower_simulation(
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     flwr_logger = logging.getLogger("flwr")
     previous_level = flwr_logger.level
+    deprecation_filter = _HideRunSimulationDeprecation()
+    flwr_logger.addFilter(deprecation_filter)
     if not verbose:
         flwr_logger.setLevel(logging.WARNING)
     try:
@@ -107,6 +116,7 @@ def run_flower_simulation(
             )
     finally:
         flwr_logger.setLevel(previous_level)
+        flwr_logger.removeFilter(deprecation_filter)
     if "value" not in outcome:
         raise RuntimeError("the simulated ServerApp ended without returning a result")
     return outcome["value"]

@@ -1,0 +1,236 @@
+"""Student node of ensemble-label distillation, and the local ``predict`` entry point.
+
+The student owns unlabeled samples (its query pool) and a held-out labelled validation and test
+set. It hands out batches of its samples to be labelled (``query.queries``), receives the fused
+labels (``train.student``), trains its own model on them — optionally also on its unanswered
+samples by confident self-training, which costs no privacy because no teacher sees them — evaluates,
+and saves the model (weights + JSON metadata) for local serving::
+
+    python -m clients.student predict --model runs/x/student_model.json --input X.npy [--output y.npy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+from clients.data import load_pate_data
+from clients.encoders import Classifier, build_classifier
+from clients.pate_protocol import ROLE_STUDENT, DataSpec, ModelSpec, array_record, node_role, read_array
+from clients.training import TrainConfig, accuracy, check_inputs, predict_logits, train_classifier
+
+MODEL_FORMAT = "flwr-privkit/student/1"
+
+
+def _check_student(context: Context, data_spec: DataSpec) -> None:
+    role, _ = node_role(dict(context.node_config), data_spec.num_teachers)
+    if role != ROLE_STUDENT:
+        raise ValueError(f"this node's role is {role!r}; student messages go to the student node only")
+
+
+def handle_queries(msg: Message, context: Context) -> Message:
+    """``query.queries``: return pool samples ``[offset, offset + count)`` (fewer at the pool's end)."""
+    data_spec = DataSpec.from_record(msg.content["data"])
+    _check_student(context, data_spec)
+    offset, count = int(msg.content["request"]["offset"]), int(msg.content["request"]["count"])
+    if offset < 0 or count < 1:
+        raise ValueError(f"query request needs offset >= 0 and count >= 1, got {offset} and {count}")
+    data, split = load_pate_data(**dataclasses.asdict(data_spec))
+    chosen = split.query_pool[offset:offset + count]
+    content = RecordDict({
+        "queries": array_record(x=data.x[chosen], positions=np.arange(offset, offset + len(chosen))),
+        "meta": ConfigRecord({"pool_size": len(split.query_pool)}),
+    })
+    return Message(content, reply_to=msg)
+
+
+def self_train_labels(
+    model: Classifier, x_unlabeled: np.ndarray, confidence: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-labels of ``model`` on ``x_unlabeled``, kept where softmax confidence >= ``confidence``.
+
+    Returns ``(indices into x_unlabeled, labels)``.
+    """
+    if len(x_unlabeled) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    probs = torch.softmax(torch.from_numpy(predict_logits(model, x_unlabeled)), dim=1).numpy()
+    keep = np.flatnonzero(probs.max(axis=1) >= confidence)
+    return keep, probs[keep].argmax(axis=1).astype(np.int64)
+
+
+def train_student(
+    x_labeled: np.ndarray,
+    y_labeled: np.ndarray,
+    x_unlabeled: np.ndarray,
+    n_classes: int,
+    spec: ModelSpec,
+    *,
+    seed: int,
+    self_training_confidence: float | None = None,
+) -> tuple[Classifier, int]:
+    """Train the student on fused labels; with a confidence, then retrain adding pseudo-labels.
+
+    Returns the model and the number of pseudo-labelled samples added.
+
+    Raises
+    ------
+    ValueError
+        If there is no labelled sample.
+    """
+    if len(y_labeled) == 0:
+        raise ValueError("the student received no answered query: nothing to train on "
+                         "(budget too small, or the threshold rejected every query)")
+    config = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
+                         weight_decay=spec.weight_decay)
+
+    def fit(x: np.ndarray, y: np.ndarray) -> Classifier:
+        model = build_classifier(tuple(x.shape[1:]), n_classes, kind=spec.kind,
+                                 feature_dim=spec.feature_dim, hidden=spec.hidden)
+        train_classifier(model, x, y, config, seed=seed)
+        return model
+
+    model = fit(x_labeled, y_labeled)
+    if self_training_confidence is None:
+        return model, 0
+    keep, pseudo = self_train_labels(model, x_unlabeled, self_training_confidence)
+    if len(keep) == 0:
+        return model, 0
+    model = fit(np.concatenate([x_labeled, x_unlabeled[keep]]), np.concatenate([y_labeled, pseudo]))
+    return model, len(keep)
+
+
+def save_student(model: Classifier, path: Path, metadata: dict[str, Any]) -> Path:
+    """Save weights to ``<path>.pt`` and metadata to ``<path>.json`` (atomically); return the JSON path."""
+    path = Path(path).with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights = path.with_suffix(".pt")
+    torch.save(model.state_dict(), weights)
+    meta = {"format": MODEL_FORMAT, "weights": weights.name, **metadata}
+    meta_path = path.with_suffix(".json")
+    tmp = meta_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, meta_path)
+    return meta_path
+
+
+def load_student(meta_path: Path) -> tuple[Classifier, dict[str, Any]]:
+    """Load a model saved by :func:`save_student`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the metadata or weights file is missing.
+    ValueError
+        If the metadata is not a flwr-privkit student model.
+    """
+    meta_path = Path(meta_path)
+    if meta_path.suffix != ".json":
+        meta_path = meta_path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{meta_path} is not a flwr-privkit student model (format {meta.get('format')!r})")
+    spec = ModelSpec.from_record(meta["model"])
+    model = build_classifier(tuple(meta["input_shape"]), len(meta["classes"]), kind=spec.kind,
+                             feature_dim=spec.feature_dim, hidden=spec.hidden)
+    model.load_state_dict(torch.load(meta_path.parent / meta["weights"], weights_only=True))
+    model.eval()
+    return model, meta
+
+
+def predict(meta_path: Path, x: np.ndarray) -> np.ndarray:
+    """Class labels the saved student assigns to ``x``.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` does not have the shape ``(N, *input_shape)`` the model was trained on, or holds NaN.
+    """
+    model, meta = load_student(meta_path)
+    x = check_inputs(x, tuple(meta["input_shape"]), "input")
+    classes = np.asarray(meta["classes"])
+    return classes[predict_logits(model, x).argmax(axis=1)]
+
+
+def handle_train(msg: Message, context: Context) -> Message:
+    """``train.student``: train on the fused labels, evaluate, save; reply with metrics.
+
+    ``fused_label_accuracy`` compares the fused labels with the pool's ground truth: a measurement
+    the student can make only because this setting's pool comes from a labelled dataset.
+    """
+    data_spec = DataSpec.from_record(msg.content["data"])
+    _check_student(context, data_spec)
+    model_spec = ModelSpec.from_record(msg.content["model"])
+    settings = msg.content["student"]
+    data, split = load_pate_data(**dataclasses.asdict(data_spec))
+    positions = read_array(msg.content, "labels", "positions").astype(np.int64)
+    labels = read_array(msg.content, "labels", "labels").astype(np.int64)
+    if positions.shape != labels.shape or positions.ndim != 1:
+        raise ValueError(f"positions and labels must be 1-D of one length, got {positions.shape} "
+                         f"and {labels.shape}")
+    if len(positions) and (positions.min() < 0 or positions.max() >= len(split.query_pool)):
+        raise ValueError(f"label positions must lie in [0, {len(split.query_pool)}), got "
+                         f"[{positions.min()}, {positions.max()}]")
+    if len(np.unique(positions)) != len(positions):
+        raise ValueError("label positions must be distinct: a query was labelled twice")
+    if len(labels) and (labels.min() < 0 or labels.max() >= data.n_classes):
+        raise ValueError(f"labels must lie in [0, {data.n_classes}), got [{labels.min()}, {labels.max()}]")
+    pool = split.query_pool
+    unlabeled = np.setdiff1d(np.arange(len(pool)), positions)
+    confidence = float(settings["self_training_confidence"])
+    model, n_pseudo = train_student(
+        data.x[pool[positions]], labels, data.x[pool[unlabeled]], data.n_classes, model_spec,
+        seed=data_spec.seed + 7, self_training_confidence=confidence if confidence > 0 else None)
+    metrics = {
+        "answered": len(labels),
+        "pseudo_labelled": n_pseudo,
+        "fused_label_accuracy": float(np.mean(data.y[pool[positions]] == labels)) if len(labels) else 0.0,
+        "validation_accuracy": accuracy(model, data.x[split.validation], data.y[split.validation]),
+        "test_accuracy": accuracy(model, data.x[split.test], data.y[split.test]),
+    }
+    privacy = {k: settings[k] for k in settings if k.startswith(("epsilon", "delta", "mechanism"))}
+    model_path = str(settings["model_path"])
+    if model_path:
+        save_student(model, Path(model_path), {
+            "classes": list(range(data.n_classes)),
+            "input_shape": list(data.input_shape),
+            "model": dataclasses.asdict(model_spec),
+            "dataset": data_spec.dataset,
+            "privacy": privacy,
+            "metrics": metrics,
+        })
+    return Message(RecordDict({"metrics": ConfigRecord(metrics)}), reply_to=msg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clients.student predict --model M.json --input X.npy [--output Y.npy]``."""
+    parser = argparse.ArgumentParser(prog="python -m clients.student",
+                                     description="Serve a saved flwr-privkit student model locally.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    pred = sub.add_parser("predict", help="classify samples from a .npy file")
+    pred.add_argument("--model", required=True, type=Path, help="student_model.json written by a run")
+    pred.add_argument("--input", required=True, type=Path, help=".npy array of shape (N, *input_shape)")
+    pred.add_argument("--output", type=Path, help="write labels to this .npy (default: print them)")
+    args = parser.parse_args(argv)
+    try:
+        labels = predict(args.model, np.load(args.input, allow_pickle=False))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.output:
+        np.save(args.output, labels)
+    else:
+        print(" ".join(map(str, labels.tolist())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""The Flower ServerApp and ClientApp of flwr-privkit, for ``flwr run .`` and deployments.
+
+``[tool.flwr.app.config]`` in ``pyproject.toml`` holds the defaults (a test keeps them equal to the
+typed schemas); ``flwr run . --run-config "pate.strategy.sigma=40"`` overrides them. The key
+``method`` selects what the ServerApp runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.app import Context
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from clients import student, teacher
+from clients.pate_protocol import handle_describe
+from simulations.pate_config import PateConfig
+from simulations.pate_server import run_pate_server
+from simulations.run_config import unflatten
+
+METHODS = ("pate",)
+
+client_app = ClientApp()
+client_app.query("describe")(handle_describe)
+client_app.train("teachers")(teacher.handle_train)
+client_app.query("votes")(teacher.handle_votes)
+client_app.query("queries")(student.handle_queries)
+client_app.train("student")(student.handle_train)
+
+server_app = ServerApp()
+
+
+def section(run_config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The ``name.``-prefixed keys of ``run_config``, with the prefix removed."""
+    prefix = f"{name}."
+    return {k[len(prefix):]: v for k, v in run_config.items() if k.startswith(prefix)}
+
+
+@server_app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Dispatch on ``run_config["method"]``."""
+    run_config = dict(context.run_config)
+    method = str(run_config.get("method", "pate"))
+    if method == "pate":
+        run_pate_server(grid, unflatten(PateConfig, section(run_config, "pate")))
+    else:
+        raise ValueError(f"run_config method must be one of {METHODS}, got {method!r}")

@@ -1,0 +1,85 @@
+"""Server side of a PATE run: build the strategy from a :class:`PateConfig`, run it, write results.
+
+Shared by the Hydra entry point (``python -m simulations.pate``) and the ``flwr run`` ServerApp.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.serverapp import Grid
+
+from simulations.pate_config import PateConfig
+from strategies.accounting import PrivacyLedger
+from strategies.ensemble_distillation import EnsembleDistillation, ProgressEvent, StudentSettings
+from strategies.fusion import make_mechanism
+
+RESULTS_FILE = "results.json"
+
+
+def build_ledger(cfg: PateConfig) -> PrivacyLedger | None:
+    """The run's privacy ledger (reloaded if its file exists), or None for the non-private majority."""
+    s = cfg.strategy
+    if s.mechanism == "majority":
+        return None
+    path = Path(cfg.run.ledger_path or Path(cfg.run.output_dir) / "privacy_ledger.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params: dict[str, float] = {}
+    if s.mechanism == "lnmax":
+        params["gamma"] = s.gamma
+    else:
+        params["sigma"] = s.sigma
+    if s.mechanism == "confident_gnmax":
+        params.update(sigma1=s.sigma1, threshold=s.threshold)
+    return PrivacyLedger(path, mechanism=s.mechanism, delta=s.delta, epsilon_budget=s.epsilon_budget,
+                         budget_on=s.budget_on, **params)
+
+
+def build_strategy(
+    cfg: PateConfig, on_progress: Callable[[ProgressEvent], None] | None = None
+) -> EnsembleDistillation:
+    """An :class:`EnsembleDistillation` configured from ``cfg``."""
+    s = cfg.strategy
+    mechanism = make_mechanism(s.mechanism, sigma=s.sigma, sigma1=s.sigma1, threshold=s.threshold,
+                               gamma=s.gamma)
+    student = cfg.student
+    if not student.model_path:
+        student = StudentSettings(student.self_training_confidence,
+                                  str(Path(cfg.run.output_dir).resolve() / "student_model"))
+    return EnsembleDistillation(
+        mechanism=mechanism, ledger=build_ledger(cfg), data=cfg.data, teacher_model=cfg.teacher,
+        student_model=cfg.student_model, student=student, query_batch_size=s.query_batch_size,
+        max_queries=s.max_queries or None, min_teachers=s.min_teachers, seed=s.seed,
+        timeout=cfg.federation.timeout_s, on_progress=on_progress)
+
+
+def run_pate_server(
+    grid: Grid, cfg: PateConfig, on_progress: Callable[[ProgressEvent], None] | None = None
+) -> dict[str, Any]:
+    """Run the PATE phases on ``grid``; write and return the results (also ``<output_dir>/results.json``)."""
+    strategy = build_strategy(cfg, on_progress)
+    result = strategy.start(grid)
+    results = {"config": dataclasses.asdict(cfg), **result.report}
+    out = Path(cfg.run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{RESULTS_FILE}.tmp"
+    tmp.write_text(json.dumps(_json_safe(results), indent=2))
+    os.replace(tmp, out / RESULTS_FILE)
+    return results
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats by strings so the file is strict JSON (``"inf"``)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

@@ -1,0 +1,478 @@
+"""EnsembleDistillation: PATE-style ensemble-label distillation as a Flower strategy.
+
+Phases (``shared/DESIGN.md`` §2), driven by :meth:`EnsembleDistillation.start`:
+
+1. *describe* — every node says its role (teacher nodes: which teachers they host; one student);
+2. *teacher training* (``configure_train`` / ``aggregate_train``) — each teacher trains on its own
+   disjoint shard, on its own node;
+3. *queries* — batches of the student's unlabeled samples go to every teacher node (one message per
+   node per batch); the server sums the nodes' vote histograms, fuses them with the configured
+   mechanism (``strategies.fusion``) and charges the privacy ledger (``strategies.accounting``),
+   which accepts only the prefix of a batch that fits the budget; answering stops at the budget;
+4. *student training* (``configure_evaluate`` / ``aggregate_evaluate``) — the fused labels go to the
+   student, which trains, evaluates and saves its model.
+
+Faults: a teacher node that returns an error, a malformed histogram, or no reply in time leaves the
+ensemble for the rest of the run (later histograms, and so the accounting, count only the remaining
+teachers); below ``min_teachers`` teachers the run stops with :class:`EnsembleTooSmallError`. A student
+failure stops the run. The strategy never sees teacher data or per-teacher predictions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from clients.pate_protocol import (
+    MSG_DESCRIBE,
+    MSG_NEXT_QUERIES,
+    MSG_TRAIN_STUDENT,
+    MSG_TRAIN_TEACHERS,
+    MSG_VOTES,
+    ROLE_STUDENT,
+    ROLE_TEACHER,
+    DataSpec,
+    ModelSpec,
+    array_record,
+    read_array,
+)
+from strategies.accounting import PrivacyLedger
+from strategies.fusion import Majority, Mechanism
+
+
+class EnsembleTooSmallError(RuntimeError):
+    """Fewer teachers remain than the configured minimum."""
+
+
+@dataclass
+class StudentSettings:
+    """What the student does with its labels.
+
+    ``self_training_confidence`` > 0 adds the student's unanswered samples whose own prediction is at
+    least that confident (no privacy cost: no teacher sees them). ``model_path`` (without suffix) is
+    where the student saves ``.pt`` + ``.json``; empty means do not save.
+    """
+
+    self_training_confidence: float = 0.0
+    model_path: str = ""
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """A progress update for live displays."""
+
+    phase: str
+    queries_checked: int = 0
+    queries_answered: int = 0
+    pool_size: int = 0
+    epsilon: float = 0.0
+
+
+@dataclass
+class PateResult(Result):
+    """Flower's ``Result`` plus the full PATE report (:meth:`EnsembleDistillation.report`)."""
+
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Ensemble:
+    """Server-side view of who is who; the teachers' hosts shrink when nodes fail."""
+
+    student: int
+    teacher_hosts: dict[int, list[int]]
+    dropped: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def num_teachers(self) -> int:
+        return sum(len(t) for t in self.teacher_hosts.values())
+
+
+class EnsembleDistillation(Strategy):
+    """PATE ensemble-label distillation over Flower nodes.
+
+    Parameters
+    ----------
+    mechanism : Mechanism
+        Vote fusion (``strategies.fusion``): ``Majority`` (non-private), ``LNMax``, ``GNMax``,
+        ``ConfidentGNMax``.
+    ledger : PrivacyLedger or None
+        The privacy ledger to charge; required for every mechanism but ``Majority`` (which must get
+        None: it has no privacy guarantee to account).
+    data : DataSpec
+        Dataset and split every node reconstructs.
+    teacher_model, student_model : ModelSpec
+        Architectures and local training settings.
+    student : StudentSettings, optional
+        Student-side options.
+    query_batch_size : int (default: 128)
+        Queries per message (one message per teacher node per batch).
+    max_queries : int or None (default: None)
+        Stop after this many queries were checked (None: the whole pool).
+    min_teachers : int (default: 1)
+        Stop with :class:`EnsembleTooSmallError` when fewer teachers remain.
+    seed : int (default: 0)
+        Seeds the fusion noise generator.
+    timeout : float (default: 600.0)
+        Seconds to wait for the replies of one step.
+    on_progress : callable, optional
+        Called with a :class:`ProgressEvent` after each phase and each batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        mechanism: Mechanism,
+        ledger: PrivacyLedger | None,
+        data: DataSpec,
+        teacher_model: ModelSpec,
+        student_model: ModelSpec,
+        student: StudentSettings | None = None,
+        query_batch_size: int = 128,
+        max_queries: int | None = None,
+        min_teachers: int = 1,
+        seed: int = 0,
+        timeout: float = 600.0,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+    ) -> None:
+        if isinstance(mechanism, Majority) != (ledger is None):
+            raise ValueError("a ledger is required for every private mechanism, and Majority (non-private) "
+                             f"takes none; got {type(mechanism).__name__} with ledger={ledger!r}")
+        if ledger is not None and ledger.mechanism != mechanism.name:
+            raise ValueError(f"ledger charges {ledger.mechanism!r} but the mechanism is {mechanism.name!r}")
+        if query_batch_size < 1:
+            raise ValueError(f"query_batch_size must be >= 1, got {query_batch_size}")
+        if max_queries is not None and max_queries < 1:
+            raise ValueError(f"max_queries must be >= 1 or None, got {max_queries}")
+        if not 1 <= min_teachers <= data.num_teachers:
+            raise ValueError(f"min_teachers must be in [1, {data.num_teachers}], got {min_teachers}")
+        self.mechanism = mechanism
+        self.ledger = ledger
+        self.data = data
+        self.teacher_model = teacher_model
+        self.student_model = student_model
+        self.student = student or StudentSettings()
+        self.query_batch_size = query_batch_size
+        self.max_queries = max_queries
+        self.min_teachers = min_teachers
+        self.timeout = timeout
+        self.on_progress = on_progress
+        self._rng = np.random.default_rng(seed)
+        self._ensemble: _Ensemble | None = None
+        self._teacher_metrics: dict[int, dict[str, float]] = {}
+        self._student_metrics: dict[str, float] = {}
+
+    # -- Flower's five hooks ------------------------------------------------------------------------
+
+    def summary(self) -> None:
+        """Log the strategy's configuration."""
+        log(INFO, "EnsembleDistillation: mechanism=%s, %d teachers, batch=%d, max_queries=%s, "
+            "min_teachers=%d, dataset=%s", self.mechanism, self.data.num_teachers,
+            self.query_batch_size, self.max_queries, self.min_teachers, self.data.dataset)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """One ``train.teachers`` message per teacher node."""
+        ensemble = self._require_ensemble()
+        return [self._message(node, MSG_TRAIN_TEACHERS, model=self.teacher_model.to_record())
+                for node in sorted(ensemble.teacher_hosts)]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Record each teacher's metrics; drop nodes that failed. No model is aggregated."""
+        ensemble = self._require_ensemble()
+        by_node = self._collect(replies, set(ensemble.teacher_hosts), "teacher training")
+        for node, reply in by_node.items():
+            metrics = reply.content["metrics"]
+            for t, acc, size in zip(metrics["teacher_ids"], metrics["test_accuracy"], metrics["train_size"],
+                                    strict=True):
+                self._teacher_metrics[int(t)] = {"test_accuracy": float(acc), "train_size": int(size),
+                                                 "node": node}
+        self._check_ensemble_size()
+        accs = [m["test_accuracy"] for m in self._teacher_metrics.values()]
+        return None, MetricRecord({"teachers": len(accs), "mean_teacher_accuracy": float(np.mean(accs))})
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """The ``train.student`` message: fused labels (in ``arrays``) plus the privacy bill (``config``)."""
+        ensemble = self._require_ensemble()
+        settings = ConfigRecord({"self_training_confidence": self.student.self_training_confidence,
+                                 "model_path": self.student.model_path, **dict(config)})
+        msg = self._message(ensemble.student, MSG_TRAIN_STUDENT, model=self.student_model.to_record(),
+                            labels=arrays, student=settings)
+        return [msg]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """The student's metrics; a student failure ends the run."""
+        ensemble = self._require_ensemble()
+        replies = list(replies)
+        reply = next((r for r in replies if r.metadata.src_node_id == ensemble.student), None)
+        if reply is None:
+            raise RuntimeError(f"student node {ensemble.student} did not reply to {MSG_TRAIN_STUDENT} "
+                               f"within {self.timeout:.0f} s")
+        if reply.has_error():
+            raise RuntimeError(f"student node {ensemble.student} failed to train: {reply.error.reason}")
+        self._student_metrics = {k: float(v) for k, v in reply.content["metrics"].items()}
+        return MetricRecord(self._student_metrics)
+
+    # -- the phases ---------------------------------------------------------------------------------
+
+    def start(  # type: ignore[override]
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord | None = None,
+        num_rounds: int = 1,
+        timeout: float | None = None,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> PateResult:
+        """Run the four phases once; ``num_rounds`` must be 1 (PATE has no global-model rounds).
+
+        Raises
+        ------
+        EnsembleTooSmallError
+            If failures leave fewer than ``min_teachers`` teachers.
+        RuntimeError
+            If the nodes do not form one student plus teachers covering the run, or the student fails.
+        BudgetExhaustedError
+            If the ledger was already exhausted when the run started.
+        """
+        if num_rounds != 1:
+            raise ValueError(f"EnsembleDistillation runs its phases once: num_rounds must be 1, "
+                             f"got {num_rounds}")
+        if timeout is not None:
+            self.timeout = timeout
+        t0 = time.monotonic()
+        self.summary()
+        result = PateResult()
+        self._ensemble = self._describe(grid)
+        self._emit("teacher training")
+        teacher_replies = grid.send_and_receive(
+            self.configure_train(1, ArrayRecord(), ConfigRecord(), grid), timeout=self.timeout)
+        _, train_metrics = self.aggregate_train(1, teacher_replies)
+        if train_metrics is not None:
+            result.train_metrics_clientapp[1] = train_metrics
+
+        positions, labels, pool_size, checked = self._query_phase(grid)
+
+        self._emit("student training", checked, len(labels), pool_size)
+        bill = self._privacy_bill()
+        student_replies = grid.send_and_receive(
+            self.configure_evaluate(1, array_record(positions=positions, labels=labels),
+                                    ConfigRecord(bill), grid), timeout=self.timeout)
+        eval_metrics = self.aggregate_evaluate(1, student_replies)
+        if eval_metrics is not None:
+            result.evaluate_metrics_clientapp[1] = eval_metrics
+        self._emit("done", checked, len(labels), pool_size)
+        result.report = self.report(queries_checked=checked, answered=len(labels), pool_size=pool_size,
+                                    wall_s=time.monotonic() - t0)
+        return result
+
+    def _describe(self, grid: Grid) -> _Ensemble:
+        """Ask every connected node its role; check one student and a teacher covering the run."""
+        nodes = sorted(grid.get_node_ids())
+        replies = grid.send_and_receive([self._message(n, MSG_DESCRIBE) for n in nodes], timeout=self.timeout)
+        hosts: dict[int, list[int]] = {}
+        students: list[int] = []
+        for node, reply in self._collect(replies, set(nodes), "describe", drop=False).items():
+            role = str(reply.content["role"]["role"])
+            if role == ROLE_STUDENT:
+                students.append(node)
+            elif role == ROLE_TEACHER:
+                hosts[node] = [int(t) for t in reply.content["role"]["teachers"]]
+        if len(students) != 1:
+            raise RuntimeError(f"a PATE run needs exactly one student node, found {len(students)}")
+        hosted = sorted(t for ts in hosts.values() for t in ts)
+        if len(hosted) != len(set(hosted)):
+            twice = sorted({t for t in hosted if hosted.count(t) > 1})
+            raise RuntimeError(f"teachers {twice} are hosted by more than one node: "
+                               "each teacher must vote once")
+        missing = sorted(set(range(self.data.num_teachers)) - set(hosted))
+        if missing:
+            log(WARNING, "teachers %s are not hosted by any connected node; the ensemble has %d of %d",
+                missing, len(hosted), self.data.num_teachers)
+        ensemble = _Ensemble(student=students[0], teacher_hosts=hosts)
+        self._ensemble = ensemble
+        self._check_ensemble_size()
+        return ensemble
+
+    def _query_phase(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Label the student's pool batch by batch until the pool, ``max_queries`` or the budget ends.
+
+        Returns the answered pool positions, their fused labels, the pool size and the number of
+        queries checked.
+        """
+        ensemble = self._require_ensemble()
+        positions: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        offset, pool_size, checked = 0, None, 0
+        limit = self.max_queries
+        while pool_size is None or offset < min(pool_size, limit or pool_size):
+            count = self.query_batch_size if limit is None else min(self.query_batch_size, limit - offset)
+            batch_x, batch_pos, pool_size = self._fetch_queries(grid, ensemble.student, offset, count)
+            if len(batch_pos) == 0:
+                break
+            votes = self._gather_votes(grid, batch_x)
+            fused = self.mechanism.fuse(votes, self._rng)
+            n_keep, exhausted = len(fused), False
+            if self.ledger is not None:
+                charge = self.ledger.charge(votes, fused.answered)
+                n_keep, exhausted = charge.n_accepted, charge.exhausted
+            kept = fused.answered[:n_keep]
+            positions.append(batch_pos[:n_keep][kept])
+            labels.append(fused.labels[:n_keep][kept])
+            checked += n_keep
+            offset += len(batch_pos)
+            answered = sum(len(x) for x in labels)
+            self._emit("queries", checked, answered, pool_size)
+            if exhausted:
+                log(INFO, "privacy budget reached after %d checked / %d answered queries", checked, answered)
+                break
+        pos = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
+        lab = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+        return pos.astype(np.int64), lab.astype(np.int64), int(pool_size or 0), checked
+
+    def _fetch_queries(
+        self, grid: Grid, student: int, offset: int, count: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        request = ConfigRecord({"offset": offset, "count": count})
+        replies = grid.send_and_receive([self._message(student, MSG_NEXT_QUERIES, request=request)],
+                                        timeout=self.timeout)
+        reply = next(iter(replies), None)
+        if reply is None or reply.has_error():
+            reason = "no reply" if reply is None else reply.error.reason
+            raise RuntimeError(f"student node {student} failed to supply queries: {reason}")
+        x = read_array(reply.content, "queries", "x")
+        pos = read_array(reply.content, "queries", "positions").astype(np.int64)
+        return x, pos, int(reply.content["meta"]["pool_size"])
+
+    def _gather_votes(self, grid: Grid, batch_x: np.ndarray) -> np.ndarray:
+        """Sum the vote histograms of all remaining teacher nodes for one batch of queries."""
+        ensemble = self._require_ensemble()
+        queries = array_record(x=batch_x)
+        msgs = [self._message(node, MSG_VOTES, model=self.teacher_model.to_record(), queries=queries)
+                for node in sorted(ensemble.teacher_hosts)]
+        by_node = self._collect(grid.send_and_receive(msgs, timeout=self.timeout),
+                                set(ensemble.teacher_hosts), "voting")
+        total = np.zeros((len(batch_x), 0), dtype=np.int64)
+        for node, reply in sorted(by_node.items()):
+            problem, votes = self._check_histogram(reply, len(batch_x), len(ensemble.teacher_hosts[node]))
+            if problem:
+                self._drop(node, f"malformed vote histogram: {problem}")
+                continue
+            total = votes if total.shape[1] == 0 else total + votes
+        self._check_ensemble_size()
+        return total
+
+    @staticmethod
+    def _check_histogram(reply: Message, n_queries: int, n_hosted: int) -> tuple[str, np.ndarray]:
+        """Return ``("", votes)`` for a valid ``(Q, C)`` histogram, else ``(problem, empty)``."""
+        try:
+            votes = read_array(reply.content, "votes", "votes")
+        except ValueError as err:
+            return str(err), np.zeros(0)
+        if votes.ndim != 2 or votes.shape[0] != n_queries:
+            return f"expected shape ({n_queries}, C), got {votes.shape}", votes
+        if not np.issubdtype(votes.dtype, np.integer) or votes.min(initial=0) < 0:
+            return "counts must be non-negative integers", votes
+        if np.any(votes.sum(axis=1) != n_hosted):
+            return f"each row must sum to the node's {n_hosted} teachers", votes
+        return "", votes.astype(np.int64)
+
+    # -- bookkeeping --------------------------------------------------------------------------------
+
+    def _message(self, node: int, message_type: str, **records: Any) -> Message:
+        content = RecordDict({"data": self.data.to_record(), **records})
+        return Message(content, dst_node_id=node, message_type=message_type)
+
+    def _collect(
+        self, replies: Iterable[Message], expected: set[int], step: str, *, drop: bool = True
+    ) -> dict[int, Message]:
+        """Map node -> successful reply; nodes with an error or no reply are dropped (or raise)."""
+        good: dict[int, Message] = {}
+        failed: dict[int, str] = {}
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if node not in expected:
+                continue
+            if reply.has_error():
+                failed[node] = f"error in {step}: {reply.error.reason}"
+            else:
+                good[node] = reply
+        for node in expected - set(good) - set(failed):
+            failed[node] = f"no reply to {step} within {self.timeout:.0f} s"
+        if failed and not drop:
+            raise RuntimeError(f"nodes failed during {step}: {failed}")
+        for node, reason in failed.items():
+            self._drop(node, reason)
+        return good
+
+    def _drop(self, node: int, reason: str) -> None:
+        ensemble = self._require_ensemble()
+        if node == ensemble.student:
+            raise RuntimeError(f"student node {node} failed: {reason}")
+        teachers = ensemble.teacher_hosts.pop(node, [])
+        ensemble.dropped[node] = reason
+        log(WARNING, "teacher node %d (teachers %s) leaves the ensemble: %s", node, teachers, reason)
+
+    def _check_ensemble_size(self) -> None:
+        ensemble = self._require_ensemble()
+        if ensemble.num_teachers < self.min_teachers:
+            raise EnsembleTooSmallError(
+                f"only {ensemble.num_teachers} teachers remain (min_teachers={self.min_teachers}); "
+                f"dropped nodes: {ensemble.dropped}")
+
+    def _require_ensemble(self) -> _Ensemble:
+        if self._ensemble is None:
+            raise RuntimeError("the ensemble is unknown: start() describes the nodes first")
+        return self._ensemble
+
+    def _privacy_bill(self) -> dict[str, float | str]:
+        bill: dict[str, float | str] = {"mechanism": self.mechanism.name}
+        if self.ledger is not None:
+            eps = self.ledger.epsilon()
+            bill.update(epsilon_data_dependent=eps["data_dependent"],
+                        epsilon_data_independent=eps["data_independent"],
+                        delta=self.ledger.to_dict()["config"]["delta"])
+        return bill
+
+    def _emit(self, phase: str, checked: int = 0, answered: int = 0, pool_size: int = 0) -> None:
+        if self.on_progress is None:
+            return
+        eps = self.ledger.epsilon()["data_dependent"] if self.ledger is not None else float("inf")
+        self.on_progress(ProgressEvent(phase, checked, answered, pool_size, eps))
+
+    def report(self, *, queries_checked: int, answered: int, pool_size: int, wall_s: float) -> dict[str, Any]:
+        """Everything a results file needs about the run (no raw data, no per-query labels)."""
+        ensemble = self._require_ensemble()
+        ledger = self.ledger.to_dict() if self.ledger is not None else None
+        eps = self.ledger.epsilon() if self.ledger is not None else None
+        return {
+            "mechanism": self.mechanism.name,
+            "teachers": {str(t): m for t, m in sorted(self._teacher_metrics.items())},
+            "teachers_remaining": ensemble.num_teachers,
+            "dropped_nodes": {str(k): v for k, v in ensemble.dropped.items()},
+            "pool_size": pool_size,
+            "queries_checked": queries_checked,
+            "answered": answered,
+            "epsilon_data_dependent": eps["data_dependent"] if eps else float("inf"),
+            "epsilon_data_independent": eps["data_independent"] if eps else float("inf"),
+            "best_order_data_dependent": eps["best_order_data_dependent"] if eps else None,
+            "delta": ledger["config"]["delta"] if ledger else None,
+            "ledger_path": str(self.ledger.path) if self.ledger is not None and self.ledger.path else None,
+            "student": dict(self._student_metrics),
+            "wall_s": wall_s,
+        }
