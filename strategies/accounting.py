@@ -22,9 +22,9 @@ References
 Shapes: ``votes`` is ``(Q, C)`` (Q queries, C classes, each row a vote histogram); ``orders`` is
 ``(K,)``. Per-query results are ``(Q, K)``; totals are ``(K,)``.
 
-Caveat (as in [P18] §3.2): a data-dependent ε depends on the teachers' votes and is therefore not
+Caveat (stated in [P18]): a data-dependent ε depends on the teachers' votes and is therefore not
 itself differentially private. Report the data-independent ε beside it, or release the
-data-dependent one through smooth sensitivity ([P18] §4.2), which this module does not implement.
+data-dependent one through [P18]'s smooth-sensitivity mechanism, which this module does not implement.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ Deviation: the [P18] scripts use ``concatenate((arange(2, 101, .5), logspace(2, 
 which also has 298 entries but holds 100 twice and puts 100.5 before 100 (unsorted). The
 orders below 100, where the paper's optima lie (e.g. 14 for MNIST), are identical.
 """
+DEFAULT_ORDERS.setflags(write=False)
 
 _MECHANISMS = ("gnmax", "confident_gnmax", "lnmax")
 _BUDGET_BASES = ("data_dependent", "data_independent")
@@ -370,11 +371,11 @@ def log_pr_answered(votes: ArrayLike, threshold: float, sigma1: float) -> FloatA
 
 
 def rdp_threshold_data_independent(sigma1: float, orders: ArrayLike = DEFAULT_ORDERS) -> FloatArray:
-    """Data-independent RDP of the threshold check: ``α / (2σ1²)`` ([P18] §4.1, Proposition 8 analogue).
+    """Data-independent RDP of the threshold check: ``α / (2σ1²)`` ([P18] Algorithm 1, step 1).
 
     ``max_i n_i`` has sensitivity 1 (one teacher changes it by at most 1), so the check is a
     Gaussian mechanism of sensitivity 1 followed by post-processing: RDP ``α · 1² / (2σ1²)``
-    ([M17] Corollary 3). This is Proposition 8 with σ replaced by √2·σ1, as in tf-privacy.
+    ([M17] Table II). This is [P18] Proposition 8 with σ replaced by √2·σ1, as in tf-privacy.
 
     Parameters
     ----------
@@ -441,7 +442,7 @@ def rdp_confident_gnmax_expected(
     sigma2: float,
     orders: ArrayLike = DEFAULT_ORDERS,
 ) -> tuple[FloatArray, float]:
-    """Expected data-dependent RDP of Confident-GNMax over a set of queries ([P18] §4, Table 2).
+    """Expected data-dependent RDP of Confident-GNMax over a set of queries ([P18] Table 2 analysis).
 
     As in the paper's analysis (tf-privacy ``smooth_sensitivity_table.py``): every query pays the
     threshold check (:func:`rdp_threshold`), and pays the GNMax cost (:func:`rdp_gnmax_data_dependent`
@@ -491,9 +492,9 @@ def rdp_lnmax_data_independent(gamma: float, orders: ArrayLike = DEFAULT_ORDERS)
     """Data-independent RDP of one LNMax query: pure ε = 2γ turned into RDP.
 
     LNMax adds Laplace(1/γ) noise to every count; the histogram has L1 sensitivity 2, so a query is
-    (2γ, 0)-DP ([P17] §3, as used in its Theorem 3). Pure ε-DP is (α, ε)-RDP for every α ([M17]
-    Proposition 3's premise: D_∞ <= ε bounds every D_α) and (α, αε²/2)-RDP via ½ε²-zCDP ([BS16]
-    Proposition 3.3); the minimum of the two is returned.
+    (2γ, 0)-DP, the premise of [P17] Theorem 3. Pure ε-DP is (∞, ε)-RDP ([M17]) and Rényi divergence
+    is non-decreasing in the order, so it is (α, ε)-RDP for every α; it is also (α, αε²/2)-RDP via
+    ½ε²-zCDP ([BS16] Proposition 3.3). The minimum of the two is returned.
 
     Parameters
     ----------
@@ -536,11 +537,13 @@ def rdp_lnmax_data_dependent(
     """Data-dependent RDP of LNMax, per query ([P17] Theorem 3 in RDP form).
 
     [P17] Theorem 3: for a (2γ, 0)-DP mechanism with ``Pr[outcome != o*] <= q`` and
-    ``q < (e^2γ - 1) / (e^4γ - 1) = 1 / (e^2γ + 1)``, the log moment at l = α - 1 satisfies::
+    ``q < (e^2γ - 1) / (e^4γ - 1) = 1 / (e^2γ + 1)``, the log moment of order l satisfies::
 
-        α(l) <= log((1-q) · ((1-q) / (1 - e^2γ·q))^l + q · e^(2γl)),
+        m(l) <= log((1-q) · ((1-q) / (1 - e^2γ·q))^l + q · e^(2γl)),
 
-    and the RDP at order α is ``α(α-1) / (α-1)``. q comes from [P17] Lemma 4 (``_logq_lnmax``).
+    and the RDP at order λ is ``m(λ-1) / (λ-1)``. q comes from [P17] Lemma 4 (``_logq_lnmax``).
+    Deviation: the theorem's strict ``<`` on q is applied as ``<=``, as in tf-privacy; at equality
+    the bound is still finite (``1 - e^2γ·q = q > 0``).
     Where the condition on q fails the bound is +inf, and as in tf-privacy ``rdp_pure_eps`` the
     result is the minimum with :func:`rdp_lnmax_data_independent`.
 
@@ -711,6 +714,34 @@ def _atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
             os.close(dir_fd)
 
 
+_LEDGER_KEYS = (
+    "format_version",
+    "config",
+    "orders",
+    "rdp_data_dependent",
+    "rdp_data_independent",
+    "queries_checked",
+    "queries_answered",
+    "exhausted",
+    "history",
+)
+
+
+def _read_ledger_file(path: Path) -> dict[str, Any]:
+    """Read a persisted ledger, raising ValueError unless it has this version's format."""
+    stored = json.loads(path.read_text(encoding="utf-8"))  # JSONDecodeError is a ValueError
+    if not isinstance(stored, dict) or stored.get("format_version") != _LEDGER_FORMAT_VERSION:
+        version = stored.get("format_version") if isinstance(stored, dict) else None
+        raise ValueError(
+            f"{path}: not a privacy ledger of format_version {_LEDGER_FORMAT_VERSION} "
+            f"(found format_version {version!r})"
+        )
+    missing = [key for key in _LEDGER_KEYS if key not in stored]
+    if missing:
+        raise ValueError(f"{path}: privacy ledger is missing {', '.join(missing)}")
+    return stored
+
+
 class PrivacyLedger:
     """RDP privacy ledger for PATE vote fusion, persisted atomically as JSON.
 
@@ -777,7 +808,7 @@ class PrivacyLedger:
         self._delta = _check_delta(delta)
         self._budget = _check_positive("epsilon_budget", epsilon_budget)
         self._budget_on = budget_on
-        self._orders = _check_orders(orders)
+        self._orders = _check_orders(orders).copy()
         floor = float(np.min(_epsilon_curve(self._orders, np.zeros_like(self._orders), self._delta)))
         if self._budget < floor:
             raise ValueError(
@@ -793,7 +824,7 @@ class PrivacyLedger:
         self._exhausted = False
         self._history: list[dict[str, Any]] = []
         if self._path is not None and self._path.exists():
-            self._restore(json.loads(self._path.read_text(encoding="utf-8")))
+            self._restore(_read_ledger_file(self._path))
 
     # -- construction helpers ----------------------------------------------------------------------
 
@@ -828,13 +859,8 @@ class PrivacyLedger:
 
     def _restore(self, stored: dict[str, Any]) -> None:
         """Load totals and history from a stored ledger after checking it matches this one."""
-        if stored.get("format_version") != _LEDGER_FORMAT_VERSION:
-            raise ValueError(
-                f"{self._path}: unsupported ledger format_version {stored.get('format_version')!r}, "
-                f"expected {_LEDGER_FORMAT_VERSION}"
-            )
         mine, theirs = self._config(), stored["config"]
-        for key in sorted(set(mine) | set(theirs)):
+        for key in ["mechanism", *sorted((set(mine) | set(theirs)) - {"mechanism"})]:
             if mine.get(key) != theirs.get(key):
                 raise ValueError(
                     f"{self._path}: stored ledger has {key}={theirs.get(key)!r}, "
@@ -866,9 +892,8 @@ class PrivacyLedger:
         ValueError
             If the file is not a ledger this version can read.
         """
-        stored = json.loads(Path(path).read_text(encoding="utf-8"))
-        config = dict(stored["config"])
-        return cls(path, orders=stored["orders"], **config)
+        stored = _read_ledger_file(Path(path))
+        return cls(path, orders=stored["orders"], **stored["config"])
 
     # -- per-query costs ---------------------------------------------------------------------------
 
@@ -947,7 +972,9 @@ class PrivacyLedger:
         -------
         ChargeResult
             The accepted prefix, its answered count, whether the budget is exhausted, and the total
-            ε on both accountings after the charge.
+            ε on both accountings after the charge. ``exhausted`` is True if the batch was cut
+            short, or if one more query at its worst-case (data-independent) cost would exceed the
+            budget: the next query's data-dependent cost cannot be known before its votes are.
 
         Raises
         ------
@@ -974,47 +1001,51 @@ class PrivacyLedger:
 
         # Dry run: cumulative totals after each prefix, nothing changes until the prefix is chosen.
         cost_dd, cost_di = self._costs(votes, answered_arr)
-        cost = cost_dd if self._budget_on == "data_dependent" else cost_di
-        base = self._rdp_dd if self._budget_on == "data_dependent" else self._rdp_di
-        eps_prefix = np.min(_epsilon_curve(self._orders, base + np.cumsum(cost, axis=0), self._delta), axis=1)
-        over = eps_prefix > self._budget
+        cum_dd = self._rdp_dd + np.cumsum(cost_dd, axis=0)
+        cum_di = self._rdp_di + np.cumsum(cost_di, axis=0)
+        cum = cum_dd if self._budget_on == "data_dependent" else cum_di
+        over = np.min(_epsilon_curve(self._orders, cum, self._delta), axis=1) > self._budget
         n_accepted = int(np.argmax(over)) if over.any() else votes.shape[0]
-
-        rdp_dd = self._rdp_dd + cost_dd[:n_accepted].sum(axis=0)
-        rdp_di = self._rdp_di + cost_di[:n_accepted].sum(axis=0)
+        # The committed totals are the very rows the decision was made on (no re-summation).
+        rdp_dd = cum_dd[n_accepted - 1] if n_accepted else self._rdp_dd.copy()
+        rdp_di = cum_di[n_accepted - 1] if n_accepted else self._rdp_di.copy()
         n_answered = int(answered_arr[:n_accepted].sum())
-        after = rdp_dd if self._budget_on == "data_dependent" else rdp_di
-        no_room = (
-            np.min(_epsilon_curve(self._orders, after + self._worst_case_query(), self._delta)) > self._budget
-        )
-        exhausted = n_accepted < votes.shape[0] or bool(no_room)
-        (eps_dd, order_dd), (eps_di, order_di) = (self._best(rdp_dd), self._best(rdp_di))
 
-        entry = {
-            "time": datetime.now(UTC).isoformat(timespec="seconds"),
-            "n_offered": int(votes.shape[0]),
-            "n_accepted": n_accepted,
-            "n_answered": n_answered,
-            "n_teachers": float(votes[0].sum()),
-            "exhausted": exhausted,
-            "epsilon_data_dependent": eps_dd,
-            "epsilon_data_independent": eps_di,
-            "best_order_data_dependent": order_dd,
-            "best_order_data_independent": order_di,
-        }
-        state = {
-            "rdp_dd": rdp_dd,
-            "rdp_di": rdp_di,
-            "checked": self._checked + n_accepted,
-            "answered": self._answered + n_answered,
-            "exhausted": exhausted,
-            "history": [*self._history, entry],
-        }
+        # The next query's cost is unknown until its votes are seen: assume its worst case.
+        after = rdp_dd if self._budget_on == "data_dependent" else rdp_di
+        next_worst = np.min(_epsilon_curve(self._orders, after + self._worst_case_query(), self._delta))
+        exhausted = n_accepted < votes.shape[0] or bool(next_worst > self._budget)
+        (eps_dd, order_dd), (eps_di, order_di) = self._best(rdp_dd), self._best(rdp_di)
+
+        history = [
+            *self._history,
+            {
+                "time": datetime.now(UTC).isoformat(timespec="seconds"),
+                "n_offered": int(votes.shape[0]),
+                "n_accepted": n_accepted,
+                "n_answered": n_answered,
+                "n_teachers": float(votes[0].sum()),
+                "exhausted": exhausted,
+                "epsilon_data_dependent": eps_dd,
+                "epsilon_data_independent": eps_di,
+                "best_order_data_dependent": order_dd,
+                "best_order_data_independent": order_di,
+            },
+        ]
+        checked, answered_total = self._checked + n_accepted, self._answered + n_answered
         if self._path is not None:
-            _atomic_write_json(self._path, self._payload(**state))
-        self._rdp_dd, self._rdp_di = state["rdp_dd"], state["rdp_di"]
-        self._checked, self._answered = state["checked"], state["answered"]
-        self._exhausted, self._history = exhausted, state["history"]
+            payload = self._payload(
+                rdp_dd=rdp_dd,
+                rdp_di=rdp_di,
+                checked=checked,
+                answered=answered_total,
+                exhausted=exhausted,
+                history=history,
+            )
+            _atomic_write_json(self._path, payload)
+        self._rdp_dd, self._rdp_di = rdp_dd, rdp_di
+        self._checked, self._answered = checked, answered_total
+        self._exhausted, self._history = exhausted, history
 
         _warn_if_edge(order_dd, self._orders, "data-dependent ε")
         _warn_if_edge(order_di, self._orders, "data-independent ε")

@@ -83,6 +83,12 @@ def test_default_orders_grid() -> None:
     np.testing.assert_allclose(orders[197:], np.logspace(2, np.log10(500), 102)[1:], rtol=1e-14)
 
 
+def test_default_orders_are_read_only() -> None:
+    # Execute / Assert
+    with pytest.raises(ValueError, match="read-only"):
+        DEFAULT_ORDERS[0] = 1.5
+
+
 # ------------------------------------------------------------------------------------------------
 # Reproducing Papernot et al. 2018
 # ------------------------------------------------------------------------------------------------
@@ -532,6 +538,7 @@ HAND = {
         pytest.param(5.5, [3, 3], [3, 1], [False, True], id="cut-inside-second-batch"),
         pytest.param(4.5, [3], [3], [True], id="fits-but-no-room-for-one-more"),
         pytest.param(20.0, [3, 3], [3, 3], [False, False], id="well-within-budget"),
+        pytest.param(1.5, [2], [0], [True], id="not-even-one-query"),
     ],
 )
 def test_ledger_keeps_longest_prefix_within_budget(
@@ -845,3 +852,28 @@ def test_ledger_atomic_write_uses_fsync_and_replace(tmp_path: Path, monkeypatch:
 
     # Assert
     assert calls[:2] == ["fsync", "replace"]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        pytest.param("not json", r"Expecting value", id="not-json"),
+        pytest.param(
+            "[1, 2]", r"not a privacy ledger of format_version 1 \(found format_version None\)", id="list"
+        ),
+        pytest.param('{"format_version": 99}', r"found format_version 99", id="future-version"),
+        pytest.param(
+            '{"format_version": 1, "config": {}}', r"missing orders, rdp_data_dependent", id="truncated"
+        ),
+    ],
+)
+def test_ledger_rejects_unreadable_file(tmp_path: Path, content: str, match: str) -> None:
+    # Prepare
+    path = tmp_path / "ledger.json"
+    path.write_text(content)
+
+    # Execute / Assert
+    for open_ledger in (lambda: PrivacyLedger.load(path), lambda: make_ledger(path)):
+        with pytest.raises(ValueError, match=match):
+            open_ledger()
+    assert path.read_text() == content  # never overwritten
