@@ -1162,6 +1162,11 @@ class PrivacyLedger:
         return self._exhausted
 
     @property
+    def delta(self) -> float:
+        """The target δ of every ε this ledger reports."""
+        return self._delta
+
+    @property
     def epsilon_budget(self) -> float:
         """The ε budget, on the accounting named by ``budget_on``."""
         return self._budget

@@ -765,6 +765,8 @@ def test_ledger_epsilon_and_remaining() -> None:
     assert spent["data_independent"] == pytest.approx(expected)
     assert spent["best_order_data_dependent"] == 500.0
     assert ledger.remaining == pytest.approx(3.0 - expected)
+    assert (ledger.delta, ledger.epsilon_budget, ledger.budget_on) == (1e-5, 3.0, "data_dependent")
+    assert (ledger.mechanism, ledger.path, ledger.exhausted) == ("confident_gnmax", None, False)
 
 
 @pytest.mark.parametrize(
