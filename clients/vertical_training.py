@@ -1,0 +1,451 @@
+"""What each party of the vertical prototype exchange computes (plain torch; no Flower here).
+
+:class:`ActiveParty` (label holder: encoder, top model, local head) and :class:`PassiveParty` (encoder)
+expose the protocol as named operations, ``party.handle(op, payload) -> reply`` with payloads of numpy
+arrays and scalars. The Flower ClientApp (:mod:`clients.vertical_party`) and the in-process link used by
+the benchmark call exactly these operations, so both run the same method. A party's whole state
+round-trips through :meth:`state_bytes` / :meth:`from_state` so a Flower node can keep it in
+``context.state`` between messages.
+
+One epoch (driven by :mod:`strategies.vertical_prototype`):
+
+1. aligned minibatches (split learning, Vepakomma et al. 2018): passive ``step`` returns features of the
+   batch (and applies the gradient of the previous batch); active ``step`` trains encoder + top model with
+   cross-entropy and returns each passive party the gradient w.r.t. its features;
+2. prototypes (patent method, DESIGN.md §4): passive ``snapshot`` sends the features of all aligned users;
+   active ``prototypes`` computes its own class prototypes (EMA-smoothed) and, for each passive party,
+   prototypes in that party's space (clipped / noised per :mod:`clients.prototype_privacy`); passive
+   ``receive`` smooths them (EMA, post-processing);
+3. ``local``: the active party trains its encoder + local head on all its labelled rows plus
+   ``lam`` × first loss on its non-aligned rows; a passive party applies ``lam_passive`` × third loss to its
+   non-aligned rows with confident nearest-prototype pseudo-labels.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from clients.encoders import build_encoder
+from clients.label_attacks import exact_label_attack, nearest_prototype_attack
+from clients.prototype_privacy import release_prototypes
+from clients.prototypes import (
+    check_features,
+    class_prototypes,
+    nearest_prototype,
+    prototype_pull_loss,
+    prototype_temperature,
+    pseudo_labels,
+    smooth_prototypes,
+)
+from clients.training import check_inputs
+from clients.vertical_data import PartyData
+from simulations.vertical_config import VerticalConfig
+
+Payload = dict[str, Any]
+SPLITS = ("val", "test")
+
+
+def build_top_model(n_parties: int, feature_dim: int, hidden: int, n_classes: int) -> nn.Module:
+    """Active party's top model on the concatenated party features (``hidden = 0``: linear)."""
+    width = n_parties * feature_dim
+    if hidden == 0:
+        return nn.Linear(width, n_classes)
+    return nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+
+def _seeded(*parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(parts)).generate_state(1)[0]))
+
+
+class _Party:
+    """State and operations common to both roles."""
+
+    role = ""
+    OPS: tuple[str, ...] = ()
+
+    def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
+        if data.role != self.role:
+            raise ValueError(f"{type(self).__name__} needs {self.role} data, got a {data.role} party")
+        self.data, self.cfg = data, cfg
+        m = cfg.model
+        with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
+            torch.manual_seed(cfg.seed * 1009 + data.index)
+            self.encoder = build_encoder(data.input_shape, kind=m.encoder, feature_dim=m.feature_dim,
+                                         hidden=m.hidden)
+            self._build_extra()
+        self.optimiser = torch.optim.Adam(self.parameters(), lr=cfg.strategy.lr,
+                                          weight_decay=cfg.strategy.weight_decay)
+        self.aligned_rows: np.ndarray | None = None
+        self.nonaligned_rows = np.arange(len(data.ids))
+        self.prototypes: torch.Tensor | None = None
+        self.valid: torch.Tensor | None = None
+        self.x = torch.from_numpy(check_inputs(data.x, data.input_shape, f"{data.name} features"))
+
+    def _build_extra(self) -> None:
+        """Build role-specific modules (inside the seeded RNG scope)."""
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder}
+
+    # --- protocol operations -------------------------------------------------------------------
+    def handle(self, op: str, payload: Payload) -> Payload:
+        """Run operation ``op`` (see the class's ``OPS``) on ``payload``.
+
+        Raises
+        ------
+        ValueError
+            On an unknown operation or a malformed payload.
+        """
+        if op not in self.OPS:
+            raise ValueError(f"{self.role} party has no operation {op!r}; it has {self.OPS}")
+        if op not in ("describe", "align") and self.aligned_rows is None:
+            raise RuntimeError(f"{op!r} before alignment: run the alignment phase first")
+        return getattr(self, f"op_{op}")(payload)
+
+    def op_describe(self, payload: Payload) -> Payload:
+        return {"role": self.role, "index": self.data.index, "n_rows": len(self.data.ids),
+                "feature_dim": self.cfg.model.feature_dim}
+
+    def op_align(self, payload: Payload) -> Payload:
+        """Adopt the aligned IDs (shared canonical order) found by the alignment phase."""
+        aligned = [str(i) for i in payload["aligned_ids"]]
+        position = {user: row for row, user in enumerate(self.data.ids.tolist())}
+        missing = [user for user in aligned if user not in position]
+        if missing:
+            raise ValueError(f"{len(missing)} aligned IDs are not held by {self.data.name}")
+        if len(set(aligned)) != len(aligned):
+            raise ValueError("aligned IDs contain duplicates")
+        self.aligned_rows = np.array([position[u] for u in aligned], dtype=np.int64)
+        self.nonaligned_rows = np.setdiff1d(np.arange(len(self.data.ids)), self.aligned_rows)
+        return {"n_aligned": len(aligned), "n_nonaligned": len(self.nonaligned_rows)}
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of ``x`` without a graph."""
+        self.encoder.eval()
+        with torch.no_grad():
+            return self.encoder(x)
+
+    def _positions(self, payload: Payload, key: str) -> np.ndarray:
+        assert self.aligned_rows is not None
+        pos = np.asarray(payload[key], dtype=np.int64)
+        if pos.ndim != 1 or (len(pos) and (pos.min() < 0 or pos.max() >= len(self.aligned_rows))):
+            raise ValueError(f"{key} must index the {len(self.aligned_rows)} aligned users")
+        return self.aligned_rows[pos]
+
+    def _split_x(self, split: str) -> torch.Tensor:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        x = self.data.val_x if split == "val" else self.data.test_x
+        return torch.from_numpy(check_inputs(x, self.data.input_shape, f"{split} features"))
+
+    def _smooth(self, prototypes: torch.Tensor, valid: torch.Tensor) -> None:
+        self.prototypes, self.valid = smooth_prototypes(self.prototypes, self.valid, prototypes, valid,
+                                                        self.cfg.strategy.ema)
+
+    # --- persistence ---------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: module.state_dict() for name, module in self.modules().items()}
+        out["optimiser"] = self.optimiser.state_dict()
+        out["aligned_rows"] = None if self.aligned_rows is None else torch.from_numpy(self.aligned_rows)
+        out["prototypes"], out["valid"] = self.prototypes, self.valid
+        return out
+
+    def load(self, state: dict[str, Any]) -> None:
+        for name, module in self.modules().items():
+            module.load_state_dict(state[name])
+        self.optimiser.load_state_dict(state["optimiser"])
+        if state["aligned_rows"] is not None:
+            self.aligned_rows = state["aligned_rows"].numpy()
+            self.nonaligned_rows = np.setdiff1d(np.arange(len(self.data.ids)), self.aligned_rows)
+        self.prototypes, self.valid = state["prototypes"], state["valid"]
+
+    def state_bytes(self) -> bytes:
+        """The party's complete state (models, optimiser, alignment, prototypes, logs) as bytes."""
+        buffer = io.BytesIO()
+        torch.save(self.state(), buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_state(cls, data: PartyData, cfg: VerticalConfig, blob: bytes | None) -> _Party:
+        """A party rebuilt from :meth:`state_bytes` output (a fresh one if ``blob`` is None)."""
+        party = cls(data, cfg)
+        if blob is not None:
+            party.load(torch.load(io.BytesIO(blob), weights_only=True))
+        return party
+
+
+class PassiveParty(_Party):
+    """A party without labels: an encoder, the prototypes it receives, and (for measurement) its logs."""
+
+    role = "passive"
+    OPS = ("describe", "align", "step", "snapshot", "receive", "local", "predict", "attack")
+
+    def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
+        if data.y is not None or data.val_y is not None or data.test_y is not None:
+            raise ValueError(f"passive party {data.name} must not hold labels")
+        super().__init__(data, cfg)
+        self.feature_log: list[torch.Tensor] = []
+        self.prototype_log: list[torch.Tensor] = []
+        self.valid_log: list[torch.Tensor] = []
+
+    def op_step(self, payload: Payload) -> Payload:
+        """Apply the gradient of the previous batch (if any); return features of the next batch (if any)."""
+        if "grad" in payload:
+            rows = self._positions(payload, "grad_positions")
+            grad = torch.as_tensor(np.asarray(payload["grad"], dtype=np.float32))
+            if grad.shape != (len(rows), self.cfg.model.feature_dim):
+                raise ValueError(f"gradient must have shape ({len(rows)}, {self.cfg.model.feature_dim}), "
+                                 f"got {tuple(grad.shape)}")
+            self.encoder.train()
+            self.optimiser.zero_grad()
+            self.encoder(self.x[rows]).backward(grad)
+            self.optimiser.step()
+        if "positions" not in payload:
+            return {}
+        rows = self._positions(payload, "positions")
+        return {"features": self.encode(self.x[rows]).numpy()}
+
+    def op_snapshot(self, payload: Payload) -> Payload:
+        """Features of every aligned user, for this round's prototypes (logged for the attack measurement)."""
+        assert self.aligned_rows is not None
+        features = self.encode(self.x[self.aligned_rows])
+        if self.cfg.strategy.attack:
+            self.feature_log.append(features)
+        return {"features": features.numpy()}
+
+    def op_receive(self, payload: Payload) -> Payload:
+        """Take this round's prototypes in my feature space and smooth them into mine (EMA)."""
+        prototypes = torch.as_tensor(np.asarray(payload["prototypes"], dtype=np.float32))
+        valid = torch.as_tensor(np.asarray(payload["valid"], dtype=bool))
+        check_features(prototypes, what="received prototypes", dim=self.cfg.model.feature_dim)
+        if prototypes.shape[0] != self.data.n_classes or valid.shape != (self.data.n_classes,):
+            raise ValueError(f"expected {self.data.n_classes} prototypes and valid flags")
+        if self.cfg.strategy.attack:
+            self.prototype_log.append(prototypes)
+            self.valid_log.append(valid)
+        self._smooth(prototypes, valid)
+        return {"n_valid": int(valid.sum())}
+
+    def op_local(self, payload: Payload) -> Payload:
+        """One pass over my non-aligned rows with the third loss on confident pseudo-labels."""
+        s = self.cfg.strategy
+        epoch = int(payload["epoch"])
+        if (not s.prototypes or self.prototypes is None or self.valid is None or epoch < s.warmup_epochs
+                or s.lam_passive == 0 or len(self.nonaligned_rows) == 0 or not bool(self.valid.any())):
+            return {"kept": 0.0}
+        temperature = prototype_temperature(self.prototypes, self.valid, s.temperature_scale)
+        order = self.nonaligned_rows[torch.randperm(len(self.nonaligned_rows),
+                                                    generator=_seeded(self.cfg.seed, epoch, 2)).numpy()]
+        kept = 0
+        self.encoder.train()
+        for start in range(0, len(order), s.local_batch_size):
+            features = self.encoder(self.x[order[start:start + s.local_batch_size]])
+            labels, _, keep = pseudo_labels(features.detach(), self.prototypes, self.valid,
+                                            threshold=s.pseudo_threshold, temperature=temperature)
+            if not bool(keep.any()):
+                continue
+            kept += int(keep.sum())
+            loss = s.lam_passive * prototype_pull_loss(features[keep], labels[keep], self.prototypes,
+                                                       self.valid)
+            self.optimiser.zero_grad()
+            loss.backward()
+            self.optimiser.step()
+        return {"kept": kept / len(order)}
+
+    def op_predict(self, payload: Payload) -> Payload:
+        """Features and nearest-prototype classes of the held-out users of ``split`` (sorted IDs)."""
+        features = self.encode(self._split_x(str(payload["split"])))
+        return {"features": features.numpy(), "classes": self.classify(features).numpy()}
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Passive-only prediction: class of the nearest prototype (``-1`` without prototypes)."""
+        if self.prototypes is None or self.valid is None:
+            return torch.full((len(features),), -1, dtype=torch.long)
+        return nearest_prototype(features, self.prototypes, self.valid)
+
+    def op_attack(self, payload: Payload) -> Payload:
+        """Label guesses for the aligned users by both attacks (a measurement, never a protocol step)."""
+        if not self.feature_log:
+            n = 0 if self.aligned_rows is None else len(self.aligned_rows)
+            return {"exact": np.full(n, -1), "nearest": np.full(n, -1)}
+        feats = [f.numpy() for f in self.feature_log]
+        exact = exact_label_attack(feats, [p.numpy() for p in self.prototype_log],
+                                   [v.numpy() for v in self.valid_log])
+        nearest = nearest_prototype_attack(self.feature_log[-1].numpy(), self.prototype_log[-1].numpy(),
+                                           self.valid_log[-1].numpy())
+        return {"exact": exact, "nearest": nearest}
+
+    def state(self) -> dict[str, Any]:
+        out = super().state()
+        out["logs"] = [self.feature_log, self.prototype_log, self.valid_log]
+        return out
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load(state)
+        self.feature_log, self.prototype_log, self.valid_log = state["logs"]
+
+
+class ActiveParty(_Party):
+    """The label holder: encoder, top model over all parties' features, local head, prototypes."""
+
+    role = "active"
+    OPS = ("describe", "align", "step", "prototypes", "local", "evaluate", "score")
+
+    def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
+        if data.y is None or data.val_y is None or data.test_y is None:
+            raise ValueError("the active party must hold labels for its rows and held-out users")
+        super().__init__(data, cfg)
+        self.y = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
+        self.releases = 0
+
+    def _build_extra(self) -> None:
+        m, n_classes = self.cfg.model, self.data.n_classes
+        self.top = build_top_model(self.cfg.dataset.n_parties, m.feature_dim, m.top_hidden, n_classes)
+        self.head = nn.Linear(m.feature_dim, n_classes)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [*self.encoder.parameters(), *self.top.parameters(), *self.head.parameters()]
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "top": self.top, "head": self.head}
+
+    def _passive_features(self, payload: Payload, n: int) -> list[torch.Tensor]:
+        feats = [torch.as_tensor(np.asarray(f, dtype=np.float32)) for f in payload["passive_features"]]
+        if len(feats) != self.cfg.dataset.n_parties - 1:
+            raise ValueError(f"expected features from {self.cfg.dataset.n_parties - 1} passive parties, "
+                             f"got {len(feats)}")
+        for k, f in enumerate(feats, start=1):
+            check_features(f, what=f"features of passive party {k}", dim=self.cfg.model.feature_dim)
+            if len(f) != n:
+                raise ValueError(f"passive party {k} sent {len(f)} feature rows, expected {n}")
+        return feats
+
+    def op_step(self, payload: Payload) -> Payload:
+        """One split-learning step on an aligned batch; return the loss and per-passive feature gradients."""
+        rows = self._positions(payload, "positions")
+        passive = [f.requires_grad_(True) for f in self._passive_features(payload, len(rows))]
+        self.encoder.train()
+        self.top.train()
+        logits = self.top(torch.cat([self.encoder(self.x[rows]), *passive], dim=1))
+        loss = nn.functional.cross_entropy(logits, self.y[rows])
+        self.optimiser.zero_grad()
+        loss.backward()
+        self.optimiser.step()
+        return {"loss": float(loss.detach()), "grads": [f.grad.numpy() for f in passive]}  # type: ignore[union-attr]
+
+    def op_prototypes(self, payload: Payload) -> Payload:
+        """My first prototypes (kept) and each passive party's second prototypes (returned for release)."""
+        assert self.aligned_rows is not None
+        labels = self.y[self.aligned_rows]
+        passive = self._passive_features(payload, len(labels))
+        own, _, valid = class_prototypes(self.encode(self.x[self.aligned_rows]), labels, self.data.n_classes,
+                                         min_count=self.cfg.strategy.min_count)
+        self._smooth(own, valid)
+        noise = self.cfg.strategy.noise()
+        prototypes, valids = [], []
+        for k, feats in enumerate(passive, start=1):
+            protos, ok = release_prototypes(feats, labels, self.data.n_classes, noise,
+                                            _seeded(self.cfg.seed, self.releases, k, 3))
+            prototypes.append(protos.numpy())
+            valids.append(ok.numpy())
+        self.releases += 1
+        return {"prototypes": prototypes, "valid": valids, "n_valid_own": int(valid.sum())}
+
+    def op_local(self, payload: Payload) -> Payload:
+        """One pass: local head on all my labelled rows, plus ``lam`` × first loss on non-aligned rows."""
+        s = self.cfg.strategy
+        epoch = int(payload["epoch"])
+        pull = (s.prototypes and self.prototypes is not None and self.valid is not None
+                and epoch >= s.warmup_epochs and s.lam > 0)
+        rows = np.arange(len(self.y)) if s.local_head else self.nonaligned_rows
+        if not (s.local_head or pull) or len(rows) == 0:
+            return {"loss": 0.0}
+        nonaligned = torch.zeros(len(self.y), dtype=torch.bool)
+        nonaligned[torch.from_numpy(self.nonaligned_rows)] = True
+        order = rows[torch.randperm(len(rows), generator=_seeded(self.cfg.seed, epoch, 1)).numpy()]
+        self.encoder.train()
+        total = 0.0
+        for start in range(0, len(order), s.local_batch_size):
+            batch = torch.from_numpy(order[start:start + s.local_batch_size])
+            features = self.encoder(self.x[batch])
+            loss = features.sum() * 0.0
+            if s.local_head:
+                loss = loss + nn.functional.cross_entropy(self.head(features), self.y[batch])
+            if pull:
+                mask = nonaligned[batch]
+                loss = loss + s.lam * prototype_pull_loss(features[mask], self.y[batch][mask],
+                                                          self.prototypes, self.valid)  # type: ignore[arg-type]
+            self.optimiser.zero_grad()
+            loss.backward()
+            self.optimiser.step()
+            total += float(loss.detach()) * len(batch)
+        return {"loss": total / len(order)}
+
+    def predict(
+        self, x: torch.Tensor, passive_features: list[torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
+        """Class predictions for aligned users (all parties) and active-only users."""
+        s = self.cfg.strategy
+        features = self.encode(x)
+        self.head.eval()
+        self.top.eval()
+        with torch.no_grad():
+            head = torch.log_softmax(self.head(features), dim=1)
+            if s.local_head:
+                active_only = head.argmax(dim=1)
+            elif self.prototypes is not None and self.valid is not None:
+                active_only = nearest_prototype(features, self.prototypes, self.valid)
+            else:
+                active_only = torch.full((len(x),), -1, dtype=torch.long)
+            if not s.split_learning or passive_features is None:
+                return {"aligned": active_only, "active_only": active_only}
+            top = torch.log_softmax(self.top(torch.cat([features, *passive_features], dim=1)), dim=1)
+            fused = top + head if s.local_head else top  # logit fusion of top model and local head
+        return {"aligned": fused.argmax(dim=1), "active_only": active_only}
+
+    def op_evaluate(self, payload: Payload) -> Payload:
+        """Accuracies on ``split`` for aligned, active-only and passive-only users."""
+        split = str(payload["split"])
+        x = self._split_x(split)
+        y = torch.from_numpy(np.asarray(self.data.val_y if split == "val" else self.data.test_y))
+        passive = self._passive_features(payload, len(x)) if self.cfg.strategy.split_learning else None
+        preds = self.predict(x, passive)
+        out: Payload = {name: float((p == y).double().mean()) for name, p in preds.items()}
+        for k, classes in enumerate(payload.get("passive_classes", []), start=1):
+            out[f"passive_only_{k}"] = float((torch.as_tensor(np.asarray(classes)) == y).double().mean())
+        return out
+
+    def state(self) -> dict[str, Any]:
+        out = super().state()
+        out["releases"] = self.releases
+        return out
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load(state)
+        self.releases = int(state["releases"])
+
+    def op_score(self, payload: Payload) -> Payload:
+        """Accuracy of label guesses for the aligned users (scores the attack measurement)."""
+        assert self.aligned_rows is not None
+        truth = self.y[self.aligned_rows].numpy()
+        out: Payload = {}
+        for name in ("exact", "nearest"):
+            guesses = np.asarray(payload[name])
+            if guesses.shape != truth.shape:
+                raise ValueError(f"{name} guesses must have shape {truth.shape}, got {guesses.shape}")
+            out[name] = float(np.mean(guesses == truth)) if len(truth) else float("nan")
+        return out
+
+
+def make_party(data: PartyData, cfg: VerticalConfig, blob: bytes | None = None) -> ActiveParty | PassiveParty:
+    """The party object for ``data``'s role, restored from ``blob`` if given."""
+    kind = ActiveParty if data.role == "active" else PassiveParty
+    return kind.from_state(data, cfg, blob)  # type: ignore[return-value]

@@ -1,0 +1,293 @@
+"""Vertical prototype exchange: data split, prototype math, privacy, attacks, party operations."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from clients.label_attacks import exact_label_attack, nearest_prototype_attack
+from clients.prototype_privacy import (
+    PrototypeNoise,
+    clip_rows,
+    label_dp_epsilon,
+    release_prototypes,
+    zcdp_to_epsilon,
+)
+from clients.prototypes import (
+    class_prototypes,
+    nearest_prototype,
+    prototype_pull_loss,
+    prototype_temperature,
+    pseudo_labels,
+    smooth_prototypes,
+)
+from clients.vertical_data import feature_slices, make_vertical_split
+from clients.vertical_training import ActiveParty, PassiveParty, make_party
+from simulations.vertical_config import VerticalConfig
+from strategies.vertical_prototype import InProcessLink, VerticalProtocolError, VerticalPrototype
+
+
+# --- prototype math against hand-computed values ------------------------------------------------
+def test_class_prototypes_hand_example() -> None:
+    # Prepare: class 0 = rows (1,0),(3,2); class 1 = (0,4); class 2 absent
+    f = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 4.0]])
+    y = torch.tensor([0, 0, 1])
+    # Execute
+    protos, counts, valid = class_prototypes(f, y, 3)
+    # Assert
+    assert torch.equal(protos, torch.tensor([[2.0, 1.0], [0.0, 4.0], [0.0, 0.0]]))
+    assert counts.tolist() == [2.0, 1.0, 0.0]
+    assert valid.tolist() == [True, True, False]
+    _, _, valid2 = class_prototypes(f, y, 3, min_count=2)
+    assert valid2.tolist() == [True, False, False]
+
+
+def test_pull_loss_hand_example_and_missing_class() -> None:
+    protos = torch.tensor([[2.0, 1.0], [0.0, 4.0], [0.0, 0.0]])
+    valid = torch.tensor([True, True, False])
+    f = torch.tensor([[2.0, 3.0], [1.0, 4.0], [9.0, 9.0]], requires_grad=True)
+    # distances: ||(0,2)||^2 = 4, ||(1,0)||^2 = 1, third sample's class 2 has no prototype -> skipped
+    loss = prototype_pull_loss(f, torch.tensor([0, 1, 2]), protos, valid)
+    assert loss.item() == pytest.approx(2.5)
+    loss.backward()
+    assert f.grad is not None and torch.all(f.grad[2] == 0)
+    only_missing = prototype_pull_loss(f, torch.tensor([2, 2, 2]), protos, valid)
+    assert only_missing.item() == 0.0 and only_missing.requires_grad
+
+
+@pytest.mark.parametrize(
+    ("name", "threshold", "kept"),
+    [("keep_all", 0.0, [True, True]), ("keep_confident", 0.9, [True, False]),
+     ("keep_none", 1.0, [False, False])],
+)
+def test_pseudo_label_thresholding(name: str, threshold: float, kept: list[bool]) -> None:
+    protos = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
+    valid = torch.tensor([True, True])
+    f = torch.tensor([[0.1, 0.0], [0.9, 0.0]])  # first is near class 0, second almost in the middle
+    labels, conf, keep = pseudo_labels(f, protos, valid, threshold=threshold, temperature=1.0)
+    assert labels.tolist() == [0, 0]
+    # softmax(-d^2): d^2 = (0.01, 3.61) and (0.81, 1.21)
+    expected = [1 / (1 + math.exp(-3.6)), 1 / (1 + math.exp(-0.4))]
+    assert conf.tolist() == pytest.approx(expected, rel=1e-6)
+    assert keep.tolist() == kept, name
+
+
+def test_pseudo_labels_ignore_invalid_prototypes_and_temperature_scales() -> None:
+    protos = torch.tensor([[0.0, 0.0], [1.0, 0.0], [4.0, 0.0]])
+    valid = torch.tensor([True, False, True])
+    labels, _, _ = pseudo_labels(torch.tensor([[1.0, 0.0]]), protos, valid, threshold=0.0, temperature=1.0)
+    assert labels.tolist() == [0]
+    assert nearest_prototype(torch.tensor([[3.0, 0.0]]), protos, valid).tolist() == [2]
+    # mean squared distance over valid pairs = 16 -> temperature = 0.5 * 16; scale-free under feature scaling
+    assert prototype_temperature(protos, valid, 0.5) == pytest.approx(8.0)
+    assert prototype_temperature(10 * protos, valid, 0.5) == pytest.approx(800.0)
+    with pytest.raises(ValueError, match="no valid prototype"):
+        pseudo_labels(torch.zeros(1, 2), protos, torch.zeros(3, dtype=torch.bool), threshold=0.5,
+                      temperature=1)
+
+
+def test_smoothing_keeps_classes_seen_once() -> None:
+    prev, prev_valid = torch.tensor([[0.0], [10.0]]), torch.tensor([True, True])
+    cur, cur_valid = torch.tensor([[2.0], [0.0]]), torch.tensor([True, False])
+    out, valid = smooth_prototypes(prev, prev_valid, cur, cur_valid, 0.5)
+    assert out.tolist() == [[1.0], [10.0]] and valid.tolist() == [True, True]
+
+
+# --- bad inputs ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "features", "labels", "match"),
+    [
+        ("nan_features", torch.tensor([[float("nan"), 0.0]]), torch.tensor([0]), "NaN"),
+        ("not_2d", torch.zeros(3), torch.tensor([0, 0, 0]), "2-D"),
+        ("label_out_of_range", torch.zeros(1, 2), torch.tensor([5]), r"\[0, 3\)"),
+        ("length_mismatch", torch.zeros(2, 2), torch.tensor([0]), "shape"),
+    ],
+)
+def test_class_prototypes_rejects_bad_inputs(name: str, features: torch.Tensor, labels: torch.Tensor,
+                                             match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        class_prototypes(features, labels, 3)
+
+
+# --- the vertical split -------------------------------------------------------------------------
+@pytest.mark.parametrize(("dataset", "n_parties", "shapes"), [
+    ("digits", 2, [(8, 4), (8, 4)]),
+    ("digits", 4, [(4, 4)] * 4),
+    ("breast_cancer", 3, [(10,), (10,), (10,)]),
+])
+def test_vertical_split_id_sets(dataset: str, n_parties: int, shapes: list[tuple[int, ...]]) -> None:
+    split = make_vertical_split(dataset, n_parties=n_parties, aligned_fraction=0.2, seed=3)
+    id_sets = [set(p.ids.tolist()) for p in split.parties]
+    common = set.intersection(*id_sets)
+    assert common == set(split.aligned_ids.tolist())
+    # every non-aligned user is held by exactly one party; held-out users by all, never in training
+    for a in range(n_parties):
+        for b in range(a + 1, n_parties):
+            assert id_sets[a] & id_sets[b] == common
+    held_out = set(split.parties[0].test_ids.tolist()) | set(split.parties[0].val_ids.tolist())
+    assert not held_out & set.union(*id_sets)
+    n_train = len(set.union(*id_sets))
+    assert len(common) == round(0.2 * n_train)
+    assert [p.input_shape for p in split.parties] == shapes
+    assert split.parties[0].y is not None and all(p.y is None and p.test_y is None for p in split.parties[1:])
+    assert all(np.array_equal(p.test_ids, split.parties[0].test_ids) for p in split.parties)
+    assert all(len(p.ids) == len(set(p.ids.tolist())) for p in split.parties)
+
+
+def test_vertical_split_party_rows_match_the_source() -> None:
+    split = make_vertical_split("digits", n_parties=2, aligned_fraction=0.5, seed=1)
+    a, b = split.parties
+    user = split.aligned_ids[0]
+    row_a, row_b = int(np.flatnonzero(a.ids == user)[0]), int(np.flatnonzero(b.ids == user)[0])
+    assert a.y is not None and a.y[row_a] == split.labels_by_id[user]
+    assert a.x[row_a].shape == b.x[row_b].shape == (8, 4)
+
+
+def test_feature_slices_and_bad_fractions() -> None:
+    assert feature_slices((30,), 3)[1] == (slice(10, 20),)
+    with pytest.raises(ValueError, match=">= 2 parties"):
+        feature_slices((8, 8), 1)
+    with pytest.raises(ValueError, match="aligned_fraction"):
+        make_vertical_split("digits", aligned_fraction=0.0)
+
+
+# --- privacy ------------------------------------------------------------------------------------
+def test_zcdp_conversion_and_composition() -> None:
+    # rho = 1/z^2 + 1/z_n^2 = 0.02 per release; 10 releases to 2 parties -> rho = 0.4
+    noise = PrototypeNoise(clip=1.0, noise_multiplier=10.0, count_noise=10.0)
+    eps = label_dp_epsilon(noise, releases=10, parties=2, delta=1e-5)
+    assert eps == pytest.approx(0.4 + 2 * math.sqrt(0.4 * math.log(1e5)), rel=1e-12)
+    assert zcdp_to_epsilon(0.0, 1e-5) == 0.0
+    assert label_dp_epsilon(PrototypeNoise(), 3, 1, 1e-5) == math.inf
+    assert label_dp_epsilon(noise, 20, 2, 1e-5) > eps  # monotone in the number of releases
+    with pytest.raises(ValueError, match="delta"):
+        zcdp_to_epsilon(1.0, 0.0)
+    with pytest.raises(ValueError, match="needs clip"):
+        PrototypeNoise(noise_multiplier=1.0)
+
+
+def test_release_clips_noises_and_withholds_small_classes() -> None:
+    f = torch.tensor([[3.0, 4.0], [0.3, 0.4], [1.0, 0.0]])
+    assert clip_rows(f, 1.0).norm(dim=1).tolist() == pytest.approx([1.0, 0.5, 1.0])
+    y = torch.tensor([0, 0, 1])
+    gen = torch.Generator().manual_seed(0)
+    protos, valid = release_prototypes(f, y, 3, PrototypeNoise(clip=1.0, min_count=2), gen)
+    assert valid.tolist() == [True, False, False]
+    assert protos[0].tolist() == pytest.approx([0.45, 0.6])
+    noise = PrototypeNoise(clip=1.0, noise_multiplier=1.0, count_noise=0.5)
+    noisy, _ = release_prototypes(f, y, 3, noise, gen)
+    assert not torch.allclose(noisy[0], protos[0])
+
+
+# --- attacks ------------------------------------------------------------------------------------
+def test_exact_attack_recovers_labels_from_enough_rounds() -> None:
+    rng = np.random.default_rng(0)
+    n, d, c = 40, 8, 4
+    y = np.arange(n) % c
+    feature_log, proto_log, valid_log = [], [], []
+    for _ in range(6):  # 6 * 8 = 48 >= 40 equations per class
+        f = rng.normal(size=(n, d))
+        protos, _, valid = class_prototypes(torch.from_numpy(f), torch.from_numpy(y), c)
+        feature_log.append(f)
+        proto_log.append(protos.numpy())
+        valid_log.append(valid.numpy())
+    assert np.mean(exact_label_attack(feature_log, proto_log, valid_log) == y) == 1.0
+    assert np.mean(exact_label_attack(feature_log[:2], proto_log[:2], valid_log[:2]) == y) < 1.0
+    near = nearest_prototype_attack(feature_log[-1], proto_log[-1], valid_log[-1])
+    assert near.shape == (n,)
+    assert exact_label_attack([], [], []).shape == (0,)
+
+
+# --- party operations and the in-process protocol ----------------------------------------------
+def _small_config(**strategy: object) -> VerticalConfig:
+    cfg = VerticalConfig()
+    cfg.dataset.aligned_fraction = 0.1
+    cfg.strategy = dataclasses.replace(cfg.strategy, epochs=3, warmup_epochs=0, **strategy)  # type: ignore[arg-type]
+    return cfg.validate()
+
+
+def _parties(cfg: VerticalConfig) -> tuple[dict[str, ActiveParty | PassiveParty], list[str]]:
+    split = make_vertical_split(cfg.dataset.name, n_parties=cfg.dataset.n_parties,
+                                aligned_fraction=cfg.dataset.aligned_fraction, seed=cfg.seed)
+    parties = {p.name: make_party(p, cfg) for p in split.parties}
+    return parties, sorted(set.intersection(*(set(p.ids.tolist()) for p in split.parties)))
+
+
+def _run(cfg: VerticalConfig) -> dict:
+    parties, common = _parties(cfg)
+    return VerticalPrototype(cfg).run(InProcessLink(parties), lambda link: {
+        n: {"aligned_ids": common} for n in link.parties})
+
+
+def test_in_process_run_reports_accuracy_attacks_and_epsilon() -> None:
+    res = _run(_small_config())
+    assert res["test"]["aligned"] > 0.3 and 0.0 <= res["test"]["passive_only_1"] <= 1.0
+    assert res["prototype_releases"] == 3 and res["label_dp_epsilon"] == math.inf
+    assert set(res["attack"]) >= {"exact", "nearest"}
+    private = _run(_small_config(dp_clip=1.0, dp_noise=2.0, dp_count_noise=2.0))
+    assert math.isfinite(private["label_dp_epsilon"])
+
+
+def test_party_state_round_trips_through_bytes() -> None:
+    cfg = _small_config()
+    parties, common = _parties(cfg)
+    active = parties["active"]
+    active.handle("align", {"aligned_ids": common})
+    clone = make_party(active.data, cfg, active.state_bytes())
+    assert clone.aligned_rows is not None and np.array_equal(clone.aligned_rows, active.aligned_rows)
+    for a, b in zip(active.parameters(), clone.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("name", "op", "payload", "match"), [
+    ("feature_dim_mismatch", "step", {"positions": np.arange(4), "passive_features": [np.zeros((4, 3))]},
+     "feature dimension 64"),
+    ("nan_features", "step", {"positions": np.arange(2), "passive_features": [np.full((2, 64), np.nan)]},
+     "NaN"),
+    ("row_count_mismatch", "step", {"positions": np.arange(4), "passive_features": [np.zeros((3, 64))]},
+     "expected 4"),
+    ("positions_out_of_range", "step",
+     {"positions": np.array([10**6]), "passive_features": [np.zeros((1, 64))]},
+     "aligned users"),
+    ("unknown_op", "attack", {}, "no operation"),
+])
+def test_active_party_rejects_bad_payloads(name: str, op: str, payload: dict, match: str) -> None:
+    cfg = _small_config()
+    parties, common = _parties(cfg)
+    parties["active"].handle("align", {"aligned_ids": common})
+    with pytest.raises(ValueError, match=match):
+        parties["active"].handle(op, payload)
+
+
+def test_protocol_errors_are_clear() -> None:
+    cfg = _small_config()
+    parties, common = _parties(cfg)
+    with pytest.raises(RuntimeError, match="before alignment"):
+        parties["passive1"].handle("snapshot", {})
+    with pytest.raises(VerticalProtocolError, match="failed operation 'align'.*not held"):
+        VerticalPrototype(cfg).run(InProcessLink(parties), lambda link: {
+            n: {"aligned_ids": [*common, "no-such-user"]} for n in link.parties})
+
+
+def test_labels_at_a_passive_party_are_rejected() -> None:
+    split = make_vertical_split("digits", aligned_fraction=0.1)
+    leaky = dataclasses.replace(split.parties[1], y=split.parties[0].y)
+    with pytest.raises(ValueError, match="must not hold labels"):
+        PassiveParty(leaky, _small_config())
+    with pytest.raises(ValueError, match="must hold labels"):
+        ActiveParty(split.parties[1], _small_config())
+
+
+def test_config_round_trips_through_flat_keys() -> None:
+    cfg = _small_config(lam=0.25)
+    flat = cfg.to_flat()
+    assert flat["strategy.lam"] == 0.25
+    assert VerticalConfig.from_flat(flat) == cfg
+    with pytest.raises(ValueError, match="unknown"):
+        VerticalConfig.from_flat({"strategy.nope": 1})
+    with pytest.raises(ValueError, match="ema"):
+        VerticalConfig.from_flat({"strategy.ema": 1.0})
