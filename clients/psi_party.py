@@ -1,0 +1,534 @@
+"""A party's side of the PSI alignment phase, as Flower ``query.psi_*`` message handlers.
+
+:func:`register_psi_handlers` adds the handlers to a party's ``ClientApp``; the server drives them
+with :func:`strategies.alignment.run_alignment`. After a successful alignment every party holds, in
+``context.state[ALIGNMENT_STATE_KEY]``, the aligned IDs in the canonical order shared by all parties and
+the map to its own rows; :func:`get_alignment` reads it back.
+
+Node-local state (``context.state``, a ``RecordDict`` that persists per node for the run)
+-----------------------------------------------------------------------------------------
+- ``"psi.alignment"`` (:data:`ALIGNMENT_STATE_KEY`): the committed alignment (``ConfigRecord``):
+  ``alignment_id``, ``ids`` (canonical ID bytes, :func:`clients.psi.canonical_id_bytes`), ``rows``,
+  ``num_rows``, ``ids_digest``. Written only by the final ``psi_commit`` step.
+- ``"psi.previous"``: the alignment that ``psi_commit`` replaced, restored by ``psi_abort``.
+- ``"psi.staging"``: alignment-wide working state (alignment id, digest of the party's IDs, the
+  running set of the label holder, per-session maps from reply positions to the party's IDs).
+- ``"psi.session"``: the current pairwise session (the receiver's private key stays here: it is never
+  put in a reply).
+- ``"psi.pending"``: the alignment prepared by ``psi_order`` / ``psi_prepare``, awaiting commit.
+
+Everything but ``psi.alignment`` and ``psi.previous`` is cleared by ``psi_commit``, by ``psi_abort``
+and by the next ``psi_begin``. A handler that raises leaves ``context.state`` as it was (Flower keeps
+the previous context on an error reply). Error messages travel to the server, so they name rows,
+counts and steps, never an ID.
+
+Handlers (message type ``query.<action>``; every message carries the ``alignment_id``)
+----------------------------------------------------------------------------------------
+``psi_begin`` (all parties) → set size; ``psi_keygen`` / ``psi_setup`` / ``psi_coefficients`` /
+``psi_decrypt`` / ``psi_finish`` (the FNP receiver of a pairwise session); ``psi_precompute`` /
+``psi_absorb`` / ``psi_evaluate`` / ``psi_responses`` / ``psi_matched`` (the FNP sender);
+``psi_order`` (the label holder: canonical order of the final set, positions for every peer);
+``psi_prepare`` (the other parties); ``psi_commit`` / ``psi_abort`` (all parties).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.psi import (
+    Alignment,
+    DuplicatePolicy,
+    PreparedIds,
+    PSIError,
+    PSIReceiver,
+    PSISender,
+    SessionMismatchError,
+    SetupHeader,
+    canonical_order,
+    id_from_canonical_bytes,
+    make_alignment,
+    prepare_ids,
+    process_pool,
+    resolve_workers,
+)
+
+ALIGNMENT_STATE_KEY = "psi.alignment"
+"""``context.state`` key of the committed alignment (a ``ConfigRecord``)."""
+PREVIOUS_STATE_KEY = "psi.previous"
+STAGING_STATE_KEY = "psi.staging"
+SESSION_STATE_KEY = "psi.session"
+PENDING_STATE_KEY = "psi.pending"
+CONTENT_KEY = "psi"
+"""Every PSI message and reply carries its fields in ``content[CONTENT_KEY]`` (a ``ConfigRecord``)."""
+WORKERS_NODE_CONFIG_KEY = "psi-workers"
+"""Optional ``node_config`` key: processes for the PSI hot loops on this node."""
+
+ACTIONS = (
+    "psi_begin",
+    "psi_keygen",
+    "psi_setup",
+    "psi_coefficients",
+    "psi_precompute",
+    "psi_absorb",
+    "psi_evaluate",
+    "psi_responses",
+    "psi_decrypt",
+    "psi_finish",
+    "psi_matched",
+    "psi_order",
+    "psi_prepare",
+    "psi_commit",
+    "psi_abort",
+)
+"""Message actions handled here; the message type is ``"query." + action``."""
+
+Config = dict[str, Any]
+
+
+class AlignmentNotFoundError(LookupError):
+    """No committed alignment at this node: run the alignment phase first."""
+
+
+def get_alignment(context: Context) -> Alignment:
+    """The alignment committed at this node by the last successful alignment phase.
+
+    Raises
+    ------
+    AlignmentNotFoundError
+        If no alignment was committed in this run (``context.state`` has no ``"psi.alignment"``).
+    """
+    if ALIGNMENT_STATE_KEY not in context.state:
+        raise AlignmentNotFoundError(
+            f"no PSI alignment at this node (context.state has no {ALIGNMENT_STATE_KEY!r}): "
+            "run strategies.alignment.run_alignment before the vertical rounds"
+        )
+    return _alignment_from_record(context.state.config_records[ALIGNMENT_STATE_KEY])
+
+
+def _alignment_to_record(alignment_id: str, prepared: PreparedIds, indices: Sequence[int]) -> ConfigRecord:
+    alignment = make_alignment(alignment_id, prepared, indices)  # checks the canonical order
+    return ConfigRecord(
+        {
+            "alignment_id": alignment.alignment_id,
+            "ids": [prepared.canonical[i] for i in indices],
+            "rows": list(alignment.rows),
+            "num_rows": alignment.num_rows,
+            "ids_digest": alignment.ids_digest,
+        }
+    )
+
+
+def _alignment_from_record(record: ConfigRecord) -> Alignment:
+    return Alignment(
+        alignment_id=str(record["alignment_id"]),
+        ids=tuple(id_from_canonical_bytes(data) for data in record["ids"]),  # type: ignore[union-attr]
+        rows=tuple(record["rows"]),  # type: ignore[arg-type]
+        num_rows=int(record["num_rows"]),  # type: ignore[arg-type]
+        ids_digest=str(record["ids_digest"]),
+    )
+
+
+@dataclass(frozen=True)
+class _Party:
+    """What the handlers of one ClientApp share: how to load IDs and node-local policies."""
+
+    load_ids: Callable[[Context], Sequence[str | int]]
+    workers: int | None
+    duplicates: DuplicatePolicy
+    allow_insecure_key_size: bool
+
+    def prepared(self, context: Context) -> PreparedIds:
+        return prepare_ids(self.load_ids(context), self.duplicates)
+
+    def pool_size(self, context: Context) -> int:
+        if self.workers is not None:
+            return resolve_workers(self.workers)
+        configured = context.node_config.get(WORKERS_NODE_CONFIG_KEY)
+        return resolve_workers(int(configured) if configured is not None else os.cpu_count())
+
+
+def register_psi_handlers(
+    app: ClientApp,
+    load_ids: Callable[[Context], Sequence[str | int]],
+    *,
+    workers: int | None = None,
+    duplicates: DuplicatePolicy = "reject",
+    allow_insecure_key_size: bool = False,
+) -> None:
+    """Add the party's PSI handlers (``query.psi_*``) to ``app``.
+
+    Parameters
+    ----------
+    app : ClientApp
+        The party's ClientApp (registered with ``@app.query(...)``; it must not use ``client_fn``).
+    load_ids : Callable[[Context], Sequence[str | int]]
+        Returns the party's IDs, one per data row, in row order (the map in :class:`Alignment`
+        refers to these row indices). Called at several steps: it must return the same list each
+        time (checked with a digest).
+    workers : int, optional
+        Processes for the hot loops. Default: ``node_config["psi-workers"]`` if set, else one per core.
+    duplicates : {"reject", "keep_first"} (default: "reject")
+        Policy for repeated IDs (:func:`clients.psi.prepare_ids`); node-local.
+    allow_insecure_key_size : bool (default: False)
+        Test-only: let this node generate or accept Paillier keys below 2048 bits. A server cannot
+        lower the key size at a node that did not set this.
+
+    Raises
+    ------
+    ValueError
+        If a ``query.psi_*`` handler is already registered on ``app``.
+    """
+    party = _Party(load_ids, workers, duplicates, allow_insecure_key_size)
+    for action in ACTIONS:
+        app.query(action)(_make_handler(party, _HANDLERS[action]))
+
+
+def _make_handler(
+    party: _Party, step: Callable[[_Party, Config, Context], Config]
+) -> Callable[[Message, Context], Message]:
+    def handler(message: Message, context: Context) -> Message:
+        if CONTENT_KEY not in message.content.config_records:
+            raise PSIError(f"message has no {CONTENT_KEY!r} ConfigRecord")
+        config = dict(message.content.config_records[CONTENT_KEY])
+        reply = step(party, config, context)
+        return Message(RecordDict({CONTENT_KEY: ConfigRecord(reply)}), reply_to=message)
+
+    return handler
+
+
+# --------------------------------------------------------------------------------------------------
+# State helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _field(config: Config, key: str, kind: type) -> Any:
+    value = config.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise PSIError(f"field {key!r} missing or not {kind.__name__}")
+    return value
+
+
+def _clear_staging(context: Context) -> None:
+    for key in (STAGING_STATE_KEY, SESSION_STATE_KEY, PENDING_STATE_KEY):
+        if key in context.state:
+            del context.state[key]
+
+
+def _staging(context: Context, config: Config) -> ConfigRecord:
+    """The staging record of the alignment named in the message."""
+    alignment_id = _field(config, "alignment_id", str)
+    if STAGING_STATE_KEY not in context.state:
+        raise SessionMismatchError("no alignment in progress at this node (psi_begin missing or aborted)")
+    staging = context.state.config_records[STAGING_STATE_KEY]
+    if staging["alignment_id"] != alignment_id:
+        raise SessionMismatchError("message for another alignment than the one in progress")
+    return staging
+
+
+def _checked_ids(party: _Party, context: Context, staging: ConfigRecord) -> PreparedIds:
+    prepared = party.prepared(context)
+    if prepared.digest != staging["digest"]:
+        raise PSIError("the party's IDs changed during the alignment")
+    return prepared
+
+
+def _session(context: Context, config: Config, role: str) -> ConfigRecord:
+    """The pairwise session named in the message (of the alignment in progress), in the expected role."""
+    _staging(context, config)
+    session_id = _field(config, "session_id", str)
+    if SESSION_STATE_KEY not in context.state:
+        raise SessionMismatchError("no PSI session in progress at this node")
+    session = context.state.config_records[SESSION_STATE_KEY]
+    if session["session_id"] != session_id:
+        raise SessionMismatchError("message for another PSI session than the one in progress")
+    if session["role"] != role:
+        raise PSIError(f"this node is not the {role} of the session")
+    return session
+
+
+def _subset_ids(prepared: PreparedIds, subset: Sequence[int]) -> list[str | int]:
+    return [id_from_canonical_bytes(prepared.canonical[i]) for i in subset]
+
+
+def _record_pair(
+    staging: ConfigRecord, session_id: str, positions: Sequence[int], indices: Sequence[int]
+) -> None:
+    """Remember, for one session, which of the party's IDs sits at which reply position."""
+    staging["sessions"] = [*staging["sessions"], session_id]  # type: ignore[misc]
+    staging[f"{session_id}.positions"] = list(positions)
+    staging[f"{session_id}.indices"] = list(indices)
+
+
+def _pair_map(staging: ConfigRecord, session_id: str) -> dict[int, int]:
+    """Reply position → index into the party's prepared IDs, for one finished session."""
+    if session_id not in staging["sessions"]:  # type: ignore[operator]
+        raise PSIError("unknown or unfinished PSI session")
+    return dict(zip(staging[f"{session_id}.positions"], staging[f"{session_id}.indices"], strict=True))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------------
+
+
+def _begin(party: _Party, config: Config, context: Context) -> Config:
+    """Start an alignment: validate the IDs, reset the staging, report the set size."""
+    alignment_id = _field(config, "alignment_id", str)
+    prepared = party.prepared(context)
+    _clear_staging(context)
+    context.state[STAGING_STATE_KEY] = ConfigRecord(
+        {
+            "alignment_id": alignment_id,
+            "digest": prepared.digest,
+            "running": list(range(len(prepared.canonical))),
+            "sessions": [],
+        }
+    )
+    return {"size": len(prepared.canonical), "num_rows": prepared.num_rows}
+
+
+def _keygen(party: _Party, config: Config, context: Context) -> Config:
+    """Receiver: choose B and M, generate the key pair; reply the public modulus."""
+    staging = _staging(context, config)
+    prepared = _checked_ids(party, context, staging)
+    subset = list(staging["running"])  # type: ignore[arg-type]
+    receiver = PSIReceiver(
+        _subset_ids(prepared, subset),
+        key_bits=_field(config, "key_bits", int),
+        id_bits=_field(config, "id_bits", int),
+        peer_size=_field(config, "peer_size", int),
+        session_id=_field(config, "session_id", str),
+        allow_insecure_key_size=party.allow_insecure_key_size,
+    )
+    context.state[SESSION_STATE_KEY] = ConfigRecord(
+        {
+            "role": "receiver",
+            "subset": subset,
+            "coefficients": [],
+            **receiver.to_state(),
+        }
+    )
+    modulus = receiver.modulus
+    return {"modulus": modulus.to_bytes((modulus.bit_length() + 7) // 8, "big"), "size": len(subset)}
+
+
+def _setup(party: _Party, config: Config, context: Context) -> Config:
+    """Receiver: hash, bin, encrypt; keep the coefficient chunks; reply the public header."""
+    session = _session(context, config, "receiver")
+    receiver = PSIReceiver.from_state(session)
+    with process_pool(party.pool_size(context)) as pool:
+        setup = receiver.setup(pool, _field(config, "chunk_bytes", int))
+    session.update(receiver.to_state())
+    session["coefficients"] = list(setup.chunks)
+    return setup.header.to_config()
+
+
+def _coefficients(party: _Party, config: Config, context: Context) -> Config:
+    """Receiver: one chunk of encrypted coefficients."""
+    session = _session(context, config, "receiver")
+    index = _field(config, "index", int)
+    chunks = session["coefficients"]
+    if not 0 <= index < len(chunks):  # type: ignore[arg-type]
+        raise PSIError(f"coefficient chunk {index} does not exist (or the replies already started)")
+    return {"index": index, "chunk": chunks[index]}  # type: ignore[index]
+
+
+def _precompute(party: _Party, config: Config, context: Context) -> Config:
+    """Sender: check the receiver's public key, draw the re-randomisers (data-independent)."""
+    staging = _staging(context, config)
+    prepared = _checked_ids(party, context, staging)
+    subset = list(staging["running"])  # type: ignore[arg-type]
+    sender = PSISender(_subset_ids(prepared, subset), allow_insecure_key_size=party.allow_insecure_key_size)
+    sender.receive_public_key(int.from_bytes(_field(config, "modulus", bytes), "big"))
+    with process_pool(party.pool_size(context)) as pool:
+        sender.precompute(pool)
+    context.state[SESSION_STATE_KEY] = ConfigRecord(
+        {
+            "role": "sender",
+            "session_id": _field(config, "session_id", str),
+            "subset": subset,
+            **sender.to_state(),
+        }
+    )
+    return {"size": len(subset)}
+
+
+def _absorb(party: _Party, config: Config, context: Context) -> Config:
+    """Sender: take one coefficient chunk (the header comes with chunk 0)."""
+    session = _session(context, config, "sender")
+    sender = PSISender.from_state(session)
+    index = _field(config, "index", int)
+    if index == 0:
+        header = SetupHeader.from_config({k[7:]: v for k, v in config.items() if k.startswith("header.")})
+        if header.session_id != session["session_id"]:
+            raise SessionMismatchError("setup header for another PSI session")
+        sender.receive_setup(header)
+    sender.receive_coefficients(str(session["session_id"]), index, _field(config, "chunk", bytes))
+    session.update(sender.to_state())
+    return {"index": index}
+
+
+def _evaluate(party: _Party, config: Config, context: Context) -> Config:
+    """Sender: evaluate, shuffle, keep the reply chunks; remember the secret shuffle."""
+    session = _session(context, config, "sender")
+    staging = _staging(context, config)
+    sender = PSISender.from_state(session)
+    with process_pool(party.pool_size(context)) as pool:
+        responses = sender.respond(pool, _field(config, "chunk_bytes", int))
+    session.update(sender.to_state())
+    subset = list(session["subset"])  # type: ignore[arg-type]
+    positions = range(responses.count)
+    _record_pair(staging, responses.session_id, positions, [subset[i] for i in sender.indices_at(positions)])
+    return {"count": responses.count, "num_chunks": len(responses.chunks)}
+
+
+def _responses(party: _Party, config: Config, context: Context) -> Config:
+    """Sender: one chunk of shuffled replies."""
+    session = _session(context, config, "sender")
+    index = _field(config, "index", int)
+    chunks = session["responses"]
+    if not session["responded"] or not 0 <= index < len(chunks):  # type: ignore[arg-type]
+        raise PSIError(f"reply chunk {index} does not exist")
+    return {"index": index, "chunk": chunks[index]}  # type: ignore[index]
+
+
+def _decrypt(party: _Party, config: Config, context: Context) -> Config:
+    """Receiver: decrypt one reply chunk modulo p and record the matches."""
+    session = _session(context, config, "receiver")
+    receiver = PSIReceiver.from_state(session)
+    session_id = str(session["session_id"])
+    receiver.expect_responses(session_id, _field(config, "count", int))
+    with process_pool(party.pool_size(context)) as pool:
+        receiver.receive_responses(
+            session_id, _field(config, "index", int), _field(config, "chunk", bytes), pool
+        )
+    session.update(receiver.to_state())
+    session["coefficients"] = []  # fetched: no longer needed
+    return {"index": config["index"]}
+
+
+def _finish(party: _Party, config: Config, context: Context) -> Config:
+    """Receiver: close the session; the label holder's running set shrinks to the matches.
+
+    Replies the intersection size and, if the sender is the label holder (``sender_is_leader``), the
+    matched reply positions (random-looking indices into the sender's secret shuffle).
+    """
+    session = _session(context, config, "receiver")
+    staging = _staging(context, config)
+    receiver = PSIReceiver.from_state(session)
+    receiver.expect_responses(receiver.session_id, _field(config, "count", int))
+    receiver.finish()
+    subset = list(session["subset"])  # type: ignore[arg-type]
+    matched = receiver.matched_indices()
+    positions = receiver.positions(matched)
+    _record_pair(staging, receiver.session_id, positions, [subset[i] for i in matched])
+    if _field(config, "receiver_is_leader", bool):
+        staging["running"] = sorted(subset[i] for i in matched)
+    del context.state[SESSION_STATE_KEY]
+    reply: Config = {"size": len(matched)}
+    if _field(config, "sender_is_leader", bool):
+        reply["positions"] = sorted(positions)
+    return reply
+
+
+def _matched(party: _Party, config: Config, context: Context) -> Config:
+    """Sender that is the label holder: its running set shrinks to the matched positions."""
+    session = _session(context, config, "sender")
+    staging = _staging(context, config)
+    pairs = _pair_map(staging, str(session["session_id"]))
+    positions = list(_field(config, "positions", list))
+    if any(position not in pairs for position in positions) or len(set(positions)) != len(positions):
+        raise PSIError("matched positions repeat or fall outside the replies")
+    staging["running"] = sorted(pairs[position] for position in positions)
+    del context.state[SESSION_STATE_KEY]
+    return {"size": len(positions)}
+
+
+def _order(party: _Party, config: Config, context: Context) -> Config:
+    """Label holder: order the final set canonically, stage its own alignment, and reply for every
+    session the peer's reply positions in that order (``positions.<session_id>``)."""
+    staging = _staging(context, config)
+    prepared = _checked_ids(party, context, staging)
+    running = list(staging["running"])  # type: ignore[arg-type]
+    final = [running[k] for k in canonical_order([prepared.canonical[i] for i in running])]
+    reply: Config = {"size": len(final)}
+    for session_id in staging["sessions"]:  # type: ignore[union-attr]
+        position_of = {index: position for position, index in _pair_map(staging, session_id).items()}
+        if any(index not in position_of for index in final):
+            raise PSIError("the final set is not contained in a session's matches")
+        reply[f"positions.{session_id}"] = [position_of[index] for index in final]
+    context.state[PENDING_STATE_KEY] = _alignment_to_record(str(staging["alignment_id"]), prepared, final)
+    return reply
+
+
+def _prepare(party: _Party, config: Config, context: Context) -> Config:
+    """Other parties: map the label holder's positions to own IDs, check the order, stage it."""
+    staging = _staging(context, config)
+    prepared = _checked_ids(party, context, staging)
+    pairs = _pair_map(staging, _field(config, "session_id", str))
+    positions = list(_field(config, "positions", list))
+    if any(position not in pairs for position in positions):
+        raise PSIError("an aligned position falls outside this party's replies or matches")
+    indices = [pairs[position] for position in positions]
+    context.state[PENDING_STATE_KEY] = _alignment_to_record(str(staging["alignment_id"]), prepared, indices)
+    return {"size": len(indices)}
+
+
+def _commit(party: _Party, config: Config, context: Context) -> Config:
+    """All parties: make the staged alignment the node's alignment; clear the staging."""
+    staging = _staging(context, config)
+    if PENDING_STATE_KEY not in context.state:
+        raise PSIError("nothing to commit: the alignment was not prepared at this node")
+    pending = context.state.config_records[PENDING_STATE_KEY]
+    if ALIGNMENT_STATE_KEY in context.state:
+        context.state[PREVIOUS_STATE_KEY] = context.state.config_records[ALIGNMENT_STATE_KEY]
+    elif PREVIOUS_STATE_KEY in context.state:
+        del context.state[PREVIOUS_STATE_KEY]
+    context.state[ALIGNMENT_STATE_KEY] = pending
+    _clear_staging(context)
+    return {"size": len(pending["rows"]), "alignment_id": str(staging["alignment_id"])}  # type: ignore[arg-type]
+
+
+def _abort(party: _Party, config: Config, context: Context) -> Config:
+    """All parties: drop the staging; undo this alignment's commit if it happened here."""
+    alignment_id = _field(config, "alignment_id", str)
+    rolled_back = False
+    if (
+        ALIGNMENT_STATE_KEY in context.state
+        and context.state.config_records[ALIGNMENT_STATE_KEY]["alignment_id"] == alignment_id
+    ):
+        del context.state[ALIGNMENT_STATE_KEY]
+        if PREVIOUS_STATE_KEY in context.state:
+            context.state[ALIGNMENT_STATE_KEY] = context.state.config_records[PREVIOUS_STATE_KEY]
+            del context.state[PREVIOUS_STATE_KEY]
+        rolled_back = True
+    if STAGING_STATE_KEY in context.state:
+        staged_id = context.state.config_records[STAGING_STATE_KEY]["alignment_id"]
+        if staged_id == alignment_id:
+            _clear_staging(context)
+    return {"rolled_back": rolled_back}
+
+
+_HANDLERS: dict[str, Callable[[_Party, Config, Context], Config]] = {
+    "psi_begin": _begin,
+    "psi_keygen": _keygen,
+    "psi_setup": _setup,
+    "psi_coefficients": _coefficients,
+    "psi_precompute": _precompute,
+    "psi_absorb": _absorb,
+    "psi_evaluate": _evaluate,
+    "psi_responses": _responses,
+    "psi_decrypt": _decrypt,
+    "psi_finish": _finish,
+    "psi_matched": _matched,
+    "psi_order": _order,
+    "psi_prepare": _prepare,
+    "psi_commit": _commit,
+    "psi_abort": _abort,
+}

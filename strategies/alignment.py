@@ -1,0 +1,449 @@
+"""Server side of the ID-alignment phase: Paillier PSI between the label holder and each passive party.
+
+:func:`run_alignment` drives the ``query.psi_*`` handlers of :mod:`clients.psi_party` through a
+Flower ``Grid`` before the first vertical round (``shared/DESIGN.md`` §3). The server only relays:
+the receiver's public key, encrypted coefficients, encrypted replies, and reply positions (indices
+into a party's secret shuffle). It never holds a private key, a plaintext ID or a hashed ID; what it
+learns is what :class:`AlignmentReport` shows — set sizes, the public parameters B and M, the size
+of each intermediate and of the final intersection, byte counts and timings.
+
+Multi-party (the sequential scheme of DESIGN §3): the label holder intersects with each passive party
+in turn, its own set shrinking to the running intersection; then it orders the final set canonically
+and the server hands every passive party its reply positions in that order, so every party stores the
+same IDs in the same order. The label holder thereby learns each running intersection
+(X ∩ Y_1, X ∩ Y_1 ∩ Y_2, …); a passive party learns only the final set.
+
+Faults: an error reply, a party that does not answer within ``timeout`` or a malformed reply raises
+:class:`AlignmentError` naming the party and the step, after the server sent ``psi_abort`` to every
+party (which clears the staging and undoes a commit of this alignment). Nodes write their stored
+alignment only in the final ``psi_commit`` step.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from clients.psi import DEFAULT_CHUNK_BYTES, DEFAULT_ID_BITS, DEFAULT_KEY_BITS
+from clients.psi_party import CONTENT_KEY
+
+logger = logging.getLogger(__name__)
+
+Config = dict[str, Any]
+RolePolicy = Literal["label_holder", "larger_set"]
+ABORT_TIMEOUT_S = 30.0
+
+
+class AlignmentError(RuntimeError):
+    """The alignment phase failed; nothing was committed (or the commit was rolled back).
+
+    Attributes
+    ----------
+    node_id : int or None
+        The party that failed, if one did.
+    step : str
+        The protocol step (message action, e.g. ``"psi_setup"``).
+    """
+
+    def __init__(self, message: str, *, step: str, node_id: int | None = None) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.step = step
+
+
+@dataclass(frozen=True)
+class PairReport:
+    """One pairwise PSI session, as seen by the server (sizes and counts only).
+
+    ``seconds`` maps each step to its wall time: ``keygen``, ``setup`` (receiver encryption, with the
+    sender's precomputation alongside), ``coefficients`` (relay), ``evaluate``, ``responses`` (relay
+    and decryption), ``finish``.
+    """
+
+    session_id: str
+    receiver_node: int
+    sender_node: int
+    receiver_size: int
+    sender_size: int
+    num_bins: int
+    degree: int
+    coefficient_chunks: int
+    coefficient_bytes: int
+    response_chunks: int
+    response_bytes: int
+    intersection_size: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlignmentReport:
+    """Outcome of :func:`run_alignment`.
+
+    Attributes
+    ----------
+    alignment_id : str
+        Stored with every party's alignment (``Alignment.alignment_id``).
+    label_holder : int
+        Node ID of the label holder.
+    set_sizes : dict[int, int]
+        Distinct IDs per party (node ID → size).
+    pairs : tuple[PairReport, ...]
+        The pairwise sessions in order.
+    aligned_size : int
+        Size of the final intersection that every party stored.
+    bytes_relayed : int
+        Ciphertext and position bytes the server relayed.
+    wall_s : float
+        Wall time of the whole phase.
+    """
+
+    alignment_id: str
+    label_holder: int
+    set_sizes: dict[int, int]
+    pairs: tuple[PairReport, ...]
+    aligned_size: int
+    bytes_relayed: int
+    wall_s: float
+
+
+class _Relay:
+    """Send one message per node, wait for all replies, turn faults into :class:`AlignmentError`."""
+
+    def __init__(self, grid: Grid, alignment_id: str, timeout: float) -> None:
+        self.grid = grid
+        self.alignment_id = alignment_id
+        self.timeout = timeout
+        self.bytes_relayed = 0
+
+    def exchange(
+        self, requests: dict[int, tuple[str, Config]], timeout: float | None = None
+    ) -> dict[int, Config]:
+        """Send ``{node: (action, fields)}``; return ``{node: reply fields}``."""
+        wait = self.timeout if timeout is None else timeout
+        messages = []
+        for node_id, (action, fields) in requests.items():
+            content = RecordDict({CONTENT_KEY: ConfigRecord({"alignment_id": self.alignment_id, **fields})})
+            messages.append(
+                Message(
+                    content, dst_node_id=node_id, message_type=f"query.{action}", group_id=self.alignment_id
+                )
+            )
+        replies = {
+            reply.metadata.src_node_id: reply for reply in self.grid.send_and_receive(messages, timeout=wait)
+        }
+        out: dict[int, Config] = {}
+        for node_id, (action, _) in requests.items():
+            reply = replies.get(node_id)
+            if reply is None:
+                raise AlignmentError(
+                    f"party {node_id} did not reply to {action} within {wait:.0f} s",
+                    step=action,
+                    node_id=node_id,
+                )
+            if reply.has_error():
+                raise AlignmentError(
+                    f"party {node_id} failed at {action}: {reply.error.reason}", step=action, node_id=node_id
+                )
+            if CONTENT_KEY not in reply.content.config_records:
+                raise AlignmentError(
+                    f"party {node_id} sent a malformed {action} reply", step=action, node_id=node_id
+                )
+            out[node_id] = dict(reply.content.config_records[CONTENT_KEY])
+        return out
+
+    def one(self, node_id: int, action: str, fields: Config) -> Config:
+        return self.exchange({node_id: (action, fields)})[node_id]
+
+
+def _get(reply: Config, key: str, kind: type, step: str, node_id: int) -> Any:
+    value = reply.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise AlignmentError(
+            f"party {node_id} sent a malformed {step} reply ({key!r})", step=step, node_id=node_id
+        )
+    return value
+
+
+def run_alignment(
+    grid: Grid,
+    *,
+    receiver_node: int,
+    sender_nodes: Sequence[int],
+    timeout: float,
+    key_bits: int = DEFAULT_KEY_BITS,
+    id_bits: int = DEFAULT_ID_BITS,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    roles: RolePolicy = "label_holder",
+    allow_empty: bool = False,
+) -> AlignmentReport:
+    """Align the parties' IDs with Paillier PSI; every party commits the same canonical alignment.
+
+    Parameters
+    ----------
+    grid : Grid
+        The ServerApp's grid.
+    receiver_node : int
+        Node ID of the label holder (the active party). It receives every intersection.
+    sender_nodes : Sequence[int]
+        Node IDs of the passive parties, intersected in this order.
+    timeout : float
+        Seconds to wait for the replies of each step (one message exchange). The heavy steps are
+        ``psi_setup`` (about 20 ms per ID of the receiver with 2048-bit keys on one core) and
+        ``psi_evaluate`` (about 30 ms per ID of the sender); set it accordingly.
+    key_bits : int (default: 2048)
+        Paillier modulus size. Nodes refuse < 2048 unless their handlers allow insecure test keys.
+    id_bits : int (default: 64)
+        Hashed-ID width (false-match probability ≈ |X|·|Y| / 2^id_bits).
+    chunk_bytes : int (default: 4 MiB)
+        Bound on the ciphertext payload of each message.
+    roles : {"label_holder", "larger_set"} (default: "label_holder")
+        Who plays the FNP receiver in each pair. ``"label_holder"``: always the label holder.
+        ``"larger_set"``: the party with the larger set (faster: the sender's IDs are the expensive
+        side), but a passive receiver then learns the running intersection, not just the final set.
+    allow_empty : bool (default: False)
+        Accept an empty ID set or an empty intersection (then every party stores an empty
+        alignment) instead of raising.
+
+    Returns
+    -------
+    AlignmentReport
+        Sizes, counts and timings; no IDs.
+
+    Raises
+    ------
+    ValueError
+        On invalid arguments (no passive party, repeated nodes, unknown ``roles``).
+    AlignmentError
+        If a party is not connected, replies with an error, does not reply within ``timeout``, or
+        sends a malformed reply; or on an empty set / intersection without ``allow_empty``. All
+        parties were sent ``psi_abort`` first.
+    """
+    parties = [receiver_node, *sender_nodes]
+    if not sender_nodes:
+        raise ValueError("sender_nodes must name at least one passive party")
+    if len(set(parties)) != len(parties):
+        raise ValueError(f"receiver_node and sender_nodes must be distinct nodes, got {parties}")
+    if roles not in ("label_holder", "larger_set"):
+        raise ValueError(f"roles must be 'label_holder' or 'larger_set', got {roles!r}")
+    if timeout <= 0:
+        raise ValueError(f"timeout must be > 0, got {timeout}")
+    started = time.monotonic()
+    relay = _Relay(grid, secrets.token_hex(16), timeout)
+    try:
+        connected = set(grid.get_node_ids())
+        for node_id in parties:
+            if node_id not in connected:
+                raise AlignmentError(f"party {node_id} is not connected", step="connect", node_id=node_id)
+        begun = relay.exchange({node_id: ("psi_begin", {}) for node_id in parties})
+        sizes = {node_id: _get(begun[node_id], "size", int, "psi_begin", node_id) for node_id in parties}
+        for node_id in parties:
+            if sizes[node_id] == 0 and not allow_empty:
+                raise AlignmentError(f"party {node_id} has no IDs", step="psi_begin", node_id=node_id)
+        pairs = []
+        running = sizes[receiver_node]
+        for peer in sender_nodes:
+            leader_receives = roles == "label_holder" or running >= sizes[peer]
+            pair = _run_pair(
+                relay,
+                leader=receiver_node,
+                peer=peer,
+                leader_receives=leader_receives,
+                sizes={receiver_node: running, peer: sizes[peer]},
+                key_bits=key_bits,
+                id_bits=id_bits,
+                chunk_bytes=chunk_bytes,
+            )
+            pairs.append(pair)
+            running = pair.intersection_size
+            if running == 0 and not allow_empty:
+                raise AlignmentError(
+                    f"empty intersection after the session with party {peer}", step="psi_finish", node_id=peer
+                )
+        aligned = _commit_everywhere(relay, receiver_node, pairs)
+    except Exception as exc:
+        _abort_everywhere(relay, parties)
+        if isinstance(exc, AlignmentError):
+            raise
+        raise AlignmentError(f"alignment failed: {exc}", step="server") from exc
+    return AlignmentReport(
+        alignment_id=relay.alignment_id,
+        label_holder=receiver_node,
+        set_sizes=sizes,
+        pairs=tuple(pairs),
+        aligned_size=aligned,
+        bytes_relayed=relay.bytes_relayed,
+        wall_s=time.monotonic() - started,
+    )
+
+
+def _run_pair(
+    relay: _Relay,
+    *,
+    leader: int,
+    peer: int,
+    leader_receives: bool,
+    sizes: dict[int, int],
+    key_bits: int,
+    id_bits: int,
+    chunk_bytes: int,
+) -> PairReport:
+    """One FNP session between the label holder and one passive party."""
+    receiver, sender = (leader, peer) if leader_receives else (peer, leader)
+    session_id = secrets.token_hex(16)
+    session = {"session_id": session_id}
+    seconds: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        seconds[step] = now - clock
+        clock = now
+
+    keys = relay.one(
+        receiver,
+        "psi_keygen",
+        {**session, "key_bits": key_bits, "id_bits": id_bits, "peer_size": sizes[sender]},
+    )
+    modulus = _get(keys, "modulus", bytes, "psi_keygen", receiver)
+    lap("keygen")
+    started = relay.exchange(
+        {
+            receiver: ("psi_setup", {**session, "chunk_bytes": chunk_bytes}),
+            sender: ("psi_precompute", {**session, "modulus": modulus}),
+        }
+    )
+    header = started[receiver]
+    num_chunks = _get(header, "num_chunks", int, "psi_setup", receiver)
+    if _get(header, "session_id", str, "psi_setup", receiver) != session_id or num_chunks < 1:
+        raise AlignmentError(
+            f"party {receiver} sent a malformed psi_setup reply", step="psi_setup", node_id=receiver
+        )
+    lap("setup")
+
+    coefficient_bytes = 0
+    chunk = _get(
+        relay.one(receiver, "psi_coefficients", {**session, "index": 0}),
+        "chunk",
+        bytes,
+        "psi_coefficients",
+        receiver,
+    )
+    for index in range(num_chunks):
+        absorb: Config = {**session, "index": index, "chunk": chunk}
+        if index == 0:
+            absorb.update({f"header.{key}": value for key, value in header.items()})
+        requests: dict[int, tuple[str, Config]] = {sender: ("psi_absorb", absorb)}
+        if index + 1 < num_chunks:
+            requests[receiver] = ("psi_coefficients", {**session, "index": index + 1})
+        coefficient_bytes += len(chunk)
+        replies = relay.exchange(requests)
+        if index + 1 < num_chunks:
+            chunk = _get(replies[receiver], "chunk", bytes, "psi_coefficients", receiver)
+    lap("coefficients")
+
+    evaluated = relay.one(sender, "psi_evaluate", {**session, "chunk_bytes": chunk_bytes})
+    count = _get(evaluated, "count", int, "psi_evaluate", sender)
+    response_chunks = _get(evaluated, "num_chunks", int, "psi_evaluate", sender)
+    lap("evaluate")
+
+    response_bytes = 0
+    if response_chunks:
+        reply = relay.one(sender, "psi_responses", {**session, "index": 0})
+        chunk = _get(reply, "chunk", bytes, "psi_responses", sender)
+    for index in range(response_chunks):
+        requests = {receiver: ("psi_decrypt", {**session, "index": index, "count": count, "chunk": chunk})}
+        if index + 1 < response_chunks:
+            requests[sender] = ("psi_responses", {**session, "index": index + 1})
+        response_bytes += len(chunk)
+        replies = relay.exchange(requests)
+        if index + 1 < response_chunks:
+            chunk = _get(replies[sender], "chunk", bytes, "psi_responses", sender)
+    lap("responses")
+
+    finished = relay.one(
+        receiver,
+        "psi_finish",
+        {
+            **session,
+            "count": count,
+            "receiver_is_leader": leader_receives,
+            "sender_is_leader": not leader_receives,
+        },
+    )
+    size = _get(finished, "size", int, "psi_finish", receiver)
+    if not leader_receives:
+        positions = _get(finished, "positions", list, "psi_finish", receiver)
+        relay.bytes_relayed += 8 * len(positions)
+        relay.one(sender, "psi_matched", {**session, "positions": positions})
+    lap("finish")
+    relay.bytes_relayed += coefficient_bytes + response_bytes
+    return PairReport(
+        session_id=session_id,
+        receiver_node=receiver,
+        sender_node=sender,
+        receiver_size=sizes[receiver],
+        sender_size=sizes[sender],
+        num_bins=_get(header, "num_bins", int, "psi_setup", receiver),
+        degree=_get(header, "degree", int, "psi_setup", receiver),
+        coefficient_chunks=num_chunks,
+        coefficient_bytes=coefficient_bytes,
+        response_chunks=response_chunks,
+        response_bytes=response_bytes,
+        intersection_size=size,
+        seconds=seconds,
+    )
+
+
+def _commit_everywhere(relay: _Relay, leader: int, pairs: Iterable[PairReport]) -> int:
+    """Order at the label holder, prepare at the others, then commit everywhere (two phases)."""
+    ordered = relay.one(leader, "psi_order", {})
+    size = _get(ordered, "size", int, "psi_order", leader)
+    prepare: dict[int, tuple[str, Config]] = {}
+    for pair in pairs:
+        peer = pair.sender_node if pair.receiver_node == leader else pair.receiver_node
+        positions = _get(ordered, f"positions.{pair.session_id}", list, "psi_order", leader)
+        if len(positions) != size:
+            raise AlignmentError(
+                f"party {leader} sent a malformed psi_order reply", step="psi_order", node_id=leader
+            )
+        relay.bytes_relayed += 8 * len(positions)
+        prepare[peer] = ("psi_prepare", {"session_id": pair.session_id, "positions": positions})
+    prepared = relay.exchange(prepare)
+    for node_id, reply in prepared.items():
+        if _get(reply, "size", int, "psi_prepare", node_id) != size:
+            raise AlignmentError(
+                f"party {node_id} prepared a different set size", step="psi_prepare", node_id=node_id
+            )
+    relay.exchange({node_id: ("psi_commit", {}) for node_id in (leader, *prepare)})
+    return size
+
+
+def _abort_everywhere(relay: _Relay, parties: Sequence[int]) -> None:
+    """Best effort: tell every party to drop this alignment's staging (and undo its commit)."""
+    messages = [
+        Message(
+            RecordDict({CONTENT_KEY: ConfigRecord({"alignment_id": relay.alignment_id})}),
+            dst_node_id=node_id,
+            message_type="query.psi_abort",
+        )
+        for node_id in parties
+    ]
+    try:
+        replies = list(relay.grid.send_and_receive(messages, timeout=min(relay.timeout, ABORT_TIMEOUT_S)))
+    except Exception as exc:
+        logger.warning("psi_abort could not be sent: %s", exc)
+        return
+    acknowledged = {reply.metadata.src_node_id for reply in replies if not reply.has_error()}
+    for node_id in parties:
+        if node_id not in acknowledged:
+            logger.warning(
+                "psi_abort not acknowledged by party %s; its staging stays until the next alignment", node_id
+            )

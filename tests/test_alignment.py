@@ -1,0 +1,409 @@
+"""Tests for strategies.alignment + clients.psi_party: the PSI alignment phase over Flower messages.
+
+Most tests drive ``run_alignment`` through :class:`LoopbackGrid`, an in-process stand-in for a Flower
+``Grid`` that runs every node's real ``ClientApp`` with Flower's semantics (a raising handler becomes
+an error reply and leaves the node's context untouched) and can drop a node, fail a step or tamper
+with a message in flight. One test runs the same protocol through Flower's simulation engine (Ray)
+with three parties.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.psi_party import (
+    ALIGNMENT_STATE_KEY,
+    CONTENT_KEY,
+    PENDING_STATE_KEY,
+    SESSION_STATE_KEY,
+    STAGING_STATE_KEY,
+    AlignmentNotFoundError,
+    get_alignment,
+    register_psi_handlers,
+)
+from strategies.alignment import AlignmentError, AlignmentReport, run_alignment
+
+pytestmark = pytest.mark.filterwarnings("ignore::clients.psi.InsecureParameterWarning")
+
+TEST_KEY_BITS = 512  # test-only, accepted because the handlers set allow_insecure_key_size=True
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixtures: a ClientApp per party and an in-process grid
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _server_identity() -> Iterator[None]:
+    """Outside a running ServerApp, Flower needs a task identity to create messages."""
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+def make_party_app(ids_by_partition: dict[int, Sequence[object]], **handler_options: object) -> ClientApp:
+    """A tiny party ClientApp whose IDs come from ``node_config["partition-id"]``."""
+    app = ClientApp()
+
+    def load_ids(context: Context) -> Sequence[object]:
+        return ids_by_partition[int(context.node_config["partition-id"])]
+
+    options = {"workers": 1, "allow_insecure_key_size": True, **handler_options}
+    register_psi_handlers(app, load_ids, **options)  # type: ignore[arg-type]
+    return app
+
+
+@dataclass
+class LoopbackGrid:
+    """Runs each message through ``app`` at once, one ``Context`` per node, with Flower's semantics.
+
+    ``offline`` nodes never reply; ``drop_at`` takes a node offline when a given action reaches it;
+    ``fail_at`` turns a (node, action) into an error reply; ``tamper`` may rewrite a message's
+    ``psi`` fields in flight. ``log`` records ``(node, action)`` in sending order.
+    """
+
+    app: ClientApp
+    num_nodes: int
+    offline: set[int] = field(default_factory=set)
+    drop_at: dict[int, str] = field(default_factory=dict)
+    fail_at: set[tuple[int, str]] = field(default_factory=set)
+    tamper: Callable[[int, str, dict[str, object]], None] | None = None
+    log: list[tuple[int, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.contexts = {
+            100 + pid: Context(
+                run_id=1,
+                node_id=100 + pid,
+                node_config={"partition-id": pid, "num-partitions": self.num_nodes},
+                state=RecordDict(),
+                run_config={},
+            )
+            for pid in range(self.num_nodes)
+        }
+
+    def get_node_ids(self) -> list[int]:
+        return sorted(set(self.contexts) - self.offline)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        replies = []
+        for message in messages:
+            node_id = message.metadata.dst_node_id
+            action = message.metadata.message_type.split(".", 1)[1]
+            self.log.append((node_id, action))
+            if self.drop_at.get(node_id) == action:
+                self.offline.add(node_id)
+            if node_id in self.offline or node_id not in self.contexts:
+                continue
+            message.metadata.__dict__["_message_id"] = secrets.token_hex(8)
+            if self.tamper is not None:
+                fields = dict(message.content.config_records[CONTENT_KEY])
+                self.tamper(node_id, action, fields)
+                message.content[CONTENT_KEY] = ConfigRecord(fields)
+            if (node_id, action) in self.fail_at:
+                replies.append(Message(Error(code=2, reason="injected fault"), reply_to=message))
+                continue
+            trial = copy.deepcopy(self.contexts[node_id])
+            try:
+                reply = self.app(message, trial)
+            except Exception as exc:  # Flower turns a raising handler into an error reply
+                replies.append(Message(Error(code=2, reason=f"{type(exc)}:<'{exc}'>"), reply_to=message))
+                continue
+            self.contexts[node_id] = trial  # the context is kept only on success
+            replies.append(reply)
+        return replies
+
+    def state(self, pid: int) -> RecordDict:
+        return self.contexts[100 + pid].state
+
+    def context(self, pid: int) -> Context:
+        return self.contexts[100 + pid]
+
+
+def align_loopback(grid: LoopbackGrid, senders: Sequence[int] = (1, 2), **options: object) -> AlignmentReport:
+    kwargs = {"timeout": 5.0, "key_bits": TEST_KEY_BITS, **options}
+    return run_alignment(grid, receiver_node=100, sender_nodes=[100 + s for s in senders], **kwargs)  # type: ignore[arg-type]
+
+
+THREE_PARTIES: dict[int, Sequence[object]] = {
+    0: [f"user{i}" for i in range(0, 60)],  # label holder
+    1: [f"user{i}" for i in range(50, 10, -1)] + ["p1-only"],  # rows in another order
+    2: ["p2-only", *(f"user{i}" for i in range(0, 200, 3))],
+}
+SHARED = (
+    {f"user{i}" for i in range(0, 60)}
+    & {f"user{i}" for i in range(11, 51)}
+    & {f"user{i}" for i in range(0, 200, 3)}
+)
+
+
+def assert_consistent(grid: LoopbackGrid, ids: dict[int, Sequence[object]], expected: set[object]) -> None:
+    """Every party holds the same IDs in the same order, and rows point at those IDs."""
+    alignments = [get_alignment(grid.context(pid)) for pid in ids]
+    assert set(alignments[0].ids) == expected
+    for pid, alignment in zip(ids, alignments, strict=True):
+        assert alignment.ids == alignments[0].ids
+        assert alignment.alignment_id == alignments[0].alignment_id
+        assert [ids[pid][row] for row in alignment.rows] == list(alignment.ids)
+        assert alignment.num_rows == len(ids[pid])
+
+
+def assert_clean(grid: LoopbackGrid, pids: Iterable[int]) -> None:
+    """No staging left behind and no alignment committed."""
+    for pid in pids:
+        state = grid.state(pid)
+        for key in (ALIGNMENT_STATE_KEY, STAGING_STATE_KEY, SESSION_STATE_KEY, PENDING_STATE_KEY):
+            assert key not in state, (pid, key)
+
+
+# --------------------------------------------------------------------------------------------------
+# Happy paths
+# --------------------------------------------------------------------------------------------------
+
+
+def test_three_parties_store_the_same_canonical_alignment() -> None:
+    # Prepare
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3)
+    # Execute
+    report = align_loopback(grid, chunk_bytes=4096)
+    # Assert
+    assert_consistent(grid, THREE_PARTIES, SHARED)
+    assert report.aligned_size == len(SHARED)
+    assert report.set_sizes == {100: 60, 101: 41, 102: 68}
+    assert [p.intersection_size for p in report.pairs] == [40, len(SHARED)]
+    assert report.pairs[0].coefficient_chunks > 1 and report.pairs[0].response_chunks >= 1
+    for pid in range(3):  # staging cleared after commit
+        assert STAGING_STATE_KEY not in grid.state(pid) and SESSION_STATE_KEY not in grid.state(pid)
+
+
+def test_server_relays_no_id_and_no_private_key() -> None:
+    # Prepare: capture every field the server sends
+    seen: list[object] = []
+
+    def capture(node_id: int, action: str, fields: dict[str, object]) -> None:
+        seen.extend(fields.values())
+
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=capture)
+    # Execute
+    align_loopback(grid)
+    # Assert: no plaintext ID, and no prime of any receiver key, ever crosses the server
+    blobs = b"".join(v if isinstance(v, bytes) else str(v).encode() for v in seen)
+    for ids in THREE_PARTIES.values():
+        for identifier in ids:
+            assert str(identifier).encode() not in blobs
+    session = {v for v in seen if isinstance(v, int) and v > 1 << 200}
+    assert not session  # only public values, as bytes; no big integers in clear
+
+
+def test_larger_set_policy_gives_the_same_result() -> None:
+    # Prepare: the label holder has the smaller set, so the passive party becomes the FNP receiver
+    ids = {0: [f"u{i}" for i in range(10)], 1: [f"u{i}" for i in range(5, 40)]}
+    grid = LoopbackGrid(make_party_app(ids), 2)
+    # Execute
+    report = align_loopback(grid, senders=(1,), roles="larger_set")
+    # Assert
+    assert report.pairs[0].receiver_node == 101
+    assert_consistent(grid, ids, {f"u{i}" for i in range(5, 10)})
+
+
+def test_realigning_replaces_the_stored_alignment() -> None:
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3)
+    first = align_loopback(grid)
+    second = align_loopback(grid)
+    assert first.alignment_id != second.alignment_id
+    assert get_alignment(grid.context(2)).alignment_id == second.alignment_id
+
+
+def test_get_alignment_before_alignment_raises() -> None:
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3)
+    with pytest.raises(AlignmentNotFoundError, match="run_alignment"):
+        get_alignment(grid.context(0))
+
+
+def test_empty_intersection_is_an_error_unless_allowed() -> None:
+    ids = {0: ["a", "b"], 1: ["c"], 2: ["a"]}
+    grid = LoopbackGrid(make_party_app(ids), 3)
+    with pytest.raises(AlignmentError, match="empty intersection") as info:
+        align_loopback(grid)
+    assert info.value.node_id == 101 and info.value.step == "psi_finish"
+    assert_clean(grid, ids)
+    align_loopback(grid, allow_empty=True)
+    assert all(get_alignment(grid.context(pid)).ids == () for pid in ids)
+
+
+def test_empty_set_is_an_error() -> None:
+    ids = {0: ["a"], 1: [], 2: ["a"]}
+    grid = LoopbackGrid(make_party_app(ids), 3)
+    with pytest.raises(AlignmentError, match="party 101 has no IDs") as info:
+        align_loopback(grid)
+    assert info.value.step == "psi_begin"
+    assert_clean(grid, ids)
+
+
+# --------------------------------------------------------------------------------------------------
+# Faults: each names the party and step and leaves nothing half-written
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("node", "action"),
+    [
+        (100, "psi_setup"),
+        (101, "psi_absorb"),
+        (101, "psi_evaluate"),
+        (100, "psi_decrypt"),
+        (102, "psi_precompute"),
+        (100, "psi_order"),
+        (102, "psi_prepare"),
+    ],
+)
+def test_error_reply_aborts_everywhere(node: int, action: str) -> None:
+    # Prepare
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, fail_at={(node, action)})
+    # Execute
+    with pytest.raises(AlignmentError, match=f"party {node} failed at {action}: injected fault") as info:
+        align_loopback(grid)
+    # Assert
+    assert (info.value.node_id, info.value.step) == (node, action)
+    assert_clean(grid, THREE_PARTIES)
+    assert [entry for entry in grid.log if entry[1] == "psi_abort"] == [
+        (100, "psi_abort"),
+        (101, "psi_abort"),
+        (102, "psi_abort"),
+    ]
+
+
+@pytest.mark.parametrize("action", ["psi_begin", "psi_absorb", "psi_responses", "psi_prepare", "psi_commit"])
+def test_party_dropping_mid_protocol(action: str) -> None:
+    # Prepare: party 2 (or 1 for the first session's steps) disappears when ``action`` reaches it
+    node = 101 if action in ("psi_absorb", "psi_responses") else 102
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, drop_at={node: action})
+    # Execute
+    with pytest.raises(AlignmentError, match=f"party {node} did not reply to {action}") as info:
+        align_loopback(grid, timeout=0.5)
+    # Assert: the others hold nothing (a commit that happened is rolled back)
+    assert (info.value.node_id, info.value.step) == (node, action)
+    assert_clean(grid, [pid for pid in range(3) if 100 + pid != node])
+
+
+def test_missing_party_is_named_before_anything_starts() -> None:
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, offline={102})
+    with pytest.raises(AlignmentError, match="party 102 is not connected"):
+        align_loopback(grid)
+    assert not any(action == "psi_begin" for _, action in grid.log)
+
+
+def test_commit_failure_rolls_back_to_the_previous_alignment() -> None:
+    # Prepare: a first alignment succeeds
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3)
+    first = align_loopback(grid)
+    # Execute: the second fails at party 2's commit, after parties 0 and 1 committed
+    grid.fail_at.add((102, "psi_commit"))
+    with pytest.raises(AlignmentError, match="psi_commit"):
+        align_loopback(grid)
+    # Assert: everyone is back on the first alignment
+    for pid in range(3):
+        assert get_alignment(grid.context(pid)).alignment_id == first.alignment_id
+
+
+def test_out_of_range_ciphertext_is_rejected_by_the_sender() -> None:
+    def corrupt(node_id: int, action: str, fields: dict[str, object]) -> None:
+        if action == "psi_absorb" and fields["index"] == 0:
+            chunk = bytearray(fields["chunk"])  # type: ignore[arg-type]
+            chunk[:64] = b"\xff" * 64  # first ciphertext >= n²
+            fields["chunk"] = bytes(chunk)
+
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=corrupt)
+    with pytest.raises(AlignmentError, match=r"psi_absorb.*not in Z\*_\(n\^2\)"):
+        align_loopback(grid)
+    assert_clean(grid, THREE_PARTIES)
+
+
+def test_zero_reply_is_rejected_by_the_receiver() -> None:
+    def corrupt(node_id: int, action: str, fields: dict[str, object]) -> None:
+        if action == "psi_decrypt":
+            chunk = bytearray(fields["chunk"])  # type: ignore[arg-type]
+            chunk[:128] = bytes(128)  # first reply = 0
+            fields["chunk"] = bytes(chunk)
+
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=corrupt)
+    with pytest.raises(AlignmentError, match="party 100 failed at psi_decrypt.*reply chunk 0"):
+        align_loopback(grid)
+
+
+def test_mismatched_session_is_rejected() -> None:
+    def other_session(node_id: int, action: str, fields: dict[str, object]) -> None:
+        if action == "psi_evaluate":
+            fields["session_id"] = "0" * 32
+
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=other_session)
+    with pytest.raises(AlignmentError, match="psi_evaluate.*another PSI session"):
+        align_loopback(grid)
+
+
+def test_mismatched_alignment_is_rejected() -> None:
+    def other_alignment(node_id: int, action: str, fields: dict[str, object]) -> None:
+        if action == "psi_setup":
+            fields["alignment_id"] = "stale"
+
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=other_alignment)
+    with pytest.raises(AlignmentError, match="psi_setup.*another alignment"):
+        align_loopback(grid)
+
+
+def test_small_key_refused_by_a_node_without_the_test_flag() -> None:
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES, allow_insecure_key_size=False), 3)
+    with pytest.raises(AlignmentError, match="party 100 failed at psi_keygen.*key_bits must be >= 2048"):
+        align_loopback(grid)
+
+
+def test_duplicate_ids_are_rejected_without_naming_them() -> None:
+    ids = {0: ["secret-a", "secret-b", "secret-a"], 1: ["secret-a"]}
+    grid = LoopbackGrid(make_party_app(ids), 2)
+    with pytest.raises(AlignmentError, match=r"party 100 failed at psi_begin.*row 2 repeats row 0") as info:
+        align_loopback(grid, senders=(1,))
+    assert "secret" not in str(info.value)
+
+
+def test_unhashable_id_is_rejected() -> None:
+    ids = {0: ["a", ["not", "an", "id"]], 1: ["a"]}
+    grid = LoopbackGrid(make_party_app(ids), 2)
+    with pytest.raises(AlignmentError, match=r"psi_begin.*row 1: IDs must be str or int, got list"):
+        align_loopback(grid, senders=(1,))
+
+
+def test_ids_changing_mid_alignment_are_detected() -> None:
+    ids: dict[int, list[object]] = {0: ["a", "b"], 1: ["a", "b"]}
+
+    def mutate(node_id: int, action: str, fields: dict[str, object]) -> None:
+        if action == "psi_keygen":
+            ids[0].append("c")
+
+    grid = LoopbackGrid(make_party_app(ids), 2, tamper=mutate)  # type: ignore[arg-type]
+    with pytest.raises(AlignmentError, match="psi_keygen.*IDs changed"):
+        align_loopback(grid, senders=(1,))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sender_nodes": []}, "at least one passive party"),
+        ({"sender_nodes": [100]}, "distinct"),
+        ({"roles": "anyone"}, "roles must be"),
+        ({"timeout": 0.0}, "timeout must be > 0"),
+    ],
+)
+def test_invalid_arguments(kwargs: dict[str, object], message: str) -> None:
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3)
+    options = {"receiver_node": 100, "sender_nodes": [101], "timeout": 1.0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        run_alignment(grid, **options)  # type: ignore[arg-type]
