@@ -24,6 +24,7 @@ One epoch (driven by :mod:`strategies.vertical_prototype`):
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -167,6 +168,17 @@ class _Party:
             self.nonaligned_rows = np.setdiff1d(np.arange(len(self.data.ids)), self.aligned_rows)
         self.prototypes, self.valid = state["prototypes"], state["valid"]
 
+    def op_save(self, payload: Payload) -> Payload:
+        """Write a self-contained model file (config, shapes, models, prototypes) to ``payload["path"]``."""
+        path = Path(str(payload["path"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"config": self.cfg.to_flat(), "role": self.role, "index": self.data.index,
+                  "input_shape": list(self.data.input_shape), "n_classes": self.data.n_classes,
+                  "modules": {name: m.state_dict() for name, m in self.modules().items()},
+                  "prototypes": self.prototypes, "valid": self.valid}
+        torch.save(record, path)
+        return {"path": str(path)}
+
     def state_bytes(self) -> bytes:
         """The party's complete state (models, optimiser, alignment, prototypes, logs) as bytes."""
         buffer = io.BytesIO()
@@ -186,7 +198,7 @@ class PassiveParty(_Party):
     """A party without labels: an encoder, the prototypes it receives, and (for measurement) its logs."""
 
     role = "passive"
-    OPS = ("describe", "align", "step", "snapshot", "receive", "local", "predict", "attack")
+    OPS = ("describe", "align", "step", "snapshot", "receive", "local", "predict", "attack", "save")
 
     def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
         if data.y is not None or data.val_y is not None or data.test_y is not None:
@@ -297,7 +309,7 @@ class ActiveParty(_Party):
     """The label holder: encoder, top model over all parties' features, local head, prototypes."""
 
     role = "active"
-    OPS = ("describe", "align", "step", "prototypes", "local", "evaluate", "score")
+    OPS = ("describe", "align", "step", "prototypes", "local", "evaluate", "score", "save")
 
     def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
         if data.y is None or data.val_y is None or data.test_y is None:
@@ -449,3 +461,52 @@ def make_party(data: PartyData, cfg: VerticalConfig, blob: bytes | None = None) 
     """The party object for ``data``'s role, restored from ``blob`` if given."""
     kind = ActiveParty if data.role == "active" else PassiveParty
     return kind.from_state(data, cfg, blob)  # type: ignore[return-value]
+
+
+def predict_saved(
+    path: str | Path, x: np.ndarray, passive_features: list[np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Predict with a model file written by the ``save`` operation (the per-role predict entry point).
+
+    A passive model returns its ``features`` (to send to the active party) and ``classes`` by nearest
+    prototype; an active model returns ``active_only`` classes and, given every passive party's features
+    of the same users, ``aligned`` classes (top model fused with the local head).
+
+    Raises
+    ------
+    ValueError
+        If ``x`` does not match the saved input shape or holds NaN/inf.
+    """
+    record = torch.load(Path(path), weights_only=True)
+    cfg = VerticalConfig.from_flat(record["config"])
+    shape, n_classes = tuple(record["input_shape"]), int(record["n_classes"])
+    xt = torch.from_numpy(check_inputs(x, shape, "inputs"))
+    m = cfg.model
+    encoder = build_encoder(shape, kind=m.encoder, feature_dim=m.feature_dim, hidden=m.hidden)
+    encoder.load_state_dict(record["modules"]["encoder"])
+    encoder.eval()
+    prototypes, valid = record["prototypes"], record["valid"]
+    with torch.no_grad():
+        features = encoder(xt)
+        if record["role"] == "passive":
+            classes = (nearest_prototype(features, prototypes, valid) if prototypes is not None
+                       else torch.full((len(xt),), -1, dtype=torch.long))
+            return {"features": features.numpy(), "classes": classes.numpy()}
+        head = nn.Linear(m.feature_dim, n_classes)
+        head.load_state_dict(record["modules"]["head"])
+        top = build_top_model(cfg.dataset.n_parties, m.feature_dim, m.top_hidden, n_classes)
+        top.load_state_dict(record["modules"]["top"])
+        head_logp = torch.log_softmax(head(features), dim=1)
+        if cfg.strategy.local_head or prototypes is None:
+            active_only = head_logp.argmax(dim=1)
+        else:
+            active_only = nearest_prototype(features, prototypes, valid)
+        out = {"active_only": active_only.numpy()}
+        if passive_features is not None:
+            passive = [torch.as_tensor(np.asarray(f, dtype=np.float32)) for f in passive_features]
+            for k, f in enumerate(passive, start=1):
+                check_features(f, what=f"features of passive party {k}", dim=m.feature_dim)
+            top_logp = torch.log_softmax(top(torch.cat([features, *passive], dim=1)), dim=1)
+            fused = top_logp + head_logp if cfg.strategy.local_head else top_logp
+            out["aligned"] = fused.argmax(dim=1).numpy()
+    return out

@@ -16,6 +16,8 @@ from typing import Any
 from clients.prototype_privacy import PrototypeNoise
 from simulations.run_config import Scalar, flatten, unflatten
 
+ALIGNMENTS = ("psi", "insecure_plaintext")
+
 
 @dataclass
 class DatasetConfig:
@@ -42,15 +44,18 @@ class ModelConfig:
 class StrategyConfig:
     """The VerticalPrototype protocol and its protection.
 
-    ``split_learning`` / ``local_head`` / ``prototypes`` switch the method's parts on and off, which is
-    how the benchmark's baselines are expressed: ``active_only`` (no split learning), ``vfl_aligned``
-    (neither head nor prototypes), ``vfl_head_fusion`` (head, no prototypes) and the prototype method.
+    ``alignment`` is ``psi`` (Paillier PSI, issue 4) or ``insecure_plaintext`` (raw IDs to the server;
+    tests only); ``psi_key_bits`` is the Paillier modulus (nodes refuse < 2048 unless built for tests)
+    and ``psi_timeout`` bounds each PSI step. ``split_learning`` / ``local_head`` / ``prototypes``
+    switch the method's parts on and off, which is how the benchmark's baselines are expressed:
+    ``active_only`` (no split learning), ``vfl_aligned`` (neither head nor prototypes),
+    ``vfl_head_fusion`` (head, no prototypes) and the prototype method.
     """
 
-    epochs: int = 30
+    epochs: int = 40
     aligned_batch_size: int = 32
     local_batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     split_learning: bool = True
     local_head: bool = True
@@ -68,6 +73,9 @@ class StrategyConfig:
     dp_delta: float = 1e-5
     min_count: int = 1
     attack: bool = True
+    alignment: str = "psi"
+    psi_key_bits: int = 2048
+    psi_timeout: float = 600.0
     timeout: float = 120.0
 
     def noise(self) -> PrototypeNoise:
@@ -103,11 +111,13 @@ class VerticalConfig:
             raise ValueError("strategy.lr must be > 0; weight_decay, lam, lam_passive >= 0")
         if not 0.0 <= s.pseudo_threshold <= 1.0 or not 0.0 <= s.ema < 1.0 or s.temperature_scale <= 0:
             raise ValueError("need pseudo_threshold in [0, 1], ema in [0, 1), temperature_scale > 0")
-        if s.proto_every < 1 or s.timeout <= 0:
-            raise ValueError("strategy.proto_every must be >= 1 and strategy.timeout > 0")
+        if s.proto_every < 1 or s.timeout <= 0 or s.psi_timeout <= 0:
+            raise ValueError("strategy.proto_every must be >= 1, strategy.timeout and psi_timeout > 0")
         if not s.split_learning and (s.prototypes or not s.local_head):
             raise ValueError("without split learning only the active-only baseline (local_head, no "
                              "prototypes) is defined")
+        if s.alignment not in ALIGNMENTS:
+            raise ValueError(f"strategy.alignment must be one of {ALIGNMENTS}, got {s.alignment!r}")
         s.noise()  # validates the protection settings
         return self
 
@@ -128,11 +138,11 @@ class VerticalConfig:
 
 
 def register_configs() -> None:
-    """Register :class:`VerticalConfig` as ``vertical_schema`` in Hydra's ConfigStore."""
+    """Register :class:`VerticalConfig` as ``vertical_schema`` in Hydra's ConfigStore.
+
+    ``conf/vertical/config.yaml`` lists it first in its defaults, so every group file and override is
+    type-checked against the schema.
+    """
     from hydra.core.config_store import ConfigStore
 
-    store = ConfigStore.instance()
-    store.store(name="vertical_schema", node=VerticalConfig)
-    store.store(group="dataset", name="dataset_schema", node=DatasetConfig)
-    store.store(group="model", name="model_schema", node=ModelConfig)
-    store.store(group="strategy", name="strategy_schema", node=StrategyConfig)
+    ConfigStore.instance().store(name="vertical_schema", node=VerticalConfig)

@@ -30,6 +30,8 @@ from clients.vertical_training import ActiveParty, PassiveParty, make_party
 from simulations.vertical_config import VerticalConfig
 from strategies.vertical_prototype import InProcessLink, VerticalProtocolError, VerticalPrototype
 
+torch.set_num_threads(1)  # tiny models: extra intra-op threads only contend on the shared cores
+
 
 # --- prototype math against hand-computed values ------------------------------------------------
 def test_class_prototypes_hand_example() -> None:

@@ -1,0 +1,138 @@
+"""The vertical party's Flower ClientApp handlers (role ``active`` or ``passive``).
+
+Which party a node is comes from ``node_config``: ``party=<index>`` in a deployment (party 0 is the
+active, label-holding party; ``role=active|passive`` may be given and must agree), or ``partition-id``
+in a simulation. Every message carries the run's flat configuration (see
+:mod:`clients.vertical_messages`), from which the node loads its own columns and rows
+(:func:`clients.vertical_data.make_vertical_split`, deterministic in the seed) and rebuilds its party
+(:mod:`clients.vertical_training`) from ``context.state``; after a state-changing operation the party's
+state is written back there. Nothing is kept in module globals except a cache of the deterministic
+dataset split.
+
+Alignment: the ``align`` operation takes the aligned IDs either from the PSI run (payload
+``source="psi"``: :func:`clients.psi_party.get_alignment`, after :func:`strategies.alignment.run_alignment`
+drove the ``query.psi_*`` handlers registered here with :func:`load_ids`) or, for the explicitly
+insecure test-only plaintext mode, from the payload itself.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from flwr.app import ConfigRecord, Context, Message
+from flwr.clientapp import ClientApp
+
+from clients.psi_party import get_alignment, register_psi_handlers
+from clients.vertical_data import PartyData, VerticalSplit, make_vertical_split
+from clients.vertical_messages import MESSAGE_TYPES, decode_config, decode_payload, encode_payload
+from clients.vertical_training import ActiveParty, PassiveParty, make_party
+from simulations.vertical_config import VerticalConfig
+
+STATE_KEY = "vfl_party"
+CONFIG_STATE_KEY = "vfl_run_config"
+READ_ONLY_OPS = ("describe", "ids", "predict", "evaluate", "attack", "score", "save")
+
+
+def party_index(context: Context, n_parties: int) -> int:
+    """This node's party index from ``node_config`` (``party`` in deployment, ``partition-id`` in simulation).
+
+    Raises
+    ------
+    ValueError
+        If neither key is set, the index is out of range, or a ``role`` key contradicts it.
+    """
+    node_config = context.node_config
+    if "party" in node_config:
+        index = int(node_config["party"])
+    elif "partition-id" in node_config:
+        index = int(node_config["partition-id"])
+    else:
+        raise ValueError("node_config must set 'party' (deployment) or 'partition-id' (simulation)")
+    if not 0 <= index < n_parties:
+        raise ValueError(f"party index must be in [0, {n_parties}), got {index}")
+    role = node_config.get("role")
+    if role is not None and str(role) != ("active" if index == 0 else "passive"):
+        raise ValueError(f"node_config role={role!r} contradicts party={index} (party 0 is the active party)")
+    return index
+
+
+@functools.lru_cache(maxsize=4)
+def _split(name: str, n_parties: int, aligned: float, val: float, test: float, seed: int) -> VerticalSplit:
+    return make_vertical_split(name, n_parties=n_parties, aligned_fraction=aligned, validation_fraction=val,
+                               test_fraction=test, seed=seed)
+
+
+def party_data(cfg: VerticalConfig, index: int) -> PartyData:
+    """This party's own view of the configured vertical split (a node keeps only its own part)."""
+    d = cfg.dataset
+    split = _split(d.name, d.n_parties, d.aligned_fraction, d.validation_fraction, d.test_fraction, cfg.seed)
+    return split.parties[index]
+
+
+def load_party(context: Context, cfg: VerticalConfig) -> ActiveParty | PassiveParty:
+    """Rebuild this node's party from its data and ``context.state``."""
+    data = party_data(cfg, party_index(context, cfg.dataset.n_parties))
+    records = context.state.config_records
+    blob = records[STATE_KEY]["blob"] if STATE_KEY in records else None
+    return make_party(data, cfg, blob)  # type: ignore[arg-type]
+
+
+def load_ids(context: Context) -> list[str]:
+    """This node's training IDs (what it brings to PSI); needs a prior ``describe`` of this run."""
+    if CONFIG_STATE_KEY not in context.state.config_records:
+        raise RuntimeError("no vertical run configured on this node yet: send query.vfl_describe first")
+    cfg = VerticalConfig.from_flat(dict(context.state.config_records[CONFIG_STATE_KEY]))
+    return party_data(cfg, party_index(context, cfg.dataset.n_parties)).ids.tolist()
+
+
+def _psi_alignment(context: Context, party: ActiveParty | PassiveParty) -> list[str]:
+    """The aligned IDs the PSI phase committed at this node, checked against the party's own ID list."""
+    alignment = get_alignment(context)
+    alignment.check_ids(party.data.ids.tolist())
+    return [str(i) for i in alignment.ids]
+
+
+def _handler(op: str) -> Callable[[Message, Context], Message]:
+    def handle(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)  # models are tiny; intra-op threads only contend on shared cores
+        flat = decode_config(msg.content)
+        cfg = VerticalConfig.from_flat(flat)
+        if op == "describe":
+            context.state[CONFIG_STATE_KEY] = ConfigRecord(flat)
+            context.state.pop(STATE_KEY, None)  # a new run starts from fresh models
+        party = load_party(context, cfg)
+        payload: dict[str, Any] = decode_payload(msg.content)
+        if op == "ids":
+            reply: dict[str, Any] = {"ids": party.data.ids.tolist()}
+        else:
+            if op == "align" and payload.get("source") == "psi":
+                payload = {"aligned_ids": _psi_alignment(context, party)}
+            reply = party.handle(op, payload)
+        if op not in READ_ONLY_OPS:
+            context.state[STATE_KEY] = ConfigRecord({"blob": party.state_bytes()})
+        return Message(encode_payload(reply), reply_to=msg)
+
+    handle.__name__ = f"handle_vfl_{op}"
+    handle.__doc__ = f"Flower handler of the vertical protocol's ``{op}`` operation."
+    return handle
+
+
+def register_vertical_handlers(app: ClientApp) -> None:
+    """Register one handler per protocol operation (:data:`clients.vertical_messages.MESSAGE_TYPES`)."""
+    registrars = {"query": app.query, "train": app.train, "evaluate": app.evaluate}
+    for op, message_type in MESSAGE_TYPES.items():
+        kind, _, name = message_type.partition(".")
+        registrars[kind](name)(_handler(op))
+
+
+def build_client_app(*, allow_insecure_psi_keys: bool = False) -> ClientApp:
+    """A ClientApp with the vertical protocol and the PSI alignment handlers (simulations and tests;
+    ``flwr run`` uses ``simulations.app``). ``allow_insecure_psi_keys`` is for tests only: it lets this
+    node accept Paillier keys below 2048 bits (see :func:`clients.psi.check_key_bits`)."""
+    app = ClientApp()
+    register_vertical_handlers(app)
+    register_psi_handlers(app, load_ids, allow_insecure_key_size=allow_insecure_psi_keys)
+    return app
