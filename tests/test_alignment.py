@@ -19,6 +19,7 @@ from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
+from clients.psi import canonical_id_bytes, hash_id
 from clients.psi_party import (
     ALIGNMENT_STATE_KEY,
     CONTENT_KEY,
@@ -68,7 +69,8 @@ class LoopbackGrid:
 
     ``offline`` nodes never reply; ``drop_at`` takes a node offline when a given action reaches it;
     ``fail_at`` turns a (node, action) into an error reply; ``tamper`` may rewrite a message's
-    ``psi`` fields in flight. ``log`` records ``(node, action)`` in sending order.
+    ``psi`` fields in flight. ``log`` records ``(node, action)`` in sending order, ``traffic`` the
+    fields of every message and reply that passed the server.
     """
 
     app: ClientApp
@@ -78,6 +80,7 @@ class LoopbackGrid:
     fail_at: set[tuple[int, str]] = field(default_factory=set)
     tamper: Callable[[int, str, dict[str, object]], None] | None = None
     log: list[tuple[int, str]] = field(default_factory=list)
+    traffic: list[tuple[int, str, dict[str, object]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.contexts = {
@@ -119,6 +122,8 @@ class LoopbackGrid:
                 replies.append(Message(Error(code=2, reason=f"{type(exc)}:<'{exc}'>"), reply_to=message))
                 continue
             self.contexts[node_id] = trial  # the context is kept only on success
+            self.traffic.append((node_id, action, dict(message.content.config_records[CONTENT_KEY])))
+            self.traffic.append((node_id, action, dict(reply.content.config_records[CONTENT_KEY])))
             replies.append(reply)
         return replies
 
@@ -185,23 +190,36 @@ def test_three_parties_store_the_same_canonical_alignment() -> None:
         assert STAGING_STATE_KEY not in grid.state(pid) and SESSION_STATE_KEY not in grid.state(pid)
 
 
-def test_server_relays_no_id_and_no_private_key() -> None:
-    # Prepare: capture every field the server sends
-    seen: list[object] = []
+def test_server_sees_no_id_no_hashed_id_and_no_private_key() -> None:
+    # Prepare: record every field through the server, and each receiver's primes once generated
+    primes: list[bytes] = []
 
-    def capture(node_id: int, action: str, fields: dict[str, object]) -> None:
-        seen.extend(fields.values())
+    def grab_primes(node_id: int, action: str, fields: dict[str, object]) -> None:
+        if action == "psi_setup":
+            session = grid.contexts[node_id].state.config_records[SESSION_STATE_KEY]
+            primes.extend([session["p"], session["q"]])  # type: ignore[list-item]
 
-    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=capture)
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=grab_primes)
     # Execute
     align_loopback(grid)
-    # Assert: no plaintext ID, and no prime of any receiver key, ever crosses the server
-    blobs = b"".join(v if isinstance(v, bytes) else str(v).encode() for v in seen)
+    # Assert
+    values = [value for _, _, fields in grid.traffic for value in fields.values()]
+    flat = [item for value in values for item in (value if isinstance(value, list) else [value])]
+    blob = b"|".join(item if isinstance(item, bytes) else str(item).encode() for item in flat)
+    salts = [
+        fields["header.salt"]
+        for _, action, fields in grid.traffic
+        if action == "psi_absorb" and "header.salt" in fields
+    ]
+    assert len(salts) == 2 and len(primes) == 4
     for ids in THREE_PARTIES.values():
         for identifier in ids:
-            assert str(identifier).encode() not in blobs
-    session = {v for v in seen if isinstance(v, int) and v > 1 << 200}
-    assert not session  # only public values, as bytes; no big integers in clear
+            data = canonical_id_bytes(identifier)
+            assert data not in blob and str(identifier).encode() not in blob
+            for salt in salts:
+                hashed, _ = hash_id(salt, data, 64, 1)  # type: ignore[arg-type]
+                assert hashed.to_bytes(8, "big") not in blob and str(hashed).encode() not in blob
+    assert not any(prime in blob for prime in primes)
 
 
 def test_larger_set_policy_gives_the_same_result() -> None:

@@ -1,0 +1,385 @@
+"""Benchmark: Paillier PSI throughput, side by side with its baselines and the primitive floor.
+
+n × n IDs with 50 % overlap. Variants, all measured in the same run on the same machine:
+
+- ``fnp-bins``: :mod:`clients.psi` (bins, CRT encryption, mod-p decryption, precomputed randomness,
+  gmpy2 loops, process pool); also split into ``fnp-bins-precompute`` (data-independent: key
+  generation, the receiver's encryption randomness, the sender's re-randomisers) and
+  ``fnp-bins-online`` (everything after it).
+- ``textbook``: FNP without bins (one polynomial of degree |X|, i.e. ``num_bins=1``) at
+  ``--textbook-n`` (default 500), same optimised primitives.
+- ``fnp-phe``: the same protocol (same bins and degree) written with phe's ``EncryptedNumber``
+  objects: phe encryption, ``*``/``+`` for Horner, ``obfuscate()`` to re-randomise, full CRT decryption.
+- ``floor``: the primitive floor measured in this run on one core. Per sender ID: one full-length
+  exponentiation (the mask r), the M - 1 Horner steps of one bin, the receiver's share B·M/|Y| of
+  coefficient encryptions (CRT randomness included) and one mod-p decryption. ``cpu_s`` is n times
+  that; ``wall_s`` divides it by the workers. ``ratio_to_floor`` of every row is its ``cpu_s`` over
+  the floor of its own (B, M). The floor leaves out the sender's re-randomiser s^n (one more
+  full-length exponentiation per ID that soundness requires); its cost is reported beside the floor.
+
+CPU seconds are the main process plus the pool workers (read from ``/proc`` before each step's pool
+closes). Each row records the wall and CPU seconds of every step and the machine's load average.
+
+    python -m benchmarks.psi --quick --out psi.json        # n = 1e3, textbook n = 500, phe n = 1e3
+    python -m benchmarks.psi --out psi.json                # n = 1e3 and 1e4 (phe at both)
+    python -m benchmarks.psi --large --out psi.json        # adds n = 1e5 (bins only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gmpy2
+from gmpy2 import mpz
+from phe import paillier
+
+from clients import psi
+
+FLOOR_REPEATS = 40
+
+
+# --------------------------------------------------------------------------------------------------
+# Measuring wall and CPU time, pool workers included
+# --------------------------------------------------------------------------------------------------
+
+
+def _process_cpu_s(pid: int) -> float:
+    """utime + stime of a live process (Linux ``/proc``), 0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Meter:
+    """Wall and CPU seconds per named step; each step gets its own process pool."""
+
+    workers: int
+    steps: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[Executor | None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        workers_cpu = 0.0
+        with psi.process_pool(self.workers) as pool:
+            yield pool
+            if pool is not None:
+                workers_cpu = sum(_process_cpu_s(pid) for pid in getattr(pool, "_processes", {}) or {})
+        self.steps[name] = {
+            "wall_s": time.perf_counter() - wall,
+            "cpu_s": time.process_time() - cpu + workers_cpu,
+        }
+
+    def total(self, names: list[str] | None = None) -> tuple[float, float]:
+        chosen = [self.steps[name] for name in (names or list(self.steps))]
+        return sum(s["wall_s"] for s in chosen), sum(s["cpu_s"] for s in chosen)
+
+
+def id_sets(n: int) -> tuple[list[str], list[str]]:
+    """n IDs each, half of them shared, in shuffled row order."""
+    rng = secrets.SystemRandom()
+    receiver = [f"user-{i:08d}" for i in range(n)]
+    sender = [f"user-{i:08d}" for i in range(n // 2, n + n // 2)]
+    rng.shuffle(receiver)
+    rng.shuffle(sender)
+    return receiver, sender
+
+
+# --------------------------------------------------------------------------------------------------
+# The primitive floor
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Floor:
+    """Median single-core seconds of each primitive (2048-bit key unless told otherwise)."""
+
+    full_exponentiation: float
+    horner_step: float
+    encryption: float
+    mod_p_decryption: float
+    rerandomiser: float
+
+    def per_id(self, num_bins: int, degree: int, sender_size: int) -> float:
+        share = num_bins * degree / max(1, sender_size)
+        return (
+            self.full_exponentiation
+            + (degree - 1) * self.horner_step
+            + share * self.encryption
+            + self.mod_p_decryption
+        )
+
+
+def _median_s(fn: Callable[[], object], repeats: int = FLOOR_REPEATS) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_floor(key_bits: int, id_bits: int) -> Floor:
+    """Time each primitive with the same gmpy2 calls the protocol uses."""
+    _, private_key = paillier.generate_paillier_keypair(n_length=key_bits)
+    p, q = mpz(private_key.p), mpz(private_key.q)
+    n = p * q
+    nsq, psq, hp = n * n, p * p, mpz(private_key.hp)
+    c = mpz(secrets.randbelow(int(nsq)))
+    r = mpz(secrets.randbelow(int(n)))
+    y = mpz(secrets.randbits(id_bits))
+    coeff = mpz(secrets.randbelow(int(n)))
+    return Floor(
+        full_exponentiation=_median_s(lambda: gmpy2.powmod(c, r, nsq)),
+        horner_step=_median_s(lambda: gmpy2.powmod(c, y, nsq) * c % nsq, 4 * FLOOR_REPEATS),
+        encryption=_median_s(lambda: (1 + coeff * n) * psi._crt_randomisers((p, q, 1))[0] % nsq),
+        mod_p_decryption=_median_s(lambda: (gmpy2.powmod(c, p - 1, psq) - 1) // p * hp % p),
+        rerandomiser=_median_s(lambda: gmpy2.powmod(r, n, nsq)),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Variants
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One protocol run: the meter, the public parameters, the intersection size."""
+
+    meter: Meter
+    num_bins: int
+    degree: int
+    intersection: int
+
+
+PRECOMPUTE_STEPS = ["keygen", "receiver_precompute", "sender_precompute"]
+ONLINE_STEPS = ["setup", "evaluate", "finish", "share"]
+
+
+def run_fnp(n: int, workers: int, key_bits: int, num_bins: int | None = None) -> Outcome:
+    """clients.psi end to end, step by step (``num_bins=1`` is textbook FNP)."""
+    receiver_ids, sender_ids = id_sets(n)
+    meter = Meter(workers)
+    with meter.step("keygen"):
+        receiver = psi.PSIReceiver(receiver_ids, key_bits=key_bits, peer_size=n, num_bins=num_bins)
+    with meter.step("receiver_precompute") as pool:
+        receiver.precompute(pool)
+    sender = psi.PSISender(sender_ids)
+    with meter.step("sender_precompute") as pool:
+        sender.receive_public_key(receiver.modulus)
+        sender.precompute(pool)
+    with meter.step("setup") as pool:
+        setup = receiver.setup(pool)
+    with meter.step("evaluate") as pool:
+        responses = sender.evaluate(setup, pool)
+    with meter.step("finish") as pool:
+        receiver.finish(responses, pool)
+    with meter.step("share"):
+        alignment = sender.conclude(receiver.intersection_message())
+    if len(alignment.ids) != n - n // 2:
+        raise RuntimeError(f"wrong intersection size {len(alignment.ids)} for n = {n}")
+    return Outcome(meter, receiver.num_bins, receiver.degree, len(alignment.ids))
+
+
+def _phe_encrypt(task: tuple[int, list[int]]) -> list[int]:
+    """phe encryption of coefficients (raw: phe's EncodedNumber refuses |m| >= n/3)."""
+    n, coeffs = task
+    public_key = paillier.PaillierPublicKey(n)
+    return [paillier.EncryptedNumber(public_key, public_key.raw_encrypt(a)).ciphertext(False) for a in coeffs]
+
+
+def _phe_evaluate(task: tuple[int, list[tuple[list[int], list[int]]]]) -> list[int]:
+    """Horner with EncryptedNumber ``*`` and ``+``; ``obfuscate()`` re-randomises."""
+    n, groups = task
+    public_key = paillier.PaillierPublicKey(n)
+    out = []
+    for coeff_ints, ys in groups:
+        coeffs = [paillier.EncryptedNumber(public_key, c) for c in coeff_ints]
+        for y in ys:
+            acc = coeffs[-1] + y
+            for coeff in reversed(coeffs[:-1]):
+                acc = acc * y + coeff
+            r = 1 + secrets.randbelow(n - 1)  # uniform in Z_n: beyond EncodedNumber's n/3, so raw
+            masked = paillier.EncryptedNumber(public_key, acc._raw_mul(r)) + y
+            masked.obfuscate()
+            out.append(masked.ciphertext(be_secure=False))
+    return out
+
+
+def _phe_decrypt(task: tuple[int, int, list[int]]) -> list[int]:
+    p, q, ciphertexts = task
+    private_key = paillier.PaillierPrivateKey(paillier.PaillierPublicKey(p * q), p, q)
+    return [private_key.raw_decrypt(c) for c in ciphertexts]
+
+
+def _chunks(items: list[Any], pool: Executor | None) -> list[list[Any]]:
+    pieces = 1 if pool is None else 4 * psi._pool_size(pool)
+    size = max(1, -(-len(items) // pieces))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def run_phe(n: int, workers: int, key_bits: int) -> Outcome:
+    """The same protocol (same B, M, hashing, shuffle) with phe objects and no precomputation."""
+    receiver_ids, sender_ids = id_sets(n)
+    meter = Meter(workers)
+    with meter.step("keygen"):
+        public_key, private_key = paillier.generate_paillier_keypair(n_length=key_bits)
+        num_bins, degree = psi.choose_bins(n, n)
+    n_mod = public_key.n
+    with meter.step("setup") as pool:
+        salt = secrets.token_bytes(psi.SALT_BYTES)
+        bins: list[list[int]] = [[] for _ in range(num_bins)]
+        members = set()
+        for data in psi.prepare_ids(receiver_ids).canonical:
+            value, index = psi.hash_id(salt, data, psi.DEFAULT_ID_BITS, num_bins)
+            bins[index].append(value)
+            members.add(value)
+        if max(map(len, bins)) > degree:
+            raise RuntimeError("bin overflow (probability 2^-40): run again")
+        coeffs = [int(a) for a in psi._bin_coefficients((mpz(n_mod), degree, psi.DEFAULT_ID_BITS, bins))]
+        encrypted = psi._run(pool, _phe_encrypt, [(n_mod, part) for part in _chunks(coeffs, pool)])
+    with meter.step("evaluate") as pool:
+        by_bin: dict[int, list[int]] = {}
+        for data in psi.prepare_ids(sender_ids).canonical:
+            value, index = psi.hash_id(salt, data, psi.DEFAULT_ID_BITS, num_bins)
+            by_bin.setdefault(index, []).append(value)
+        groups = [(encrypted[b * degree : (b + 1) * degree], ys) for b, ys in sorted(by_bin.items())]
+        replies = psi._run(pool, _phe_evaluate, [(n_mod, part) for part in _chunks(groups, pool)])
+        secrets.SystemRandom().shuffle(replies)
+    with meter.step("finish") as pool:
+        tasks = [(private_key.p, private_key.q, part) for part in _chunks(replies, pool)]
+        matches = sum(value in members for value in psi._run(pool, _phe_decrypt, tasks))
+    if matches != n - n // 2:
+        raise RuntimeError(f"wrong intersection size {matches} for n = {n}")
+    return Outcome(meter, num_bins, degree, matches)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows, table, main
+# --------------------------------------------------------------------------------------------------
+
+
+def make_row(
+    n: int, variant: str, wall_s: float, cpu_s: float, floor_s: float, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "n": n,
+        "variant": variant,
+        "wall_s": round(wall_s, 3),
+        "cpu_s": round(cpu_s, 3),
+        "ids_per_s": round(n / wall_s, 2) if wall_s > 0 else None,
+        "ratio_to_floor": round(cpu_s / floor_s, 3) if floor_s > 0 else None,
+        **extra,
+    }
+
+
+def outcome_rows(n: int, variant: str, outcome: Outcome, floor: Floor) -> list[dict[str, Any]]:
+    meter = outcome.meter
+    floor_s = n * floor.per_id(outcome.num_bins, outcome.degree, n)
+    params = {"num_bins": outcome.num_bins, "degree": outcome.degree, "floor_cpu_s": round(floor_s, 3)}
+    steps = {name: {k: round(v, 3) for k, v in s.items()} for name, s in meter.steps.items()}
+    rows = [make_row(n, variant, *meter.total(), floor_s, steps=steps, **params)]
+    if all(name in meter.steps for name in PRECOMPUTE_STEPS):
+        rows.append(make_row(n, f"{variant}-precompute", *meter.total(PRECOMPUTE_STEPS), floor_s, **params))
+        rows.append(make_row(n, f"{variant}-online", *meter.total(ONLINE_STEPS), floor_s, **params))
+    return rows
+
+
+def floor_row(
+    n: int, num_bins: int, degree: int, floor: Floor, workers: int, variant: str = "floor"
+) -> dict[str, Any]:
+    cpu = n * floor.per_id(num_bins, degree, n)
+    return make_row(
+        n,
+        variant,
+        cpu / workers,
+        cpu,
+        cpu,
+        num_bins=num_bins,
+        degree=degree,
+        rerandomiser_cpu_s=round(n * floor.rerandomiser, 3),
+    )
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = (
+        f"{'n':>7} {'variant':<22} {'B':>6} {'M':>4} {'wall_s':>9} {'cpu_s':>9} {'ids/s':>8} {'ratio':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['n']:>7} {row['variant']:<22} {row.get('num_bins', ''):>6} {row.get('degree', ''):>4} "
+            f"{row['wall_s']:>9.2f} {row['cpu_s']:>9.2f} {row['ids_per_s'] or 0:>8.1f} "
+            f"{row['ratio_to_floor'] or 0:>6.2f}"
+        )
+    for row in rows:
+        if "steps" in row:
+            steps = ", ".join(f"{k} {v['wall_s']:.1f}/{v['cpu_s']:.1f}" for k, v in row["steps"].items())
+            print(f"  {row['variant']} n={row['n']} steps (wall/cpu s): {steps}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="n = 1e3 only (textbook and phe included)")
+    parser.add_argument("--large", action="store_true", help="add n = 1e5 (bins variant only)")
+    parser.add_argument("--out", type=Path, help="write the rows as JSON here")
+    parser.add_argument("--workers", type=int, default=None, help="pool size (default: every core)")
+    parser.add_argument("--key-bits", type=int, default=psi.DEFAULT_KEY_BITS)
+    parser.add_argument("--textbook-n", type=int, default=500)
+    parser.add_argument("--no-phe", action="store_true", help="skip the phe-object variant")
+    args = parser.parse_args(argv)
+
+    workers = psi.resolve_workers(args.workers)
+    sizes = [1000] if args.quick else [1000, 10_000]
+    if args.large:
+        sizes.append(100_000)
+    phe_sizes = [] if args.no_phe else [n for n in sizes if n <= 10_000]
+    machine = {"cpus": os.cpu_count(), "workers": workers, "loadavg_start": os.getloadavg()}
+    floor = measure_floor(args.key_bits, psi.DEFAULT_ID_BITS)
+    print(
+        f"floor (ms, 1 core, {args.key_bits}-bit): full exp {floor.full_exponentiation * 1e3:.2f}, "
+        f"Horner step {floor.horner_step * 1e3:.3f}, CRT encryption {floor.encryption * 1e3:.2f}, "
+        f"mod-p decryption {floor.mod_p_decryption * 1e3:.2f}, re-randomiser {floor.rerandomiser * 1e3:.2f}; "
+        f"load {machine['loadavg_start']}"
+    )
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        outcome = run_fnp(n, workers, args.key_bits)
+        rows.append(floor_row(n, outcome.num_bins, outcome.degree, floor, workers))
+        rows.extend(outcome_rows(n, "fnp-bins", outcome, floor))
+        if n in phe_sizes:
+            rows.extend(outcome_rows(n, "fnp-phe", run_phe(n, workers, args.key_bits), floor))
+    textbook = run_fnp(args.textbook_n, workers, args.key_bits, num_bins=1)
+    rows.append(floor_row(args.textbook_n, 1, textbook.degree, floor, workers, "floor-textbook"))
+    rows.extend(outcome_rows(args.textbook_n, "textbook", textbook, floor))
+    machine["loadavg_end"] = os.getloadavg()
+    result = {
+        "rows": rows,
+        "floor_ms": {k: round(v * 1e3, 4) for k, v in vars(floor).items()},
+        "machine": machine,
+        "key_bits": args.key_bits,
+    }
+    print_table(rows)
+    print(f"load average: start {machine['loadavg_start']}, end {machine['loadavg_end']}")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
