@@ -510,8 +510,8 @@ def test_padded_degree_is_the_smallest_safe_degree(n: int, bins: int) -> None:
         ((0, None), (1, 1)),
         ((1, None), (1, 1)),
         ((5, None), (1, 5)),
-        ((1000, None), (100, 42)),
-        ((10_000, None), (1250, 39)),
+        ((1000, None), (167, 33)),
+        ((10_000, None), (1667, 34)),
     ],
 )
 def test_choose_bins_reference_values(sizes: tuple[int, int | None], expected: tuple[int, int]) -> None:
