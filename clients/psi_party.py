@@ -182,8 +182,12 @@ def register_psi_handlers(
     Raises
     ------
     ValueError
-        If a ``query.psi_*`` handler is already registered on ``app``.
+        If a ``query.psi_*`` handler is already registered on ``app``, ``workers < 1`` or the
+        duplicates policy is unknown.
     """
+    if workers is not None:
+        resolve_workers(workers)
+    prepare_ids([], duplicates)  # validates the policy
     party = _Party(load_ids, workers, duplicates, allow_insecure_key_size)
     for action in ACTIONS:
         app.query(action)(_make_handler(party, _HANDLERS[action]))

@@ -425,3 +425,18 @@ def test_invalid_arguments(kwargs: dict[str, object], message: str) -> None:
     options = {"receiver_node": 100, "sender_nodes": [101], "timeout": 1.0, **kwargs}
     with pytest.raises(ValueError, match=message):
         run_alignment(grid, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"workers": 0}, "workers must be >= 1"), ({"duplicates": "merge"}, "duplicates must be")],
+)
+def test_register_rejects_bad_options(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        register_psi_handlers(ClientApp(), lambda context: [], **options)  # type: ignore[arg-type]
+
+
+def test_register_twice_on_one_app_is_refused() -> None:
+    app = make_party_app(THREE_PARTIES)
+    with pytest.raises(ValueError, match="already registered"):
+        register_psi_handlers(app, lambda context: [])

@@ -115,3 +115,20 @@ def test_three_party_alignment_through_the_simulation_engine() -> None:
     # The failed second alignment named the label holder and the key-generation step
     assert failure.startswith("True|psi_keygen|")
     assert "key_bits must be an even number >= 256, got 128" in failure
+
+
+pool_app = ClientApp()
+register_psi_handlers(pool_app, load_ids, workers=2)  # 2048-bit keys, process pools inside Ray actors
+
+
+@pytest.mark.slow
+def test_default_keys_and_process_pools_through_the_simulation_engine() -> None:
+    def main(grid: Grid, context: Context) -> AlignmentReport:
+        nodes = sorted(grid.get_node_ids())
+        return run_alignment(grid, receiver_node=nodes[0], sender_nodes=nodes[1:], timeout=600)
+
+    report = run_flower_simulation(main, pool_app, num_supernodes=3)
+    sizes = sorted(len(ids) for ids in IDS.values())
+    assert sorted(report.set_sizes.values()) == sizes
+    assert report.aligned_size == len(EXPECTED)
+    assert report.pairs[0].coefficient_bytes % 512 == 0  # 2048-bit key: 512-byte ciphertexts
