@@ -5,7 +5,10 @@ them; the secret is their *labels*. Neighbouring inputs therefore differ in one 
 (label differential privacy, Ghazi et al., NeurIPS 2021). Every release is a Gaussian mechanism on
 
 - the per-class sums of clipped features, ``S_c = Σ_{i: y_i = c} clip_C(f_i)`` with
-  ``clip_C(f) = f · min(1, C / ||f||_2)``: moving one user from class ``c`` to ``c'`` changes ``S_c``
+  ``clip_C(f) = f · min(1, C / ||f||_2)``. The clip norm is ``C = clip × median_i ||f_i||``: a function of
+  the features alone, which the passive party knows anyway, so it depends on no label and the label-DP
+  analysis below holds as if ``C`` were fixed in advance (it also keeps the prototypes on the features'
+  own scale, which the prototype pulls need). moving one user from class ``c`` to ``c'`` changes ``S_c``
   and ``S_{c'}`` by at most ``C`` each, so the L2 sensitivity of ``(S_1, …, S_K)`` is ``√2·C``. Noise
   ``N(0, (z·C)^2 I)`` (noise multiplier ``z``) gives ρ = Δ² / (2σ²) = 1 / z² zero-concentrated DP
   (Bun & Steinke, TCC 2016, Proposition 1.6);
@@ -39,7 +42,8 @@ class PrototypeNoise:
     Attributes
     ----------
     clip : float
-        L2 clipping norm ``C`` of each feature vector (0 disables clipping and noise).
+        Clip norm as a multiple of the median feature norm, ``C = clip × median ||f_i||`` (0 disables
+        clipping and noise).
     noise_multiplier : float
         ``z``: std of the noise on each class-sum coordinate is ``z·C``.
     count_noise : float
@@ -75,6 +79,13 @@ def clip_rows(features: torch.Tensor, clip: float) -> torch.Tensor:
     return features * torch.clamp(clip / norms, max=1.0)
 
 
+def clip_norm(features: torch.Tensor, clip: float) -> float:
+    """``C = clip × median row norm`` (label-independent; 0 when ``clip`` is 0 or every row is zero)."""
+    if clip <= 0 or len(features) == 0:
+        return 0.0
+    return clip * float(features.norm(dim=1).median())
+
+
 def release_prototypes(
     features: torch.Tensor,
     labels: torch.Tensor,
@@ -92,12 +103,13 @@ def release_prototypes(
     check_features(features, what="features to release")
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
         raise ValueError(f"labels must lie in [0, {n_classes})")
-    clipped = clip_rows(features.detach().double(), noise.clip)
+    feats = features.detach().double()
+    clip = clip_norm(feats, noise.clip)
     sums = torch.zeros(n_classes, features.shape[1], dtype=torch.float64)
-    sums.index_add_(0, labels, clipped)
+    sums.index_add_(0, labels, clip_rows(feats, clip))
     counts = torch.bincount(labels, minlength=n_classes).double()
     if noise.noise_multiplier > 0:
-        std = noise.noise_multiplier * noise.clip
+        std = noise.noise_multiplier * clip
         sums = sums + std * torch.randn(sums.shape, generator=generator, dtype=torch.float64)
     if noise.count_noise > 0:
         counts = counts + noise.count_noise * torch.randn(counts.shape, generator=generator,

@@ -17,8 +17,9 @@ One epoch (driven by :mod:`strategies.vertical_prototype`):
    prototypes in that party's space (clipped / noised per :mod:`clients.prototype_privacy`); passive
    ``receive`` smooths them (EMA, post-processing);
 3. ``local``: the active party trains its encoder + local head on all its labelled rows plus
-   ``lam`` × first loss on its non-aligned rows; a passive party applies ``lam_passive`` × third loss to its
-   non-aligned rows with confident nearest-prototype pseudo-labels.
+   ``lam`` × first loss on its non-aligned rows. A passive party's third loss (``lam_passive`` × pull of
+   non-aligned rows towards confident nearest-prototype pseudo-labels) rides along with each of its
+   split-learning steps in (1), one random non-aligned minibatch per step.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ class PassiveParty(_Party):
     """A party without labels: an encoder, the prototypes it receives, and (for measurement) its logs."""
 
     role = "passive"
-    OPS = ("describe", "align", "step", "snapshot", "receive", "local", "predict", "attack", "save")
+    OPS = ("describe", "align", "step", "snapshot", "receive", "predict", "attack", "save")
 
     def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
         if data.y is not None or data.val_y is not None or data.test_y is not None:
@@ -209,7 +210,11 @@ class PassiveParty(_Party):
         self.valid_log: list[torch.Tensor] = []
 
     def op_step(self, payload: Payload) -> Payload:
-        """Apply the gradient of the previous batch (if any); return features of the next batch (if any)."""
+        """Apply the gradient of the previous batch (if any); return features of the next batch (if any).
+
+        The gradient step also carries ``lam_passive`` × the third loss on one random minibatch of my
+        non-aligned rows, so split learning and the prototype pull advance at the same pace.
+        """
         if "grad" in payload:
             rows = self._positions(payload, "grad_positions")
             grad = torch.as_tensor(np.asarray(payload["grad"], dtype=np.float32))
@@ -218,7 +223,10 @@ class PassiveParty(_Party):
                                  f"got {tuple(grad.shape)}")
             self.encoder.train()
             self.optimiser.zero_grad()
-            self.encoder(self.x[rows]).backward(grad)
+            # d/dθ of <f_θ(x), g> is the chain rule through the features: the split-learning update
+            loss = (self.encoder(self.x[rows]) * grad).sum()
+            loss = loss + self.third_loss(int(payload["epoch"]), int(payload["step"]))
+            loss.backward()
             self.optimiser.step()
         if "positions" not in payload:
             return {}
@@ -246,31 +254,25 @@ class PassiveParty(_Party):
         self._smooth(prototypes, valid)
         return {"n_valid": int(valid.sum())}
 
-    def op_local(self, payload: Payload) -> Payload:
-        """One pass over my non-aligned rows with the third loss on confident pseudo-labels."""
+    def third_loss(self, epoch: int, step: int) -> torch.Tensor:
+        """``lam_passive`` × mean squared distance of confident non-aligned features to the nearest prototype.
+
+        Pseudo-labels: the nearest prototype, kept when ``softmax(-d²/τ)`` exceeds ``pseudo_threshold``
+        with τ tied to the prototypes' spread (:func:`clients.prototypes.prototype_temperature`).
+        """
         s = self.cfg.strategy
-        epoch = int(payload["epoch"])
         if (not s.prototypes or self.prototypes is None or self.valid is None or epoch < s.warmup_epochs
                 or s.lam_passive == 0 or len(self.nonaligned_rows) == 0 or not bool(self.valid.any())):
-            return {"kept": 0.0}
+            return torch.zeros(())
+        pick = torch.randint(len(self.nonaligned_rows), (s.local_batch_size,),
+                             generator=_seeded(self.cfg.seed, epoch, step, 2)).numpy()
+        features = self.encoder(self.x[self.nonaligned_rows[pick]])
         temperature = prototype_temperature(self.prototypes, self.valid, s.temperature_scale)
-        order = self.nonaligned_rows[torch.randperm(len(self.nonaligned_rows),
-                                                    generator=_seeded(self.cfg.seed, epoch, 2)).numpy()]
-        kept = 0
-        self.encoder.train()
-        for start in range(0, len(order), s.local_batch_size):
-            features = self.encoder(self.x[order[start:start + s.local_batch_size]])
-            labels, _, keep = pseudo_labels(features.detach(), self.prototypes, self.valid,
-                                            threshold=s.pseudo_threshold, temperature=temperature)
-            if not bool(keep.any()):
-                continue
-            kept += int(keep.sum())
-            loss = s.lam_passive * prototype_pull_loss(features[keep], labels[keep], self.prototypes,
-                                                       self.valid)
-            self.optimiser.zero_grad()
-            loss.backward()
-            self.optimiser.step()
-        return {"kept": kept / len(order)}
+        labels, _, keep = pseudo_labels(features.detach(), self.prototypes, self.valid,
+                                        threshold=s.pseudo_threshold, temperature=temperature)
+        if not bool(keep.any()):
+            return torch.zeros(())
+        return s.lam_passive * prototype_pull_loss(features[keep], labels[keep], self.prototypes, self.valid)
 
     def op_predict(self, payload: Payload) -> Payload:
         """Features and nearest-prototype classes of the held-out users of ``split`` (sorted IDs)."""

@@ -7,8 +7,9 @@ active party (label holder) and the passive parties, in phases:
    or a direct intersection in the in-process benchmark) after which every party adopts the aligned IDs
    in one canonical order (operation ``align``);
 2. **epochs** — aligned minibatches of split learning, one prototype release per ``proto_every`` epochs
-   (second prototypes go only to the party whose feature space they live in) and one local pass with the
-   prototype losses on non-aligned rows (see :mod:`clients.vertical_training`);
+   (second prototypes go only to the party whose feature space they live in) and one local pass at the
+   active party (local head + first loss); the passive parties' third loss rides on their split-learning
+   steps (see :mod:`clients.vertical_training`);
 3. **evaluation** — validation and test accuracy for aligned, active-only and passive-only users; the
    label-inference attacks measured at every passive party; the label-DP ε of the prototype releases.
 
@@ -128,12 +129,12 @@ class VerticalPrototype:
         for epoch in range(s.epochs):
             metrics: dict[str, float] = {"epoch": epoch}
             if s.split_learning:
-                metrics["loss"] = self._aligned_epoch(link, rng.permutation(n_aligned))
+                metrics["loss"] = self._aligned_epoch(link, rng.permutation(n_aligned), epoch)
                 if s.prototypes and epoch % s.proto_every == 0:
                     metrics["n_valid"] = self._exchange_prototypes(link)
                     releases += 1
-            local = link.request({name: ("local", {"epoch": epoch}) for name in self._local_parties()})
-            metrics.update({f"{name}_{key}": float(v) for name, r in local.items() for key, v in r.items()})
+            local = link.request({ACTIVE: ("local", {"epoch": epoch})})[ACTIVE]
+            metrics["local_loss"] = float(local["loss"])
             history.append(metrics)
             if self.on_epoch is not None:
                 self.on_epoch(epoch, metrics)
@@ -152,11 +153,7 @@ class VerticalPrototype:
         results["wall_s"] = time.perf_counter() - start
         return results
 
-    def _local_parties(self) -> list[str]:
-        s = self.cfg.strategy
-        return [ACTIVE, *self.passives] if s.prototypes else [ACTIVE]
-
-    def _aligned_epoch(self, link: PartyLink, order: np.ndarray) -> float:
+    def _aligned_epoch(self, link: PartyLink, order: np.ndarray, epoch: int) -> float:
         """Split learning over one permutation of the aligned users; return the mean top-model loss.
 
         The passive parties' gradient of batch ``b`` travels in the same message as the request for the
@@ -166,13 +163,13 @@ class VerticalPrototype:
         batches = [order[i:i + bs] for i in range(0, len(order), bs)]
         losses = []
         pending: dict[str, Payload] = {name: {} for name in self.passives}
-        for batch in batches:
+        for step, batch in enumerate(batches):
             calls = {name: ("step", {**pending[name], "positions": batch}) for name in self.passives}
             feats = link.request(calls)
             reply = link.request({ACTIVE: ("step", {"positions": batch, "passive_features":
                                                     [feats[name]["features"] for name in self.passives]})})
             losses.append(float(reply[ACTIVE]["loss"]) * len(batch))
-            pending = {name: {"grad_positions": batch, "grad": grad}
+            pending = {name: {"grad_positions": batch, "grad": grad, "epoch": epoch, "step": step}
                        for name, grad in zip(self.passives, reply[ACTIVE]["grads"], strict=True)}
         link.request({name: ("step", pending[name]) for name in self.passives})
         return sum(losses) / len(order)

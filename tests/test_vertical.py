@@ -12,6 +12,7 @@ import torch
 from clients.label_attacks import exact_label_attack, nearest_prototype_attack
 from clients.prototype_privacy import (
     PrototypeNoise,
+    clip_norm,
     clip_rows,
     label_dp_epsilon,
     release_prototypes,
@@ -173,13 +174,14 @@ def test_zcdp_conversion_and_composition() -> None:
 
 
 def test_release_clips_noises_and_withholds_small_classes() -> None:
-    f = torch.tensor([[3.0, 4.0], [0.3, 0.4], [1.0, 0.0]])
+    f = torch.tensor([[3.0, 4.0], [0.3, 0.4], [1.0, 0.0]])  # norms 5, 0.5, 1 -> median 1
     assert clip_rows(f, 1.0).norm(dim=1).tolist() == pytest.approx([1.0, 0.5, 1.0])
+    assert clip_norm(f, 2.0) == pytest.approx(2.0)
     y = torch.tensor([0, 0, 1])
     gen = torch.Generator().manual_seed(0)
     protos, valid = release_prototypes(f, y, 3, PrototypeNoise(clip=1.0, min_count=2), gen)
     assert valid.tolist() == [True, False, False]
-    assert protos[0].tolist() == pytest.approx([0.45, 0.6])
+    assert protos[0].tolist() == pytest.approx([0.45, 0.6])  # mean of (0.6, 0.8) and (0.3, 0.4)
     noise = PrototypeNoise(clip=1.0, noise_multiplier=1.0, count_noise=0.5)
     noisy, _ = release_prototypes(f, y, 3, noise, gen)
     assert not torch.allclose(noisy[0], protos[0])
