@@ -59,8 +59,8 @@ class PateConfig:
     """A whole PATE run."""
 
     data: DataSpec = field(default_factory=lambda: DataSpec(num_teachers=20))
-    teacher: ModelSpec = field(default_factory=ModelSpec)
-    student_model: ModelSpec = field(default_factory=ModelSpec)
+    teacher: ModelSpec = field(default_factory=lambda: ModelSpec(epochs=100))
+    student_model: ModelSpec = field(default_factory=lambda: ModelSpec(epochs=100))
     student: StudentSettings = field(default_factory=lambda: StudentSettings(self_training_confidence=0.9))
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)

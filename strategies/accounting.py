@@ -136,7 +136,7 @@ def _check_orders(orders: ArrayLike) -> FloatArray:
     return arr
 
 
-def _check_votes(votes: ArrayLike) -> FloatArray:
+def validate_votes(votes: ArrayLike) -> FloatArray:
     """Return ``votes`` as a ``(Q, C)`` float array of vote histograms, else raise ValueError.
 
     Rules: 2-D, non-empty, finite, non-negative, and every row sums to the same number of
@@ -328,7 +328,7 @@ def rdp_gnmax_data_dependent(
     ValueError
         If ``votes`` is malformed, ``sigma <= 0`` or an order is <= 1.
     """
-    votes = _check_votes(votes)
+    votes = validate_votes(votes)
     sigma = _check_positive("sigma", sigma)
     orders = _check_orders(orders)
     return _rdp_gaussian_from_logq(_logq_gnmax(votes, sigma), sigma**2, orders)
@@ -364,7 +364,7 @@ def log_pr_answered(votes: ArrayLike, threshold: float, sigma1: float) -> FloatA
     ValueError
         If ``votes`` is malformed, ``threshold`` is not finite or ``sigma1 <= 0``.
     """
-    votes = _check_votes(votes)
+    votes = validate_votes(votes)
     threshold = _check_finite("threshold", threshold)
     sigma1 = _check_positive("sigma1", sigma1)
     return stats.norm.logsf(threshold - votes.max(axis=1), scale=sigma1)
@@ -475,7 +475,7 @@ def rdp_confident_gnmax_expected(
     ValueError
         If an input is malformed (see the functions above).
     """
-    votes = _check_votes(votes)
+    votes = validate_votes(votes)
     pr_answered = np.exp(log_pr_answered(votes, threshold, sigma1))
     rdp_check = rdp_threshold(votes, threshold, sigma1, orders)
     rdp_answer = rdp_gnmax_data_dependent(votes, sigma2, orders)
@@ -566,7 +566,7 @@ def rdp_lnmax_data_dependent(
     ValueError
         If ``votes`` is malformed, ``gamma <= 0`` or an order is <= 1.
     """
-    votes = _check_votes(votes)
+    votes = validate_votes(votes)
     independent = rdp_lnmax_data_independent(gamma, orders)
     orders = _check_orders(orders)
     pure_eps = 2.0 * float(gamma)
@@ -996,7 +996,7 @@ class PrivacyLedger:
                 f"privacy budget exhausted: spent ε={spent:.4f} ({self._budget_on}) of epsilon_budget="
                 f"{self._budget} at δ={self._delta}"
             )
-        votes = _check_votes(votes)
+        votes = validate_votes(votes)
         answered_arr = self._check_answered(answered, votes.shape[0])
 
         # Dry run: cumulative totals after each prefix, nothing changes until the prefix is chosen.

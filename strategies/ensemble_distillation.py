@@ -268,6 +268,9 @@ class EnsembleDistillation(Strategy):
 
         positions, labels, pool_size, checked = self._query_phase(grid)
 
+        if len(labels) == 0:
+            raise RuntimeError(f"no query was answered ({checked} checked): the privacy budget or the "
+                               "threshold left the student nothing to learn from")
         self._emit("student training", checked, len(labels), pool_size)
         bill = self._privacy_bill()
         student_replies = grid.send_and_receive(
@@ -287,7 +290,11 @@ class EnsembleDistillation(Strategy):
         replies = grid.send_and_receive([self._message(n, MSG_DESCRIBE) for n in nodes], timeout=self.timeout)
         hosts: dict[int, list[int]] = {}
         students: list[int] = []
-        for node, reply in self._collect(replies, set(nodes), "describe", drop=False).items():
+        answered = {r.metadata.src_node_id: r for r in replies if not r.has_error()}
+        dropped = {n: "no usable reply to describe" for n in nodes if n not in answered}
+        for node in dropped:
+            log(WARNING, "node %d did not describe itself and takes no part in this run", node)
+        for node, reply in answered.items():
             role = str(reply.content["role"]["role"])
             if role == ROLE_STUDENT:
                 students.append(node)
@@ -304,7 +311,7 @@ class EnsembleDistillation(Strategy):
         if missing:
             log(WARNING, "teachers %s are not hosted by any connected node; the ensemble has %d of %d",
                 missing, len(hosted), self.data.num_teachers)
-        ensemble = _Ensemble(student=students[0], teacher_hosts=hosts)
+        ensemble = _Ensemble(student=students[0], teacher_hosts=hosts, dropped=dropped)
         self._ensemble = ensemble
         self._check_ensemble_size()
         return ensemble
@@ -398,10 +405,8 @@ class EnsembleDistillation(Strategy):
         content = RecordDict({"data": self.data.to_record(), **records})
         return Message(content, dst_node_id=node, message_type=message_type)
 
-    def _collect(
-        self, replies: Iterable[Message], expected: set[int], step: str, *, drop: bool = True
-    ) -> dict[int, Message]:
-        """Map node -> successful reply; nodes with an error or no reply are dropped (or raise)."""
+    def _collect(self, replies: Iterable[Message], expected: set[int], step: str) -> dict[int, Message]:
+        """Map node -> successful reply; nodes with an error or no reply leave the ensemble."""
         good: dict[int, Message] = {}
         failed: dict[int, str] = {}
         for reply in replies:
@@ -414,8 +419,6 @@ class EnsembleDistillation(Strategy):
                 good[node] = reply
         for node in expected - set(good) - set(failed):
             failed[node] = f"no reply to {step} within {self.timeout:.0f} s"
-        if failed and not drop:
-            raise RuntimeError(f"nodes failed during {step}: {failed}")
         for node, reason in failed.items():
             self._drop(node, reason)
         return good
@@ -446,7 +449,7 @@ class EnsembleDistillation(Strategy):
             eps = self.ledger.epsilon()
             bill.update(epsilon_data_dependent=eps["data_dependent"],
                         epsilon_data_independent=eps["data_independent"],
-                        delta=self.ledger.to_dict()["config"]["delta"])
+                        delta=self.ledger.delta)
         return bill
 
     def _emit(self, phase: str, checked: int = 0, answered: int = 0, pool_size: int = 0) -> None:
@@ -458,7 +461,6 @@ class EnsembleDistillation(Strategy):
     def report(self, *, queries_checked: int, answered: int, pool_size: int, wall_s: float) -> dict[str, Any]:
         """Everything a results file needs about the run (no raw data, no per-query labels)."""
         ensemble = self._require_ensemble()
-        ledger = self.ledger.to_dict() if self.ledger is not None else None
         eps = self.ledger.epsilon() if self.ledger is not None else None
         return {
             "mechanism": self.mechanism.name,
@@ -471,7 +473,7 @@ class EnsembleDistillation(Strategy):
             "epsilon_data_dependent": eps["data_dependent"] if eps else float("inf"),
             "epsilon_data_independent": eps["data_independent"] if eps else float("inf"),
             "best_order_data_dependent": eps["best_order_data_dependent"] if eps else None,
-            "delta": ledger["config"]["delta"] if ledger else None,
+            "delta": self.ledger.delta if self.ledger is not None else None,
             "ledger_path": str(self.ledger.path) if self.ledger is not None and self.ledger.path else None,
             "student": dict(self._student_metrics),
             "wall_s": wall_s,

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from strategies.accounting import _check_votes as validate_votes
+from strategies.accounting import validate_votes
 
 UNANSWERED = -1
 MECHANISMS = ("majority", "lnmax", "gnmax", "confident_gnmax")

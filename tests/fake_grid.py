@@ -1,0 +1,54 @@
+"""An in-process stand-in for Flower's Grid: delivers messages to a ClientApp without Ray.
+
+Each node has its own ``Context`` (``node_config`` and a persistent ``state``), exactly as a
+SuperNode keeps one per run. A handler that raises becomes an error reply with code 2, as in Flower;
+nodes listed in ``silent`` never reply (a vanished node); ``faulty`` maps a node to a function that
+may replace its reply (a malformed message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.supercore.task_identity import TaskIdentity
+
+
+class InProcessGrid:
+    """Minimal Grid: ``get_node_ids`` and ``send_and_receive``."""
+
+    def __init__(self, client_app: ClientApp, node_configs: dict[int, dict]) -> None:
+        TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0  # what a ServerApp has set
+        self.client_app = client_app
+        self.contexts = {
+            node: Context(run_id=1, node_id=node, node_config=dict(cfg), state=RecordDict(), run_config={})
+            for node, cfg in node_configs.items()
+        }
+        self.silent: set[int] = set()
+        self.faulty: dict[int, Callable[[Message], Message]] = {}
+        self.sent: list[Message] = []
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.contexts)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        replies = []
+        for msg in messages:
+            self.sent.append(msg)
+            node = msg.metadata.dst_node_id
+            if node in self.silent:
+                continue
+            try:
+                reply = self.client_app(msg, self.contexts[node])
+            except Exception as err:  # noqa: BLE001 - Flower turns any handler error into an error reply
+                reply = Message(Error(code=2, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
+            if node in self.faulty:
+                reply = self.faulty[node](reply)
+            replies.append(reply)
+        return replies
+
+
+def simulation_nodes(num_nodes: int) -> dict[int, dict]:
+    """Node configs as Flower's simulation gives them (partition-id / num-partitions)."""
+    return {1000 + i: {"partition-id": i, "num-partitions": num_nodes} for i in range(num_nodes)}

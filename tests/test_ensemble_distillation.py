@@ -1,0 +1,193 @@
+"""EnsembleDistillation driven over an in-process grid: phases, accounting, faults and error paths."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from flwr.app import Error, Message, RecordDict
+
+from clients.pate_protocol import DataSpec, ModelSpec, array_record
+from clients.student import predict
+from simulations.app import client_app
+from strategies.accounting import BudgetExhaustedError, PrivacyLedger, PrivacyWarning
+from strategies.ensemble_distillation import EnsembleDistillation, EnsembleTooSmallError, StudentSettings
+from strategies.fusion import ConfidentGNMax, GNMax, Majority
+from tests.fake_grid import InProcessGrid, simulation_nodes
+
+DATA = DataSpec(dataset="digits", num_teachers=6, seed=3)
+FAST = ModelSpec(epochs=15, batch_size=32)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_edge_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrivacyWarning)
+        yield
+
+
+def make_strategy(tmp_path, *, mechanism=None, budget=500.0, ledger_path=None, **kwargs):
+    mechanism = mechanism or GNMax(sigma=2.0)
+    ledger = None
+    if not isinstance(mechanism, Majority):
+        params = {"sigma": mechanism.sigma} if isinstance(mechanism, GNMax) else {
+            "sigma": mechanism.sigma2, "sigma1": mechanism.sigma1, "threshold": mechanism.threshold}
+        ledger = PrivacyLedger(ledger_path or tmp_path / "ledger.json", mechanism=mechanism.name, delta=1e-5,
+                               epsilon_budget=budget, **params)
+    kwargs.setdefault("student", StudentSettings(model_path=str(tmp_path / "student")))
+    return EnsembleDistillation(mechanism=mechanism, ledger=ledger, data=DATA, teacher_model=FAST,
+                                student_model=FAST, query_batch_size=40, max_queries=120, **kwargs)
+
+
+def test_full_run_labels_student_and_bills_privacy(tmp_path):
+    # Prepare
+    grid = InProcessGrid(client_app, simulation_nodes(3))
+    strategy = make_strategy(tmp_path)
+    # Execute
+    result = strategy.start(grid)
+    report = result.report
+    # Assert
+    assert report["queries_checked"] == 120 and report["answered"] == 120
+    assert report["teachers_remaining"] == 6 and set(report["teachers"]) == {str(t) for t in range(6)}
+    assert 0 < report["epsilon_data_dependent"] <= report["epsilon_data_independent"] < np.inf
+    stored = json.loads((tmp_path / "ledger.json").read_text())
+    assert stored["queries_checked"] == 120 and [h["n_offered"] for h in stored["history"]] == [40, 40, 40]
+    assert report["student"]["fused_label_accuracy"] > 0.6
+    assert report["student"]["test_accuracy"] > 0.5
+    meta = json.loads((tmp_path / "student.json").read_text())
+    assert meta["privacy"]["epsilon_data_dependent"] == pytest.approx(report["epsilon_data_dependent"])
+    # one vote message per teacher node per batch, never per sample
+    votes_sent = [m for m in grid.sent if m.metadata.message_type == "query.votes"]
+    assert len(votes_sent) == 2 * 3
+    labels = predict(tmp_path / "student.json", np.zeros((4, 8, 8), dtype=np.float32))
+    assert labels.shape == (4,)
+
+
+def test_failed_teacher_node_leaves_ensemble_and_accounting_counts_the_rest(tmp_path):
+    grid = InProcessGrid(client_app, simulation_nodes(3))
+    failing = 1001  # hosts teachers 1, 3, 5
+
+    def fail_votes(reply: Message) -> Message:
+        if reply.metadata.message_type == "query.votes":
+            return Message(Error(code=2, reason="ValueError: disk gone"), reply_to=grid.sent[-1])
+        return reply
+
+    grid.faulty[failing] = fail_votes
+    result = make_strategy(tmp_path).start(grid)
+    assert result.report["teachers_remaining"] == 3
+    assert "disk gone" in result.report["dropped_nodes"][str(failing)]
+    history = json.loads((tmp_path / "ledger.json").read_text())["history"]
+    assert [h["n_teachers"] for h in history] == [3.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ("silent", "no reply to voting"),
+        ("bad_shape", "malformed vote histogram: expected shape"),
+        ("bad_sum", "malformed vote histogram: each row must sum"),
+        ("missing_record", "malformed vote histogram: malformed message"),
+    ],
+)
+def test_faulty_node_is_dropped_with_reason(tmp_path, fault, expected):
+    grid = InProcessGrid(client_app, simulation_nodes(3))
+    node = 1000
+
+    def corrupt(reply: Message) -> Message:
+        if reply.metadata.message_type != "query.votes":
+            return reply
+        votes = reply.content["votes"]["votes"].numpy()
+        bad = {"bad_shape": votes[:-1], "bad_sum": votes * 2}.get(fault)
+        content = RecordDict() if bad is None else RecordDict({"votes": array_record(votes=bad)})
+        return Message(content, reply_to=grid.sent[-1])
+
+    if fault == "silent":
+        grid.faulty[node] = lambda r: r
+        original = grid.send_and_receive
+
+        def drop_votes(messages, *, timeout=None):
+            messages = list(messages)
+            if messages and messages[0].metadata.message_type == "query.votes":
+                grid.silent.add(node)
+            return original(messages, timeout=timeout)
+
+        grid.send_and_receive = drop_votes
+    else:
+        grid.faulty[node] = corrupt
+    report = make_strategy(tmp_path).start(grid).report
+    assert expected in report["dropped_nodes"][str(node)]
+    assert report["teachers_remaining"] == 3
+
+
+def test_below_min_teachers_stops_with_clear_error(tmp_path):
+    grid = InProcessGrid(client_app, simulation_nodes(3))
+    grid.silent.add(1000)
+    with pytest.raises(EnsembleTooSmallError, match=r"only 3 teachers remain \(min_teachers=4\)"):
+        make_strategy(tmp_path, min_teachers=4).start(grid)
+
+
+def test_budget_cuts_the_stream_and_a_reloaded_exhausted_ledger_refuses(tmp_path):
+    grid = InProcessGrid(client_app, simulation_nodes(3))
+    report = make_strategy(tmp_path, budget=8.0).start(grid).report
+    stored = json.loads((tmp_path / "ledger.json").read_text())
+    assert stored["exhausted"] is True
+    assert report["queries_checked"] == stored["queries_checked"] < 120
+    assert report["answered"] > 0 and report["epsilon_data_dependent"] <= 8.0
+    # The same teachers' ledger, reloaded for another run, is never reset.
+    with pytest.raises(BudgetExhaustedError, match="privacy budget exhausted"):
+        make_strategy(tmp_path, budget=8.0).start(InProcessGrid(client_app, simulation_nodes(3)))
+
+
+def test_a_budget_that_answers_nothing_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match=r"no query was answered \(0 checked\)"):
+        make_strategy(tmp_path, budget=1.0).start(InProcessGrid(client_app, simulation_nodes(3)))
+
+
+def test_confident_gnmax_answers_only_confident_queries(tmp_path):
+    grid = InProcessGrid(client_app, simulation_nodes(3))
+    mech = ConfidentGNMax(threshold=5.5, sigma1=0.5, sigma2=0.5)
+    report = make_strategy(tmp_path, mechanism=mech).start(grid).report
+    stored = json.loads((tmp_path / "ledger.json").read_text())
+    assert report["queries_checked"] == 120
+    assert 0 < report["answered"] == stored["queries_answered"] < 120
+    assert report["student"]["fused_label_accuracy"] > 0.9  # only (near-)unanimous queries pass
+
+
+def test_majority_baseline_runs_without_ledger(tmp_path):
+    report = make_strategy(tmp_path, mechanism=Majority()).start(
+        InProcessGrid(client_app, simulation_nodes(3))).report
+    assert report["epsilon_data_dependent"] == np.inf and report["answered"] == 120
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mechanism": Majority(), "ledger": object()}, "a ledger is required"),
+        ({"mechanism": GNMax(sigma=1.0), "ledger": None}, "a ledger is required"),
+        ({"query_batch_size": 0}, "query_batch_size must be >= 1"),
+        ({"min_teachers": 7}, r"min_teachers must be in \[1, 6\]"),
+    ],
+)
+def test_constructor_rejects_bad_settings(tmp_path, kwargs, match):
+    base = {"mechanism": GNMax(sigma=1.0),
+            "ledger": PrivacyLedger(None, mechanism="gnmax", delta=1e-5, epsilon_budget=5, sigma=1.0)}
+    with pytest.raises(ValueError, match=match):
+        EnsembleDistillation(data=DATA, teacher_model=FAST, student_model=FAST, **{**base, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("configs", "match"),
+    [
+        ({1: {"role": "teacher", "teachers": "0-2"}, 2: {"role": "teacher", "teachers": "2-5"},
+          3: {"role": "student"}}, r"teachers \[2\] are hosted by more than one node"),
+        ({1: {"role": "teacher", "teachers": "0-5"}}, "exactly one student node, found 0"),
+        ({1: {"role": "teacher", "teachers": "0-5"}, 2: {"role": "student"}, 3: {"role": "student"}},
+         "exactly one student node, found 2"),
+        ({1: {"role": "teacher", "teachers": "0-9"}, 2: {"role": "student"}}, "only 0 teachers remain"),
+    ],
+)
+def test_deployment_roles_are_checked(tmp_path, configs, match):
+    with pytest.raises(RuntimeError, match=match):
+        make_strategy(tmp_path).start(InProcessGrid(client_app, configs))
