@@ -20,9 +20,10 @@ noisy sum and count separately avoids treating ``n_c`` as public.) zCDP composes
 (Proposition 1.7): ``T`` releases to ``k`` passive parties cost ρ = k·T·(1/z² + 1/z_n²), converted with
 ``ε = ρ + 2·√(ρ·ln(1/δ))`` (Proposition 1.3).
 
-Scope: this covers the prototype channel only. The split-learning gradients returned to passive parties
-also carry label information (Li et al., "Label leakage and protection in two-party split learning",
-ICLR 2022) and are *not* covered by this guarantee.
+Scope: the guarantee covers the prototype channel only, conditional on the features (the passive
+party's own view of itself). The split-learning gradients returned to passive parties also carry label
+information (Li et al., "Label leakage and protection in two-party split learning", ICLR 2022), and they
+shape the features; that channel is *not* covered by this guarantee.
 """
 
 from __future__ import annotations

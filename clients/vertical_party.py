@@ -120,19 +120,23 @@ def _handler(op: str) -> Callable[[Message, Context], Message]:
     return handle
 
 
-def register_vertical_handlers(app: ClientApp) -> None:
-    """Register one handler per protocol operation (:data:`clients.vertical_messages.MESSAGE_TYPES`)."""
+def register_vertical_handlers(app: ClientApp, *, allow_insecure_psi_keys: bool = False) -> None:
+    """Register one handler per protocol operation (:data:`clients.vertical_messages.MESSAGE_TYPES`) and
+    the PSI alignment handlers (``query.psi_*``, with :func:`load_ids`).
+
+    ``allow_insecure_psi_keys`` is for tests only: it lets this node accept Paillier keys below 2048 bits
+    (see :func:`clients.psi.check_key_bits`).
+    """
     registrars = {"query": app.query, "train": app.train, "evaluate": app.evaluate}
     for op, message_type in MESSAGE_TYPES.items():
         kind, _, name = message_type.partition(".")
         registrars[kind](name)(_handler(op))
+    register_psi_handlers(app, load_ids, allow_insecure_key_size=allow_insecure_psi_keys)
 
 
 def build_client_app(*, allow_insecure_psi_keys: bool = False) -> ClientApp:
-    """A ClientApp with the vertical protocol and the PSI alignment handlers (simulations and tests;
-    ``flwr run`` uses ``simulations.app``). ``allow_insecure_psi_keys`` is for tests only: it lets this
-    node accept Paillier keys below 2048 bits (see :func:`clients.psi.check_key_bits`)."""
+    """A ClientApp serving only the vertical method (simulations and tests; ``flwr run`` uses
+    ``simulations.app``)."""
     app = ClientApp()
-    register_vertical_handlers(app)
-    register_psi_handlers(app, load_ids, allow_insecure_key_size=allow_insecure_psi_keys)
+    register_vertical_handlers(app, allow_insecure_psi_keys=allow_insecure_psi_keys)
     return app

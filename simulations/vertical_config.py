@@ -60,9 +60,9 @@ class StrategyConfig:
     split_learning: bool = True
     local_head: bool = True
     prototypes: bool = True
-    lam: float = 0.5
-    lam_passive: float = 0.5
-    pseudo_threshold: float = 0.8
+    lam: float = 0.25
+    lam_passive: float = 0.25
+    pseudo_threshold: float = 0.5
     temperature_scale: float = 0.1
     ema: float = 0.5
     warmup_epochs: int = 2
