@@ -674,8 +674,8 @@ class ChargeResult:
     n_answered : int
         Queries of the accepted prefix that were answered (for Confident-GNMax, passed the check).
     exhausted : bool
-        True if the batch was cut short, or if the worst case of one more query would exceed the
-        budget. Further charges raise :class:`BudgetExhaustedError`.
+        True if the batch was cut short, or (``budget_on="data_independent"`` only) if one more
+        query would exceed the budget. Further charges raise :class:`BudgetExhaustedError`.
     epsilon_data_dependent, epsilon_data_independent : float
         Total ε spent after this charge, on each accounting.
     best_order_data_dependent, best_order_data_independent : float
@@ -973,8 +973,9 @@ class PrivacyLedger:
         ChargeResult
             The accepted prefix, its answered count, whether the budget is exhausted, and the total
             ε on both accountings after the charge. ``exhausted`` is True if the batch was cut
-            short, or if one more query at its worst-case (data-independent) cost would exceed the
-            budget: the next query's data-dependent cost cannot be known before its votes are.
+            short, or, on the data-independent accounting, if one more query would not fit (a
+            data-dependent cost is unknown until the query's votes are, so there only a cut
+            batch exhausts the budget).
 
         Raises
         ------
@@ -1011,10 +1012,13 @@ class PrivacyLedger:
         rdp_di = cum_di[n_accepted - 1] if n_accepted else self._rdp_di.copy()
         n_answered = int(answered_arr[:n_accepted].sum())
 
-        # The next query's cost is unknown until its votes are seen: assume its worst case.
-        after = rdp_dd if self._budget_on == "data_dependent" else rdp_di
-        next_worst = np.min(_epsilon_curve(self._orders, after + self._worst_case_query(), self._delta))
-        exhausted = n_accepted < votes.shape[0] or bool(next_worst > self._budget)
+        # On the data-independent accounting every query costs exactly its worst case, so the budget
+        # is exhausted as soon as one more query cannot fit. A data-dependent cost is only known once
+        # the votes are: a high-consensus query may still fit, so only a cut batch exhausts it.
+        exhausted = n_accepted < votes.shape[0]
+        if self._budget_on == "data_independent":
+            next_cost = np.min(_epsilon_curve(self._orders, rdp_di + self._worst_case_query(), self._delta))
+            exhausted = exhausted or bool(next_cost > self._budget)
         (eps_dd, order_dd), (eps_di, order_di) = self._best(rdp_dd), self._best(rdp_di)
 
         history = [

@@ -1,0 +1,77 @@
+"""One schema, three views: the typed dataclasses, the Hydra YAML and pyproject's flwr run_config."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import simulations.pate  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+from simulations.app import section
+from simulations.pate_config import PateConfig
+from simulations.run_config import flatten, unflatten
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def flwr_app_config() -> dict:
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from walk(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return dict(walk(pyproject["tool"]["flwr"]["app"]["config"]))
+
+
+def compose_pate(*overrides: str) -> PateConfig:
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "pate"), version_base="1.3"):
+        cfg = compose("config", overrides=["run.output_dir=out", *overrides])
+    return OmegaConf.to_object(cfg)
+
+
+def test_pyproject_run_config_equals_the_schema_defaults():
+    flat = flwr_app_config()
+    assert flat["method"] == "pate"
+    assert section(flat, "pate") == flatten(PateConfig())
+
+
+def test_default_hydra_composition_equals_the_schema_defaults():
+    composed = compose_pate()
+    assert dataclasses.replace(composed, run=PateConfig().run) == PateConfig()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check"),
+    [
+        (["strategy=gnmax", "strategy.sigma=40"], lambda c: (c.strategy.mechanism, c.strategy.sigma) == ("gnmax", 40)),
+        (["dataset=mnist5k"], lambda c: (c.data.dataset, c.data.num_teachers) == ("mnist5k", 25)),
+        (["dataset=mnist1d", "model=cnn1d"], lambda c: c.teacher.kind == c.student_model.kind == "cnn1d"),
+        (["strategy=majority"], lambda c: c.strategy.mechanism == "majority"),
+    ],
+)
+def test_hydra_overrides_reach_the_typed_config(overrides, check):
+    assert check(compose_pate(*overrides))
+
+
+def test_unknown_or_mistyped_keys_are_rejected():
+    with pytest.raises(ValueError, match=r"unknown configuration keys \['data.colour'\]"):
+        unflatten(PateConfig, {"data.colour": "red"})
+    with pytest.raises(ValueError, match="run_config data.num_teachers must be int, got 'many'"):
+        unflatten(PateConfig, {"data.num_teachers": "many"})
+    with pytest.raises(Exception, match="sigma"):
+        compose_pate("strategy.sigma=loud")
+
+
+def test_flatten_unflatten_round_trip_with_overrides():
+    flat = flatten(PateConfig())
+    flat["strategy.sigma"] = 12.5
+    flat["run.verbose"] = "true"
+    cfg = unflatten(PateConfig, flat)
+    assert cfg.strategy.sigma == 12.5 and cfg.run.verbose is True

@@ -1,0 +1,91 @@
+"""Vote-fusion mechanisms: exact behaviour at the limits, noise scale, seeding and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from strategies.fusion import UNANSWERED, ConfidentGNMax, GNMax, LNMax, Majority, make_mechanism
+
+VOTES = np.array([[8, 1, 1], [0, 10, 0], [3, 3, 4], [5, 5, 0]])
+
+
+def test_majority_is_plain_argmax_with_low_index_ties():
+    result = Majority().fuse(VOTES, np.random.default_rng(0))
+    assert result.labels.tolist() == [0, 1, 2, 0]
+    assert result.answered.all()
+
+
+@pytest.mark.parametrize("mechanism", [GNMax(sigma=1e-6), LNMax(gamma=1e6)], ids=["gnmax", "lnmax"])
+def test_vanishing_noise_equals_majority_where_no_tie(mechanism):
+    labels = mechanism.fuse(VOTES[:3], np.random.default_rng(1)).labels
+    assert labels.tolist() == [0, 1, 2]
+
+
+def test_gnmax_flip_rate_matches_gaussian_theory():
+    # Two classes with a margin of 2: P(flip) = P(N(0, 2 sigma^2) > 2) = Phi(-2 / (sigma sqrt 2)).
+    sigma, n = 2.0, 200_000
+    votes = np.tile([[6, 4]], (n, 1))
+    flips = np.mean(GNMax(sigma=sigma).fuse(votes, np.random.default_rng(2)).labels == 1)
+    assert flips == pytest.approx(norm.cdf(-2 / (sigma * np.sqrt(2))), abs=0.005)
+
+
+def test_lnmax_flip_rate_matches_laplace_theory():
+    # Difference of two Laplace(b) exceeds d with probability exp(-d/b) (2 + d/b) / 4.
+    gamma, d, n = 0.5, 2.0, 200_000
+    votes = np.tile([[6, 4]], (n, 1))
+    flips = np.mean(LNMax(gamma=gamma).fuse(votes, np.random.default_rng(3)).labels == 1)
+    b = 1 / gamma
+    assert flips == pytest.approx(np.exp(-d / b) * (2 + d / b) / 4, abs=0.005)
+
+
+def test_confident_gnmax_threshold_decides_answered_and_marks_the_rest():
+    votes = np.array([[10, 0], [5, 5]])
+    result = ConfidentGNMax(threshold=8, sigma1=1e-6, sigma2=1e-6).fuse(votes, np.random.default_rng(4))
+    assert result.answered.tolist() == [True, False]
+    assert result.labels.tolist() == [0, UNANSWERED]
+
+
+def test_confident_gnmax_answer_rate_matches_theory():
+    n = 100_000
+    votes = np.tile([[7, 3]], (n, 1))
+    result = ConfidentGNMax(threshold=8, sigma1=2.0, sigma2=1.0).fuse(votes, np.random.default_rng(5))
+    assert result.answered.mean() == pytest.approx(norm.sf(1 / 2.0), abs=0.006)
+
+
+def test_same_seed_same_labels():
+    mech = GNMax(sigma=3.0)
+    a = mech.fuse(VOTES, np.random.default_rng(7)).labels
+    b = mech.fuse(VOTES, np.random.default_rng(7)).labels
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "match"),
+    [
+        ("gnmax", {}, "sigma must be a finite number > 0, got None"),
+        ("gnmax", {"sigma": -1.0}, "sigma must be a finite number > 0, got -1.0"),
+        ("lnmax", {"gamma": 0.0}, "gamma must be a finite number > 0"),
+        ("confident_gnmax", {"sigma": 1.0, "sigma1": 1.0}, "needs a threshold"),
+        ("confident_gnmax", {"sigma": 1.0, "sigma1": float("nan"), "threshold": 3}, "sigma1 must be"),
+        ("softmax", {}, "unknown fusion mechanism 'softmax'"),
+    ],
+)
+def test_make_mechanism_rejects_bad_parameters(name, params, match):
+    with pytest.raises(ValueError, match=match):
+        make_mechanism(name, **params)
+
+
+@pytest.mark.parametrize(
+    ("votes", "match"),
+    [
+        (np.array([1, 2, 3]), "2-D"),
+        (np.array([[1.0, np.nan]]), "NaN|finite"),
+        (np.array([[3, -1]]), "negative|>= 0"),
+        (np.array([[3, 1], [2, 1]]), "same number of teachers"),
+    ],
+)
+def test_fusion_rejects_malformed_votes(votes, match):
+    with pytest.raises(ValueError, match=match):
+        GNMax(sigma=1.0).fuse(votes, np.random.default_rng(0))
