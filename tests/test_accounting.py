@@ -35,7 +35,8 @@ from strategies.accounting import (
     rdp_to_epsilon,
 )
 
-VOTES_DIR = Path("/work/shared/data/pate2018_votes")
+# The PATE authors' teacher vote histograms (Papernot et al. 2018), copied from shared/data.
+VOTES_DIR = Path(__file__).parent / "data" / "pate2018_votes"
 IGNORE_EDGE = pytest.mark.filterwarnings("ignore::strategies.accounting.PrivacyWarning")
 
 
