@@ -140,3 +140,32 @@ def build_client_app(*, allow_insecure_psi_keys: bool = False) -> ClientApp:
     app = ClientApp()
     register_vertical_handlers(app, allow_insecure_psi_keys=allow_insecure_psi_keys)
     return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Predict entry point per role over a saved party model (written by the ``save`` operation).
+
+    ``python -m clients.vertical_party --model passive1.pt --inputs x.npy --out passive1.npz`` writes the
+    passive party's ``features`` (to hand to the active party) and nearest-prototype ``classes``;
+    ``python -m clients.vertical_party --model active.pt --inputs x.npy --passive-features passive1.npz
+    --out active.npz`` writes ``active_only`` and, with every passive party's features, ``aligned`` classes.
+    """
+    import argparse
+
+    import numpy as np
+
+    from clients.vertical_training import predict_saved
+
+    parser = argparse.ArgumentParser(description="predict with a saved vertical party model")
+    parser.add_argument("--model", required=True, help="a .pt file written by the save operation")
+    parser.add_argument("--inputs", required=True, help=".npy of this party's columns, (N, *input_shape)")
+    parser.add_argument("--passive-features", nargs="*", default=None,
+                        help="active party only: each passive party's .npz output, in party order")
+    parser.add_argument("--out", required=True, help="output .npz")
+    args = parser.parse_args(argv)
+    passive = [np.load(p)["features"] for p in args.passive_features] if args.passive_features else None
+    np.savez(args.out, **predict_saved(args.model, np.load(args.inputs), passive))
+
+
+if __name__ == "__main__":
+    main()

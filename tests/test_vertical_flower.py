@@ -157,3 +157,19 @@ def test_ray_simulation_beats_aligned_only_vfl() -> None:
         cfg, strategy=dataclasses.replace(cfg.strategy, local_head=False, prototypes=False)))
     assert proto["alignment"]["aligned_size"] == proto["n_aligned"] == aligned_only["n_aligned"] > 0
     assert proto["test"]["aligned"] > aligned_only["test"]["aligned"]
+
+
+def test_predict_command_line_per_role(tmp_path: Path) -> None:
+    from clients.vertical_party import main as predict_main
+
+    cfg = _cfg(out_dir=str(tmp_path), epochs=2)
+    res = run_vertical(FakeGrid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+    active, passive = party_data(cfg, 0), party_data(cfg, 1)
+    np.save(tmp_path / "xa.npy", active.test_x)
+    np.save(tmp_path / "xp.npy", passive.test_x)
+    predict_main(["--model", res["models"]["passive1"], "--inputs", str(tmp_path / "xp.npy"),
+                  "--out", str(tmp_path / "p.npz")])
+    predict_main(["--model", res["models"][ACTIVE], "--inputs", str(tmp_path / "xa.npy"),
+                  "--passive-features", str(tmp_path / "p.npz"), "--out", str(tmp_path / "a.npz")])
+    aligned = np.load(tmp_path / "a.npz")["aligned"]
+    assert np.mean(aligned == active.test_y) == pytest.approx(res["test"]["aligned"])
