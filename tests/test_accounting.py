@@ -880,3 +880,20 @@ def test_ledger_rejects_unreadable_file(tmp_path: Path, content: str, match: str
         with pytest.raises(ValueError, match=match):
             open_ledger()
     assert path.read_text() == content  # never overwritten
+
+
+@IGNORE_EDGE
+def test_data_dependent_budget_keeps_answering_cheap_queries_past_the_worst_case_room() -> None:
+    # Prepare: sigma=1, 250 unanimous teachers -> each query is nearly free on the data-dependent
+    # accounting, while one query at its data-independent cost (alpha / sigma^2) would not fit.
+    unanimous = make_votes(*([[250, 0, 0]] * 50))
+    ledger = PrivacyLedger(None, mechanism="gnmax", delta=1e-5, epsilon_budget=1.0, sigma=1.0)
+    worst_case_alone, _ = rdp_to_epsilon(DEFAULT_ORDERS, rdp_gnmax_data_independent(1.0), 1e-5)
+    assert worst_case_alone > 1.0
+    # Execute
+    first = ledger.charge(unanimous)
+    second = ledger.charge(unanimous)
+    # Assert
+    assert (first.n_accepted, first.exhausted) == (50, False)
+    assert (second.n_accepted, second.exhausted) == (50, False)
+    assert second.epsilon_data_dependent <= 1.0 < second.epsilon_data_independent
