@@ -23,6 +23,7 @@ closes). Each row records the wall and CPU seconds of every step and the machine
     python -m benchmarks.psi --quick --out psi.json        # n = 1e3, textbook n = 500, phe n = 1e3
     python -m benchmarks.psi --out psi.json                # n = 1e3 and 1e4 (phe at both)
     python -m benchmarks.psi --large --out psi.json        # adds n = 1e5 (bins only)
+    python -m benchmarks.psi --sizes 10000 --no-phe        # chosen sizes (rows are saved as they come)
 """
 
 from __future__ import annotations
@@ -213,8 +214,8 @@ def _phe_evaluate(task: tuple[int, list[tuple[list[int], list[int]]]]) -> list[i
             acc = coeffs[-1] + y
             for coeff in reversed(coeffs[:-1]):
                 acc = acc * y + coeff
-            r = 1 + secrets.randbelow(n - 1)  # uniform in Z_n: beyond EncodedNumber's n/3, so raw
-            masked = paillier.EncryptedNumber(public_key, acc._raw_mul(r)) + y
+            # r uniform in Z_n: EncodedNumber.encode refuses |m| >= n/3, so the encoding is built directly
+            masked = acc * paillier.EncodedNumber(public_key, 1 + secrets.randbelow(n - 1), 0) + y
             masked.obfuscate()
             out.append(masked.ciphertext(be_secure=False))
     return out
@@ -337,6 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="n = 1e3 only (textbook and phe included)")
     parser.add_argument("--large", action="store_true", help="add n = 1e5 (bins variant only)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="run these n instead (textbook still runs)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here")
     parser.add_argument("--workers", type=int, default=None, help="pool size (default: every core)")
     parser.add_argument("--key-bits", type=int, default=psi.DEFAULT_KEY_BITS)
@@ -348,36 +350,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sizes = [1000] if args.quick else [1000, 10_000]
     if args.large:
         sizes.append(100_000)
+    if args.sizes:
+        sizes = args.sizes
     phe_sizes = [] if args.no_phe else [n for n in sizes if n <= 10_000]
-    machine = {"cpus": os.cpu_count(), "workers": workers, "loadavg_start": os.getloadavg()}
+    machine: dict[str, Any] = {"cpus": os.cpu_count(), "workers": workers, "loadavg_start": os.getloadavg()}
     floor = measure_floor(args.key_bits, psi.DEFAULT_ID_BITS)
     print(
         f"floor (ms, 1 core, {args.key_bits}-bit): full exp {floor.full_exponentiation * 1e3:.2f}, "
         f"Horner step {floor.horner_step * 1e3:.3f}, CRT encryption {floor.encryption * 1e3:.2f}, "
         f"mod-p decryption {floor.mod_p_decryption * 1e3:.2f}, re-randomiser {floor.rerandomiser * 1e3:.2f}; "
-        f"load {machine['loadavg_start']}"
+        f"load {machine['loadavg_start']}",
+        flush=True,
     )
-    rows: list[dict[str, Any]] = []
-    for n in sizes:
-        outcome = run_fnp(n, workers, args.key_bits)
-        rows.append(floor_row(n, outcome.num_bins, outcome.degree, floor, workers))
-        rows.extend(outcome_rows(n, "fnp-bins", outcome, floor))
-        if n in phe_sizes:
-            rows.extend(outcome_rows(n, "fnp-phe", run_phe(n, workers, args.key_bits), floor))
-    textbook = run_fnp(args.textbook_n, workers, args.key_bits, num_bins=1)
-    rows.append(floor_row(args.textbook_n, 1, textbook.degree, floor, workers, "floor-textbook"))
-    rows.extend(outcome_rows(args.textbook_n, "textbook", textbook, floor))
-    machine["loadavg_end"] = os.getloadavg()
-    result = {
-        "rows": rows,
+    result: dict[str, Any] = {
+        "rows": [],
         "floor_ms": {k: round(v * 1e3, 4) for k, v in vars(floor).items()},
         "machine": machine,
         "key_bits": args.key_bits,
     }
-    print_table(rows)
-    print(f"load average: start {machine['loadavg_start']}, end {machine['loadavg_end']}")
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+
+    def record(new_rows: list[dict[str, Any]]) -> None:
+        """Keep, print and save rows as they come: a long run on a shared machine may be cut short."""
+        result["rows"].extend(new_rows)
+        machine["loadavg_now"] = os.getloadavg()
+        for row in new_rows:
+            print(
+                f"  done: n={row['n']} {row['variant']} wall {row['wall_s']} s, cpu {row['cpu_s']} s",
+                flush=True,
+            )
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2))
+
+    for n in sizes:
+        outcome = run_fnp(n, workers, args.key_bits)
+        record([floor_row(n, outcome.num_bins, outcome.degree, floor, workers)])
+        record(outcome_rows(n, "fnp-bins", outcome, floor))
+        if n in phe_sizes:
+            record(outcome_rows(n, "fnp-phe", run_phe(n, workers, args.key_bits), floor))
+    textbook = run_fnp(args.textbook_n, workers, args.key_bits, num_bins=1)
+    record([floor_row(args.textbook_n, 1, textbook.degree, floor, workers, "floor-textbook")])
+    record(outcome_rows(args.textbook_n, "textbook", textbook, floor))
+    print_table(result["rows"])
+    print(f"load average: start {machine['loadavg_start']}, end {machine['loadavg_now']}")
     return result
 
 
