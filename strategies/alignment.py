@@ -143,7 +143,7 @@ class _Relay:
             reply = replies.get(node_id)
             if reply is None:
                 raise AlignmentError(
-                    f"party {node_id} did not reply to {action} within {wait:.0f} s",
+                    f"party {node_id} did not reply to {action} within {wait:g} s",
                     step=action,
                     node_id=node_id,
                 )

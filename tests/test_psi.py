@@ -122,6 +122,12 @@ def test_default_2048_bit_key() -> None:
     assert got == canonical_sorted(set(a) & set(b))
 
 
+@pytest.mark.slow
+def test_3072_bit_key() -> None:
+    a, b = [f"id{i}" for i in range(8)], [f"id{i}" for i in range(4, 12)]
+    assert intersect(a, b, key_bits=3072) == canonical_sorted(set(a) & set(b))
+
+
 def test_process_pool_gives_the_same_result() -> None:
     a = [f"id{i}" for i in range(200)]
     b = [f"id{i}" for i in range(100, 260)]
