@@ -1,6 +1,6 @@
 """Benchmark: accuracy against privacy for ensemble-label distillation, side by side in one run.
 
-Per dataset (same split, same teachers, same seeds and the same ε budget for every method):
+Per dataset (same split, same teachers, same seeds and the same ε budgets for every method):
 
 - ``non_private_all_data``: one model trained on the union of all teacher shards (upper bound);
 - ``majority``: student on noiseless plurality votes for the whole pool (ε = ∞);
@@ -98,7 +98,7 @@ def label_stream(
 
 
 def run_dataset(
-    name: str, plan: DatasetPlan, budget: float, seed: int, confidence: float | None
+    name: str, plan: DatasetPlan, budgets: list[float], seed: int, confidence: float | None
 ) -> list[dict[str, Any]]:
     """All rows of one dataset."""
     data, split = load_pate_data(**{**plan.data.__dict__, "seed": seed})
@@ -137,32 +137,34 @@ def run_dataset(
                     label_accuracy=float(np.mean(votes.argmax(1) == pool_y)),
                     mean_teacher_accuracy=teacher_acc))
 
-    for setting in settings(plan.data.num_teachers):
-        t0 = time.perf_counter()
-        pos, labels, eps = label_stream(votes, setting, budget, seed=seed)
-        unlabeled = np.setdiff1d(all_pos, pos)
-        student, n_pseudo = train_student(pool_x[pos], labels, pool_x[unlabeled], data.n_classes,
-                                          plan.student, seed=seed, self_training_confidence=confidence)
-        rows.append(row(setting["mechanism"], student, t0 - teacher_s, sigma=setting["sigma"],
-                        answered=len(pos), label_accuracy=float(np.mean(labels == pool_y[pos])),
-                        pseudo_labelled=n_pseudo, setting=setting, **eps))
-    for method in ("gnmax", "confident_gnmax"):
-        candidates = [r for r in rows if r["method"] == method]
-        best = max(candidates, key=lambda r: r["validation_accuracy"])
-        for r in candidates:
-            r["selected"] = r is best
+    for budget in budgets:
+        for setting in settings(plan.data.num_teachers):
+            t0 = time.perf_counter()
+            pos, labels, eps = label_stream(votes, setting, budget, seed=seed)
+            unlabeled = np.setdiff1d(all_pos, pos)
+            student, n_pseudo = train_student(pool_x[pos], labels, pool_x[unlabeled], data.n_classes,
+                                              plan.student, seed=seed, self_training_confidence=confidence)
+            rows.append(row(setting["mechanism"], student, t0 - teacher_s, sigma=setting["sigma"],
+                            answered=len(pos), label_accuracy=float(np.mean(labels == pool_y[pos])),
+                            pseudo_labelled=n_pseudo, setting=setting, budget=budget, **eps))
+        for method in ("gnmax", "confident_gnmax"):
+            candidates = [r for r in rows if r["method"] == method and r.get("budget") == budget]
+            best = max(candidates, key=lambda r: r["validation_accuracy"])
+            for r in candidates:
+                r["selected"] = r is best
     return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'dataset':<8} {'method':<21} {'sigma':>6} {'acc':>6} {'val':>6} {'eps_dd':>7} {'eps_di':>8} "
-            f"{'answered':>8} {'lbl_acc':>7} {'wall_s':>7} sel")
+    head = (f"{'dataset':<8} {'method':<21} {'budget':>6} {'sigma':>6} {'acc':>6} {'val':>6} {'eps_dd':>7} "
+            f"{'eps_di':>8} {'answered':>8} {'lbl_acc':>7} {'wall_s':>7} sel")
     print(head)
     print("-" * len(head))
     for r in rows:
         sigma = "" if r["sigma"] is None else f"{r['sigma']:g}"
         lbl = f"{r['label_accuracy']:.3f}" if "label_accuracy" in r else ""
-        print(f"{r['dataset']:<8} {r['method']:<21} {sigma:>6} {r['accuracy']:>6.3f} "
+        budget = f"{r['budget']:g}" if "budget" in r else ""
+        print(f"{r['dataset']:<8} {r['method']:<21} {budget:>6} {sigma:>6} {r['accuracy']:>6.3f} "
               f"{r['validation_accuracy']:>6.3f} {r['epsilon_data_dependent']:>7.3f} "
               f"{r['epsilon_data_independent']:>8.3f} {r['answered']:>8} {lbl:>7} {r['wall_s']:>7.1f} "
               f"{'*' if r.get('selected') else ''}")
@@ -172,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller MNIST-1D and fewer epochs (minutes)")
     parser.add_argument("--out", default="pate_benchmark.json", help="JSON file to write")
-    parser.add_argument("--budget", type=float, default=8.0, help="ε budget (data-dependent), δ = 1e-5")
+    parser.add_argument("--budgets", default="2,8,20",
+                        help="comma-separated ε budgets (data-dependent, δ = 1e-5); every private method "
+                             "runs at each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--datasets", default="mnist1d,mnist5k,digits")
     parser.add_argument("--self-training", type=float, default=0.9,
@@ -181,12 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore", PrivacyWarning)
     torch.set_num_threads(1)  # tiny models: one thread each is fastest on 2 shared cores
     all_plans = plans(args.quick)
+    budgets = [float(b) for b in args.budgets.split(",")]
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for name in args.datasets.split(","):
-        rows += run_dataset(name, all_plans[name], args.budget, args.seed, args.self_training or None)
+        rows += run_dataset(name, all_plans[name], budgets, args.seed, args.self_training or None)
     print_table(rows)
-    payload = {"budget_epsilon": args.budget, "delta": DELTA, "seed": args.seed, "quick": args.quick,
+    payload = {"budgets_epsilon": budgets, "delta": DELTA, "seed": args.seed, "quick": args.quick,
                "total_wall_s": round(time.perf_counter() - t0, 1),
                "rows": [{k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
                          for k, v in r.items()} for r in rows]}
