@@ -184,9 +184,9 @@ def run_fnp(n: int, workers: int, key_bits: int, num_bins: int | None = None) ->
         sender.receive_public_key(receiver.modulus)
         sender.precompute(pool)
     with meter.step("setup") as pool:
-        setup = receiver.setup(pool)
+        setup = receiver.setup_message(pool)
     with meter.step("evaluate") as pool:
-        responses = sender.evaluate(setup, pool)
+        responses = sender.evaluate_all(setup, pool)
     with meter.step("finish") as pool:
         receiver.finish(responses, pool)
     with meter.step("share"):
@@ -252,18 +252,18 @@ def run_phe(n: int, workers: int, key_bits: int) -> Outcome:
         if max(map(len, bins)) > degree:
             raise RuntimeError("bin overflow (probability 2^-40): run again")
         coeffs = [int(a) for a in psi._bin_coefficients((mpz(n_mod), degree, psi.DEFAULT_ID_BITS, bins))]
-        encrypted = psi._run(pool, _phe_encrypt, [(n_mod, part) for part in _chunks(coeffs, pool)])
+        encrypted = psi._flat(psi._map(pool, _phe_encrypt, [(n_mod, part) for part in _chunks(coeffs, pool)]))
     with meter.step("evaluate") as pool:
         by_bin: dict[int, list[int]] = {}
         for data in psi.prepare_ids(sender_ids).canonical:
             value, index = psi.hash_id(salt, data, psi.DEFAULT_ID_BITS, num_bins)
             by_bin.setdefault(index, []).append(value)
         groups = [(encrypted[b * degree : (b + 1) * degree], ys) for b, ys in sorted(by_bin.items())]
-        replies = psi._run(pool, _phe_evaluate, [(n_mod, part) for part in _chunks(groups, pool)])
+        replies = psi._flat(psi._map(pool, _phe_evaluate, [(n_mod, part) for part in _chunks(groups, pool)]))
         secrets.SystemRandom().shuffle(replies)
     with meter.step("finish") as pool:
         tasks = [(private_key.p, private_key.q, part) for part in _chunks(replies, pool)]
-        matches = sum(value in members for value in psi._run(pool, _phe_decrypt, tasks))
+        matches = sum(value in members for value in psi._flat(psi._map(pool, _phe_decrypt, tasks)))
     if matches != n - n // 2:
         raise RuntimeError(f"wrong intersection size {matches} for n = {n}")
     return Outcome(meter, num_bins, degree, matches)

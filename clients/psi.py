@@ -16,13 +16,14 @@ Protocol (semi-honest parties; ``shared/DESIGN.md`` §3, ``shared/PSI_NOTES.md``
    ``setup()`` hashes each ID x to ``h(x) = SHA-256(salt ‖ canonical bytes)`` (first ``id_bits`` bits;
    the bin index from independent bits of the same digest), puts it in one of B bins, builds per bin
    the monic polynomial with those roots, pads every bin with dummy roots >= 2^id_bits (outside the
-   range of hashed IDs) to one public degree M, and encrypts the M non-leading coefficients of every
-   bin (the leading 1 is implicit and never sent). M depends only on public values (|X|, B and a
-   2^-overflow_bits bound); if a bin overflows anyway (or two of the receiver's IDs hash alike), the
-   receiver draws a new public salt and hashes again.
-2. Sender (:class:`PSISender`). ``evaluate()`` computes for each own ID y, with Horner's rule on
-   plaintext y, E(P_b(y)) for its bin b, then E(r·P_b(y) + y) with r uniform in Z_n \\ {0},
-   re-randomises every reply (× s^n, s uniform in Z*_n) and returns the replies in a random order.
+   range of hashed IDs) to one public degree M; ``coefficient_chunk(i)`` encrypts the M non-leading
+   coefficients of the bins of chunk i (the leading 1 is implicit and never sent). M depends only on
+   public values (|X|, B and a 2^-overflow_bits bound); if a bin overflows anyway (or two of the
+   receiver's IDs hash alike), the receiver draws a new public salt and hashes again.
+2. Sender (:class:`PSISender`). ``evaluate(i, chunk)`` computes for each own ID y of the chunk's
+   bins, with Horner's rule on plaintext y, E(P_b(y)) for its bin b, then E(r·P_b(y) + y) with r
+   uniform in Z_n \\ {0}, and re-randomises the reply (× s^n, s uniform in Z*_n); ``respond()``
+   returns all replies in a random order once every chunk is evaluated.
 3. Receiver. ``finish()`` decrypts each reply modulo p only; a value equal to one of its hashed IDs
    marks a shared ID (a non-member decrypts to a uniform value: a false match has probability
    |X|/p). It records, for each matched row, the reply's position.
@@ -479,12 +480,6 @@ def _split(blob: bytes, width: int, chunk_bytes: int) -> list[bytes]:
     return [blob[i : i + per_chunk] for i in range(0, len(blob), per_chunk)]
 
 
-def _check_chunk_bytes(chunk_bytes: int, modulus: int) -> None:
-    if chunk_bytes < ciphertext_width(modulus):
-        width = ciphertext_width(modulus)
-        raise ValueError(f"chunk_bytes must hold one ciphertext ({width} B), got {chunk_bytes}")
-
-
 # --------------------------------------------------------------------------------------------------
 # Process pool
 # --------------------------------------------------------------------------------------------------
@@ -520,16 +515,15 @@ def _pool_size(pool: Executor | None) -> int:
     return getattr(pool, "_max_workers", 1) if pool is not None else 1
 
 
-def _run(pool: Executor | None, fn: Callable[[T], list[R]], tasks: Sequence[T]) -> list[R]:
-    """Apply ``fn`` to every task (in the pool if any) and concatenate the results in task order."""
+def _map(pool: Executor | None, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
+    """Apply ``fn`` to every task, in the pool if there is one and more than one task; keep the order."""
     if pool is None or len(tasks) <= 1:
-        parts: Iterable[list[R]] = map(fn, tasks)
-    else:
-        parts = pool.map(fn, tasks)
-    out: list[R] = []
-    for part in parts:
-        out.extend(part)
-    return out
+        return [fn(task) for task in tasks]
+    return list(pool.map(fn, tasks))
+
+
+def _flat(parts: Iterable[list[R]]) -> list[R]:
+    return [item for part in parts for item in part]
 
 
 def _slices(count: int, pool: Executor | None, minimum: int = 1) -> list[tuple[int, int]]:
@@ -603,13 +597,34 @@ def _bin_coefficients(task: tuple[mpz, int, int, list[list[int]]]) -> list[mpz]:
     return out
 
 
-def _evaluate_bins(task: tuple[mpz, int, list[tuple[bytes, list[int], list[mpz]]]]) -> list[mpz]:
-    """Sender's replies E(r·P_b(y) + y) · s^n for each (bin coefficients, its IDs y, randomisers).
+def _encrypt_bins(task: tuple[mpz, mpz, int, int, list[list[int]], list[mpz] | None]) -> bytes:
+    """Encrypted coefficients of a run of bins, as fixed-width bytes.
+
+    E(a) = (1 + a·n) · ρ mod n² (Paillier 1999 with g = n + 1), ρ from the precomputed list or, when
+    it is ``None``, drawn here with :func:`_crt_randomisers`.
+    """
+    p, q, degree, id_bits, bins, randomisers = task
+    n = p * q
+    nsq = n * n
+    coeffs = _bin_coefficients((n, degree, id_bits, bins))
+    if randomisers is None:
+        randomisers = _crt_randomisers((p, q, len(coeffs)))
+    return _encode(
+        ((1 + a * n) * rho % nsq for a, rho in zip(coeffs, randomisers, strict=True)), ciphertext_width(n)
+    )
+
+
+EvaluationGroup = tuple[bytes, list[int], list[mpz] | None]
+"""One bin's work for the sender: its M encrypted coefficients, its IDs y, their re-randomisers."""
+
+
+def _evaluate_bins(task: tuple[mpz, int, list[EvaluationGroup]]) -> bytes:
+    """Sender's replies E(r·P_b(y) + y) · s^n for each group, as fixed-width bytes in group order.
 
     Horner's rule on plaintext y (FNP 2004): acc = E(a_{M-1}) · g^y = E(y + a_{M-1}), then
     acc ← acc^y · E(a_j) for j = M-2 … 0, giving E(P_b(y)) in M - 1 short exponentiations; with
     g = n + 1, g^y = 1 + y·n mod n² (Paillier 1999). Then × r (uniform in Z_n \\ {0}), + y, and the
-    precomputed re-randomiser s^n.
+    re-randomiser s^n (precomputed, or drawn here when the group has ``None``).
     """
     n, width, groups = task
     nsq = n * n
@@ -617,6 +632,8 @@ def _evaluate_bins(task: tuple[mpz, int, list[tuple[bytes, list[int], list[mpz]]
     for coeff_blob, ys, randomisers in groups:
         coeffs = _decode(coeff_blob, width)
         top = coeffs[-1]
+        if randomisers is None:
+            randomisers = _reencryption_randomisers((n, len(ys)))
         for y_int, rerandomiser in zip(ys, randomisers, strict=True):
             y = mpz(y_int)
             g_y = 1 + y * n
@@ -625,7 +642,7 @@ def _evaluate_bins(task: tuple[mpz, int, list[tuple[bytes, list[int], list[mpz]]
                 acc = gmpy2.powmod(acc, y, nsq) * coeff % nsq
             r = mpz(1 + secrets.randbelow(int(n) - 1))
             out.append(gmpy2.powmod(acc, r, nsq) * g_y % nsq * rerandomiser % nsq)
-    return out
+    return _encode(out, width)
 
 
 def _decrypt_mod_p(task: tuple[mpz, mpz, list[mpz]]) -> list[int]:
@@ -670,8 +687,9 @@ class SetupHeader:
         M: every bin's polynomial is monic of degree M; M coefficients per bin are sent.
     receiver_size : int
         |X| (public leakage).
-    num_chunks : int
-        Number of coefficient chunks that follow.
+    bins_per_chunk : int
+        Coefficient chunk i holds the M coefficients of bins i·bins_per_chunk … (i+1)·bins_per_chunk - 1
+        (the last chunk may hold fewer).
     """
 
     session_id: str
@@ -681,7 +699,16 @@ class SetupHeader:
     num_bins: int
     degree: int
     receiver_size: int
-    num_chunks: int
+    bins_per_chunk: int
+
+    @property
+    def num_chunks(self) -> int:
+        """Number of coefficient chunks."""
+        return -(-self.num_bins // self.bins_per_chunk)
+
+    def chunk_bins(self, index: int) -> range:
+        """The bins whose coefficients coefficient chunk ``index`` carries."""
+        return range(index * self.bins_per_chunk, min(self.num_bins, (index + 1) * self.bins_per_chunk))
 
     @property
     def num_coefficients(self) -> int:
@@ -698,7 +725,7 @@ class SetupHeader:
             "num_bins": self.num_bins,
             "degree": self.degree,
             "receiver_size": self.receiver_size,
-            "num_chunks": self.num_chunks,
+            "bins_per_chunk": self.bins_per_chunk,
         }
 
     @classmethod
@@ -719,7 +746,7 @@ class SetupHeader:
             num_bins=_require(config, "num_bins", int, what),
             degree=_require(config, "degree", int, what),
             receiver_size=_require(config, "receiver_size", int, what),
-            num_chunks=_require(config, "num_chunks", int, what),
+            bins_per_chunk=_require(config, "bins_per_chunk", int, what),
         )
         return header
 
@@ -728,8 +755,9 @@ class SetupHeader:
 class SetupMessage:
     """Receiver → sender: the public header and the encrypted coefficients, in bounded chunks.
 
-    Coefficient k = b·M + j of the stream is E(a_j) of bin b (a_0 … a_{M-1}); each chunk is the
-    concatenation of fixed-width big-endian ciphertexts (:func:`ciphertext_width`).
+    Coefficient k = b·M + j of the stream is E(a_j) of bin b (a_0 … a_{M-1}); each chunk holds whole
+    bins (:meth:`SetupHeader.chunk_bins`) as fixed-width big-endian ciphertexts
+    (:func:`ciphertext_width`).
     """
 
     header: SetupHeader
@@ -832,11 +860,57 @@ def _new_session_id() -> str:
     return secrets.token_hex(16)
 
 
+def _int_bytes(value: int | mpz) -> bytes:
+    return int(value).to_bytes((int(value).bit_length() + 7) // 8, "big")
+
+
+def _prepared_to_state(prepared: PreparedIds) -> dict[str, StateValue]:
+    return {
+        "canonical": list(prepared.canonical),
+        "rows": list(prepared.rows),
+        "num_rows": prepared.num_rows,
+        "digest": prepared.digest,
+    }
+
+
+def _prepared_from_state(state: dict[str, Any]) -> PreparedIds:
+    return PreparedIds(
+        list(state["canonical"]), list(state["rows"]), int(state["num_rows"]), str(state["digest"])
+    )
+
+
+def _header_to_state(header: SetupHeader | None) -> dict[str, StateValue]:
+    if header is None:
+        return {"has_header": False}
+    return {"has_header": True, **{f"header.{key}": value for key, value in header.to_config().items()}}
+
+
+def _header_from_state(state: dict[str, Any]) -> SetupHeader | None:
+    if not state["has_header"]:
+        return None
+    return SetupHeader.from_config(
+        {key[7:]: value for key, value in state.items() if key.startswith("header.")}
+    )
+
+
+def _values_to_bytes(values: Sequence[int], id_bits: int) -> bytes:
+    size = (id_bits + 7) // 8
+    return b"".join(value.to_bytes(size, "big") for value in values)
+
+
+def _values_from_bytes(blob: bytes, id_bits: int) -> list[int]:
+    size = (id_bits + 7) // 8
+    return [int.from_bytes(blob[i : i + size], "big") for i in range(0, len(blob), size)]
+
+
 class PSIReceiver:
     """FNP receiver: holds the private key, encrypts its set, learns the intersection.
 
-    Steps: ``precompute()`` (optional, data-independent) → ``setup()`` → ``receive_responses()`` per
-    chunk (or ``finish(responses)``) → ``finish()`` → ``intersection_message()``.
+    Steps: ``precompute()`` (optional, data-independent) → ``setup()`` (public header) →
+    ``coefficient_chunk(i)`` for every chunk → ``expect_responses()`` and ``receive_responses()`` per
+    reply chunk → ``finish()`` → ``intersection_message()``. ``setup_message()`` and
+    ``finish(responses)`` do the chunk loops in one call. Coefficients are encrypted chunk by chunk, so
+    the receiver never holds more than one chunk of ciphertexts.
 
     Parameters
     ----------
@@ -893,8 +967,9 @@ class PSIReceiver:
         self.id_bits = id_bits
         self.session_id = session_id or _new_session_id()
         self._key = _PrivateKey.generate(key_bits)
-        self._randomisers: list[mpz] = []
-        self._values: list[int] = []
+        self._randomisers: list[mpz] = []  # precomputed, consumed in order, never reused
+        self._values: list[int] = []  # hashed value of each prepared ID
+        self._bin_of: list[int] = []  # bin of each prepared ID
         self.header: SetupHeader | None = None
         self._expected: int | None = None
         self._received = 0
@@ -909,48 +984,45 @@ class PSIReceiver:
     def precompute(self, pool: Executor | None = None) -> None:
         """Draw the encryption randomness for all B·M coefficients (data-independent)."""
         missing = self.num_bins * self.degree - len(self._randomisers)
-        if missing <= 0:
-            return
-        tasks = [(self._key.p, self._key.q, stop - start) for start, stop in _slices(missing, pool)]
-        self._randomisers.extend(_run(pool, _crt_randomisers, tasks))
+        if missing > 0:
+            tasks = [(self._key.p, self._key.q, stop - start) for start, stop in _slices(missing, pool)]
+            self._randomisers.extend(_flat(_map(pool, _crt_randomisers, tasks)))
 
-    def _hash_into_bins(self) -> tuple[bytes, list[list[int]]]:
+    def _hash_into_bins(self) -> bytes:
         """Draw a salt under which no bin overflows and no two own IDs collide (re-hash otherwise)."""
         for attempt in range(MAX_RESALTS):
             salt = secrets.token_bytes(SALT_BYTES)
-            bins: list[list[int]] = [[] for _ in range(self.num_bins)]
-            values = []
-            for data in self.prepared.canonical:
-                value, index = hash_id(salt, data, self.id_bits, self.num_bins)
-                bins[index].append(value)
-                values.append(value)
-            if len(set(values)) == len(values) and max(map(len, bins)) <= self.degree:
-                self._values = values
-                return salt, bins
+            hashed = [hash_id(salt, data, self.id_bits, self.num_bins) for data in self.prepared.canonical]
+            loads = [0] * self.num_bins
+            for _, index in hashed:
+                loads[index] += 1
+            if len({value for value, _ in hashed}) == len(hashed) and max(loads) <= self.degree:
+                self._values = [value for value, _ in hashed]
+                self._bin_of = [index for _, index in hashed]
+                return salt
             logger.warning("PSI receiver: bin overflow or hash collision (attempt %d); new salt", attempt + 1)
         raise PSIError(
             f"no salt without bin overflow in {MAX_RESALTS} attempts; increase id_bits or num_bins"
         )
 
-    def setup(self, pool: Executor | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> SetupMessage:
-        """Step 1: hash, bin, pad, encrypt; return the header and coefficient chunks.
+    def setup(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> SetupHeader:
+        """Step 1: hash the IDs into bins (re-hashing on overflow); return the public header.
 
-        Encryption of a_j is (1 + a_j·n) · ρ mod n² with ρ from :meth:`precompute` (called here if
-        it was not).
+        Raises
+        ------
+        PSIError
+            If setup already ran, or no salt avoids overflow in :data:`MAX_RESALTS` attempts.
+        ValueError
+            If ``chunk_bytes`` cannot hold one bin (M ciphertexts).
         """
         if self.header is not None:
             raise PSIError("setup() already ran for this session")
-        _check_chunk_bytes(chunk_bytes, self.modulus)
-        self.precompute(pool)
-        salt, bins = self._hash_into_bins()
-        key = self._key
-        tasks = [(key.n, self.degree, self.id_bits, bins[a:b]) for a, b in _slices(len(bins), pool)]
-        coeffs = _run(pool, _bin_coefficients, tasks)
-        randomisers, self._randomisers = self._randomisers[: len(coeffs)], self._randomisers[len(coeffs) :]
-        n, nsq = key.n, key.nsq
-        width = ciphertext_width(self.modulus)
-        blob = _encode(((1 + a * n) * rho % nsq for a, rho in zip(coeffs, randomisers, strict=True)), width)
-        chunks = tuple(_split(blob, width, chunk_bytes))
+        bin_bytes = self.degree * ciphertext_width(self.modulus)
+        if chunk_bytes < bin_bytes:
+            raise ValueError(
+                f"chunk_bytes={chunk_bytes} cannot hold one bin ({self.degree} ciphertexts, {bin_bytes} B)"
+            )
+        salt = self._hash_into_bins()
         self.header = SetupHeader(
             session_id=self.session_id,
             modulus=self.modulus,
@@ -959,12 +1031,56 @@ class PSIReceiver:
             num_bins=self.num_bins,
             degree=self.degree,
             receiver_size=len(self.prepared.canonical),
-            num_chunks=len(chunks),
+            bins_per_chunk=chunk_bytes // bin_bytes,
         )
-        return SetupMessage(self.header, chunks)
+        return self.header
+
+    def coefficient_chunk(self, index: int, pool: Executor | None = None) -> bytes:
+        """Step 1, one chunk: the encrypted coefficients of the chunk's bins (padded to degree M).
+
+        Uses precomputed randomness while it lasts (each value once), fresh CRT randomness after.
+
+        Raises
+        ------
+        PSIError
+            Before :meth:`setup`, or for a chunk index out of range.
+        """
+        header = self.header
+        if header is None:
+            raise PSIError("the receiver has not run setup()")
+        if not 0 <= index < header.num_chunks:
+            raise PSIError(f"coefficient chunk {index} does not exist ({header.num_chunks} chunks)")
+        bins = header.chunk_bins(index)
+        roots: list[list[int]] = [[] for _ in bins]
+        for value, bin_index in zip(self._values, self._bin_of, strict=True):
+            if bin_index in bins:
+                roots[bin_index - bins.start].append(value)
+        take = min(len(self._randomisers), len(bins) * self.degree)
+        randomisers, self._randomisers = self._randomisers[:take], self._randomisers[take:]
+        tasks = []
+        for a, b in _slices(len(bins), pool):
+            own = randomisers[a * self.degree : b * self.degree]
+            complete = len(own) == (b - a) * self.degree
+            tasks.append(
+                (self._key.p, self._key.q, self.degree, self.id_bits, roots[a:b], own if complete else None)
+            )
+        return b"".join(_map(pool, _encrypt_bins, tasks))
+
+    def setup_message(
+        self, pool: Executor | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    ) -> SetupMessage:
+        """:meth:`setup` and every :meth:`coefficient_chunk`, for running both roles in one process."""
+        header = self.setup(chunk_bytes)
+        return SetupMessage(header, tuple(self.coefficient_chunk(i, pool) for i in range(header.num_chunks)))
 
     def expect_responses(self, session_id: str, count: int) -> None:
-        """Record how many replies the sender announced (:attr:`ResponseMessage.count`)."""
+        """Record how many replies the sender announced (:attr:`ResponseMessage.count`).
+
+        Raises
+        ------
+        SessionMismatchError, PSIError
+            On another session, before setup, or a count that changes.
+        """
         self._check_session(session_id)
         if count < 0 or self._expected is not None and count != self._expected:
             raise PSIError(f"sender announced {count} replies, expected {self._expected}")
@@ -997,7 +1113,7 @@ class PSIReceiver:
         if self._received + len(values) > self._expected:
             raise PSIError(f"more replies than the {self._expected} announced")
         tasks = [(self._key.p, self._key.hp, values[a:b]) for a, b in _slices(len(values), pool, 64)]
-        plain = _run(pool, _decrypt_mod_p, tasks)
+        plain = _flat(_map(pool, _decrypt_mod_p, tasks))
         lookup = {value: i for i, value in enumerate(self._values)}
         for offset, value in enumerate(plain):
             i = lookup.get(value)
@@ -1054,10 +1170,8 @@ class PSIReceiver:
     def to_state(self) -> dict[str, StateValue]:
         """Plain values for a node-local Flower ``ConfigRecord`` (includes the private key).
 
-        Precomputed randomness is not kept: call :meth:`setup` in the same process as
-        :meth:`precompute`. The coefficient chunks are the caller's to keep.
+        Precomputed randomness is not kept (chunks encrypted after a reload draw fresh randomness).
         """
-        value_bytes = (self.id_bits + 7) // 8
         matched = sorted(self._matches)
         return {
             "session_id": self.session_id,
@@ -1066,10 +1180,10 @@ class PSIReceiver:
             "id_bits": self.id_bits,
             "num_bins": self.num_bins,
             "degree": self.degree,
-            "has_header": self.header is not None,
-            **(_header_to_state(self.header) if self.header is not None else {}),
+            **_header_to_state(self.header),
             **_prepared_to_state(self.prepared),
-            "values": b"".join(v.to_bytes(value_bytes, "big") for v in self._values),
+            "values": _values_to_bytes(self._values, self.id_bits),
+            "bin_of": list(self._bin_of),
             "expected": -1 if self._expected is None else self._expected,
             "received": self._received,
             "next_chunk": self._next_chunk,
@@ -1081,7 +1195,7 @@ class PSIReceiver:
     def from_state(cls, state: dict[str, Any]) -> PSIReceiver:
         """Inverse of :meth:`to_state`."""
         self = cls.__new__(cls)
-        self.header = _header_from_state(state) if state["has_header"] else None
+        self.header = _header_from_state(state)
         self.session_id = str(state["session_id"])
         self.prepared = _prepared_from_state(state)
         self.id_bits, self.num_bins, self.degree = (
@@ -1092,46 +1206,14 @@ class PSIReceiver:
         self._key = _PrivateKey.from_primes(
             int.from_bytes(state["p"], "big"), int.from_bytes(state["q"], "big")
         )
-        value_bytes = (self.id_bits + 7) // 8
-        blob = state["values"]
-        self._values = [
-            int.from_bytes(blob[i : i + value_bytes], "big") for i in range(0, len(blob), value_bytes)
-        ]
         self._randomisers = []
+        self._values = _values_from_bytes(state["values"], self.id_bits)
+        self._bin_of = list(state["bin_of"])
         self._expected = None if state["expected"] < 0 else int(state["expected"])
         self._received = int(state["received"])
         self._next_chunk = int(state["next_chunk"])
         self._matches = dict(zip(state["matched"], state["matched_positions"], strict=True))
         return self
-
-
-def _int_bytes(value: int | mpz) -> bytes:
-    return int(value).to_bytes((int(value).bit_length() + 7) // 8, "big")
-
-
-def _prepared_to_state(prepared: PreparedIds) -> dict[str, StateValue]:
-    return {
-        "canonical": list(prepared.canonical),
-        "rows": list(prepared.rows),
-        "num_rows": prepared.num_rows,
-        "digest": prepared.digest,
-    }
-
-
-def _prepared_from_state(state: dict[str, Any]) -> PreparedIds:
-    return PreparedIds(
-        list(state["canonical"]), list(state["rows"]), int(state["num_rows"]), str(state["digest"])
-    )
-
-
-def _header_to_state(header: SetupHeader) -> dict[str, StateValue]:
-    return {f"header.{key}": value for key, value in header.to_config().items()}
-
-
-def _header_from_state(state: dict[str, Any]) -> SetupHeader:
-    return SetupHeader.from_config(
-        {key[7:]: value for key, value in state.items() if key.startswith("header.")}
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1142,9 +1224,15 @@ def _header_from_state(state: dict[str, Any]) -> SetupHeader:
 class PSISender:
     """FNP sender: evaluates the receiver's encrypted polynomials on its own IDs.
 
-    Steps: ``receive_setup(header)`` → ``receive_coefficients()`` per chunk → ``precompute()``
-    (optional) → ``respond()``; or ``evaluate(setup_message)`` for all of it. After the receiver's
+    Steps: ``receive_public_key(n)`` and ``precompute()`` (optional, data-independent) →
+    ``receive_setup(header)`` → ``evaluate(i, chunk)`` for every coefficient chunk → ``respond()``
+    (the shuffled replies); ``evaluate_all(setup_message)`` does it in one call. After the receiver's
     :class:`IntersectionMessage`: ``conclude()``.
+
+    Each coefficient chunk is evaluated as it arrives (its bins' IDs), so the sender holds replies
+    (|Y| ciphertexts), never the B·M coefficients. The replies are released only once all chunks are
+    in, shuffled over the whole set: per-chunk replies would show the receiver how many of the
+    sender's IDs fall in each bin.
 
     Parameters
     ----------
@@ -1167,9 +1255,13 @@ class PSISender:
         self.allow_insecure_key_size = allow_insecure_key_size
         self.modulus = 0  # the receiver's public key, once known
         self.header: SetupHeader | None = None
-        self._coefficients: list[bytes] = []
-        self._randomisers: list[mpz] = []
-        self._order: list[int] = []  # reply position → index into prepared.canonical
+        self._randomisers: list[mpz] = []  # precomputed s^n, consumed in order
+        self._values: list[int] = []
+        self._bin_of: list[int] = []
+        self._next_chunk = 0
+        self._replies: list[bytes] = []  # one blob per evaluated chunk, before the shuffle
+        self._owners: list[int] = []  # prepared index of each reply, before the shuffle
+        self._order: list[int] = []  # reply position → prepared index, after the shuffle
         self._responses: ResponseMessage | None = None
 
     @property
@@ -1192,50 +1284,6 @@ class PSISender:
         check_public_modulus(modulus, self.allow_insecure_key_size)
         self.modulus = modulus
 
-    def receive_setup(self, header: SetupHeader) -> None:
-        """Check the public parameters.
-
-        Raises
-        ------
-        PSIError
-            On a bad modulus (:func:`check_public_modulus`), another key than the one announced by
-            :meth:`receive_public_key`, or inconsistent parameters.
-        """
-        if self.header is not None:
-            raise PSIError("a setup header was already received")
-        self.receive_public_key(header.modulus)
-        bits = header.modulus.bit_length()
-        if not MIN_ID_BITS <= header.id_bits <= MAX_ID_BITS or header.id_bits > bits // 2 - 64:
-            raise PSIError(f"setup header: id_bits={header.id_bits} out of range")
-        if header.num_bins < 1 or header.degree < 1 or header.receiver_size < 0 or header.num_chunks < 0:
-            raise PSIError("setup header: num_bins, degree, receiver_size or num_chunks out of range")
-        if len(header.salt) != SALT_BYTES:
-            raise PSIError(f"setup header: salt must be {SALT_BYTES} bytes")
-        if header.num_bins * header.degree * ciphertext_width(header.modulus) > 1 << 36:
-            raise PSIError("setup header: more than 64 GiB of coefficients announced")
-        self.header = header
-
-    def receive_coefficients(self, session_id: str, index: int, chunk: bytes) -> None:
-        """Step 2, one chunk of encrypted coefficients (checked to lie in Z*_{n²}).
-
-        Raises
-        ------
-        SessionMismatchError
-            If ``session_id`` is not the header's.
-        PSIError
-            On a chunk out of order, too many coefficients or a malformed ciphertext.
-        """
-        if session_id != self.session_id:
-            raise SessionMismatchError("message for another PSI session")
-        header = self.header
-        assert header is not None  # checked by session_id
-        if index != len(self._coefficients) or index >= header.num_chunks:
-            raise PSIError(
-                f"coefficient chunk {index} out of order or beyond the {header.num_chunks} announced"
-            )
-        decode_ciphertexts(chunk, header.modulus, f"coefficient chunk {index}")
-        self._coefficients.append(chunk)
-
     def precompute(self, pool: Executor | None = None) -> None:
         """Draw the |Y| re-randomisers s^n mod n² (data-independent; needs only the public key)."""
         if not self.modulus:
@@ -1244,83 +1292,120 @@ class PSISender:
         if missing > 0:
             n = mpz(self.modulus)
             tasks = [(n, b - a) for a, b in _slices(missing, pool)]
-            self._randomisers.extend(_run(pool, _reencryption_randomisers, tasks))
+            self._randomisers.extend(_flat(_map(pool, _reencryption_randomisers, tasks)))
 
-    def respond(
-        self, pool: Executor | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    ) -> ResponseMessage:
-        """Step 2: evaluate every own ID, shuffle, return the replies in chunks.
-
-        The replies are shuffled over the whole set (not per chunk): per-chunk replies would show the
-        receiver how many of the sender's IDs fall in each bin.
+    def receive_setup(self, header: SetupHeader) -> None:
+        """Check the public parameters and hash the own IDs with the session salt.
 
         Raises
         ------
         PSIError
-            If coefficients are missing, or two own IDs hash alike under the session salt.
+            On a bad modulus (:func:`check_public_modulus`), another key than the one announced by
+            :meth:`receive_public_key`, inconsistent parameters, or two own IDs that hash alike.
+        """
+        if self.header is not None:
+            raise PSIError("a setup header was already received")
+        self.receive_public_key(header.modulus)
+        bits = header.modulus.bit_length()
+        if not MIN_ID_BITS <= header.id_bits <= MAX_ID_BITS or header.id_bits > bits // 2 - 64:
+            raise PSIError(f"setup header: id_bits={header.id_bits} out of range")
+        if header.num_bins < 1 or header.degree < 1 or header.receiver_size < 0 or header.bins_per_chunk < 1:
+            raise PSIError("setup header: num_bins, degree, receiver_size or bins_per_chunk out of range")
+        if len(header.salt) != SALT_BYTES:
+            raise PSIError(f"setup header: salt must be {SALT_BYTES} bytes")
+        if header.num_bins * header.degree * ciphertext_width(header.modulus) > 1 << 36:
+            raise PSIError("setup header: more than 64 GiB of coefficients announced")
+        hashed = [
+            hash_id(header.salt, data, header.id_bits, header.num_bins) for data in self.prepared.canonical
+        ]
+        if len({value for value, _ in hashed}) != len(hashed):
+            raise PSIError("two of the sender's IDs hash alike under this salt; re-run with a larger id_bits")
+        self._values = [value for value, _ in hashed]
+        self._bin_of = [index for _, index in hashed]
+        self.header = header
+
+    def evaluate(self, session_id: str, index: int, chunk: bytes, pool: Executor | None = None) -> None:
+        """Step 2, one coefficient chunk: check it (size, Z*_{n²}) and evaluate the IDs in its bins.
+
+        Raises
+        ------
+        SessionMismatchError
+            If ``session_id`` is not the header's.
+        PSIError
+            On a chunk out of order or beyond the last, a wrong size or a malformed ciphertext.
+        """
+        if session_id != self.session_id:
+            raise SessionMismatchError("message for another PSI session")
+        header = self.header
+        assert header is not None  # checked by session_id
+        if index != self._next_chunk or index >= header.num_chunks:
+            raise PSIError(
+                f"coefficient chunk {index} out of order or beyond the {header.num_chunks} announced"
+            )
+        bins = header.chunk_bins(index)
+        width = ciphertext_width(header.modulus)
+        bin_bytes = header.degree * width
+        if len(chunk) != len(bins) * bin_bytes:
+            raise PSIError(f"coefficient chunk {index}: {len(chunk)} bytes, expected {len(bins) * bin_bytes}")
+        decode_ciphertexts(chunk, header.modulus, f"coefficient chunk {index}")
+        members: dict[int, list[int]] = {}
+        for i, bin_index in enumerate(self._bin_of):
+            if bin_index in bins:
+                members.setdefault(bin_index, []).append(i)
+        groups: list[tuple[bytes, list[int], list[mpz] | None]] = []
+        owners: list[int] = []
+        for bin_index in sorted(members):
+            ids = members[bin_index]
+            offset = (bin_index - bins.start) * bin_bytes
+            take = self._randomisers[: len(ids)] if len(self._randomisers) >= len(ids) else None
+            if take is not None:
+                self._randomisers = self._randomisers[len(ids) :]
+            groups.append((chunk[offset : offset + bin_bytes], [self._values[i] for i in ids], take))
+            owners.extend(ids)
+        replies = b"".join(_map(pool, _evaluate_bins, _group_tasks(mpz(header.modulus), width, groups, pool)))
+        self._replies.append(replies)
+        self._owners.extend(owners)
+        self._next_chunk += 1
+
+    def respond(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> ResponseMessage:
+        """Step 2, the end: shuffle all replies (once) and cut them into chunks.
+
+        Raises
+        ------
+        PSIError
+            If a coefficient chunk is missing.
         """
         header = self.header
         if header is None:
             raise PSIError("no setup header received")
         if self._responses is not None:
             return self._responses
+        if self._next_chunk != header.num_chunks:
+            raise PSIError(f"evaluated {self._next_chunk} of {header.num_chunks} coefficient chunks")
         width = ciphertext_width(header.modulus)
-        blob = b"".join(self._coefficients)
-        if len(self._coefficients) != header.num_chunks or len(blob) != header.num_coefficients * width:
-            raise PSIError(
-                f"received {len(blob) // width} of {header.num_coefficients} coefficients "
-                f"in {len(self._coefficients)} of {header.num_chunks} chunks"
-            )
-        _check_chunk_bytes(chunk_bytes, header.modulus)
-        self.precompute(pool)
-        by_bin: dict[int, list[tuple[int, int]]] = {}
-        seen: set[int] = set()
-        for i, data in enumerate(self.prepared.canonical):
-            value, index = hash_id(header.salt, data, header.id_bits, header.num_bins)
-            if value in seen:
-                raise PSIError(
-                    "two of the sender's IDs hash alike under this salt; re-run with a larger id_bits"
-                )
-            seen.add(value)
-            by_bin.setdefault(index, []).append((i, value))
-        bin_bytes = header.degree * width
-        groups: list[tuple[bytes, list[int], list[mpz]]] = []
-        owners: list[int] = []
-        randomisers = iter(self._randomisers)
-        for index in sorted(by_bin):
-            members = by_bin[index]
-            owners.extend(i for i, _ in members)
-            groups.append(
-                (
-                    blob[index * bin_bytes : (index + 1) * bin_bytes],
-                    [value for _, value in members],
-                    [next(randomisers) for _ in members],
-                )
-            )
-        self._randomisers = []
-        n = mpz(header.modulus)
-        tasks = _group_tasks(n, width, groups, pool)
-        replies = _run(pool, _evaluate_bins, tasks)
-        order = list(range(len(replies)))
+        if chunk_bytes < width:
+            raise ValueError(f"chunk_bytes must hold one ciphertext ({width} B), got {chunk_bytes}")
+        blob = b"".join(self._replies)
+        order = list(range(len(self._owners)))
         secrets.SystemRandom().shuffle(order)
-        self._order = [owners[k] for k in order]
-        shuffled = _encode((replies[k] for k in order), width)
-        self._coefficients = []
+        self._order = [self._owners[k] for k in order]
+        shuffled = b"".join(blob[k * width : (k + 1) * width] for k in order)
+        self._replies, self._owners = [], []
         self._responses = ResponseMessage(
-            header.session_id, len(replies), tuple(_split(shuffled, width, chunk_bytes))
+            header.session_id, len(order), tuple(_split(shuffled, width, chunk_bytes))
         )
         return self._responses
 
-    def evaluate(
+    def evaluate_all(
         self, setup: SetupMessage, pool: Executor | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES
     ) -> ResponseMessage:
-        """Steps 2 in one call: check the header, take every chunk, respond."""
+        """Step 2 in one call: check the header, evaluate every chunk, respond."""
         self.receive_setup(setup.header)
         for index, chunk in enumerate(setup.chunks):
-            self.receive_coefficients(setup.header.session_id, index, chunk)
-        return self.respond(pool, chunk_bytes)
+            self.evaluate(setup.header.session_id, index, chunk, pool)
+        return self.respond(chunk_bytes)
 
-    def indices_at(self, positions: Sequence[int]) -> list[int]:
+    def indices_at(self, positions: Iterable[int]) -> list[int]:
         """Prepared-ID indices behind reply ``positions`` (through the secret shuffle).
 
         Raises
@@ -1328,6 +1413,7 @@ class PSISender:
         PSIError
             If a position is out of range (or the sender has not responded).
         """
+        positions = list(positions)
         if any(not 0 <= position < len(self._order) for position in positions):
             raise PSIError("a reply position is out of range")
         return [self._order[position] for position in positions]
@@ -1348,17 +1434,21 @@ class PSISender:
     # -- persistence between Flower messages -------------------------------------------------------
 
     def to_state(self) -> dict[str, StateValue]:
-        """Plain values for a node-local Flower ``ConfigRecord``: coefficients, randomisers, replies."""
+        """Plain values for a node-local Flower ``ConfigRecord``: randomisers, replies, shuffle."""
         responses = self._responses
         width = ciphertext_width(self.modulus) if self.modulus else 0
+        id_bits = self.header.id_bits if self.header is not None else DEFAULT_ID_BITS
         return {
             "modulus": _int_bytes(self.modulus),
-            "has_header": self.header is not None,
-            **(_header_to_state(self.header) if self.header is not None else {}),
+            **_header_to_state(self.header),
             **_prepared_to_state(self.prepared),
             "allow_insecure_key_size": self.allow_insecure_key_size,
-            "coefficients": list(self._coefficients),
             "randomisers": _encode(self._randomisers, width),
+            "values": _values_to_bytes(self._values, id_bits),
+            "bin_of": list(self._bin_of),
+            "next_chunk": self._next_chunk,
+            "replies": list(self._replies),
+            "owners": list(self._owners),
             "order": list(self._order),
             "responded": responses is not None,
             "response_count": responses.count if responses is not None else 0,
@@ -1370,13 +1460,18 @@ class PSISender:
         """Inverse of :meth:`to_state`."""
         self = cls.__new__(cls)
         self.modulus = int.from_bytes(state["modulus"], "big")
-        self.header = _header_from_state(state) if state["has_header"] else None
+        self.header = _header_from_state(state)
         self.prepared = _prepared_from_state(state)
         self.allow_insecure_key_size = bool(state["allow_insecure_key_size"])
-        self._coefficients = list(state["coefficients"])
         self._randomisers = (
             _decode(state["randomisers"], ciphertext_width(self.modulus)) if self.modulus else []
         )
+        id_bits = self.header.id_bits if self.header is not None else DEFAULT_ID_BITS
+        self._values = _values_from_bytes(state["values"], id_bits)
+        self._bin_of = list(state["bin_of"])
+        self._next_chunk = int(state["next_chunk"])
+        self._replies = list(state["replies"])
+        self._owners = list(state["owners"])
         self._order = list(state["order"])
         self._responses = (
             ResponseMessage(self.session_id, int(state["response_count"]), tuple(state["responses"]))
@@ -1387,20 +1482,21 @@ class PSISender:
 
 
 def _group_tasks(
-    n: mpz, width: int, groups: list[tuple[bytes, list[int], list[mpz]]], pool: Executor | None
-) -> list[tuple[mpz, int, list[tuple[bytes, list[int], list[mpz]]]]]:
+    n: mpz, width: int, groups: list[EvaluationGroup], pool: Executor | None
+) -> list[tuple[mpz, int, list[EvaluationGroup]]]:
     """Cut the per-bin work into tasks of about equal numbers of IDs (a crowded bin is split)."""
     total = sum(len(ys) for _, ys, _ in groups)
     pieces = 1 if pool is None else _pool_size(pool) * _TASKS_PER_WORKER
     target = max(1, math.ceil(total / pieces))
-    tasks: list[tuple[mpz, int, list[tuple[bytes, list[int], list[mpz]]]]] = []
-    current: list[tuple[bytes, list[int], list[mpz]]] = []
+    tasks: list[tuple[mpz, int, list[EvaluationGroup]]] = []
+    current: list[EvaluationGroup] = []
     load = 0
     for coeffs, ys, randomisers in groups:
         start = 0
         while start < len(ys):
             take = min(len(ys) - start, target - load)
-            current.append((coeffs, ys[start : start + take], randomisers[start : start + take]))
+            part = None if randomisers is None else randomisers[start : start + take]
+            current.append((coeffs, ys[start : start + take], part))
             load += take
             start += take
             if load >= target:
@@ -1460,8 +1556,8 @@ def align(
     )
     sender = PSISender(sender_ids, duplicates=duplicates, allow_insecure_key_size=allow_insecure_key_size)
     with process_pool(workers) as pool:
-        setup = receiver.setup(pool, chunk_bytes)
-        responses = sender.evaluate(setup, pool, chunk_bytes)
+        setup = receiver.setup_message(pool, chunk_bytes)
+        responses = sender.evaluate_all(setup, pool, chunk_bytes)
         receiver.finish(responses, pool)
     receiver_alignment = receiver.alignment()
     sender_alignment = sender.conclude(receiver.intersection_message())

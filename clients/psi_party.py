@@ -26,7 +26,7 @@ Handlers (message type ``query.<action>``; every message carries the ``alignment
 ----------------------------------------------------------------------------------------
 ``psi_begin`` (all parties) → set size; ``psi_keygen`` / ``psi_setup`` / ``psi_coefficients`` /
 ``psi_decrypt`` / ``psi_finish`` (the FNP receiver of a pairwise session); ``psi_precompute`` /
-``psi_absorb`` / ``psi_evaluate`` / ``psi_responses`` / ``psi_matched`` (the FNP sender);
+``psi_evaluate`` / ``psi_respond`` / ``psi_responses`` / ``psi_matched`` (the FNP sender);
 ``psi_order`` (the label holder: canonical order of the final set, positions for every peer);
 ``psi_prepare`` (the other parties); ``psi_commit`` / ``psi_abort`` (all parties).
 """
@@ -75,8 +75,8 @@ ACTIONS = (
     "psi_setup",
     "psi_coefficients",
     "psi_precompute",
-    "psi_absorb",
     "psi_evaluate",
+    "psi_respond",
     "psi_responses",
     "psi_decrypt",
     "psi_finish",
@@ -311,36 +311,29 @@ def _keygen(party: _Party, config: Config, context: Context) -> Config:
         allow_insecure_key_size=party.allow_insecure_key_size,
     )
     context.state[SESSION_STATE_KEY] = ConfigRecord(
-        {
-            "role": "receiver",
-            "subset": subset,
-            "coefficients": [],
-            **receiver.to_state(),
-        }
+        {"role": "receiver", "subset": subset, **receiver.to_state()}
     )
     modulus = receiver.modulus
     return {"modulus": modulus.to_bytes((modulus.bit_length() + 7) // 8, "big"), "size": len(subset)}
 
 
 def _setup(party: _Party, config: Config, context: Context) -> Config:
-    """Receiver: hash, bin, encrypt; keep the coefficient chunks; reply the public header."""
+    """Receiver: hash the IDs into bins; reply the public header (and the number of chunks)."""
     session = _session(context, config, "receiver")
     receiver = PSIReceiver.from_state(session)
-    with process_pool(party.pool_size(context)) as pool:
-        setup = receiver.setup(pool, _field(config, "chunk_bytes", int))
+    header = receiver.setup(_field(config, "chunk_bytes", int))
     session.update(receiver.to_state())
-    session["coefficients"] = list(setup.chunks)
-    return setup.header.to_config()
+    return {**header.to_config(), "num_chunks": header.num_chunks}
 
 
 def _coefficients(party: _Party, config: Config, context: Context) -> Config:
-    """Receiver: one chunk of encrypted coefficients."""
+    """Receiver: encrypt and return one chunk of coefficients (fresh randomness, nothing stored)."""
     session = _session(context, config, "receiver")
+    receiver = PSIReceiver.from_state(session)
     index = _field(config, "index", int)
-    chunks = session["coefficients"]
-    if not 0 <= index < len(chunks):  # type: ignore[arg-type]
-        raise PSIError(f"coefficient chunk {index} does not exist (or the replies already started)")
-    return {"index": index, "chunk": chunks[index]}  # type: ignore[index]
+    with process_pool(party.pool_size(context)) as pool:
+        chunk = receiver.coefficient_chunk(index, pool)
+    return {"index": index, "chunk": chunk}
 
 
 def _precompute(party: _Party, config: Config, context: Context) -> Config:
@@ -363,8 +356,8 @@ def _precompute(party: _Party, config: Config, context: Context) -> Config:
     return {"size": len(subset)}
 
 
-def _absorb(party: _Party, config: Config, context: Context) -> Config:
-    """Sender: take one coefficient chunk (the header comes with chunk 0)."""
+def _evaluate(party: _Party, config: Config, context: Context) -> Config:
+    """Sender: evaluate one coefficient chunk (the setup header comes with chunk 0)."""
     session = _session(context, config, "sender")
     sender = PSISender.from_state(session)
     index = _field(config, "index", int)
@@ -373,18 +366,18 @@ def _absorb(party: _Party, config: Config, context: Context) -> Config:
         if header.session_id != session["session_id"]:
             raise SessionMismatchError("setup header for another PSI session")
         sender.receive_setup(header)
-    sender.receive_coefficients(str(session["session_id"]), index, _field(config, "chunk", bytes))
+    with process_pool(party.pool_size(context)) as pool:
+        sender.evaluate(str(session["session_id"]), index, _field(config, "chunk", bytes), pool)
     session.update(sender.to_state())
     return {"index": index}
 
 
-def _evaluate(party: _Party, config: Config, context: Context) -> Config:
-    """Sender: evaluate, shuffle, keep the reply chunks; remember the secret shuffle."""
+def _respond(party: _Party, config: Config, context: Context) -> Config:
+    """Sender: shuffle all replies, keep them in chunks; remember the secret shuffle."""
     session = _session(context, config, "sender")
     staging = _staging(context, config)
     sender = PSISender.from_state(session)
-    with process_pool(party.pool_size(context)) as pool:
-        responses = sender.respond(pool, _field(config, "chunk_bytes", int))
+    responses = sender.respond(_field(config, "chunk_bytes", int))
     session.update(sender.to_state())
     subset = list(session["subset"])  # type: ignore[arg-type]
     positions = range(responses.count)
@@ -413,7 +406,6 @@ def _decrypt(party: _Party, config: Config, context: Context) -> Config:
             session_id, _field(config, "index", int), _field(config, "chunk", bytes), pool
         )
     session.update(receiver.to_state())
-    session["coefficients"] = []  # fetched: no longer needed
     return {"index": config["index"]}
 
 
@@ -525,8 +517,8 @@ _HANDLERS: dict[str, Callable[[_Party, Config, Context], Config]] = {
     "psi_setup": _setup,
     "psi_coefficients": _coefficients,
     "psi_precompute": _precompute,
-    "psi_absorb": _absorb,
     "psi_evaluate": _evaluate,
+    "psi_respond": _respond,
     "psi_responses": _responses,
     "psi_decrypt": _decrypt,
     "psi_finish": _finish,

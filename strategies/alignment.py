@@ -62,9 +62,10 @@ class AlignmentError(RuntimeError):
 class PairReport:
     """One pairwise PSI session, as seen by the server (sizes and counts only).
 
-    ``seconds`` maps each step to its wall time: ``keygen``, ``setup`` (receiver encryption, with the
-    sender's precomputation alongside), ``coefficients`` (relay), ``evaluate``, ``responses`` (relay
-    and decryption), ``finish``.
+    ``seconds`` maps each step to its wall time: ``keygen``; ``setup`` (hashing into bins);
+    ``evaluate`` (the receiver encrypts chunk 0 while the sender draws its re-randomisers, then
+    encrypts chunk i + 1 while the sender evaluates chunk i); ``respond`` (shuffle); ``decrypt``
+    (reply relay and decryption); ``finish``.
     """
 
     session_id: str
@@ -314,13 +315,7 @@ def _run_pair(
     )
     modulus = _get(keys, "modulus", bytes, "psi_keygen", receiver)
     lap("keygen")
-    started = relay.exchange(
-        {
-            receiver: ("psi_setup", {**session, "chunk_bytes": chunk_bytes}),
-            sender: ("psi_precompute", {**session, "modulus": modulus}),
-        }
-    )
-    header = started[receiver]
+    header = relay.one(receiver, "psi_setup", {**session, "chunk_bytes": chunk_bytes})
     num_chunks = _get(header, "num_chunks", int, "psi_setup", receiver)
     if _get(header, "session_id", str, "psi_setup", receiver) != session_id or num_chunks < 1:
         raise AlignmentError(
@@ -328,31 +323,33 @@ def _run_pair(
         )
     lap("setup")
 
-    coefficient_bytes = 0
-    chunk = _get(
-        relay.one(receiver, "psi_coefficients", {**session, "index": 0}),
-        "chunk",
-        bytes,
-        "psi_coefficients",
-        receiver,
+    # The receiver encrypts chunk 0 while the sender draws its re-randomisers; then the receiver
+    # encrypts chunk i + 1 while the sender evaluates chunk i.
+    first = relay.exchange(
+        {
+            receiver: ("psi_coefficients", {**session, "index": 0}),
+            sender: ("psi_precompute", {**session, "modulus": modulus}),
+        }
     )
+    chunk = _get(first[receiver], "chunk", bytes, "psi_coefficients", receiver)
+    coefficient_bytes = 0
     for index in range(num_chunks):
-        absorb: Config = {**session, "index": index, "chunk": chunk}
+        evaluate: Config = {**session, "index": index, "chunk": chunk}
         if index == 0:
-            absorb.update({f"header.{key}": value for key, value in header.items()})
-        requests: dict[int, tuple[str, Config]] = {sender: ("psi_absorb", absorb)}
+            evaluate.update({f"header.{key}": value for key, value in header.items() if key != "num_chunks"})
+        requests: dict[int, tuple[str, Config]] = {sender: ("psi_evaluate", evaluate)}
         if index + 1 < num_chunks:
             requests[receiver] = ("psi_coefficients", {**session, "index": index + 1})
         coefficient_bytes += len(chunk)
         replies = relay.exchange(requests)
         if index + 1 < num_chunks:
             chunk = _get(replies[receiver], "chunk", bytes, "psi_coefficients", receiver)
-    lap("coefficients")
-
-    evaluated = relay.one(sender, "psi_evaluate", {**session, "chunk_bytes": chunk_bytes})
-    count = _get(evaluated, "count", int, "psi_evaluate", sender)
-    response_chunks = _get(evaluated, "num_chunks", int, "psi_evaluate", sender)
     lap("evaluate")
+
+    responded = relay.one(sender, "psi_respond", {**session, "chunk_bytes": chunk_bytes})
+    count = _get(responded, "count", int, "psi_respond", sender)
+    response_chunks = _get(responded, "num_chunks", int, "psi_respond", sender)
+    lap("respond")
 
     response_bytes = 0
     if response_chunks:
@@ -366,7 +363,7 @@ def _run_pair(
         replies = relay.exchange(requests)
         if index + 1 < response_chunks:
             chunk = _get(replies[sender], "chunk", bytes, "psi_responses", sender)
-    lap("responses")
+    lap("decrypt")
 
     finished = relay.one(
         receiver,

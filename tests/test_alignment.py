@@ -209,7 +209,7 @@ def test_server_sees_no_id_no_hashed_id_and_no_private_key() -> None:
     salts = [
         fields["header.salt"]
         for _, action, fields in grid.traffic
-        if action == "psi_absorb" and "header.salt" in fields
+        if action == "psi_evaluate" and "header.salt" in fields
     ]
     assert len(salts) == 2 and len(primes) == 4
     for ids in THREE_PARTIES.values():
@@ -276,8 +276,8 @@ def test_empty_set_is_an_error() -> None:
     ("node", "action"),
     [
         (100, "psi_setup"),
-        (101, "psi_absorb"),
         (101, "psi_evaluate"),
+        (101, "psi_respond"),
         (100, "psi_decrypt"),
         (102, "psi_precompute"),
         (100, "psi_order"),
@@ -300,10 +300,12 @@ def test_error_reply_aborts_everywhere(node: int, action: str) -> None:
     ]
 
 
-@pytest.mark.parametrize("action", ["psi_begin", "psi_absorb", "psi_responses", "psi_prepare", "psi_commit"])
+@pytest.mark.parametrize(
+    "action", ["psi_begin", "psi_evaluate", "psi_responses", "psi_prepare", "psi_commit"]
+)
 def test_party_dropping_mid_protocol(action: str) -> None:
     # Prepare: party 2 (or 1 for the first session's steps) disappears when ``action`` reaches it
-    node = 101 if action in ("psi_absorb", "psi_responses") else 102
+    node = 101 if action in ("psi_evaluate", "psi_responses") else 102
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, drop_at={node: action})
     # Execute
     with pytest.raises(AlignmentError, match=f"party {node} did not reply to {action}") as info:
@@ -335,13 +337,13 @@ def test_commit_failure_rolls_back_to_the_previous_alignment() -> None:
 
 def test_out_of_range_ciphertext_is_rejected_by_the_sender() -> None:
     def corrupt(node_id: int, action: str, fields: dict[str, object]) -> None:
-        if action == "psi_absorb" and fields["index"] == 0:
+        if action == "psi_evaluate" and fields["index"] == 0:
             chunk = bytearray(fields["chunk"])  # type: ignore[arg-type]
             chunk[:64] = b"\xff" * 64  # first ciphertext >= n²
             fields["chunk"] = bytes(chunk)
 
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=corrupt)
-    with pytest.raises(AlignmentError, match=r"psi_absorb.*not in Z\*_\(n\^2\)"):
+    with pytest.raises(AlignmentError, match=r"psi_evaluate.*not in Z\*_\(n\^2\)"):
         align_loopback(grid)
     assert_clean(grid, THREE_PARTIES)
 
@@ -360,11 +362,11 @@ def test_zero_reply_is_rejected_by_the_receiver() -> None:
 
 def test_mismatched_session_is_rejected() -> None:
     def other_session(node_id: int, action: str, fields: dict[str, object]) -> None:
-        if action == "psi_evaluate":
+        if action == "psi_respond":
             fields["session_id"] = "0" * 32
 
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=other_session)
-    with pytest.raises(AlignmentError, match="psi_evaluate.*another PSI session"):
+    with pytest.raises(AlignmentError, match="psi_respond.*another PSI session"):
         align_loopback(grid)
 
 

@@ -77,7 +77,7 @@ def server_main(grid: Grid, context: Context) -> tuple[AlignmentReport, dict[int
         sender_nodes=[nodes[1], nodes[2]],
         timeout=120,
         key_bits=512,
-        chunk_bytes=2048,
+        chunk_bytes=8192,
     )
     messages = [
         Message(RecordDict(), dst_node_id=nodes[pid], message_type="query.show_alignment") for pid in range(3)

@@ -60,7 +60,7 @@ def run_pair(
     """Receiver and sender after one full exchange (no pool)."""
     receiver = PSIReceiver(receiver_ids, **{**SMALL, **options})  # type: ignore[arg-type]
     sender = PSISender(sender_ids, allow_insecure_key_size=True)
-    responses = sender.evaluate(receiver.setup())
+    responses = sender.evaluate_all(receiver.setup_message())
     receiver.finish(responses)
     return receiver, sender, responses
 
@@ -229,7 +229,7 @@ def test_bins_are_monic_padded_to_one_public_degree() -> None:
     # Prepare
     ids = [f"u{i}" for i in range(120)]
     receiver = PSIReceiver(ids, **SMALL)  # type: ignore[arg-type]
-    setup = receiver.setup(chunk_bytes=1000)
+    setup = receiver.setup_message(chunk_bytes=8000)
     header = setup.header
     key = receiver._key
     coeffs = [
@@ -240,7 +240,7 @@ def test_bins_are_monic_padded_to_one_public_degree() -> None:
     # Assert: B·M coefficients (the leading 1 is never sent), M from public values only
     assert len(coeffs) == header.num_bins * header.degree
     assert (header.num_bins, header.degree) == choose_bins(len(ids))
-    assert all(len(chunk) <= 1000 for chunk in setup.chunks)
+    assert len(setup.chunks) > 1 and all(len(chunk) <= 8000 for chunk in setup.chunks)
     n = int(key.n)
     members: dict[int, list[int]] = {}
     for data in receiver.prepared.canonical:
@@ -258,8 +258,8 @@ def test_bins_are_monic_padded_to_one_public_degree() -> None:
 
 
 def test_setup_size_depends_only_on_the_set_size() -> None:
-    first = PSIReceiver([f"a{i}" for i in range(80)], **SMALL).setup()  # type: ignore[arg-type]
-    second = PSIReceiver(list(range(80)), **SMALL).setup()  # type: ignore[arg-type]
+    first = PSIReceiver([f"a{i}" for i in range(80)], **SMALL).setup_message()  # type: ignore[arg-type]
+    second = PSIReceiver(list(range(80)), **SMALL).setup_message()  # type: ignore[arg-type]
     assert (first.header.num_bins, first.header.degree) == (second.header.num_bins, second.header.degree)
     assert [len(c) for c in first.chunks] == [len(c) for c in second.chunks]
 
@@ -296,11 +296,11 @@ def test_non_members_decrypt_to_full_size_values_and_replies_are_fresh() -> None
     receiver_ids = [f"r{i}" for i in range(40)]
     sender_ids = [f"r{i}" for i in range(20)] + [f"s{i}" for i in range(40)]
     receiver = PSIReceiver(receiver_ids, **SMALL)  # type: ignore[arg-type]
-    setup = receiver.setup()
+    setup = receiver.setup_message()
     # Execute: two evaluations of the same set against the same setup
-    first = PSISender(sender_ids, allow_insecure_key_size=True).evaluate(setup)
+    first = PSISender(sender_ids, allow_insecure_key_size=True).evaluate_all(setup)
     second_sender = PSISender(sender_ids, allow_insecure_key_size=True)
-    second = second_sender.evaluate(setup)
+    second = second_sender.evaluate_all(setup)
     # Assert: members decrypt to their hash, non-members to values far above 2^64 (r uniform in Z_n)
     width = psi.ciphertext_width(setup.header.modulus)
     replies = decode_ciphertexts(b"".join(first.chunks), setup.header.modulus, "test")
@@ -358,9 +358,9 @@ def test_tiny_or_odd_keys_refused_even_with_the_flag(bits: int) -> None:
 
 
 def test_sender_refuses_a_small_public_key_without_the_flag() -> None:
-    setup = PSIReceiver(["a"], **SMALL).setup()  # type: ignore[arg-type]
+    setup = PSIReceiver(["a"], **SMALL).setup_message()  # type: ignore[arg-type]
     with pytest.raises(PSIError, match="received public key: key_bits must be >= 2048"):
-        PSISender(["a"]).evaluate(setup)
+        PSISender(["a"]).evaluate_all(setup)
 
 
 @pytest.mark.parametrize("modulus", [2**511 * 2, (2**255 + 51) ** 2])
@@ -377,7 +377,7 @@ def test_sender_refuses_an_invalid_modulus(modulus: int) -> None:
 @pytest.fixture(scope="module")
 def exchange() -> tuple[PSIReceiver, psi.SetupMessage]:
     receiver = PSIReceiver([f"r{i}" for i in range(30)], **SMALL)  # type: ignore[arg-type]
-    return receiver, receiver.setup()
+    return receiver, receiver.setup_message()
 
 
 def test_ciphertexts_outside_z_star_n2_are_rejected(exchange: tuple[PSIReceiver, psi.SetupMessage]) -> None:
@@ -398,24 +398,27 @@ def test_ciphertexts_outside_z_star_n2_are_rejected(exchange: tuple[PSIReceiver,
         decode_ciphertexts(b"\x01" * (width + 3), n, "short")
 
 
-def test_sender_rejects_chunks_out_of_order_and_missing(
+def test_sender_rejects_chunks_out_of_order_missing_or_resized(
     exchange: tuple[PSIReceiver, psi.SetupMessage],
 ) -> None:
     _, setup = exchange
     sender = PSISender(["r1"], allow_insecure_key_size=True)
     sender.receive_setup(setup.header)
+    session = setup.header.session_id
     with pytest.raises(PSIError, match="out of order"):
-        sender.receive_coefficients(setup.header.session_id, 1, setup.chunks[0])
-    with pytest.raises(PSIError, match=r"received 0 of \d+ coefficients"):
+        sender.evaluate(session, 1, setup.chunks[0])
+    with pytest.raises(PSIError, match=r"coefficient chunk 0: \d+ bytes, expected \d+"):
+        sender.evaluate(session, 0, setup.chunks[0][:-128])
+    with pytest.raises(PSIError, match=r"evaluated 0 of \d+ coefficient chunks"):
         sender.respond()
     with pytest.raises(SessionMismatchError):
-        sender.receive_coefficients("other", 0, setup.chunks[0])
+        sender.evaluate("other", 0, setup.chunks[0])
 
 
 def test_receiver_rejects_wrong_session_extra_and_missing_replies() -> None:
     receiver = PSIReceiver(["a", "b"], **SMALL)  # type: ignore[arg-type]
-    setup = receiver.setup()
-    responses = PSISender(["a", "c", "d"], allow_insecure_key_size=True).evaluate(setup, chunk_bytes=128)
+    setup = receiver.setup_message()
+    responses = PSISender(["a", "c", "d"], allow_insecure_key_size=True).evaluate_all(setup, chunk_bytes=128)
     with pytest.raises(SessionMismatchError):
         receiver.expect_responses("other", responses.count)
     receiver.expect_responses(responses.session_id, 2)  # under-announced
@@ -423,7 +426,7 @@ def test_receiver_rejects_wrong_session_extra_and_missing_replies() -> None:
         for index, chunk in enumerate(responses.chunks):
             receiver.receive_responses(responses.session_id, index, chunk)
     fresh = PSIReceiver(["a", "b"], **SMALL)  # type: ignore[arg-type]
-    fresh_responses = PSISender(["a"], allow_insecure_key_size=True).evaluate(fresh.setup())
+    fresh_responses = PSISender(["a"], allow_insecure_key_size=True).evaluate_all(fresh.setup_message())
     fresh.expect_responses(fresh_responses.session_id, 3)
     with pytest.raises(PSIError, match="received 0 of 3 replies"):
         fresh.finish()
@@ -456,16 +459,19 @@ def test_tampered_intersection_order_is_detected() -> None:
 def test_state_round_trip_mid_protocol() -> None:
     # Prepare: save both roles between every step, as the Flower handlers do
     receiver = PSIReceiver([f"x{i}" for i in range(40)], **SMALL)  # type: ignore[arg-type]
-    setup = receiver.setup(chunk_bytes=512)
     receiver = PSIReceiver.from_state(receiver.to_state())
+    header = receiver.setup(chunk_bytes=4000)
     sender = PSISender([f"x{i}" for i in range(20, 70)], allow_insecure_key_size=True)
-    sender.receive_public_key(setup.header.modulus)
+    sender.receive_public_key(header.modulus)
     sender.precompute()
     sender = PSISender.from_state(sender.to_state())
-    sender.receive_setup(setup.header)
-    for index, chunk in enumerate(setup.chunks):
+    sender.receive_setup(header)
+    assert header.num_chunks > 1
+    for index in range(header.num_chunks):
+        receiver = PSIReceiver.from_state(receiver.to_state())
+        chunk = receiver.coefficient_chunk(index)
         sender = PSISender.from_state(sender.to_state())
-        sender.receive_coefficients(setup.header.session_id, index, chunk)
+        sender.evaluate(header.session_id, index, chunk)
     responses = PSISender.from_state(sender.to_state()).respond(chunk_bytes=512)
     # Execute
     receiver.expect_responses(responses.session_id, responses.count)
@@ -474,6 +480,21 @@ def test_state_round_trip_mid_protocol() -> None:
         receiver.receive_responses(responses.session_id, index, chunk)
     # Assert
     assert receiver.finish() == sorted(range(20, 40), key=lambda i: order_key(canonical_id_bytes(f"x{i}")))
+
+
+def test_chunk_too_small_for_one_bin() -> None:
+    receiver = PSIReceiver([f"x{i}" for i in range(40)], num_bins=1, **SMALL)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"chunk_bytes=1000 cannot hold one bin \(40 ciphertexts"):
+        receiver.setup(chunk_bytes=1000)
+
+
+def test_coefficient_chunk_out_of_range_or_before_setup() -> None:
+    receiver = PSIReceiver(["a"], **SMALL)  # type: ignore[arg-type]
+    with pytest.raises(PSIError, match="has not run setup"):
+        receiver.coefficient_chunk(0)
+    receiver.setup()
+    with pytest.raises(PSIError, match=r"coefficient chunk 1 does not exist \(1 chunks\)"):
+        receiver.coefficient_chunk(1)
 
 
 def test_sender_key_change_is_rejected(exchange: tuple[PSIReceiver, psi.SetupMessage]) -> None:
