@@ -574,3 +574,16 @@ def test_alignment_is_a_frozen_value() -> None:
     with pytest.raises(AttributeError):
         alignment.rows = (1,)  # type: ignore[misc]
     assert alignment.non_aligned_rows() == [1]
+
+
+def test_crowded_bin_is_split_across_pool_tasks() -> None:
+    class TwoWorkers:  # stands in for an executor: only its size matters here
+        _max_workers = 2
+
+    groups = [(b"coeffs-a", list(range(10)), None), (b"coeffs-b", [10, 11], [gmpy2.mpz(1), gmpy2.mpz(2)])]
+    tasks = psi._group_tasks(gmpy2.mpz(35), 1, groups, TwoWorkers())  # type: ignore[arg-type]
+    # 12 IDs over at most 4 tasks per worker: 6 tasks of 2 IDs, the crowded bin cut into 5
+    assert [sum(len(ys) for _, ys, _ in task_groups) for _, _, task_groups in tasks] == [2] * 6
+    pieces = [piece for _, _, task_groups in tasks for piece in task_groups]
+    assert [y for _, ys, _ in pieces for y in ys] == list(range(12))
+    assert [r for _, _, r in pieces] == [None] * 5 + [[gmpy2.mpz(1), gmpy2.mpz(2)]]
