@@ -105,6 +105,8 @@ class _Party:
         ------
         ValueError
             On an unknown operation or a malformed payload.
+        RuntimeError
+            On a training or evaluation operation before ``align``.
         """
         if op not in self.OPS:
             raise ValueError(f"{self.role} party has no operation {op!r}; it has {self.OPS}")
