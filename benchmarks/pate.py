@@ -141,6 +141,11 @@ def run_dataset(
         for setting in settings(plan.data.num_teachers):
             t0 = time.perf_counter()
             pos, labels, eps = label_stream(votes, setting, budget, seed=seed)
+            if len(pos) == 0:  # the budget does not cover a single answer: no student to train
+                rows.append({"dataset": name, "method": setting["mechanism"], "sigma": setting["sigma"],
+                             "accuracy": None, "validation_accuracy": None, "delta": DELTA, "answered": 0,
+                             "wall_s": 0.0, "setting": setting, "budget": budget, **eps})
+                continue
             unlabeled = np.setdiff1d(all_pos, pos)
             student, n_pseudo = train_student(pool_x[pos], labels, pool_x[unlabeled], data.n_classes,
                                               plan.student, seed=seed, self_training_confidence=confidence)
@@ -149,7 +154,7 @@ def run_dataset(
                             pseudo_labelled=n_pseudo, setting=setting, budget=budget, **eps))
         for method in ("gnmax", "confident_gnmax"):
             candidates = [r for r in rows if r["method"] == method and r.get("budget") == budget]
-            best = max(candidates, key=lambda r: r["validation_accuracy"])
+            best = max(candidates, key=lambda r: r["validation_accuracy"] or 0.0)
             for r in candidates:
                 r["selected"] = r is best
     return rows
@@ -164,8 +169,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         sigma = "" if r["sigma"] is None else f"{r['sigma']:g}"
         lbl = f"{r['label_accuracy']:.3f}" if "label_accuracy" in r else ""
         budget = f"{r['budget']:g}" if "budget" in r else ""
-        print(f"{r['dataset']:<8} {r['method']:<21} {budget:>6} {sigma:>6} {r['accuracy']:>6.3f} "
-              f"{r['validation_accuracy']:>6.3f} {r['epsilon_data_dependent']:>7.3f} "
+        acc, val = (f"{r[k]:.3f}" if r[k] is not None else "-" for k in ("accuracy", "validation_accuracy"))
+        print(f"{r['dataset']:<8} {r['method']:<21} {budget:>6} {sigma:>6} {acc:>6} "
+              f"{val:>6} {r['epsilon_data_dependent']:>7.3f} "
               f"{r['epsilon_data_independent']:>8.3f} {r['answered']:>8} {lbl:>7} {r['wall_s']:>7.1f} "
               f"{'*' if r.get('selected') else ''}")
 

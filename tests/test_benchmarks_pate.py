@@ -1,0 +1,24 @@
+"""The PATE benchmark script runs and writes the documented JSON rows (slow: trains real teachers)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import pate
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_documented_rows(tmp_path):
+    out = tmp_path / "pate.json"
+    assert pate.main(["--quick", "--datasets", "digits", "--budgets", "8", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    keys = {"dataset", "method", "sigma", "accuracy", "epsilon_data_dependent", "epsilon_data_independent",
+            "delta", "answered", "wall_s"}
+    assert all(keys <= set(r) for r in rows)
+    methods = {r["method"] for r in rows}
+    assert methods == {"non_private_all_data", "majority", "gnmax", "confident_gnmax"}
+    private = [r for r in rows if r["method"] in ("gnmax", "confident_gnmax")]
+    assert all(float(r["epsilon_data_dependent"]) <= 8.0 for r in private)
+    assert sum(r.get("selected", False) for r in private) == 2  # one validation choice per method
