@@ -173,3 +173,15 @@ def test_predict_command_line_per_role(tmp_path: Path) -> None:
                   "--passive-features", str(tmp_path / "p.npz"), "--out", str(tmp_path / "a.npz")])
     aligned = np.load(tmp_path / "a.npz")["aligned"]
     assert np.mean(aligned == active.test_y) == pytest.approx(res["test"]["aligned"])
+
+
+@pytest.mark.slow
+def test_ray_simulation_with_three_parties() -> None:
+    """Three parties on Flower's simulation engine, PSI alignment included (run with ``-m slow``)."""
+    from simulations.vertical import run_vertical_simulation
+
+    cfg = _cfg(n_parties=3, dataset="breast_cancer", epochs=8, alignment="psi", psi_key_bits=512)
+    res = run_vertical_simulation(cfg, client_app=build_client_app(allow_insecure_psi_keys=True))
+    assert res["alignment"]["aligned_size"] == res["n_aligned"] > 0
+    assert res["test"]["aligned"] > 0.8
+    assert {"passive1_exact", "passive2_exact"} <= set(res["attack"])
