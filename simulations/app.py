@@ -15,11 +15,15 @@ from flwr.serverapp import Grid, ServerApp
 
 from clients import student, teacher
 from clients.pate_protocol import handle_describe
+from clients.vertical_party import register_vertical_handlers
 from simulations.pate_config import PateConfig
 from simulations.pate_server import run_pate_server
+from simulations.results import write_results
 from simulations.run_config import unflatten
+from simulations.vertical_config import VerticalConfig
+from strategies.vertical_prototype import run_vertical
 
-METHODS = ("pate",)
+METHODS = ("pate", "vertical")
 
 client_app = ClientApp()
 client_app.query("describe")(handle_describe)
@@ -27,6 +31,7 @@ client_app.train("teachers")(teacher.handle_train)
 client_app.query("votes")(teacher.handle_votes)
 client_app.query("queries")(student.handle_queries)
 client_app.train("student")(student.handle_train)
+register_vertical_handlers(client_app)  # query.vfl_*, train.vfl_*, evaluate.vfl_evaluate, query.psi_*
 
 server_app = ServerApp()
 
@@ -44,5 +49,10 @@ def main(grid: Grid, context: Context) -> None:
     method = str(run_config.get("method", "pate"))
     if method == "pate":
         run_pate_server(grid, unflatten(PateConfig, section(run_config, "pate")))
+    elif method == "vertical":
+        cfg = VerticalConfig.from_flat(section(run_config, "vertical"))
+        results = run_vertical(grid, cfg)
+        if cfg.out_dir:
+            write_results(cfg.out_dir, {"config": cfg.to_flat(), "results": results})
     else:
         raise ValueError(f"run_config method must be one of {METHODS}, got {method!r}")

@@ -6,9 +6,6 @@ Shared by the Hydra entry point (``python -m simulations.pate``) and the ``flwr 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,11 +13,10 @@ from typing import Any
 from flwr.serverapp import Grid
 
 from simulations.pate_config import PateConfig
+from simulations.results import write_results
 from strategies.accounting import PrivacyLedger
 from strategies.ensemble_distillation import EnsembleDistillation, ProgressEvent, StudentSettings
 from strategies.fusion import make_mechanism
-
-RESULTS_FILE = "results.json"
 
 
 def build_ledger(cfg: PateConfig) -> PrivacyLedger | None:
@@ -66,20 +62,5 @@ def run_pate_server(
     strategy = build_strategy(cfg, on_progress)
     result = strategy.start(grid)
     results = {"config": dataclasses.asdict(cfg), **result.report}
-    out = Path(cfg.run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{RESULTS_FILE}.tmp"
-    tmp.write_text(json.dumps(_json_safe(results), indent=2))
-    os.replace(tmp, out / RESULTS_FILE)
+    write_results(cfg.run.output_dir, results)
     return results
-
-
-def _json_safe(value: Any) -> Any:
-    """Replace non-finite floats by strings so the file is strict JSON (``"inf"``)."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value

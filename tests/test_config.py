@@ -14,6 +14,7 @@ import simulations.pate  # noqa: F401  (registers the schema in Hydra's ConfigSt
 from simulations.app import section
 from simulations.pate_config import PateConfig
 from simulations.run_config import flatten, unflatten
+from simulations.vertical_config import VerticalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +41,9 @@ def test_pyproject_run_config_equals_the_schema_defaults():
     flat = flwr_app_config()
     assert flat["method"] == "pate"
     assert section(flat, "pate") == flatten(PateConfig())
+    assert section(flat, "vertical") == VerticalConfig().to_flat()
+    assert set(flat) == {"method"} | {f"pate.{k}" for k in flatten(PateConfig())} | {
+        f"vertical.{k}" for k in VerticalConfig().to_flat()}
 
 
 def test_default_hydra_composition_equals_the_schema_defaults():

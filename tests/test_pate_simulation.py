@@ -55,25 +55,38 @@ def test_hydra_entry_point_runs_a_real_flower_simulation(tmp_path):
     assert labels.shape == (3,)
 
 
-@pytest.mark.slow
-def test_flwr_run_executes_the_same_apps(tmp_path):
-    """``flwr run .`` against a local simulation federation (spawns and then stops a SuperLink)."""
+def flwr_run(tmp_path: Path, run_config: str) -> subprocess.CompletedProcess:
+    """``flwr run .`` against a local simulation federation of 3 nodes; stops the SuperLink it spawns."""
     home = tmp_path / "flwr_home"
     home.mkdir()
     (home / "config.toml").write_text(
         '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
         'options.num-supernodes = 3\n')
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
-    overrides = " ".join(f"pate.{o}" for o in SMALL if not o.startswith("strategy=")) + \
-        f' pate.strategy.mechanism="gnmax" pate.run.output_dir="{tmp_path}/out"'
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FLWR_HOME": str(home),
+           "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
     try:
-        proc = subprocess.run([str(bin_dir / "flwr"), "run", ".", "--stream",
-                               "--run-config", overrides], cwd=ROOT, capture_output=True, text=True,
-                              timeout=900, env=env)
+        return subprocess.run([str(bin_dir / "flwr"), "run", ".", "--stream", "--run-config", run_config],
+                              cwd=ROOT, capture_output=True, text=True, timeout=1200, env=env)
     finally:
         stop_processes_with_env(f"FLWR_HOME={home}")
+
+
+@pytest.mark.slow
+def test_flwr_run_executes_the_pate_app(tmp_path):
+    overrides = " ".join(f"pate.{o}" for o in SMALL if not o.startswith("strategy=")) + \
+        f' pate.strategy.mechanism="gnmax" pate.run.output_dir="{tmp_path}/out"'
+    proc = flwr_run(tmp_path, overrides)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["answered"] == 80
+
+
+@pytest.mark.slow
+def test_flwr_run_executes_the_vertical_app_with_paillier_alignment(tmp_path):
+    # 3 nodes: the vertical method with 3 parties (active + 2 passive), 2048-bit PSI.
+    proc = flwr_run(tmp_path, f'method="vertical" vertical.dataset.n_parties=3 vertical.strategy.epochs=3 '
+                              f'vertical.out_dir="{tmp_path}/vfl"')
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "vfl" / "results.json").read_text())
+    assert results["results"]["alignment"]["method"] == "psi"
