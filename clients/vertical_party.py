@@ -95,8 +95,11 @@ def _psi_alignment(context: Context, party: ActiveParty | PassiveParty) -> list[
     return [str(i) for i in alignment.ids]
 
 
-def _handler(op: str) -> Callable[[Message, Context], Message]:
+def _handler(op: str, *, allow_plaintext_ids: bool) -> Callable[[Message, Context], Message]:
     def handle(msg: Message, context: Context) -> Message:
+        if op == "ids" and not allow_plaintext_ids:
+            raise PermissionError("this party does not hand out its raw IDs (insecure plaintext alignment); "
+                                  "align with strategy.alignment=psi")
         torch.set_num_threads(1)  # models are tiny; intra-op threads only contend on shared cores
         flat = decode_config(msg.content)
         cfg = VerticalConfig.from_flat(flat)
@@ -120,25 +123,32 @@ def _handler(op: str) -> Callable[[Message, Context], Message]:
     return handle
 
 
-def register_vertical_handlers(app: ClientApp, *, allow_insecure_psi_keys: bool = False) -> None:
+def register_vertical_handlers(
+    app: ClientApp, *, allow_insecure_psi_keys: bool = False, allow_plaintext_ids: bool = False
+) -> None:
     """Register one handler per protocol operation (:data:`clients.vertical_messages.MESSAGE_TYPES`) and
     the PSI alignment handlers (``query.psi_*``, with :func:`load_ids`).
 
     ``allow_insecure_psi_keys`` is for tests only: it lets this node accept Paillier keys below 2048 bits
-    (see :func:`clients.psi.check_key_bits`).
+    (see :func:`clients.psi.check_key_bits`). ``allow_plaintext_ids`` is for tests only too: without it
+    the ``ids`` operation (raw IDs to the server, ``strategy.alignment=insecure_plaintext``) fails at the
+    node, so a server cannot collect a party's ID set whatever it sends.
     """
     registrars = {"query": app.query, "train": app.train, "evaluate": app.evaluate}
     for op, message_type in MESSAGE_TYPES.items():
         kind, _, name = message_type.partition(".")
-        registrars[kind](name)(_handler(op))
+        registrars[kind](name)(_handler(op, allow_plaintext_ids=allow_plaintext_ids))
     register_psi_handlers(app, load_ids, allow_insecure_key_size=allow_insecure_psi_keys)
 
 
-def build_client_app(*, allow_insecure_psi_keys: bool = False) -> ClientApp:
+def build_client_app(
+    *, allow_insecure_psi_keys: bool = False, allow_plaintext_ids: bool = False
+) -> ClientApp:
     """A ClientApp serving only the vertical method (simulations and tests; ``flwr run`` uses
     ``simulations.app``)."""
     app = ClientApp()
-    register_vertical_handlers(app, allow_insecure_psi_keys=allow_insecure_psi_keys)
+    register_vertical_handlers(app, allow_insecure_psi_keys=allow_insecure_psi_keys,
+                               allow_plaintext_ids=allow_plaintext_ids)
     return app
 
 

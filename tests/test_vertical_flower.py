@@ -44,7 +44,7 @@ class FakeGrid:
     """
 
     def __init__(self, n_nodes: int, fail: dict[int, str] | None = None) -> None:
-        self.app = build_client_app(allow_insecure_psi_keys=True)
+        self.app = build_client_app(allow_insecure_psi_keys=True, allow_plaintext_ids=True)
         self.contexts = {100 + k: Context(run_id=1, node_id=100 + k, node_config={"partition-id": k},
                                           state=RecordDict(), run_config={}) for k in range(n_nodes)}
         self.fail = fail or {}
@@ -152,7 +152,7 @@ def test_ray_simulation_beats_aligned_only_vfl() -> None:
     from simulations.vertical import run_vertical_simulation
 
     cfg = _cfg(epochs=15, alignment="psi", psi_key_bits=512)
-    proto = run_vertical_simulation(cfg, client_app=build_client_app(allow_insecure_psi_keys=True))
+    proto = run_vertical_simulation(cfg, client_app=build_client_app(allow_insecure_psi_keys=True, allow_plaintext_ids=True))
     aligned_only = _in_process(dataclasses.replace(
         cfg, strategy=dataclasses.replace(cfg.strategy, local_head=False, prototypes=False)))
     assert proto["alignment"]["aligned_size"] == proto["n_aligned"] == aligned_only["n_aligned"] > 0
@@ -181,7 +181,18 @@ def test_ray_simulation_with_three_parties() -> None:
     from simulations.vertical import run_vertical_simulation
 
     cfg = _cfg(n_parties=3, dataset="breast_cancer", epochs=8, alignment="psi", psi_key_bits=512)
-    res = run_vertical_simulation(cfg, client_app=build_client_app(allow_insecure_psi_keys=True))
+    res = run_vertical_simulation(cfg, client_app=build_client_app(allow_insecure_psi_keys=True, allow_plaintext_ids=True))
     assert res["alignment"]["aligned_size"] == res["n_aligned"] > 0
     assert res["test"]["aligned"] > 0.8
     assert {"passive1_exact", "passive2_exact"} <= set(res["attack"])
+
+
+def test_production_app_refuses_to_hand_out_raw_ids() -> None:
+    # The ClientApp `flwr run` uses serves no plaintext IDs, whatever the server asks for.
+    from simulations.app import client_app
+    from tests.fake_grid import InProcessGrid, simulation_nodes
+
+    grid = InProcessGrid(client_app, simulation_nodes(2))
+    msg = Message(RecordDict(), dst_node_id=1000, message_type="query.vfl_ids")
+    reply = grid.send_and_receive([msg])[0]
+    assert reply.has_error() and "does not hand out its raw IDs" in reply.error.reason
