@@ -88,11 +88,12 @@ def load_ids(context: Context) -> list[str]:
     return party_data(cfg, party_index(context, cfg.dataset.n_parties)).ids.tolist()
 
 
-def _psi_alignment(context: Context, party: ActiveParty | PassiveParty) -> list[str]:
-    """The aligned IDs the PSI phase committed at this node, checked against the party's own ID list."""
+def _psi_alignment(context: Context, party: ActiveParty | PassiveParty) -> tuple[list[str], str]:
+    """The aligned IDs the PSI phase committed at this node (checked against the party's own ID list)
+    and the alignment's ID, which the server compares across parties."""
     alignment = get_alignment(context)
     alignment.check_ids(party.data.ids.tolist())
-    return [str(i) for i in alignment.ids]
+    return [str(i) for i in alignment.ids], str(alignment.alignment_id)
 
 
 def _handler(op: str, *, allow_plaintext_ids: bool) -> Callable[[Message, Context], Message]:
@@ -111,9 +112,13 @@ def _handler(op: str, *, allow_plaintext_ids: bool) -> Callable[[Message, Contex
         if op == "ids":
             reply: dict[str, Any] = {"ids": party.data.ids.tolist()}
         else:
+            alignment_id = None
             if op == "align" and payload.get("source") == "psi":
-                payload = {"aligned_ids": _psi_alignment(context, party)}
+                aligned_ids, alignment_id = _psi_alignment(context, party)
+                payload = {"aligned_ids": aligned_ids}
             reply = party.handle(op, payload)
+            if alignment_id is not None:
+                reply["alignment_id"] = alignment_id
         if op not in READ_ONLY_OPS:
             context.state[STATE_KEY] = ConfigRecord({"blob": party.state_bytes()})
         return Message(encode_payload(reply), reply_to=msg)

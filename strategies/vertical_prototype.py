@@ -121,6 +121,9 @@ class VerticalPrototype:
         if any(int(r["n_aligned"]) != n_aligned for r in aligned.values()):
             raise VerticalProtocolError(f"parties disagree on the aligned set size: "
                                         f"{ {k: r['n_aligned'] for k, r in aligned.items()} }")
+        alignment_ids = {r["alignment_id"] for r in aligned.values() if "alignment_id" in r}
+        if len(alignment_ids) > 1:  # e.g. the server died between PSI commits on a previous attempt
+            raise VerticalProtocolError(f"parties hold different PSI alignments: {sorted(alignment_ids)}")
         if n_aligned == 0 and s.split_learning:
             raise VerticalProtocolError("the alignment found no common user: split learning needs some")
         rng = np.random.default_rng(self.cfg.seed)

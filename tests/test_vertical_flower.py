@@ -196,3 +196,21 @@ def test_production_app_refuses_to_hand_out_raw_ids() -> None:
     msg = Message(RecordDict(), dst_node_id=1000, message_type="query.vfl_ids")
     reply = grid.send_and_receive([msg])[0]
     assert reply.has_error() and "does not hand out its raw IDs" in reply.error.reason
+
+
+def test_parties_holding_different_psi_alignments_stop_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A party whose stored alignment differs (e.g. left over from an aborted earlier run) is caught
+    # before the first round: the parties report their alignment IDs and the server compares them.
+    import clients.vertical_party as vertical_party
+
+    real = vertical_party._psi_alignment
+    calls = iter(range(10))
+
+    def drifting(context, party):
+        ids, alignment_id = real(context, party)
+        return ids, f"{alignment_id}-{next(calls)}"
+
+    monkeypatch.setattr(vertical_party, "_psi_alignment", drifting)
+    cfg = _cfg(n_parties=2, dataset="breast_cancer", epochs=1, alignment="psi", psi_key_bits=512)
+    with pytest.raises(VerticalProtocolError, match="parties hold different PSI alignments"):
+        run_vertical(FakeGrid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
