@@ -171,12 +171,24 @@ PRECOMPUTE_STEPS = ["keygen", "receiver_precompute", "sender_precompute"]
 ONLINE_STEPS = ["setup", "evaluate", "finish", "share"]
 
 
-def run_fnp(n: int, workers: int, key_bits: int, num_bins: int | None = None) -> Outcome:
+def run_fnp(
+    n: int,
+    workers: int,
+    key_bits: int,
+    num_bins: int | None = None,
+    precompute_weight: float = psi.PRECOMPUTED_WEIGHT,
+) -> Outcome:
     """clients.psi end to end, step by step (``num_bins=1`` is textbook FNP)."""
     receiver_ids, sender_ids = id_sets(n)
     meter = Meter(workers)
     with meter.step("keygen"):
-        receiver = psi.PSIReceiver(receiver_ids, key_bits=key_bits, peer_size=n, num_bins=num_bins)
+        receiver = psi.PSIReceiver(
+            receiver_ids,
+            key_bits=key_bits,
+            peer_size=n,
+            num_bins=num_bins,
+            precompute_weight=precompute_weight,
+        )
     with meter.step("receiver_precompute") as pool:
         receiver.precompute(pool)
     sender = psi.PSISender(sender_ids)
@@ -233,13 +245,15 @@ def _chunks(items: list[Any], pool: Executor | None) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def run_phe(n: int, workers: int, key_bits: int) -> Outcome:
+def run_phe(
+    n: int, workers: int, key_bits: int, precompute_weight: float = psi.PRECOMPUTED_WEIGHT
+) -> Outcome:
     """The same protocol (same B, M, hashing, shuffle) with phe objects and no precomputation."""
     receiver_ids, sender_ids = id_sets(n)
     meter = Meter(workers)
     with meter.step("keygen"):
         public_key, private_key = paillier.generate_paillier_keypair(n_length=key_bits)
-        num_bins, degree = psi.choose_bins(n, n)
+        num_bins, degree = psi.choose_bins(n, n, precompute_weight=precompute_weight)
     n_mod = public_key.n
     with meter.step("setup") as pool:
         salt = secrets.token_bytes(psi.SALT_BYTES)
@@ -344,6 +358,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--key-bits", type=int, default=psi.DEFAULT_KEY_BITS)
     parser.add_argument("--textbook-n", type=int, default=500)
     parser.add_argument("--no-phe", action="store_true", help="skip the phe-object variant")
+    parser.add_argument(
+        "--precompute-weight",
+        type=float,
+        default=psi.PRECOMPUTED_WEIGHT,
+        help="weight of the precomputable randomness when choosing bins (1.0: minimise total work)",
+    )
     args = parser.parse_args(argv)
 
     workers = psi.resolve_workers(args.workers)
@@ -367,6 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "floor_ms": {k: round(v * 1e3, 4) for k, v in vars(floor).items()},
         "machine": machine,
         "key_bits": args.key_bits,
+        "precompute_weight": args.precompute_weight,
     }
 
     def record(new_rows: list[dict[str, Any]]) -> None:
@@ -382,11 +403,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             args.out.write_text(json.dumps(result, indent=2))
 
     for n in sizes:
-        outcome = run_fnp(n, workers, args.key_bits)
+        outcome = run_fnp(n, workers, args.key_bits, precompute_weight=args.precompute_weight)
         record([floor_row(n, outcome.num_bins, outcome.degree, floor, workers)])
         record(outcome_rows(n, "fnp-bins", outcome, floor))
         if n in phe_sizes:
-            record(outcome_rows(n, "fnp-phe", run_phe(n, workers, args.key_bits), floor))
+            phe_outcome = run_phe(n, workers, args.key_bits, args.precompute_weight)
+            record(outcome_rows(n, "fnp-phe", phe_outcome, floor))
     textbook = run_fnp(args.textbook_n, workers, args.key_bits, num_bins=1)
     record([floor_row(args.textbook_n, 1, textbook.degree, floor, workers, "floor-textbook")])
     record(outcome_rows(args.textbook_n, "textbook", textbook, floor))

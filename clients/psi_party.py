@@ -307,6 +307,7 @@ def _keygen(party: _Party, config: Config, context: Context) -> Config:
         key_bits=_field(config, "key_bits", int),
         id_bits=_field(config, "id_bits", int),
         peer_size=_field(config, "peer_size", int),
+        precompute_weight=_field(config, "precompute_weight", float),
         session_id=_field(config, "session_id", str),
         allow_insecure_key_size=party.allow_insecure_key_size,
     )

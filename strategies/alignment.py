@@ -31,7 +31,7 @@ from typing import Any, Literal
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from clients.psi import DEFAULT_CHUNK_BYTES, DEFAULT_ID_BITS, DEFAULT_KEY_BITS
+from clients.psi import DEFAULT_CHUNK_BYTES, DEFAULT_ID_BITS, DEFAULT_KEY_BITS, PRECOMPUTED_WEIGHT
 from clients.psi_party import CONTENT_KEY
 
 logger = logging.getLogger(__name__)
@@ -181,6 +181,7 @@ def run_alignment(
     key_bits: int = DEFAULT_KEY_BITS,
     id_bits: int = DEFAULT_ID_BITS,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    precompute_weight: float = PRECOMPUTED_WEIGHT,
     roles: RolePolicy = "label_holder",
     allow_empty: bool = False,
 ) -> AlignmentReport:
@@ -204,6 +205,9 @@ def run_alignment(
         Hashed-ID width (false-match probability ≈ |X|·|Y| / 2^id_bits).
     chunk_bytes : int (default: 4 MiB)
         Bound on the ciphertext payload of each message.
+    precompute_weight : float (default: 0.15)
+        How the receiver weighs its precomputable randomness against the sender's online Horner
+        steps when it chooses the bins (:func:`clients.psi.choose_bins`); 1.0 minimises total work.
     roles : {"label_holder", "larger_set"} (default: "label_holder")
         Who plays the FNP receiver in each pair. ``"label_holder"``: always the label holder.
         ``"larger_set"``: the party with the larger set (faster: the sender's IDs are the expensive
@@ -235,6 +239,8 @@ def run_alignment(
         raise ValueError(f"roles must be 'label_holder' or 'larger_set', got {roles!r}")
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0, got {timeout}")
+    if not 0.0 < precompute_weight <= 1.0:
+        raise ValueError(f"precompute_weight must be in (0, 1], got {precompute_weight}")
     started = time.monotonic()
     relay = _Relay(grid, secrets.token_hex(16), timeout)
     try:
@@ -260,6 +266,7 @@ def run_alignment(
                 key_bits=key_bits,
                 id_bits=id_bits,
                 chunk_bytes=chunk_bytes,
+                precompute_weight=precompute_weight,
             )
             pairs.append(pair)
             running = pair.intersection_size
@@ -294,6 +301,7 @@ def _run_pair(
     key_bits: int,
     id_bits: int,
     chunk_bytes: int,
+    precompute_weight: float,
 ) -> PairReport:
     """One FNP session between the label holder and one passive party."""
     receiver, sender = (leader, peer) if leader_receives else (peer, leader)
@@ -311,7 +319,13 @@ def _run_pair(
     keys = relay.one(
         receiver,
         "psi_keygen",
-        {**session, "key_bits": key_bits, "id_bits": id_bits, "peer_size": sizes[sender]},
+        {
+            **session,
+            "key_bits": key_bits,
+            "id_bits": id_bits,
+            "peer_size": sizes[sender],
+            "precompute_weight": float(precompute_weight),
+        },
     )
     modulus = _get(keys, "modulus", bytes, "psi_keygen", receiver)
     lap("keygen")

@@ -537,12 +537,23 @@ def test_padded_degree_is_the_smallest_safe_degree(n: int, bins: int) -> None:
         ((0, None), (1, 1)),
         ((1, None), (1, 1)),
         ((5, None), (1, 5)),
-        ((1000, None), (167, 33)),
-        ((10_000, None), (1667, 34)),
+        ((1000, None), (500, 21)),
+        ((10_000, None), (5000, 22)),
     ],
 )
 def test_choose_bins_reference_values(sizes: tuple[int, int | None], expected: tuple[int, int]) -> None:
     assert choose_bins(*sizes) == expected
+
+
+@pytest.mark.parametrize(("weight", "expected"), [(0.15, (5000, 22)), (0.5, (1667, 34)), (1.0, (1250, 39))])
+def test_precompute_weight_trades_online_for_offline_work(weight: float, expected: tuple[int, int]) -> None:
+    assert choose_bins(10_000, 10_000, precompute_weight=weight) == expected
+
+
+@pytest.mark.parametrize("weight", [0.0, -0.1, 1.5, float("nan")])
+def test_precompute_weight_out_of_range_is_refused(weight: float) -> None:
+    with pytest.raises(ValueError, match="precompute_weight"):
+        choose_bins(10, precompute_weight=weight)
 
 
 def test_choose_bins_cost_is_about_linear() -> None:
