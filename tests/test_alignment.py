@@ -19,7 +19,7 @@ from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
-from clients.psi import canonical_id_bytes, hash_id
+from clients.psi import canonical_id_bytes, choose_bins, hash_id
 from clients.psi_party import (
     ALIGNMENT_STATE_KEY,
     CONTENT_KEY,
@@ -173,6 +173,14 @@ def assert_clean(grid: LoopbackGrid, pids: Iterable[int]) -> None:
 # --------------------------------------------------------------------------------------------------
 # Happy paths
 # --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight", [0.15, 1.0])
+def test_precompute_weight_reaches_the_receiver(weight: float) -> None:
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 2)
+    report = align_loopback(grid, senders=(1,), precompute_weight=weight)
+    assert (report.pairs[0].num_bins, report.pairs[0].degree) == choose_bins(60, 41, precompute_weight=weight)
+    assert report.aligned_size == 40
 
 
 def test_three_parties_store_the_same_canonical_alignment() -> None:
@@ -420,6 +428,7 @@ def test_ids_changing_mid_alignment_are_detected() -> None:
         ({"sender_nodes": [100]}, "distinct"),
         ({"roles": "anyone"}, "roles must be"),
         ({"timeout": 0.0}, "timeout must be > 0"),
+        ({"precompute_weight": 0.0}, "precompute_weight must be in"),
     ],
 )
 def test_invalid_arguments(kwargs: dict[str, object], message: str) -> None:
