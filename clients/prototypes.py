@@ -78,6 +78,40 @@ def prototype_pull_loss(
     return diff.pow(2).sum(dim=1).mean()
 
 
+def prototype_logits(
+    features: torch.Tensor, prototypes: torch.Tensor, valid: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``(N, C)`` logits ``-||f_i - p_c||^2 / temperature`` of a nearest-prototype classifier.
+
+    Prototypical networks (Snell et al., NeurIPS 2017, eq. 2); classes without a prototype get
+    ``-inf``. The prototypes are treated as constants (no gradient flows into them).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = -squared_distances(features, prototypes.detach()) / temperature
+    return logits.masked_fill(~valid[None, :], float("-inf"))
+
+
+def prototype_classification_loss(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    prototypes: torch.Tensor,
+    valid: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Cross-entropy of the nearest-prototype classifier (:func:`prototype_logits`) on labelled rows.
+
+    Unlike the pull of :func:`prototype_pull_loss`, it also pushes each feature away from the other
+    classes' prototypes, so features cluster by class instead of shrinking. Rows whose class has no
+    prototype are skipped; returns a zero that still carries a graph when no row qualifies.
+    """
+    keep = valid[targets]
+    if not bool(keep.any()) or int(valid.sum()) < 2:
+        return features.sum() * 0.0
+    logits = prototype_logits(features[keep], prototypes, valid, temperature)
+    return torch.nn.functional.cross_entropy(logits, targets[keep])
+
+
 def prototype_temperature(prototypes: torch.Tensor, valid: torch.Tensor, scale: float) -> float:
     """Softmax temperature tied to the feature scale: ``scale`` × mean squared inter-prototype distance.
 

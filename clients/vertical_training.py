@@ -39,6 +39,8 @@ from clients.prototypes import (
     check_features,
     class_prototypes,
     nearest_prototype,
+    prototype_classification_loss,
+    prototype_logits,
     prototype_pull_loss,
     prototype_temperature,
     pseudo_labels,
@@ -178,9 +180,13 @@ class _Party:
         record = {"config": self.cfg.to_flat(), "role": self.role, "index": self.data.index,
                   "input_shape": list(self.data.input_shape), "n_classes": self.data.n_classes,
                   "modules": {name: m.state_dict() for name, m in self.modules().items()},
-                  "prototypes": self.prototypes, "valid": self.valid}
+                  "prototypes": self.prototypes, "valid": self.valid, **self.saved_extras()}
         torch.save(record, path)
         return {"path": str(path)}
+
+    def saved_extras(self) -> dict[str, Any]:
+        """Role-specific entries of the saved model file."""
+        return {}
 
     def state_bytes(self) -> bytes:
         """The party's complete state (models, optimiser, alignment, prototypes, logs) as bytes."""
@@ -274,6 +280,9 @@ class PassiveParty(_Party):
                                         threshold=s.pseudo_threshold, temperature=temperature)
         if not bool(keep.any()):
             return torch.zeros(())
+        if s.pull_form == "cross_entropy":
+            return s.lam_passive * prototype_classification_loss(
+                features[keep], labels[keep], self.prototypes, self.valid, temperature)
         return s.lam_passive * prototype_pull_loss(features[keep], labels[keep], self.prototypes, self.valid)
 
     def op_predict(self, payload: Payload) -> Payload:
@@ -321,6 +330,8 @@ class ActiveParty(_Party):
         super().__init__(data, cfg)
         self.y = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
         self.releases = 0
+        # what each passive party holds after smoothing the prototypes released to it (same EMA)
+        self.passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def _build_extra(self) -> None:
         m, n_classes = self.cfg.model, self.data.n_classes
@@ -345,17 +356,45 @@ class ActiveParty(_Party):
         return feats
 
     def op_step(self, payload: Payload) -> Payload:
-        """One split-learning step on an aligned batch; return the loss and per-passive feature gradients."""
+        """One split-learning step on an aligned batch; return the loss and per-passive feature gradients.
+
+        With ``lam_aligned > 0`` (after warm-up) the loss also holds the nearest-prototype
+        classification loss of the batch in every party's space, so the passive gradients carry it too.
+        """
         rows = self._positions(payload, "positions")
         passive = [f.requires_grad_(True) for f in self._passive_features(payload, len(rows))]
         self.encoder.train()
         self.top.train()
-        logits = self.top(torch.cat([self.encoder(self.x[rows]), *passive], dim=1))
-        loss = nn.functional.cross_entropy(logits, self.y[rows])
+        own = self.encoder(self.x[rows])
+        labels = self.y[rows]
+        loss = nn.functional.cross_entropy(self.top(torch.cat([own, *passive], dim=1)), labels)
+        task_loss = float(loss.detach())
+        loss = loss + self.aligned_prototype_loss(own, passive, labels, int(payload.get("epoch", 0)))
         self.optimiser.zero_grad()
         loss.backward()
         self.optimiser.step()
-        return {"loss": float(loss.detach()), "grads": [f.grad.numpy() for f in passive]}  # type: ignore[union-attr]
+        return {"loss": task_loss, "grads": [f.grad.numpy() for f in passive]}  # type: ignore[union-attr]
+
+    def aligned_prototype_loss(
+        self, own: torch.Tensor, passive: list[torch.Tensor], labels: torch.Tensor, epoch: int
+    ) -> torch.Tensor:
+        """``lam_aligned`` × nearest-prototype cross-entropy of aligned features, in every party's space.
+
+        Own features against my prototypes, passive party k's features against the prototypes it holds
+        (the released ones, smoothed as it smooths them). It makes each space classifiable by nearest
+        prototype, which is what the passive pseudo-labels (third loss) and the pulls rely on.
+        """
+        s = self.cfg.strategy
+        if (not s.prototypes or s.lam_aligned == 0 or epoch < s.warmup_epochs or self.prototypes is None
+                or self.valid is None):
+            return own.sum() * 0.0
+        spaces = [(own, self.prototypes, self.valid)]
+        spaces += [(f, p, v) for f, (p, v) in zip(passive, self.passive_prototypes, strict=False)]
+        loss = own.sum() * 0.0
+        for features, protos, valid in spaces:
+            temperature = prototype_temperature(protos, valid, s.temperature_scale)
+            loss = loss + prototype_classification_loss(features, labels, protos, valid, temperature)
+        return s.lam_aligned * loss
 
     def op_prototypes(self, payload: Payload) -> Payload:
         """My first prototypes (kept) and each passive party's second prototypes (returned for release)."""
@@ -367,11 +406,15 @@ class ActiveParty(_Party):
         self._smooth(own, valid)
         noise = self.cfg.strategy.noise()
         prototypes, valids = [], []
+        mirrored = []
         for k, feats in enumerate(passive, start=1):
             protos, ok = release_prototypes(feats, labels, self.data.n_classes, noise,
                                             _seeded(self.cfg.seed, self.releases, k, 3))
             prototypes.append(protos.numpy())
             valids.append(ok.numpy())
+            before = self.passive_prototypes[k - 1] if len(self.passive_prototypes) >= k else (None, None)
+            mirrored.append(smooth_prototypes(*before, protos, ok, self.cfg.strategy.ema))
+        self.passive_prototypes = mirrored
         self.releases += 1
         return {"prototypes": prototypes, "valid": valids, "n_valid_own": int(valid.sum())}
 
@@ -397,8 +440,13 @@ class ActiveParty(_Party):
                 loss = loss + nn.functional.cross_entropy(self.head(features), self.y[batch])
             if pull:
                 mask = nonaligned[batch]
-                loss = loss + s.lam * prototype_pull_loss(features[mask], self.y[batch][mask],
-                                                          self.prototypes, self.valid)  # type: ignore[arg-type]
+                loss = loss + s.lam * self.first_loss(features[mask], self.y[batch][mask])
+            if s.prototypes and s.lam_impute > 0 and epoch >= s.warmup_epochs and self.passive_prototypes:
+                mask = nonaligned[batch]
+                if bool(mask.any()):
+                    imputed = self.impute_passive(features[mask])
+                    logits = self.top(torch.cat([features[mask], *imputed], dim=1))
+                    loss = loss + s.lam_impute * nn.functional.cross_entropy(logits, self.y[batch][mask])
             self.optimiser.zero_grad()
             loss.backward()
             self.optimiser.step()
@@ -425,7 +473,41 @@ class ActiveParty(_Party):
                 return {"aligned": active_only, "active_only": active_only}
             top = torch.log_softmax(self.top(torch.cat([features, *passive_features], dim=1)), dim=1)
             fused = top + head if s.local_head else top  # logit fusion of top model and local head
+            if s.prototypes and s.prototype_fusion > 0:
+                fused = fused + s.prototype_fusion * self.prototype_scores(passive_features)
         return {"aligned": fused.argmax(dim=1), "active_only": active_only}
+
+    def first_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pull of my non-aligned features towards the prototypes of their labels (``pull_form``)."""
+        assert self.prototypes is not None and self.valid is not None
+        s = self.cfg.strategy
+        if s.pull_form == "cross_entropy":
+            temperature = prototype_temperature(self.prototypes, self.valid, s.temperature_scale)
+            return prototype_classification_loss(features, labels, self.prototypes, self.valid, temperature)
+        return prototype_pull_loss(features, labels, self.prototypes, self.valid)
+
+    def impute_passive(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Stand-in passive features for users only I hold: ``sum_c q_c · p^k_c`` per passive party k.
+
+        ``q`` is my local head's class distribution for the user (its label is *not* used, so the
+        stand-in carries no more than my own features do) and ``p^k`` the prototypes released to party k.
+        """
+        with torch.no_grad():
+            probs = torch.softmax(self.head(features), dim=1)
+        out = []
+        for protos, valid in self.passive_prototypes:
+            weights = probs * valid[None, :].to(probs.dtype)
+            weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
+            out.append(weights @ protos)
+        return out
+
+    def saved_extras(self) -> dict[str, Any]:
+        return {"passive_prototypes": [list(pair) for pair in self.passive_prototypes]}
+
+    def prototype_scores(self, passive_features: list[torch.Tensor]) -> torch.Tensor:
+        """Sum over passive parties of nearest-prototype log-probabilities (:func:`prototype_scores`)."""
+        return prototype_scores(passive_features, self.passive_prototypes, self.data.n_classes,
+                                self.cfg.strategy.temperature_scale)
 
     def op_evaluate(self, payload: Payload) -> Payload:
         """Accuracies on ``split`` for aligned, active-only and passive-only users."""
@@ -442,11 +524,13 @@ class ActiveParty(_Party):
     def state(self) -> dict[str, Any]:
         out = super().state()
         out["releases"] = self.releases
+        out["passive_prototypes"] = [list(pair) for pair in self.passive_prototypes]
         return out
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
         self.releases = int(state["releases"])
+        self.passive_prototypes = [(p, v) for p, v in state["passive_prototypes"]]
 
     def op_score(self, payload: Payload) -> Payload:
         """Accuracy of label guesses for the aligned users (scores the attack measurement)."""
@@ -459,6 +543,27 @@ class ActiveParty(_Party):
                 raise ValueError(f"{name} guesses must have shape {truth.shape}, got {guesses.shape}")
             out[name] = float(np.mean(guesses == truth)) if len(truth) else float("nan")
         return out
+
+
+def prototype_scores(
+    passive_features: list[torch.Tensor],
+    passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]],
+    n_classes: int,
+    temperature_scale: float,
+) -> torch.Tensor:
+    """``(N, C)`` sum over passive parties of nearest-prototype log-probabilities of their features.
+
+    Party k's classifier is the softmax over ``-d² / τ_k`` to the prototypes released to it (τ tied to
+    their spread); classes without a prototype, and parties with fewer than two, contribute ``0``.
+    """
+    total = torch.zeros(len(passive_features[0]), n_classes)
+    for features, (protos, valid) in zip(passive_features, passive_prototypes, strict=False):
+        if int(valid.sum()) < 2:
+            continue
+        temperature = prototype_temperature(protos, valid, temperature_scale)
+        logp = torch.log_softmax(prototype_logits(features, protos, valid, temperature), dim=1)
+        total = total + logp.masked_fill(~valid[None, :], 0.0)
+    return total
 
 
 def make_party(data: PartyData, cfg: VerticalConfig, blob: bytes | None = None) -> ActiveParty | PassiveParty:
@@ -512,5 +617,9 @@ def predict_saved(
                 check_features(f, what=f"features of passive party {k}", dim=m.feature_dim)
             top_logp = torch.log_softmax(top(torch.cat([features, *passive], dim=1)), dim=1)
             fused = top_logp + head_logp if cfg.strategy.local_head else top_logp
+            if cfg.strategy.prototypes and cfg.strategy.prototype_fusion > 0:
+                released = [(p, v) for p, v in record.get("passive_prototypes", [])]
+                fused = fused + cfg.strategy.prototype_fusion * prototype_scores(
+                    passive, released, n_classes, cfg.strategy.temperature_scale)
             out["aligned"] = fused.argmax(dim=1).numpy()
     return out

@@ -17,6 +17,7 @@ from clients.prototype_privacy import PrototypeNoise
 from simulations.run_config import Scalar, flatten, unflatten
 
 ALIGNMENTS = ("psi", "insecure_plaintext")
+PULL_FORMS = ("distance", "cross_entropy")
 
 
 @dataclass
@@ -50,6 +51,17 @@ class StrategyConfig:
     switch the method's parts on and off, which is how the benchmark's baselines are expressed:
     ``active_only`` (no split learning), ``vfl_aligned`` (neither head nor prototypes),
     ``vfl_head_fusion`` (head, no prototypes) and the prototype method.
+
+    The prototype method's weights: ``lam`` (first loss: the active party's non-aligned rows pulled to
+    the prototypes of their labels), ``lam_passive`` (third loss: passive non-aligned rows pulled to
+    confident nearest-prototype pseudo-labels), ``pull_form`` (``distance``: squared distance to the
+    class prototype; ``cross_entropy``: softmax over negative distances to every prototype),
+    ``lam_aligned`` (nearest-prototype cross-entropy of the aligned users' features in every party's
+    space, riding on the split-learning gradients), ``lam_impute`` (top model also trained on the
+    active party's non-aligned rows, passive features imputed as the released prototypes weighted by
+    the local head's class probabilities) and ``prototype_fusion`` (weight of the passive parties'
+    nearest-prototype log-probabilities in the fused prediction). All of them act only with
+    ``prototypes`` on.
     """
 
     epochs: int = 40
@@ -62,6 +74,10 @@ class StrategyConfig:
     prototypes: bool = True
     lam: float = 0.25
     lam_passive: float = 0.25
+    lam_aligned: float = 1.0
+    pull_form: str = "distance"
+    lam_impute: float = 1.0
+    prototype_fusion: float = 1.0
     pseudo_threshold: float = 0.5
     temperature_scale: float = 0.1
     ema: float = 0.5
@@ -107,8 +123,10 @@ class VerticalConfig:
             raise ValueError(f"dataset.n_parties must be >= 2, got {d.n_parties}")
         if s.epochs < 1 or s.aligned_batch_size < 1 or s.local_batch_size < 1:
             raise ValueError("strategy.epochs and the batch sizes must be >= 1")
-        if s.lr <= 0 or s.weight_decay < 0 or s.lam < 0 or s.lam_passive < 0:
-            raise ValueError("strategy.lr must be > 0; weight_decay, lam, lam_passive >= 0")
+        weights = (s.lam, s.lam_passive, s.lam_aligned, s.lam_impute, s.prototype_fusion)
+        if s.lr <= 0 or s.weight_decay < 0 or min(weights) < 0:
+            raise ValueError("strategy.lr must be > 0; weight_decay, lam, lam_passive, lam_aligned, "
+                             "lam_impute and prototype_fusion >= 0")
         if not 0.0 <= s.pseudo_threshold <= 1.0 or not 0.0 <= s.ema < 1.0 or s.temperature_scale <= 0:
             raise ValueError("need pseudo_threshold in [0, 1], ema in [0, 1), temperature_scale > 0")
         if s.proto_every < 1 or s.timeout <= 0 or s.psi_timeout <= 0:
@@ -116,6 +134,8 @@ class VerticalConfig:
         if not s.split_learning and (s.prototypes or not s.local_head):
             raise ValueError("without split learning only the active-only baseline (local_head, no "
                              "prototypes) is defined")
+        if s.pull_form not in PULL_FORMS:
+            raise ValueError(f"strategy.pull_form must be one of {PULL_FORMS}, got {s.pull_form!r}")
         if s.alignment not in ALIGNMENTS:
             raise ValueError(f"strategy.alignment must be one of {ALIGNMENTS}, got {s.alignment!r}")
         s.noise()  # validates the protection settings

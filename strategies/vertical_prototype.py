@@ -169,7 +169,7 @@ class VerticalPrototype:
         for step, batch in enumerate(batches):
             calls = {name: ("step", {**pending[name], "positions": batch}) for name in self.passives}
             feats = link.request(calls)
-            reply = link.request({ACTIVE: ("step", {"positions": batch, "passive_features":
+            reply = link.request({ACTIVE: ("step", {"positions": batch, "epoch": epoch, "passive_features":
                                                     [feats[name]["features"] for name in self.passives]})})
             losses.append(float(reply[ACTIVE]["loss"]) * len(batch))
             pending = {name: {"grad_positions": batch, "grad": grad, "epoch": epoch, "step": step}

@@ -22,6 +22,8 @@ from clients.prototype_privacy import (
 from clients.prototypes import (
     class_prototypes,
     nearest_prototype,
+    prototype_classification_loss,
+    prototype_logits,
     prototype_pull_loss,
     prototype_temperature,
     pseudo_labels,
@@ -61,6 +63,24 @@ def test_pull_loss_hand_example_and_missing_class() -> None:
     assert f.grad is not None and torch.all(f.grad[2] == 0)
     only_missing = prototype_pull_loss(f, torch.tensor([2, 2, 2]), protos, valid)
     assert only_missing.item() == 0.0 and only_missing.requires_grad
+
+
+def test_prototype_classification_loss_hand_example() -> None:
+    protos = torch.tensor([[0.0, 0.0], [2.0, 0.0], [5.0, 5.0]])
+    valid = torch.tensor([True, True, False])
+    f = torch.tensor([[1.0, 0.0], [0.0, 1.0], [7.0, 7.0]], requires_grad=True)
+    # row 0: d² = (1, 1) -> p(class 0) = 1/2; row 1: d² = (1, 5), τ = 2 -> logits (-0.5, -2.5);
+    # row 2: class 2 has no prototype -> skipped
+    loss = prototype_classification_loss(f, torch.tensor([0, 0, 2]), protos, valid, temperature=2.0)
+    expected = (math.log(2.0) + math.log(1.0 + math.exp(-2.0))) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert f.grad is not None and torch.all(f.grad[2] == 0) and f.grad[1, 1] > 0  # row 1 pulled to (0, 0)
+    logits = prototype_logits(f.detach(), protos, valid, 2.0)
+    assert logits[0, 2] == -math.inf and logits[1].tolist()[:2] == pytest.approx([-0.5, -2.5])
+    one_class = prototype_classification_loss(f, torch.tensor([0, 0, 0]), protos, torch.tensor([True, False, False]),
+                                              temperature=2.0)
+    assert one_class.item() == 0.0 and one_class.requires_grad
 
 
 @pytest.mark.parametrize(
@@ -246,6 +266,55 @@ def test_party_state_round_trips_through_bytes() -> None:
     assert clone.aligned_rows is not None and np.array_equal(clone.aligned_rows, active.aligned_rows)
     for a, b in zip(active.parameters(), clone.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_aligned_prototype_loss_reaches_passive_parties_and_mirrors_their_prototypes() -> None:
+    cfg = _small_config(lam_aligned=1.0, prototype_fusion=1.0)
+    parties, common = _parties(cfg)
+    active, passive = parties["active"], parties["passive1"]
+    assert isinstance(active, ActiveParty) and isinstance(passive, PassiveParty)
+    VerticalPrototype(cfg).run(InProcessLink(parties), lambda link: {n: {"aligned_ids": common} for n in link.parties})
+    # the active party holds exactly the smoothed prototypes the passive party holds
+    assert passive.prototypes is not None and passive.valid is not None
+    assert torch.equal(active.passive_prototypes[0][0], passive.prototypes)
+    assert torch.equal(active.passive_prototypes[0][1], passive.valid)
+    # the classification loss changes the gradient sent back to the passive party
+    batch = {"positions": np.arange(8), "epoch": 5,
+             "passive_features": [passive.encode(passive.x[passive.aligned_rows[:8]]).numpy()]}
+    with_loss = make_party(active.data, cfg, active.state_bytes()).handle("step", batch)["grads"][0]
+    plain_cfg = dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, lam_aligned=0.0))
+    plain = make_party(active.data, plain_cfg, active.state_bytes()).handle("step", batch)["grads"][0]
+    assert not np.allclose(with_loss, plain)
+    # the state survives a round trip, and fusion adds the passive nearest-prototype scores
+    clone = make_party(active.data, cfg, active.state_bytes())
+    assert isinstance(clone, ActiveParty) and torch.equal(clone.passive_prototypes[0][0], passive.prototypes)
+    scores = clone.prototype_scores([torch.from_numpy(batch["passive_features"][0])])
+    assert scores.shape == (8, active.data.n_classes) and bool(torch.all(scores <= 0))
+
+
+def test_imputed_passive_features_mix_released_prototypes_by_head_probabilities() -> None:
+    cfg = _small_config()
+    parties, _ = _parties(cfg)
+    active = parties["active"]
+    assert isinstance(active, ActiveParty)
+    n_classes = active.data.n_classes
+    protos = torch.arange(n_classes * 64, dtype=torch.float32).reshape(n_classes, 64)
+    valid = torch.ones(n_classes, dtype=torch.bool)
+    valid[3] = False
+    active.passive_prototypes = [(protos, valid)]
+    with torch.no_grad():  # a head that is uniform over the classes
+        active.head.weight.zero_()
+        active.head.bias.zero_()
+    (imputed,) = active.impute_passive(torch.randn(5, 64))
+    expected = protos[valid].mean(dim=0)  # invalid class 3 gets no weight
+    assert torch.allclose(imputed, expected.expand(5, 64))
+
+
+def test_cross_entropy_pulls_and_imputation_run_end_to_end() -> None:
+    res = _run(_small_config(pull_form="cross_entropy", lam_impute=1.0, lam_aligned=0.3))
+    assert res["test"]["aligned"] > 0.3 and res["prototype_releases"] == 3
+    with pytest.raises(ValueError, match="pull_form"):
+        _small_config(pull_form="cosine")
 
 
 @pytest.mark.parametrize(("name", "op", "payload", "match"), [

@@ -151,7 +151,8 @@ def test_ray_simulation_beats_aligned_only_vfl() -> None:
     """Fast end-to-end run on Flower's simulation engine: digits halves, 2 parties, alignment included."""
     from simulations.vertical import run_vertical_simulation
 
-    cfg = _cfg(epochs=15, alignment="psi", psi_key_bits=512)
+    # Ray actors start slowly on a loaded 2-core machine: a generous reply timeout keeps this honest
+    cfg = _cfg(epochs=15, alignment="psi", psi_key_bits=512, timeout=600.0)
     proto = run_vertical_simulation(cfg, client_app=build_client_app(allow_insecure_psi_keys=True, allow_plaintext_ids=True))
     aligned_only = _in_process(dataclasses.replace(
         cfg, strategy=dataclasses.replace(cfg.strategy, local_head=False, prototypes=False)))
@@ -180,7 +181,7 @@ def test_ray_simulation_with_three_parties() -> None:
     """Three parties on Flower's simulation engine, PSI alignment included (run with ``-m slow``)."""
     from simulations.vertical import run_vertical_simulation
 
-    cfg = _cfg(n_parties=3, dataset="breast_cancer", epochs=8, alignment="psi", psi_key_bits=512)
+    cfg = _cfg(n_parties=3, dataset="breast_cancer", epochs=8, alignment="psi", psi_key_bits=512, timeout=600.0)
     res = run_vertical_simulation(cfg, client_app=build_client_app(allow_insecure_psi_keys=True, allow_plaintext_ids=True))
     assert res["alignment"]["aligned_size"] == res["n_aligned"] > 0
     assert res["test"]["aligned"] > 0.8
