@@ -58,11 +58,14 @@ PROTECTION: dict[str, dict[str, Any]] = {
     "none": {},
     "min_count_5": {"min_count": 5},
     "every_4_epochs": {"proto_every": 4},
-    "dp_z1": {"dp_clip": 1.0, "dp_noise": 1.0, "dp_count_noise": 1.0, "min_count": 3},
-    "dp_z4": {"dp_clip": 1.0, "dp_noise": 4.0, "dp_count_noise": 4.0, "min_count": 3},
-    "dp_z16": {"dp_clip": 1.0, "dp_noise": 16.0, "dp_count_noise": 16.0, "min_count": 3},
-    "dp_z64": {"dp_clip": 1.0, "dp_noise": 64.0, "dp_count_noise": 64.0, "min_count": 3},
+    "dp_z1": {"dp_clip": 1.0, "dp_noise": 1.0, "dp_count_noise": 1.0, "min_count": 3, "lam_aligned": 0.0},
+    "dp_z4": {"dp_clip": 1.0, "dp_noise": 4.0, "dp_count_noise": 4.0, "min_count": 3, "lam_aligned": 0.0},
+    "dp_z16": {"dp_clip": 1.0, "dp_noise": 16.0, "dp_count_noise": 16.0, "min_count": 3, "lam_aligned": 0.0},
+    "dp_z64": {"dp_clip": 1.0, "dp_noise": 64.0, "dp_count_noise": 64.0, "min_count": 3, "lam_aligned": 0.0},
 }
+"""Protected settings. With noised prototypes the aligned nearest-prototype loss pulls the passive
+features towards noise: on digits' validation users (z = 4, seeds 0–3, f = 0.05 / 0.1) turning it off
+raised accuracy from 88.6 / 86.4 to 89.6 / 92.1 %, so the DP settings run without it."""
 PROTO_BY_DATASET: dict[str, dict[str, Any]] = {"digits": {}, "mnist5k": {}}
 """The prototype method's weights per dataset on top of the schema defaults (empty: the defaults).
 The defaults were chosen on the *validation* users of digits (seeds 0–3, aligned fractions 0.05 and
@@ -125,12 +128,15 @@ def proto_strategy(base: StrategyConfig, dataset: str) -> StrategyConfig:
 
 
 def benchmark(datasets: list[str], fractions: list[float], seeds: list[int], base: StrategyConfig,
-              protection_fractions: list[float], jobs: int = 1) -> dict[str, Any]:
+              protection_fractions: list[float], jobs: int = 1,
+              methods: tuple[str, ...] = tuple(METHODS)) -> dict[str, Any]:
     """All methods on all datasets and fractions, then the protection sweep (``jobs`` runs in parallel)."""
     groups: list[tuple[dict[str, Any], list[tuple[str, float, int, StrategyConfig]]]] = []
     for dataset in datasets:
         proto = proto_strategy(base, dataset)
         for method, switches in METHODS.items():
+            if method not in methods:
+                continue
             strategy = dataclasses.replace(proto, **switches, attack=method == "proto")
             for fraction in ([1.0] if method == "full_alignment" else fractions):
                 groups.append(({"dataset": dataset, "aligned_fraction": fraction, "method": method},
@@ -207,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fractions", default="0.02,0.05,0.1,0.2,0.5")
     parser.add_argument("--protection-fractions", default="0.05,0.1")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help="comma-separated methods of the main table ('' for the protection sweep only)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     args = parser.parse_args(argv)
     base = StrategyConfig()
@@ -218,7 +226,11 @@ def main(argv: list[str] | None = None) -> None:
         datasets, fractions, protection_fractions, seeds = ["digits"], [0.05, 0.1], [0.1], [0]
         base = dataclasses.replace(base, epochs=15)
     start = time.perf_counter()
-    result = benchmark(datasets, fractions, seeds, base, protection_fractions, args.jobs)
+    methods = tuple(m for m in args.methods.split(",") if m)
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
+    result = benchmark(datasets, fractions, seeds, base, protection_fractions, args.jobs, methods)
     result["settings"] = {"seeds": seeds, "strategy": dataclasses.asdict(base), "proto": PROTO_BY_DATASET,
                           "model": {"default": dataclasses.asdict(ModelConfig()), **MODEL_BY_DATASET},
                           "total_wall_s": time.perf_counter() - start}

@@ -330,8 +330,10 @@ class ActiveParty(_Party):
         super().__init__(data, cfg)
         self.y = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
         self.releases = 0
-        # what each passive party holds after smoothing the prototypes released to it (same EMA)
+        # what each passive party holds after smoothing the prototypes released to it (same EMA) ...
         self.passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # ... and the exact class means of its aligned features, which never leave this party
+        self.private_passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def _build_extra(self) -> None:
         m, n_classes = self.cfg.model, self.data.n_classes
@@ -406,15 +408,20 @@ class ActiveParty(_Party):
         self._smooth(own, valid)
         noise = self.cfg.strategy.noise()
         prototypes, valids = [], []
-        mirrored = []
+        mirrored, private = [], []
+        ema = self.cfg.strategy.ema
         for k, feats in enumerate(passive, start=1):
             protos, ok = release_prototypes(feats, labels, self.data.n_classes, noise,
                                             _seeded(self.cfg.seed, self.releases, k, 3))
             prototypes.append(protos.numpy())
             valids.append(ok.numpy())
             before = self.passive_prototypes[k - 1] if len(self.passive_prototypes) >= k else (None, None)
-            mirrored.append(smooth_prototypes(*before, protos, ok, self.cfg.strategy.ema))
-        self.passive_prototypes = mirrored
+            mirrored.append(smooth_prototypes(*before, protos, ok, ema))
+            exact, _, exact_ok = class_prototypes(feats, labels, self.data.n_classes)
+            before = (self.private_passive_prototypes[k - 1] if len(self.private_passive_prototypes) >= k
+                      else (None, None))
+            private.append(smooth_prototypes(*before, exact, exact_ok, ema))
+        self.passive_prototypes, self.private_passive_prototypes = mirrored, private
         self.releases += 1
         return {"prototypes": prototypes, "valid": valids, "n_valid_own": int(valid.sum())}
 
@@ -441,7 +448,8 @@ class ActiveParty(_Party):
             if pull:
                 mask = nonaligned[batch]
                 loss = loss + s.lam * self.first_loss(features[mask], self.y[batch][mask])
-            if s.prototypes and s.lam_impute > 0 and epoch >= s.warmup_epochs and self.passive_prototypes:
+            impute = s.prototypes and s.lam_impute > 0 and epoch >= s.warmup_epochs
+            if impute and self.private_passive_prototypes:
                 mask = nonaligned[batch]
                 if bool(mask.any()):
                     imputed = self.impute_passive(features[mask])
@@ -490,23 +498,28 @@ class ActiveParty(_Party):
         """Stand-in passive features for users only I hold: ``sum_c q_c · p^k_c`` per passive party k.
 
         ``q`` is my local head's class distribution for the user (its label is *not* used, so the
-        stand-in carries no more than my own features do) and ``p^k`` the prototypes released to party k.
+        stand-in carries no more than my own features do) and ``p^k`` my exact, EMA-smoothed class
+        means of party k's aligned features (never released, so no DP noise is needed on them).
         """
         with torch.no_grad():
             probs = torch.softmax(self.head(features), dim=1)
         out = []
-        for protos, valid in self.passive_prototypes:
+        for protos, valid in self.private_passive_prototypes:
             weights = probs * valid[None, :].to(probs.dtype)
             weights = weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
             out.append(weights @ protos)
         return out
 
     def saved_extras(self) -> dict[str, Any]:
-        return {"passive_prototypes": [list(pair) for pair in self.passive_prototypes]}
+        return {"passive_prototypes": [list(pair) for pair in self.private_passive_prototypes]}
 
     def prototype_scores(self, passive_features: list[torch.Tensor]) -> torch.Tensor:
-        """Sum over passive parties of nearest-prototype log-probabilities (:func:`prototype_scores`)."""
-        return prototype_scores(passive_features, self.passive_prototypes, self.data.n_classes,
+        """Sum over passive parties of nearest-prototype log-probabilities (:func:`prototype_scores`).
+
+        Uses my exact class means of each party's aligned features: they stay at this party, so the
+        fused prediction does not suffer from the noise added to the released prototypes.
+        """
+        return prototype_scores(passive_features, self.private_passive_prototypes, self.data.n_classes,
                                 self.cfg.strategy.temperature_scale)
 
     def op_evaluate(self, payload: Payload) -> Payload:
@@ -525,12 +538,14 @@ class ActiveParty(_Party):
         out = super().state()
         out["releases"] = self.releases
         out["passive_prototypes"] = [list(pair) for pair in self.passive_prototypes]
+        out["private_passive_prototypes"] = [list(pair) for pair in self.private_passive_prototypes]
         return out
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
         self.releases = int(state["releases"])
         self.passive_prototypes = [(p, v) for p, v in state["passive_prototypes"]]
+        self.private_passive_prototypes = [(p, v) for p, v in state["private_passive_prototypes"]]
 
     def op_score(self, payload: Payload) -> Payload:
         """Accuracy of label guesses for the aligned users (scores the attack measurement)."""
@@ -618,8 +633,8 @@ def predict_saved(
             top_logp = torch.log_softmax(top(torch.cat([features, *passive], dim=1)), dim=1)
             fused = top_logp + head_logp if cfg.strategy.local_head else top_logp
             if cfg.strategy.prototypes and cfg.strategy.prototype_fusion > 0:
-                released = [(p, v) for p, v in record.get("passive_prototypes", [])]
+                private = [(p, v) for p, v in record.get("passive_prototypes", [])]
                 fused = fused + cfg.strategy.prototype_fusion * prototype_scores(
-                    passive, released, n_classes, cfg.strategy.temperature_scale)
+                    passive, private, n_classes, cfg.strategy.temperature_scale)
             out["aligned"] = fused.argmax(dim=1).numpy()
     return out

@@ -292,7 +292,24 @@ def test_aligned_prototype_loss_reaches_passive_parties_and_mirrors_their_protot
     assert scores.shape == (8, active.data.n_classes) and bool(torch.all(scores <= 0))
 
 
-def test_imputed_passive_features_mix_released_prototypes_by_head_probabilities() -> None:
+def test_noised_release_is_mirrored_while_exact_means_stay_at_the_active_party() -> None:
+    cfg = _small_config(dp_clip=1.0, dp_noise=4.0, dp_count_noise=4.0, min_count=1)
+    parties, common = _parties(cfg)
+    active, passive = parties["active"], parties["passive1"]
+    assert isinstance(active, ActiveParty) and isinstance(passive, PassiveParty)
+    VerticalPrototype(cfg).run(InProcessLink(parties), lambda link: {n: {"aligned_ids": common} for n in link.parties})
+    assert passive.prototypes is not None
+    released, _ = active.passive_prototypes[0]
+    private, _ = active.private_passive_prototypes[0]
+    assert torch.equal(released, passive.prototypes)  # the passive party holds only the noised release
+    assert not torch.allclose(private, released, atol=0.1)  # the exact means differ from it by the noise
+    features = passive.encode(passive.x[passive.aligned_rows])
+    exact, _, _ = class_prototypes(features, active.y[active.aligned_rows], active.data.n_classes)
+    # EMA of exact means: after the last release the smoothed value lies between old and new means
+    assert float((private - exact).abs().max()) < float((released - exact).abs().max())
+
+
+def test_imputed_passive_features_mix_private_prototypes_by_head_probabilities() -> None:
     cfg = _small_config()
     parties, _ = _parties(cfg)
     active = parties["active"]
@@ -301,7 +318,7 @@ def test_imputed_passive_features_mix_released_prototypes_by_head_probabilities(
     protos = torch.arange(n_classes * 64, dtype=torch.float32).reshape(n_classes, 64)
     valid = torch.ones(n_classes, dtype=torch.bool)
     valid[3] = False
-    active.passive_prototypes = [(protos, valid)]
+    active.private_passive_prototypes = [(protos, valid)]
     with torch.no_grad():  # a head that is uniform over the classes
         active.head.weight.zero_()
         active.head.bias.zero_()
