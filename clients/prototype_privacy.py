@@ -92,9 +92,11 @@ def release_prototypes(
     labels: torch.Tensor,
     n_classes: int,
     noise: PrototypeNoise,
-    generator: torch.Generator,
+    generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prototypes ``(C, D)`` and ``valid (C,)`` for release, protected as ``noise`` says.
+
+    ``generator`` seeds the noise; ``None`` is allowed only when ``noise`` adds none.
 
     Raises
     ------
@@ -104,6 +106,8 @@ def release_prototypes(
     check_features(features, what="features to release")
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
         raise ValueError(f"labels must lie in [0, {n_classes})")
+    if generator is None and (noise.noise_multiplier > 0 or noise.count_noise > 0):
+        raise ValueError("a noised release needs a seeded generator")
     feats = features.detach().double()
     clip = clip_norm(feats, noise.clip)
     sums = torch.zeros(n_classes, features.shape[1], dtype=torch.float64)

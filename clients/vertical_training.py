@@ -34,7 +34,7 @@ from torch import nn
 
 from clients.encoders import build_encoder
 from clients.label_attacks import exact_label_attack, nearest_prototype_attack
-from clients.prototype_privacy import release_prototypes
+from clients.prototype_privacy import PrototypeNoise, release_prototypes
 from clients.prototypes import (
     check_features,
     class_prototypes,
@@ -417,7 +417,8 @@ class ActiveParty(_Party):
             valids.append(ok.numpy())
             before = self.passive_prototypes[k - 1] if len(self.passive_prototypes) >= k else (None, None)
             mirrored.append(smooth_prototypes(*before, protos, ok, ema))
-            exact, _, exact_ok = class_prototypes(feats, labels, self.data.n_classes)
+            # same arithmetic as an unprotected release, so without protection both views are identical
+            exact, exact_ok = release_prototypes(feats, labels, self.data.n_classes, PrototypeNoise(), None)
             before = (self.private_passive_prototypes[k - 1] if len(self.private_passive_prototypes) >= k
                       else (None, None))
             private.append(smooth_prototypes(*before, exact, exact_ok, ema))
