@@ -10,6 +10,9 @@ For every dataset (digits halves, MNIST-5k halves) and aligned fraction, over se
   prototype pulls; settings chosen on the *validation* split, see ``conf/vertical/strategy/proto.yaml``);
 - ``full_alignment``: split learning with every training user aligned (aligned fraction 1);
 
+every method with ``fusion_selection = validation``: the active party picks among a few candidate
+fusions of its predictors on its validation users (``clients.vertical_fusion``);
+
 then a protection sweep (clipping + Gaussian noise + minimum class counts on the released prototypes)
 reporting accuracy next to both label-inference attacks and the label-DP ε.
 
@@ -109,6 +112,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "attack_nearest": float(np.mean([a["nearest"] for a in attack])) if all(attack) else None,
         "wall_s": float(np.mean([r["wall_s"] for r in runs])),
         "n_aligned": float(np.mean([r["n_aligned"] for r in runs])),
+        "fusions": [r["fusion"] for r in runs],  # per seed: (top, head, prototype) weights used
     }
     if any("passive_only_1" in r["test"] for r in runs):
         out["passive_only_accuracy"] = float(np.mean([r["test"].get("passive_only_1", 0.0) for r in runs]))

@@ -27,6 +27,7 @@ MESSAGE_TYPES: dict[str, str] = {
     "prototypes": "query.vfl_prototypes",
     "receive": "train.vfl_receive",
     "local": "train.vfl_local",
+    "select_fusion": "train.vfl_select_fusion",
     "predict": "query.vfl_predict",
     "evaluate": "evaluate.vfl_evaluate",
     "attack": "query.vfl_attack",

@@ -40,7 +40,6 @@ from clients.prototypes import (
     class_prototypes,
     nearest_prototype,
     prototype_classification_loss,
-    prototype_logits,
     prototype_pull_loss,
     prototype_temperature,
     pseudo_labels,
@@ -48,6 +47,14 @@ from clients.prototypes import (
 )
 from clients.training import check_inputs
 from clients.vertical_data import PartyData
+from clients.vertical_fusion import (
+    Fusion,
+    choose_fusion,
+    configured_fusion,
+    fuse,
+    fusion_candidates,
+    prototype_scores,
+)
 from simulations.vertical_config import VerticalConfig
 
 Payload = dict[str, Any]
@@ -322,7 +329,7 @@ class ActiveParty(_Party):
     """The label holder: encoder, top model over all parties' features, local head, prototypes."""
 
     role = "active"
-    OPS = ("describe", "align", "step", "prototypes", "local", "evaluate", "score", "save")
+    OPS = ("describe", "align", "step", "prototypes", "local", "select_fusion", "evaluate", "score", "save")
 
     def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
         if data.y is None or data.val_y is None or data.test_y is None:
@@ -334,6 +341,7 @@ class ActiveParty(_Party):
         self.passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
         # ... and the exact class means of its aligned features, which never leave this party
         self.private_passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.fusion: Fusion = configured_fusion(cfg.strategy)  # until ``select_fusion`` picks one
 
     def _build_extra(self) -> None:
         m, n_classes = self.cfg.model, self.data.n_classes
@@ -465,26 +473,44 @@ class ActiveParty(_Party):
     def predict(
         self, x: torch.Tensor, passive_features: list[torch.Tensor] | None
     ) -> dict[str, torch.Tensor]:
-        """Class predictions for aligned users (all parties) and active-only users."""
+        """Classes of aligned users (all parties, fused by ``self.fusion``) and of active-only users."""
         s = self.cfg.strategy
+        components = self.components(x, passive_features)
+        if s.local_head:
+            active_only = components["head"].argmax(dim=1)
+        elif self.prototypes is not None and self.valid is not None:
+            active_only = nearest_prototype(self.encode(x), self.prototypes, self.valid)
+        else:
+            active_only = torch.full((len(x),), -1, dtype=torch.long)
+        if "top" not in components:
+            return {"aligned": active_only, "active_only": active_only}
+        return {"aligned": fuse(components, self.fusion).argmax(dim=1), "active_only": active_only}
+
+    def components(
+        self, x: torch.Tensor, passive_features: list[torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
+        """Log-probabilities of the local head and, given passive features, the top model and prototypes."""
         features = self.encode(x)
         self.head.eval()
         self.top.eval()
         with torch.no_grad():
-            head = torch.log_softmax(self.head(features), dim=1)
-            if s.local_head:
-                active_only = head.argmax(dim=1)
-            elif self.prototypes is not None and self.valid is not None:
-                active_only = nearest_prototype(features, self.prototypes, self.valid)
-            else:
-                active_only = torch.full((len(x),), -1, dtype=torch.long)
-            if not s.split_learning or passive_features is None:
-                return {"aligned": active_only, "active_only": active_only}
-            top = torch.log_softmax(self.top(torch.cat([features, *passive_features], dim=1)), dim=1)
-            fused = top + head if s.local_head else top  # logit fusion of top model and local head
-            if s.prototypes and s.prototype_fusion > 0:
-                fused = fused + s.prototype_fusion * self.prototype_scores(passive_features)
-        return {"aligned": fused.argmax(dim=1), "active_only": active_only}
+            out = {"head": torch.log_softmax(self.head(features), dim=1)}
+            if self.cfg.strategy.split_learning and passive_features is not None:
+                joint = torch.cat([features, *passive_features], dim=1)
+                out["top"] = torch.log_softmax(self.top(joint), dim=1)
+                out["proto"] = self.prototype_scores(passive_features)
+        return out
+
+    def op_select_fusion(self, payload: Payload) -> Payload:
+        """Keep the candidate fusion (``vertical_fusion.fusion_candidates``) best on my validation users."""
+        assert self.data.val_y is not None
+        x = self._split_x("val")
+        passive = self._passive_features(payload, len(x))
+        labels = torch.from_numpy(np.asarray(self.data.val_y, dtype=np.int64))
+        candidates = fusion_candidates(self.cfg.strategy)
+        self.fusion, accuracies = choose_fusion(self.components(x, passive), labels, candidates)
+        return {"fusion": np.array(self.fusion), "candidates": np.array(candidates),
+                "val_accuracies": np.array(accuracies)}
 
     def first_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Pull of my non-aligned features towards the prototypes of their labels (``pull_form``)."""
@@ -512,7 +538,8 @@ class ActiveParty(_Party):
         return out
 
     def saved_extras(self) -> dict[str, Any]:
-        return {"passive_prototypes": [list(pair) for pair in self.private_passive_prototypes]}
+        return {"passive_prototypes": [list(pair) for pair in self.private_passive_prototypes],
+                "fusion": list(self.fusion)}
 
     def prototype_scores(self, passive_features: list[torch.Tensor]) -> torch.Tensor:
         """Sum over passive parties of nearest-prototype log-probabilities (:func:`prototype_scores`).
@@ -540,6 +567,7 @@ class ActiveParty(_Party):
         out["releases"] = self.releases
         out["passive_prototypes"] = [list(pair) for pair in self.passive_prototypes]
         out["private_passive_prototypes"] = [list(pair) for pair in self.private_passive_prototypes]
+        out["fusion"] = list(self.fusion)
         return out
 
     def load(self, state: dict[str, Any]) -> None:
@@ -547,6 +575,7 @@ class ActiveParty(_Party):
         self.releases = int(state["releases"])
         self.passive_prototypes = [(p, v) for p, v in state["passive_prototypes"]]
         self.private_passive_prototypes = [(p, v) for p, v in state["private_passive_prototypes"]]
+        self.fusion = (float(state["fusion"][0]), float(state["fusion"][1]), float(state["fusion"][2]))
 
     def op_score(self, payload: Payload) -> Payload:
         """Accuracy of label guesses for the aligned users (scores the attack measurement)."""
@@ -559,27 +588,6 @@ class ActiveParty(_Party):
                 raise ValueError(f"{name} guesses must have shape {truth.shape}, got {guesses.shape}")
             out[name] = float(np.mean(guesses == truth)) if len(truth) else float("nan")
         return out
-
-
-def prototype_scores(
-    passive_features: list[torch.Tensor],
-    passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]],
-    n_classes: int,
-    temperature_scale: float,
-) -> torch.Tensor:
-    """``(N, C)`` sum over passive parties of nearest-prototype log-probabilities of their features.
-
-    Party k's classifier is the softmax over ``-d² / τ_k`` to the prototypes released to it (τ tied to
-    their spread); classes without a prototype, and parties with fewer than two, contribute ``0``.
-    """
-    total = torch.zeros(len(passive_features[0]), n_classes)
-    for features, (protos, valid) in zip(passive_features, passive_prototypes, strict=False):
-        if int(valid.sum()) < 2:
-            continue
-        temperature = prototype_temperature(protos, valid, temperature_scale)
-        logp = torch.log_softmax(prototype_logits(features, protos, valid, temperature), dim=1)
-        total = total + logp.masked_fill(~valid[None, :], 0.0)
-    return total
 
 
 def make_party(data: PartyData, cfg: VerticalConfig, blob: bytes | None = None) -> ActiveParty | PassiveParty:
@@ -595,7 +603,8 @@ def predict_saved(
 
     A passive model returns its ``features`` (to send to the active party) and ``classes`` by nearest
     prototype; an active model returns ``active_only`` classes and, given every passive party's features
-    of the same users, ``aligned`` classes (top model fused with the local head).
+    of the same users, ``aligned`` classes (top model, local head and prototype scores fused with the
+    weights the run chose, :mod:`clients.vertical_fusion`).
 
     Raises
     ------
@@ -631,11 +640,12 @@ def predict_saved(
             passive = [torch.as_tensor(np.asarray(f, dtype=np.float32)) for f in passive_features]
             for k, f in enumerate(passive, start=1):
                 check_features(f, what=f"features of passive party {k}", dim=m.feature_dim)
-            top_logp = torch.log_softmax(top(torch.cat([features, *passive], dim=1)), dim=1)
-            fused = top_logp + head_logp if cfg.strategy.local_head else top_logp
-            if cfg.strategy.prototypes and cfg.strategy.prototype_fusion > 0:
-                private = [(p, v) for p, v in record.get("passive_prototypes", [])]
-                fused = fused + cfg.strategy.prototype_fusion * prototype_scores(
-                    passive, private, n_classes, cfg.strategy.temperature_scale)
-            out["aligned"] = fused.argmax(dim=1).numpy()
+            private = [(p, v) for p, v in record.get("passive_prototypes", [])]
+            components = {
+                "head": head_logp,
+                "top": torch.log_softmax(top(torch.cat([features, *passive], dim=1)), dim=1),
+                "proto": prototype_scores(passive, private, n_classes, cfg.strategy.temperature_scale),
+            }
+            fusion = record.get("fusion") or configured_fusion(cfg.strategy)
+            out["aligned"] = fuse(components, (fusion[0], fusion[1], fusion[2])).argmax(dim=1).numpy()
     return out

@@ -18,6 +18,7 @@ from simulations.run_config import Scalar, flatten, unflatten
 
 ALIGNMENTS = ("psi", "insecure_plaintext")
 PULL_FORMS = ("distance", "cross_entropy")
+FUSION_SELECTIONS = ("fixed", "validation")
 
 
 @dataclass
@@ -62,6 +63,13 @@ class StrategyConfig:
     the local head's class probabilities) and ``prototype_fusion`` (weight of the passive parties'
     nearest-prototype log-probabilities in the fused prediction). All of them act only with
     ``prototypes`` on.
+
+    ``fusion_selection``: ``fixed`` predicts aligned users with the configured fusion (top model + local
+    head + ``prototype_fusion`` × passive prototype scores); ``validation`` lets the active party pick,
+    after training, the candidate fusion with the best accuracy on its validation users (the configured
+    one, without the prototype scores, the local head alone, or head + prototype scores; ties keep the
+    earlier one), so a passive side spoilt by strong prototype noise falls back to the active party's
+    own prediction instead of dragging it down.
     """
 
     epochs: int = 40
@@ -78,6 +86,7 @@ class StrategyConfig:
     pull_form: str = "distance"
     lam_impute: float = 1.0
     prototype_fusion: float = 1.0
+    fusion_selection: str = "validation"
     pseudo_threshold: float = 0.5
     temperature_scale: float = 0.1
     ema: float = 0.5
@@ -136,6 +145,9 @@ class VerticalConfig:
                              "prototypes) is defined")
         if s.pull_form not in PULL_FORMS:
             raise ValueError(f"strategy.pull_form must be one of {PULL_FORMS}, got {s.pull_form!r}")
+        if s.fusion_selection not in FUSION_SELECTIONS:
+            raise ValueError(f"strategy.fusion_selection must be one of {FUSION_SELECTIONS}, "
+                             f"got {s.fusion_selection!r}")
         if s.alignment not in ALIGNMENTS:
             raise ValueError(f"strategy.alignment must be one of {ALIGNMENTS}, got {s.alignment!r}")
         s.noise()  # validates the protection settings

@@ -29,6 +29,7 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from clients.prototype_privacy import label_dp_epsilon
+from clients.vertical_fusion import configured_fusion
 from clients.vertical_messages import MESSAGE_TYPES, decode_payload, encode_payload
 from simulations.vertical_config import VerticalConfig
 from strategies.alignment import AlignmentError, run_alignment
@@ -141,7 +142,9 @@ class VerticalPrototype:
             history.append(metrics)
             if self.on_epoch is not None:
                 self.on_epoch(epoch, metrics)
+        fusion = self._select_fusion(link) if s.split_learning else {}
         results: dict[str, Any] = {
+            **fusion,
             "n_aligned": n_aligned,
             "n_nonaligned": {k: int(r["n_nonaligned"]) for k, r in aligned.items()},
             "history": history,
@@ -186,6 +189,17 @@ class VerticalPrototype:
                       for name, protos, valid in zip(self.passives, reply["prototypes"], reply["valid"],
                                                      strict=True)})
         return float(reply["n_valid_own"])
+
+    def _select_fusion(self, link: PartyLink) -> dict[str, Any]:
+        """With ``fusion_selection = validation``: the active party picks its fusion on validation users."""
+        if self.cfg.strategy.fusion_selection != "validation":
+            return {"fusion": list(configured_fusion(self.cfg.strategy))}
+        preds = link.request({name: ("predict", {"split": "val"}) for name in self.passives})
+        reply = link.request({ACTIVE: ("select_fusion", {
+            "passive_features": [preds[name]["features"] for name in self.passives]})})[ACTIVE]
+        return {"fusion": [float(w) for w in reply["fusion"]],
+                "fusion_candidates": [[float(w) for w in c] for c in reply["candidates"]],
+                "fusion_val_accuracies": [float(a) for a in reply["val_accuracies"]]}
 
     def _evaluate(self, link: PartyLink, split: str) -> dict[str, float]:
         payload: Payload = {"split": split}
