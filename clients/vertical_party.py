@@ -3,11 +3,12 @@
 Which party a node is comes from ``node_config``: ``party=<index>`` in a deployment (party 0 is the
 active, label-holding party; ``role=active|passive`` may be given and must agree), or ``partition-id``
 in a simulation. Every message carries the run's flat configuration (see
-:mod:`clients.vertical_messages`), from which the node loads its own columns and rows
-(:func:`clients.vertical_data.make_vertical_split`, deterministic in the seed) and rebuilds its party
-(:mod:`clients.vertical_training`) from ``context.state``; after a state-changing operation the party's
-state is written back there. Nothing is kept in module globals except a cache of the deterministic
-dataset split.
+:mod:`clients.vertical_messages`), from which the node loads its own columns and rows — from its own
+party file when ``node_config`` names one (``data-file``, :mod:`clients.vertical_files`), else from the
+configured bundled dataset (:func:`clients.vertical_data.make_vertical_split`, deterministic in the
+seed) — and rebuilds its party (:mod:`clients.vertical_training`) from ``context.state``; after a
+state-changing operation the party's state is written back there. Nothing is kept in module globals
+except caches of the loaded data.
 
 Alignment: the ``align`` operation takes the aligned IDs either from the PSI run (payload
 ``source="psi"``: :func:`clients.psi_party.get_alignment`, after :func:`strategies.alignment.run_alignment`
@@ -18,6 +19,7 @@ insecure test-only plaintext mode, from the payload itself.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,7 @@ from flwr.clientapp import ClientApp
 
 from clients.psi_party import get_alignment, register_psi_handlers
 from clients.vertical_data import PartyData, VerticalSplit, make_vertical_split
+from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY, load_party_file
 from clients.vertical_messages import MESSAGE_TYPES, decode_config, decode_payload, encode_payload
 from clients.vertical_training import ActiveParty, PassiveParty, make_party
 from simulations.vertical_config import VerticalConfig
@@ -65,16 +68,31 @@ def _split(name: str, n_parties: int, aligned: float, val: float, test: float, s
                                test_fraction=test, seed=seed)
 
 
-def party_data(cfg: VerticalConfig, index: int) -> PartyData:
-    """This party's own view of the configured vertical split (a node keeps only its own part)."""
+def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None) -> PartyData:
+    """This party's data: its own party file if given (:mod:`clients.vertical_files`), else its own view
+    of the configured bundled split (a node keeps only its own part)."""
+    if data_file is not None:
+        return _party_file(data_file, index, os.stat(data_file).st_mtime_ns)
     d = cfg.dataset
     split = _split(d.name, d.n_parties, d.aligned_fraction, d.validation_fraction, d.test_fraction, cfg.seed)
     return split.parties[index]
 
 
+@functools.lru_cache(maxsize=2)
+def _party_file(path: str, index: int, mtime_ns: int) -> PartyData:
+    return load_party_file(path, index)  # cached per path and modification time
+
+
+def node_party_data(context: Context, cfg: VerticalConfig) -> PartyData:
+    """This node's party data, from ``node_config`` (``party``/``partition-id`` and ``data-file``)."""
+    data_file = context.node_config.get(DATA_FILE_NODE_CONFIG_KEY)
+    return party_data(cfg, party_index(context, cfg.dataset.n_parties),
+                      None if data_file is None else str(data_file))
+
+
 def load_party(context: Context, cfg: VerticalConfig) -> ActiveParty | PassiveParty:
     """Rebuild this node's party from its data and ``context.state``."""
-    data = party_data(cfg, party_index(context, cfg.dataset.n_parties))
+    data = node_party_data(context, cfg)
     records = context.state.config_records
     blob = records[STATE_KEY]["blob"] if STATE_KEY in records else None
     return make_party(data, cfg, blob)  # type: ignore[arg-type]
@@ -85,7 +103,7 @@ def load_ids(context: Context) -> list[str]:
     if CONFIG_STATE_KEY not in context.state.config_records:
         raise RuntimeError("no vertical run configured on this node yet: send query.vfl_describe first")
     cfg = VerticalConfig.from_flat(dict(context.state.config_records[CONFIG_STATE_KEY]))
-    return party_data(cfg, party_index(context, cfg.dataset.n_parties)).ids.tolist()
+    return node_party_data(context, cfg).ids.tolist()
 
 
 def _psi_alignment(context: Context, party: ActiveParty | PassiveParty) -> tuple[list[str], str]:

@@ -47,6 +47,7 @@ from clients.prototypes import (
 )
 from clients.training import check_inputs
 from clients.vertical_data import PartyData
+from clients.vertical_files import held_out_digest
 from clients.vertical_fusion import (
     Fusion,
     choose_fusion,
@@ -138,7 +139,8 @@ class _Party:
             raise ValueError("aligned IDs contain duplicates")
         self.aligned_rows = np.array([position[u] for u in aligned], dtype=np.int64)
         self.nonaligned_rows = np.setdiff1d(np.arange(len(self.data.ids)), self.aligned_rows)
-        return {"n_aligned": len(aligned), "n_nonaligned": len(self.nonaligned_rows)}
+        return {"n_aligned": len(aligned), "n_nonaligned": len(self.nonaligned_rows),
+                "n_classes": self.data.n_classes, "held_out_digest": held_out_digest(self.data)}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Features of ``x`` without a graph."""

@@ -122,6 +122,10 @@ class VerticalPrototype:
         if any(int(r["n_aligned"]) != n_aligned for r in aligned.values()):
             raise VerticalProtocolError(f"parties disagree on the aligned set size: "
                                         f"{ {k: r['n_aligned'] for k, r in aligned.items()} }")
+        for key, what in (("n_classes", "numbers of classes"), ("held_out_digest", "validation/test users")):
+            values = {name: r[key] for name, r in aligned.items()}
+            if len(set(values.values())) > 1:
+                raise VerticalProtocolError(f"parties hold different {what}: {values}")
         alignment_ids = {r["alignment_id"] for r in aligned.values() if "alignment_id" in r}
         if len(alignment_ids) > 1:  # e.g. the server died between PSI commits on a previous attempt
             raise VerticalProtocolError(f"parties hold different PSI alignments: {sorted(alignment_ids)}")
