@@ -13,7 +13,6 @@ to the run directory. Examples::
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from rich.table import Table
 
 from clients.vertical_party import build_client_app
 from simulations.flower_sim import run_flower_simulation
+from simulations.results import write_results
 from simulations.vertical_config import VerticalConfig, register_configs
 from strategies.vertical_prototype import run_vertical
 
@@ -81,8 +81,7 @@ def main(dict_cfg: DictConfig) -> None:
     cfg.out_dir = str(out_dir)
     results = run_vertical_simulation(cfg, verbose=True)
     console.print(summary_table(cfg, results))
-    out = out_dir / "results.json"
-    out.write_text(json.dumps({"config": cfg.to_flat(), "results": results}, indent=2, default=float))
+    out = write_results(out_dir, {"config": cfg.to_flat(), "results": results})
     console.print(f"results written to {out}")
 
 
