@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -727,6 +728,22 @@ _LEDGER_KEYS = (
 )
 
 
+@contextlib.contextmanager
+def _ledger_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock on ``<path>.lock`` for one read-charge-write of a shared ledger file.
+
+    Every process that charges the same ledger file takes it (POSIX ``flock``), so two runs over the
+    same teachers serialize their charges instead of the last writer silently dropping the other's.
+    The lock file itself holds nothing and may stay on disk.
+    """
+    with open(path.with_name(path.name + ".lock"), "a", encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def _read_ledger_file(path: Path) -> dict[str, Any]:
     """Read a persisted ledger, raising ValueError unless it has this version's format."""
     stored = json.loads(path.read_text(encoding="utf-8"))  # JSONDecodeError is a ValueError
@@ -949,6 +966,9 @@ class PrivacyLedger:
     def charge(self, votes: ArrayLike, answered: ArrayLike | None = None) -> ChargeResult:
         """Charge a batch of queries, keeping the longest prefix that fits the budget.
 
+        With a ledger file, the charge holds an exclusive lock on ``<path>.lock`` and first adopts
+        what the file holds, so processes sharing the file charge one budget and lose no charge.
+
         Each query pays the threshold check (Confident-GNMax) and, if answered, the answering step
         (GNMax or LNMax), on both accountings. The longest prefix of the batch whose total ε (on
         ``budget_on``) stays within the budget is found in a dry run; only then are the totals
@@ -991,6 +1011,30 @@ class PrivacyLedger:
         PrivacyWarning
             If the best order of either ε is at the edge of the order grid.
         """
+        if self._path is None:
+            return self._charge(votes, answered)
+        with _ledger_lock(self._path):
+            self._refresh()
+            return self._charge(votes, answered)
+
+    def _refresh(self) -> None:
+        """Adopt the ledger file's state (another process may have charged it since my last write).
+
+        Raises
+        ------
+        ValueError
+            If the file vanished after charges were recorded (a ledger is never reset silently), or
+            no longer matches this ledger's settings.
+        """
+        assert self._path is not None
+        if self._path.exists():
+            self._restore(_read_ledger_file(self._path))
+        elif self._checked or self._history:
+            raise ValueError(f"{self._path}: the privacy ledger file vanished after {self._checked} checked "
+                             "queries; refusing to charge (restore the file or start a new ledger)")
+
+    def _charge(self, votes: ArrayLike, answered: ArrayLike | None) -> ChargeResult:
+        """:meth:`charge` on the current state (the caller holds the ledger file's lock)."""
         if self._exhausted:
             spent = self.epsilon()[self._budget_on]
             raise BudgetExhaustedError(

@@ -664,7 +664,7 @@ def test_ledger_persists_and_reloads(tmp_path: Path) -> None:
         assert other.history == ledger.history and len(other.history) == 2
         assert other.to_dict() == ledger.to_dict()
     assert json.loads(path.read_text())["config"]["mechanism"] == "confident_gnmax"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json"]  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.lock"]  # no temp files left
 
 
 @IGNORE_EDGE
@@ -741,7 +741,7 @@ def test_ledger_state_unchanged_when_persisting_fails(
     # Assert
     assert ledger.to_dict() == before_state
     assert path.read_bytes() == before_file
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.lock"]  # no temp file left
 
 
 def test_ledger_warns_when_best_order_is_at_edge_of_grid() -> None:
@@ -897,3 +897,47 @@ def test_data_dependent_budget_keeps_answering_cheap_queries_past_the_worst_case
     assert (first.n_accepted, first.exhausted) == (50, False)
     assert (second.n_accepted, second.exhausted) == (50, False)
     assert second.epsilon_data_dependent <= 1.0 < second.epsilon_data_independent
+
+
+def _charge_from_process(args: tuple[str, int]) -> int:
+    path, batches = args
+    ledger = make_ledger(Path(path))
+    for _ in range(batches):
+        ledger.charge(make_votes([240, 5, 5]), np.array([True]))
+    return ledger.queries_checked
+
+
+def test_two_ledgers_on_one_file_share_one_budget(tmp_path: Path) -> None:
+    # Prepare: two runs open the same ledger file before either charges
+    path = tmp_path / "ledger.json"
+    first, second = make_ledger(path), make_ledger(path)
+    alone = make_ledger(None)
+    # Execute
+    first.charge(make_votes([240, 5, 5]), np.array([True]))
+    second.charge(make_votes([100, 90, 60]), np.array([True]))
+    alone.charge(make_votes([240, 5, 5]), np.array([True]))
+    alone.charge(make_votes([100, 90, 60]), np.array([True]))
+    # Assert: the second charge adopted the first (nothing lost) and equals one ledger charging both
+    stored = PrivacyLedger.load(path)
+    assert stored.queries_checked == second.queries_checked == 2
+    np.testing.assert_array_equal(stored.rdp_data_dependent, alone.rdp_data_dependent)
+    np.testing.assert_array_equal(second.rdp_data_independent, alone.rdp_data_independent)
+
+
+def test_concurrent_processes_lose_no_charge(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = tmp_path / "ledger.json"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_charge_from_process, [(str(path), 15), (str(path), 15)])
+    assert PrivacyLedger.load(path).queries_checked == 30
+    assert len(PrivacyLedger.load(path).history) == 30
+
+
+def test_a_vanished_ledger_file_is_not_silently_restarted(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    ledger = make_ledger(path)
+    ledger.charge(make_votes([240, 5, 5]), np.array([True]))
+    path.unlink()
+    with pytest.raises(ValueError, match="vanished after 1 checked"):
+        ledger.charge(make_votes([240, 5, 5]), np.array([True]))
