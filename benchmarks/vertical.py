@@ -47,6 +47,7 @@ from rich.table import Table
 
 from clients.vertical_data import make_vertical_split
 from clients.vertical_training import make_party
+from simulations.results import json_safe
 from simulations.vertical_config import ModelConfig, StrategyConfig, VerticalConfig
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype
 
@@ -112,7 +113,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "attack_nearest": float(np.mean([a["nearest"] for a in attack])) if all(attack) else None,
         "wall_s": float(np.mean([r["wall_s"] for r in runs])),
         "n_aligned": float(np.mean([r["n_aligned"] for r in runs])),
-        "fusions": [r["fusion"] for r in runs],  # per seed: (top, head, prototype) weights used
+        "fusions": [r.get("fusion") for r in runs],  # per seed: (top, head, prototype) weights used
     }
     if any("passive_only_1" in r["test"] for r in runs):
         out["passive_only_accuracy"] = float(np.mean([r["test"].get("passive_only_1", 0.0) for r in runs]))
@@ -134,8 +135,11 @@ def proto_strategy(base: StrategyConfig, dataset: str) -> StrategyConfig:
 def benchmark(datasets: list[str], fractions: list[float], seeds: list[int], base: StrategyConfig,
               protection_fractions: list[float], jobs: int = 1,
               methods: tuple[str, ...] = tuple(METHODS),
-              settings: tuple[str, ...] = tuple(PROTECTION)) -> dict[str, Any]:
-    """All methods on all datasets and fractions, then the protection sweep (``jobs`` runs in parallel)."""
+              settings: tuple[str, ...] = tuple(PROTECTION), raw_out: Path | None = None) -> dict[str, Any]:
+    """All methods on all datasets and fractions, then the protection sweep (``jobs`` runs in parallel).
+
+    ``raw_out``: also write every run's own results there (before aggregating, so nothing is lost).
+    """
     groups: list[tuple[dict[str, Any], list[tuple[str, float, int, StrategyConfig]]]] = []
     for dataset in datasets:
         proto = proto_strategy(base, dataset)
@@ -156,9 +160,15 @@ def benchmark(datasets: list[str], fractions: list[float], seeds: list[int], bas
     tasks = [task for _, group in groups for task in group]
     if jobs > 1:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = iter(list(pool.map(_run_task, tasks)))
+            runs = list(pool.map(_run_task, tasks))
     else:
-        results = (_run_task(task) for task in tasks)
+        runs = [_run_task(task) for task in tasks]
+    if raw_out is not None:
+        raw_out.parent.mkdir(parents=True, exist_ok=True)
+        raw_out.write_text(json.dumps(json_safe([
+            {"dataset": d, "aligned_fraction": f, "seed": seed, "strategy": dataclasses.asdict(st),
+             "result": r} for (d, f, seed, st), r in zip(tasks, runs, strict=True)])))
+    results = iter(runs)
     out: dict[str, list[dict[str, Any]]] = {"rows": [], "protection": []}
     for head, group in groups:
         row = {**head, **aggregate([next(results) for _ in group])}
@@ -216,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="digits only, f in {0.05, 0.1}, 1 seed")
     parser.add_argument("--out", type=Path, help="write the JSON results here")
+    parser.add_argument("--raw", type=Path, help="also write every single run's results here")
     parser.add_argument("--datasets", default="digits,mnist5k")
     parser.add_argument("--fractions", default="0.02,0.05,0.1,0.2,0.5")
     parser.add_argument("--protection-fractions", default="0.05,0.1")
@@ -241,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown methods or settings {sorted(unknown)}; choose from {list(METHODS)} and "
                      f"{list(PROTECTION)}")
-    result = benchmark(datasets, fractions, seeds, base, protection_fractions, args.jobs, methods, settings)
+    result = benchmark(datasets, fractions, seeds, base, protection_fractions, args.jobs, methods, settings,
+                       raw_out=args.raw)
     result["settings"] = {"seeds": seeds, "strategy": dataclasses.asdict(base), "proto": PROTO_BY_DATASET,
                           "model": {"default": dataclasses.asdict(ModelConfig()), **MODEL_BY_DATASET},
                           "total_wall_s": time.perf_counter() - start}

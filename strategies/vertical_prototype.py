@@ -146,7 +146,8 @@ class VerticalPrototype:
             history.append(metrics)
             if self.on_epoch is not None:
                 self.on_epoch(epoch, metrics)
-        fusion = self._select_fusion(link) if s.split_learning else {}
+        # without split learning the active party predicts every user with its local head alone
+        fusion = self._select_fusion(link) if s.split_learning else {"fusion": [0.0, 1.0, 0.0]}
         results: dict[str, Any] = {
             **fusion,
             "n_aligned": n_aligned,
