@@ -10,8 +10,14 @@ active party (label holder) and the passive parties, in phases:
    (second prototypes go only to the party whose feature space they live in) and one local pass at the
    active party (local head + first loss); the passive parties' third loss rides on their split-learning
    steps (see :mod:`clients.vertical_training`);
-3. **evaluation** — validation and test accuracy for aligned, active-only and passive-only users; the
-   label-inference attacks measured at every passive party; the label-DP ε of the prototype releases.
+3. **evaluation** — with ``fusion_selection = validation`` the active party first picks how to fuse its
+   predictors on its validation users (:mod:`clients.vertical_fusion`); then validation and test
+   accuracy for aligned, active-only and passive-only users; the label-inference attacks measured at
+   every passive party; the label-DP ε of the prototype releases.
+
+At alignment the parties also report their number of classes and a digest of their validation/test
+IDs; a run whose parties disagree stops with :class:`VerticalProtocolError` (e.g. nodes given data
+files of different deployments).
 
 Parties are reached through a :class:`PartyLink`: :class:`InProcessLink` calls party objects directly
 (benchmarks), :class:`FlowerLink` sends one Flower ``Message`` per party per step. A party that fails
