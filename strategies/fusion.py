@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from strategies.accounting import validate_votes
+from strategies.rdp_analysis import validate_votes
 
 UNANSWERED = -1
 MECHANISMS = ("majority", "lnmax", "gnmax", "confident_gnmax")

@@ -1,0 +1,568 @@
+"""The persisted RDP privacy ledger of a PATE run: charges, budget, history.
+
+Bookkeeping only: costs come from :mod:`strategies.rdp_analysis` and :mod:`strategies.rdp_lnmax`,
+ε from :mod:`strategies.rdp_conversion`, persistence from :mod:`strategies.ledger_store`.
+
+References
+----------
+References
+----------
+* [P18] N. Papernot, S. Song, I. Mironov, A. Raghunathan, K. Talwar, Ú. Erlingsson. "Scalable
+  Private Learning with PATE." ICLR 2018, arXiv:1802.08908. Theorem and proposition numbers below
+  follow this paper; the reference implementation is tf-privacy ``research/pate_2018/core.py``.
+* [P17] N. Papernot, M. Abadi, Ú. Erlingsson, I. Goodfellow, K. Talwar. "Semi-supervised Knowledge
+  Transfer for Deep Learning from Private Training Data." ICLR 2017, arXiv:1610.05755.
+* [M17] I. Mironov. "Rényi Differential Privacy." CSF 2017, arXiv:1702.07476.
+* [BS16] M. Bun, T. Steinke. "Concentrated Differential Privacy: Simplifications, Extensions, and
+  Lower Bounds." TCC 2016, arXiv:1605.02065.
+
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from strategies.ledger_store import (
+    LEDGER_FORMAT_VERSION,
+    _atomic_write_json,
+    _ledger_lock,
+    _read_ledger_file,
+)
+from strategies.rdp_analysis import (
+    DEFAULT_ORDERS,
+    ArrayLike,
+    FloatArray,
+    _check_delta,
+    _check_finite,
+    _check_orders,
+    _check_positive,
+    rdp_gnmax_data_dependent,
+    rdp_gnmax_data_independent,
+    rdp_threshold,
+    rdp_threshold_data_independent,
+    validate_votes,
+)
+from strategies.rdp_conversion import _epsilon_curve, _warn_if_edge
+from strategies.rdp_lnmax import rdp_lnmax_data_dependent, rdp_lnmax_data_independent
+
+__all__ = ["BudgetExhaustedError", "ChargeResult", "PrivacyLedger"]
+
+_MECHANISMS = ("gnmax", "confident_gnmax", "lnmax")
+_BUDGET_BASES = ("data_dependent", "data_independent")
+
+
+class BudgetExhaustedError(RuntimeError):
+    """Raised by :meth:`PrivacyLedger.charge` once the privacy budget is exhausted."""
+
+
+
+@dataclasses.dataclass(frozen=True)
+class ChargeResult:
+    """Outcome of one :meth:`PrivacyLedger.charge`.
+
+    Attributes
+    ----------
+    n_accepted : int
+        Length of the prefix of the batch that was charged (queries beyond it must not be answered).
+    n_answered : int
+        Queries of the accepted prefix that were answered (for Confident-GNMax, passed the check).
+    exhausted : bool
+        True if the batch was cut short, or (``budget_on="data_independent"`` only) if one more
+        query would exceed the budget. Further charges raise :class:`BudgetExhaustedError`.
+    epsilon_data_dependent, epsilon_data_independent : float
+        Total ε spent after this charge, on each accounting.
+    best_order_data_dependent, best_order_data_independent : float
+        The orders achieving those ε.
+    """
+
+    n_accepted: int
+    n_answered: int
+    exhausted: bool
+    epsilon_data_dependent: float
+    epsilon_data_independent: float
+    best_order_data_dependent: float
+    best_order_data_independent: float
+
+
+
+class PrivacyLedger:
+    """RDP privacy ledger for PATE vote fusion, persisted atomically as JSON.
+
+    The ledger only does bookkeeping: costs come from the analysis functions of this module. It
+    tracks the total RDP on two accountings at once, data-dependent ([P18] Theorem 6) and
+    data-independent ([P18] Proposition 8), converts them with :func:`rdp_to_epsilon`, and enforces
+    the budget on the accounting named by ``budget_on``.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path or None
+        JSON file to persist to after every charge; ``None`` keeps the ledger in memory. If the file
+        exists it is reloaded (history and totals), and its mechanism, parameters and orders must
+        equal the ones given, else ValueError: a ledger is never reset silently.
+    mechanism : {"gnmax", "confident_gnmax", "lnmax"}
+        The fusion mechanism being charged.
+    delta : float
+        Target δ in (0, 1).
+    epsilon_budget : float
+        Largest total ε (on ``budget_on``) the ledger lets the queries spend (> 0).
+    sigma : float or None, default None
+        GNMax noise σ ("gnmax"), or σ2 of the answering step ("confident_gnmax").
+    sigma1 : float or None, default None
+        Threshold noise σ1 ("confident_gnmax" only).
+    threshold : float or None, default None
+        Threshold T ("confident_gnmax" only).
+    gamma : float or None, default None
+        Laplace inverse scale γ ("lnmax" only).
+    orders : array_like, default DEFAULT_ORDERS
+        Rényi orders α > 1.
+    budget_on : {"data_dependent", "data_independent"}, default "data_dependent"
+        Which ε the budget bounds. The data-dependent ε is itself a function of the votes (see the
+        module caveat); "data_independent" gives a guarantee that needs no further release step.
+
+    Raises
+    ------
+    ValueError
+        On an unknown mechanism or budget basis, a missing or superfluous parameter, an invalid
+        value, a budget below the ε of zero queries, or a stored ledger that does not match.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        *,
+        mechanism: str,
+        delta: float,
+        epsilon_budget: float,
+        sigma: float | None = None,
+        sigma1: float | None = None,
+        threshold: float | None = None,
+        gamma: float | None = None,
+        orders: ArrayLike = DEFAULT_ORDERS,
+        budget_on: str = "data_dependent",
+    ) -> None:
+        if mechanism not in _MECHANISMS:
+            raise ValueError(f"mechanism must be one of {_MECHANISMS}, got {mechanism!r}")
+        if budget_on not in _BUDGET_BASES:
+            raise ValueError(f"budget_on must be one of {_BUDGET_BASES}, got {budget_on!r}")
+        self._params = self._check_params(
+            mechanism, sigma=sigma, sigma1=sigma1, threshold=threshold, gamma=gamma
+        )
+        self._mechanism = mechanism
+        self._delta = _check_delta(delta)
+        self._budget = _check_positive("epsilon_budget", epsilon_budget)
+        self._budget_on = budget_on
+        self._orders = _check_orders(orders).copy()
+        floor = float(np.min(_epsilon_curve(self._orders, np.zeros_like(self._orders), self._delta)))
+        if self._budget < floor:
+            raise ValueError(
+                f"epsilon_budget must be >= the ε of zero queries on this order grid ({floor:.4g}), "
+                f"got {self._budget}"
+            )
+        self._path = None if path is None else Path(path)
+
+        self._rdp_dd = np.zeros_like(self._orders)
+        self._rdp_di = np.zeros_like(self._orders)
+        self._checked = 0
+        self._answered = 0
+        self._exhausted = False
+        self._history: list[dict[str, Any]] = []
+        if self._path is not None and self._path.exists():
+            self._restore(_read_ledger_file(self._path))
+
+    # -- construction helpers ----------------------------------------------------------------------
+
+    @staticmethod
+    def _check_params(mechanism: str, **given: float | None) -> dict[str, float]:
+        """Validate the mechanism's parameters; return the ones it uses, as floats."""
+        needed = {
+            "gnmax": ("sigma",),
+            "confident_gnmax": ("sigma", "sigma1", "threshold"),
+            "lnmax": ("gamma",),
+        }[mechanism]
+        params: dict[str, float] = {}
+        for name, value in given.items():
+            if name in needed and value is None:
+                raise ValueError(f"{name} is required for mechanism {mechanism!r}")
+            if name not in needed and value is not None:
+                raise ValueError(f"{name} is not used by mechanism {mechanism!r}, got {value}")
+            if value is not None:
+                check = _check_finite if name == "threshold" else _check_positive
+                params[name] = check(name, value)
+        return params
+
+    def _config(self) -> dict[str, Any]:
+        """The settings a stored ledger must match to be reloaded."""
+        return {
+            "mechanism": self._mechanism,
+            "delta": self._delta,
+            "epsilon_budget": self._budget,
+            "budget_on": self._budget_on,
+            **self._params,
+        }
+
+    def _restore(self, stored: dict[str, Any]) -> None:
+        """Load totals and history from a stored ledger after checking it matches this one."""
+        mine, theirs = self._config(), stored["config"]
+        for key in ["mechanism", *sorted((set(mine) | set(theirs)) - {"mechanism"})]:
+            if mine.get(key) != theirs.get(key):
+                raise ValueError(
+                    f"{self._path}: stored ledger has {key}={theirs.get(key)!r}, "
+                    f"but this ledger was created with {key}={mine.get(key)!r}"
+                )
+        stored_orders = np.asarray(stored["orders"], dtype=float)
+        if not np.array_equal(stored_orders, self._orders):
+            raise ValueError(
+                f"{self._path}: stored ledger has a different order grid "
+                f"({stored_orders.size} orders in [{stored_orders.min():g}, {stored_orders.max():g}]) "
+                f"than this one ({self._orders.size} orders in [{self._orders.min():g}, "
+                f"{self._orders.max():g}])"
+            )
+        self._rdp_dd = np.asarray(stored["rdp_data_dependent"], dtype=float)
+        self._rdp_di = np.asarray(stored["rdp_data_independent"], dtype=float)
+        self._checked = int(stored["queries_checked"])
+        self._answered = int(stored["queries_answered"])
+        self._exhausted = bool(stored["exhausted"])
+        self._history = list(stored["history"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> PrivacyLedger:
+        """Reload a ledger from ``path`` with the settings stored in it.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is not a ledger this version can read.
+        """
+        stored = _read_ledger_file(Path(path))
+        return cls(path, orders=stored["orders"], **stored["config"])
+
+    # -- per-query costs ---------------------------------------------------------------------------
+
+    def _costs(self, votes: FloatArray, answered: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
+        """Per-query RDP ``(Q, K)`` on both accountings: check for every query, answer if answered."""
+        p, orders = self._params, self._orders
+        if self._mechanism == "lnmax":
+            dd = rdp_lnmax_data_dependent(votes, p["gamma"], orders)
+            di_answer = rdp_lnmax_data_independent(p["gamma"], orders)
+        else:
+            dd = rdp_gnmax_data_dependent(votes, p["sigma"], orders)
+            di_answer = rdp_gnmax_data_independent(p["sigma"], orders)
+        dd = dd * answered[:, None]
+        di = answered[:, None] * di_answer[None, :]
+        if self._mechanism == "confident_gnmax":
+            dd = dd + rdp_threshold(votes, p["threshold"], p["sigma1"], orders)
+            di = di + rdp_threshold_data_independent(p["sigma1"], orders)[None, :]
+        return dd, di
+
+    def _worst_case_query(self) -> FloatArray:
+        """Largest RDP one more query can cost on ``budget_on`` (its data-independent cost)."""
+        p, orders = self._params, self._orders
+        if self._mechanism == "lnmax":
+            return rdp_lnmax_data_independent(p["gamma"], orders)
+        cost = rdp_gnmax_data_independent(p["sigma"], orders)
+        if self._mechanism == "confident_gnmax":
+            cost = cost + rdp_threshold_data_independent(p["sigma1"], orders)
+        return cost
+
+    def _check_answered(self, answered: ArrayLike | None, n_queries: int) -> npt.NDArray[np.bool_]:
+        """Validate ``answered`` for this mechanism and batch; return a boolean ``(Q,)`` array."""
+        if answered is None:
+            if self._mechanism == "confident_gnmax":
+                raise ValueError(
+                    "answered is required for mechanism 'confident_gnmax' (the threshold outcomes)"
+                )
+            return np.ones(n_queries, dtype=bool)
+        arr = np.asarray(answered)
+        if arr.dtype != np.bool_ or arr.shape != (n_queries,):
+            raise ValueError(
+                f"answered must be a boolean array of shape ({n_queries},), got dtype {arr.dtype} "
+                f"and shape {arr.shape}"
+            )
+        if self._mechanism != "confident_gnmax" and not arr.all():
+            raise ValueError(
+                f"answered must be all True for mechanism {self._mechanism!r} (every query is answered), "
+                f"got False at index {int(np.flatnonzero(~arr)[0])}"
+            )
+        return arr
+
+    # -- charging ----------------------------------------------------------------------------------
+
+    def charge(self, votes: ArrayLike, answered: ArrayLike | None = None) -> ChargeResult:
+        """Charge a batch of queries, keeping the longest prefix that fits the budget.
+
+        With a ledger file, the charge holds an exclusive lock on ``<path>.lock`` and first adopts
+        what the file holds, so processes sharing the file charge one budget and lose no charge.
+
+        Each query pays the threshold check (Confident-GNMax) and, if answered, the answering step
+        (GNMax or LNMax), on both accountings. The longest prefix of the batch whose total ε (on
+        ``budget_on``) stays within the budget is found in a dry run; only then are the totals
+        updated, the history extended and the ledger persisted. The caller must not release the
+        answers to queries beyond ``n_accepted``.
+
+        Each batch is validated on its own, so the number of teachers (row sum) may change between
+        batches, e.g. when a teacher node drops out.
+
+        Parameters
+        ----------
+        votes : array_like
+            Shape ``(Q, C)``: the vote histograms of the batch, in the order the answers are
+            released.
+        answered : numpy.ndarray of bool or None, default None
+            Shape ``(Q,)``: which queries the fusion answered. Required for "confident_gnmax" (the
+            threshold outcomes); for "gnmax" and "lnmax" every query is answered, so it must be
+            None or all True.
+
+        Returns
+        -------
+        ChargeResult
+            The accepted prefix, its answered count, whether the budget is exhausted, and the total
+            ε on both accountings after the charge. ``exhausted`` is True if the batch was cut
+            short, or, on the data-independent accounting, if one more query would not fit (a
+            data-dependent cost is unknown until the query's votes are, so there only a cut
+            batch exhausts the budget).
+
+        Raises
+        ------
+        BudgetExhaustedError
+            If an earlier charge exhausted the budget.
+        ValueError
+            If ``votes`` or ``answered`` is malformed.
+        OSError
+            If persisting fails; the ledger then stays as it was before the call.
+
+        Warns
+        -----
+        PrivacyWarning
+            If the best order of either ε is at the edge of the order grid.
+        """
+        if self._path is None:
+            return self._charge(votes, answered)
+        with _ledger_lock(self._path):
+            self._refresh()
+            return self._charge(votes, answered)
+
+    def _refresh(self) -> None:
+        """Adopt the ledger file's state (another process may have charged it since my last write).
+
+        Raises
+        ------
+        ValueError
+            If the file vanished after charges were recorded (a ledger is never reset silently), or
+            no longer matches this ledger's settings.
+        """
+        assert self._path is not None
+        if self._path.exists():
+            self._restore(_read_ledger_file(self._path))
+        elif self._checked or self._history:
+            raise ValueError(f"{self._path}: the privacy ledger file vanished after {self._checked} checked "
+                             "queries; refusing to charge (restore the file or start a new ledger)")
+
+    def _charge(self, votes: ArrayLike, answered: ArrayLike | None) -> ChargeResult:
+        """:meth:`charge` on the current state (the caller holds the ledger file's lock)."""
+        if self._exhausted:
+            spent = self.epsilon()[self._budget_on]
+            raise BudgetExhaustedError(
+                f"privacy budget exhausted: spent ε={spent:.4f} ({self._budget_on}) of epsilon_budget="
+                f"{self._budget} at δ={self._delta}"
+            )
+        votes = validate_votes(votes)
+        answered_arr = self._check_answered(answered, votes.shape[0])
+
+        # Dry run: cumulative totals after each prefix, nothing changes until the prefix is chosen.
+        cost_dd, cost_di = self._costs(votes, answered_arr)
+        cum_dd = self._rdp_dd + np.cumsum(cost_dd, axis=0)
+        cum_di = self._rdp_di + np.cumsum(cost_di, axis=0)
+        cum = cum_dd if self._budget_on == "data_dependent" else cum_di
+        over = np.min(_epsilon_curve(self._orders, cum, self._delta), axis=1) > self._budget
+        n_accepted = int(np.argmax(over)) if over.any() else votes.shape[0]
+        # The committed totals are the very rows the decision was made on (no re-summation).
+        rdp_dd = cum_dd[n_accepted - 1] if n_accepted else self._rdp_dd.copy()
+        rdp_di = cum_di[n_accepted - 1] if n_accepted else self._rdp_di.copy()
+        n_answered = int(answered_arr[:n_accepted].sum())
+
+        # On the data-independent accounting every query costs exactly its worst case, so the budget
+        # is exhausted as soon as one more query cannot fit. A data-dependent cost is only known once
+        # the votes are: a high-consensus query may still fit, so only a cut batch exhausts it.
+        exhausted = n_accepted < votes.shape[0]
+        if self._budget_on == "data_independent":
+            next_cost = np.min(_epsilon_curve(self._orders, rdp_di + self._worst_case_query(), self._delta))
+            exhausted = exhausted or bool(next_cost > self._budget)
+        (eps_dd, order_dd), (eps_di, order_di) = self._best(rdp_dd), self._best(rdp_di)
+
+        history = [
+            *self._history,
+            {
+                "time": datetime.now(UTC).isoformat(timespec="seconds"),
+                "n_offered": int(votes.shape[0]),
+                "n_accepted": n_accepted,
+                "n_answered": n_answered,
+                "n_teachers": float(votes[0].sum()),
+                "exhausted": exhausted,
+                "epsilon_data_dependent": eps_dd,
+                "epsilon_data_independent": eps_di,
+                "best_order_data_dependent": order_dd,
+                "best_order_data_independent": order_di,
+            },
+        ]
+        checked, answered_total = self._checked + n_accepted, self._answered + n_answered
+        if self._path is not None:
+            payload = self._payload(
+                rdp_dd=rdp_dd,
+                rdp_di=rdp_di,
+                checked=checked,
+                answered=answered_total,
+                exhausted=exhausted,
+                history=history,
+            )
+            _atomic_write_json(self._path, payload)
+        self._rdp_dd, self._rdp_di = rdp_dd, rdp_di
+        self._checked, self._answered = checked, answered_total
+        self._exhausted, self._history = exhausted, history
+
+        _warn_if_edge(order_dd, self._orders, "data-dependent ε")
+        _warn_if_edge(order_di, self._orders, "data-independent ε")
+        return ChargeResult(
+            n_accepted=n_accepted,
+            n_answered=n_answered,
+            exhausted=exhausted,
+            epsilon_data_dependent=eps_dd,
+            epsilon_data_independent=eps_di,
+            best_order_data_dependent=order_dd,
+            best_order_data_independent=order_di,
+        )
+
+    def _best(self, rdp: FloatArray) -> tuple[float, float]:
+        """(ε, best order) of a total RDP curve, without warning."""
+        eps = _epsilon_curve(self._orders, rdp, self._delta)
+        best = int(np.argmin(eps))
+        return float(eps[best]), float(self._orders[best])
+
+    # -- persistence -------------------------------------------------------------------------------
+
+    def _payload(
+        self,
+        *,
+        rdp_dd: FloatArray,
+        rdp_di: FloatArray,
+        checked: int,
+        answered: int,
+        exhausted: bool,
+        history: Sequence[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The JSON document for a ledger state."""
+        return {
+            "format_version": LEDGER_FORMAT_VERSION,
+            "config": self._config(),
+            "orders": self._orders.tolist(),
+            "rdp_data_dependent": rdp_dd.tolist(),
+            "rdp_data_independent": rdp_di.tolist(),
+            "queries_checked": checked,
+            "queries_answered": answered,
+            "exhausted": exhausted,
+            "history": list(history),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ledger as the JSON-compatible dict it is persisted as."""
+        return self._payload(
+            rdp_dd=self._rdp_dd,
+            rdp_di=self._rdp_di,
+            checked=self._checked,
+            answered=self._answered,
+            exhausted=self._exhausted,
+            history=self._history,
+        )
+
+    # -- read-only views ---------------------------------------------------------------------------
+
+    def epsilon(self) -> dict[str, float]:
+        """Total ε spent so far on both accountings, with the best orders (no edge warning).
+
+        Returns
+        -------
+        dict
+            Keys ``data_dependent``, ``data_independent``, ``best_order_data_dependent``,
+            ``best_order_data_independent``.
+        """
+        eps_dd, order_dd = self._best(self._rdp_dd)
+        eps_di, order_di = self._best(self._rdp_di)
+        return {
+            "data_dependent": eps_dd,
+            "data_independent": eps_di,
+            "best_order_data_dependent": order_dd,
+            "best_order_data_independent": order_di,
+        }
+
+    @property
+    def mechanism(self) -> str:
+        """The fusion mechanism this ledger charges."""
+        return self._mechanism
+
+    @property
+    def path(self) -> Path | None:
+        """The JSON file the ledger persists to, or None."""
+        return self._path
+
+    @property
+    def orders(self) -> FloatArray:
+        """The order grid (a copy)."""
+        return self._orders.copy()
+
+    @property
+    def rdp_data_dependent(self) -> FloatArray:
+        """Total data-dependent RDP at each order (a copy)."""
+        return self._rdp_dd.copy()
+
+    @property
+    def rdp_data_independent(self) -> FloatArray:
+        """Total data-independent RDP at each order (a copy)."""
+        return self._rdp_di.copy()
+
+    @property
+    def queries_checked(self) -> int:
+        """Queries charged so far (each one passed through the threshold check, if any)."""
+        return self._checked
+
+    @property
+    def queries_answered(self) -> int:
+        """Queries answered so far."""
+        return self._answered
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the budget is exhausted (further charges raise BudgetExhaustedError)."""
+        return self._exhausted
+
+    @property
+    def delta(self) -> float:
+        """The target δ of every ε this ledger reports."""
+        return self._delta
+
+    @property
+    def epsilon_budget(self) -> float:
+        """The ε budget, on the accounting named by ``budget_on``."""
+        return self._budget
+
+    @property
+    def budget_on(self) -> str:
+        """Which accounting the budget bounds: "data_dependent" or "data_independent"."""
+        return self._budget_on
+
+    @property
+    def remaining(self) -> float:
+        """Budget left: ``epsilon_budget`` minus the ε spent on ``budget_on`` (>= 0)."""
+        return max(0.0, self._budget - self.epsilon()[self._budget_on])
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One entry per charge (copies): counts, ε after the charge, time."""
+        return [dict(entry) for entry in self._history]
