@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from clients.data import load_pate_data
-from clients.pate_protocol import DataSpec, ModelSpec
 from clients.student import train_student
 from clients.teacher import train_teacher, vote_histogram
 from clients.training import accuracy
+from protocol.pate import DataSpec, ModelSpec
 from strategies.accounting import PrivacyLedger, PrivacyWarning
 from strategies.fusion import make_mechanism
 
@@ -53,13 +53,13 @@ class DatasetPlan:
 def plans(quick: bool) -> dict[str, DatasetPlan]:
     """The datasets of the benchmark; ``quick`` shrinks MNIST-1D and the epochs."""
     epochs = 60 if quick else 100
-    mlp = ModelSpec(kind="mlp", epochs=epochs)
+    mlp = ModelSpec(encoder="mlp", epochs=epochs)
     return {
         "digits": DatasetPlan(DataSpec(dataset="digits", num_teachers=20), mlp, mlp),
         "mnist5k": DatasetPlan(DataSpec(dataset="mnist5k", num_teachers=25), mlp, mlp),
         "mnist1d": DatasetPlan(
             DataSpec(dataset="mnist1d", num_teachers=20, mnist1d_samples=8000 if quick else 20000),
-            ModelSpec(kind="cnn1d", epochs=epochs), ModelSpec(kind="cnn1d", epochs=epochs)),
+            ModelSpec(encoder="cnn1d", epochs=epochs), ModelSpec(encoder="cnn1d", epochs=epochs)),
     }
 
 

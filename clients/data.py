@@ -167,16 +167,19 @@ def split_for_pate(
     scheme: str = "iid",
     dirichlet_alpha: float = 0.5,
     seed: int = 0,
+    teacher_samples: int = 0,
 ) -> PateSplit:
     """Carve ``dataset`` into teacher shards, the student's query pool, validation and test sets.
 
     The student's sets are taken first (a seeded permutation); the remainder is partitioned among
-    the teachers. Disjointness of every pair of sets is checked before returning.
+    the teachers (its first ``teacher_samples`` samples when that is > 0, so shard sizes can be set
+    independently of the dataset size). Disjointness of every pair of sets is checked before returning.
 
     Raises
     ------
     ValueError
-        If a fraction is outside (0, 1) or the three student fractions leave no teacher data.
+        If a fraction is outside (0, 1), the three student fractions leave no teacher data, or
+        ``teacher_samples`` is negative or exceeds what they leave.
     """
     fractions = {"query_fraction": query_fraction, "validation_fraction": validation_fraction,
                  "test_fraction": test_fraction}
@@ -193,6 +196,11 @@ def split_for_pate(
     validation = np.sort(order[n_query:n_query + n_val])
     test = np.sort(order[n_query + n_val:n_query + n_val + n_test])
     teacher_pool = order[n_query + n_val + n_test:]
+    if teacher_samples < 0 or teacher_samples > len(teacher_pool):
+        raise ValueError(f"teacher_samples must be in [0, {len(teacher_pool)}] (0 = all that the student's "
+                         f"sets leave), got {teacher_samples}")
+    if teacher_samples:
+        teacher_pool = teacher_pool[:teacher_samples]
     shards = partition_teachers(dataset.y, teacher_pool, num_teachers, scheme=scheme,
                                 dirichlet_alpha=dirichlet_alpha, seed=seed + 1)
     split = PateSplit(teacher_shards=shards, query_pool=query_pool, validation=validation, test=test)
@@ -225,6 +233,7 @@ def load_pate_data(
     validation_fraction: float,
     test_fraction: float,
     mnist1d_samples: int,
+    teacher_samples: int = 0,
 ) -> tuple[Dataset, PateSplit]:
     """The dataset and PATE split every party of a run reconstructs locally (cached per process).
 
@@ -234,5 +243,6 @@ def load_pate_data(
     data = load_dataset(dataset, seed=seed, mnist1d_samples=mnist1d_samples)
     split = split_for_pate(data, num_teachers, query_fraction=query_fraction,
                            validation_fraction=validation_fraction, test_fraction=test_fraction,
-                           scheme=partition, dirichlet_alpha=dirichlet_alpha, seed=seed)
+                           scheme=partition, dirichlet_alpha=dirichlet_alpha, seed=seed,
+                           teacher_samples=teacher_samples)
     return data, split

@@ -25,8 +25,17 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.data import load_pate_data
 from clients.encoders import Classifier, build_classifier
-from clients.pate_protocol import ROLE_STUDENT, DataSpec, ModelSpec, array_record, node_role, read_array
 from clients.training import TrainConfig, accuracy, check_inputs, predict_logits, train_classifier
+from protocol.codec import from_flat, from_record
+from protocol.pate import (
+    ROLE_STUDENT,
+    DataSpec,
+    ModelSpec,
+    StudentSettings,
+    array_record,
+    node_role,
+    read_array,
+)
 
 MODEL_FORMAT = "flwr-privkit/student/1"
 
@@ -39,7 +48,7 @@ def _check_student(context: Context, data_spec: DataSpec) -> None:
 
 def handle_queries(msg: Message, context: Context) -> Message:
     """``query.queries``: return pool samples ``[offset, offset + count)`` (fewer at the pool's end)."""
-    data_spec = DataSpec.from_record(msg.content["data"])
+    data_spec = from_record(DataSpec, msg.content["data"])
     _check_student(context, data_spec)
     offset, count = int(msg.content["request"]["offset"]), int(msg.content["request"]["count"])
     if offset < 0 or count < 1:
@@ -93,7 +102,7 @@ def train_student(
                          weight_decay=spec.weight_decay)
 
     def fit(x: np.ndarray, y: np.ndarray) -> Classifier:
-        model = build_classifier(tuple(x.shape[1:]), n_classes, kind=spec.kind,
+        model = build_classifier(tuple(x.shape[1:]), n_classes, kind=spec.encoder,
                                  feature_dim=spec.feature_dim, hidden=spec.hidden)
         train_classifier(model, x, y, config, seed=seed)
         return model
@@ -138,8 +147,11 @@ def load_student(meta_path: Path) -> tuple[Classifier, dict[str, Any]]:
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != MODEL_FORMAT:
         raise ValueError(f"{meta_path} is not a flwr-privkit student model (format {meta.get('format')!r})")
-    spec = ModelSpec.from_record(meta["model"])
-    model = build_classifier(tuple(meta["input_shape"]), len(meta["classes"]), kind=spec.kind,
+    stored = dict(meta["model"])
+    if "kind" in stored:  # files written before ModelSpec.kind was renamed encoder
+        stored["encoder"] = stored.pop("kind")
+    spec = from_flat(ModelSpec, stored, what="saved student model")
+    model = build_classifier(tuple(meta["input_shape"]), len(meta["classes"]), kind=spec.encoder,
                              feature_dim=spec.feature_dim, hidden=spec.hidden)
     model.load_state_dict(torch.load(meta_path.parent / meta["weights"], weights_only=True))
     model.eval()
@@ -166,10 +178,11 @@ def handle_train(msg: Message, context: Context) -> Message:
     ``fused_label_accuracy`` compares the fused labels with the pool's ground truth: a measurement
     the student can make only because this setting's pool comes from a labelled dataset.
     """
-    data_spec = DataSpec.from_record(msg.content["data"])
+    data_spec = from_record(DataSpec, msg.content["data"])
     _check_student(context, data_spec)
-    model_spec = ModelSpec.from_record(msg.content["model"])
-    settings = msg.content["student"]
+    model_spec = from_record(ModelSpec, msg.content["model"])
+    settings = from_record(StudentSettings, msg.content["student"])
+    privacy = dict(msg.content["privacy"]) if "privacy" in msg.content else {}
     data, split = load_pate_data(**dataclasses.asdict(data_spec))
     positions = read_array(msg.content, "labels", "positions").astype(np.int64)
     labels = read_array(msg.content, "labels", "labels").astype(np.int64)
@@ -185,7 +198,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         raise ValueError(f"labels must lie in [0, {data.n_classes}), got [{labels.min()}, {labels.max()}]")
     pool = split.query_pool
     unlabeled = np.setdiff1d(np.arange(len(pool)), positions)
-    confidence = float(settings["self_training_confidence"])
+    confidence = settings.self_training_confidence if settings.method == "self_training" else 0.0
     model, n_pseudo = train_student(
         data.x[pool[positions]], labels, data.x[pool[unlabeled]], data.n_classes, model_spec,
         seed=data_spec.seed + 7, self_training_confidence=confidence if confidence > 0 else None)
@@ -196,8 +209,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         "validation_accuracy": accuracy(model, data.x[split.validation], data.y[split.validation]),
         "test_accuracy": accuracy(model, data.x[split.test], data.y[split.test]),
     }
-    privacy = {k: settings[k] for k in settings if k.startswith(("epsilon", "delta", "mechanism"))}
-    model_path = str(settings["model_path"])
+    model_path = settings.model_path
     if model_path:
         save_student(model, Path(model_path), {
             "classes": list(range(data.n_classes)),

@@ -1,6 +1,6 @@
 """Teacher node of ensemble-label distillation: trains its hosted teachers, answers vote queries.
 
-A node hosts one or more teachers (``clients.pate_protocol.node_role``). Each teacher trains on its
+A node hosts one or more teachers (``protocol.pate.node_role``). Each teacher trains on its
 own disjoint shard only and never leaves the node: its weights live in ``context.state`` under
 ``teacher.<index>``. A vote query carries a whole batch of student samples; the reply carries the
 node's per-query vote histogram over its hosted teachers (``(Q, C)`` counts), so per-teacher
@@ -17,8 +17,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from clients.data import load_pate_data
 from clients.encoders import Classifier, build_classifier
-from clients.pate_protocol import ROLE_TEACHER, DataSpec, ModelSpec, array_record, node_role, read_array
 from clients.training import TrainConfig, accuracy, check_inputs, predict_logits, train_classifier
+from protocol.codec import from_record
+from protocol.pate import ROLE_TEACHER, DataSpec, ModelSpec, array_record, node_role, read_array
 
 STATE_PREFIX = "teacher."
 
@@ -31,7 +32,7 @@ def _hosted_teachers(context: Context, data_spec: DataSpec) -> list[int]:
 
 
 def _new_model(input_shape: tuple[int, ...], n_classes: int, spec: ModelSpec) -> Classifier:
-    return build_classifier(input_shape, n_classes, kind=spec.kind, feature_dim=spec.feature_dim,
+    return build_classifier(input_shape, n_classes, kind=spec.encoder, feature_dim=spec.feature_dim,
                             hidden=spec.hidden)
 
 
@@ -62,8 +63,8 @@ def handle_train(msg: Message, context: Context) -> Message:
     because, in this setting, every party derives its data from one dataset); it plays no part in
     training or answering.
     """
-    data_spec = DataSpec.from_record(msg.content["data"])
-    model_spec = ModelSpec.from_record(msg.content["model"])
+    data_spec = from_record(DataSpec, msg.content["data"])
+    model_spec = from_record(ModelSpec, msg.content["model"])
     teachers = _hosted_teachers(context, data_spec)
     data, split = load_pate_data(**dataclasses.asdict(data_spec))
     test_x, test_y = data.x[split.test], data.y[split.test]
@@ -89,8 +90,8 @@ def handle_votes(msg: Message, context: Context) -> Message:
     RuntimeError
         If a hosted teacher has not been trained on this node (``train.teachers`` never ran).
     """
-    data_spec = DataSpec.from_record(msg.content["data"])
-    model_spec = ModelSpec.from_record(msg.content["model"])
+    data_spec = from_record(DataSpec, msg.content["data"])
+    model_spec = from_record(ModelSpec, msg.content["model"])
     teachers = _hosted_teachers(context, data_spec)
     data, _ = load_pate_data(**dataclasses.asdict(data_spec))
     queries = check_inputs(read_array(msg.content, "queries", "x"), data.input_shape, "query samples")

@@ -14,7 +14,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from clients import student, teacher
-from clients.pate_protocol import handle_describe
+from clients.pate_node import handle_describe
 from clients.vertical_party import register_vertical_handlers
 from simulations.pate_config import PateConfig
 from simulations.pate_server import run_pate_server

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from clients.pate_protocol import DataSpec, ModelSpec
-from strategies.ensemble_distillation import StudentSettings
+from protocol.pate import DataSpec, ModelSpec, StudentSettings
 
 
 @dataclass
@@ -64,7 +63,7 @@ class PateConfig:
     data: DataSpec = field(default_factory=lambda: DataSpec(num_teachers=20))
     teacher: ModelSpec = field(default_factory=lambda: ModelSpec(epochs=100))
     student_model: ModelSpec = field(default_factory=lambda: ModelSpec(epochs=100))
-    student: StudentSettings = field(default_factory=lambda: StudentSettings(self_training_confidence=0.9))
+    student: StudentSettings = field(default_factory=StudentSettings)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     run: RunConfig = field(default_factory=RunConfig)

@@ -15,7 +15,7 @@ from flwr.serverapp import Grid
 from simulations.pate_config import PateConfig
 from simulations.results import write_results
 from strategies.accounting import PrivacyLedger
-from strategies.ensemble_distillation import EnsembleDistillation, ProgressEvent, StudentSettings
+from strategies.ensemble_distillation import EnsembleDistillation, ProgressEvent
 from strategies.fusion import make_mechanism
 
 
@@ -46,8 +46,8 @@ def build_strategy(
                                gamma=s.gamma)
     student = cfg.student
     if not student.model_path:
-        student = StudentSettings(student.self_training_confidence,
-                                  str(Path(cfg.run.output_dir).resolve() / "student_model"))
+        student = dataclasses.replace(student,
+                                      model_path=str(Path(cfg.run.output_dir).resolve() / "student_model"))
     return EnsembleDistillation(
         mechanism=mechanism, ledger=build_ledger(cfg), data=cfg.data, teacher_model=cfg.teacher,
         student_model=cfg.student_model, student=student, query_batch_size=s.query_batch_size,

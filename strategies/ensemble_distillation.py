@@ -1,6 +1,6 @@
 """EnsembleDistillation: PATE-style ensemble-label distillation as a Flower strategy.
 
-Phases (``shared/DESIGN.md`` §2), driven by :meth:`EnsembleDistillation.start`:
+Phases (Papernot et al. 2018, Section 2), driven by :meth:`EnsembleDistillation.start`:
 
 1. *describe* — every node says its role (teacher nodes: which teachers they host; one student);
 2. *teacher training* (``configure_train`` / ``aggregate_train``) — each teacher trains on its own
@@ -32,7 +32,8 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
-from clients.pate_protocol import (
+from protocol.codec import to_record
+from protocol.pate import (
     MSG_DESCRIBE,
     MSG_NEXT_QUERIES,
     MSG_TRAIN_STUDENT,
@@ -42,6 +43,7 @@ from clients.pate_protocol import (
     ROLE_TEACHER,
     DataSpec,
     ModelSpec,
+    StudentSettings,
     array_record,
     read_array,
 )
@@ -51,19 +53,6 @@ from strategies.fusion import Majority, Mechanism
 
 class EnsembleTooSmallError(RuntimeError):
     """Fewer teachers remain than the configured minimum."""
-
-
-@dataclass
-class StudentSettings:
-    """What the student does with its labels.
-
-    ``self_training_confidence`` > 0 adds the student's unanswered samples whose own prediction is at
-    least that confident (no privacy cost: no teacher sees them). ``model_path`` (without suffix) is
-    where the student saves ``.pt`` + ``.json``; empty means do not save.
-    """
-
-    self_training_confidence: float = 0.0
-    model_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,7 +173,7 @@ class EnsembleDistillation(Strategy):
     ) -> Iterable[Message]:
         """One ``train.teachers`` message per teacher node."""
         ensemble = self._require_ensemble()
-        return [self._message(node, MSG_TRAIN_TEACHERS, model=self.teacher_model.to_record())
+        return [self._message(node, MSG_TRAIN_TEACHERS, model=to_record(self.teacher_model))
                 for node in sorted(ensemble.teacher_hosts)]
 
     def aggregate_train(
@@ -208,10 +197,9 @@ class EnsembleDistillation(Strategy):
     ) -> Iterable[Message]:
         """The ``train.student`` message: fused labels (in ``arrays``) plus the privacy bill (``config``)."""
         ensemble = self._require_ensemble()
-        settings = ConfigRecord({"self_training_confidence": self.student.self_training_confidence,
-                                 "model_path": self.student.model_path, **dict(config)})
-        msg = self._message(ensemble.student, MSG_TRAIN_STUDENT, model=self.student_model.to_record(),
-                            labels=arrays, student=settings)
+        msg = self._message(ensemble.student, MSG_TRAIN_STUDENT, model=to_record(self.student_model),
+                            labels=arrays, student=to_record(self.student),
+                            privacy=ConfigRecord(dict(config)))
         return [msg]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -370,7 +358,7 @@ class EnsembleDistillation(Strategy):
         """Sum the vote histograms of all remaining teacher nodes for one batch of queries."""
         ensemble = self._require_ensemble()
         queries = array_record(x=batch_x)
-        msgs = [self._message(node, MSG_VOTES, model=self.teacher_model.to_record(), queries=queries)
+        msgs = [self._message(node, MSG_VOTES, model=to_record(self.teacher_model), queries=queries)
                 for node in sorted(ensemble.teacher_hosts)]
         by_node = self._collect(grid.send_and_receive(msgs, timeout=self.timeout),
                                 set(ensemble.teacher_hosts), "voting")
@@ -402,7 +390,7 @@ class EnsembleDistillation(Strategy):
     # -- bookkeeping --------------------------------------------------------------------------------
 
     def _message(self, node: int, message_type: str, **records: Any) -> Message:
-        content = RecordDict({"data": self.data.to_record(), **records})
+        content = RecordDict({"data": to_record(self.data), **records})
         return Message(content, dst_node_id=node, message_type=message_type)
 
     def _collect(self, replies: Iterable[Message], expected: set[int], step: str) -> dict[int, Message]:

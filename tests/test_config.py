@@ -56,7 +56,7 @@ def test_default_hydra_composition_equals_the_schema_defaults():
     [
         (["strategy=gnmax", "strategy.sigma=40"], lambda c: (c.strategy.mechanism, c.strategy.sigma) == ("gnmax", 40)),
         (["dataset=mnist5k"], lambda c: (c.data.dataset, c.data.num_teachers) == ("mnist5k", 25)),
-        (["dataset=mnist1d", "model=cnn1d"], lambda c: c.teacher.kind == c.student_model.kind == "cnn1d"),
+        (["dataset=mnist1d", "model=cnn1d"], lambda c: c.teacher.encoder == c.student_model.encoder == "cnn1d"),
         (["strategy=majority"], lambda c: c.strategy.mechanism == "majority"),
     ],
 )

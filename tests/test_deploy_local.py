@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from clients.pate_protocol import node_role
+from protocol.pate import node_role
 from simulations.deploy_local import deploy, make_certificates, node_configs
 
 

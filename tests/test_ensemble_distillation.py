@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from flwr.app import Error, Message, RecordDict
 
-from clients.pate_protocol import DataSpec, ModelSpec, array_record
 from clients.student import predict
+from protocol.pate import DataSpec, ModelSpec, StudentSettings, array_record
 from simulations.app import client_app
 from strategies.accounting import BudgetExhaustedError, PrivacyLedger, PrivacyWarning
-from strategies.ensemble_distillation import EnsembleDistillation, EnsembleTooSmallError, StudentSettings
+from strategies.ensemble_distillation import EnsembleDistillation, EnsembleTooSmallError
 from strategies.fusion import ConfidentGNMax, GNMax, Majority
 from tests.fake_grid import InProcessGrid, simulation_nodes
 

@@ -9,8 +9,9 @@ import pytest
 from flwr.app import RecordDict
 
 from clients.encoders import build_classifier
-from clients.pate_protocol import DataSpec, ModelSpec, array_record, node_role, parse_teacher_ids, read_array
 from clients.student import load_student, main, predict, save_student, self_train_labels, train_student
+from protocol.codec import from_record, to_record
+from protocol.pate import DataSpec, ModelSpec, array_record, node_role, parse_teacher_ids, read_array
 
 
 @pytest.fixture
@@ -102,9 +103,9 @@ def test_node_role_errors(config, match):
 
 def test_specs_round_trip_and_missing_keys_are_named():
     spec = DataSpec(dataset="mnist5k", num_teachers=7)
-    assert DataSpec.from_record(spec.to_record()) == spec
+    assert from_record(DataSpec, to_record(spec)) == spec
     with pytest.raises(ValueError, match=r"DataSpec record lacks keys \['seed'\]"):
-        DataSpec.from_record({k: v for k, v in spec.to_record().items() if k != "seed"})
+        from_record(DataSpec, {k: v for k, v in to_record(spec).items() if k != "seed"})
 
 
 def test_read_array_names_what_is_missing():

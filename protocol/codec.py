@@ -1,0 +1,115 @@
+"""The one codec: typed dataclass ⇄ dotted scalar keys ⇄ Flower ``ConfigRecord``.
+
+Hydra composes nested, typed dataclasses; Flower's ``run_config`` and ``ConfigRecord`` hold only
+scalars (``[tool.flwr.app.config]`` tables become dotted ``a.b`` keys). :func:`to_flat` and
+:func:`from_flat` are the only bridge between the two, used by ``run_config`` decoding, by Hydra
+entry points and by every message that carries a spec, so one schema is the single source of truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from flwr.app import ConfigRecord
+
+T = TypeVar("T")
+
+Scalar = bool | int | float | str
+
+
+def to_flat(config: Any, prefix: str = "") -> dict[str, Scalar]:
+    """Dotted-key scalars of a (nested) dataclass instance, in field order.
+
+    Raises
+    ------
+    TypeError
+        If a field holds something other than a scalar or a nested dataclass.
+    """
+    flat: dict[str, Scalar] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        key = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(value):
+            flat.update(to_flat(value, f"{key}."))
+        elif isinstance(value, bool | int | float | str):
+            flat[key] = value
+        else:
+            raise TypeError(f"config values must be scalars; {key} is {type(value).__name__}")
+    return flat
+
+
+def schema_keys(schema: type, prefix: str = "") -> list[str]:
+    """Every dotted scalar key of ``schema``, in field order."""
+    hints = typing.get_type_hints(schema)
+    out: list[str] = []
+    for field in dataclasses.fields(schema):  # type: ignore[arg-type]
+        kind, name = hints[field.name], f"{prefix}{field.name}"
+        out += schema_keys(kind, f"{name}.") if dataclasses.is_dataclass(kind) else [name]
+    return out
+
+
+def from_flat(schema: type[T], flat: Mapping[str, Any], *, require_all: bool = False,
+              what: str = "config") -> T:
+    """Build ``schema`` from dotted keys; missing keys keep the schema's defaults unless ``require_all``.
+
+    Raises
+    ------
+    ValueError
+        If ``flat`` holds a key the schema does not know, lacks one while ``require_all``, or holds a
+        value of the wrong type (the message names the key and the value).
+    """
+    known = schema_keys(schema)
+    unknown = sorted(set(flat) - set(known))
+    if unknown:
+        raise ValueError(f"unknown configuration keys {unknown} for {schema.__name__} ({what})")
+    if require_all:
+        missing = [k for k in known if k not in flat]
+        if missing:
+            raise ValueError(f"{schema.__name__} {what} lacks keys {missing}")
+    return _build(schema, flat, "", what)
+
+
+def _build(schema: type[T], flat: Mapping[str, Any], prefix: str, what: str) -> T:
+    hints = typing.get_type_hints(schema)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(schema):  # type: ignore[arg-type]
+        key, kind = f"{prefix}{field.name}", hints[field.name]
+        if dataclasses.is_dataclass(kind):
+            values[field.name] = _build(kind, flat, f"{key}.", what)  # type: ignore[arg-type]
+        elif key in flat:
+            values[field.name] = _cast(key, flat[key], kind, what)
+    return schema(**values)
+
+
+def _cast(key: str, value: Any, kind: Any, what: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "false"):
+            return str(value).lower() == "true"
+        raise ValueError(f"{what} {key} must be a bool, got {value!r}")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{what} {key} must be int, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} {key} must be {kind.__name__}, got {value!r}") from None
+
+
+def to_record(config: Any) -> ConfigRecord:
+    """A dataclass instance as a Flower ``ConfigRecord`` of dotted scalar keys."""
+    return ConfigRecord(to_flat(config))  # type: ignore[arg-type]
+
+
+def from_record(schema: type[T], record: ConfigRecord | Mapping[str, Any]) -> T:
+    """Decode a record written by :func:`to_record`; every key must be present.
+
+    Raises
+    ------
+    ValueError
+        If a key is missing, unknown or of the wrong type (a malformed message).
+    """
+    return from_flat(schema, dict(record.items()), require_all=True, what="record")

@@ -1,0 +1,162 @@
+"""What PATE parties and the server say to each other: message types, roles, record keys, typed specs.
+
+The server sends the run's data and model settings inside every message (a ``ConfigRecord`` written by
+:func:`protocol.codec.to_record`), so a ClientApp needs no ``run_config`` and the same node code serves
+Flower simulations and deployments.
+
+Node roles come from ``node_config``:
+
+- deployment: ``role="teacher"`` with ``teachers="0,1,2"`` (or a range ``"0-49"``), or
+  ``role="student"``;
+- simulation (only ``partition-id`` / ``num-partitions`` exist): the last partition is the student,
+  partition ``k`` of the other ``K`` hosts teachers ``{t : t mod K == k}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, RecordDict
+
+MSG_DESCRIBE = "query.describe"
+MSG_TRAIN_TEACHERS = "train.teachers"
+MSG_VOTES = "query.votes"
+MSG_NEXT_QUERIES = "query.queries"
+MSG_TRAIN_STUDENT = "train.student"
+
+ROLE_TEACHER = "teacher"
+ROLE_STUDENT = "student"
+
+
+@dataclass
+class DataSpec:
+    """Which dataset and which disjoint split every party reconstructs (see ``clients.data``)."""
+
+    dataset: str = "digits"
+    seed: int = 0
+    num_teachers: int = 10
+    partition: str = "iid"
+    dirichlet_alpha: float = 0.5
+    query_fraction: float = 0.2
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+    mnist1d_samples: int = 4000
+    teacher_samples: int = 0  # samples dealt to the teachers in all; 0 = everything the student's sets leave
+
+
+@dataclass
+class ModelSpec:
+    """Architecture and local training settings of a teacher or of the student."""
+
+    encoder: str = "mlp"
+    feature_dim: int = 64
+    hidden: int = 128
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    augment_shift: int = 0  # random shift of up to this many positions (1-D) or pixels (2-D); 0 = none
+
+
+STUDENT_METHODS = ("supervised", "self_training", "fixmatch")
+
+
+@dataclass
+class StudentSettings:
+    """What the student does with its labels.
+
+    ``method``: ``supervised`` trains on the answered queries only; ``self_training`` adds the
+    student's unanswered samples whose own prediction is at least ``self_training_confidence``
+    confident; ``fixmatch`` trains with consistency regularisation on the whole unlabeled pool
+    (Sohn et al. 2020). Both semi-supervised methods cost no privacy: no teacher sees those samples.
+    ``model_path`` (without suffix) is where the student saves ``.pt`` + ``.json``; empty: do not save.
+    """
+
+    method: str = "self_training"
+    self_training_confidence: float = 0.9
+    fixmatch_threshold: float = 0.95
+    fixmatch_weight: float = 1.0
+    model_path: str = ""
+
+
+def parse_teacher_ids(text: str) -> list[int]:
+    """Parse ``"0,1,2"``, ``"0-9"`` or mixes like ``"0-4,10"`` into sorted teacher indices.
+
+    Raises
+    ------
+    ValueError
+        If the text is empty, malformed, or names a teacher twice.
+    """
+    ids: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if hi < lo:
+                    raise ValueError
+                ids.extend(range(lo, hi + 1))
+            else:
+                ids.append(int(part))
+        except ValueError:
+            raise ValueError(f"malformed teacher list {text!r}: expected e.g. '0,1,2' or '0-9'") from None
+    if not ids:
+        raise ValueError(f"teacher list {text!r} names no teacher")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"teacher list {text!r} names a teacher twice")
+    return sorted(ids)
+
+
+def node_role(node_config: dict[str, Any], num_teachers: int) -> tuple[str, list[int]]:
+    """Return ``(role, hosted teacher indices)`` of a node from its ``node_config``.
+
+    Raises
+    ------
+    ValueError
+        If the node_config names an unknown role, a teacher index out of range, or is missing keys.
+    """
+    if "role" in node_config:
+        role = str(node_config["role"])
+        if role == ROLE_STUDENT:
+            return role, []
+        if role != ROLE_TEACHER:
+            raise ValueError(f"node_config role must be 'teacher' or 'student', got {role!r}")
+        if "teachers" not in node_config:
+            raise ValueError("a teacher node needs node_config 'teachers' (e.g. teachers=\"0-9\")")
+        ids = parse_teacher_ids(str(node_config["teachers"]))
+        if ids[-1] >= num_teachers:
+            raise ValueError(f"node hosts teacher {ids[-1]} but the run has only {num_teachers} teachers")
+        return role, ids
+    if "partition-id" not in node_config or "num-partitions" not in node_config:
+        raise ValueError("node_config needs either 'role' (deployment) or 'partition-id' and "
+                         f"'num-partitions' (simulation); got keys {sorted(node_config)}")
+    pid, n_parts = int(node_config["partition-id"]), int(node_config["num-partitions"])
+    if n_parts < 2:
+        raise ValueError(f"a PATE simulation needs >= 2 nodes (teachers + student), got {n_parts}")
+    if pid == n_parts - 1:
+        return ROLE_STUDENT, []
+    return ROLE_TEACHER, list(range(pid, num_teachers, n_parts - 1))
+
+
+def array_record(**arrays: np.ndarray) -> ArrayRecord:
+    """Pack named numpy arrays into one ``ArrayRecord``."""
+    return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()})
+
+
+def read_array(content: RecordDict, record: str, key: str) -> np.ndarray:
+    """Read array ``key`` of ``ArrayRecord`` ``record`` from a message's content.
+
+    Raises
+    ------
+    ValueError
+        If the record or the array is missing (a malformed message).
+    """
+    if record not in content.array_records:
+        raise ValueError(f"malformed message: no ArrayRecord {record!r} (has {sorted(content.keys())})")
+    arrays = content.array_records[record]
+    if key not in arrays:
+        raise ValueError(f"malformed message: ArrayRecord {record!r} has no array {key!r}")
+    return arrays[key].numpy()
