@@ -81,7 +81,7 @@ def label_stream(
     """Fuse ``votes`` batch by batch, charging a fresh ledger, until the pool or the budget ends."""
     params = {k: v for k, v in setting.items() if k != "mechanism"}
     mechanism = make_mechanism(setting["mechanism"], **params)
-    ledger = PrivacyLedger(None, mechanism=setting["mechanism"], delta=DELTA, epsilon_budget=budget, **params)
+    ledger = PrivacyLedger.for_mechanism(mechanism, None, delta=DELTA, epsilon_budget=budget)
     rng = np.random.default_rng(seed)
     positions, labels = [], []
     for start in range(0, len(votes), batch):

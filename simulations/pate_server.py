@@ -26,15 +26,10 @@ def build_ledger(cfg: PateConfig) -> PrivacyLedger | None:
         return None
     path = Path(cfg.run.ledger_path or Path(cfg.run.output_dir) / "privacy_ledger.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    params: dict[str, float] = {}
-    if s.mechanism == "lnmax":
-        params["gamma"] = s.gamma
-    else:
-        params["sigma"] = s.sigma
-    if s.mechanism == "confident_gnmax":
-        params.update(sigma1=s.sigma1, threshold=s.threshold)
-    return PrivacyLedger(path, mechanism=s.mechanism, delta=s.delta, epsilon_budget=s.epsilon_budget,
-                         budget_on=s.budget_on, **params)
+    mechanism = make_mechanism(s.mechanism, sigma=s.sigma, sigma1=s.sigma1, threshold=s.threshold,
+                               gamma=s.gamma)
+    return PrivacyLedger.for_mechanism(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
+                                       budget_on=s.budget_on)
 
 
 def build_strategy(

@@ -136,8 +136,8 @@ class EnsembleDistillation(Strategy):
         if isinstance(mechanism, Majority) != (ledger is None):
             raise ValueError("a ledger is required for every private mechanism, and Majority (non-private) "
                              f"takes none; got {type(mechanism).__name__} with ledger={ledger!r}")
-        if ledger is not None and ledger.mechanism != mechanism.name:
-            raise ValueError(f"ledger charges {ledger.mechanism!r} but the mechanism is {mechanism.name!r}")
+        if ledger is not None:
+            ledger.check_mechanism(mechanism)  # name and every noise parameter (σ, σ1, T, γ)
         if query_batch_size < 1:
             raise ValueError(f"query_batch_size must be >= 1, got {query_batch_size}")
         if max_queries is not None and max_queries < 1:

@@ -53,6 +53,10 @@ class Majority:
 
     name: ClassVar[str] = "majority"
 
+    def privacy_params(self) -> dict[str, float]:
+        """The noise parameters a privacy ledger charges for (none: Majority is not private)."""
+        return {}
+
     def fuse(self, votes: np.ndarray, rng: np.random.Generator) -> FusionResult:
         votes = validate_votes(votes)
         labels = np.argmax(votes, axis=1).astype(np.int64)
@@ -69,6 +73,10 @@ class LNMax:
     def __post_init__(self) -> None:
         _positive("gamma", self.gamma)
 
+    def privacy_params(self) -> dict[str, float]:
+        """The noise parameters a privacy ledger charges for: ``{"gamma": γ}``."""
+        return {"gamma": float(self.gamma)}
+
     def fuse(self, votes: np.ndarray, rng: np.random.Generator) -> FusionResult:
         votes = validate_votes(votes)
         labels = _noisy_argmax(votes, rng.laplace(0.0, 1.0 / self.gamma, size=votes.shape))
@@ -84,6 +92,10 @@ class GNMax:
 
     def __post_init__(self) -> None:
         _positive("sigma", self.sigma)
+
+    def privacy_params(self) -> dict[str, float]:
+        """The noise parameters a privacy ledger charges for: ``{"sigma": σ}``."""
+        return {"sigma": float(self.sigma)}
 
     def fuse(self, votes: np.ndarray, rng: np.random.Generator) -> FusionResult:
         votes = validate_votes(votes)
@@ -110,6 +122,10 @@ class ConfidentGNMax:
         if not np.isfinite(self.threshold) or self.threshold < 0:
             raise ValueError(f"threshold must be a finite number >= 0, got {self.threshold!r}")
 
+    def privacy_params(self) -> dict[str, float]:
+        """The noise parameters a privacy ledger charges for; ``sigma`` is σ2 of the answering step."""
+        return {"sigma": float(self.sigma2), "sigma1": float(self.sigma1), "threshold": float(self.threshold)}
+
     def fuse(self, votes: np.ndarray, rng: np.random.Generator) -> FusionResult:
         votes = validate_votes(votes)
         answered = votes.max(axis=1) + rng.normal(0.0, self.sigma1, size=len(votes)) >= self.threshold
@@ -120,6 +136,13 @@ class ConfidentGNMax:
 Mechanism = Majority | LNMax | GNMax | ConfidentGNMax
 
 
+MECHANISM_REGISTRY: dict[str, type[Mechanism]] = {
+    cls.name: cls for cls in (Majority, LNMax, GNMax, ConfidentGNMax)
+}
+"""The one map from mechanism names to classes: :func:`make_mechanism` and the privacy ledger use it."""
+assert tuple(MECHANISM_REGISTRY) == MECHANISMS
+
+
 def make_mechanism(
     name: str,
     *,
@@ -128,22 +151,26 @@ def make_mechanism(
     threshold: float | None = None,
     gamma: float | None = None,
 ) -> Mechanism:
-    """Build a mechanism by name; ``sigma`` is GNMax's sigma, or sigma2 for Confident-GNMax.
+    """Build a mechanism by name from :data:`MECHANISM_REGISTRY`.
+
+    ``sigma`` is GNMax's sigma, or sigma2 for Confident-GNMax; parameters the mechanism does not use
+    are ignored (a config carries all of them).
 
     Raises
     ------
     ValueError
         If ``name`` is unknown or a parameter the mechanism needs is missing or out of range.
     """
-    if name == "majority":
+    cls = MECHANISM_REGISTRY.get(name)
+    if cls is None:
+        raise ValueError(f"unknown fusion mechanism {name!r}; choose one of {MECHANISMS}")
+    if cls is Majority:
         return Majority()
-    if name == "lnmax":
+    if cls is LNMax:
         return LNMax(gamma=_positive("gamma", gamma))
-    if name == "gnmax":
+    if cls is GNMax:
         return GNMax(sigma=_positive("sigma", sigma))
-    if name == "confident_gnmax":
-        if threshold is None:
-            raise ValueError("confident_gnmax needs a threshold, got None")
-        return ConfidentGNMax(threshold=threshold, sigma1=_positive("sigma1", sigma1),
-                              sigma2=_positive("sigma", sigma))
-    raise ValueError(f"unknown fusion mechanism {name!r}; choose one of {MECHANISMS}")
+    if threshold is None:
+        raise ValueError("confident_gnmax needs a threshold, got None")
+    return ConfidentGNMax(threshold=threshold, sigma1=_positive("sigma1", sigma1),
+                          sigma2=_positive("sigma", sigma))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from strategies.fusion import MECHANISM_REGISTRY, Mechanism
 from strategies.ledger_store import (
     LEDGER_FORMAT_VERSION,
     _atomic_write_json,
@@ -230,6 +231,61 @@ class PrivacyLedger:
         self._answered = int(stored["queries_answered"])
         self._exhausted = bool(stored["exhausted"])
         self._history = list(stored["history"])
+
+    @classmethod
+    def for_mechanism(
+        cls,
+        mechanism: Mechanism,
+        path: str | Path | None,
+        *,
+        delta: float,
+        epsilon_budget: float,
+        orders: ArrayLike = DEFAULT_ORDERS,
+        budget_on: str = "data_dependent",
+    ) -> PrivacyLedger:
+        """The ledger of the fusion ``mechanism``: its name and noise parameters are taken from it.
+
+        This is the construction to use: σ, σ1, T and γ are given once, by the mechanism that adds
+        the noise, so the ledger cannot charge for other noise than the fusion's.
+
+        Parameters
+        ----------
+        mechanism : GNMax, ConfidentGNMax or LNMax
+            A mechanism of :data:`strategies.fusion.MECHANISM_REGISTRY`.
+        path, delta, epsilon_budget, orders, budget_on
+            As for the constructor.
+
+        Raises
+        ------
+        ValueError
+            If ``mechanism`` is not a registered private mechanism (e.g. Majority), or as the
+            constructor.
+        """
+        name = getattr(mechanism, "name", None)
+        registered = MECHANISM_REGISTRY.get(name) if isinstance(name, str) else None
+        if registered is None or not isinstance(mechanism, registered):
+            raise ValueError(f"mechanism must be a registered mechanism {tuple(MECHANISM_REGISTRY)}, "
+                             f"got {mechanism!r}")
+        if name not in _MECHANISMS:
+            raise ValueError(f"mechanism {name!r} is not private and needs no privacy ledger")
+        return cls(path, mechanism=name, delta=delta, epsilon_budget=epsilon_budget, orders=orders,
+                   budget_on=budget_on, **mechanism.privacy_params())
+
+    def check_mechanism(self, mechanism: Mechanism) -> None:
+        """Raise ValueError unless this ledger charges exactly ``mechanism``'s name and noise.
+
+        Raises
+        ------
+        ValueError
+            Naming the first field that differs, e.g. ``sigma``.
+        """
+        if mechanism.name != self._mechanism:
+            raise ValueError(f"ledger charges {self._mechanism!r} but the mechanism is {mechanism.name!r}")
+        theirs = mechanism.privacy_params()
+        for key in sorted(set(theirs) | set(self._params)):
+            if theirs.get(key) != self._params.get(key):
+                raise ValueError(f"ledger charges {key}={self._params.get(key)!r} but the {mechanism.name} "
+                                 f"mechanism has {key}={theirs.get(key)!r}")
 
     @classmethod
     def load(cls, path: str | Path) -> PrivacyLedger:
@@ -506,6 +562,11 @@ class PrivacyLedger:
     def mechanism(self) -> str:
         """The fusion mechanism this ledger charges."""
         return self._mechanism
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The noise parameters charged (a copy), named as in ``Mechanism.privacy_params()``."""
+        return dict(self._params)
 
     @property
     def path(self) -> Path | None:

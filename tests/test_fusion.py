@@ -89,3 +89,47 @@ def test_make_mechanism_rejects_bad_parameters(name, params, match):
 def test_fusion_rejects_malformed_votes(votes, match):
     with pytest.raises(ValueError, match=match):
         GNMax(sigma=1.0).fuse(votes, np.random.default_rng(0))
+
+
+# -- one registry, and the ledger built from the mechanism it charges ---------------------------------
+
+
+def test_registry_maps_every_name_to_its_class_and_make_mechanism_uses_it():
+    from strategies.fusion import MECHANISM_REGISTRY, MECHANISMS
+
+    assert tuple(MECHANISM_REGISTRY) == MECHANISMS
+    built = {"majority": {}, "lnmax": {"gamma": 0.1}, "gnmax": {"sigma": 3.0},
+             "confident_gnmax": {"sigma": 3.0, "sigma1": 12.0, "threshold": 16.0}}
+    for name, params in built.items():
+        mechanism = make_mechanism(name, **params)
+        assert type(mechanism) is MECHANISM_REGISTRY[name]
+        assert mechanism.privacy_params() == params
+
+
+def test_ledger_for_mechanism_takes_the_noise_from_the_mechanism():
+    from strategies.accounting import PrivacyLedger
+
+    ledger = PrivacyLedger.for_mechanism(ConfidentGNMax(threshold=200.0, sigma1=150.0, sigma2=40.0), None,
+                                         delta=1e-5, epsilon_budget=5.0)
+    assert ledger.mechanism == "confident_gnmax"
+    assert ledger.params == {"sigma": 40.0, "sigma1": 150.0, "threshold": 200.0}
+    with pytest.raises(ValueError, match="not private"):
+        PrivacyLedger.for_mechanism(Majority(), None, delta=1e-5, epsilon_budget=5.0)
+    with pytest.raises(ValueError, match="registered mechanism"):
+        PrivacyLedger.for_mechanism("gnmax", None, delta=1e-5, epsilon_budget=5.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("ledger_mechanism", "match"),
+    [(GNMax(sigma=30.0), "sigma=30.0 but the gnmax mechanism has sigma=40.0"),
+     (LNMax(gamma=0.1), "ledger charges 'lnmax' but the mechanism is 'gnmax'")],
+    ids=["other-sigma", "other-mechanism"])
+def test_strategy_refuses_a_ledger_for_other_noise_than_the_fusion(ledger_mechanism, match):
+    from strategies.accounting import PrivacyLedger
+    from strategies.ensemble_distillation import DataSpec, EnsembleDistillation, ModelSpec
+
+    ledger = PrivacyLedger.for_mechanism(ledger_mechanism, None, delta=1e-5, epsilon_budget=5.0)
+    with pytest.raises(ValueError, match=match):
+        EnsembleDistillation(mechanism=GNMax(sigma=40.0), ledger=ledger, data=DataSpec(dataset="digits"),
+                             teacher_model=ModelSpec(), student_model=ModelSpec())
+    ledger.check_mechanism(ledger_mechanism)  # its own mechanism passes
