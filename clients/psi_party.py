@@ -8,7 +8,7 @@ the map to its own rows; :func:`get_alignment` reads it back.
 Node-local state (``context.state``, a ``RecordDict`` that persists per node for the run)
 -----------------------------------------------------------------------------------------
 - ``"psi.alignment"`` (:data:`ALIGNMENT_STATE_KEY`): the committed alignment (``ConfigRecord``):
-  ``alignment_id``, ``ids`` (canonical ID bytes, :func:`clients.psi.canonical_id_bytes`), ``rows``,
+  ``alignment_id``, ``ids`` (canonical ID bytes, :func:`clients.psi_ids.canonical_id_bytes`), ``rows``,
   ``num_rows``, ``ids_digest``. Written only by the final ``psi_commit`` step.
 - ``"psi.previous"``: the alignment that ``psi_commit`` replaced, restored by ``psi_abort``.
 - ``"psi.staging"``: alignment-wide working state (alignment id, digest of the party's IDs, the
@@ -28,7 +28,9 @@ Handlers (message type ``query.<action>``; every message carries the ``alignment
 ``psi_decrypt`` / ``psi_finish`` (the FNP receiver of a pairwise session); ``psi_precompute`` /
 ``psi_evaluate`` / ``psi_respond`` / ``psi_responses`` / ``psi_matched`` (the FNP sender);
 ``psi_order`` (the label holder: canonical order of the final set, positions for every peer);
-``psi_prepare`` (the other parties); ``psi_commit`` / ``psi_abort`` (all parties).
+``psi_prepare`` (the other parties); ``psi_commit`` / ``psi_abort`` (all parties). The message types,
+record keys and fields of every action are the wire vocabulary in :mod:`protocol.psi`, shared with the
+server.
 """
 
 from __future__ import annotations
@@ -41,22 +43,45 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.psi import (
+from clients.psi_ids import (
     Alignment,
     DuplicatePolicy,
     PreparedIds,
-    PSIError,
-    PSIReceiver,
-    PSISender,
-    SessionMismatchError,
-    SetupHeader,
     canonical_order,
     id_from_canonical_bytes,
     make_alignment,
     prepare_ids,
-    process_pool,
-    resolve_workers,
 )
+from clients.psi_paillier import process_pool, resolve_workers
+from clients.psi_receiver import PSIReceiver
+from clients.psi_sender import PSISender
+from clients.psi_state import int_bytes
+from protocol.psi import (
+    ACTIONS,
+    ALIGNMENT_ID_KEY,
+    CONTENT_KEY,
+    SESSION_ID_KEY,
+    PSIError,
+    SessionMismatchError,
+    SetupHeader,
+    positions_key,
+    require_field,
+    strip_header_fields,
+)
+
+__all__ = [
+    "ACTIONS",
+    "ALIGNMENT_STATE_KEY",
+    "CONTENT_KEY",
+    "PENDING_STATE_KEY",
+    "PREVIOUS_STATE_KEY",
+    "SESSION_STATE_KEY",
+    "STAGING_STATE_KEY",
+    "WORKERS_NODE_CONFIG_KEY",
+    "AlignmentNotFoundError",
+    "get_alignment",
+    "register_psi_handlers",
+]
 
 ALIGNMENT_STATE_KEY = "psi.alignment"
 """``context.state`` key of the committed alignment (a ``ConfigRecord``)."""
@@ -64,29 +89,8 @@ PREVIOUS_STATE_KEY = "psi.previous"
 STAGING_STATE_KEY = "psi.staging"
 SESSION_STATE_KEY = "psi.session"
 PENDING_STATE_KEY = "psi.pending"
-CONTENT_KEY = "psi"
-"""Every PSI message and reply carries its fields in ``content[CONTENT_KEY]`` (a ``ConfigRecord``)."""
 WORKERS_NODE_CONFIG_KEY = "psi-workers"
 """Optional ``node_config`` key: processes for the PSI hot loops on this node."""
-
-ACTIONS = (
-    "psi_begin",
-    "psi_keygen",
-    "psi_setup",
-    "psi_coefficients",
-    "psi_precompute",
-    "psi_evaluate",
-    "psi_respond",
-    "psi_responses",
-    "psi_decrypt",
-    "psi_finish",
-    "psi_matched",
-    "psi_order",
-    "psi_prepare",
-    "psi_commit",
-    "psi_abort",
-)
-"""Message actions handled here; the message type is ``"query." + action``."""
 
 Config = dict[str, Any]
 
@@ -174,7 +178,7 @@ def register_psi_handlers(
     workers : int, optional
         Processes for the hot loops. Default: ``node_config["psi-workers"]`` if set, else one per core.
     duplicates : {"reject", "keep_first"} (default: "reject")
-        Policy for repeated IDs (:func:`clients.psi.prepare_ids`); node-local.
+        Policy for repeated IDs (:func:`clients.psi_ids.prepare_ids`); node-local.
     allow_insecure_key_size : bool (default: False)
         Test-only: let this node generate or accept Paillier keys below 2048 bits. A server cannot
         lower the key size at a node that did not set this.
@@ -212,10 +216,7 @@ def _make_handler(
 
 
 def _field(config: Config, key: str, kind: type) -> Any:
-    value = config.get(key)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise PSIError(f"field {key!r} missing or not {kind.__name__}")
-    return value
+    return require_field(config, key, kind)
 
 
 def _clear_staging(context: Context) -> None:
@@ -226,7 +227,7 @@ def _clear_staging(context: Context) -> None:
 
 def _staging(context: Context, config: Config) -> ConfigRecord:
     """The staging record of the alignment named in the message."""
-    alignment_id = _field(config, "alignment_id", str)
+    alignment_id = _field(config, ALIGNMENT_ID_KEY, str)
     if STAGING_STATE_KEY not in context.state:
         raise SessionMismatchError("no alignment in progress at this node (psi_begin missing or aborted)")
     staging = context.state.config_records[STAGING_STATE_KEY]
@@ -245,7 +246,7 @@ def _checked_ids(party: _Party, context: Context, staging: ConfigRecord) -> Prep
 def _session(context: Context, config: Config, role: str) -> ConfigRecord:
     """The pairwise session named in the message (of the alignment in progress), in the expected role."""
     _staging(context, config)
-    session_id = _field(config, "session_id", str)
+    session_id = _field(config, SESSION_ID_KEY, str)
     if SESSION_STATE_KEY not in context.state:
         raise SessionMismatchError("no PSI session in progress at this node")
     session = context.state.config_records[SESSION_STATE_KEY]
@@ -283,7 +284,7 @@ def _pair_map(staging: ConfigRecord, session_id: str) -> dict[int, int]:
 
 def _begin(party: _Party, config: Config, context: Context) -> Config:
     """Start an alignment: validate the IDs, reset the staging, report the set size."""
-    alignment_id = _field(config, "alignment_id", str)
+    alignment_id = _field(config, ALIGNMENT_ID_KEY, str)
     prepared = party.prepared(context)
     _clear_staging(context)
     context.state[STAGING_STATE_KEY] = ConfigRecord(
@@ -308,14 +309,13 @@ def _keygen(party: _Party, config: Config, context: Context) -> Config:
         id_bits=_field(config, "id_bits", int),
         peer_size=_field(config, "peer_size", int),
         precompute_weight=_field(config, "precompute_weight", float),
-        session_id=_field(config, "session_id", str),
+        session_id=_field(config, SESSION_ID_KEY, str),
         allow_insecure_key_size=party.allow_insecure_key_size,
     )
     context.state[SESSION_STATE_KEY] = ConfigRecord(
         {"role": "receiver", "subset": subset, **receiver.to_state()}
     )
-    modulus = receiver.modulus
-    return {"modulus": modulus.to_bytes((modulus.bit_length() + 7) // 8, "big"), "size": len(subset)}
+    return {"modulus": int_bytes(receiver.modulus), "size": len(subset)}
 
 
 def _setup(party: _Party, config: Config, context: Context) -> Config:
@@ -349,7 +349,7 @@ def _precompute(party: _Party, config: Config, context: Context) -> Config:
     context.state[SESSION_STATE_KEY] = ConfigRecord(
         {
             "role": "sender",
-            "session_id": _field(config, "session_id", str),
+            "session_id": _field(config, SESSION_ID_KEY, str),
             "subset": subset,
             **sender.to_state(),
         }
@@ -363,7 +363,7 @@ def _evaluate(party: _Party, config: Config, context: Context) -> Config:
     sender = PSISender.from_state(session)
     index = _field(config, "index", int)
     if index == 0:
-        header = SetupHeader.from_config({k[7:]: v for k, v in config.items() if k.startswith("header.")})
+        header = SetupHeader.from_config(strip_header_fields(config))
         if header.session_id != session["session_id"]:
             raise SessionMismatchError("setup header for another PSI session")
         sender.receive_setup(header)
@@ -459,7 +459,7 @@ def _order(party: _Party, config: Config, context: Context) -> Config:
         position_of = {index: position for position, index in _pair_map(staging, session_id).items()}
         if any(index not in position_of for index in final):
             raise PSIError("the final set is not contained in a session's matches")
-        reply[f"positions.{session_id}"] = [position_of[index] for index in final]
+        reply[positions_key(session_id)] = [position_of[index] for index in final]
     context.state[PENDING_STATE_KEY] = _alignment_to_record(str(staging["alignment_id"]), prepared, final)
     return reply
 
@@ -468,7 +468,7 @@ def _prepare(party: _Party, config: Config, context: Context) -> Config:
     """Other parties: map the label holder's positions to own IDs, check the order, stage it."""
     staging = _staging(context, config)
     prepared = _checked_ids(party, context, staging)
-    pairs = _pair_map(staging, _field(config, "session_id", str))
+    pairs = _pair_map(staging, _field(config, SESSION_ID_KEY, str))
     positions = list(_field(config, "positions", list))
     if any(position not in pairs for position in positions):
         raise PSIError("an aligned position falls outside this party's replies or matches")
@@ -494,7 +494,7 @@ def _commit(party: _Party, config: Config, context: Context) -> Config:
 
 def _abort(party: _Party, config: Config, context: Context) -> Config:
     """All parties: drop the staging; undo this alignment's commit if it happened here."""
-    alignment_id = _field(config, "alignment_id", str)
+    alignment_id = _field(config, ALIGNMENT_ID_KEY, str)
     rolled_back = False
     if (
         ALIGNMENT_STATE_KEY in context.state

@@ -1,16 +1,19 @@
 """Server side of the ID-alignment phase: Paillier PSI between the label holder and each passive party.
 
-:func:`run_alignment` drives the ``query.psi_*`` handlers of :mod:`clients.psi_party` through a
-Flower ``Grid`` before the first vertical round (``shared/DESIGN.md`` §3). The server only relays:
-the receiver's public key, encrypted coefficients, encrypted replies, and reply positions (indices
-into a party's secret shuffle). It never holds a private key, a plaintext ID or a hashed ID; what it
-learns is what :class:`AlignmentReport` shows — set sizes, the public parameters B and M, the size
-of each intermediate and of the final intersection, byte counts and timings.
+:func:`run_alignment` drives the ``query.psi_*`` handlers that every party registers
+(``clients.psi_party``) through a Flower ``Grid`` before the first vertical round, speaking only the
+wire vocabulary of :mod:`protocol.psi`. The protocol is the private set intersection of Freedman,
+Nissim and Pinkas (EUROCRYPT 2004) over Paillier encryption (EUROCRYPT 1999) with hashing into bins
+(``docs/psi.md``). The server only relays: the receiver's public key, encrypted coefficients,
+encrypted replies, and reply positions (indices into a party's secret shuffle). It never holds a
+private key, a plaintext ID or a hashed ID; what it learns is what :class:`AlignmentReport` shows —
+set sizes, the public parameters B and M, the size of each intermediate and of the final
+intersection, byte counts and timings.
 
-Multi-party (the sequential scheme of DESIGN §3): the label holder intersects with each passive party
-in turn, its own set shrinking to the running intersection; then it orders the final set canonically
-and the server hands every passive party its reply positions in that order, so every party stores the
-same IDs in the same order. The label holder thereby learns each running intersection
+Multi-party (``docs/psi.md``, "Multi-party alignment"): the label holder intersects with each passive
+party in turn, its own set shrinking to the running intersection; then it orders the final set
+canonically and the server hands every passive party its reply positions in that order, so every
+party stores the same IDs in the same order. The label holder thereby learns each running intersection
 (X ∩ Y_1, X ∩ Y_1 ∩ Y_2, …); a passive party learns only the final set.
 
 Faults: an error reply, a party that does not answer within ``timeout`` or a malformed reply raises
@@ -31,8 +34,19 @@ from typing import Any, Literal
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from clients.psi import DEFAULT_CHUNK_BYTES, DEFAULT_ID_BITS, DEFAULT_KEY_BITS, PRECOMPUTED_WEIGHT
-from clients.psi_party import CONTENT_KEY
+from protocol.psi import (
+    ALIGNMENT_ID_KEY,
+    CONTENT_KEY,
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_ID_BITS,
+    DEFAULT_KEY_BITS,
+    PRECOMPUTED_WEIGHT,
+    SESSION_ID_KEY,
+    has_field_type,
+    header_fields,
+    message_type,
+    positions_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +144,13 @@ class _Relay:
         wait = self.timeout if timeout is None else timeout
         messages = []
         for node_id, (action, fields) in requests.items():
-            content = RecordDict({CONTENT_KEY: ConfigRecord({"alignment_id": self.alignment_id, **fields})})
+            content = RecordDict({CONTENT_KEY: ConfigRecord({ALIGNMENT_ID_KEY: self.alignment_id, **fields})})
             messages.append(
                 Message(
-                    content, dst_node_id=node_id, message_type=f"query.{action}", group_id=self.alignment_id
+                    content,
+                    dst_node_id=node_id,
+                    message_type=message_type(action),
+                    group_id=self.alignment_id,
                 )
             )
         replies = {
@@ -165,7 +182,7 @@ class _Relay:
 
 def _get(reply: Config, key: str, kind: type, step: str, node_id: int) -> Any:
     value = reply.get(key)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+    if not has_field_type(value, kind):
         raise AlignmentError(
             f"party {node_id} sent a malformed {step} reply ({key!r})", step=step, node_id=node_id
         )
@@ -207,7 +224,7 @@ def run_alignment(
         Bound on the ciphertext payload of each message.
     precompute_weight : float (default: 0.15)
         How the receiver weighs its precomputable randomness against the sender's online Horner
-        steps when it chooses the bins (:func:`clients.psi.choose_bins`); 1.0 minimises total work.
+        steps when it chooses the bins (``clients.psi_ids.choose_bins``); 1.0 minimises total work.
     roles : {"label_holder", "larger_set"} (default: "label_holder")
         Who plays the FNP receiver in each pair. ``"label_holder"``: always the label holder.
         ``"larger_set"``: the party with the larger set (faster: the sender's IDs are the expensive
@@ -306,7 +323,7 @@ def _run_pair(
     """One FNP session between the label holder and one passive party."""
     receiver, sender = (leader, peer) if leader_receives else (peer, leader)
     session_id = secrets.token_hex(16)
-    session = {"session_id": session_id}
+    session = {SESSION_ID_KEY: session_id}
     seconds: dict[str, float] = {}
     clock = time.monotonic()
 
@@ -331,7 +348,7 @@ def _run_pair(
     lap("keygen")
     header = relay.one(receiver, "psi_setup", {**session, "chunk_bytes": chunk_bytes})
     num_chunks = _get(header, "num_chunks", int, "psi_setup", receiver)
-    if _get(header, "session_id", str, "psi_setup", receiver) != session_id or num_chunks < 1:
+    if _get(header, SESSION_ID_KEY, str, "psi_setup", receiver) != session_id or num_chunks < 1:
         raise AlignmentError(
             f"party {receiver} sent a malformed psi_setup reply", step="psi_setup", node_id=receiver
         )
@@ -350,7 +367,7 @@ def _run_pair(
     for index in range(num_chunks):
         evaluate: Config = {**session, "index": index, "chunk": chunk}
         if index == 0:
-            evaluate.update({f"header.{key}": value for key, value in header.items() if key != "num_chunks"})
+            evaluate.update(header_fields(header))
         requests: dict[int, tuple[str, Config]] = {sender: ("psi_evaluate", evaluate)}
         if index + 1 < num_chunks:
             requests[receiver] = ("psi_coefficients", {**session, "index": index + 1})
@@ -420,13 +437,13 @@ def _commit_everywhere(relay: _Relay, leader: int, pairs: Iterable[PairReport]) 
     prepare: dict[int, tuple[str, Config]] = {}
     for pair in pairs:
         peer = pair.sender_node if pair.receiver_node == leader else pair.receiver_node
-        positions = _get(ordered, f"positions.{pair.session_id}", list, "psi_order", leader)
+        positions = _get(ordered, positions_key(pair.session_id), list, "psi_order", leader)
         if len(positions) != size:
             raise AlignmentError(
                 f"party {leader} sent a malformed psi_order reply", step="psi_order", node_id=leader
             )
         relay.bytes_relayed += 8 * len(positions)
-        prepare[peer] = ("psi_prepare", {"session_id": pair.session_id, "positions": positions})
+        prepare[peer] = ("psi_prepare", {SESSION_ID_KEY: pair.session_id, "positions": positions})
     prepared = relay.exchange(prepare)
     for node_id, reply in prepared.items():
         if _get(reply, "size", int, "psi_prepare", node_id) != size:
@@ -441,9 +458,9 @@ def _abort_everywhere(relay: _Relay, parties: Sequence[int]) -> None:
     """Best effort: tell every party to drop this alignment's staging (and undo its commit)."""
     messages = [
         Message(
-            RecordDict({CONTENT_KEY: ConfigRecord({"alignment_id": relay.alignment_id})}),
+            RecordDict({CONTENT_KEY: ConfigRecord({ALIGNMENT_ID_KEY: relay.alignment_id})}),
             dst_node_id=node_id,
-            message_type="query.psi_abort",
+            message_type=message_type("psi_abort"),
         )
         for node_id in parties
     ]
