@@ -45,6 +45,11 @@ from strategies.rdp_analysis import (
 )
 from strategies.rdp_conversion import rdp_to_epsilon
 from strategies.rdp_lnmax import rdp_lnmax_data_dependent, rdp_lnmax_data_independent
+from strategies.smooth_sensitivity import (
+    SmoothSensitivityRelease,
+    draw_released_epsilon,
+    smooth_sensitivity_release,
+)
 
 __all__ = [
     "DEFAULT_ORDERS",
@@ -52,6 +57,8 @@ __all__ = [
     "ChargeResult",
     "PrivacyLedger",
     "PrivacyWarning",
+    "SmoothSensitivityRelease",
+    "draw_released_epsilon",
     "log_pr_answered",
     "rdp_confident_gnmax_expected",
     "rdp_gnmax_data_dependent",
@@ -61,5 +68,6 @@ __all__ = [
     "rdp_threshold",
     "rdp_threshold_data_independent",
     "rdp_to_epsilon",
+    "smooth_sensitivity_release",
     "validate_votes",
 ]
