@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +31,16 @@ from clients.psi_party import (
     AlignmentNotFoundError,
     get_alignment,
     register_psi_handlers,
+)
+from protocol.psi import (
+    ACTIONS,
+    PSIError,
+    SetupHeader,
+    header_fields,
+    message_type,
+    positions_key,
+    require_field,
+    strip_header_fields,
 )
 from strategies.alignment import AlignmentError, AlignmentReport, run_alignment
 
@@ -451,3 +463,52 @@ def test_register_twice_on_one_app_is_refused() -> None:
     app = make_party_app(THREE_PARTIES)
     with pytest.raises(ValueError, match="already registered"):
         register_psi_handlers(app, lambda context: [])
+
+
+# --------------------------------------------------------------------------------------------------
+# The wire vocabulary (protocol.psi) and the import rule
+# --------------------------------------------------------------------------------------------------
+
+
+def test_every_handler_has_a_message_type() -> None:
+    app = make_party_app(THREE_PARTIES)
+    assert [message_type(action) for action in ACTIONS] == [f"query.{action}" for action in ACTIONS]
+    assert set(app._registered_funcs) >= {message_type(action) for action in ACTIONS}
+    with pytest.raises(ValueError, match="action must be one of the PSI actions, got 'psi_nothing'"):
+        message_type("psi_nothing")
+
+
+def test_setup_header_travels_as_prefixed_fields() -> None:
+    # Prepare: a psi_setup reply (header fields + num_chunks)
+    header = SetupHeader("s1", 2**511 + 1, bytes(16), 64, 10, 3, 25, 4)
+    reply = {**header.to_config(), "num_chunks": header.num_chunks}
+    # Execute: what the server relays with chunk 0, and what the sender reads back
+    relayed = header_fields(reply)
+    # Assert
+    assert all(key.startswith("header.") for key in relayed) and "header.num_chunks" not in relayed
+    assert SetupHeader.from_config(strip_header_fields({**relayed, "index": 0, "chunk": b""})) == header
+    assert positions_key("s1") == "positions.s1"
+
+
+@pytest.mark.parametrize(
+    ("config", "kind", "message"),
+    [
+        pytest.param({}, int, "field 'size' missing or not int", id="missing"),
+        pytest.param({"size": True}, int, "field 'size' missing or not int", id="bool_is_not_int"),
+        pytest.param({"size": "3"}, int, "field 'size' missing or not int", id="wrong_type"),
+    ],
+)
+def test_require_field_names_the_field(config: dict[str, object], kind: type, message: str) -> None:
+    with pytest.raises(PSIError, match=message):
+        require_field(config, "size", kind)
+
+
+def test_server_imports_no_party_code() -> None:
+    """strategies.alignment decodes the phase through protocol.psi only: no clients/, no crypto, no torch."""
+    code = (
+        "import sys, strategies.alignment; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'clients', 'simulations', 'torch', 'phe', 'gmpy2', 'hydra'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -7,6 +7,7 @@ real 2048-bit default.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import warnings
 from collections.abc import Sequence
@@ -498,6 +499,39 @@ def test_coefficient_chunk_out_of_range_or_before_setup() -> None:
         receiver.coefficient_chunk(1)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param({"num_bins": 0}, r"setup header: num_bins must be >= 1, got 0", id="num_bins"),
+        pytest.param({"degree": 0}, r"setup header: degree must be >= 1, got 0", id="degree"),
+        pytest.param(
+            {"receiver_size": -1}, r"setup header: receiver_size must be >= 0, got -1", id="receiver_size"
+        ),
+        pytest.param(
+            {"bins_per_chunk": 0}, r"setup header: bins_per_chunk must be >= 1, got 0", id="bins_per_chunk"
+        ),
+        pytest.param({"salt": b"short"}, r"setup header: salt must be 16 bytes, got 5", id="salt"),
+        pytest.param(
+            {"id_bits": 20}, r"setup header: id_bits must be in \[32, 128\] .* got 20", id="id_bits"
+        ),
+        pytest.param(
+            {"num_bins": 10**9}, r"must fit in 64 GiB, got \d+ bytes \(num_bins=1000000000", id="too_large"
+        ),
+    ],
+)
+def test_bad_setup_header_names_the_field_and_value(
+    exchange: tuple[PSIReceiver, psi.SetupMessage], change: dict[str, object], message: str
+) -> None:
+    # Prepare
+    _, setup = exchange
+    header = dataclasses.replace(setup.header, **change)  # type: ignore[arg-type]
+    sender = PSISender(["a"], allow_insecure_key_size=True)
+    # Execute / Assert
+    with pytest.raises(PSIError, match=message):
+        sender.receive_setup(header)
+    assert sender.header is None  # nothing was kept
+
+
 def test_sender_key_change_is_rejected(exchange: tuple[PSIReceiver, psi.SetupMessage]) -> None:
     _, setup = exchange
     sender = PSISender(["a"], allow_insecure_key_size=True)
@@ -549,6 +583,20 @@ def test_choose_bins_reference_values(sizes: tuple[int, int | None], expected: t
 @pytest.mark.parametrize(("weight", "expected"), [(0.15, (5000, 22)), (0.5, (1667, 34)), (1.0, (1250, 39))])
 def test_precompute_weight_trades_online_for_offline_work(weight: float, expected: tuple[int, int]) -> None:
     assert choose_bins(10_000, 10_000, precompute_weight=weight) == expected
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        pytest.param(lambda: choose_bins(-1), r"receiver_size must be >= 0, got -1", id="receiver_size"),
+        pytest.param(lambda: choose_bins(5, -2), r"sender_size must be >= 0, got -2", id="sender_size"),
+        pytest.param(lambda: padded_degree(-1, 2), r"num_items must be >= 0, got -1", id="num_items"),
+        pytest.param(lambda: padded_degree(3, 0), r"num_bins must be >= 1, got 0", id="num_bins"),
+    ],
+)
+def test_size_errors_name_the_field_and_value(call: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("weight", [0.0, -0.1, 1.5, float("nan")])
