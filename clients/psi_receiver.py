@@ -264,7 +264,9 @@ class PSIReceiver:
             On another session, before setup, or a count that changes.
         """
         self._check_session(session_id)
-        if count < 0 or self._expected is not None and count != self._expected:
+        if count < 0:
+            raise PSIError(f"the sender's reply count must be >= 0, got {count}")
+        if self._expected is not None and count != self._expected:
             raise PSIError(f"sender announced {count} replies, expected {self._expected}")
         self._expected = count
 

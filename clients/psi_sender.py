@@ -269,8 +269,9 @@ class PSISender:
             If a position is out of range (or the sender has not responded).
         """
         positions = list(positions)
-        if any(not 0 <= position < len(self._order) for position in positions):
-            raise PSIError("a reply position is out of range")
+        for position in positions:
+            if not 0 <= position < len(self._order):
+                raise PSIError(f"reply position {position} is out of range [0, {len(self._order)})")
         return [self._order[position] for position in positions]
 
     def conclude(self, message: IntersectionMessage, alignment_id: str | None = None) -> Alignment:
