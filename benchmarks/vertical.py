@@ -11,7 +11,7 @@ For every dataset (digits halves, MNIST-5k halves) and aligned fraction, over se
 - ``full_alignment``: split learning with every training user aligned (aligned fraction 1);
 
 every method with ``fusion_selection = validation``: the active party picks among a few candidate
-fusions of its predictors on its validation users (``clients.vertical_fusion``);
+fusions of its predictors on its validation users (``protocol.vertical.fusion_candidates``);
 
 then a protection sweep (clipping + Gaussian noise + minimum class counts on the released prototypes)
 reporting accuracy next to both label-inference attacks and the label-DP ε.
@@ -47,8 +47,8 @@ from rich.table import Table
 
 from clients.vertical_data import make_vertical_split
 from clients.vertical_training import make_party
+from protocol.vertical import DatasetConfig, ModelConfig, VerticalConfig, VerticalStrategyConfig
 from simulations.results import json_safe
-from simulations.vertical_config import ModelConfig, StrategyConfig, VerticalConfig
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype
 
 METHODS: dict[str, dict[str, Any]] = {
@@ -86,12 +86,11 @@ MODEL_BY_DATASET: dict[str, dict[str, Any]] = {
 schema's MLP for digits' 8 × 4 halves."""
 
 
-def run_once(dataset: str, fraction: float, seed: int, strategy: StrategyConfig) -> dict[str, Any]:
+def run_once(dataset: str, fraction: float, seed: int, strategy: VerticalStrategyConfig) -> dict[str, Any]:
     """One in-process run; returns the protocol's results dict."""
-    cfg = VerticalConfig(seed=seed, strategy=strategy)
-    cfg.model = dataclasses.replace(cfg.model, **MODEL_BY_DATASET.get(dataset, {}))
-    cfg.dataset.name, cfg.dataset.aligned_fraction = dataset, fraction
-    cfg.validate()
+    cfg = VerticalConfig(dataset=DatasetConfig(name=dataset, aligned_fraction=fraction),
+                         model=ModelConfig(**MODEL_BY_DATASET.get(dataset, {})), strategy=strategy,
+                         seed=seed)  # validated here
     split = make_vertical_split(dataset, n_parties=cfg.dataset.n_parties, aligned_fraction=fraction,
                                 seed=seed)
     parties = {p.name: make_party(p, cfg) for p in split.parties}
@@ -122,17 +121,17 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _run_task(task: tuple[str, float, int, StrategyConfig]) -> dict[str, Any]:
+def _run_task(task: tuple[str, float, int, VerticalStrategyConfig]) -> dict[str, Any]:
     torch.set_num_threads(1)  # tiny models: extra intra-op threads only contend on shared cores
     return run_once(*task)
 
 
-def proto_strategy(base: StrategyConfig, dataset: str) -> StrategyConfig:
+def proto_strategy(base: VerticalStrategyConfig, dataset: str) -> VerticalStrategyConfig:
     """The prototype method's settings for ``dataset`` (:data:`PROTO_BY_DATASET` over ``base``)."""
     return dataclasses.replace(base, **PROTO_BY_DATASET.get(dataset, {}))
 
 
-def benchmark(datasets: list[str], fractions: list[float], seeds: list[int], base: StrategyConfig,
+def benchmark(datasets: list[str], fractions: list[float], seeds: list[int], base: VerticalStrategyConfig,
               protection_fractions: list[float], jobs: int = 1,
               methods: tuple[str, ...] = tuple(METHODS),
               settings: tuple[str, ...] = tuple(PROTECTION), raw_out: Path | None = None) -> dict[str, Any]:
@@ -140,7 +139,7 @@ def benchmark(datasets: list[str], fractions: list[float], seeds: list[int], bas
 
     ``raw_out``: also write every run's own results there (before aggregating, so nothing is lost).
     """
-    groups: list[tuple[dict[str, Any], list[tuple[str, float, int, StrategyConfig]]]] = []
+    groups: list[tuple[dict[str, Any], list[tuple[str, float, int, VerticalStrategyConfig]]]] = []
     for dataset in datasets:
         proto = proto_strategy(base, dataset)
         for method, switches in METHODS.items():
@@ -237,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated methods of the main table ('' for the protection sweep only)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     args = parser.parse_args(argv)
-    base = StrategyConfig()
+    base = VerticalStrategyConfig()
     datasets = args.datasets.split(",")
     fractions = [float(f) for f in args.fractions.split(",")]
     protection_fractions = [float(f) for f in args.protection_fractions.split(",") if f]

@@ -17,8 +17,9 @@ them; the secret is their *labels*. Neighbouring inputs therefore differ in one 
 The prototype is ``S̃_c / max(ñ_c, 1)`` and a class is released only if ``ñ_c >= min_count`` — both
 post-processing. (For the class *mean* alone one usually quotes sensitivity ≈ 2C/n_c; releasing the
 noisy sum and count separately avoids treating ``n_c`` as public.) zCDP composes additively
-(Proposition 1.7): ``T`` releases to ``k`` passive parties cost ρ = k·T·(1/z² + 1/z_n²), converted with
-``ε = ρ + 2·√(ρ·ln(1/δ))`` (Proposition 1.3).
+(Proposition 1.7); the server charges the releases with ``ε = ρ + 2·√(ρ·ln(1/δ))`` (Proposition 1.3),
+see ``strategies.label_dp``. The settings (:class:`protocol.vertical.PrototypeNoise`) live on the
+ground floor, since both sides read them.
 
 Scope: the guarantee covers the prototype channel only, conditional on the features (the passive
 party's own view of itself). The split-learning gradients returned to passive parties also carry label
@@ -28,48 +29,10 @@ shape the features; that channel is *not* covered by this guarantee.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 
 from clients.prototypes import check_features
-
-
-@dataclass(frozen=True)
-class PrototypeNoise:
-    """Protection settings for released prototypes (``clip = 0`` means no protection).
-
-    Attributes
-    ----------
-    clip : float
-        Clip norm as a multiple of the median feature norm, ``C = clip × median ||f_i||`` (0 disables
-        clipping and noise).
-    noise_multiplier : float
-        ``z``: std of the noise on each class-sum coordinate is ``z·C``.
-    count_noise : float
-        ``z_n``: std of the noise on each class count.
-    min_count : int
-        Classes whose (noisy) count is below this are not released.
-    """
-
-    clip: float = 0.0
-    noise_multiplier: float = 0.0
-    count_noise: float = 0.0
-    min_count: int = 1
-
-    def __post_init__(self) -> None:
-        if self.clip < 0 or self.noise_multiplier < 0 or self.count_noise < 0:
-            raise ValueError(f"clip, noise_multiplier and count_noise must be >= 0, got {self}")
-        if self.min_count < 1:
-            raise ValueError(f"min_count must be >= 1, got {self.min_count}")
-        if self.noise_multiplier > 0 and self.clip == 0:
-            raise ValueError("noise_multiplier > 0 needs clip > 0 (the noise scale is z·C)")
-
-    @property
-    def is_private(self) -> bool:
-        """Whether a finite DP guarantee holds (noise on both the sums and the counts)."""
-        return self.clip > 0 and self.noise_multiplier > 0 and self.count_noise > 0
+from protocol.vertical import PrototypeNoise
 
 
 def clip_rows(features: torch.Tensor, clip: float) -> torch.Tensor:
@@ -122,36 +85,3 @@ def release_prototypes(
     valid = counts >= noise.min_count
     prototypes = torch.where(valid[:, None], sums / counts.clamp(min=1.0)[:, None], torch.zeros_like(sums))
     return prototypes.float(), valid
-
-
-def zcdp_per_release(noise: PrototypeNoise) -> float:
-    """ρ (zCDP) of one release to one party: ``1/z² + 1/z_n²`` (∞ without noise on either part)."""
-    if not noise.is_private:
-        return math.inf
-    return 1.0 / noise.noise_multiplier**2 + 1.0 / noise.count_noise**2
-
-
-def zcdp_to_epsilon(rho: float, delta: float) -> float:
-    """(ε, δ)-DP implied by ρ-zCDP: ``ε = ρ + 2·√(ρ·ln(1/δ))`` (Bun & Steinke 2016, Prop. 1.3).
-
-    Raises
-    ------
-    ValueError
-        If ``rho`` < 0 or ``delta`` is outside (0, 1).
-    """
-    if rho < 0:
-        raise ValueError(f"rho must be >= 0, got {rho}")
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must be in (0, 1), got {delta}")
-    if math.isinf(rho):
-        return math.inf
-    return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
-
-
-def label_dp_epsilon(noise: PrototypeNoise, releases: int, parties: int, delta: float) -> float:
-    """ε of ``releases`` rounds of prototypes sent to ``parties`` passive parties (zCDP composition)."""
-    if releases < 0 or parties < 0:
-        raise ValueError(f"releases and parties must be >= 0, got {releases} and {parties}")
-    if releases * parties == 0:
-        return 0.0
-    return zcdp_to_epsilon(releases * parties * zcdp_per_release(noise), delta)

@@ -6,7 +6,8 @@ scores (:func:`prototype_scores`). The prediction is the argmax of their weighte
 experts (Hinton, Neural Computation 2002) with weights ``(top, head, prototypes)``.
 
 With ``fusion_selection = "validation"`` the active party compares a few candidate weightings on its
-validation users after training and keeps the best (:func:`choose_fusion`). The candidate set is kept
+validation users after training and keeps the best (:func:`choose_fusion`) among
+:func:`protocol.vertical.fusion_candidates` (the spec both sides read). The candidate set is kept
 small on purpose: a fine grid chosen on a few hundred validation users overfits them (on digits at
 aligned fraction 0.05, seeds 0–5, a 63-point grid lost 0.5 points of test accuracy against the fixed
 fusion while these four candidates lost 0.1); the coarse set is there to drop a predictor that
@@ -18,31 +19,7 @@ from __future__ import annotations
 import torch
 
 from clients.prototypes import prototype_logits, prototype_temperature
-from simulations.vertical_config import StrategyConfig
-
-Fusion = tuple[float, float, float]
-"""Weights of (top model, local head, passive prototype scores) in the fused log-probabilities."""
-
-
-def configured_fusion(strategy: StrategyConfig) -> Fusion:
-    """The fusion the settings describe: top model, the local head if on, prototype scores if on."""
-    return (1.0, 1.0 if strategy.local_head else 0.0,
-            strategy.prototype_fusion if strategy.prototypes else 0.0)
-
-
-def fusion_candidates(strategy: StrategyConfig) -> list[Fusion]:
-    """The fusions the active party may choose from, the configured one first.
-
-    ``fixed`` selection has only the configured one; ``validation`` adds the same without the prototype
-    scores and, with a local head, the head alone and the head with the prototype scores.
-    """
-    configured = configured_fusion(strategy)
-    if strategy.fusion_selection == "fixed":
-        return [configured]
-    candidates = [configured, (1.0, configured[1], 0.0)]
-    if strategy.local_head:
-        candidates += [(0.0, 1.0, 0.0), (0.0, 1.0, configured[2])]
-    return list(dict.fromkeys(candidates))  # drops repeats, keeps the order
+from protocol.vertical import Fusion
 
 
 def fuse(components: dict[str, torch.Tensor], weights: Fusion) -> torch.Tensor:

@@ -2,13 +2,16 @@
 
 Which party a node is comes from ``node_config``: ``party=<index>`` in a deployment (party 0 is the
 active, label-holding party; ``role=active|passive`` may be given and must agree), or ``partition-id``
-in a simulation. Every message carries the run's flat configuration (see
-:mod:`clients.vertical_messages`), from which the node loads its own columns and rows — from its own
-party file when ``node_config`` names one (``data-file``, :mod:`clients.vertical_files`), else from the
-configured bundled dataset (:func:`clients.vertical_data.make_vertical_split`, deterministic in the
-seed) — and rebuilds its party (:mod:`clients.vertical_training`) from ``context.state``; after a
-state-changing operation the party's state is written back there. Nothing is kept in module globals
-except caches of the loaded data.
+in a simulation. The ``describe`` message that starts a run carries the run's configuration (see
+:mod:`protocol.vertical`): the node decodes and validates it once, keeps the record in
+``context.state`` and the decoded :class:`protocol.vertical.VerticalConfig` in a per-process cache
+keyed by the record, so later messages of the run reuse it. From it the node loads its own columns and
+rows — from its own party file when ``node_config`` names one (``data-file``,
+:mod:`clients.vertical_files`), else from the configured bundled dataset
+(:func:`clients.vertical_data.make_vertical_split`, deterministic in the seed) — and rebuilds its party
+(:mod:`clients.vertical_training`) from ``context.state``; after a state-changing operation the party's
+state is written back there. Nothing is kept in module globals except caches of the loaded data and of
+decoded configurations.
 
 Alignment: the ``align`` operation takes the aligned IDs either from the PSI run (payload
 ``source="psi"``: :func:`clients.psi_party.get_alignment`, after :func:`strategies.alignment.run_alignment`
@@ -30,9 +33,17 @@ from flwr.clientapp import ClientApp
 from clients.psi_party import get_alignment, register_psi_handlers
 from clients.vertical_data import PartyData, VerticalSplit, make_vertical_split
 from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY, load_party_file
-from clients.vertical_messages import MESSAGE_TYPES, decode_config, decode_payload, encode_payload
 from clients.vertical_training import ActiveParty, PassiveParty, make_party
-from simulations.vertical_config import VerticalConfig
+from protocol.codec import from_record
+from protocol.vertical import (
+    ACTIVE,
+    MESSAGE_TYPES,
+    PASSIVE,
+    VerticalConfig,
+    config_record,
+    decode_payload,
+    encode_payload,
+)
 
 STATE_KEY = "vfl_party"
 CONFIG_STATE_KEY = "vfl_run_config"
@@ -57,7 +68,7 @@ def party_index(context: Context, n_parties: int) -> int:
     if not 0 <= index < n_parties:
         raise ValueError(f"party index must be in [0, {n_parties}), got {index}")
     role = node_config.get("role")
-    if role is not None and str(role) != ("active" if index == 0 else "passive"):
+    if role is not None and str(role) != (ACTIVE if index == 0 else PASSIVE):
         raise ValueError(f"node_config role={role!r} contradicts party={index} (party 0 is the active party)")
     return index
 
@@ -98,12 +109,41 @@ def load_party(context: Context, cfg: VerticalConfig) -> ActiveParty | PassivePa
     return make_party(data, cfg, blob)  # type: ignore[arg-type]
 
 
-def load_ids(context: Context) -> list[str]:
-    """This node's training IDs (what it brings to PSI); needs a prior ``describe`` of this run."""
+@functools.lru_cache(maxsize=8)
+def _decoded(items: tuple[tuple[str, Any], ...]) -> VerticalConfig:
+    return from_record(VerticalConfig, dict(items))  # validated by VerticalConfig.__post_init__
+
+
+def start_run(context: Context, record: ConfigRecord) -> VerticalConfig:
+    """Decode and validate a run's configuration record, keep it in ``context.state``; fresh models.
+
+    Raises
+    ------
+    ValueError
+        If the record lacks a key, holds an unknown one, or a setting is out of range.
+    """
+    cfg = _decoded(tuple(record.items()))
+    context.state[CONFIG_STATE_KEY] = ConfigRecord(dict(record))
+    context.state.pop(STATE_KEY, None)  # a new run starts from fresh models
+    return cfg
+
+
+def run_config(context: Context) -> VerticalConfig:
+    """The configuration :func:`start_run` kept for this run (decoded once per process).
+
+    Raises
+    ------
+    RuntimeError
+        If no ``describe`` of a vertical run reached this node yet.
+    """
     if CONFIG_STATE_KEY not in context.state.config_records:
         raise RuntimeError("no vertical run configured on this node yet: send query.vfl_describe first")
-    cfg = VerticalConfig.from_flat(dict(context.state.config_records[CONFIG_STATE_KEY]))
-    return node_party_data(context, cfg).ids.tolist()
+    return _decoded(tuple(context.state.config_records[CONFIG_STATE_KEY].items()))
+
+
+def load_ids(context: Context) -> list[str]:
+    """This node's training IDs (what it brings to PSI); needs a prior ``describe`` of this run."""
+    return node_party_data(context, run_config(context)).ids.tolist()
 
 
 def _psi_alignment(context: Context, party: ActiveParty | PassiveParty) -> tuple[list[str], str]:
@@ -120,11 +160,7 @@ def _handler(op: str, *, allow_plaintext_ids: bool) -> Callable[[Message, Contex
             raise PermissionError("this party does not hand out its raw IDs (insecure plaintext alignment); "
                                   "align with strategy.alignment=psi")
         torch.set_num_threads(1)  # models are tiny; intra-op threads only contend on shared cores
-        flat = decode_config(msg.content)
-        cfg = VerticalConfig.from_flat(flat)
-        if op == "describe":
-            context.state[CONFIG_STATE_KEY] = ConfigRecord(flat)
-            context.state.pop(STATE_KEY, None)  # a new run starts from fresh models
+        cfg = start_run(context, config_record(msg.content)) if op == "describe" else run_config(context)
         party = load_party(context, cfg)
         payload: dict[str, Any] = decode_payload(msg.content)
         if op == "ids":
@@ -149,7 +185,7 @@ def _handler(op: str, *, allow_plaintext_ids: bool) -> Callable[[Message, Contex
 def register_vertical_handlers(
     app: ClientApp, *, allow_insecure_psi_keys: bool = False, allow_plaintext_ids: bool = False
 ) -> None:
-    """Register one handler per protocol operation (:data:`clients.vertical_messages.MESSAGE_TYPES`) and
+    """Register one handler per protocol operation (:data:`protocol.vertical.MESSAGE_TYPES`) and
     the PSI alignment handlers (``query.psi_*``, with :func:`load_ids`).
 
     ``allow_insecure_psi_keys`` is for tests only: it lets this node accept Paillier keys below 2048 bits

@@ -34,7 +34,7 @@ from torch import nn
 
 from clients.encoders import build_encoder
 from clients.label_attacks import exact_label_attack, nearest_prototype_attack
-from clients.prototype_privacy import PrototypeNoise, release_prototypes
+from clients.prototype_privacy import release_prototypes
 from clients.prototypes import (
     check_features,
     class_prototypes,
@@ -48,18 +48,26 @@ from clients.prototypes import (
 from clients.training import check_inputs
 from clients.vertical_data import PartyData
 from clients.vertical_files import held_out_digest
-from clients.vertical_fusion import (
+from clients.vertical_fusion import choose_fusion, fuse, prototype_scores
+from protocol.codec import from_flat, to_flat
+from protocol.vertical import (
+    ACTIVE,
+    PASSIVE,
     Fusion,
-    choose_fusion,
+    PrototypeNoise,
+    VerticalConfig,
     configured_fusion,
-    fuse,
     fusion_candidates,
-    prototype_scores,
 )
-from simulations.vertical_config import VerticalConfig
 
 Payload = dict[str, Any]
 SPLITS = ("val", "test")
+RENAMED_KEYS: dict[str, str] = {
+    "out_dir": "output_dir",
+    "strategy.timeout": "strategy.timeout_s",
+    "strategy.psi_timeout": "strategy.psi_timeout_s",
+}
+"""Config keys of model files saved by earlier releases → their current names."""
 
 
 def build_top_model(n_parties: int, feature_dim: int, hidden: int, n_classes: int) -> nn.Module:
@@ -186,7 +194,7 @@ class _Party:
         """Write a self-contained model file (config, shapes, models, prototypes) to ``payload["path"]``."""
         path = Path(str(payload["path"]))
         path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"config": self.cfg.to_flat(), "role": self.role, "index": self.data.index,
+        record = {"config": to_flat(self.cfg), "role": self.role, "index": self.data.index,
                   "input_shape": list(self.data.input_shape), "n_classes": self.data.n_classes,
                   "modules": {name: m.state_dict() for name, m in self.modules().items()},
                   "prototypes": self.prototypes, "valid": self.valid, **self.saved_extras()}
@@ -215,7 +223,7 @@ class _Party:
 class PassiveParty(_Party):
     """A party without labels: an encoder, the prototypes it receives, and (for measurement) its logs."""
 
-    role = "passive"
+    role = PASSIVE
     OPS = ("describe", "align", "step", "snapshot", "receive", "predict", "attack", "save")
 
     def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
@@ -330,7 +338,7 @@ class PassiveParty(_Party):
 class ActiveParty(_Party):
     """The label holder: encoder, top model over all parties' features, local head, prototypes."""
 
-    role = "active"
+    role = ACTIVE
     OPS = ("describe", "align", "step", "prototypes", "local", "select_fusion", "evaluate", "score", "save")
 
     def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
@@ -594,7 +602,7 @@ class ActiveParty(_Party):
 
 def make_party(data: PartyData, cfg: VerticalConfig, blob: bytes | None = None) -> ActiveParty | PassiveParty:
     """The party object for ``data``'s role, restored from ``blob`` if given."""
-    kind = ActiveParty if data.role == "active" else PassiveParty
+    kind = ActiveParty if data.role == ACTIVE else PassiveParty
     return kind.from_state(data, cfg, blob)  # type: ignore[return-value]
 
 
@@ -606,7 +614,8 @@ def predict_saved(
     A passive model returns its ``features`` (to send to the active party) and ``classes`` by nearest
     prototype; an active model returns ``active_only`` classes and, given every passive party's features
     of the same users, ``aligned`` classes (top model, local head and prototype scores fused with the
-    weights the run chose, :mod:`clients.vertical_fusion`).
+    weights the run chose, :mod:`clients.vertical_fusion`). Model files of earlier releases, whose
+config used the earlier key names (:data:`RENAMED_KEYS`), load too.
 
     Raises
     ------
@@ -614,7 +623,8 @@ def predict_saved(
         If ``x`` does not match the saved input shape or holds NaN/inf.
     """
     record = torch.load(Path(path), weights_only=True)
-    cfg = VerticalConfig.from_flat(record["config"])
+    saved = {RENAMED_KEYS.get(key, key): value for key, value in record["config"].items()}
+    cfg = from_flat(VerticalConfig, saved, what="saved model config")
     shape, n_classes = tuple(record["input_shape"]), int(record["n_classes"])
     xt = torch.from_numpy(check_inputs(x, shape, "inputs"))
     m = cfg.model
@@ -624,7 +634,7 @@ def predict_saved(
     prototypes, valid = record["prototypes"], record["valid"]
     with torch.no_grad():
         features = encoder(xt)
-        if record["role"] == "passive":
+        if record["role"] == PASSIVE:
             classes = (nearest_prototype(features, prototypes, valid) if prototypes is not None
                        else torch.full((len(xt),), -1, dtype=torch.long))
             return {"features": features.numpy(), "classes": classes.numpy()}

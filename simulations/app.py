@@ -16,11 +16,12 @@ from flwr.serverapp import Grid, ServerApp
 from clients import student, teacher
 from clients.pate_node import handle_describe
 from clients.vertical_party import register_vertical_handlers
+from protocol.codec import from_flat, to_flat
+from protocol.vertical import VerticalConfig
 from simulations.pate_config import PateConfig
 from simulations.pate_server import run_pate_server
 from simulations.results import write_results
 from simulations.run_config import unflatten
-from simulations.vertical_config import VerticalConfig
 from strategies.vertical_prototype import run_vertical
 
 METHODS = ("pate", "vertical")
@@ -50,9 +51,9 @@ def main(grid: Grid, context: Context) -> None:
     if method == "pate":
         run_pate_server(grid, unflatten(PateConfig, section(run_config, "pate")))
     elif method == "vertical":
-        cfg = VerticalConfig.from_flat(section(run_config, "vertical"))
+        cfg = from_flat(VerticalConfig, section(run_config, "vertical"), what="run_config")  # validated here
         results = run_vertical(grid, cfg)
-        if cfg.out_dir:
-            write_results(cfg.out_dir, {"config": cfg.to_flat(), "results": results})
+        if cfg.output_dir:
+            write_results(cfg.output_dir, {"config": to_flat(cfg), "results": results})
     else:
         raise ValueError(f"run_config method must be one of {METHODS}, got {method!r}")

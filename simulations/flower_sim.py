@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import warnings
 from collections.abc import Callable
 from typing import TypeVar
@@ -21,9 +20,11 @@ from flwr.app import Context
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, wait_for_nodes
+
 T = TypeVar("T")
 
-NODE_WAIT_TIMEOUT_S = 120.0
+__all__ = ["NODE_WAIT_TIMEOUT_S", "run_flower_simulation", "wait_for_nodes"]
 
 
 class _HideRunSimulationDeprecation(logging.Filter):
@@ -31,26 +32,6 @@ class _HideRunSimulationDeprecation(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "`run_simulation` function is deprecated" not in record.getMessage()
-
-
-def wait_for_nodes(grid: Grid, num_nodes: int, timeout: float = NODE_WAIT_TIMEOUT_S) -> list[int]:
-    """Block until ``num_nodes`` nodes are connected; return their IDs in a stable (sorted) order.
-
-    Raises
-    ------
-    TimeoutError
-        If fewer than ``num_nodes`` nodes registered within ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        node_ids = sorted(grid.get_node_ids())
-        if len(node_ids) >= num_nodes:
-            return node_ids
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"only {len(node_ids)} of {num_nodes} nodes connected within {timeout:.0f} s"
-            )
-        time.sleep(0.2)
 
 
 def run_flower_simulation(

@@ -1,6 +1,6 @@
 """Hydra entry point of the vertical prototype exchange: ``python -m simulations.vertical``.
 
-Composes :class:`simulations.vertical_config.VerticalConfig` from ``conf/vertical`` (groups ``dataset``,
+Composes :class:`protocol.vertical.VerticalConfig` from ``conf/vertical`` (groups ``dataset``,
 ``model``, ``strategy``), runs it on Flower's simulation engine (one simulated SuperNode per party),
 prints live per-epoch progress and a summary table, and writes ``results.json`` plus every party's model
 to the run directory. Examples::
@@ -25,9 +25,11 @@ from rich.console import Console
 from rich.table import Table
 
 from clients.vertical_party import build_client_app
+from protocol.codec import to_flat
+from protocol.vertical import VerticalConfig
 from simulations.flower_sim import run_flower_simulation
 from simulations.results import write_results
-from simulations.vertical_config import VerticalConfig, register_configs
+from simulations.vertical_config import register_configs
 from strategies.vertical_prototype import run_vertical
 
 console = Console()
@@ -46,7 +48,6 @@ def run_vertical_simulation(
 
     ``client_app`` defaults to :func:`clients.vertical_party.build_client_app` (2048-bit PSI keys only).
     """
-    cfg.validate()
     return run_flower_simulation(
         lambda grid, _context: run_vertical(grid, cfg, on_epoch=print_epoch if verbose else None),
         client_app or build_client_app(), cfg.dataset.n_parties, verbose=False,
@@ -73,15 +74,15 @@ def summary_table(cfg: VerticalConfig, results: dict[str, Any]) -> Table:
     return table
 
 
-@hydra.main(version_base=None, config_path="../conf/vertical", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf/vertical", config_name="config")
 def main(dict_cfg: DictConfig) -> None:
     """Compose the config, run the simulation, print the summary, write ``results.json``."""
-    cfg: VerticalConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
-    out_dir = Path(cfg.out_dir or HydraConfig.get().runtime.output_dir)
-    cfg.out_dir = str(out_dir)
+    cfg: VerticalConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]  # validated here
+    output_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
+    cfg.output_dir = str(output_dir)
     results = run_vertical_simulation(cfg, verbose=True)
     console.print(summary_table(cfg, results))
-    out = write_results(out_dir, {"config": cfg.to_flat(), "results": results})
+    out = write_results(output_dir, {"config": to_flat(cfg), "results": results})
     console.print(f"results written to {out}")
 
 

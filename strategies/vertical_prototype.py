@@ -11,7 +11,7 @@ active party (label holder) and the passive parties, in phases:
    active party (local head + first loss); the passive parties' third loss rides on their split-learning
    steps (see :mod:`clients.vertical_training`);
 3. **evaluation** — with ``fusion_selection = validation`` the active party first picks how to fuse its
-   predictors on its validation users (:mod:`clients.vertical_fusion`); then validation and test
+   predictors on its validation users (:func:`protocol.vertical.fusion_candidates`); then validation and test
    accuracy for aligned, active-only and passive-only users; the label-inference attacks measured at
    every passive party; the label-DP ε of the prototype releases.
 
@@ -22,6 +22,9 @@ files of different deployments).
 Parties are reached through a :class:`PartyLink`: :class:`InProcessLink` calls party objects directly
 (benchmarks), :class:`FlowerLink` sends one Flower ``Message`` per party per step. A party that fails
 (an error reply) or vanishes (no reply within the timeout) ends the run with :class:`VerticalProtocolError`.
+
+The server reads only :mod:`protocol.vertical` (config, message types, payloads) and pure-numpy/math
+server code (:mod:`strategies.label_dp`, :mod:`strategies.alignment`): no party module, no torch.
 """
 
 from __future__ import annotations
@@ -34,15 +37,21 @@ import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from clients.prototype_privacy import label_dp_epsilon
-from clients.vertical_fusion import configured_fusion
-from clients.vertical_messages import MESSAGE_TYPES, decode_payload, encode_payload
-from simulations.vertical_config import VerticalConfig
+from protocol.codec import to_flat
+from protocol.vertical import (
+    ACTIVE,
+    MESSAGE_TYPES,
+    VerticalConfig,
+    configured_fusion,
+    decode_payload,
+    encode_payload,
+)
 from strategies.alignment import AlignmentError, run_alignment
+from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, wait_for_nodes
+from strategies.label_dp import label_dp_epsilon
 
 Payload = dict[str, Any]
 Calls = Mapping[str, tuple[str, Payload]]
-ACTIVE = "active"
 
 
 class VerticalProtocolError(RuntimeError):
@@ -94,7 +103,7 @@ class VerticalPrototype:
     Parameters
     ----------
     cfg : VerticalConfig
-        The run's configuration (``cfg.strategy`` holds the protocol settings).
+        The run's configuration (``cfg.strategy`` holds the protocol settings), validated when built.
     on_epoch : Callable[[int, dict], None], optional
         Called after every epoch with the epoch index and its metrics (live progress).
     """
@@ -102,7 +111,7 @@ class VerticalPrototype:
     def __init__(
         self, cfg: VerticalConfig, *, on_epoch: Callable[[int, dict[str, float]], None] | None = None
     ) -> None:
-        self.cfg = cfg.validate()
+        self.cfg = cfg
         self.on_epoch = on_epoch
         self.passives = passive_names(cfg.dataset.n_parties)
 
@@ -242,7 +251,8 @@ class FlowerLink:
     node_of : Mapping[str, int]
         Party name → node ID (from :func:`discover_parties`).
     config : Mapping[str, Scalar]
-        The run's flat configuration, attached to every message.
+        The run's flat configuration (:func:`protocol.codec.to_flat`), attached to the ``describe``
+        message that starts the run; the parties keep it for the run's later messages.
     timeout : float
         Seconds to wait for all replies of one call; a party that has not replied by then has vanished.
     """
@@ -252,7 +262,8 @@ class FlowerLink:
         self.parties = list(self.node_of)
 
     def request(self, calls: Calls) -> dict[str, Payload]:
-        messages = [Message(encode_payload(payload, self.config), dst_node_id=self.node_of[name],
+        messages = [Message(encode_payload(payload, self.config if op == "describe" else None),
+                            dst_node_id=self.node_of[name],
                             message_type=MESSAGE_TYPES[op]) for name, (op, payload) in calls.items()]
         received = self.grid.send_and_receive(messages, timeout=self.timeout)
         replies = {r.metadata.src_node_id: r for r in received}
@@ -332,7 +343,7 @@ def run_vertical(
     cfg: VerticalConfig,
     *,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    node_wait_timeout: float = 120.0,
+    node_wait_timeout: float = NODE_WAIT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Server function of a vertical run over Flower: discover parties, align, train, evaluate, save.
 
@@ -341,20 +352,18 @@ def run_vertical(
     VerticalProtocolError
         If a party fails or vanishes; ``TimeoutError`` if the parties do not all connect in time.
     """
-    from simulations.flower_sim import wait_for_nodes
-
-    cfg.validate()
     s = cfg.strategy
     node_ids = wait_for_nodes(grid, cfg.dataset.n_parties, timeout=node_wait_timeout)
-    flat = cfg.to_flat()
-    node_of = discover_parties(grid, node_ids, flat, s.timeout)
-    link = FlowerLink(grid, node_of, flat, s.timeout)
+    flat = to_flat(cfg)
+    node_of = discover_parties(grid, node_ids, flat, s.timeout_s)
+    link = FlowerLink(grid, node_of, flat, s.timeout_s)
     psi_report: dict[str, Any] = {}
-    alignment = (psi_alignment(grid, node_of, s.psi_timeout, s.psi_key_bits, psi_report)
+    alignment = (psi_alignment(grid, node_of, s.psi_timeout_s, s.psi_key_bits, psi_report)
                  if s.alignment == "psi" else insecure_plaintext_alignment)
     results = VerticalPrototype(cfg, on_epoch=on_epoch).run(link, alignment)
     results["alignment"] = {"method": s.alignment, **psi_report}
-    if cfg.out_dir:
-        saved = link.request({name: ("save", {"path": f"{cfg.out_dir}/{name}.pt"}) for name in link.parties})
+    if cfg.output_dir:
+        saved = link.request({name: ("save", {"path": f"{cfg.output_dir}/{name}.pt"})
+                              for name in link.parties})
         results["models"] = {name: r["path"] for name, r in saved.items()}
     return results

@@ -3,12 +3,14 @@
 Each node has its own ``Context`` (``node_config`` and a persistent ``state``), exactly as a
 SuperNode keeps one per run. A handler that raises becomes an error reply with code 2, as in Flower;
 nodes listed in ``silent`` never reply (a vanished node); ``faulty`` maps a node to a function that
-may replace its reply (a malformed message).
+may replace its reply (a malformed message); ``broken`` maps a node to the reason of the error reply
+it gives instead of running its handler (a failed node).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -27,6 +29,7 @@ class InProcessGrid:
         }
         self.silent: set[int] = set()
         self.faulty: dict[int, Callable[[Message], Message]] = {}
+        self.broken: dict[int, str] = {}
         self.sent: list[Message] = []
 
     def get_node_ids(self) -> list[int]:
@@ -39,6 +42,9 @@ class InProcessGrid:
             node = msg.metadata.dst_node_id
             if node in self.silent:
                 continue
+            if node in self.broken:
+                replies.append(Message(Error(code=2, reason=self.broken[node]), reply_to=msg))
+                continue
             try:
                 reply = self.client_app(msg, self.contexts[node])
             except Exception as err:  # noqa: BLE001 - Flower turns any handler error into an error reply
@@ -49,6 +55,22 @@ class InProcessGrid:
         return replies
 
 
-def simulation_nodes(num_nodes: int) -> dict[int, dict]:
-    """Node configs as Flower's simulation gives them (partition-id / num-partitions)."""
-    return {1000 + i: {"partition-id": i, "num-partitions": num_nodes} for i in range(num_nodes)}
+def simulation_nodes(num_nodes: int, first_id: int = 1000) -> dict[int, dict]:
+    """Node configs as Flower's simulation gives them (partition-id / num-partitions), node IDs from
+    ``first_id`` on."""
+    return {first_id + i: {"partition-id": i, "num-partitions": num_nodes} for i in range(num_nodes)}
+
+
+@contextlib.contextmanager
+def task_identity(run_id: int = 1, task_id: int = 1, node_id: int = 1) -> Iterator[None]:
+    """Give Flower's ``Message`` the task identity a ServerApp process has, then restore the previous one.
+
+    Outside a ServerApp (in a test) ``Message`` needs one; wrap a test in this (e.g. in an autouse
+    fixture) so tests do not leak it to each other.
+    """
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = task_id, run_id, node_id
+    try:
+        yield
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved

@@ -11,10 +11,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import simulations.pate  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+from protocol.vertical import VerticalConfig
 from simulations.app import section
 from simulations.pate_config import PateConfig
 from simulations.run_config import flatten, unflatten
-from simulations.vertical_config import VerticalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,9 +41,9 @@ def test_pyproject_run_config_equals_the_schema_defaults():
     flat = flwr_app_config()
     assert flat["method"] == "pate"
     assert section(flat, "pate") == flatten(PateConfig())
-    assert section(flat, "vertical") == VerticalConfig().to_flat()
+    assert section(flat, "vertical") == flatten(VerticalConfig())
     assert set(flat) == {"method"} | {f"pate.{k}" for k in flatten(PateConfig())} | {
-        f"vertical.{k}" for k in VerticalConfig().to_flat()}
+        f"vertical.{k}" for k in flatten(VerticalConfig())}
 
 
 def test_default_hydra_composition_equals_the_schema_defaults():
@@ -79,3 +79,20 @@ def test_flatten_unflatten_round_trip_with_overrides():
     flat["run.verbose"] = "true"
     cfg = unflatten(PateConfig, flat)
     assert cfg.strategy.sigma == 12.5 and cfg.run.verbose is True
+
+
+def test_vertical_hydra_composition_equals_the_schema_and_group_files_hold_only_changes():
+    from simulations.vertical_config import register_configs
+
+    register_configs()
+    conf = ROOT / "conf" / "vertical"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        assert OmegaConf.to_object(compose("config")) == VerticalConfig()
+    defaults = {"dataset": VerticalConfig().dataset, "model": VerticalConfig().model,
+                "strategy": VerticalConfig().strategy}
+    for group, schema in defaults.items():
+        for path in sorted((conf / group).glob("*.yaml")):
+            values = OmegaConf.to_container(OmegaConf.load(path))
+            values.pop("defaults", None)
+            restated = {k: v for k, v in values.items() if getattr(schema, k) == v}
+            assert not restated, f"{path.name} restates schema defaults {restated}"

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _vertical_run(directory: Path, job: int, fraction: float, seed: int, accuracy: float) -> None:
     (directory / str(job)).mkdir(parents=True)
     config = {"dataset.aligned_fraction": fraction, "seed": seed, "strategy.lam": 0.25,
-              "out_dir": str(directory / str(job))}
+              "output_dir": str(directory / str(job))}
     results = {"test": {"aligned": accuracy, "active_only": 0.8}, "val": {"aligned": accuracy},
                "attack": {"exact": 1.0, "nearest": 0.5}, "label_dp_epsilon": "inf", "wall_s": 2.0}
     (directory / str(job) / "results.json").write_text(json.dumps({"config": config, "results": results}))
@@ -30,7 +30,7 @@ def test_vertical_sweep_is_grouped_by_setting_and_averaged_over_seeds(tmp_path: 
         _vertical_run(tmp_path, job, fraction, seed, accuracy)
     summary = write_summary(tmp_path)
     assert summary["method"] == "vertical" and summary["runs"] == 5
-    assert summary["varying"] == ["dataset.aligned_fraction"]  # seed and out_dir are not settings
+    assert summary["varying"] == ["dataset.aligned_fraction"]  # seed and output_dir are not settings
     rows = {r["dataset.aligned_fraction"]: r for r in summary["rows"]}
     assert rows[0.05]["runs"] == 2 and rows[0.05]["test.aligned"] == pytest.approx(0.92)
     assert rows[0.05]["test.aligned_std"] == pytest.approx(0.02 * 2 ** 0.5)

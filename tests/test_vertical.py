@@ -11,14 +11,7 @@ import pytest
 import torch
 
 from clients.label_attacks import exact_label_attack, nearest_prototype_attack
-from clients.prototype_privacy import (
-    PrototypeNoise,
-    clip_norm,
-    clip_rows,
-    label_dp_epsilon,
-    release_prototypes,
-    zcdp_to_epsilon,
-)
+from clients.prototype_privacy import clip_norm, clip_rows, release_prototypes
 from clients.prototypes import (
     class_prototypes,
     nearest_prototype,
@@ -31,8 +24,11 @@ from clients.prototypes import (
 )
 from clients.vertical_data import feature_slices, make_vertical_split
 from clients.vertical_training import ActiveParty, PassiveParty, make_party
-from simulations.vertical_config import VerticalConfig
+from protocol.codec import from_flat, to_flat
+from protocol.vertical import PrototypeNoise, VerticalConfig
+from strategies.label_dp import label_dp_epsilon, zcdp_to_epsilon
 from strategies.vertical_prototype import InProcessLink, VerticalProtocolError, VerticalPrototype
+from tests.vertical_helpers import small_config, split_parties
 
 torch.set_num_threads(1)  # tiny models: extra intra-op threads only contend on the shared cores
 
@@ -228,38 +224,24 @@ def test_exact_attack_recovers_labels_from_enough_rounds() -> None:
 
 
 # --- party operations and the in-process protocol ----------------------------------------------
-def _small_config(**strategy: object) -> VerticalConfig:
-    cfg = VerticalConfig()
-    cfg.dataset.aligned_fraction = 0.1
-    cfg.strategy = dataclasses.replace(cfg.strategy, epochs=3, warmup_epochs=0, **strategy)  # type: ignore[arg-type]
-    return cfg.validate()
-
-
-def _parties(cfg: VerticalConfig) -> tuple[dict[str, ActiveParty | PassiveParty], list[str]]:
-    split = make_vertical_split(cfg.dataset.name, n_parties=cfg.dataset.n_parties,
-                                aligned_fraction=cfg.dataset.aligned_fraction, seed=cfg.seed)
-    parties = {p.name: make_party(p, cfg) for p in split.parties}
-    return parties, sorted(set.intersection(*(set(p.ids.tolist()) for p in split.parties)))
-
-
 def _run(cfg: VerticalConfig) -> dict:
-    parties, common = _parties(cfg)
+    parties, common = split_parties(cfg)
     return VerticalPrototype(cfg).run(InProcessLink(parties), lambda link: {
         n: {"aligned_ids": common} for n in link.parties})
 
 
 def test_in_process_run_reports_accuracy_attacks_and_epsilon() -> None:
-    res = _run(_small_config())
+    res = _run(small_config())
     assert res["test"]["aligned"] > 0.3 and 0.0 <= res["test"]["passive_only_1"] <= 1.0
     assert res["prototype_releases"] == 3 and res["label_dp_epsilon"] == math.inf
     assert set(res["attack"]) >= {"exact", "nearest"}
-    private = _run(_small_config(dp_clip=1.0, dp_noise=2.0, dp_count_noise=2.0))
+    private = _run(small_config(dp_clip=1.0, dp_noise=2.0, dp_count_noise=2.0))
     assert math.isfinite(private["label_dp_epsilon"])
 
 
 def test_party_state_round_trips_through_bytes() -> None:
-    cfg = _small_config()
-    parties, common = _parties(cfg)
+    cfg = small_config()
+    parties, common = split_parties(cfg)
     active = parties["active"]
     active.handle("align", {"aligned_ids": common})
     clone = make_party(active.data, cfg, active.state_bytes())
@@ -269,8 +251,8 @@ def test_party_state_round_trips_through_bytes() -> None:
 
 
 def test_aligned_prototype_loss_reaches_passive_parties_and_mirrors_their_prototypes() -> None:
-    cfg = _small_config(lam_aligned=1.0, prototype_fusion=1.0)
-    parties, common = _parties(cfg)
+    cfg = small_config(lam_aligned=1.0, prototype_fusion=1.0)
+    parties, common = split_parties(cfg)
     active, passive = parties["active"], parties["passive1"]
     assert isinstance(active, ActiveParty) and isinstance(passive, PassiveParty)
     VerticalPrototype(cfg).run(InProcessLink(parties), lambda link: {n: {"aligned_ids": common} for n in link.parties})
@@ -293,8 +275,8 @@ def test_aligned_prototype_loss_reaches_passive_parties_and_mirrors_their_protot
 
 
 def test_noised_release_is_mirrored_while_exact_means_stay_at_the_active_party() -> None:
-    cfg = _small_config(dp_clip=1.0, dp_noise=4.0, dp_count_noise=4.0, min_count=1)
-    parties, common = _parties(cfg)
+    cfg = small_config(dp_clip=1.0, dp_noise=4.0, dp_count_noise=4.0, min_count=1)
+    parties, common = split_parties(cfg)
     active, passive = parties["active"], parties["passive1"]
     assert isinstance(active, ActiveParty) and isinstance(passive, PassiveParty)
     VerticalPrototype(cfg).run(InProcessLink(parties), lambda link: {n: {"aligned_ids": common} for n in link.parties})
@@ -310,8 +292,8 @@ def test_noised_release_is_mirrored_while_exact_means_stay_at_the_active_party()
 
 
 def test_imputed_passive_features_mix_private_prototypes_by_head_probabilities() -> None:
-    cfg = _small_config()
-    parties, _ = _parties(cfg)
+    cfg = small_config()
+    parties, _ = split_parties(cfg)
     active = parties["active"]
     assert isinstance(active, ActiveParty)
     n_classes = active.data.n_classes
@@ -328,10 +310,10 @@ def test_imputed_passive_features_mix_private_prototypes_by_head_probabilities()
 
 
 def test_cross_entropy_pulls_and_imputation_run_end_to_end() -> None:
-    res = _run(_small_config(pull_form="cross_entropy", lam_impute=1.0, lam_aligned=0.3))
+    res = _run(small_config(pull_form="cross_entropy", lam_impute=1.0, lam_aligned=0.3))
     assert res["test"]["aligned"] > 0.3 and res["prototype_releases"] == 3
     with pytest.raises(ValueError, match="pull_form"):
-        _small_config(pull_form="cosine")
+        small_config(pull_form="cosine")
 
 
 @pytest.mark.parametrize(("name", "op", "payload", "match"), [
@@ -347,16 +329,16 @@ def test_cross_entropy_pulls_and_imputation_run_end_to_end() -> None:
     ("unknown_op", "attack", {}, "no operation"),
 ])
 def test_active_party_rejects_bad_payloads(name: str, op: str, payload: dict, match: str) -> None:
-    cfg = _small_config()
-    parties, common = _parties(cfg)
+    cfg = small_config()
+    parties, common = split_parties(cfg)
     parties["active"].handle("align", {"aligned_ids": common})
     with pytest.raises(ValueError, match=match):
         parties["active"].handle(op, payload)
 
 
 def test_protocol_errors_are_clear() -> None:
-    cfg = _small_config()
-    parties, common = _parties(cfg)
+    cfg = small_config()
+    parties, common = split_parties(cfg)
     with pytest.raises(RuntimeError, match="before alignment"):
         parties["passive1"].handle("snapshot", {})
     with pytest.raises(VerticalProtocolError, match="failed operation 'align'.*not held"):
@@ -368,20 +350,20 @@ def test_labels_at_a_passive_party_are_rejected() -> None:
     split = make_vertical_split("digits", aligned_fraction=0.1)
     leaky = dataclasses.replace(split.parties[1], y=split.parties[0].y)
     with pytest.raises(ValueError, match="must not hold labels"):
-        PassiveParty(leaky, _small_config())
+        PassiveParty(leaky, small_config())
     with pytest.raises(ValueError, match="must hold labels"):
-        ActiveParty(split.parties[1], _small_config())
+        ActiveParty(split.parties[1], small_config())
 
 
 def test_config_round_trips_through_flat_keys() -> None:
-    cfg = _small_config(lam=0.25)
-    flat = cfg.to_flat()
+    cfg = small_config(lam=0.25)
+    flat = to_flat(cfg)
     assert flat["strategy.lam"] == 0.25
-    assert VerticalConfig.from_flat(flat) == cfg
+    assert from_flat(VerticalConfig, flat) == cfg
     with pytest.raises(ValueError, match="unknown"):
-        VerticalConfig.from_flat({"strategy.nope": 1})
+        from_flat(VerticalConfig, {"strategy.nope": 1})
     with pytest.raises(ValueError, match="ema"):
-        VerticalConfig.from_flat({"strategy.ema": 1.0})
+        from_flat(VerticalConfig, {"strategy.ema": 1.0})
 
 
 @pytest.mark.parametrize("strategy",
@@ -394,7 +376,7 @@ def test_shipped_hydra_configs_compose_into_the_typed_schema(strategy: str) -> N
 
     register_configs()
     conf_dir = str(Path(__file__).resolve().parents[1] / "conf" / "vertical")
-    with initialize_config_dir(config_dir=conf_dir, version_base=None):
+    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
         overrides = [f"strategy={strategy}", "dataset=mnist5k", "strategy.lam=0.4"]
         composed = compose("config", overrides=overrides)
     cfg = OmegaConf.to_object(composed)
@@ -402,7 +384,7 @@ def test_shipped_hydra_configs_compose_into_the_typed_schema(strategy: str) -> N
     cfg.validate()
     assert cfg.dataset.name == "mnist5k" and cfg.strategy.lam == 0.4
     defaults = dataclasses.asdict(VerticalConfig().strategy)
-    if strategy == "proto":  # the method's YAML restates the schema defaults: keep them in step
+    if strategy == "proto":  # the method is the schema's defaults: its YAML holds nothing else
         assert dataclasses.asdict(cfg.strategy) == {**defaults, "lam": 0.4}
 
 

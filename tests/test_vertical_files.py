@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,15 @@ from strategies.vertical_prototype import (
     VerticalPrototype,
     run_vertical,
 )
-from tests.test_vertical_flower import FakeGrid, _cfg, _in_process, task_identity  # noqa: F401
+from tests.fake_grid import task_identity
+from tests.vertical_helpers import flower_config, party_grid, run_in_process
+
+
+@pytest.fixture(autouse=True)
+def flower_task_identity() -> Iterator[None]:
+    """Outside a ServerApp process Flower's ``Message`` needs a task identity; set one, then restore."""
+    with task_identity():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +91,7 @@ def test_missing_party_file_is_named(tmp_path: Path) -> None:
 
 
 def test_parties_with_different_held_out_users_are_refused(files: Path, tmp_path: Path) -> None:
-    cfg = _cfg()
+    cfg = flower_config()
     active = load_party_file(files / "party0.npz", 0)
     arrays = _arrays(files / "party1.npz")
     arrays["test_ids"], arrays["test_x"] = arrays["test_ids"][1:], arrays["test_x"][1:]
@@ -95,19 +104,19 @@ def test_parties_with_different_held_out_users_are_refused(files: Path, tmp_path
 
 
 def test_flower_nodes_reading_their_own_files_reproduce_the_bundled_run(files: Path) -> None:
-    cfg = _cfg(epochs=2)
-    grid = FakeGrid(2)
+    cfg = flower_config(epochs=2)
+    grid = party_grid(2)
     for k, node in enumerate(grid.contexts):
         grid.contexts[node] = Context(run_id=1, node_id=node, state=RecordDict(), run_config={},
                                       node_config={"party": k, "data-file": str(files / f"party{k}.npz")})
     over_files = run_vertical(grid, cfg, node_wait_timeout=1)  # type: ignore[arg-type]
-    assert over_files["test"] == pytest.approx(_in_process(cfg)["test"])
+    assert over_files["test"] == pytest.approx(run_in_process(cfg)["test"])
 
 
 def test_a_node_given_another_party_s_file_fails_the_run_clearly(files: Path) -> None:
-    grid = FakeGrid(2)
+    grid = party_grid(2)
     for k, node in enumerate(grid.contexts):
         grid.contexts[node] = Context(run_id=1, node_id=node, state=RecordDict(), run_config={},
                                       node_config={"party": k, "data-file": str(files / "party0.npz")})
     with pytest.raises(VerticalProtocolError, match="holds party 0, but this node is party 1"):
-        run_vertical(grid, _cfg(epochs=1), node_wait_timeout=1)  # type: ignore[arg-type]
+        run_vertical(grid, flower_config(epochs=1), node_wait_timeout=1)  # type: ignore[arg-type]

@@ -3,93 +3,43 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import Context, Error, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import Message, RecordDict
 
 from clients.vertical_data import make_vertical_split
 from clients.vertical_party import build_client_app, load_party, party_data
-from clients.vertical_training import make_party, predict_saved
-from simulations.vertical_config import VerticalConfig
+from clients.vertical_training import predict_saved
+from protocol.codec import to_flat
 from strategies.vertical_prototype import (
     ACTIVE,
     FlowerLink,
-    InProcessLink,
     VerticalProtocolError,
-    VerticalPrototype,
     run_vertical,
 )
+from tests.fake_grid import task_identity
+from tests.vertical_helpers import flower_config, party_grid, run_in_process
 
 torch.set_num_threads(1)  # tiny models: extra intra-op threads only contend on the shared cores
 
 
 @pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
+def flower_task_identity() -> Iterator[None]:
     """Outside a ServerApp process Flower's ``Message`` needs a task identity; set one, then restore."""
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
-
-
-class FakeGrid:
-    """Delivers each message to a ClientApp at once, with one persistent Context per node (no Ray).
-
-    ``fail`` maps a node ID to ``"error"`` (the node answers with an error reply) or ``"vanish"`` (no reply).
-    """
-
-    def __init__(self, n_nodes: int, fail: dict[int, str] | None = None) -> None:
-        self.app = build_client_app(allow_insecure_psi_keys=True, allow_plaintext_ids=True)
-        self.contexts = {100 + k: Context(run_id=1, node_id=100 + k, node_config={"partition-id": k},
-                                          state=RecordDict(), run_config={}) for k in range(n_nodes)}
-        self.fail = fail or {}
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.contexts)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        replies = []
-        for msg in messages:
-            node = msg.metadata.dst_node_id
-            if self.fail.get(node) == "vanish":
-                continue
-            if self.fail.get(node) == "error":
-                replies.append(Message(Error(code=2, reason="simulated failure"), reply_to=msg))
-                continue
-            try:
-                replies.append(self.app(msg, self.contexts[node]))
-            except Exception as err:  # a raising handler becomes an error reply, as in Flower
-                replies.append(Message(Error(code=2, reason=repr(err)), reply_to=msg))
-        return replies
-
-
-def _cfg(n_parties: int = 2, dataset: str = "digits", epochs: int = 4, out_dir: str = "",
-         **strategy: object) -> VerticalConfig:
-    cfg = VerticalConfig(seed=0, out_dir=out_dir)
-    cfg.dataset.name, cfg.dataset.n_parties, cfg.dataset.aligned_fraction = dataset, n_parties, 0.1
-    settings = {"epochs": epochs, "warmup_epochs": 0, "alignment": "insecure_plaintext", **strategy}
-    cfg.strategy = dataclasses.replace(cfg.strategy, **settings)  # type: ignore[arg-type]
-    return cfg.validate()
-
-
-def _in_process(cfg: VerticalConfig) -> dict:
-    parties = {p.name: make_party(p, cfg) for p in (party_data(cfg, k) for k in range(cfg.dataset.n_parties))}
-    common = sorted(set.intersection(*(set(p.data.ids.tolist()) for p in parties.values())))
-    return VerticalPrototype(cfg).run(InProcessLink(parties), lambda link: {n: {"aligned_ids": common}
-                                                                            for n in link.parties})
+    with task_identity():
+        yield
 
 
 def test_flower_handlers_reproduce_the_in_process_run(tmp_path: Path) -> None:
     # Prepare: the same config through Flower messages (state in context.state) and in process
-    cfg = _cfg(out_dir=str(tmp_path))
+    cfg = flower_config(output_dir=str(tmp_path))
     # Execute
-    over_flower = run_vertical(FakeGrid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
-    direct = _in_process(dataclasses.replace(cfg, out_dir=""))
+    over_flower = run_vertical(party_grid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+    direct = run_in_process(dataclasses.replace(cfg, output_dir=""))
     # Assert: identical training, models saved, predict entry points agree with the evaluation
     assert over_flower["test"] == pytest.approx(direct["test"])
     assert over_flower["attack"] == pytest.approx(direct["attack"])
@@ -102,8 +52,8 @@ def test_flower_handlers_reproduce_the_in_process_run(tmp_path: Path) -> None:
 
 
 def test_psi_alignment_gives_every_party_the_true_intersection_in_one_order() -> None:
-    grid = FakeGrid(3)
-    cfg = _cfg(n_parties=3, dataset="breast_cancer", epochs=1, alignment="psi", psi_key_bits=512)
+    grid = party_grid(3)
+    cfg = flower_config(n_parties=3, dataset="breast_cancer", epochs=1, alignment="psi", psi_key_bits=512)
     res = run_vertical(grid, cfg, node_wait_timeout=1)  # type: ignore[arg-type]
     truth = make_vertical_split("breast_cancer", n_parties=3, aligned_fraction=0.1, seed=0).aligned_ids
     orders = []
@@ -116,7 +66,7 @@ def test_psi_alignment_gives_every_party_the_true_intersection_in_one_order() ->
 
 
 def test_three_parties_over_flower_handlers() -> None:
-    res = run_vertical(FakeGrid(3), _cfg(n_parties=3, dataset="breast_cancer", epochs=8),  # type: ignore[arg-type]
+    res = run_vertical(party_grid(3), flower_config(n_parties=3, dataset="breast_cancer", epochs=8),  # type: ignore[arg-type]
                        node_wait_timeout=1)
     assert res["test"]["aligned"] > 0.8
     assert {"passive1_exact", "passive2_exact"} <= set(res["attack"])
@@ -128,13 +78,13 @@ def test_three_parties_over_flower_handlers() -> None:
 ])
 def test_failing_or_vanished_party_ends_the_run(name: str, fail: dict[int, str], match: str) -> None:
     with pytest.raises(VerticalProtocolError, match=match):
-        run_vertical(FakeGrid(2, fail), _cfg(), node_wait_timeout=1)  # type: ignore[arg-type]
+        run_vertical(party_grid(2, fail), flower_config(), node_wait_timeout=1)  # type: ignore[arg-type]
 
 
 def test_error_reply_mid_round_is_reported_with_the_operation() -> None:
-    grid = FakeGrid(2)
-    cfg = _cfg()
-    link = FlowerLink(grid, {ACTIVE: 100, "passive1": 101}, cfg.to_flat(), timeout=1)  # type: ignore[arg-type]
+    grid = party_grid(2)
+    cfg = flower_config()
+    link = FlowerLink(grid, {ACTIVE: 100, "passive1": 101}, to_flat(cfg), timeout=1)  # type: ignore[arg-type]
     link.request({n: ("describe", {}) for n in link.parties})
     with pytest.raises(VerticalProtocolError, match="passive1 failed operation 'snapshot'.*before alignment"):
         link.request({"passive1": ("snapshot", {})})
@@ -142,9 +92,9 @@ def test_error_reply_mid_round_is_reported_with_the_operation() -> None:
 
 def test_wrong_number_of_nodes_is_rejected() -> None:
     with pytest.raises(VerticalProtocolError, match=r"party index must be in \[0, 2\)"):
-        run_vertical(FakeGrid(3), _cfg(), node_wait_timeout=1)  # type: ignore[arg-type]
+        run_vertical(party_grid(3), flower_config(), node_wait_timeout=1)  # type: ignore[arg-type]
     with pytest.raises(TimeoutError, match="only 2 of 3 nodes"):
-        run_vertical(FakeGrid(2), _cfg(n_parties=3, dataset="breast_cancer"), node_wait_timeout=0.1)  # type: ignore[arg-type]
+        run_vertical(party_grid(2), flower_config(n_parties=3, dataset="breast_cancer"), node_wait_timeout=0.1)  # type: ignore[arg-type]
 
 
 def test_ray_simulation_beats_aligned_only_vfl() -> None:
@@ -152,9 +102,9 @@ def test_ray_simulation_beats_aligned_only_vfl() -> None:
     from simulations.vertical import run_vertical_simulation
 
     # Ray actors start slowly on a loaded 2-core machine: a generous reply timeout keeps this honest
-    cfg = _cfg(epochs=15, alignment="psi", psi_key_bits=512, timeout=600.0)
+    cfg = flower_config(epochs=15, alignment="psi", psi_key_bits=512, timeout_s=600.0)
     proto = run_vertical_simulation(cfg, client_app=build_client_app(allow_insecure_psi_keys=True, allow_plaintext_ids=True))
-    aligned_only = _in_process(dataclasses.replace(
+    aligned_only = run_in_process(dataclasses.replace(
         cfg, strategy=dataclasses.replace(cfg.strategy, local_head=False, prototypes=False)))
     assert proto["alignment"]["aligned_size"] == proto["n_aligned"] == aligned_only["n_aligned"] > 0
     assert proto["test"]["aligned"] > aligned_only["test"]["aligned"]
@@ -163,8 +113,8 @@ def test_ray_simulation_beats_aligned_only_vfl() -> None:
 def test_predict_command_line_per_role(tmp_path: Path) -> None:
     from clients.vertical_party import main as predict_main
 
-    cfg = _cfg(out_dir=str(tmp_path), epochs=2)
-    res = run_vertical(FakeGrid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+    cfg = flower_config(output_dir=str(tmp_path), epochs=2)
+    res = run_vertical(party_grid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
     active, passive = party_data(cfg, 0), party_data(cfg, 1)
     np.save(tmp_path / "xa.npy", active.test_x)
     np.save(tmp_path / "xp.npy", passive.test_x)
@@ -181,7 +131,7 @@ def test_ray_simulation_with_three_parties() -> None:
     """Three parties on Flower's simulation engine, PSI alignment included (run with ``-m slow``)."""
     from simulations.vertical import run_vertical_simulation
 
-    cfg = _cfg(n_parties=3, dataset="breast_cancer", epochs=8, alignment="psi", psi_key_bits=512, timeout=600.0)
+    cfg = flower_config(n_parties=3, dataset="breast_cancer", epochs=8, alignment="psi", psi_key_bits=512, timeout_s=600.0)
     res = run_vertical_simulation(cfg, client_app=build_client_app(allow_insecure_psi_keys=True, allow_plaintext_ids=True))
     assert res["alignment"]["aligned_size"] == res["n_aligned"] > 0
     assert res["test"]["aligned"] > 0.8
@@ -212,6 +162,6 @@ def test_parties_holding_different_psi_alignments_stop_the_run(monkeypatch: pyte
         return ids, f"{alignment_id}-{next(calls)}"
 
     monkeypatch.setattr(vertical_party, "_psi_alignment", drifting)
-    cfg = _cfg(n_parties=2, dataset="breast_cancer", epochs=1, alignment="psi", psi_key_bits=512)
+    cfg = flower_config(n_parties=2, dataset="breast_cancer", epochs=1, alignment="psi", psi_key_bits=512)
     with pytest.raises(VerticalProtocolError, match="parties hold different PSI alignments"):
-        run_vertical(FakeGrid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+        run_vertical(party_grid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]

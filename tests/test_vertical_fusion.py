@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from clients.vertical_fusion import choose_fusion, configured_fusion, fuse, fusion_candidates
+from clients.vertical_fusion import choose_fusion, fuse
 from clients.vertical_training import ActiveParty, make_party
-from simulations.vertical_config import StrategyConfig, VerticalConfig
+from protocol.vertical import VerticalConfig, VerticalStrategyConfig, configured_fusion, fusion_candidates
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype
-from tests.test_vertical import _parties, _small_config
+from tests.vertical_helpers import small_config, split_parties
 
 
 @pytest.mark.parametrize(("switches", "expected"), [
@@ -24,7 +24,7 @@ from tests.test_vertical import _parties, _small_config
     ({"local_head": False}, [(1.0, 0.0, 1.0), (1.0, 0.0, 0.0)]),
 ])
 def test_fusion_candidates_put_the_configured_fusion_first(switches: dict, expected: list) -> None:
-    strategy = dataclasses.replace(StrategyConfig(), **switches)
+    strategy = dataclasses.replace(VerticalStrategyConfig(), **switches)
     assert fusion_candidates(strategy) == expected
     assert fusion_candidates(strategy)[0] == configured_fusion(strategy)
 
@@ -55,8 +55,8 @@ def test_choose_fusion_keeps_the_best_and_the_earliest_on_ties() -> None:
 
 
 def test_run_selects_the_fusion_on_validation_users_and_keeps_it() -> None:
-    cfg = _small_config()
-    parties, common = _parties(cfg)
+    cfg = small_config()
+    parties, common = split_parties(cfg)
     active = parties["active"]
     assert isinstance(active, ActiveParty)
     res = VerticalPrototype(cfg).run(InProcessLink(parties),
@@ -73,8 +73,8 @@ def test_run_selects_the_fusion_on_validation_users_and_keeps_it() -> None:
 
 
 def test_fixed_fusion_is_reported_and_select_fusion_refuses_bad_features() -> None:
-    cfg = _small_config(fusion_selection="fixed")
-    parties, common = _parties(cfg)
+    cfg = small_config(fusion_selection="fixed")
+    parties, common = split_parties(cfg)
     res = VerticalPrototype(cfg).run(InProcessLink(parties),
                                      lambda link: {n: {"aligned_ids": common} for n in link.parties})
     assert res["fusion"] == [1.0, 1.0, 1.0] and "fusion_candidates" not in res

@@ -1,0 +1,381 @@
+"""What the vertical parties and the server both decode: the run's typed config, message types, payloads.
+
+The configuration (:class:`VerticalConfig`) is the one schema of a vertical run: Hydra composes it
+(``conf/vertical``, registered by ``simulations.vertical_config``), Flower's ``run_config`` carries it as
+dotted ``vertical.*`` scalars and the ``describe`` message carries it to every party as a
+``ConfigRecord``, all through :mod:`protocol.codec`. It is validated when it is built
+(:meth:`VerticalConfig.__post_init__`), so at the server when Hydra or ``run_config`` is decoded, and
+once per party when the ``describe`` message of a run arrives.
+
+Wire format: a payload is a flat dict whose values are numpy arrays, lists of numpy arrays, scalars or
+lists of strings. Arrays travel in the ``ArrayRecord`` :data:`ARRAYS_KEY` (a list ``key`` as ``key[0]``,
+``key[1]``, … with its length under ``key[]`` in the config record, so empty lists survive), everything
+else in the ``ConfigRecord`` :data:`PAYLOAD_KEY`. The ``describe`` message that starts a run also carries
+the run's configuration in the ``ConfigRecord`` :data:`CONFIG_KEY`, so a ClientApp needs no
+``run_config``.
+
+The fusion spec (:data:`Fusion`, :func:`configured_fusion`, :func:`fusion_candidates`) lives here too:
+the server reports the configured fusion and the active party chooses among the candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+ALIGNMENTS = ("psi", "insecure_plaintext")
+PULL_FORMS = ("distance", "cross_entropy")
+FUSION_SELECTIONS = ("fixed", "validation")
+
+ACTIVE = "active"
+PASSIVE = "passive"
+
+CONFIG_KEY = "vfl_config"
+ARRAYS_KEY = "vfl_arrays"
+PAYLOAD_KEY = "vfl_payload"
+
+MESSAGE_TYPES: dict[str, str] = {
+    "describe": "query.vfl_describe",
+    "ids": "query.vfl_ids",
+    "align": "query.vfl_align",
+    "step": "train.vfl_step",
+    "snapshot": "query.vfl_snapshot",
+    "prototypes": "query.vfl_prototypes",
+    "receive": "train.vfl_receive",
+    "local": "train.vfl_local",
+    "select_fusion": "train.vfl_select_fusion",
+    "predict": "query.vfl_predict",
+    "evaluate": "evaluate.vfl_evaluate",
+    "attack": "query.vfl_attack",
+    "score": "query.vfl_score",
+    "save": "query.vfl_save",
+}
+"""Every protocol operation and the Flower message type that carries it."""
+
+def _at_least(what: str, value: float, bound: float) -> None:
+    if value < bound:
+        raise ValueError(f"{what} must be >= {bound}, got {value!r}")
+
+
+def _positive(what: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{what} must be > 0, got {value!r}")
+
+
+def _one_of(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {choices}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class PrototypeNoise:
+    """Protection settings for released prototypes (``clip = 0`` means no protection).
+
+    The mechanism (clipped class sums and class counts, each with Gaussian noise) is described in
+    ``clients.prototype_privacy``, its label-DP accounting (Bun & Steinke, TCC 2016) in
+    ``strategies.label_dp``.
+
+    Attributes
+    ----------
+    clip : float
+        Clip norm as a multiple of the median feature norm, ``C = clip × median ||f_i||`` (0 disables
+        clipping and noise).
+    noise_multiplier : float
+        ``z``: std of the noise on each class-sum coordinate is ``z·C``.
+    count_noise : float
+        ``z_n``: std of the noise on each class count.
+    min_count : int
+        Classes whose (noisy) count is below this are not released.
+    """
+
+    clip: float = 0.0
+    noise_multiplier: float = 0.0
+    count_noise: float = 0.0
+    min_count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.clip < 0 or self.noise_multiplier < 0 or self.count_noise < 0:
+            raise ValueError(f"clip, noise_multiplier and count_noise must be >= 0, got {self}")
+        if self.min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {self.min_count}")
+        if self.noise_multiplier > 0 and self.clip == 0:
+            raise ValueError("noise_multiplier > 0 needs clip > 0 (the noise scale is z·C)")
+
+    @property
+    def is_private(self) -> bool:
+        """Whether a finite DP guarantee holds (noise on both the sums and the counts)."""
+        return self.clip > 0 and self.noise_multiplier > 0 and self.count_noise > 0
+
+
+@dataclass
+class DatasetConfig:
+    """Which data and how it is cut (see ``clients.vertical_data.make_vertical_split``)."""
+
+    name: str = "digits"
+    n_parties: int = 2
+    aligned_fraction: float = 0.1
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+    def validate(self) -> None:
+        """Check every field (the ranges ``make_vertical_split`` accepts).
+
+        Raises
+        ------
+        ValueError
+            If a field is out of range; the message names the field and the value.
+        """
+        _at_least("dataset.n_parties", self.n_parties, 2)
+        if not 0.0 < self.aligned_fraction <= 1.0:
+            raise ValueError(f"dataset.aligned_fraction must be in (0, 1], got {self.aligned_fraction!r}")
+        for key in ("validation_fraction", "test_fraction"):
+            value = getattr(self, key)
+            if not 0.0 < value < 0.5:
+                raise ValueError(f"dataset.{key} must be in (0, 0.5), got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Encoders (one per party), the active party's top model and local head."""
+
+    encoder: str = "mlp"
+    feature_dim: int = 64
+    hidden: int = 128
+    top_hidden: int = 128
+
+    def validate(self) -> None:
+        """Check the sizes.
+
+        Raises
+        ------
+        ValueError
+            If a size is out of range; the message names the field and the value.
+        """
+        _at_least("model.feature_dim", self.feature_dim, 1)
+        _at_least("model.hidden", self.hidden, 1)
+        _at_least("model.top_hidden", self.top_hidden, 0)  # 0: a linear top model
+
+
+@dataclass
+class VerticalStrategyConfig:
+    """The VerticalPrototype protocol and its protection.
+
+    ``alignment`` is ``psi`` (Paillier PSI, DESIGN.md §3) or ``insecure_plaintext`` (raw IDs to the
+    server; tests only); ``psi_key_bits`` is the Paillier modulus (nodes refuse < 2048 unless built for
+    tests) and ``psi_timeout_s`` bounds each PSI step; ``timeout_s`` bounds every other round trip.
+    ``split_learning`` / ``local_head`` / ``prototypes`` switch the method's parts on and off, which is
+    how the benchmark's baselines are expressed: ``active_only`` (no split learning), ``vfl_aligned``
+    (neither head nor prototypes), ``vfl_head_fusion`` (head, no prototypes) and the prototype method.
+
+    The prototype method's weights: ``lam`` (first loss: the active party's non-aligned rows pulled to
+    the prototypes of their labels), ``lam_passive`` (third loss: passive non-aligned rows pulled to
+    confident nearest-prototype pseudo-labels), ``pull_form`` (``distance``: squared distance to the
+    class prototype; ``cross_entropy``: softmax over negative distances to every prototype),
+    ``lam_aligned`` (nearest-prototype cross-entropy of the aligned users' features in every party's
+    space, riding on the split-learning gradients), ``lam_impute`` (top model also trained on the
+    active party's non-aligned rows, passive features imputed as the released prototypes weighted by
+    the local head's class probabilities) and ``prototype_fusion`` (weight of the passive parties'
+    nearest-prototype log-probabilities in the fused prediction). All of them act only with
+    ``prototypes`` on. ``pseudo_threshold`` is the confidence a pseudo-label needs,
+    ``temperature_scale`` ties the nearest-prototype temperature to the mean squared distance between
+    prototypes, ``ema`` smooths the prototypes across releases and ``warmup_epochs`` delays every
+    prototype loss; prototypes are released every ``proto_every`` epochs. ``dp_clip``, ``dp_noise``,
+    ``dp_count_noise`` and ``min_count`` protect the release (:class:`PrototypeNoise`), with the
+    label-DP ε reported at ``dp_delta``; ``attack`` measures the label-inference attacks.
+
+    ``fusion_selection``: ``fixed`` predicts aligned users with the configured fusion (top model + local
+    head + ``prototype_fusion`` × passive prototype scores); ``validation`` lets the active party pick,
+    after training, the candidate fusion with the best accuracy on its validation users (the configured
+    one, without the prototype scores, the local head alone, or head + prototype scores; ties keep the
+    earlier one), so a passive side spoilt by strong prototype noise falls back to the active party's
+    own prediction instead of dragging it down.
+    """
+
+    epochs: int = 40
+    aligned_batch_size: int = 32
+    local_batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    split_learning: bool = True
+    local_head: bool = True
+    prototypes: bool = True
+    lam: float = 0.25
+    lam_passive: float = 0.25
+    lam_aligned: float = 1.0
+    pull_form: str = "distance"
+    lam_impute: float = 1.0
+    prototype_fusion: float = 1.0
+    fusion_selection: str = "validation"
+    pseudo_threshold: float = 0.5
+    temperature_scale: float = 0.1
+    ema: float = 0.5
+    warmup_epochs: int = 2
+    proto_every: int = 1
+    dp_clip: float = 0.0
+    dp_noise: float = 0.0
+    dp_count_noise: float = 0.0
+    dp_delta: float = 1e-5
+    min_count: int = 1
+    attack: bool = True
+    alignment: str = "psi"
+    psi_key_bits: int = 2048
+    psi_timeout_s: float = 600.0
+    timeout_s: float = 120.0
+
+    def noise(self) -> PrototypeNoise:
+        """The prototype-release protection these settings describe."""
+        return PrototypeNoise(clip=self.dp_clip, noise_multiplier=self.dp_noise,
+                              count_noise=self.dp_count_noise, min_count=self.min_count)
+
+    def validate(self) -> None:
+        """Check every field and the cross-field rules.
+
+        Raises
+        ------
+        ValueError
+            If a setting is out of range; the message names the field and the value.
+        """
+        for key in ("epochs", "aligned_batch_size", "local_batch_size", "proto_every", "psi_key_bits"):
+            _at_least(f"strategy.{key}", getattr(self, key), 1)
+        _at_least("strategy.warmup_epochs", self.warmup_epochs, 0)
+        for key in ("lr", "temperature_scale", "timeout_s", "psi_timeout_s"):
+            _positive(f"strategy.{key}", getattr(self, key))
+        for key in ("weight_decay", "lam", "lam_passive", "lam_aligned", "lam_impute", "prototype_fusion",
+                    "dp_clip", "dp_noise", "dp_count_noise"):
+            _at_least(f"strategy.{key}", getattr(self, key), 0.0)
+        _at_least("strategy.min_count", self.min_count, 1)
+        if self.dp_noise > 0 and self.dp_clip == 0:
+            raise ValueError(f"strategy.dp_noise > 0 needs strategy.dp_clip > 0 (the noise scale is "
+                             f"dp_noise × clip norm), got dp_noise={self.dp_noise!r}, dp_clip=0")
+        if not 0.0 <= self.pseudo_threshold <= 1.0:
+            raise ValueError(f"strategy.pseudo_threshold must be in [0, 1], got {self.pseudo_threshold!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"strategy.ema must be in [0, 1), got {self.ema!r}")
+        if not 0.0 < self.dp_delta < 1.0:
+            raise ValueError(f"strategy.dp_delta must be in (0, 1), got {self.dp_delta!r}")
+        if not self.split_learning and (self.prototypes or not self.local_head):
+            raise ValueError("without split learning only the active-only baseline is defined: "
+                             f"strategy.local_head must be true and strategy.prototypes false, got "
+                             f"local_head={self.local_head}, prototypes={self.prototypes}")
+        _one_of("strategy.pull_form", self.pull_form, PULL_FORMS)
+        _one_of("strategy.fusion_selection", self.fusion_selection, FUSION_SELECTIONS)
+        _one_of("strategy.alignment", self.alignment, ALIGNMENTS)
+
+
+@dataclass
+class VerticalConfig:
+    """Everything one vertical run needs; validated when built (Hydra, ``run_config``, a message).
+
+    ``output_dir``: where the results and every party's model go (empty: not saved by ``run_vertical``;
+    Hydra's run directory for ``python -m simulations.vertical``).
+    """
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    strategy: VerticalStrategyConfig = field(default_factory=VerticalStrategyConfig)
+    seed: int = 0
+    output_dir: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> VerticalConfig:
+        """Check every setting; return ``self`` (for code that changed fields after construction).
+
+        Raises
+        ------
+        ValueError
+            If a setting is out of range; the message names the field and the value.
+        """
+        self.dataset.validate()
+        self.model.validate()
+        self.strategy.validate()
+        return self
+
+
+# --- the fusion spec ---------------------------------------------------------------------------
+Fusion = tuple[float, float, float]
+"""Weights of (top model, local head, passive prototype scores) in the fused log-probabilities."""
+
+
+def configured_fusion(strategy: VerticalStrategyConfig) -> Fusion:
+    """The fusion the settings describe: top model, the local head if on, prototype scores if on."""
+    return (1.0, 1.0 if strategy.local_head else 0.0,
+            strategy.prototype_fusion if strategy.prototypes else 0.0)
+
+
+def fusion_candidates(strategy: VerticalStrategyConfig) -> list[Fusion]:
+    """The fusions the active party may choose from, the configured one first.
+
+    ``fixed`` selection has only the configured one; ``validation`` adds the same without the prototype
+    scores and, with a local head, the head alone and the head with the prototype scores.
+    """
+    configured = configured_fusion(strategy)
+    if strategy.fusion_selection == "fixed":
+        return [configured]
+    candidates = [configured, (1.0, configured[1], 0.0)]
+    if strategy.local_head:
+        candidates += [(0.0, 1.0, 0.0), (0.0, 1.0, configured[2])]
+    return list(dict.fromkeys(candidates))  # drops repeats, keeps the order
+
+
+# --- payloads ------------------------------------------------------------------------------------
+def encode_payload(payload: dict[str, Any], config: Mapping[str, Any] | None = None) -> RecordDict:
+    """Pack a payload (and optionally the run's flat configuration) into a ``RecordDict``.
+
+    Raises
+    ------
+    TypeError
+        On a value that is neither an array, a list of arrays, a scalar nor a list of strings.
+    """
+    arrays: dict[str, Array] = {}
+    scalars: dict[str, Any] = {}
+    for key, value in payload.items():
+        if isinstance(value, np.ndarray):
+            arrays[key] = Array(np.ascontiguousarray(value))
+        elif isinstance(value, list) and all(isinstance(v, np.ndarray) for v in value):
+            scalars[f"{key}[]"] = len(value)
+            arrays.update({f"{key}[{i}]": Array(np.ascontiguousarray(v)) for i, v in enumerate(value)})
+        elif isinstance(value, bool | int | float | str) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            scalars[key] = value
+        else:
+            raise TypeError(f"payload value {key!r} of type {type(value).__name__} cannot be sent")
+    content = RecordDict({ARRAYS_KEY: ArrayRecord(arrays), PAYLOAD_KEY: ConfigRecord(scalars)})
+    if config is not None:
+        content[CONFIG_KEY] = ConfigRecord(dict(config))
+    return content
+
+
+def decode_payload(content: RecordDict) -> dict[str, Any]:
+    """Inverse of :func:`encode_payload` (without the config record)."""
+    arrays = content.array_records.get(ARRAYS_KEY, ArrayRecord())
+    scalars = dict(content.config_records.get(PAYLOAD_KEY, ConfigRecord()))
+    out: dict[str, Any] = {}
+    for key, value in scalars.items():
+        if key.endswith("[]"):
+            name = key[:-2]
+            out[name] = [arrays[f"{name}[{i}]"].numpy() for i in range(int(value))]
+        else:
+            out[key] = value
+    for key, array in arrays.items():
+        if "[" not in key:
+            out[key] = array.numpy()
+    return out
+
+
+def config_record(content: RecordDict) -> ConfigRecord:
+    """The run's configuration record carried by a ``describe`` message.
+
+    Raises
+    ------
+    ValueError
+        If the message carries no configuration.
+    """
+    if CONFIG_KEY not in content.config_records:
+        raise ValueError(f"vertical protocol message lacks its {CONFIG_KEY!r} config record")
+    return content.config_records[CONFIG_KEY]
