@@ -394,3 +394,27 @@ def test_shipped_dataset_configs_build_splits() -> None:
     assert names >= {"digits", "mnist5k", "mnist5k_quarters", "breast_cancer", "caravan"}
     split = make_vertical_split("mnist5k", n_parties=4, aligned_fraction=0.05, seed=0)
     assert [p.input_shape for p in split.parties] == [(14, 14)] * 4
+
+
+@pytest.mark.parametrize(("name", "flat", "message"), [
+    ("epochs", {"strategy.epochs": 0}, "strategy.epochs must be >= 1, got 0"),
+    ("batch_size", {"strategy.local_batch_size": 0}, "strategy.local_batch_size must be >= 1, got 0"),
+    ("lr", {"strategy.lr": 0.0}, "strategy.lr must be > 0, got 0.0"),
+    ("negative_weight", {"strategy.lam_impute": -1.0}, "strategy.lam_impute must be >= 0.0, got -1.0"),
+    ("threshold", {"strategy.pseudo_threshold": 1.5}, r"strategy.pseudo_threshold must be in \[0, 1\], got 1.5"),
+    ("ema", {"strategy.ema": 1.0}, r"strategy.ema must be in \[0, 1\), got 1.0"),
+    ("temperature", {"strategy.temperature_scale": 0.0}, "strategy.temperature_scale must be > 0, got 0.0"),
+    ("timeout", {"strategy.timeout_s": -1.0}, "strategy.timeout_s must be > 0, got -1.0"),
+    ("psi_timeout", {"strategy.psi_timeout_s": 0.0}, "strategy.psi_timeout_s must be > 0, got 0.0"),
+    ("noise_without_clip", {"strategy.dp_noise": 1.0}, "strategy.dp_noise > 0 needs strategy.dp_clip > 0"),
+    ("min_count", {"strategy.min_count": 0}, "strategy.min_count must be >= 1, got 0"),
+    ("no_split_learning", {"strategy.split_learning": False}, "prototypes=True"),
+    ("parties", {"dataset.n_parties": 1}, "dataset.n_parties must be >= 2, got 1"),
+    ("aligned_fraction", {"dataset.aligned_fraction": 0.0}, r"dataset.aligned_fraction must be in \(0, 1\], got 0.0"),
+    ("test_fraction", {"dataset.test_fraction": 0.5}, r"dataset.test_fraction must be in \(0, 0.5\), got 0.5"),
+    ("alignment", {"strategy.alignment": "trust_me"}, "strategy.alignment must be one of"),
+])
+def test_config_is_validated_when_built_with_messages_naming_field_and_value(name: str, flat: dict,
+                                                                             message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        from_flat(VerticalConfig, flat)

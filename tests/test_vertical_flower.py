@@ -165,3 +165,36 @@ def test_parties_holding_different_psi_alignments_stop_the_run(monkeypatch: pyte
     cfg = flower_config(n_parties=2, dataset="breast_cancer", epochs=1, alignment="psi", psi_key_bits=512)
     with pytest.raises(VerticalProtocolError, match="parties hold different PSI alignments"):
         run_vertical(party_grid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+
+
+def test_parties_decode_the_config_once_and_only_describe_carries_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import clients.vertical_party as vertical_party
+    from protocol.vertical import CONFIG_KEY, MESSAGE_TYPES
+
+    decoded = []
+    real = vertical_party.from_record
+    monkeypatch.setattr(vertical_party, "from_record", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    vertical_party._decoded.cache_clear()
+    grid = party_grid(2)
+    run_vertical(grid, flower_config(epochs=2), node_wait_timeout=1)  # type: ignore[arg-type]
+    assert len(decoded) == 1  # both in-process nodes hold the same record: one decode in this process
+    with_config = {m.metadata.message_type for m in grid.sent if CONFIG_KEY in m.content.config_records}
+    assert with_config == {MESSAGE_TYPES["describe"]}
+
+
+def test_a_party_refuses_a_config_naming_field_and_value() -> None:
+    flat = {**to_flat(flower_config()), "dataset.aligned_fraction": 1.5}
+    link = FlowerLink(party_grid(2), {ACTIVE: 100, "passive1": 101}, flat, timeout=1)  # type: ignore[arg-type]
+    with pytest.raises(VerticalProtocolError, match=r"dataset.aligned_fraction must be in \(0, 1\], got 1.5"):
+        link.request({n: ("describe", {}) for n in link.parties})
+
+
+def test_the_server_side_imports_neither_torch_nor_party_code() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, strategies.vertical_prototype; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'clients', 'simulations', 'hydra'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
