@@ -432,12 +432,27 @@ class EnsembleDistillation(Strategy):
         return self._ensemble
 
     def _privacy_bill(self) -> dict[str, float | str]:
+        """The ε the run spent; on first call after the query phase, also releases the data-dependent ε.
+
+        The release is [P18]'s smooth-sensitivity mechanism (``PrivacyLedger.release``), done once
+        per run with a generator spawned from the strategy seed; a release the analysis refuses
+        (e.g. conditions C5-C6 fail) is logged and reported as ``{"error": ...}``.
+        """
         bill: dict[str, float | str] = {"mechanism": self.mechanism.name}
         if self.ledger is not None:
             eps = self.ledger.epsilon()
             bill.update(epsilon_data_dependent=eps["data_dependent"],
                         epsilon_data_independent=eps["data_independent"],
                         delta=self.ledger.delta)
+            if not hasattr(self, "_release_info"):
+                try:
+                    self._release_info = self.ledger.release(self._rng.spawn(1)[0])
+                except ValueError as err:
+                    log(WARNING, "smooth-sensitivity release of the data-dependent ε refused: %s", err)
+                    self._release_info = {"error": str(err)}
+            if self._release_info is not None and "epsilon_released" in self._release_info:
+                bill.update(epsilon_released=self._release_info["epsilon_released"],
+                            epsilon_released_draw=self._release_info["epsilon_released_draw"])
         return bill
 
     def _emit(self, phase: str, checked: int = 0, answered: int = 0, pool_size: int = 0) -> None:
@@ -450,6 +465,9 @@ class EnsembleDistillation(Strategy):
         """Everything a results file needs about the run (no raw data, no per-query labels)."""
         ensemble = self._require_ensemble()
         eps = self.ledger.epsilon() if self.ledger is not None else None
+        if self.ledger is not None and self.ledger.queries_checked and not hasattr(self, "_release_info"):
+            self._privacy_bill()  # the smooth-sensitivity release happens once, when the ε is billed
+        released: dict[str, Any] = getattr(self, "_release_info", None) or {}
         return {
             "mechanism": self.mechanism.name,
             "teachers": {str(t): m for t, m in sorted(self._teacher_metrics.items())},
@@ -461,6 +479,11 @@ class EnsembleDistillation(Strategy):
             "epsilon_data_dependent": eps["data_dependent"] if eps else float("inf"),
             "epsilon_data_independent": eps["data_independent"] if eps else float("inf"),
             "best_order_data_dependent": eps["best_order_data_dependent"] if eps else None,
+            "epsilon_released": released.get("epsilon_released"),
+            "epsilon_released_std": released.get("epsilon_released_std"),
+            "epsilon_released_draw": released.get("epsilon_released_draw"),
+            "smooth_sensitivity": released.get("smooth_sensitivity",
+                                               {"error": released["error"]} if "error" in released else None),
             "delta": self.ledger.delta if self.ledger is not None else None,
             "ledger_path": str(self.ledger.path) if self.ledger is not None and self.ledger.path else None,
             "student": dict(self._student_metrics),

@@ -30,33 +30,32 @@ import numpy as np
 import numpy.typing as npt
 
 from strategies.fusion import MECHANISM_REGISTRY, Mechanism
+from strategies.ledger_costs import check_answered, check_params, query_costs, worst_case_query
+from strategies.ledger_release import RELEASABLE, read_sidecar, release_of, released_prefix, write_sidecar
+from strategies.ledger_release import votes_digest as _votes_digest
 from strategies.ledger_store import (
     LEDGER_FORMAT_VERSION,
     _atomic_write_json,
     _ledger_lock,
     _read_ledger_file,
 )
+from strategies.ledger_views import LedgerViews
 from strategies.rdp_analysis import (
     DEFAULT_ORDERS,
     ArrayLike,
     FloatArray,
     _check_delta,
-    _check_finite,
     _check_orders,
     _check_positive,
-    rdp_gnmax_data_dependent,
-    rdp_gnmax_data_independent,
-    rdp_threshold,
-    rdp_threshold_data_independent,
     validate_votes,
 )
-from strategies.rdp_conversion import _epsilon_curve, _warn_if_edge
-from strategies.rdp_lnmax import rdp_lnmax_data_dependent, rdp_lnmax_data_independent
+from strategies.rdp_conversion import _check_conversion, _epsilon_curve, _warn_if_edge
+from strategies.smooth_sensitivity import draw_released_epsilon
 
 __all__ = ["BudgetExhaustedError", "ChargeResult", "PrivacyLedger"]
 
 _MECHANISMS = ("gnmax", "confident_gnmax", "lnmax")
-_BUDGET_BASES = ("data_dependent", "data_independent")
+_BUDGET_BASES = ("data_dependent", "data_independent", "released")
 
 
 class BudgetExhaustedError(RuntimeError):
@@ -81,6 +80,8 @@ class ChargeResult:
         Total ε spent after this charge, on each accounting.
     best_order_data_dependent, best_order_data_independent : float
         The orders achieving those ε.
+    epsilon_released : float or None
+        Expected smooth-sensitivity released ε after this charge (``budget_on="released"`` only).
     """
 
     n_accepted: int
@@ -90,10 +91,11 @@ class ChargeResult:
     epsilon_data_independent: float
     best_order_data_dependent: float
     best_order_data_independent: float
+    epsilon_released: float | None = None
 
 
 
-class PrivacyLedger:
+class PrivacyLedger(LedgerViews):
     """RDP privacy ledger for PATE vote fusion, persisted atomically as JSON.
 
     The ledger only does bookkeeping: costs come from the analysis functions of this module. It
@@ -123,9 +125,18 @@ class PrivacyLedger:
         Laplace inverse scale γ ("lnmax" only).
     orders : array_like, default DEFAULT_ORDERS
         Rényi orders α > 1.
-    budget_on : {"data_dependent", "data_independent"}, default "data_dependent"
+    budget_on : {"data_dependent", "data_independent", "released"}, default "data_dependent"
         Which ε the budget bounds. The data-dependent ε is itself a function of the votes (see the
-        module caveat); "data_independent" gives a guarantee that needs no further release step.
+        module caveat); "data_independent" gives a guarantee that needs no further release step;
+        "released" bounds the *expected* smooth-sensitivity released ε of the charged prefix
+        ([P18] Section 4.3; "gnmax" and "confident_gnmax" only).
+    conversion : {"mironov", "dp_accounting"}, default "mironov"
+        RDP → (ε, δ) conversion of the ledger's ε ([M17] Proposition 3, or the tighter [BBGHS20]
+        Theorem 21, see :mod:`strategies.rdp_conversion`). The smooth-sensitivity release keeps
+        [P18]'s own conversion (Proposition 3).
+
+    The vote histograms of "gnmax" and "confident_gnmax" charges are kept for :meth:`release`: in
+    memory, and with a ledger file in the ``<path>.votes.npz`` sidecar (:mod:`strategies.ledger_release`).
 
     Raises
     ------
@@ -147,20 +158,22 @@ class PrivacyLedger:
         gamma: float | None = None,
         orders: ArrayLike = DEFAULT_ORDERS,
         budget_on: str = "data_dependent",
+        conversion: str = "mironov",
     ) -> None:
         if mechanism not in _MECHANISMS:
             raise ValueError(f"mechanism must be one of {_MECHANISMS}, got {mechanism!r}")
         if budget_on not in _BUDGET_BASES:
             raise ValueError(f"budget_on must be one of {_BUDGET_BASES}, got {budget_on!r}")
-        self._params = self._check_params(
-            mechanism, sigma=sigma, sigma1=sigma1, threshold=threshold, gamma=gamma
-        )
+        if budget_on == "released" and mechanism not in RELEASABLE:
+            raise ValueError(f"budget_on='released' needs a mechanism in {RELEASABLE}, got {mechanism!r}")
+        self._conversion = _check_conversion(conversion)
+        self._params = check_params(mechanism, sigma=sigma, sigma1=sigma1, threshold=threshold, gamma=gamma)
         self._mechanism = mechanism
         self._delta = _check_delta(delta)
         self._budget = _check_positive("epsilon_budget", epsilon_budget)
         self._budget_on = budget_on
         self._orders = _check_orders(orders).copy()
-        floor = float(np.min(_epsilon_curve(self._orders, np.zeros_like(self._orders), self._delta)))
+        floor = float(np.min(self._curve(np.zeros_like(self._orders))))
         if self._budget < floor:
             raise ValueError(
                 f"epsilon_budget must be >= the ε of zero queries on this order grid ({floor:.4g}), "
@@ -174,29 +187,18 @@ class PrivacyLedger:
         self._answered = 0
         self._exhausted = False
         self._history: list[dict[str, Any]] = []
+        self._votes: FloatArray | None = None  # charged histograms (releasable mechanisms only)
+        self._answered_flags = np.zeros(0, dtype=bool)
+        self._eps_released: float | None = None
+        self._release: dict[str, Any] | None = None
         if self._path is not None and self._path.exists():
             self._restore(_read_ledger_file(self._path))
 
     # -- construction helpers ----------------------------------------------------------------------
 
-    @staticmethod
-    def _check_params(mechanism: str, **given: float | None) -> dict[str, float]:
-        """Validate the mechanism's parameters; return the ones it uses, as floats."""
-        needed = {
-            "gnmax": ("sigma",),
-            "confident_gnmax": ("sigma", "sigma1", "threshold"),
-            "lnmax": ("gamma",),
-        }[mechanism]
-        params: dict[str, float] = {}
-        for name, value in given.items():
-            if name in needed and value is None:
-                raise ValueError(f"{name} is required for mechanism {mechanism!r}")
-            if name not in needed and value is not None:
-                raise ValueError(f"{name} is not used by mechanism {mechanism!r}, got {value}")
-            if value is not None:
-                check = _check_finite if name == "threshold" else _check_positive
-                params[name] = check(name, value)
-        return params
+    def _curve(self, rdp: FloatArray) -> FloatArray:
+        """ε at every order (along the last axis) by this ledger's conversion."""
+        return _epsilon_curve(self._orders, rdp, self._delta, self._conversion)
 
     def _config(self) -> dict[str, Any]:
         """The settings a stored ledger must match to be reloaded."""
@@ -205,6 +207,7 @@ class PrivacyLedger:
             "delta": self._delta,
             "epsilon_budget": self._budget,
             "budget_on": self._budget_on,
+            **({} if self._conversion == "mironov" else {"conversion": self._conversion}),
             **self._params,
         }
 
@@ -231,6 +234,17 @@ class PrivacyLedger:
         self._answered = int(stored["queries_answered"])
         self._exhausted = bool(stored["exhausted"])
         self._history = list(stored["history"])
+        self._eps_released = stored.get("epsilon_released")
+        self._release = stored.get("release")
+        if self._mechanism in RELEASABLE and self._path is not None:
+            digest = stored.get("votes_digest")
+            if self._checked and digest is None:
+                raise ValueError(f"{self._path}: the ledger has {self._checked} charged queries but no "
+                                 "votes_digest for its vote sidecar; refusing to continue")
+            if self._checked:
+                self._votes, self._answered_flags = read_sidecar(self._path, digest, self._checked)
+            else:
+                self._votes, self._answered_flags = None, np.zeros(0, dtype=bool)
 
     @classmethod
     def for_mechanism(
@@ -242,6 +256,7 @@ class PrivacyLedger:
         epsilon_budget: float,
         orders: ArrayLike = DEFAULT_ORDERS,
         budget_on: str = "data_dependent",
+        conversion: str = "mironov",
     ) -> PrivacyLedger:
         """The ledger of the fusion ``mechanism``: its name and noise parameters are taken from it.
 
@@ -252,7 +267,7 @@ class PrivacyLedger:
         ----------
         mechanism : GNMax, ConfidentGNMax or LNMax
             A mechanism of :data:`strategies.fusion.MECHANISM_REGISTRY`.
-        path, delta, epsilon_budget, orders, budget_on
+        path, delta, epsilon_budget, orders, budget_on, conversion
             As for the constructor.
 
         Raises
@@ -269,7 +284,7 @@ class PrivacyLedger:
         if name not in _MECHANISMS:
             raise ValueError(f"mechanism {name!r} is not private and needs no privacy ledger")
         return cls(path, mechanism=name, delta=delta, epsilon_budget=epsilon_budget, orders=orders,
-                   budget_on=budget_on, **mechanism.privacy_params())
+                   budget_on=budget_on, conversion=conversion, **mechanism.privacy_params())
 
     def check_mechanism(self, mechanism: Mechanism) -> None:
         """Raise ValueError unless this ledger charges exactly ``mechanism``'s name and noise.
@@ -300,55 +315,6 @@ class PrivacyLedger:
         """
         stored = _read_ledger_file(Path(path))
         return cls(path, orders=stored["orders"], **stored["config"])
-
-    # -- per-query costs ---------------------------------------------------------------------------
-
-    def _costs(self, votes: FloatArray, answered: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
-        """Per-query RDP ``(Q, K)`` on both accountings: check for every query, answer if answered."""
-        p, orders = self._params, self._orders
-        if self._mechanism == "lnmax":
-            dd = rdp_lnmax_data_dependent(votes, p["gamma"], orders)
-            di_answer = rdp_lnmax_data_independent(p["gamma"], orders)
-        else:
-            dd = rdp_gnmax_data_dependent(votes, p["sigma"], orders)
-            di_answer = rdp_gnmax_data_independent(p["sigma"], orders)
-        dd = dd * answered[:, None]
-        di = answered[:, None] * di_answer[None, :]
-        if self._mechanism == "confident_gnmax":
-            dd = dd + rdp_threshold(votes, p["threshold"], p["sigma1"], orders)
-            di = di + rdp_threshold_data_independent(p["sigma1"], orders)[None, :]
-        return dd, di
-
-    def _worst_case_query(self) -> FloatArray:
-        """Largest RDP one more query can cost on ``budget_on`` (its data-independent cost)."""
-        p, orders = self._params, self._orders
-        if self._mechanism == "lnmax":
-            return rdp_lnmax_data_independent(p["gamma"], orders)
-        cost = rdp_gnmax_data_independent(p["sigma"], orders)
-        if self._mechanism == "confident_gnmax":
-            cost = cost + rdp_threshold_data_independent(p["sigma1"], orders)
-        return cost
-
-    def _check_answered(self, answered: ArrayLike | None, n_queries: int) -> npt.NDArray[np.bool_]:
-        """Validate ``answered`` for this mechanism and batch; return a boolean ``(Q,)`` array."""
-        if answered is None:
-            if self._mechanism == "confident_gnmax":
-                raise ValueError(
-                    "answered is required for mechanism 'confident_gnmax' (the threshold outcomes)"
-                )
-            return np.ones(n_queries, dtype=bool)
-        arr = np.asarray(answered)
-        if arr.dtype != np.bool_ or arr.shape != (n_queries,):
-            raise ValueError(
-                f"answered must be a boolean array of shape ({n_queries},), got dtype {arr.dtype} "
-                f"and shape {arr.shape}"
-            )
-        if self._mechanism != "confident_gnmax" and not arr.all():
-            raise ValueError(
-                f"answered must be all True for mechanism {self._mechanism!r} (every query is answered), "
-                f"got False at index {int(np.flatnonzero(~arr)[0])}"
-            )
-        return arr
 
     # -- charging ----------------------------------------------------------------------------------
 
@@ -431,15 +397,20 @@ class PrivacyLedger:
                 f"{self._budget} at δ={self._delta}"
             )
         votes = validate_votes(votes)
-        answered_arr = self._check_answered(answered, votes.shape[0])
+        answered_arr = check_answered(self._mechanism, answered, votes.shape[0])
 
         # Dry run: cumulative totals after each prefix, nothing changes until the prefix is chosen.
-        cost_dd, cost_di = self._costs(votes, answered_arr)
+        cost_dd, cost_di = query_costs(self._mechanism, self._params, self._orders, votes, answered_arr)
         cum_dd = self._rdp_dd + np.cumsum(cost_dd, axis=0)
         cum_di = self._rdp_di + np.cumsum(cost_di, axis=0)
-        cum = cum_dd if self._budget_on == "data_dependent" else cum_di
-        over = np.min(_epsilon_curve(self._orders, cum, self._delta), axis=1) > self._budget
-        n_accepted = int(np.argmax(over)) if over.any() else votes.shape[0]
+        eps_released = self._eps_released
+        if self._budget_on == "released":
+            n_accepted, eps_released = released_prefix(self._mechanism, self._params, self._votes, votes,
+                                                       self._delta, self._orders, self._budget)
+        else:
+            cum = cum_dd if self._budget_on == "data_dependent" else cum_di
+            over = np.min(self._curve(cum), axis=1) > self._budget
+            n_accepted = int(np.argmax(over)) if over.any() else votes.shape[0]
         # The committed totals are the very rows the decision was made on (no re-summation).
         rdp_dd = cum_dd[n_accepted - 1] if n_accepted else self._rdp_dd.copy()
         rdp_di = cum_di[n_accepted - 1] if n_accepted else self._rdp_di.copy()
@@ -450,39 +421,42 @@ class PrivacyLedger:
         # the votes are: a high-consensus query may still fit, so only a cut batch exhausts it.
         exhausted = n_accepted < votes.shape[0]
         if self._budget_on == "data_independent":
-            next_cost = np.min(_epsilon_curve(self._orders, rdp_di + self._worst_case_query(), self._delta))
-            exhausted = exhausted or bool(next_cost > self._budget)
+            worst = worst_case_query(self._mechanism, self._params, self._orders)
+            exhausted = exhausted or bool(np.min(self._curve(rdp_di + worst)) > self._budget)
         (eps_dd, order_dd), (eps_di, order_di) = self._best(rdp_dd), self._best(rdp_di)
 
-        history = [
-            *self._history,
-            {
-                "time": datetime.now(UTC).isoformat(timespec="seconds"),
-                "n_offered": int(votes.shape[0]),
-                "n_accepted": n_accepted,
-                "n_answered": n_answered,
-                "n_teachers": float(votes[0].sum()),
-                "exhausted": exhausted,
-                "epsilon_data_dependent": eps_dd,
-                "epsilon_data_independent": eps_di,
-                "best_order_data_dependent": order_dd,
-                "best_order_data_independent": order_di,
-            },
-        ]
+        entry: dict[str, Any] = {
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "n_offered": int(votes.shape[0]),
+            "n_accepted": n_accepted,
+            "n_answered": n_answered,
+            "n_teachers": float(votes[0].sum()),
+            "exhausted": exhausted,
+            "epsilon_data_dependent": eps_dd,
+            "epsilon_data_independent": eps_di,
+            "best_order_data_dependent": order_dd,
+            "best_order_data_independent": order_di,
+        }
+        if self._budget_on == "released":
+            entry["epsilon_released"] = eps_released
+        history = [*self._history, entry]
         checked, answered_total = self._checked + n_accepted, self._answered + n_answered
+        kept_votes, kept_flags = self._votes, self._answered_flags
+        if self._mechanism in RELEASABLE and n_accepted:
+            new = votes[:n_accepted]
+            kept_votes = new if kept_votes is None else np.concatenate((kept_votes, new))
+            kept_flags = np.concatenate((kept_flags, answered_arr[:n_accepted]))
         if self._path is not None:
-            payload = self._payload(
-                rdp_dd=rdp_dd,
-                rdp_di=rdp_di,
-                checked=checked,
-                answered=answered_total,
-                exhausted=exhausted,
-                history=history,
-            )
+            if self._mechanism in RELEASABLE and n_accepted:
+                write_sidecar(self._path, kept_votes, kept_flags)  # before the JSON that pins it
+            payload = self._payload(rdp_dd=rdp_dd, rdp_di=rdp_di, checked=checked, answered=answered_total,
+                                    exhausted=exhausted, history=history, votes=kept_votes, flags=kept_flags,
+                                    eps_released=eps_released, release=self._release)
             _atomic_write_json(self._path, payload)
         self._rdp_dd, self._rdp_di = rdp_dd, rdp_di
         self._checked, self._answered = checked, answered_total
         self._exhausted, self._history = exhausted, history
+        self._votes, self._answered_flags, self._eps_released = kept_votes, kept_flags, eps_released
 
         _warn_if_edge(order_dd, self._orders, "data-dependent ε")
         _warn_if_edge(order_di, self._orders, "data-independent ε")
@@ -494,15 +468,78 @@ class PrivacyLedger:
             epsilon_data_independent=eps_di,
             best_order_data_dependent=order_dd,
             best_order_data_independent=order_di,
+            epsilon_released=eps_released if self._budget_on == "released" else None,
         )
 
     def _best(self, rdp: FloatArray) -> tuple[float, float]:
         """(ε, best order) of a total RDP curve, without warning."""
-        eps = _epsilon_curve(self._orders, rdp, self._delta)
+        eps = self._curve(rdp)
         best = int(np.argmin(eps))
         return float(eps[best]), float(self._orders[best])
 
+    # -- the smooth-sensitivity release ------------------------------------------------------------
+
+    def release(self, rng: np.random.Generator) -> dict[str, Any] | None:
+        """Release the data-dependent ε through [P18]'s smooth-sensitivity mechanism, once.
+
+        Computes :func:`strategies.smooth_sensitivity.smooth_sensitivity_release` on every charged
+        vote histogram (Confident-GNMax: expected over the threshold outcomes, as [P18] evaluates
+        it), draws the noisy released ε once from ``rng`` and records it in the ledger (file). A
+        second call for the same charged queries returns the recorded release without drawing again.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Source of the release noise (seed it for a reproducible draw).
+
+        Returns
+        -------
+        dict or None
+            ``queries_checked``, ``epsilon_released`` (expectation), ``epsilon_released_std``,
+            ``epsilon_released_draw`` (the noisy draw) and ``smooth_sensitivity`` (the release's
+            :meth:`~strategies.smooth_sensitivity.SmoothSensitivityRelease.to_dict`); None for
+            "lnmax", which the analysis does not cover.
+
+        Raises
+        ------
+        ValueError
+            If nothing was charged, the vote histograms differ in their number of teachers, or the
+            smooth-sensitivity conditions fail (see ``smooth_sensitivity_release``).
+        """
+        if self._mechanism not in RELEASABLE:
+            return None
+        if self._path is None:
+            return self._do_release(rng)
+        with _ledger_lock(self._path):
+            self._refresh()
+            return self._do_release(rng)
+
+    def _do_release(self, rng: np.random.Generator) -> dict[str, Any]:
+        if self._release is not None and self._release.get("queries_checked") == self._checked:
+            return dict(self._release)
+        if self._votes is None or not self._checked:
+            raise ValueError("nothing to release: the ledger has no charged queries")
+        result = release_of(self._mechanism, self._params, self._votes, self._delta, self._orders)
+        release = {
+            "queries_checked": self._checked,
+            "epsilon_released": result.epsilon_released,
+            "epsilon_released_std": result.epsilon_released_std,
+            "epsilon_released_draw": draw_released_epsilon(result, rng),
+            "smooth_sensitivity": result.to_dict(),
+        }
+        if self._path is not None:
+            _atomic_write_json(self._path, self._payload(**{**self._state(), "release": release}))
+        self._release = release
+        return dict(release)
+
     # -- persistence -------------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        """The current state as :meth:`_payload` keywords."""
+        return {"rdp_dd": self._rdp_dd, "rdp_di": self._rdp_di, "checked": self._checked,
+                "answered": self._answered, "exhausted": self._exhausted, "history": self._history,
+                "votes": self._votes, "flags": self._answered_flags, "eps_released": self._eps_released,
+                "release": self._release}
 
     def _payload(
         self,
@@ -513,9 +550,13 @@ class PrivacyLedger:
         answered: int,
         exhausted: bool,
         history: Sequence[dict[str, Any]],
+        votes: FloatArray | None,
+        flags: npt.NDArray[np.bool_],
+        eps_released: float | None,
+        release: dict[str, Any] | None,
     ) -> dict[str, Any]:
         """The JSON document for a ledger state."""
-        return {
+        payload: dict[str, Any] = {
             "format_version": LEDGER_FORMAT_VERSION,
             "config": self._config(),
             "orders": self._orders.tolist(),
@@ -526,17 +567,16 @@ class PrivacyLedger:
             "exhausted": exhausted,
             "history": list(history),
         }
+        if self._mechanism in RELEASABLE:
+            payload["votes_digest"] = None if votes is None else _votes_digest(votes, flags)
+            payload["release"] = release
+        if self._budget_on == "released":
+            payload["epsilon_released"] = eps_released
+        return payload
 
     def to_dict(self) -> dict[str, Any]:
         """The ledger as the JSON-compatible dict it is persisted as."""
-        return self._payload(
-            rdp_dd=self._rdp_dd,
-            rdp_di=self._rdp_di,
-            checked=self._checked,
-            answered=self._answered,
-            exhausted=self._exhausted,
-            history=self._history,
-        )
+        return self._payload(**self._state())
 
     # -- read-only views ---------------------------------------------------------------------------
 
@@ -547,83 +587,17 @@ class PrivacyLedger:
         -------
         dict
             Keys ``data_dependent``, ``data_independent``, ``best_order_data_dependent``,
-            ``best_order_data_independent``.
+            ``best_order_data_independent``; with ``budget_on="released"`` also ``released``, the
+            expected released ε of the charged queries (0 before any charge).
         """
         eps_dd, order_dd = self._best(self._rdp_dd)
         eps_di, order_di = self._best(self._rdp_di)
-        return {
+        out = {
             "data_dependent": eps_dd,
             "data_independent": eps_di,
             "best_order_data_dependent": order_dd,
             "best_order_data_independent": order_di,
         }
-
-    @property
-    def mechanism(self) -> str:
-        """The fusion mechanism this ledger charges."""
-        return self._mechanism
-
-    @property
-    def params(self) -> dict[str, float]:
-        """The noise parameters charged (a copy), named as in ``Mechanism.privacy_params()``."""
-        return dict(self._params)
-
-    @property
-    def path(self) -> Path | None:
-        """The JSON file the ledger persists to, or None."""
-        return self._path
-
-    @property
-    def orders(self) -> FloatArray:
-        """The order grid (a copy)."""
-        return self._orders.copy()
-
-    @property
-    def rdp_data_dependent(self) -> FloatArray:
-        """Total data-dependent RDP at each order (a copy)."""
-        return self._rdp_dd.copy()
-
-    @property
-    def rdp_data_independent(self) -> FloatArray:
-        """Total data-independent RDP at each order (a copy)."""
-        return self._rdp_di.copy()
-
-    @property
-    def queries_checked(self) -> int:
-        """Queries charged so far (each one passed through the threshold check, if any)."""
-        return self._checked
-
-    @property
-    def queries_answered(self) -> int:
-        """Queries answered so far."""
-        return self._answered
-
-    @property
-    def exhausted(self) -> bool:
-        """Whether the budget is exhausted (further charges raise BudgetExhaustedError)."""
-        return self._exhausted
-
-    @property
-    def delta(self) -> float:
-        """The target δ of every ε this ledger reports."""
-        return self._delta
-
-    @property
-    def epsilon_budget(self) -> float:
-        """The ε budget, on the accounting named by ``budget_on``."""
-        return self._budget
-
-    @property
-    def budget_on(self) -> str:
-        """Which accounting the budget bounds: "data_dependent" or "data_independent"."""
-        return self._budget_on
-
-    @property
-    def remaining(self) -> float:
-        """Budget left: ``epsilon_budget`` minus the ε spent on ``budget_on`` (>= 0)."""
-        return max(0.0, self._budget - self.epsilon()[self._budget_on])
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        """One entry per charge (copies): counts, ε after the charge, time."""
-        return [dict(entry) for entry in self._history]
+        if self._budget_on == "released":
+            out["released"] = 0.0 if self._eps_released is None else float(self._eps_released)
+        return out

@@ -1,8 +1,17 @@
-"""RDP → (ε, δ)-DP conversion ([M17] Proposition 3).
+"""RDP → (ε, δ)-DP conversion: [M17] Proposition 3 (default) or the tighter [BBGHS20] Theorem 21.
+
+``conversion="mironov"``: ``ε = rdp(α) + ln(1/δ)/(α-1)``, the one [P18] and its code use.
+``conversion="dp_accounting"``: ``ε = rdp(α) + ln(1 - 1/α) - (ln δ + ln α)/(α-1)`` ([BBGHS20]
+Theorem 21; also [CKS20] Proposition 12), the conversion of Google's dp-accounting library; it is
+never larger, since ``ln(1 - 1/α) < 0`` and ``ln α / (α-1) > 0``, clipped at 0.
 
 References
 ----------
 * [M17] I. Mironov. "Rényi Differential Privacy." CSF 2017, arXiv:1702.07476.
+* [BBGHS20] B. Balle, G. Barthe, M. Gaboardi, J. Hsu, T. Sato. "Hypothesis Testing Interpretations
+  and Renyi Differential Privacy." AISTATS 2020, arXiv:1905.09982.
+* [CKS20] C. Canonne, G. Kamath, T. Steinke. "The Discrete Gaussian for Differential Privacy."
+  NeurIPS 2020, arXiv:2004.00010.
 * [P18] N. Papernot et al. "Scalable Private Learning with PATE." ICLR 2018, arXiv:1802.08908.
 """
 
@@ -15,16 +24,31 @@ import numpy as np
 
 from strategies.rdp_analysis import ArrayLike, FloatArray, PrivacyWarning, _check_delta, _check_orders
 
-__all__ = ["rdp_to_epsilon"]
+__all__ = ["CONVERSIONS", "rdp_to_epsilon"]
+
+CONVERSIONS = ("mironov", "dp_accounting")
+"""The RDP → (ε, δ) conversions: [M17] Proposition 3, or [BBGHS20] Theorem 21 (dp-accounting)."""
 
 # ---------------------------------------------------------------------------------------------------
 # RDP → (ε, δ)
 # ---------------------------------------------------------------------------------------------------
 
 
-def _epsilon_curve(orders: FloatArray, rdp: FloatArray, delta: float) -> FloatArray:
-    """``rdp + ln(1/δ) / (α - 1)`` along the last axis ([M17] Proposition 3)."""
-    return rdp + math.log(1.0 / delta) / (orders - 1.0)
+def _check_conversion(conversion: str) -> str:
+    """Return ``conversion`` if it is one of :data:`CONVERSIONS`, else raise ValueError."""
+    if conversion not in CONVERSIONS:
+        raise ValueError(f"conversion must be one of {CONVERSIONS}, got {conversion!r}")
+    return conversion
+
+
+def _epsilon_curve(
+    orders: FloatArray, rdp: FloatArray, delta: float, conversion: str = "mironov"
+) -> FloatArray:
+    """ε at every order along the last axis, by ``conversion`` (see the module docstring)."""
+    if conversion == "mironov":
+        return rdp + math.log(1.0 / delta) / (orders - 1.0)
+    eps = rdp + np.log1p(-1.0 / orders) - (math.log(delta) + np.log(orders)) / (orders - 1.0)
+    return np.maximum(eps, 0.0)
 
 
 def _warn_if_edge(order: float, orders: FloatArray, what: str) -> None:
@@ -39,12 +63,14 @@ def _warn_if_edge(order: float, orders: FloatArray, what: str) -> None:
         )
 
 
-def rdp_to_epsilon(orders: ArrayLike, rdp: ArrayLike, delta: float) -> tuple[float, float]:
-    """Convert an RDP curve to (ε, δ)-DP: ``ε = min_α rdp(α) + ln(1/δ) / (α - 1)``.
+def rdp_to_epsilon(
+    orders: ArrayLike, rdp: ArrayLike, delta: float, conversion: str = "mironov"
+) -> tuple[float, float]:
+    """Convert an RDP curve to (ε, δ)-DP: the smallest ε over the order grid.
 
-    This is the classic conversion of [M17] Proposition 3, the one [P18] uses (tf-privacy
-    ``compute_eps_from_delta``); tighter conversions exist (e.g. Balle et al. 2020, Theorem 21, used
-    by Opacus) but are deliberately not used, so that numbers match the paper.
+    The default is the classic conversion of [M17] Proposition 3, ``rdp(α) + ln(1/δ) / (α - 1)``,
+    the one [P18] uses (tf-privacy ``compute_eps_from_delta``), so that numbers match the paper.
+    ``conversion="dp_accounting"`` uses the tighter [BBGHS20] Theorem 21 (see the module docstring).
 
     Parameters
     ----------
@@ -54,6 +80,8 @@ def rdp_to_epsilon(orders: ArrayLike, rdp: ArrayLike, delta: float) -> tuple[flo
         Shape ``(K,)``: the total RDP at each order, >= 0; +inf is allowed (no guarantee there).
     delta : float
         Target δ in (0, 1).
+    conversion : {"mironov", "dp_accounting"}, default "mironov"
+        Which conversion to apply.
 
     Returns
     -------
@@ -66,7 +94,7 @@ def rdp_to_epsilon(orders: ArrayLike, rdp: ArrayLike, delta: float) -> tuple[flo
     ------
     ValueError
         If the shapes differ, ``rdp`` holds nan or negative values, an order is <= 1, or ``delta``
-        is outside (0, 1).
+        is outside (0, 1), or ``conversion`` is unknown.
 
     Warns
     -----
@@ -76,12 +104,13 @@ def rdp_to_epsilon(orders: ArrayLike, rdp: ArrayLike, delta: float) -> tuple[flo
     orders = _check_orders(orders)
     rdp = np.asarray(rdp, dtype=float)
     delta = _check_delta(delta)
+    conversion = _check_conversion(conversion)
     if rdp.shape != orders.shape:
         raise ValueError(f"rdp must have the same shape as orders, got {rdp.shape} and {orders.shape}")
     if np.any(np.isnan(rdp)) or np.any(rdp < 0):
         bad = rdp[np.isnan(rdp) | (rdp < 0)][0]
         raise ValueError(f"rdp must be >= 0 (inf allowed), got {bad}")
-    eps = _epsilon_curve(orders, rdp, delta)
+    eps = _epsilon_curve(orders, rdp, delta, conversion)
     if np.all(np.isinf(eps)):
         return math.inf, math.nan
     best = int(np.argmin(eps))

@@ -664,7 +664,9 @@ def test_ledger_persists_and_reloads(tmp_path: Path) -> None:
         assert other.history == ledger.history and len(other.history) == 2
         assert other.to_dict() == ledger.to_dict()
     assert json.loads(path.read_text())["config"]["mechanism"] == "confident_gnmax"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.lock"]  # no temp files left
+    # no temp files left; the vote sidecar keeps the histograms for the smooth-sensitivity release
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.lock",
+                                                          "ledger.json.votes.npz"]
 
 
 @IGNORE_EDGE
@@ -741,7 +743,8 @@ def test_ledger_state_unchanged_when_persisting_fails(
     # Assert
     assert ledger.to_dict() == before_state
     assert path.read_bytes() == before_file
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.lock"]  # no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.lock",
+                                                          "ledger.json.votes.npz"]  # no temp file left
 
 
 def test_ledger_warns_when_best_order_is_at_edge_of_grid() -> None:
@@ -941,3 +944,95 @@ def test_a_vanished_ledger_file_is_not_silently_restarted(tmp_path: Path) -> Non
     path.unlink()
     with pytest.raises(ValueError, match="vanished after 1 checked"):
         ledger.charge(make_votes([240, 5, 5]), np.array([True]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The smooth-sensitivity release through the ledger ([P18] Section 4.3)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _mnist_votes(n: int) -> np.ndarray:
+    return np.load(VOTES_DIR / "mnist_250_teachers.npy")[:n].astype(float)
+
+
+def _answered(votes: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return votes.max(axis=1) + rng.normal(0.0, 150.0, size=len(votes)) >= 200.0
+
+
+@IGNORE_EDGE
+def test_ledger_release_reproduces_the_paper_and_draws_once(tmp_path: Path) -> None:
+    votes = _mnist_votes(640)
+    path = tmp_path / "ledger.json"
+    ledger = make_ledger(path, epsilon_budget=10.0)
+    ledger.charge(votes[:300], _answered(votes[:300], 1))
+    ledger.charge(votes[300:], _answered(votes[300:], 2))
+    release = ledger.release(np.random.default_rng(11))
+    assert release is not None
+    # Expected over the threshold outcomes, as [P18] evaluates it: 1.999 -> 2.516 ± 0.385 at order 14.
+    assert round(release["epsilon_released"], 3) == 2.516
+    assert round(release["epsilon_released_std"], 3) == 0.385
+    assert release["smooth_sensitivity"]["order"] == 14.0 and release["queries_checked"] == 640
+    expected_draw = 2.5161999510340474 + 0.3848553339839741 * np.random.default_rng(11).standard_normal()
+    assert release["epsilon_released_draw"] == pytest.approx(expected_draw, rel=1e-9)
+    # Recorded in the file; a second call (even after a reload) returns it without drawing again.
+    assert json.loads(path.read_text())["release"] == release
+    again = PrivacyLedger.load(path)
+    assert again.release(np.random.default_rng(999)) == release
+    np.testing.assert_array_equal(again.votes, votes)
+
+
+@IGNORE_EDGE
+def test_ledger_refuses_a_missing_or_mismatched_vote_sidecar(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    votes = _mnist_votes(20)
+    make_ledger(path, epsilon_budget=10.0).charge(votes, _answered(votes))
+    sidecar = tmp_path / "ledger.json.votes.npz"
+    good = sidecar.read_bytes()
+    np.savez(sidecar, votes=votes[::-1], answered=_answered(votes))
+    with pytest.raises(ValueError, match="vote sidecar does not match the ledger"):
+        PrivacyLedger.load(path)
+    sidecar.unlink()
+    with pytest.raises(ValueError, match="vote sidecar .* is missing"):
+        make_ledger(path, epsilon_budget=10.0)
+    sidecar.write_bytes(good)
+    assert PrivacyLedger.load(path).queries_checked == 20
+
+
+def test_ledger_sidecar_ignores_rows_the_json_never_recorded(tmp_path: Path) -> None:
+    # A crash after the sidecar write but before the JSON write: the extra rows were never charged.
+    from strategies.ledger_release import write_sidecar
+
+    path = tmp_path / "ledger.json"
+    votes = _mnist_votes(30)
+    make_ledger(path, epsilon_budget=10.0).charge(votes[:20], _answered(votes[:20]))
+    write_sidecar(path, votes, _answered(votes[:20]).tolist() + [True] * 10)
+    np.testing.assert_array_equal(PrivacyLedger.load(path).votes, votes[:20])
+
+
+@IGNORE_EDGE
+def test_release_is_none_for_lnmax_and_refused_before_any_charge() -> None:
+    lnmax = PrivacyLedger(None, mechanism="lnmax", delta=1e-5, epsilon_budget=5.0, gamma=0.05)
+    lnmax.charge(make_votes([240, 5, 5]))
+    assert lnmax.release(np.random.default_rng(0)) is None
+    with pytest.raises(ValueError, match="nothing to release"):
+        make_ledger(None).release(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="budget_on='released' needs a mechanism in"):
+        PrivacyLedger(None, mechanism="lnmax", delta=1e-5, epsilon_budget=5.0, gamma=0.05, budget_on="released")
+
+
+@IGNORE_EDGE
+def test_budget_on_released_stops_at_the_expected_released_epsilon() -> None:
+    from strategies.ledger_release import release_of
+
+    votes = _mnist_votes(128)
+    ledger = make_ledger(None, epsilon_budget=1.0, budget_on="released")
+    result = ledger.charge(votes, _answered(votes))
+    k = result.n_accepted
+    assert 64 <= k < 128 and result.exhausted  # released(64) = 0.854, released(128) = 1.175
+    params = {"sigma": 40.0, "sigma1": 150.0, "threshold": 200.0}
+    inside = release_of("confident_gnmax", params, votes[:k], 1e-5, DEFAULT_ORDERS).epsilon_released
+    outside = release_of("confident_gnmax", params, votes[:k + 1], 1e-5, DEFAULT_ORDERS).epsilon_released
+    assert result.epsilon_released == inside == ledger.epsilon()["released"]
+    assert inside <= 1.0 < outside
+    assert ledger.remaining == pytest.approx(1.0 - inside)

@@ -109,3 +109,27 @@ def test_bad_inputs_are_refused(kwargs: dict, match: str) -> None:
     votes = args.pop("votes")
     with pytest.raises(ValueError, match=match):
         smooth_sensitivity_release(votes, **args)
+
+
+def test_strategy_report_carries_the_release_drawn_once(tmp_path: Path) -> None:
+    from simulations.app import client_app
+    from strategies.accounting import PrivacyLedger
+    from strategies.ensemble_distillation import DataSpec, EnsembleDistillation, ModelSpec, StudentSettings
+    from strategies.fusion import ConfidentGNMax
+    from tests.fake_grid import InProcessGrid, simulation_nodes
+
+    mechanism = ConfidentGNMax(threshold=4.0, sigma1=2.0, sigma2=1.5)
+    ledger = PrivacyLedger.for_mechanism(mechanism, tmp_path / "ledger.json", delta=1e-5, epsilon_budget=500.0)
+    fast = ModelSpec(epochs=15, batch_size=32)
+    strategy = EnsembleDistillation(
+        mechanism=mechanism, ledger=ledger, data=DataSpec(dataset="digits", num_teachers=6, seed=3),
+        teacher_model=fast, student_model=fast, query_batch_size=40, max_queries=120, seed=5,
+        student=StudentSettings(model_path=str(tmp_path / "student")))
+    report = strategy.start(InProcessGrid(client_app, simulation_nodes(3))).report
+    stored = PrivacyLedger.load(tmp_path / "ledger.json").last_release
+    assert stored is not None and stored["queries_checked"] == 120
+    assert report["epsilon_released"] == stored["epsilon_released"] > report["epsilon_data_dependent"]
+    assert report["epsilon_released_draw"] == stored["epsilon_released_draw"]
+    assert report["epsilon_released_std"] > 0 and report["smooth_sensitivity"] == stored["smooth_sensitivity"]
+    assert strategy.report(queries_checked=120, answered=1, pool_size=1, wall_s=0.0)["epsilon_released_draw"] \
+        == stored["epsilon_released_draw"]  # no second draw

@@ -1,0 +1,120 @@
+"""Read-only views of :class:`strategies.privacy_ledger.PrivacyLedger` (a mixin, state set by the ledger)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from strategies.rdp_analysis import FloatArray
+
+
+class LedgerViews:
+    """Properties over the ledger's state; every array or list returned is a copy."""
+
+    _conversion: str
+    _mechanism: str
+    _params: dict[str, float]
+    _path: Path | None
+    _orders: FloatArray
+    _rdp_dd: FloatArray
+    _rdp_di: FloatArray
+    _checked: int
+    _answered: int
+    _exhausted: bool
+    _delta: float
+    _budget: float
+    _budget_on: str
+    _history: list[dict[str, Any]]
+    _votes: FloatArray | None
+    _answered_flags: np.ndarray
+    _release: dict[str, Any] | None
+
+    def epsilon(self) -> dict[str, float]:  # implemented by the ledger
+        raise NotImplementedError
+
+    @property
+    def conversion(self) -> str:
+        """The RDP → (ε, δ) conversion of this ledger's ε: "mironov" or "dp_accounting"."""
+        return self._conversion
+
+    @property
+    def mechanism(self) -> str:
+        """The fusion mechanism this ledger charges."""
+        return self._mechanism
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The noise parameters charged (a copy), named as in ``Mechanism.privacy_params()``."""
+        return dict(self._params)
+
+    @property
+    def path(self) -> Path | None:
+        """The JSON file the ledger persists to, or None."""
+        return self._path
+
+    @property
+    def orders(self) -> FloatArray:
+        """The order grid (a copy)."""
+        return self._orders.copy()
+
+    @property
+    def rdp_data_dependent(self) -> FloatArray:
+        """Total data-dependent RDP at each order (a copy)."""
+        return self._rdp_dd.copy()
+
+    @property
+    def rdp_data_independent(self) -> FloatArray:
+        """Total data-independent RDP at each order (a copy)."""
+        return self._rdp_di.copy()
+
+    @property
+    def queries_checked(self) -> int:
+        """Queries charged so far (each one passed through the threshold check, if any)."""
+        return self._checked
+
+    @property
+    def queries_answered(self) -> int:
+        """Queries answered so far."""
+        return self._answered
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the budget is exhausted (further charges raise BudgetExhaustedError)."""
+        return self._exhausted
+
+    @property
+    def delta(self) -> float:
+        """The target δ of every ε this ledger reports."""
+        return self._delta
+
+    @property
+    def epsilon_budget(self) -> float:
+        """The ε budget, on the accounting named by ``budget_on``."""
+        return self._budget
+
+    @property
+    def budget_on(self) -> str:
+        """Which accounting the budget bounds: "data_dependent" or "data_independent"."""
+        return self._budget_on
+
+    @property
+    def remaining(self) -> float:
+        """Budget left: ``epsilon_budget`` minus the ε spent on ``budget_on`` (>= 0)."""
+        return max(0.0, self._budget - self.epsilon()[self._budget_on])
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One entry per charge (copies): counts, ε after the charge, time."""
+        return [dict(entry) for entry in self._history]
+
+    @property
+    def votes(self) -> FloatArray | None:
+        """The charged vote histograms ``(queries_checked, C)`` (a copy); None for LNMax or before any."""
+        return None if self._votes is None else self._votes.copy()
+
+    @property
+    def last_release(self) -> dict[str, Any] | None:
+        """The recorded smooth-sensitivity release (see ``PrivacyLedger.release``), or None."""
+        return None if self._release is None else dict(self._release)
