@@ -3,8 +3,9 @@
 The student owns unlabeled samples (its query pool) and a held-out labelled validation and test
 set. It hands out batches of its samples to be labelled (``query.queries``), receives the fused
 labels (``train.student``), trains its own model on them — optionally also on its unanswered
-samples by confident self-training, which costs no privacy because no teacher sees them — evaluates,
-and saves the model (weights + JSON metadata) for local serving::
+samples, by confident self-training or by FixMatch consistency training (``clients.semi_supervised``),
+which costs no privacy because no teacher sees them — evaluates, and saves the model (weights + JSON
+metadata) for local serving::
 
     python -m clients.student predict --model runs/x/student_model.json --input X.npy [--output y.npy]
 """
@@ -25,10 +26,12 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.data import load_pate_data
 from clients.encoders import Classifier, build_classifier
+from clients.semi_supervised import FixMatchConfig, train_fixmatch
 from clients.training import TrainConfig, accuracy, check_inputs, predict_logits, train_classifier
 from protocol.codec import from_flat, from_record
 from protocol.pate import (
     ROLE_STUDENT,
+    STUDENT_METHODS,
     DataSpec,
     ModelSpec,
     StudentSettings,
@@ -76,6 +79,21 @@ def self_train_labels(
     return keep, probs[keep].argmax(axis=1).astype(np.int64)
 
 
+def fixmatch_config(settings: StudentSettings, spec: ModelSpec) -> FixMatchConfig:
+    """The :class:`~clients.semi_supervised.FixMatchConfig` of ``settings``'s ``fixmatch_*`` fields.
+
+    Batch size and weight decay are the student model's (``spec``).
+    """
+    return FixMatchConfig(
+        epochs=settings.fixmatch_epochs, batch_size=spec.batch_size, mu=settings.fixmatch_mu,
+        lr=settings.fixmatch_lr, weight_decay=spec.weight_decay, threshold=settings.fixmatch_threshold,
+        weight=settings.fixmatch_weight, label_smoothing=settings.fixmatch_label_smoothing,
+        warmup_epochs=settings.fixmatch_warmup_epochs, ema_decay=settings.fixmatch_ema_decay,
+        weak_shift=settings.fixmatch_weak_shift, strong_shift=settings.fixmatch_strong_shift,
+        strong_noise=settings.fixmatch_strong_noise, strong_scale=settings.fixmatch_strong_scale,
+        cutout=settings.fixmatch_cutout)
+
+
 def train_student(
     x_labeled: np.ndarray,
     y_labeled: np.ndarray,
@@ -85,25 +103,51 @@ def train_student(
     *,
     seed: int,
     self_training_confidence: float | None = None,
+    method: str | None = None,
+    settings: StudentSettings | None = None,
 ) -> tuple[Classifier, int]:
-    """Train the student on fused labels; with a confidence, then retrain adding pseudo-labels.
+    """Train the student on fused labels, optionally using its unlabeled samples too.
 
-    Returns the model and the number of pseudo-labelled samples added.
+    ``method=None`` (the default) keeps the original behaviour: supervised training, then, with a
+    ``self_training_confidence``, retraining with the pseudo-labels that confident. ``method`` names one
+    of :data:`~protocol.pate.STUDENT_METHODS` explicitly: ``supervised`` ignores ``x_unlabeled``;
+    ``self_training`` uses ``self_training_confidence`` or else ``settings.self_training_confidence``;
+    ``fixmatch`` trains once with FixMatch (Sohn et al. 2020, Eq. 2-4) on all of ``x_unlabeled``, with
+    the ``fixmatch_*`` fields of ``settings`` (default :class:`~protocol.pate.StudentSettings`).
+
+    Returns the model and the number of pseudo-labelled samples: those added by self-training, or for
+    FixMatch the unlabeled samples at or above its threshold in the last epoch.
 
     Raises
     ------
     ValueError
-        If there is no labelled sample.
+        If there is no labelled sample or ``method`` is unknown.
     """
     if len(y_labeled) == 0:
         raise ValueError("the student received no answered query: nothing to train on "
                          "(budget too small, or the threshold rejected every query)")
+    if method is not None and method not in STUDENT_METHODS:
+        raise ValueError(f"student method must be one of {STUDENT_METHODS}, got {method!r}")
+    settings = settings if settings is not None else StudentSettings()
+
+    def new_model() -> Classifier:
+        return build_classifier(tuple(x_labeled.shape[1:]), n_classes, kind=spec.encoder,
+                                feature_dim=spec.feature_dim, hidden=spec.hidden)
+
+    if method == "fixmatch":
+        model = new_model()
+        stats = train_fixmatch(model, x_labeled, y_labeled, x_unlabeled, fixmatch_config(settings, spec),
+                               seed=seed)
+        return model, stats.confident
+    if method == "supervised":
+        self_training_confidence = None
+    elif method == "self_training" and self_training_confidence is None:
+        self_training_confidence = settings.self_training_confidence
     config = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                          weight_decay=spec.weight_decay)
 
     def fit(x: np.ndarray, y: np.ndarray) -> Classifier:
-        model = build_classifier(tuple(x.shape[1:]), n_classes, kind=spec.encoder,
-                                 feature_dim=spec.feature_dim, hidden=spec.hidden)
+        model = new_model()
         train_classifier(model, x, y, config, seed=seed)
         return model
 
@@ -175,6 +219,10 @@ def predict(meta_path: Path, x: np.ndarray) -> np.ndarray:
 def handle_train(msg: Message, context: Context) -> Message:
     """``train.student``: train on the fused labels, evaluate, save; reply with metrics.
 
+    ``settings.method`` picks the training (:func:`train_student`); ``fixmatch`` uses every unanswered
+    pool sample as unlabeled data, and its ``pseudo_labelled`` metric counts the unlabeled samples at
+    or above its threshold in the last epoch.
+
     ``fused_label_accuracy`` compares the fused labels with the pool's ground truth: a measurement
     the student can make only because this setting's pool comes from a labelled dataset.
     """
@@ -201,7 +249,8 @@ def handle_train(msg: Message, context: Context) -> Message:
     confidence = settings.self_training_confidence if settings.method == "self_training" else 0.0
     model, n_pseudo = train_student(
         data.x[pool[positions]], labels, data.x[pool[unlabeled]], data.n_classes, model_spec,
-        seed=data_spec.seed + 7, self_training_confidence=confidence if confidence > 0 else None)
+        seed=data_spec.seed + 7, self_training_confidence=confidence if confidence > 0 else None,
+        method="fixmatch" if settings.method == "fixmatch" else None, settings=settings)
     metrics = {
         "answered": len(labels),
         "pseudo_labelled": n_pseudo,

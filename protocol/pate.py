@@ -72,13 +72,36 @@ class StudentSettings:
     confident; ``fixmatch`` trains with consistency regularisation on the whole unlabeled pool
     (Sohn et al. 2020). Both semi-supervised methods cost no privacy: no teacher sees those samples.
     ``model_path`` (without suffix) is where the student saves ``.pt`` + ``.json``; empty: do not save.
+
+    FixMatch (``clients.semi_supervised.FixMatchConfig``; batch size and weight decay come from the
+    student's ``ModelSpec``): confidence threshold tau ``fixmatch_threshold`` and unlabeled-loss weight
+    lambda_u ``fixmatch_weight`` (Sohn et al. 2020, Eq. 4); ``fixmatch_mu`` unlabeled samples per
+    labeled one; Adam learning rate ``fixmatch_lr``; ``fixmatch_epochs`` passes over the unlabeled
+    pool after ``fixmatch_warmup_epochs`` passes over the labeled samples alone; label smoothing of
+    the (noisy) answered labels; the decay of the weights' moving average that becomes the model; the
+    weak view's shift; the strong view's shift, amplitude scaling, Gaussian noise and cutout length.
     """
 
     method: str = "self_training"
     self_training_confidence: float = 0.9
     fixmatch_threshold: float = 0.95
     fixmatch_weight: float = 1.0
+    fixmatch_mu: int = 7
+    fixmatch_lr: float = 3e-3
+    fixmatch_epochs: int = 60
+    fixmatch_warmup_epochs: int = 400
+    fixmatch_label_smoothing: float = 0.0
+    fixmatch_ema_decay: float = 0.99
+    fixmatch_weak_shift: int = 6
+    fixmatch_strong_shift: int = 8
+    fixmatch_strong_scale: float = 0.3
+    fixmatch_strong_noise: float = 0.1
+    fixmatch_cutout: int = 8
     model_path: str = ""
+
+    def __post_init__(self) -> None:
+        if self.method not in STUDENT_METHODS:
+            raise ValueError(f"StudentSettings.method must be one of {STUDENT_METHODS}, got {self.method!r}")
 
 
 def parse_teacher_ids(text: str) -> list[int]:

@@ -11,7 +11,15 @@ from flwr.app import RecordDict
 from clients.encoders import build_classifier
 from clients.student import load_student, main, predict, save_student, self_train_labels, train_student
 from protocol.codec import from_record, to_record
-from protocol.pate import DataSpec, ModelSpec, array_record, node_role, parse_teacher_ids, read_array
+from protocol.pate import (
+    DataSpec,
+    ModelSpec,
+    StudentSettings,
+    array_record,
+    node_role,
+    parse_teacher_ids,
+    read_array,
+)
 
 
 @pytest.fixture
@@ -113,3 +121,44 @@ def test_read_array_names_what_is_missing():
     assert read_array(content, "q", "x").tolist() == [1.0, 1.0]
     with pytest.raises(ValueError, match="no ArrayRecord 'votes'"):
         read_array(content, "votes", "votes")
+
+
+def _two_blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.int64)
+    x = rng.normal(0, 0.3, (n, 16)).astype(np.float32)
+    x[:, 6:10] += np.where(y[:, None] == 1, 1.0, -1.0).astype(np.float32)
+    return x, y
+
+
+def test_train_student_fixmatch_uses_the_unlabeled_pool_and_counts_confident_samples():
+    x_l, y_l = _two_blobs(16, 0)
+    x_u, _ = _two_blobs(300, 1)
+    x_t, y_t = _two_blobs(200, 2)
+    settings = StudentSettings(method="fixmatch", fixmatch_epochs=3, fixmatch_warmup_epochs=20, fixmatch_mu=4,
+                               fixmatch_threshold=0.8, fixmatch_weak_shift=1, fixmatch_strong_shift=2,
+                               fixmatch_cutout=2)
+    spec = ModelSpec(epochs=1, batch_size=8, feature_dim=16, hidden=32)
+    model, n_confident = train_student(x_l, y_l, x_u, 2, spec, seed=0, method="fixmatch", settings=settings)
+    assert 0 < n_confident <= 300
+    assert float(np.mean(model(__import__("torch").from_numpy(x_t)).argmax(1).numpy() == y_t)) > 0.9
+
+
+def test_train_student_methods_keep_the_old_behaviour_and_reject_unknown_ones():
+    x_l, y_l = _two_blobs(16, 0)
+    x_u, _ = _two_blobs(50, 1)
+    spec = ModelSpec(epochs=5, feature_dim=8, hidden=8)
+    _, n_default = train_student(x_l, y_l, x_u, 2, spec, seed=0, self_training_confidence=0.0)
+    _, n_self = train_student(x_l, y_l, x_u, 2, spec, seed=0, method="self_training",
+                              settings=StudentSettings(self_training_confidence=0.0))
+    _, n_supervised = train_student(x_l, y_l, x_u, 2, spec, seed=0, method="supervised",
+                                    self_training_confidence=0.0)
+    assert n_default == n_self == 50 and n_supervised == 0
+    with pytest.raises(ValueError, match="student method must be one of .* got 'mixmatch'"):
+        train_student(x_l, y_l, x_u, 2, spec, seed=0, method="mixmatch")
+
+
+def test_student_settings_reject_an_unknown_method():
+    with pytest.raises(ValueError, match="StudentSettings.method must be one of .* got 'mixmatch'"):
+        StudentSettings(method="mixmatch")
+    assert from_record(StudentSettings, to_record(StudentSettings(method="fixmatch"))).method == "fixmatch"
