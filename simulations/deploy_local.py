@@ -131,7 +131,7 @@ def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2
                                       f'address = "127.0.0.1:{port}"\n{connection_security}\n')
     if method == "vertical":
         export_party_files(["--parties", str(parties), "--out", str(workdir / "data")])
-        settings = f'method="vertical" vertical.dataset.n_parties={parties} vertical.out_dir="{out}"'
+        settings = f'method="vertical" vertical.dataset.n_parties={parties} vertical.output_dir="{out}"'
     else:
         settings = (f'method="pate" pate.data.num_teachers={num_teachers} '
                     f'pate.federation.teacher_nodes={teacher_nodes} pate.run.output_dir="{out}"')

@@ -3,7 +3,7 @@
 ``flwr.simulation.run_simulation`` is the only way to start Flower's simulation engine from a
 Python function (and so from Hydra, including ``--multirun``). It is marked deprecated, gives the
 ServerApp an empty ``run_config`` and starts the ServerApp before the virtual SuperNodes have
-registered (see ``shared/FLOWER_NOTES.md``). This module hides those three facts behind
+registered (Flower 1.41–1.42 behaviour, verified here). This module hides those three facts behind
 :func:`run_flower_simulation`: settings travel by closure, the server waits for its nodes, and the
 value returned by the server's main function comes back to the caller.
 """

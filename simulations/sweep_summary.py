@@ -93,7 +93,7 @@ def summarize(sweep_dir: str | Path) -> dict[str, Any]:
     method = methods.pop()
     keys = sorted({k for _, config, _ in runs for k in config})
     varying = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for _, c, _ in runs}) > 1
-               and k not in SEED_KEYS and not k.endswith("output_dir") and k != "out_dir"]
+               and k not in SEED_KEYS and not k.endswith("output_dir")]
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     settings: dict[tuple[str, ...], dict[str, Any]] = {}
     for _, config, metrics in runs:
