@@ -2,7 +2,8 @@
 
 An *encoder* maps one party's raw input to a feature vector; a *head* maps features to class
 logits. ``mlp`` fits any input shape (it flattens); ``cnn`` is a small two-block ConvNet for 2-D
-images and ``cnn1d`` its 1-D counterpart for signals such as MNIST-1D.
+images and ``cnn1d`` its 1-D counterpart for signals such as MNIST-1D; ``convbase1d`` is the
+MNIST-1D paper's ConvBase (Greydanus 2020, "Scaling down deep learning"), the 1-D CNN its benchmarks use.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-ENCODER_KINDS = ("mlp", "cnn", "cnn1d")
+ENCODER_KINDS = ("mlp", "cnn", "cnn1d", "convbase1d")
 
 
 class AddChannel(nn.Module):
@@ -60,6 +61,24 @@ def build_encoder(
             nn.Conv1d(32, 32, 3, padding=1, stride=2), nn.ReLU(),
             nn.Conv1d(32, 32, 3, padding=1, stride=2), nn.ReLU(),
             nn.AdaptiveAvgPool1d(4), nn.Flatten(), nn.Linear(32 * 4, feature_dim), nn.ReLU(),
+        )
+    if kind == "convbase1d":
+        if len(input_shape) != 1:
+            raise ValueError(f"convbase1d encoder needs 1-D inputs (L,), got input shape {input_shape}")
+        # ConvBase of Greydanus (2020): three stride-2 convolutions with 25 channels, flatten, linear
+        # (125 features for L = 40). Its linear layer maps to ``feature_dim`` here, without a ReLU, so
+        # that with the classifier's linear head the network computes the same function class.
+        length = input_shape[0]
+        for kernel in (5, 3, 3):
+            length = (length + 2 - kernel) // 2 + 1
+        if length < 1:
+            raise ValueError(f"convbase1d encoder needs inputs of length >= 3, got input shape {input_shape}")
+        return nn.Sequential(
+            AddChannel(),
+            nn.Conv1d(1, 25, 5, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(25, 25, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(25, 25, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(25 * length, feature_dim),
         )
     raise ValueError(f"unknown encoder kind {kind!r}; choose one of {ENCODER_KINDS}")
 

@@ -1,0 +1,174 @@
+"""Batched PATE teachers against the one-teacher-at-a-time loop; teacher settings chosen on validation.
+
+``python -m benchmarks.teachers --out FILE.json`` trains the first ``K`` of 250 MNIST-1D teachers
+(240 samples each, the MNIST-1D paper's ConvBase, random shift) as one batched ensemble
+(``clients.teacher_ensemble.train_ensemble``) and, side by side in the same process and with the
+same torch thread setting, a subsample of the same teachers with the reference loop
+(``train_teacher_alone``); it prints a table and writes one JSON row per setting.
+
+``--select`` instead trains a subset of the teachers for each learning rate x shift and scores the
+teachers after 60 / 100 / 200 epochs (one run per pair: the learning rate is constant, so the
+teachers after epoch ``e`` are those of an ``e``-epoch run) on the VALIDATION split, which no teacher
+trains on: mean teacher accuracy and plurality-vote accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clients.data import load_pate_data
+from clients.teacher_ensemble import TeacherEnsemble, teacher_seed, train_ensemble, train_teacher_alone
+from protocol.pate import DataSpec, ModelSpec
+
+MNIST1D = DataSpec(dataset="mnist1d", seed=0, num_teachers=250, partition="iid", dirichlet_alpha=0.5,
+                   query_fraction=0.2, validation_fraction=0.02, test_fraction=0.1, mnist1d_samples=100_000,
+                   teacher_samples=60_000)
+MNIST5K = DataSpec(dataset="mnist5k", seed=0, num_teachers=50, partition="iid", query_fraction=0.2,
+                   validation_fraction=0.1, test_fraction=0.1)
+CONVBASE = ModelSpec(encoder="convbase1d", feature_dim=64, epochs=100, batch_size=32, lr=3e-3,
+                     weight_decay=1e-4, augment_shift=6)
+CNN2D = ModelSpec(encoder="cnn", feature_dim=64, epochs=40, batch_size=32, lr=1e-3, weight_decay=1e-4,
+                  augment_shift=2)
+SELECT_EPOCHS = (60, 100, 200)
+SELECT_LRS = (1e-3, 3e-3)
+SELECT_SHIFTS = (3, 6)
+
+
+def load_cached(spec: DataSpec, cache_dir: Path) -> dict[str, np.ndarray]:
+    """The run's data and split, cached as ``.npz`` (MNIST-1D generation takes ~25 s)."""
+    key = "_".join(str(v) for v in dataclasses.asdict(spec).values())
+    path = cache_dir / f"pate_{key}.npz"
+    if path.exists():
+        with np.load(path) as f:
+            return dict(f)
+    data, split = load_pate_data(**dataclasses.asdict(spec))
+    arrays = {"x": data.x, "y": data.y, "shards": np.stack(split.teacher_shards)
+              if len({len(s) for s in split.teacher_shards}) == 1 else np.array([], dtype=np.int64),
+              "validation": split.validation, "test": split.test}
+    if arrays["shards"].size == 0:
+        raise ValueError(f"benchmark data {spec.dataset!r} needs equal-size shards to cache them")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return arrays
+
+
+def plurality_accuracy(ensemble: TeacherEnsemble, x: np.ndarray, y: np.ndarray, n_classes: int) -> float:
+    """Accuracy of the ensemble's noiseless plurality vote (ties to the lowest class)."""
+    return float(np.mean(ensemble.vote_histogram(x, n_classes).argmax(axis=1) == y))
+
+
+def speed_row(d: dict[str, np.ndarray], spec: ModelSpec, model_name: str, dataset: str, num_teachers: int,
+              loop_teachers: int, chunk: int) -> dict[str, object]:
+    """Time batched training of ``num_teachers`` and the loop on the first ``loop_teachers`` of them."""
+    x, y = d["x"], d["y"]
+    n_classes = int(y.max()) + 1
+    shards = list(d["shards"][:num_teachers])
+    ids = list(range(num_teachers))
+    start = time.perf_counter()
+    ensemble = train_ensemble(x, y, shards, ids, n_classes, spec, data_seed=0, chunk=chunk)
+    batched = time.perf_counter() - start
+    start = time.perf_counter()
+    alone = [train_teacher_alone(x[shards[t]], y[shards[t]], n_classes, spec, seed=teacher_seed(0, t))
+             for t in range(loop_teachers)]
+    loop = (time.perf_counter() - start) / loop_teachers
+    # the batched teachers equal the loop's: report the largest logit difference as a check
+    probe = torch.from_numpy(x[d["validation"][:256]])
+    with torch.no_grad():
+        gap = max(float((ensemble.teacher(t)(probe) - alone[t](probe)).abs().max())
+                  for t in range(loop_teachers))
+    test, val = d["test"], d["validation"]
+    test_acc = ensemble.accuracies(x[test], y[test])
+    val_acc = ensemble.accuracies(x[val], y[val])
+    return {
+        "dataset": dataset, "num_teachers": num_teachers, "model": model_name,
+        "shard_size": int(len(shards[0])), "epochs": spec.epochs, "lr": spec.lr,
+        "batch_size": spec.batch_size,
+        "augment_shift": spec.augment_shift, "chunk": chunk, "torch_threads": torch.get_num_threads(),
+        "loop_s_per_teacher": loop, "batched_s_per_teacher": batched / num_teachers,
+        "speedup": loop / (batched / num_teachers), "loop_teachers_timed": loop_teachers,
+        "batched_total_s": batched, "max_logit_gap_batched_vs_loop": gap,
+        "mean_teacher_accuracy": float(np.mean(test_acc)), "std_teacher_accuracy": float(np.std(test_acc)),
+        "mean_teacher_validation_accuracy": float(np.mean(val_acc)),
+        "plurality_validation_accuracy": plurality_accuracy(ensemble, x[val], y[val], n_classes),
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
+def select_rows(d: dict[str, np.ndarray], base: ModelSpec, num_teachers: int, chunk: int) -> list[dict]:
+    """Score every (epochs, lr, shift) of the grid on the validation split."""
+    x, y = d["x"], d["y"]
+    n_classes = int(y.max()) + 1
+    val = d["validation"]
+    shards, ids = list(d["shards"][:num_teachers]), list(range(num_teachers))
+    rows: list[dict] = []
+    for lr in SELECT_LRS:
+        for shift in SELECT_SHIFTS:
+            spec = dataclasses.replace(base, epochs=max(SELECT_EPOCHS), lr=lr, augment_shift=shift)
+
+            def score(epoch: int, ens: TeacherEnsemble, lr: float = lr, shift: int = shift) -> None:
+                if epoch in SELECT_EPOCHS:
+                    acc = ens.accuracies(x[val], y[val])
+                    rows.append({"epochs": epoch, "lr": lr, "augment_shift": shift,
+                                 "num_teachers": num_teachers,
+                                 "mean_teacher_validation_accuracy": float(np.mean(acc)),
+                                 "plurality_validation_accuracy": plurality_accuracy(ens, x[val], y[val],
+                                                                                     n_classes)})
+                    print(json.dumps(rows[-1]), flush=True)
+
+            train_ensemble(x, y, shards, ids, n_classes, spec, data_seed=0, chunk=chunk, on_epoch=score)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--select", action="store_true", help="choose epochs x lr x shift on validation")
+    parser.add_argument("--counts", default="50,250", help="teacher counts of the MNIST-1D speed rows")
+    parser.add_argument("--epochs", type=int, default=CONVBASE.epochs)
+    parser.add_argument("--lr", type=float, default=CONVBASE.lr)
+    parser.add_argument("--shift", type=int, default=CONVBASE.augment_shift)
+    parser.add_argument("--loop-teachers", type=int, default=3)
+    parser.add_argument("--select-teachers", type=int, default=50)
+    parser.add_argument("--chunk", type=int, default=250)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mnist5k", action="store_true", help="add the 2-D cnn row (mnist5k, 50 teachers)")
+    parser.add_argument("--cache", type=Path,
+                        default=Path(os.environ.get("TMPDIR", "/tmp")) / "privkit_bench")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    d = load_cached(MNIST1D, args.cache)
+    base = dataclasses.replace(CONVBASE, epochs=args.epochs, lr=args.lr, augment_shift=args.shift)
+    if args.select:
+        rows = select_rows(d, base, args.select_teachers, args.chunk)
+        best = max(rows, key=lambda r: (r["plurality_validation_accuracy"],
+                                        r["mean_teacher_validation_accuracy"]))
+        result: dict[str, object] = {"select": rows, "chosen": best, "torch_threads": args.threads}
+    else:
+        rows = []
+        for k in (int(c) for c in args.counts.split(",")):
+            rows.append(speed_row(d, base, "convbase1d", "mnist1d", k, args.loop_teachers, args.chunk))
+            print(json.dumps(rows[-1]), flush=True)
+        if args.mnist5k:
+            rows.append(speed_row(load_cached(MNIST5K, args.cache), CNN2D, "cnn", "mnist5k", 50,
+                                  args.loop_teachers, args.chunk))
+            print(json.dumps(rows[-1]), flush=True)
+        result = {"rows": rows}
+        print(f"{'model':<11}{'K':>5}{'loop s/t':>10}{'batch s/t':>11}{'speedup':>9}{'total s':>9}{'acc':>7}")
+        for r in rows:
+            print(f"{r['model']:<11}{r['num_teachers']:>5}{r['loop_s_per_teacher']:>10.2f}"
+                  f"{r['batched_s_per_teacher']:>11.3f}{r['speedup']:>9.1f}{r['batched_total_s']:>9.0f}"
+                  f"{r['mean_teacher_accuracy']:>7.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
