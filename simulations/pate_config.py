@@ -21,7 +21,10 @@ class StrategyConfig:
     Confident-GNMax only, ``gamma`` by LNMax only. ``max_queries`` 0 means the whole pool.
     The defaults scale the paper's MNIST setting (T=200, σ1=150, σ2=40 for 250 teachers; Papernot
     et al. 2018, Table 2) to the default 20 teachers, and won the validation-split selection of
-    ``benchmarks/pate.py`` on digits.
+    ``benchmarks/pate.py`` on digits. ``budget_on`` is "data_dependent", "data_independent" or
+    "released" (the expected smooth-sensitivity released ε, [P18] Section 4.3); ``conversion`` is the
+    RDP → (ε, δ) conversion: "mironov" ([M17] Proposition 3, as [P18]) or the tighter
+    "dp_accounting" (Balle et al. 2020, Theorem 21).
     """
 
     mechanism: str = "confident_gnmax"
@@ -32,6 +35,7 @@ class StrategyConfig:
     epsilon_budget: float = 8.0
     delta: float = 1e-5
     budget_on: str = "data_dependent"
+    conversion: str = "mironov"
     query_batch_size: int = 128
     max_queries: int = 0
     min_teachers: int = 1

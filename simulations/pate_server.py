@@ -29,7 +29,7 @@ def build_ledger(cfg: PateConfig) -> PrivacyLedger | None:
     mechanism = make_mechanism(s.mechanism, sigma=s.sigma, sigma1=s.sigma1, threshold=s.threshold,
                                gamma=s.gamma)
     return PrivacyLedger.for_mechanism(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
-                                       budget_on=s.budget_on)
+                                       budget_on=s.budget_on, conversion=s.conversion)
 
 
 def build_strategy(
