@@ -44,7 +44,11 @@ from strategies.rdp_analysis import (
     validate_votes,
 )
 from strategies.rdp_conversion import rdp_to_epsilon
-from strategies.rdp_lnmax import rdp_lnmax_data_dependent, rdp_lnmax_data_independent
+from strategies.rdp_lnmax import (
+    rdp_lnmax_data_dependent,
+    rdp_lnmax_data_independent,
+    rdp_lnmax_data_independent_exact,
+)
 from strategies.smooth_sensitivity import (
     SmoothSensitivityRelease,
     draw_released_epsilon,
@@ -65,6 +69,7 @@ __all__ = [
     "rdp_gnmax_data_independent",
     "rdp_lnmax_data_dependent",
     "rdp_lnmax_data_independent",
+    "rdp_lnmax_data_independent_exact",
     "rdp_threshold",
     "rdp_threshold_data_independent",
     "rdp_to_epsilon",

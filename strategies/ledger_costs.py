@@ -19,7 +19,7 @@ from strategies.rdp_analysis import (
     rdp_threshold,
     rdp_threshold_data_independent,
 )
-from strategies.rdp_lnmax import rdp_lnmax_data_dependent, rdp_lnmax_data_independent
+from strategies.rdp_lnmax import rdp_lnmax_data_dependent, rdp_lnmax_data_independent_exact
 
 MECHANISM_PARAMS: dict[str, tuple[str, ...]] = {
     "gnmax": ("sigma",),
@@ -45,8 +45,9 @@ def check_params(mechanism: str, **given: float | None) -> dict[str, float]:
 
 
 def lnmax_answer_rdp(gamma: float, orders: FloatArray) -> FloatArray:
-    """Data-independent RDP of one LNMax answer, as the ledger charges it."""
-    return rdp_lnmax_data_independent(gamma, orders)
+    """Data-independent RDP of one LNMax answer, as the ledger charges it: the exact Laplace RDP of the
+    two counts that move ([M17] Table II), tighter than the pure-ε/zCDP bound ([P17] Theorem 3 premise)."""
+    return rdp_lnmax_data_independent_exact(gamma, orders)
 
 
 def query_costs(

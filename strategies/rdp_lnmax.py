@@ -32,7 +32,7 @@ from strategies.rdp_analysis import (
     validate_votes,
 )
 
-__all__ = ["rdp_lnmax_data_dependent", "rdp_lnmax_data_independent"]
+__all__ = ["rdp_lnmax_data_dependent", "rdp_lnmax_data_independent", "rdp_lnmax_data_independent_exact"]
 
 # ---------------------------------------------------------------------------------------------------
 # LNMax (PATE 2017)
@@ -135,3 +135,43 @@ def rdp_lnmax_data_dependent(
     )
     rdp[rows] = np.minimum(rdp[rows], log_t / lam_minus_1)
     return rdp
+
+
+def rdp_lnmax_data_independent_exact(gamma: float, orders: ArrayLike = DEFAULT_ORDERS) -> FloatArray:
+    """Exact data-independent RDP of one LNMax query: the Laplace RDP of the two counts that move.
+
+    One teacher changing its vote moves two counts by 1 each (one up, one down) and leaves the others
+    unchanged; the Laplace(b = 1/γ) noise is independent per count, so the histogram's Rényi
+    divergence is twice that of a unit shift of one Laplace variable, [M17] Table II (Laplace
+    mechanism, sensitivity 1)::
+
+        2/(α-1) · log( α/(2α-1) · e^((α-1)/b) + (α-1)/(2α-1) · e^(-α/b) ),
+
+    and releasing the argmax is post-processing. It never exceeds :func:`rdp_lnmax_data_independent`:
+    each term is at most the pure ε = γ of its count (so the sum is at most 2γ), and at most its
+    ½γ²-zCDP bound αγ²/2 ([BS16] Proposition 3.3), i.e. αγ² in all, half the 2αγ² used there.
+    At small γ the gain is ≈2× in RDP (e.g. 100 queries at γ = 0.05, δ = 1e-5: ε 3.57, not 5.30).
+
+    Parameters
+    ----------
+    gamma : float
+        Inverse scale of the Laplace noise (> 0).
+    orders : array_like, default DEFAULT_ORDERS
+        Rényi orders α > 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(K,)``.
+
+    Raises
+    ------
+    ValueError
+        If ``gamma <= 0`` or an order is <= 1.
+    """
+    gamma = _check_positive("gamma", gamma)
+    orders = _check_orders(orders)
+    log_terms = np.logaddexp(np.log(orders / (2.0 * orders - 1.0)) + (orders - 1.0) * gamma,
+                             np.log((orders - 1.0) / (2.0 * orders - 1.0)) - orders * gamma)
+    exact = 2.0 * log_terms / (orders - 1.0)
+    return np.minimum(exact, rdp_lnmax_data_independent(gamma, orders))  # equal or smaller; guards rounding

@@ -30,6 +30,7 @@ from strategies.accounting import (
     rdp_gnmax_data_independent,
     rdp_lnmax_data_dependent,
     rdp_lnmax_data_independent,
+    rdp_lnmax_data_independent_exact,
     rdp_threshold,
     rdp_threshold_data_independent,
     rdp_to_epsilon,
@@ -616,8 +617,9 @@ def test_ledger_charges_threshold_for_every_query_and_gnmax_only_for_answered() 
         pytest.param(
             "lnmax",
             {"gamma": 0.05},
-            lambda v: rdp_lnmax_data_dependent(v, 0.05),
-            lambda: rdp_lnmax_data_independent(0.05),
+            # The ledger charges LNMax the exact Laplace RDP of the two moved counts (tighter, tested below).
+            lambda v: np.minimum(rdp_lnmax_data_dependent(v, 0.05), rdp_lnmax_data_independent_exact(0.05)),
+            lambda: rdp_lnmax_data_independent_exact(0.05),
             id="lnmax",
         ),
     ],
@@ -1071,3 +1073,45 @@ def test_ledger_conversion_setting_is_stored_and_must_match(tmp_path: Path) -> N
     assert tight.conversion == "dp_accounting" and PrivacyLedger.load(path).conversion == "dp_accounting"
     with pytest.raises(ValueError, match="conversion"):
         make_ledger(path, epsilon_budget=20.0)  # default "mironov" does not match the stored ledger
+
+
+# ---------------------------------------------------------------------------------------------------
+# LNMax: the exact Laplace RDP of the two counts that move ([M17] Table II)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _renyi_laplace_unit_shift(alpha: float, gamma: float) -> float:
+    """D_α(Lap(0, 1/γ) || Lap(1, 1/γ)) by numeric integration (mpmath quad, kinks at 0 and 1)."""
+    mpmath.mp.dps = 30
+    b = 1 / mpmath.mpf(gamma)
+    a = mpmath.mpf(alpha)
+
+    def integrand(x: Any) -> Any:
+        p = mpmath.exp(-abs(x) / b) / (2 * b)
+        q = mpmath.exp(-abs(x - 1) / b) / (2 * b)
+        return p**a * q ** (1 - a)
+
+    return float(mpmath.log(mpmath.quad(integrand, [-mpmath.inf, 0, 1, mpmath.inf])) / (a - 1))
+
+
+@pytest.mark.parametrize("gamma", [0.05, 0.2, 1.0])
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 8.0, 40.0])
+def test_lnmax_exact_rdp_matches_numeric_renyi_divergence_of_two_unit_shifts(alpha: float, gamma: float) -> None:
+    # Neighbouring histograms differ by +1 in one count and -1 in another; the Laplace noise is
+    # independent per count, so the divergence is the sum of two unit-shift divergences (by symmetry
+    # of the Laplace density, a shift of -1 has the same divergence as +1).
+    numeric = 2 * _renyi_laplace_unit_shift(alpha, gamma)
+    exact = float(rdp_lnmax_data_independent_exact(gamma, [alpha])[0])
+    assert exact == pytest.approx(numeric, rel=1e-9)
+    assert exact <= float(rdp_lnmax_data_independent(gamma, [alpha])[0])
+
+
+@IGNORE_EDGE
+@pytest.mark.parametrize(("gamma", "loose", "tight"), [(0.05, 5.303, 3.569), (0.2, 27.513, 16.608)])
+def test_lnmax_exact_bound_is_tighter_over_100_queries(gamma: float, loose: float, tight: float) -> None:
+    eps_loose, _ = rdp_to_epsilon(DEFAULT_ORDERS, 100 * rdp_lnmax_data_independent(gamma), 1e-5)
+    eps_tight, _ = rdp_to_epsilon(DEFAULT_ORDERS, 100 * rdp_lnmax_data_independent_exact(gamma), 1e-5)
+    assert eps_loose == pytest.approx(loose, abs=1e-3) and eps_tight == pytest.approx(tight, abs=1e-3)
+    ledger = PrivacyLedger(None, mechanism="lnmax", delta=1e-5, epsilon_budget=100.0, gamma=gamma)
+    result = ledger.charge(make_votes(*([[100, 0, 0]] * 100)))
+    assert result.epsilon_data_independent == pytest.approx(eps_tight, rel=1e-12)
