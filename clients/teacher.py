@@ -1,10 +1,12 @@
 """Teacher node of ensemble-label distillation: trains its hosted teachers, answers vote queries.
 
 A node hosts one or more teachers (``protocol.pate.node_role``). Each teacher trains on its
-own disjoint shard only and never leaves the node: its weights live in ``context.state`` under
-``teacher.<index>``. A vote query carries a whole batch of student samples; the reply carries the
-node's per-query vote histogram over its hosted teachers (``(Q, C)`` counts), so per-teacher
-predictions never leave the node.
+own disjoint shard only and never leaves the node. The node trains its teachers as one batched
+ensemble (``clients.teacher_ensemble``); the stacked weights live in ``context.state``, one
+``ArrayRecord`` per chunk (``teacher.chunk.<j>``, each array ``(K_j, *shape)``) and a ``ConfigRecord``
+``teacher.ensemble`` naming each chunk's teacher ids. A vote query carries a whole batch of student
+samples; the reply carries the node's per-query vote histogram over its hosted teachers (``(Q, C)``
+counts), computed by one vectorised forward per chunk, so per-teacher predictions never leave the node.
 """
 
 from __future__ import annotations
@@ -13,15 +15,25 @@ import dataclasses
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.data import load_pate_data
-from clients.encoders import Classifier, build_classifier
-from clients.training import TrainConfig, accuracy, check_inputs, predict_logits, train_classifier
+from clients.encoders import Classifier
+from clients.teacher_ensemble import (
+    DEFAULT_CHUNK,
+    TeacherChunk,
+    TeacherEnsemble,
+    new_teacher_model,
+    train_ensemble,
+    train_teacher_alone,
+)
+from clients.training import check_inputs, predict_logits
 from protocol.codec import from_record
 from protocol.pate import ROLE_TEACHER, DataSpec, ModelSpec, array_record, node_role, read_array
 
 STATE_PREFIX = "teacher."
+STATE_INDEX = "teacher.ensemble"  # ConfigRecord: num_chunks, chunk.<j> = that chunk's teacher ids
+CHUNK_NODE_SETTING = "teacher-chunk"  # optional node_config key: teachers trained as one batch
 
 
 def _hosted_teachers(context: Context, data_spec: DataSpec) -> list[int]:
@@ -31,20 +43,22 @@ def _hosted_teachers(context: Context, data_spec: DataSpec) -> list[int]:
     return teachers
 
 
-def _new_model(input_shape: tuple[int, ...], n_classes: int, spec: ModelSpec) -> Classifier:
-    return build_classifier(input_shape, n_classes, kind=spec.encoder, feature_dim=spec.feature_dim,
-                            hidden=spec.hidden)
+def _chunk_size(context: Context) -> int:
+    value = context.node_config.get(CHUNK_NODE_SETTING, DEFAULT_CHUNK)
+    try:
+        chunk = int(value)
+    except (TypeError, ValueError):
+        chunk = 0
+    if chunk < 1:
+        raise ValueError(f"node_config {CHUNK_NODE_SETTING!r} must be an integer >= 1, got {value!r}")
+    return chunk
 
 
 def train_teacher(
     x: np.ndarray, y: np.ndarray, n_classes: int, spec: ModelSpec, *, seed: int
 ) -> Classifier:
-    """Train one teacher on its own shard ``(x, y)`` only."""
-    model = _new_model(tuple(x.shape[1:]), n_classes, spec)
-    config = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
-                         weight_decay=spec.weight_decay)
-    train_classifier(model, x, y, config, seed=seed)
-    return model
+    """Train one teacher on its own shard ``(x, y)`` only (``clients.teacher_ensemble`` reference loop)."""
+    return train_teacher_alone(x, y, n_classes, spec, seed=seed)
 
 
 def vote_histogram(models: list[Classifier], x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -56,27 +70,62 @@ def vote_histogram(models: list[Classifier], x: np.ndarray, n_classes: int) -> n
     return votes
 
 
+def _store(context: Context, ensemble: TeacherEnsemble) -> None:
+    """Keep the stacked weights in ``context.state``: one ArrayRecord per chunk plus an index."""
+    index = {"num_chunks": len(ensemble.chunks)}
+    for j, c in enumerate(ensemble.chunks):
+        context.state[f"{STATE_PREFIX}chunk.{j}"] = array_record(
+            **{name: p.numpy() for name, p in c.params.items()})
+        index[f"chunk.{j}"] = list(c.teacher_ids)
+    context.state[STATE_INDEX] = ConfigRecord(index)
+
+
+def _load(context: Context, teachers: list[int], input_shape: tuple[int, ...], n_classes: int,
+          spec: ModelSpec) -> TeacherEnsemble:
+    trained: list[int] = []
+    chunks = []
+    if STATE_INDEX in context.state:
+        index = context.state[STATE_INDEX]
+        for j in range(int(index["num_chunks"])):
+            ids = [int(t) for t in index[f"chunk.{j}"]]
+            arrays = context.state[f"{STATE_PREFIX}chunk.{j}"]
+            chunks.append(TeacherChunk(ids, {k: torch.from_numpy(arrays[k].numpy()) for k in arrays}))
+            trained.extend(ids)
+    for t in teachers:
+        if t not in trained:
+            raise RuntimeError(f"teacher {t} is not trained on this node (no {STATE_INDEX!r} entry for it "
+                               "in its state)")
+    if sorted(trained) != sorted(teachers):
+        raise RuntimeError(f"this node's state holds teachers {sorted(trained)}, it hosts {teachers}")
+    return TeacherEnsemble(new_teacher_model(input_shape, n_classes, spec, seed=0), chunks)
+
+
 def handle_train(msg: Message, context: Context) -> Message:
     """``train.teachers``: train every hosted teacher on its shard; reply with per-teacher metrics.
 
-    The reported test accuracy is a *measurement* on the run's held-out test split (available
-    because, in this setting, every party derives its data from one dataset); it plays no part in
-    training or answering.
+    The hosted teachers train as one batched ensemble (``clients.teacher_ensemble``, at most
+    ``node_config['teacher-chunk']`` at a time), each on its own shard with its own seed and the
+    ModelSpec's ``augment_shift``. The reported test and validation accuracies are *measurements* on
+    the run's held-out splits (available because, in this setting, every party derives its data from
+    one dataset; no teacher trains on them); they play no part in training or answering.
     """
     data_spec = from_record(DataSpec, msg.content["data"])
     model_spec = from_record(ModelSpec, msg.content["model"])
     teachers = _hosted_teachers(context, data_spec)
     data, split = load_pate_data(**dataclasses.asdict(data_spec))
-    test_x, test_y = data.x[split.test], data.y[split.test]
-    accuracies, sizes = [], []
-    for t in teachers:
-        shard = split.teacher_shards[t]
-        model = train_teacher(data.x[shard], data.y[shard], data.n_classes, model_spec,
-                              seed=data_spec.seed * 100_003 + t)
-        context.state[f"{STATE_PREFIX}{t}"] = ArrayRecord(model.state_dict())
-        accuracies.append(accuracy(model, test_x, test_y))
-        sizes.append(len(shard))
-    reply = ConfigRecord({"teacher_ids": teachers, "test_accuracy": accuracies, "train_size": sizes})
+    shards = [split.teacher_shards[t] for t in teachers]
+    ensemble = train_ensemble(data.x, data.y, shards, teachers, data.n_classes, model_spec,
+                              data_seed=data_spec.seed, chunk=_chunk_size(context))
+    _store(context, ensemble)
+    order = [ensemble.teacher_ids.index(t) for t in teachers]
+    test = ensemble.accuracies(data.x[split.test], data.y[split.test])
+    validation = ensemble.accuracies(data.x[split.validation], data.y[split.validation])
+    reply = ConfigRecord({
+        "teacher_ids": teachers,
+        "test_accuracy": [test[i] for i in order],
+        "validation_accuracy": [validation[i] for i in order],
+        "train_size": [len(s) for s in shards],
+    })
     return Message(RecordDict({"metrics": reply}), reply_to=msg)
 
 
@@ -95,16 +144,8 @@ def handle_votes(msg: Message, context: Context) -> Message:
     teachers = _hosted_teachers(context, data_spec)
     data, _ = load_pate_data(**dataclasses.asdict(data_spec))
     queries = check_inputs(read_array(msg.content, "queries", "x"), data.input_shape, "query samples")
-    models = []
-    for t in teachers:
-        key = f"{STATE_PREFIX}{t}"
-        if key not in context.state:
-            raise RuntimeError(f"teacher {t} is not trained on this node (no {key!r} in its state)")
-        model = _new_model(data.input_shape, data.n_classes, model_spec)
-        model.load_state_dict(context.state[key].to_torch_state_dict())
-        models.append(model)
-    with torch.inference_mode():
-        votes = vote_histogram(models, queries, data.n_classes)
+    ensemble = _load(context, teachers, data.input_shape, data.n_classes, model_spec)
+    votes = ensemble.vote_histogram(queries, data.n_classes)
     content = RecordDict({
         "votes": array_record(votes=votes),
         "meta": ConfigRecord({"teacher_ids": teachers}),
