@@ -43,20 +43,22 @@ class FixMatchConfig:
     labeled targets (the teachers' answers are noisy). The learning rate follows a cosine decay
     (Sohn et al. 2020, Sec. 4) and the evaluated model is an exponential moving average of the weights
     with decay ``ema_decay`` (0 = the raw weights), ramped up as ``min(ema_decay, (1 + t) / (10 + t))`` at
-    step ``t``.
+    step ``t``. The defaults were chosen on the validation set of MNIST-1D with 320 answered labels, 8 %
+    of them wrong (a lower threshold than the paper's 0.95 pseudo-labels more of the pool; smoothing
+    helps against the wrong answers).
     """
 
-    epochs: int = 12
+    epochs: int = 60
     batch_size: int = 64
     mu: int = 7
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    threshold: float = 0.95
+    threshold: float = 0.7
     weight: float = 1.0
-    label_smoothing: float = 0.0
-    warmup_epochs: int = 0
+    label_smoothing: float = 0.1
+    warmup_epochs: int = 400
     ema_decay: float = 0.99
-    weak_shift: int = 3
+    weak_shift: int = 6
     strong_shift: int = 8
     strong_noise: float = 0.1
     strong_scale: float = 0.3

@@ -84,13 +84,13 @@ class StudentSettings:
 
     method: str = "self_training"
     self_training_confidence: float = 0.9
-    fixmatch_threshold: float = 0.95
+    fixmatch_threshold: float = 0.7
     fixmatch_weight: float = 1.0
     fixmatch_mu: int = 7
     fixmatch_lr: float = 3e-3
     fixmatch_epochs: int = 60
     fixmatch_warmup_epochs: int = 400
-    fixmatch_label_smoothing: float = 0.0
+    fixmatch_label_smoothing: float = 0.1
     fixmatch_ema_decay: float = 0.99
     fixmatch_weak_shift: int = 6
     fixmatch_strong_shift: int = 8
