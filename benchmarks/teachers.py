@@ -102,7 +102,8 @@ def speed_row(d: dict[str, np.ndarray], spec: ModelSpec, model_name: str, datase
     }
 
 
-def select_rows(d: dict[str, np.ndarray], base: ModelSpec, num_teachers: int, chunk: int) -> list[dict]:
+def select_rows(d: dict[str, np.ndarray], base: ModelSpec, num_teachers: int, chunk: int,
+                epochs: tuple[int, ...] = SELECT_EPOCHS) -> list[dict]:
     """Score every (epochs, lr, shift) of the grid on the validation split."""
     x, y = d["x"], d["y"]
     n_classes = int(y.max()) + 1
@@ -111,10 +112,10 @@ def select_rows(d: dict[str, np.ndarray], base: ModelSpec, num_teachers: int, ch
     rows: list[dict] = []
     for lr in SELECT_LRS:
         for shift in SELECT_SHIFTS:
-            spec = dataclasses.replace(base, epochs=max(SELECT_EPOCHS), lr=lr, augment_shift=shift)
+            spec = dataclasses.replace(base, epochs=max(epochs), lr=lr, augment_shift=shift)
 
             def score(epoch: int, ens: TeacherEnsemble, lr: float = lr, shift: int = shift) -> None:
-                if epoch in SELECT_EPOCHS:
+                if epoch in epochs:
                     acc = ens.accuracies(x[val], y[val])
                     rows.append({"epochs": epoch, "lr": lr, "augment_shift": shift,
                                  "num_teachers": num_teachers,
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shift", type=int, default=CONVBASE.augment_shift)
     parser.add_argument("--loop-teachers", type=int, default=3)
     parser.add_argument("--select-teachers", type=int, default=50)
+    parser.add_argument("--select-epochs", default=",".join(map(str, SELECT_EPOCHS)),
+                        help="epoch counts scored in --select mode (one run to the largest)")
     parser.add_argument("--chunk", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mnist5k", action="store_true", help="add the 2-D cnn row (mnist5k, 50 teachers)")
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     d = load_cached(MNIST1D, args.cache)
     base = dataclasses.replace(CONVBASE, epochs=args.epochs, lr=args.lr, augment_shift=args.shift)
     if args.select:
-        rows = select_rows(d, base, args.select_teachers, args.chunk)
+        epochs = tuple(int(e) for e in args.select_epochs.split(","))
+        rows = select_rows(d, base, args.select_teachers, args.chunk, epochs)
         best = max(rows, key=lambda r: (r["plurality_validation_accuracy"],
                                         r["mean_teacher_validation_accuracy"]))
         result: dict[str, object] = {"select": rows, "chosen": best, "torch_threads": args.threads}

@@ -122,3 +122,31 @@ def test_global_rng_untouched_and_errors_name_the_value():
         train_ensemble(x, y, [np.arange(0)], [0], 4, SPEC, data_seed=0)
     with pytest.raises(KeyError, match="teacher 9 is not in this ensemble"):
         train_ensemble(x, y, _shards([10]), [0], 4, SPEC, data_seed=0).teacher(9)
+
+
+def test_node_handlers_store_stacked_chunks_report_validation_and_vote():
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+    from clients.teacher import STATE_INDEX, handle_train, handle_votes
+    from protocol.codec import to_record
+    from protocol.pate import MSG_TRAIN_TEACHERS, MSG_VOTES, DataSpec, array_record
+    from tests.fake_grid import task_identity
+
+    data = DataSpec(dataset="digits", num_teachers=4, seed=0)
+    model = ModelSpec(encoder="mlp", feature_dim=8, hidden=16, epochs=2, batch_size=16, augment_shift=1)
+    context = Context(run_id=1, node_id=1, node_config={"role": "teacher", "teachers": "0-3", "teacher-chunk": 3},
+                      state=RecordDict(), run_config={})
+    spec_records = {"data": ConfigRecord(to_record(data)), "model": ConfigRecord(to_record(model))}
+    queries = np.random.default_rng(0).random((9, 8, 8)).astype(np.float32)
+    with task_identity():
+        vote_msg = Message(RecordDict({**spec_records, "queries": array_record(x=queries)}), dst_node_id=1,
+                           message_type=MSG_VOTES)
+        with pytest.raises(RuntimeError, match="teacher 0 is not trained on this node"):
+            handle_votes(vote_msg, context)
+        train_msg = Message(RecordDict(spec_records), dst_node_id=1, message_type=MSG_TRAIN_TEACHERS)
+        metrics = handle_train(train_msg, context).content["metrics"]
+        assert list(metrics["teacher_ids"]) == [0, 1, 2, 3]
+        assert len(metrics["validation_accuracy"]) == len(metrics["test_accuracy"]) == 4
+        assert int(context.state[STATE_INDEX]["num_chunks"]) == 2
+        votes = handle_votes(vote_msg, context).content["votes"]["votes"].numpy()
+    assert votes.shape == (9, 10) and np.all(votes.sum(1) == 4)
