@@ -53,16 +53,16 @@ class FixMatchConfig:
     mu: int = 7
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    threshold: float = 0.7
+    threshold: float = 0.8
     weight: float = 1.0
     label_smoothing: float = 0.1
     warmup_epochs: int = 400
     ema_decay: float = 0.99
     weak_shift: int = 6
     strong_shift: int = 8
-    strong_noise: float = 0.1
-    strong_scale: float = 0.3
-    cutout: int = 8
+    strong_noise: float = 0.05
+    strong_scale: float = 0.2
+    cutout: int = 6
 
     def __post_init__(self) -> None:
         checks = {

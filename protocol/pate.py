@@ -84,7 +84,7 @@ class StudentSettings:
 
     method: str = "self_training"
     self_training_confidence: float = 0.9
-    fixmatch_threshold: float = 0.7
+    fixmatch_threshold: float = 0.8
     fixmatch_weight: float = 1.0
     fixmatch_mu: int = 7
     fixmatch_lr: float = 3e-3
@@ -94,9 +94,9 @@ class StudentSettings:
     fixmatch_ema_decay: float = 0.99
     fixmatch_weak_shift: int = 6
     fixmatch_strong_shift: int = 8
-    fixmatch_strong_scale: float = 0.3
-    fixmatch_strong_noise: float = 0.1
-    fixmatch_cutout: int = 8
+    fixmatch_strong_scale: float = 0.2
+    fixmatch_strong_noise: float = 0.05
+    fixmatch_cutout: int = 6
     model_path: str = ""
 
     def __post_init__(self) -> None:
