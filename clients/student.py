@@ -27,6 +27,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from clients.data import load_pate_data
 from clients.encoders import Classifier, build_classifier
 from clients.semi_supervised import FixMatchConfig, train_fixmatch
+from clients.teacher_ensemble import train_teacher_alone
 from clients.training import TrainConfig, accuracy, check_inputs, predict_logits, train_classifier
 from protocol.codec import from_flat, from_record
 from protocol.pate import (
@@ -147,6 +148,8 @@ def train_student(
                          weight_decay=spec.weight_decay)
 
     def fit(x: np.ndarray, y: np.ndarray) -> Classifier:
+        if spec.augment_shift > 0:  # the teachers' loop: minibatches randomly shifted (clients.augment)
+            return train_teacher_alone(x, y, n_classes, spec, seed=seed)
         model = new_model()
         train_classifier(model, x, y, config, seed=seed)
         return model

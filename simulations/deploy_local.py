@@ -9,8 +9,8 @@ SuperLink's address and hand each site its own certificate and data file).
   generated in ``WORKDIR/certificates`` (``--insecure`` turns TLS off, loopback only).
 - ``--method vertical``: one SuperNode per party, ``node_config`` ``party=k data-file=...`` with the party
   files of a bundled split written by :mod:`clients.vertical_files` (each node reads only its own file).
-- ``--method pate``: ``--teacher-nodes`` SuperNodes with ``role=teacher teachers=a-b`` (contiguous
-  groups) and one ``role=student`` SuperNode.
+- ``--method pate`` (the digits smoke setting): ``--teacher-nodes`` SuperNodes with
+  ``role=teacher teachers=a-b`` (contiguous groups) and one ``role=student`` SuperNode.
 
 Usage::
 
@@ -37,6 +37,7 @@ from pathlib import Path
 
 from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY
 from clients.vertical_files import main as export_party_files
+from simulations.pate_config import run_config_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECTION = "local-deployment"
@@ -133,8 +134,9 @@ def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2
         export_party_files(["--parties", str(parties), "--out", str(workdir / "data")])
         settings = f'method="vertical" vertical.dataset.n_parties={parties} vertical.output_dir="{out}"'
     else:
-        settings = (f'method="pate" pate.data.num_teachers={num_teachers} '
-                    f'pate.federation.teacher_nodes={teacher_nodes} pate.run.output_dir="{out}"')
+        digits = run_config_overrides("dataset=digits", f"data.num_teachers={num_teachers}")  # a rehearsal
+        settings = (f'method="pate" {digits} pate.federation.teacher_nodes={teacher_nodes} '
+                    f'pate.run.output_dir="{out}"')
     processes: list[subprocess.Popen] = []
 
     def start(name: str, command: list[str]) -> subprocess.Popen:

@@ -15,17 +15,16 @@ import os
 from typing import Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from simulations.pate_config import PateConfig
+from simulations.pate_config import PateConfig, register_configs
 from simulations.pate_server import run_pate_server
 from strategies.ensemble_distillation import ProgressEvent
 
-ConfigStore.instance().store(name="pate_schema", node=PateConfig)
+register_configs()
 
 
 def run(cfg: PateConfig, console: Console | None = None) -> dict[str, Any]:

@@ -8,31 +8,38 @@ ConfigStore as ``pate_schema``), :func:`simulations.run_config.flatten` turns it
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+from clients.data import DATASETS, PARTITION_SCHEMES
+from clients.encoders import ENCODER_KINDS
 from protocol.pate import DataSpec, ModelSpec, StudentSettings
+from strategies.fusion import MECHANISMS
+
+TEACHER_EPOCHS = 100
+TEACHER_LR = 3e-3
 
 
 @dataclass
-class StrategyConfig:
+class PateStrategyConfig:
     """Fusion mechanism, its noise, the privacy budget and the query stream.
 
     ``sigma`` is GNMax's σ (σ2 for Confident-GNMax); ``sigma1`` and ``threshold`` are used by
     Confident-GNMax only, ``gamma`` by LNMax only. ``max_queries`` 0 means the whole pool.
-    The defaults scale the paper's MNIST setting (T=200, σ1=150, σ2=40 for 250 teachers; Papernot
-    et al. 2018, Table 2) to the default 20 teachers, and won the validation-split selection of
-    ``benchmarks/pate.py`` on digits. ``budget_on`` is "data_dependent", "data_independent" or
+    The defaults are the paper's MNIST setting for 250 teachers (T=200, σ1=150, σ2=40; Papernot et
+    al. 2018, Table 2) at ε ≤ 2; ``conf/pate/noise/`` scales it to the other datasets. ``budget_on`` is
+    "data_dependent", "data_independent" or
     "released" (the expected smooth-sensitivity released ε, [P18] Section 4.3); ``conversion`` is the
     RDP → (ε, δ) conversion: "mironov" ([M17] Proposition 3, as [P18]) or the tighter
     "dp_accounting" (Balle et al. 2020, Theorem 21).
     """
 
     mechanism: str = "confident_gnmax"
-    sigma: float = 3.2
-    sigma1: float = 12.0
-    threshold: float = 16.0
+    sigma: float = 40.0
+    sigma1: float = 150.0
+    threshold: float = 200.0
     gamma: float = 0.1
-    epsilon_budget: float = 8.0
+    epsilon_budget: float = 2.0
     delta: float = 1e-5
     budget_on: str = "data_dependent"
     conversion: str = "mironov"
@@ -48,7 +55,7 @@ class FederationConfig:
 
     teacher_nodes: int = 2
     cpus_per_node: float = 1.0
-    timeout_s: float = 600.0
+    timeout_s: float = 1800.0
 
 
 @dataclass
@@ -60,14 +67,100 @@ class RunConfig:
     verbose: bool = False
 
 
+MNIST1D_REGIME = DataSpec(dataset="mnist1d", num_teachers=250, mnist1d_samples=100_000, query_fraction=0.2,
+                          validation_fraction=0.02, test_fraction=0.1, teacher_samples=60_000)
+"""MNIST-1D, 100 000 generated: teachers on 60 000 (250 shards × 240), pool 20 000, validation 2 000,
+test 10 000."""
+
+CONVBASE_1D = ModelSpec(encoder="convbase1d", epochs=TEACHER_EPOCHS, batch_size=32, lr=TEACHER_LR,
+                        augment_shift=6)
+"""The MNIST-1D paper's ConvBase, trained on randomly shifted signals (settings chosen on validation)."""
+
+BUDGET_BASES = ("data_dependent", "data_independent", "released")
+CONVERSIONS = ("mironov", "dp_accounting")
+
+
 @dataclass
 class PateConfig:
-    """A whole PATE run."""
+    """A whole PATE run; validated on construction (Hydra, ``run_config`` decoding), before any node starts.
 
-    data: DataSpec = field(default_factory=lambda: DataSpec(num_teachers=20))
-    teacher: ModelSpec = field(default_factory=lambda: ModelSpec(epochs=100))
-    student_model: ModelSpec = field(default_factory=lambda: ModelSpec(epochs=100))
-    student: StudentSettings = field(default_factory=StudentSettings)
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    Raises
+    ------
+    ValueError
+        On the first setting out of range, naming the field and the value.
+    """
+
+    data: DataSpec = field(default_factory=lambda: dataclasses.replace(MNIST1D_REGIME))
+    teacher: ModelSpec = field(default_factory=lambda: dataclasses.replace(CONVBASE_1D))
+    student_model: ModelSpec = field(default_factory=lambda: dataclasses.replace(CONVBASE_1D))
+    student: StudentSettings = field(default_factory=lambda: StudentSettings(method="fixmatch"))
+    strategy: PateStrategyConfig = field(default_factory=PateStrategyConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        s, d, f = self.strategy, self.data, self.federation
+        rules: list[tuple[str, object, bool, str]] = [
+            ("data.dataset", d.dataset, d.dataset in DATASETS, f"one of {DATASETS}"),
+            ("data.partition", d.partition, d.partition in PARTITION_SCHEMES, f"one of {PARTITION_SCHEMES}"),
+            ("data.num_teachers", d.num_teachers, d.num_teachers >= 1, ">= 1"),
+            ("strategy.mechanism", s.mechanism, s.mechanism in MECHANISMS, f"one of {MECHANISMS}"),
+            ("strategy.budget_on", s.budget_on, s.budget_on in BUDGET_BASES, f"one of {BUDGET_BASES}"),
+            ("strategy.conversion", s.conversion, s.conversion in CONVERSIONS, f"one of {CONVERSIONS}"),
+            ("strategy.sigma", s.sigma, s.sigma > 0, "> 0"),
+            ("strategy.sigma1", s.sigma1, s.sigma1 > 0, "> 0"),
+            ("strategy.threshold", s.threshold, s.threshold >= 0, ">= 0"),
+            ("strategy.gamma", s.gamma, s.gamma > 0, "> 0"),
+            ("strategy.epsilon_budget", s.epsilon_budget, s.epsilon_budget > 0, "> 0"),
+            ("strategy.delta", s.delta, 0 < s.delta < 1, "in (0, 1)"),
+            ("strategy.query_batch_size", s.query_batch_size, s.query_batch_size >= 1, ">= 1"),
+            ("strategy.max_queries", s.max_queries, s.max_queries >= 0, ">= 0 (0: the whole pool)"),
+            ("strategy.min_teachers", s.min_teachers, 1 <= s.min_teachers <= d.num_teachers,
+             f"in [1, data.num_teachers = {d.num_teachers}]"),
+            ("federation.teacher_nodes", f.teacher_nodes, f.teacher_nodes >= 1, ">= 1"),
+            ("federation.cpus_per_node", f.cpus_per_node, f.cpus_per_node > 0, "> 0"),
+            ("federation.timeout_s", f.timeout_s, f.timeout_s > 0, "> 0"),
+        ]
+        for name, spec in (("teacher", self.teacher), ("student_model", self.student_model)):
+            rules.append((f"{name}.encoder", spec.encoder, spec.encoder in ENCODER_KINDS,
+                          f"one of {ENCODER_KINDS}"))
+        for name, value, ok, rule in rules:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+def run_config_overrides(*hydra_overrides: str) -> str:
+    """``flwr run --run-config`` text equal to ``python -m simulations.pate <hydra_overrides>``.
+
+    Composes ``conf/pate`` with the overrides (e.g. ``"dataset=digits"``) and returns the ``pate.*``
+    keys whose values differ from the schema's defaults (the ``[tool.flwr.app.config]`` values).
+    """
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from protocol.codec import to_flat
+
+    register_configs()
+    conf_dir = Path(__file__).resolve().parents[1] / "conf" / "pate"
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        composed = compose("config", overrides=["run.output_dir=runs/pate", *hydra_overrides])
+    chosen, defaults = to_flat(OmegaConf.to_object(composed)), to_flat(PateConfig())
+    parts = []
+    for key, value in chosen.items():
+        if value != defaults[key]:
+            text = f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) \
+                else repr(value)
+            parts.append(f"pate.{key}={text}")
+    return " ".join(parts)
+
+
+SCHEMA_NAME = "pate_schema"
+
+
+def register_configs() -> None:
+    """Register :class:`PateConfig` as ``pate_schema`` in Hydra's ConfigStore (``conf/pate`` extends it)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=PateConfig)

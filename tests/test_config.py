@@ -55,7 +55,9 @@ def test_default_hydra_composition_equals_the_schema_defaults():
     ("overrides", "check"),
     [
         (["strategy=gnmax", "strategy.sigma=40"], lambda c: (c.strategy.mechanism, c.strategy.sigma) == ("gnmax", 40)),
-        (["dataset=mnist5k"], lambda c: (c.data.dataset, c.data.num_teachers) == ("mnist5k", 25)),
+        (["dataset=mnist5k"], lambda c: (c.data.dataset, c.data.num_teachers, c.teacher.encoder) == ("mnist5k", 50, "cnn")),
+        (["dataset=digits"], lambda c: (c.data.num_teachers, c.strategy.threshold, c.student.method) == (20, 16.0, "self_training")),
+        (["dataset=digits", "model=cnn"], lambda c: c.teacher.encoder == "cnn"),
         (["dataset=mnist1d", "model=cnn1d"], lambda c: c.teacher.encoder == c.student_model.encoder == "cnn1d"),
         (["strategy=majority"], lambda c: c.strategy.mechanism == "majority"),
     ],

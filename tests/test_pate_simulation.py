@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from clients.student import predict
+from simulations.pate_config import run_config_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["data.num_teachers=6", "teacher.epochs=15", "student_model.epochs=15", "strategy.max_queries=80",
+SMALL = ["dataset=digits", "data.num_teachers=6", "teacher.epochs=15", "student_model.epochs=15", "strategy.max_queries=80",
          "strategy.query_batch_size=40", "strategy=gnmax", "strategy.sigma=2.0", "strategy.epsilon_budget=500"]
 
 
@@ -74,8 +75,7 @@ def flwr_run(tmp_path: Path, run_config: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_flwr_run_executes_the_pate_app(tmp_path):
-    overrides = " ".join(f"pate.{o}" for o in SMALL if not o.startswith("strategy=")) + \
-        f' pate.strategy.mechanism="gnmax" pate.run.output_dir="{tmp_path}/out"'
+    overrides = run_config_overrides(*SMALL) + f' pate.run.output_dir="{tmp_path}/out"'
     proc = flwr_run(tmp_path, overrides)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
