@@ -1,20 +1,23 @@
 """Benchmark: accuracy against privacy for ensemble-label distillation, side by side in one run.
 
-Per dataset (same split, same teachers, same seeds and the same ε budgets for every method):
+Per dataset (the same split, teachers, seeds and ε budgets for every method and student):
 
-- ``non_private_all_data``: one model trained on the union of all teacher shards (upper bound);
-- ``majority``: student on noiseless plurality votes for the whole pool (ε = ∞);
-- ``gnmax`` and ``confident_gnmax`` at several noise settings: the query stream stops at the ε budget
-  (data-dependent, δ = 1e-5), the student trains on the answered queries (plus confident
-  self-training on its unanswered samples, which costs no privacy).
+- ``non_private_all_data``: one model trained on the union of all teacher shards (the reference the
+  targets are ratios of);
+- ``majority``: a supervised student on noiseless plurality votes for the whole pool (ε = ∞);
+- ``gnmax`` and ``confident_gnmax``: the query stream stops at the ε budget (data-dependent,
+  δ = 1e-5); the noise setting is chosen per budget on the student's *validation* split (mean over
+  seeds, supervised student), then every student (``supervised``, ``self_training``, ``fixmatch``)
+  trains on the labels that setting bought. Rows carry the data-independent ε and the
+  smooth-sensitivity release of the data-dependent ε (Papernot et al. 2018, Section 4.3) beside it.
 
-The pipeline calls the same functions the Flower ClientApps and strategy call (teacher training,
-vote histograms, fusion, ledger, student training), in one process, so that teachers are trained
-once per dataset and shared by every method; the Flower message path itself is covered by the
-end-to-end tests. Settings are *selected* on the student's validation split; test accuracy is
-reported for every row, and ``selected`` marks the validation choice per method.
+The pipeline calls the same functions the Flower ClientApps and the strategy call (batched teacher
+ensemble, vote histograms, fusion, ledger, student training) in one process, so that teachers are
+trained once per dataset and seed and shared by every method; the Flower message path itself is
+covered by the end-to-end tests. Accuracy is the mean over seeds (``accuracy_std`` beside it).
 
-    python -m benchmarks.pate --quick --out pate.json
+    python -m benchmarks.pate --out benchmarks/results/pate.json            # the full regime
+    python -m benchmarks.pate --quick --datasets digits --out /tmp/pate.json  # a smoke run
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,53 +36,78 @@ import torch
 
 from clients.data import load_pate_data
 from clients.student import train_student
-from clients.teacher import train_teacher, vote_histogram
+from clients.teacher import train_teacher
+from clients.teacher_ensemble import train_ensemble
 from clients.training import accuracy
-from protocol.pate import DataSpec, ModelSpec
+from protocol.pate import DataSpec, ModelSpec, StudentSettings
+from simulations.pate_config import compose_config
 from strategies.accounting import PrivacyLedger, PrivacyWarning
 from strategies.fusion import make_mechanism
 
 DELTA = 1e-5
+STUDENTS = ("supervised", "self_training", "fixmatch")
 
 
 @dataclass(frozen=True)
 class DatasetPlan:
-    """One dataset's split and models."""
+    """One dataset's split, models, student settings and budgets."""
 
     data: DataSpec
     teacher: ModelSpec
     student: ModelSpec
+    student_settings: StudentSettings
+    budgets: tuple[float, ...]
+    baseline_epochs: int
+
+
+BUDGETS = {"mnist1d": (1.0, 2.0, 4.0), "mnist5k": (4.0, 8.0), "digits": (8.0,)}
+MAJORITY_EPOCHS = 20  # the majority student labels the whole pool: fewer passes give as many steps
+TARGET_BUDGET = {"mnist1d": 2.0, "mnist5k": 4.0, "digits": 8.0}  # self-training (slow) runs at this one only
+BASELINE_EPOCHS = {"mnist1d": 30, "mnist5k": 60, "digits": 100}
 
 
 def plans(quick: bool) -> dict[str, DatasetPlan]:
-    """The datasets of the benchmark; ``quick`` shrinks MNIST-1D and the epochs."""
-    epochs = 60 if quick else 100
-    mlp = ModelSpec(encoder="mlp", epochs=epochs)
-    return {
-        "digits": DatasetPlan(DataSpec(dataset="digits", num_teachers=20), mlp, mlp),
-        "mnist5k": DatasetPlan(DataSpec(dataset="mnist5k", num_teachers=25), mlp, mlp),
-        "mnist1d": DatasetPlan(
-            DataSpec(dataset="mnist1d", num_teachers=20, mnist1d_samples=8000 if quick else 20000),
-            ModelSpec(encoder="cnn1d", epochs=epochs), ModelSpec(encoder="cnn1d", epochs=epochs)),
-    }
+    """The regimes of the benchmark: exactly what ``python -m simulations.pate dataset=<name>`` runs.
+
+    ``quick`` shrinks them to a smoke run of a few minutes (50 MNIST-1D teachers, 20 epochs).
+    """
+    out = {}
+    for name, budgets in BUDGETS.items():
+        cfg = compose_config(f"dataset={name}")
+        data, teacher, student = cfg.data, cfg.teacher, cfg.student_model
+        settings_, baseline = cfg.student, BASELINE_EPOCHS[name]
+        if quick:
+            if name == "mnist1d":
+                data = replace(data, num_teachers=50, mnist1d_samples=20_000, teacher_samples=12_000)
+            teacher, student = replace(teacher, epochs=20), replace(student, epochs=20)
+            settings_ = replace(settings_, fixmatch_epochs=3, fixmatch_warmup_epochs=20)
+            baseline = 5
+        out[name] = DatasetPlan(data, teacher, student, settings_, budgets, baseline)
+    return out
 
 
 def settings(num_teachers: int) -> list[dict[str, Any]]:
-    """Noise settings scaled to the ensemble size (fractions of the number of teachers)."""
+    """Noise settings scaled to the ensemble size (fractions of the number of teachers).
+
+    ``(0.8, 0.6, 0.16)`` is the paper's MNIST setting (T = 200, σ1 = 150, σ2 = 40 for 250 teachers;
+    Papernot et al. 2018, Table 2).
+    """
     n = num_teachers
-    rows: list[dict[str, Any]] = [{"mechanism": "gnmax", "sigma": round(f * n, 2)}
-                                  for f in (0.05, 0.1, 0.2, 0.4)]
+    rows: list[dict[str, Any]] = [{"mechanism": "gnmax", "sigma": round(f * n, 2)} for f in (0.1, 0.2, 0.4)]
     rows += [{"mechanism": "confident_gnmax", "threshold": round(t * n, 2), "sigma1": round(s1 * n, 2),
               "sigma": round(s2 * n, 2)}
-             for t, s1, s2 in ((0.8, 0.6, 0.16), (0.7, 0.5, 0.2), (0.6, 0.1, 0.05), (0.7, 0.1, 0.1),
-                               (0.7, 0.25, 0.1))]
+             for t, s1, s2 in ((0.8, 0.6, 0.16), (0.7, 0.5, 0.16), (0.8, 0.4, 0.12), (0.7, 0.25, 0.1))]
     return rows
 
 
 def label_stream(
     votes: np.ndarray, setting: dict[str, Any], budget: float, *, seed: int, batch: int = 128
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Fuse ``votes`` batch by batch, charging a fresh ledger, until the pool or the budget ends."""
+    """Fuse ``votes`` batch by batch, charging a fresh ledger, until the pool or the budget ends.
+
+    Returns the answered positions, their labels and the privacy bill (data-dependent,
+    data-independent and, for Confident-GNMax, the smooth-sensitivity release).
+    """
     params = {k: v for k, v in setting.items() if k != "mechanism"}
     mechanism = make_mechanism(setting["mechanism"], **params)
     ledger = PrivacyLedger.for_mechanism(mechanism, None, delta=DELTA, epsilon_budget=budget)
@@ -93,117 +122,235 @@ def label_stream(
         if charge.exhausted:
             break
     eps = ledger.epsilon()
-    return np.concatenate(positions), np.concatenate(labels), {
-        "epsilon_data_dependent": eps["data_dependent"], "epsilon_data_independent": eps["data_independent"]}
+    bill = {"epsilon_data_dependent": eps["data_dependent"],
+            "epsilon_data_independent": eps["data_independent"],
+            "epsilon_released": math.nan, "epsilon_released_std": math.nan,
+            "queries_checked": ledger.queries_checked}
+    if ledger.queries_checked:
+        try:
+            release = ledger.release(np.random.default_rng(seed + 1))
+        except ValueError as err:  # the smooth-sensitivity conditions fail at this setting
+            print(f"  no smooth-sensitivity release for {setting}: {err}", flush=True)
+            release = None
+        if release is not None:
+            bill.update(epsilon_released=release["epsilon_released"],
+                        epsilon_released_std=release["epsilon_released_std"])
+    return np.concatenate(positions), np.concatenate(labels), bill
+
+
+@dataclass
+class SeedRun:
+    """What one seed of one dataset shares across methods: the data, the teachers' votes, baselines."""
+
+    data: Any
+    split: Any
+    votes: np.ndarray
+    teacher_accuracy: float
+    plurality_accuracy: float
+    teacher_s: float
+
+
+def prepare_seed(name: str, plan: DatasetPlan, seed: int) -> tuple[SeedRun, dict[str, Any]]:
+    """Train the teachers (one batched ensemble) and the non-private baseline for one seed."""
+    data, split = load_pate_data(**{**plan.data.__dict__, "seed": seed})
+    t0 = time.perf_counter()
+    shards = split.teacher_shards
+    ensemble = train_ensemble(data.x, data.y, shards, list(range(len(shards))), data.n_classes, plan.teacher,
+                              data_seed=seed)
+    pool_x, pool_y = data.x[split.query_pool], data.y[split.query_pool]
+    votes = ensemble.vote_histogram(pool_x, data.n_classes)
+    teacher_s = time.perf_counter() - t0
+    teacher_acc = float(np.mean(ensemble.accuracies(data.x[split.test], data.y[split.test])))
+    plurality = float(np.mean(votes.argmax(1) == pool_y))
+    print(f"[{name} seed {seed}] {len(shards)} teachers in {teacher_s:.0f} s: mean test accuracy "
+          f"{teacher_acc:.3f}, plurality on pool {plurality:.3f}", flush=True)
+    t0 = time.perf_counter()
+    union = np.concatenate(split.teacher_shards)
+    baseline = train_teacher(data.x[union], data.y[union], data.n_classes,
+                             replace(plan.teacher, epochs=plan.baseline_epochs, batch_size=128), seed=seed)
+    row = {"method": "non_private_all_data", "student": "supervised",
+           "accuracy": accuracy(baseline, data.x[split.test], data.y[split.test]),
+           "validation_accuracy": accuracy(baseline, data.x[split.validation], data.y[split.validation]),
+           "answered": len(union), "wall_s": time.perf_counter() - t0}
+    print(f"[{name} seed {seed}] non-private on {len(union)}: test {row['accuracy']:.4f}", flush=True)
+    return SeedRun(data, split, votes, teacher_acc, plurality, teacher_s), row
+
+
+def student_row(run: SeedRun, plan: DatasetPlan, positions: np.ndarray, labels: np.ndarray, student: str,
+                seed: int) -> dict[str, Any]:
+    """Train one student on ``labels`` at pool ``positions``; its accuracies and label quality."""
+    data, split = run.data, run.split
+    pool = split.query_pool
+    unlabeled = np.setdiff1d(np.arange(len(pool)), positions)
+    t0 = time.perf_counter()
+    model, n_pseudo = train_student(data.x[pool[positions]], labels, data.x[pool[unlabeled]], data.n_classes,
+                                    plan.student, seed=seed + 7,
+                                    method=student, settings=replace(plan.student_settings, method=student))
+    return {"accuracy": accuracy(model, data.x[split.test], data.y[split.test]),
+            "validation_accuracy": accuracy(model, data.x[split.validation], data.y[split.validation]),
+            "label_accuracy": float(np.mean(data.y[pool[positions]] == labels)) if len(labels) else math.nan,
+            "answered": len(labels), "pseudo_labelled": n_pseudo, "wall_s": time.perf_counter() - t0}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std())
+
+
+def aggregate(name: str, plan: DatasetPlan, key: dict[str, Any], per_seed: list[dict[str, Any]],
+              runs: list[SeedRun]) -> dict[str, Any]:
+    """One table row: the mean (and std) over seeds of ``per_seed``, with the dataset's teacher stats."""
+    row: dict[str, Any] = {"dataset": name, **key, "num_teachers": plan.data.num_teachers, "delta": DELTA,
+                           "seeds": [r["seed"] for r in per_seed]}
+    for field in ("accuracy", "validation_accuracy", "label_accuracy", "answered", "epsilon_data_dependent",
+                  "epsilon_data_independent", "epsilon_released", "epsilon_released_std", "wall_s"):
+        values = [r.get(field) for r in per_seed]
+        if all(v is None for v in values):
+            continue
+        mean, std = _mean_std(values)
+        row[field] = mean
+        if field == "accuracy":
+            row["accuracy_std"] = std
+    row["teacher_accuracy"] = float(np.mean([r.teacher_accuracy for r in runs]))
+    row["plurality_accuracy"] = float(np.mean([r.plurality_accuracy for r in runs]))
+    row["per_seed"] = per_seed
+    return row
 
 
 def run_dataset(
-    name: str, plan: DatasetPlan, budgets: list[float], seed: int, confidence: float | None
+    name: str, plan: DatasetPlan, seeds: list[int], students: tuple[str, ...]
 ) -> list[dict[str, Any]]:
     """All rows of one dataset."""
-    data, split = load_pate_data(**{**plan.data.__dict__, "seed": seed})
-    pool_x, pool_y = data.x[split.query_pool], data.y[split.query_pool]
-    val = (data.x[split.validation], data.y[split.validation])
-    test = (data.x[split.test], data.y[split.test])
-    rows: list[dict[str, Any]] = []
+    runs, baselines = [], []
+    for seed in seeds:
+        run, base = prepare_seed(name, plan, seed)
+        runs.append(run)
+        baselines.append({**base, "seed": seed})
+    no_privacy = {"sigma": None, "epsilon_data_dependent": math.inf, "epsilon_data_independent": math.inf}
+    rows = [aggregate(name, plan, {"method": "non_private_all_data", "student": "supervised", **no_privacy},
+                      baselines, runs)]
+    majority = []
+    for seed, run in zip(seeds, runs, strict=True):
+        all_pos = np.arange(len(run.votes))
+        row = student_row(run, replace(plan, student=replace(plan.student, epochs=MAJORITY_EPOCHS)), all_pos,
+                          run.votes.argmax(1), "supervised", seed)
+        majority.append({**row, "seed": seed})
+    rows.append(aggregate(name, plan, {"method": "majority", "student": "supervised", **no_privacy},
+                          majority, runs))
+    for budget in plan.budgets:
+        for mechanism in ("gnmax", "confident_gnmax"):
+            chosen = students if mechanism == "confident_gnmax" else ("supervised",)
+            if budget != TARGET_BUDGET[name]:
+                chosen = tuple(s for s in chosen if s != "self_training")
+            rows += budget_rows(name, plan, seeds, runs, budget, mechanism, chosen)
+    return rows
 
-    def row(method: str, model: Any, t0: float, **extra: Any) -> dict[str, Any]:
-        out = {"dataset": name, "method": method, "sigma": None, "accuracy": accuracy(model, *test),
-               "validation_accuracy": accuracy(model, *val), "epsilon_data_dependent": math.inf,
-               "epsilon_data_independent": math.inf, "delta": DELTA, "answered": 0,
-               "wall_s": round(time.perf_counter() - t0, 2)}
-        out.update(extra)
-        return out
 
-    t0 = time.perf_counter()
-    all_teacher = np.concatenate(split.teacher_shards)
-    baseline = train_teacher(data.x[all_teacher], data.y[all_teacher], data.n_classes, plan.teacher,
-                             seed=seed)
-    rows.append(row("non_private_all_data", baseline, t0, answered=len(all_teacher)))
-
-    t0 = time.perf_counter()
-    teachers = [train_teacher(data.x[s], data.y[s], data.n_classes, plan.teacher, seed=seed * 100_003 + i)
-                for i, s in enumerate(split.teacher_shards)]
-    votes = vote_histogram(teachers, pool_x, data.n_classes)
-    teacher_s = time.perf_counter() - t0
-    teacher_acc = float(np.mean([accuracy(t, *test) for t in teachers]))
-    print(f"[{name}] {len(teachers)} teachers, mean test accuracy {teacher_acc:.3f}, "
-          f"plurality accuracy on pool {np.mean(votes.argmax(1) == pool_y):.3f} ({teacher_s:.0f} s)")
-
-    t0 = time.perf_counter()
-    all_pos = np.arange(len(pool_y))
-    student, _ = train_student(pool_x, votes.argmax(1), pool_x[:0], data.n_classes, plan.student, seed=seed)
-    rows.append(row("majority", student, t0 - teacher_s, answered=len(all_pos),
-                    label_accuracy=float(np.mean(votes.argmax(1) == pool_y)),
-                    mean_teacher_accuracy=teacher_acc))
-
-    for budget in budgets:
-        for setting in settings(plan.data.num_teachers):
-            t0 = time.perf_counter()
-            pos, labels, eps = label_stream(votes, setting, budget, seed=seed)
-            if len(pos) == 0:  # the budget does not cover a single answer: no student to train
-                rows.append({"dataset": name, "method": setting["mechanism"], "sigma": setting["sigma"],
-                             "accuracy": None, "validation_accuracy": None, "delta": DELTA, "answered": 0,
-                             "wall_s": 0.0, "setting": setting, "budget": budget, **eps})
-                continue
-            unlabeled = np.setdiff1d(all_pos, pos)
-            student, n_pseudo = train_student(pool_x[pos], labels, pool_x[unlabeled], data.n_classes,
-                                              plan.student, seed=seed, self_training_confidence=confidence)
-            rows.append(row(setting["mechanism"], student, t0 - teacher_s, sigma=setting["sigma"],
-                            answered=len(pos), label_accuracy=float(np.mean(labels == pool_y[pos])),
-                            pseudo_labelled=n_pseudo, setting=setting, budget=budget, **eps))
-        for method in ("gnmax", "confident_gnmax"):
-            candidates = [r for r in rows if r["method"] == method and r.get("budget") == budget]
-            best = max(candidates, key=lambda r: r["validation_accuracy"] or 0.0)
-            for r in candidates:
-                r["selected"] = r is best
+def budget_rows(name: str, plan: DatasetPlan, seeds: list[int], runs: list[SeedRun], budget: float,
+                mechanism: str, students: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Choose ``mechanism``'s noise setting on validation at ``budget``; then train every student there."""
+    candidates = [s for s in settings(plan.data.num_teachers) if s["mechanism"] == mechanism]
+    streams: dict[int, list[tuple[np.ndarray, np.ndarray, dict[str, float]]]] = {}
+    scores = []
+    for i, setting in enumerate(candidates):
+        streams[i] = [label_stream(run.votes, setting, budget, seed=seed)
+                      for seed, run in zip(seeds, runs, strict=True)]
+        vals = []
+        for seed, run, (pos, lab, _) in zip(seeds, runs, streams[i], strict=True):
+            vals.append(student_row(run, plan, pos, lab, "supervised", seed)["validation_accuracy"]
+                        if len(pos) else 0.0)
+        scores.append(float(np.mean(vals)))
+        print(f"[{name}] ε ≤ {budget:g} {setting}: answered {[len(p) for p, _, _ in streams[i]]}, "
+              f"supervised validation {scores[-1]:.4f}", flush=True)
+    best = int(np.argmax(scores))
+    rows = []
+    for student in students:
+        per_seed = []
+        for seed, run, (pos, lab, bill) in zip(seeds, runs, streams[best], strict=True):
+            result = student_row(run, plan, pos, lab, student, seed) if len(pos) else {
+                "accuracy": None, "validation_accuracy": None, "answered": 0}
+            per_seed.append({**result, **bill, "seed": seed})
+        setting = candidates[best]
+        row = aggregate(name, plan, {"method": mechanism, "student": student, "sigma": setting["sigma"],
+                                     "budget": budget, "setting": setting, "selected": True}, per_seed, runs)
+        row["selection"] = {"candidates": candidates, "validation_accuracy": scores}
+        print(f"[{name}] {mechanism} ε ≤ {budget:g} {student}: test {row.get('accuracy', math.nan):.4f} "
+              f"± {row.get('accuracy_std', math.nan):.4f}, answered {row.get('answered', 0):.0f}, ε_dd "
+              f"{row['epsilon_data_dependent']:.3f}, released {row.get('epsilon_released', math.nan):.3f}",
+              flush=True)
+        rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'dataset':<8} {'method':<21} {'budget':>6} {'sigma':>6} {'acc':>6} {'val':>6} {'eps_dd':>7} "
-            f"{'eps_di':>8} {'answered':>8} {'lbl_acc':>7} {'wall_s':>7} sel")
+    head = (f"{'dataset':<8} {'method':<21} {'student':<13} {'budget':>6} {'acc':>13} {'ratio':>6} "
+            f"{'eps_dd':>7} {'eps_rel':>7} {'eps_di':>7} {'answered':>8} {'lbl_acc':>7} {'teach':>6}")
     print(head)
     print("-" * len(head))
+    reference = {r["dataset"]: r["accuracy"] for r in rows if r["method"] == "non_private_all_data"}
+
+    def fmt(value: Any, spec: str = ".3f") -> str:
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        return "-" if missing else format(value, spec)
+
     for r in rows:
-        sigma = "" if r["sigma"] is None else f"{r['sigma']:g}"
-        lbl = f"{r['label_accuracy']:.3f}" if "label_accuracy" in r else ""
-        budget = f"{r['budget']:g}" if "budget" in r else ""
-        acc, val = (f"{r[k]:.3f}" if r[k] is not None else "-" for k in ("accuracy", "validation_accuracy"))
-        print(f"{r['dataset']:<8} {r['method']:<21} {budget:>6} {sigma:>6} {acc:>6} "
-              f"{val:>6} {r['epsilon_data_dependent']:>7.3f} "
-              f"{r['epsilon_data_independent']:>8.3f} {r['answered']:>8} {lbl:>7} {r['wall_s']:>7.1f} "
-              f"{'*' if r.get('selected') else ''}")
+        acc = r.get("accuracy")
+        ratio = acc / reference[r["dataset"]] if acc is not None and r["dataset"] in reference else None
+        acc_text = f"{fmt(acc)}±{fmt(r.get('accuracy_std'))}"
+        print(f"{r['dataset']:<8} {r['method']:<21} {r['student']:<13} {fmt(r.get('budget'), 'g'):>6} "
+              f"{acc_text:>13} {fmt(ratio):>6} {fmt(r.get('epsilon_data_dependent')):>7} "
+              f"{fmt(r.get('epsilon_released')):>7} {fmt(r.get('epsilon_data_independent')):>7} "
+              f"{fmt(r.get('answered'), '.0f'):>8} {fmt(r.get('label_accuracy')):>7} "
+              f"{fmt(r.get('teacher_accuracy')):>6}")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller MNIST-1D and fewer epochs (minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller regimes and fewer epochs (minutes)")
     parser.add_argument("--out", default="pate_benchmark.json", help="JSON file to write")
-    parser.add_argument("--budgets", default="2,8,20",
-                        help="comma-separated ε budgets (data-dependent, δ = 1e-5); every private method "
-                             "runs at each")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (accuracy is their mean)")
     parser.add_argument("--datasets", default="mnist1d,mnist5k,digits")
-    parser.add_argument("--self-training", type=float, default=0.9,
-                        help="student self-training confidence (0 disables)")
+    parser.add_argument("--students", default=",".join(STUDENTS))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--merge", nargs="+", type=Path,
+                        help="merge the rows of these result files into --out (no run)")
     args = parser.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        rows = [r for p in parts for r in p["rows"]]
+        merged = {"delta": DELTA, "seeds": parts[0]["seeds"], "quick": parts[0]["quick"],
+                  "merged_from": [str(p) for p in args.merge],
+                  "total_wall_s": sum(p["total_wall_s"] for p in parts), "rows": rows}
+        Path(args.out).write_text(json.dumps(merged, indent=2))
+        print_table(rows)
+        return 0
     warnings.simplefilter("ignore", PrivacyWarning)
-    torch.set_num_threads(1)  # tiny models: one thread each is fastest on 2 shared cores
+    torch.set_num_threads(args.threads)
     all_plans = plans(args.quick)
-    budgets = [float(b) for b in args.budgets.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    students = tuple(args.students.split(","))
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
+    out = Path(args.out)
     for name in args.datasets.split(","):
-        rows += run_dataset(name, all_plans[name], budgets, args.seed, args.self_training or None)
+        rows += run_dataset(name, all_plans[name], seeds, students)
+        payload = {"delta": DELTA, "seeds": seeds, "quick": args.quick,
+                   "total_wall_s": round(time.perf_counter() - t0, 1), "rows": rows}
+        out.write_text(json.dumps(_json_safe(payload), indent=2))  # after every dataset: nothing is lost
     print_table(rows)
-    payload = {"budgets_epsilon": budgets, "delta": DELTA, "seed": args.seed, "quick": args.quick,
-               "total_wall_s": round(time.perf_counter() - t0, 1),
-               "rows": [{k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v)
-                         for k, v in r.items()} for r in rows]}
-    with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 

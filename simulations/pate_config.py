@@ -16,8 +16,8 @@ from clients.encoders import ENCODER_KINDS
 from protocol.pate import DataSpec, ModelSpec, StudentSettings
 from strategies.fusion import MECHANISMS
 
-TEACHER_EPOCHS = 100
-TEACHER_LR = 3e-3
+TEACHER_EPOCHS = 200
+TEACHER_LR = 1e-2
 
 
 @dataclass
@@ -129,24 +129,29 @@ class PateConfig:
                 raise ValueError(f"{name} must be {rule}, got {value!r}")
 
 
-def run_config_overrides(*hydra_overrides: str) -> str:
-    """``flwr run --run-config`` text equal to ``python -m simulations.pate <hydra_overrides>``.
-
-    Composes ``conf/pate`` with the overrides (e.g. ``"dataset=digits"``) and returns the ``pate.*``
-    keys whose values differ from the schema's defaults (the ``[tool.flwr.app.config]`` values).
-    """
+def compose_config(*hydra_overrides: str) -> PateConfig:
+    """The :class:`PateConfig` that ``python -m simulations.pate <hydra_overrides>`` runs (``conf/pate``)."""
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from protocol.codec import to_flat
-
     register_configs()
     conf_dir = Path(__file__).resolve().parents[1] / "conf" / "pate"
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         composed = compose("config", overrides=["run.output_dir=runs/pate", *hydra_overrides])
-    chosen, defaults = to_flat(OmegaConf.to_object(composed)), to_flat(PateConfig())
+    return OmegaConf.to_object(composed)  # type: ignore[return-value]
+
+
+def run_config_overrides(*hydra_overrides: str) -> str:
+    """``flwr run --run-config`` text equal to ``python -m simulations.pate <hydra_overrides>``.
+
+    The ``pate.*`` keys of :func:`compose_config` whose values differ from the schema's defaults (the
+    ``[tool.flwr.app.config]`` values), e.g. for ``"dataset=digits"``.
+    """
+    from protocol.codec import to_flat
+
+    chosen, defaults = to_flat(compose_config(*hydra_overrides)), to_flat(PateConfig())
     parts = []
     for key, value in chosen.items():
         if value != defaults[key]:
@@ -154,7 +159,6 @@ def run_config_overrides(*hydra_overrides: str) -> str:
                 else repr(value)
             parts.append(f"pate.{key}={text}")
     return " ".join(parts)
-
 
 SCHEMA_NAME = "pate_schema"
 
