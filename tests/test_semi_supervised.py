@@ -158,3 +158,13 @@ def test_select_queries_ranks_by_uncertainty_and_skips_excluded():
         select_queries(model, x_pool, 1, strategy="random")
     with pytest.raises(ValueError, match=r"exclude positions must lie in \[0, 4\), got \[0, 4\]"):
         select_queries(model, x_pool, 1, exclude=np.array([0, 4]))
+
+
+def test_convbase1d_wide_encoder_has_64_channels_and_the_convbase_shape() -> None:
+    narrow = build_classifier((40,), 10, kind="convbase1d", feature_dim=16)
+    wide = build_classifier((40,), 10, kind="convbase1d_wide", feature_dim=16)
+    x = torch.zeros(3, 40)
+    assert wide(x).shape == narrow(x).shape == (3, 10)
+    assert [m.out_channels for m in wide.encoder if isinstance(m, torch.nn.Conv1d)] == [64, 64, 64]
+    with pytest.raises(ValueError, match="convbase1d_wide"):
+        build_classifier((4, 4), 10, kind="convbase1d_wide")
