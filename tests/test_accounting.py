@@ -36,7 +36,7 @@ from strategies.accounting import (
     rdp_to_epsilon,
 )
 
-# The PATE authors' teacher vote histograms (Papernot et al. 2018), copied from shared/data.
+# The PATE authors' teacher vote histograms (Papernot et al. 2018), copied into tests/data/
 VOTES_DIR = Path(__file__).parent / "data" / "pate2018_votes"
 IGNORE_EDGE = pytest.mark.filterwarnings("ignore::strategies.accounting.PrivacyWarning")
 
