@@ -23,10 +23,13 @@ covered by the end-to-end tests. Accuracy is the mean over seeds (``accuracy_std
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -150,9 +153,23 @@ class SeedRun:
     teacher_s: float
 
 
-def prepare_seed(name: str, plan: DatasetPlan, seed: int) -> tuple[SeedRun, dict[str, Any]]:
-    """Train the teachers (one batched ensemble) and the non-private baseline for one seed."""
+def prepare_seed(
+    name: str, plan: DatasetPlan, seed: int, cache: Path | None = None
+) -> tuple[SeedRun, dict[str, Any]]:
+    """Train the teachers (one batched ensemble) and the non-private baseline for one seed.
+
+    With ``cache``, the pool's vote histograms, teacher statistics and baseline row are kept in
+    ``cache/<dataset>_seed<seed>_<plan digest>.npz`` and reused by later runs of the same plan.
+    """
     data, split = load_pate_data(**{**plan.data.__dict__, "seed": seed})
+    digest = hashlib.sha256(repr((plan.data, plan.teacher, plan.baseline_epochs)).encode()).hexdigest()[:12]
+    cached = cache / f"{name}_seed{seed}_{digest}.npz" if cache is not None else None
+    if cached is not None and cached.exists():
+        stored = np.load(cached, allow_pickle=False)
+        stats = json.loads(str(stored["stats"]))
+        print(f"[{name} seed {seed}] teachers and baseline from {cached}", flush=True)
+        return SeedRun(data, split, stored["votes"], stats["teacher_accuracy"], stats["plurality_accuracy"],
+                       stats["teacher_s"]), stats["baseline"]
     t0 = time.perf_counter()
     shards = split.teacher_shards
     ensemble = train_ensemble(data.x, data.y, shards, list(range(len(shards))), data.n_classes, plan.teacher,
@@ -173,6 +190,13 @@ def prepare_seed(name: str, plan: DatasetPlan, seed: int) -> tuple[SeedRun, dict
            "validation_accuracy": accuracy(baseline, data.x[split.validation], data.y[split.validation]),
            "answered": len(union), "wall_s": time.perf_counter() - t0}
     print(f"[{name} seed {seed}] non-private on {len(union)}: test {row['accuracy']:.4f}", flush=True)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        stats = {"teacher_accuracy": teacher_acc, "plurality_accuracy": plurality, "teacher_s": teacher_s,
+                 "baseline": row}
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, votes=votes, stats=json.dumps(stats))
+        os.replace(tmp, cached)
     return SeedRun(data, split, votes, teacher_acc, plurality, teacher_s), row
 
 
@@ -220,12 +244,13 @@ def aggregate(name: str, plan: DatasetPlan, key: dict[str, Any], per_seed: list[
 
 
 def run_dataset(
-    name: str, plan: DatasetPlan, seeds: list[int], students: tuple[str, ...]
+    name: str, plan: DatasetPlan, seeds: list[int], students: tuple[str, ...], *, cache: Path | None = None,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """All rows of one dataset."""
+    """All rows of one dataset; ``on_rows`` sees the rows so far after each one (to save as it goes)."""
     runs, baselines = [], []
     for seed in seeds:
-        run, base = prepare_seed(name, plan, seed)
+        run, base = prepare_seed(name, plan, seed, cache)
         runs.append(run)
         baselines.append({**base, "seed": seed})
     no_privacy = {"sigma": None, "epsilon_data_dependent": math.inf, "epsilon_data_independent": math.inf}
@@ -245,6 +270,8 @@ def run_dataset(
             if budget != TARGET_BUDGET[name]:
                 chosen = tuple(s for s in chosen if s != "self_training")
             rows += budget_rows(name, plan, seeds, runs, budget, mechanism, chosen)
+            if on_rows is not None:
+                on_rows(rows)
     return rows
 
 
@@ -324,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="mnist1d,mnist5k,digits")
     parser.add_argument("--students", default=",".join(STUDENTS))
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--cache", type=Path, help="keep/reuse teachers' votes and baselines in this folder")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="only train the teachers and baselines of --seeds into --cache")
     parser.add_argument("--merge", nargs="+", type=Path,
                         help="merge the rows of these result files into --out (no run)")
     args = parser.parse_args(argv)
@@ -344,11 +374,22 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     out = Path(args.out)
-    for name in args.datasets.split(","):
-        rows += run_dataset(name, all_plans[name], seeds, students)
+    def save(so_far: list[dict[str, Any]]) -> None:
         payload = {"delta": DELTA, "seeds": seeds, "quick": args.quick,
-                   "total_wall_s": round(time.perf_counter() - t0, 1), "rows": rows}
-        out.write_text(json.dumps(_json_safe(payload), indent=2))  # after every dataset: nothing is lost
+                   "total_wall_s": round(time.perf_counter() - t0, 1), "rows": so_far}
+        out.write_text(json.dumps(_json_safe(payload), indent=2))
+
+    for name in args.datasets.split(","):
+        if args.prepare_only:
+            for seed in seeds:
+                prepare_seed(name, all_plans[name], seed, args.cache)
+            continue
+        done = list(rows)
+        rows += run_dataset(name, all_plans[name], seeds, students, cache=args.cache,
+                            on_rows=lambda r, done=done: save(done + r))  # saved as it goes
+        save(rows)
+    if args.prepare_only:
+        return 0
     print_table(rows)
     print(f"wrote {out}")
     return 0
