@@ -98,3 +98,20 @@ def test_vertical_hydra_composition_equals_the_schema_and_group_files_hold_only_
             values.pop("defaults", None)
             restated = {k: v for k, v in values.items() if getattr(schema, k) == v}
             assert not restated, f"{path.name} restates schema defaults {restated}"
+
+
+def test_pate_group_files_hold_only_changes_to_the_schema():
+    flat_defaults = flatten(PateConfig())
+    conf = ROOT / "conf" / "pate"
+    for group, package in {"dataset": "", "model": "", "noise": "strategy.", "strategy": "strategy."}.items():
+        for path in sorted((conf / group).glob("*.yaml")):
+            values = OmegaConf.to_container(OmegaConf.load(path)) or {}
+            flat = {}
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    flat.update({f"{key}.{k}": v for k, v in value.items()})
+                else:
+                    flat[f"{package}{key}"] = value
+            restated = {k: v for k, v in flat.items() if flat_defaults.get(k) == v and k != "strategy.mechanism"}
+            assert not restated, f"{group}/{path.name} restates schema defaults {restated}"
+            assert set(flat) <= set(flat_defaults), f"{group}/{path.name} sets unknown keys"
