@@ -49,6 +49,7 @@ from strategies.fusion import make_mechanism
 
 DELTA = 1e-5
 STUDENTS = ("supervised", "self_training", "fixmatch")
+WIDE_STUDENTS = {"fixmatch_wide": "convbase1d_wide"}  # FixMatch with a wider student encoder (64 channels)
 
 
 @dataclass(frozen=True)
@@ -207,9 +208,12 @@ def student_row(run: SeedRun, plan: DatasetPlan, positions: np.ndarray, labels: 
     pool = split.query_pool
     unlabeled = np.setdiff1d(np.arange(len(pool)), positions)
     t0 = time.perf_counter()
+    spec, method = plan.student, student
+    if student in WIDE_STUDENTS:
+        spec, method = replace(plan.student, encoder=WIDE_STUDENTS[student]), "fixmatch"
     model, n_pseudo = train_student(data.x[pool[positions]], labels, data.x[pool[unlabeled]], data.n_classes,
-                                    plan.student, seed=seed + 7,
-                                    method=student, settings=replace(plan.student_settings, method=student))
+                                    spec, seed=seed + 7,
+                                    method=method, settings=replace(plan.student_settings, method=method))
     return {"accuracy": accuracy(model, data.x[split.test], data.y[split.test]),
             "validation_accuracy": accuracy(model, data.x[split.validation], data.y[split.validation]),
             "label_accuracy": float(np.mean(data.y[pool[positions]] == labels)) if len(labels) else math.nan,
@@ -246,8 +250,12 @@ def aggregate(name: str, plan: DatasetPlan, key: dict[str, Any], per_seed: list[
 def run_dataset(
     name: str, plan: DatasetPlan, seeds: list[int], students: tuple[str, ...], *, cache: Path | None = None,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+    mechanisms: tuple[str, ...] = ("gnmax", "confident_gnmax"), references: bool = True,
 ) -> list[dict[str, Any]]:
-    """All rows of one dataset; ``on_rows`` sees the rows so far after each one (to save as it goes)."""
+    """All rows of one dataset; ``on_rows`` sees the rows so far after each one (to save as it goes).
+
+    ``references=False`` skips the non-private and majority rows (for runs that add students only).
+    """
     runs, baselines = [], []
     for seed in seeds:
         run, base = prepare_seed(name, plan, seed, cache)
@@ -258,14 +266,18 @@ def run_dataset(
                       baselines, runs)]
     majority = []
     for seed, run in zip(seeds, runs, strict=True):
+        if not references:
+            rows = []
+            break
         all_pos = np.arange(len(run.votes))
         row = student_row(run, replace(plan, student=replace(plan.student, epochs=MAJORITY_EPOCHS)), all_pos,
                           run.votes.argmax(1), "supervised", seed)
         majority.append({**row, "seed": seed})
-    rows.append(aggregate(name, plan, {"method": "majority", "student": "supervised", **no_privacy},
-                          majority, runs))
+    if references:
+        rows.append(aggregate(name, plan, {"method": "majority", "student": "supervised", **no_privacy},
+                              majority, runs))
     for budget in plan.budgets:
-        for mechanism in ("gnmax", "confident_gnmax"):
+        for mechanism in mechanisms:
             chosen = students if mechanism == "confident_gnmax" else ("supervised",)
             if budget != TARGET_BUDGET[name]:
                 chosen = tuple(s for s in chosen if s != "self_training")
@@ -351,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default="mnist1d,mnist5k,digits")
     parser.add_argument("--students", default=",".join(STUDENTS))
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--budgets", help="comma-separated ε budgets instead of each dataset's")
+    parser.add_argument("--mechanisms", default="gnmax,confident_gnmax")
+    parser.add_argument("--no-references", action="store_true",
+                        help="skip the non-private and majority rows (adding students to an earlier run)")
     parser.add_argument("--cache", type=Path, help="keep/reuse teachers' votes and baselines in this folder")
     parser.add_argument("--prepare-only", action="store_true",
                         help="only train the teachers and baselines of --seeds into --cache")
@@ -385,8 +401,12 @@ def main(argv: list[str] | None = None) -> int:
                 prepare_seed(name, all_plans[name], seed, args.cache)
             continue
         done = list(rows)
-        rows += run_dataset(name, all_plans[name], seeds, students, cache=args.cache,
-                            on_rows=lambda r, done=done: save(done + r))  # saved as it goes
+        plan = all_plans[name]
+        if args.budgets:
+            plan = replace(plan, budgets=tuple(float(b) for b in args.budgets.split(",")))
+        rows += run_dataset(name, plan, seeds, students, cache=args.cache,
+                            on_rows=lambda r, done=done: save(done + r),  # saved as it goes
+                            mechanisms=tuple(args.mechanisms.split(",")), references=not args.no_references)
         save(rows)
     if args.prepare_only:
         return 0

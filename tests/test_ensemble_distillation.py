@@ -36,7 +36,7 @@ def make_strategy(tmp_path, *, mechanism=None, budget=500.0, ledger_path=None, *
             "sigma": mechanism.sigma2, "sigma1": mechanism.sigma1, "threshold": mechanism.threshold}
         ledger = PrivacyLedger(ledger_path or tmp_path / "ledger.json", mechanism=mechanism.name, delta=1e-5,
                                epsilon_budget=budget, **params)
-    kwargs.setdefault("student", StudentSettings(model_path=str(tmp_path / "student")))
+    kwargs.setdefault("student", StudentSettings(method="supervised", model_path=str(tmp_path / "student")))
     return EnsembleDistillation(mechanism=mechanism, ledger=ledger, data=DATA, teacher_model=FAST,
                                 student_model=FAST, query_batch_size=40, max_queries=120, **kwargs)
 
