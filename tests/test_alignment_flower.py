@@ -62,7 +62,7 @@ def partitions(grid: Grid) -> dict[int, int]:
         Message(RecordDict(), dst_node_id=node_id, message_type="query.describe")
         for node_id in grid.get_node_ids()
     ]
-    replies = grid.send_and_receive(messages, timeout=60)
+    replies = grid.send_and_receive(messages, timeout=300)  # Ray starts the node actors lazily: slow on a busy machine
     return {
         int(reply.content.config_records["info"]["partition-id"]): reply.metadata.src_node_id
         for reply in replies
