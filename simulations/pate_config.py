@@ -92,7 +92,8 @@ class PateConfig:
 
     data: DataSpec = field(default_factory=lambda: dataclasses.replace(MNIST1D_REGIME))
     teacher: ModelSpec = field(default_factory=lambda: dataclasses.replace(CONVBASE_1D))
-    student_model: ModelSpec = field(default_factory=lambda: dataclasses.replace(CONVBASE_1D))
+    student_model: ModelSpec = field(
+        default_factory=lambda: dataclasses.replace(CONVBASE_1D, encoder="convbase1d_wide"))  # +5 points
     student: StudentSettings = field(default_factory=lambda: StudentSettings(method="fixmatch"))
     strategy: PateStrategyConfig = field(default_factory=PateStrategyConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
