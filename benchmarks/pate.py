@@ -332,7 +332,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
     def fmt(value: Any, spec: str = ".3f") -> str:
         missing = value is None or (isinstance(value, float) and math.isnan(value))
-        return "-" if missing else format(value, spec)
+        return "-" if missing else value if isinstance(value, str) else format(value, spec)
 
     for r in rows:
         acc = r.get("accuracy")
