@@ -12,7 +12,7 @@ from benchmarks import pate
 @pytest.mark.slow
 def test_quick_benchmark_writes_documented_rows(tmp_path):
     out = tmp_path / "pate.json"
-    assert pate.main(["--quick", "--datasets", "digits", "--budgets", "8", "--out", str(out)]) == 0
+    assert pate.main(["--quick", "--datasets", "digits", "--seeds", "0", "--budgets", "8", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     keys = {"dataset", "method", "sigma", "accuracy", "epsilon_data_dependent", "epsilon_data_independent",
             "delta", "answered", "wall_s"}
@@ -21,4 +21,8 @@ def test_quick_benchmark_writes_documented_rows(tmp_path):
     assert methods == {"non_private_all_data", "majority", "gnmax", "confident_gnmax"}
     private = [r for r in rows if r["method"] in ("gnmax", "confident_gnmax")]
     assert all(float(r["epsilon_data_dependent"]) <= 8.0 for r in private)
-    assert sum(r.get("selected", False) for r in private) == 2  # one validation choice per method
+    # one validation-chosen setting per method, shared by its students
+    assert {(r["method"], r["student"]) for r in private} == {
+        ("gnmax", "supervised"), ("confident_gnmax", "supervised"), ("confident_gnmax", "self_training"),
+        ("confident_gnmax", "fixmatch")}
+    assert len({str(r["setting"]) for r in private if r["method"] == "confident_gnmax"}) == 1
