@@ -61,7 +61,7 @@ def handle_queries(msg: Message, context: Context) -> Message:
     chosen = split.query_pool[offset:offset + count]
     content = RecordDict({
         "queries": array_record(x=data.x[chosen], positions=np.arange(offset, offset + len(chosen))),
-        "meta": ConfigRecord({"pool_size": len(split.query_pool)}),
+        "meta": ConfigRecord({"pool_size": len(split.query_pool), "n_classes": data.n_classes}),
     })
     return Message(content, reply_to=msg)
 

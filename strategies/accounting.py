@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os  # noqa: F401  (tests patch ``accounting.os``; it is the process-wide module)
 
-from strategies.privacy_ledger import BudgetExhaustedError, ChargeResult, PrivacyLedger
+from strategies.privacy_ledger import BudgetExhaustedError, ChargeResult, LedgerIntegrityError, PrivacyLedger
 from strategies.rdp_analysis import (
     DEFAULT_ORDERS,
     PrivacyWarning,
@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_ORDERS",
     "BudgetExhaustedError",
     "ChargeResult",
+    "LedgerIntegrityError",
     "PrivacyLedger",
     "PrivacyWarning",
     "SmoothSensitivityRelease",

@@ -157,6 +157,7 @@ class EnsembleDistillation(Strategy):
         self.on_progress = on_progress
         self._rng = np.random.default_rng(seed)
         self._ensemble: _Ensemble | None = None
+        self._n_classes: int | None = None  # pinned by the student's first query reply
         self._teacher_metrics: dict[int, dict[str, float]] = {}
         self._student_metrics: dict[str, float] = {}
 
@@ -324,7 +325,7 @@ class EnsembleDistillation(Strategy):
             fused = self.mechanism.fuse(votes, self._rng)
             n_keep, exhausted = len(fused), False
             if self.ledger is not None:
-                charge = self.ledger.charge(votes, fused.answered)
+                charge = self.ledger.charge(votes, fused.answered, labels=fused.labels, query_ids=batch_pos)
                 n_keep, exhausted = charge.n_accepted, charge.exhausted
             kept = fused.answered[:n_keep]
             positions.append(batch_pos[:n_keep][kept])
@@ -350,9 +351,37 @@ class EnsembleDistillation(Strategy):
         if reply is None or reply.has_error():
             reason = "no reply" if reply is None else reply.error.reason
             raise RuntimeError(f"student node {student} failed to supply queries: {reason}")
-        x = read_array(reply.content, "queries", "x")
-        pos = read_array(reply.content, "queries", "positions").astype(np.int64)
-        return x, pos, int(reply.content["meta"]["pool_size"])
+        try:
+            x = read_array(reply.content, "queries", "x")
+            pos = read_array(reply.content, "queries", "positions")
+            meta = reply.content["meta"]
+            pool_size, n_classes = int(meta["pool_size"]), int(meta["n_classes"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise RuntimeError(f"node {student} (student): malformed query reply: {err!r}") from err
+        problem = self._check_queries(x, pos, offset, count, pool_size, n_classes)
+        if problem:
+            raise RuntimeError(f"node {student} (student): malformed query reply: {problem}")
+        self._n_classes = n_classes
+        return x, pos.astype(np.int64), pool_size
+
+    def _check_queries(self, x: np.ndarray, pos: np.ndarray, offset: int, count: int, pool_size: int,
+                       n_classes: int) -> str:
+        """Return ``""`` for a well-formed batch of query samples, else what is wrong with it."""
+        if self._n_classes is not None and n_classes != self._n_classes:
+            return f"n_classes changed from {self._n_classes} to {n_classes}"
+        if n_classes < 2:
+            return f"n_classes={n_classes}: a classifier needs >= 2 classes"
+        if pool_size < 0:
+            return f"pool_size={pool_size} is negative"
+        if pos.ndim != 1 or len(pos) != len(x) or len(pos) > count:
+            return f"positions of shape {pos.shape} do not match {len(x)} samples (asked for {count})"
+        if not np.issubdtype(pos.dtype, np.integer):
+            return f"positions must be integers, got dtype {pos.dtype}"
+        if len(pos) and not np.array_equal(pos, np.arange(offset, offset + len(pos))):
+            return f"positions must be {offset}..{offset + len(pos) - 1} in order, got {pos[:5].tolist()}..."
+        if not np.issubdtype(x.dtype, np.floating) or (x.size and not np.isfinite(x).all()):
+            return f"samples must be finite floats, got dtype {x.dtype} with non-finite values or not float"
+        return ""
 
     def _gather_votes(self, grid: Grid, batch_x: np.ndarray) -> np.ndarray:
         """Sum the vote histograms of all remaining teacher nodes for one batch of queries."""
@@ -364,7 +393,8 @@ class EnsembleDistillation(Strategy):
                                 set(ensemble.teacher_hosts), "voting")
         total = np.zeros((len(batch_x), 0), dtype=np.int64)
         for node, reply in sorted(by_node.items()):
-            problem, votes = self._check_histogram(reply, len(batch_x), len(ensemble.teacher_hosts[node]))
+            problem, votes = self._check_histogram(reply, len(batch_x), len(ensemble.teacher_hosts[node]),
+                                                   self._n_classes)
             if problem:
                 self._drop(node, f"malformed vote histogram: {problem}")
                 continue
@@ -373,14 +403,20 @@ class EnsembleDistillation(Strategy):
         return total
 
     @staticmethod
-    def _check_histogram(reply: Message, n_queries: int, n_hosted: int) -> tuple[str, np.ndarray]:
-        """Return ``("", votes)`` for a valid ``(Q, C)`` histogram, else ``(problem, empty)``."""
+    def _check_histogram(reply: Message, n_queries: int, n_hosted: int,
+                         n_classes: int | None) -> tuple[str, np.ndarray]:
+        """Return ``("", votes)`` for a valid ``(Q, C)`` histogram, else ``(problem, empty)``.
+
+        ``C`` is the class count the student reported with its queries.
+        """
         try:
             votes = read_array(reply.content, "votes", "votes")
-        except ValueError as err:
+        except (KeyError, TypeError, ValueError) as err:
             return str(err), np.zeros(0)
         if votes.ndim != 2 or votes.shape[0] != n_queries:
             return f"expected shape ({n_queries}, C), got {votes.shape}", votes
+        if n_classes is not None and votes.shape[1] != n_classes:
+            return f"expected {n_classes} class columns, got {votes.shape[1]}", votes
         if not np.issubdtype(votes.dtype, np.integer) or votes.min(initial=0) < 0:
             return "counts must be non-negative integers", votes
         if np.any(votes.sum(axis=1) != n_hosted):

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from strategies.ledger_sidecar import LedgerRows
 from strategies.rdp_analysis import FloatArray
 
 
@@ -27,8 +28,7 @@ class LedgerViews:
     _budget: float
     _budget_on: str
     _history: list[dict[str, Any]]
-    _votes: FloatArray | None
-    _answered_flags: np.ndarray
+    _rows: LedgerRows
     _release: dict[str, Any] | None
 
     def epsilon(self) -> dict[str, float]:  # implemented by the ledger
@@ -106,13 +106,24 @@ class LedgerViews:
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        """One entry per charge (copies): counts, ε after the charge, time."""
+        """The journal, one entry per charge (copies): counts, ε after the charge, time, the batch's
+        costs, sequence number and hashes (see :mod:`strategies.ledger_journal`)."""
         return [dict(entry) for entry in self._history]
 
     @property
     def votes(self) -> FloatArray | None:
-        """The charged vote histograms ``(queries_checked, C)`` (a copy); None for LNMax or before any."""
-        return None if self._votes is None else self._votes.copy()
+        """The charged vote histograms ``(queries_checked, C)`` (a copy); None before any."""
+        return self._rows.votes.copy() if len(self._rows) else None
+
+    def paid_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(query_ids, labels)`` of the answered queries charged with labels, in charge order (copies).
+
+        What the privacy spent bought: stored with each charge, so they survive a failed student and a
+        restart (``PrivacyLedger.load(path).paid_labels()``). Queries charged without labels are not
+        in it. Both arrays are int64 of one length.
+        """
+        keep = self._rows.labels >= 0  # -1: unanswered, or charged without labels
+        return self._rows.query_ids[keep].copy(), self._rows.labels[keep].copy()
 
     @property
     def last_release(self) -> dict[str, Any] | None:

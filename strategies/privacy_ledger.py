@@ -1,10 +1,34 @@
-"""The persisted RDP privacy ledger of a PATE run: charges, budget, history.
+"""The persisted RDP privacy ledger of a PATE run: charges, budget, journal, paid-for labels.
 
 Bookkeeping only: costs come from :mod:`strategies.rdp_analysis` and :mod:`strategies.rdp_lnmax`,
 ε from :mod:`strategies.rdp_conversion`, persistence from :mod:`strategies.ledger_store`.
 
-References
-----------
+The API a strategy calls
+------------------------
+``ledger.charge(votes, answered, *, labels=None, query_ids=None) -> ChargeResult``
+    Charges the longest prefix of the batch that fits the budget (``result.n_accepted``). With
+    ``labels`` and ``query_ids`` (integer arrays of shape ``(Q,)``, one per query of the batch: the
+    fused labels, ``-1`` for unanswered queries, and the ids the caller knows its queries by, e.g.
+    pool positions), the labels of the accepted prefix are stored in the same atomic step as the
+    charge. Without them the call is today's ``charge(votes, answered)``.
+``ledger.paid_labels() -> tuple[numpy.ndarray, numpy.ndarray]``
+    ``(query_ids, labels)`` (int64) of every answered query charged with labels, in charge order:
+    what the privacy spent bought. They survive a failed student and a restart
+    (``PrivacyLedger.load(path).paid_labels()``).
+
+Files
+-----
+``<path>`` (JSON) is an append-only journal (:mod:`strategies.ledger_journal`): one hash-chained
+entry per charge with the batch's costs; the totals in it are derived and a reader recomputes and
+checks them, refusing a file that does not add up with :class:`LedgerIntegrityError`. A live ledger
+also refuses a file rolled back behind what it last wrote or adopted. ``<path>.votes.npz``
+(:mod:`strategies.ledger_sidecar`) holds one row per charged query: the votes and answered flag that
+determine its cost, and its id and label. It is written atomically before the JSON, whose entries pin
+its rows by SHA-256, so the JSON's ``os.replace`` commits charge and labels together: a crash before
+it leaves both as they were. All files are owner-only (0o600); ``<path>.lock`` serializes writers.
+
+An empty ledger (no query checked) reports ε = 0: releasing nothing is 0-DP.
+
 References
 ----------
 * [P18] N. Papernot, S. Song, I. Mironov, A. Raghunathan, K. Talwar, Ú. Erlingsson. "Scalable
@@ -31,13 +55,22 @@ import numpy.typing as npt
 
 from strategies.fusion import MECHANISM_REGISTRY, Mechanism
 from strategies.ledger_costs import check_answered, check_params, query_costs, worst_case_query
-from strategies.ledger_release import RELEASABLE, read_sidecar, release_of, released_prefix, write_sidecar
-from strategies.ledger_release import votes_digest as _votes_digest
+from strategies.ledger_journal import JournalSpec, LedgerIntegrityError, genesis_hash, seal, verify_journal
+from strategies.ledger_release import RELEASABLE, release_of, released_prefix
+from strategies.ledger_sidecar import (
+    LedgerRows,
+    batch_rows,
+    read_sidecar,
+    rows_digest,
+    sidecar_path,
+    write_sidecar,
+)
 from strategies.ledger_store import (
     LEDGER_FORMAT_VERSION,
     _atomic_write_json,
     _ledger_lock,
     _read_ledger_file,
+    remove_orphan_temps,
 )
 from strategies.ledger_views import LedgerViews
 from strategies.rdp_analysis import (
@@ -52,7 +85,7 @@ from strategies.rdp_analysis import (
 from strategies.rdp_conversion import _check_conversion, _epsilon_curve, _warn_if_edge
 from strategies.smooth_sensitivity import draw_released_epsilon
 
-__all__ = ["BudgetExhaustedError", "ChargeResult", "PrivacyLedger"]
+__all__ = ["BudgetExhaustedError", "ChargeResult", "LedgerIntegrityError", "PrivacyLedger"]
 
 _MECHANISMS = ("gnmax", "confident_gnmax", "lnmax")
 _BUDGET_BASES = ("data_dependent", "data_independent", "released")
@@ -60,7 +93,6 @@ _BUDGET_BASES = ("data_dependent", "data_independent", "released")
 
 class BudgetExhaustedError(RuntimeError):
     """Raised by :meth:`PrivacyLedger.charge` once the privacy budget is exhausted."""
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +126,6 @@ class ChargeResult:
     epsilon_released: float | None = None
 
 
-
 class PrivacyLedger(LedgerViews):
     """RDP privacy ledger for PATE vote fusion, persisted atomically as JSON.
 
@@ -107,8 +138,9 @@ class PrivacyLedger(LedgerViews):
     ----------
     path : str or pathlib.Path or None
         JSON file to persist to after every charge; ``None`` keeps the ledger in memory. If the file
-        exists it is reloaded (history and totals), and its mechanism, parameters and orders must
-        equal the ones given, else ValueError: a ledger is never reset silently.
+        exists it is reloaded (its journal verified and its totals recomputed), and its mechanism,
+        parameters and orders must equal the ones given, else ValueError: a ledger is never reset
+        silently.
     mechanism : {"gnmax", "confident_gnmax", "lnmax"}
         The fusion mechanism being charged.
     delta : float
@@ -135,14 +167,18 @@ class PrivacyLedger(LedgerViews):
         Theorem 21, see :mod:`strategies.rdp_conversion`). The smooth-sensitivity release keeps
         [P18]'s own conversion (Proposition 3).
 
-    The vote histograms of "gnmax" and "confident_gnmax" charges are kept for :meth:`release`: in
-    memory, and with a ledger file in the ``<path>.votes.npz`` sidecar (:mod:`strategies.ledger_release`).
+    Every charged vote histogram, its answered flag and (if given) its query id and label are kept:
+    in memory, and with a ledger file in the ``<path>.votes.npz`` row store
+    (:mod:`strategies.ledger_sidecar`), for recomputing costs, :meth:`release` and :meth:`paid_labels`.
 
     Raises
     ------
     ValueError
         On an unknown mechanism or budget basis, a missing or superfluous parameter, an invalid
-        value, a budget below the ε of zero queries, or a stored ledger that does not match.
+        value, a budget below the smallest ε a query can be reported at, or a stored ledger that does
+        not match.
+    LedgerIntegrityError
+        (a ValueError) If the stored ledger fails a journal check (:mod:`strategies.ledger_journal`).
     """
 
     def __init__(
@@ -174,10 +210,10 @@ class PrivacyLedger(LedgerViews):
         self._budget_on = budget_on
         self._orders = _check_orders(orders).copy()
         floor = float(np.min(self._curve(np.zeros_like(self._orders))))
-        if self._budget < floor:
+        if self._budget < floor:  # below it, no query could ever fit
             raise ValueError(
-                f"epsilon_budget must be >= the ε of zero queries on this order grid ({floor:.4g}), "
-                f"got {self._budget}"
+                f"epsilon_budget must be >= the ε the conversion gives zero RDP on this order grid "
+                f"({floor:.4g}), got {self._budget}"
             )
         self._path = None if path is None else Path(path)
 
@@ -186,9 +222,8 @@ class PrivacyLedger(LedgerViews):
         self._checked = 0
         self._answered = 0
         self._exhausted = False
-        self._history: list[dict[str, Any]] = []
-        self._votes: FloatArray | None = None  # charged histograms (releasable mechanisms only)
-        self._answered_flags = np.zeros(0, dtype=bool)
+        self._history: list[dict[str, Any]] = []  # the journal, as last written or adopted
+        self._rows = LedgerRows.empty()  # one row per charged query
         self._eps_released: float | None = None
         self._release: dict[str, Any] | None = None
         if self._path is not None and self._path.exists():
@@ -211,8 +246,24 @@ class PrivacyLedger(LedgerViews):
             **self._params,
         }
 
+    def _spec(self) -> JournalSpec:
+        """What the journal checks need of this ledger."""
+        genesis = genesis_hash(LEDGER_FORMAT_VERSION, self._config(), self._orders.tolist())
+        return JournalSpec(genesis=genesis, orders=self._orders, costs=self._costs, spent=self._best,
+                           budget=self._budget, budget_on=self._budget_on)
+
+    def _costs(self, votes: FloatArray, answered: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
+        """Per-query RDP of charged rows on both accountings (ValueError if they are invalid)."""
+        votes = validate_votes(votes)
+        return query_costs(self._mechanism, self._params, self._orders, votes,
+                           check_answered(self._mechanism, answered, votes.shape[0]))
+
     def _restore(self, stored: dict[str, Any]) -> None:
-        """Load totals and history from a stored ledger after checking it matches this one."""
+        """Adopt a stored ledger after checking it matches this one and its journal adds up.
+
+        The file must extend the journal this ledger last wrote or adopted (no rollback); the entries
+        already verified skip the cost recomputation.
+        """
         mine, theirs = self._config(), stored["config"]
         for key in ["mechanism", *sorted((set(mine) | set(theirs)) - {"mechanism"})]:
             if mine.get(key) != theirs.get(key):
@@ -228,23 +279,15 @@ class PrivacyLedger(LedgerViews):
                 f"than this one ({self._orders.size} orders in [{self._orders.min():g}, "
                 f"{self._orders.max():g}])"
             )
-        self._rdp_dd = np.asarray(stored["rdp_data_dependent"], dtype=float)
-        self._rdp_di = np.asarray(stored["rdp_data_independent"], dtype=float)
-        self._checked = int(stored["queries_checked"])
-        self._answered = int(stored["queries_answered"])
-        self._exhausted = bool(stored["exhausted"])
-        self._history = list(stored["history"])
-        self._eps_released = stored.get("epsilon_released")
+        assert self._path is not None
+        path = self._path
+        totals, rows = verify_journal(path, stored, self._spec(), lambda n: read_sidecar(path, n),
+                                      known=self._history)
+        self._rdp_dd, self._rdp_di = totals.rdp_data_dependent, totals.rdp_data_independent
+        self._checked, self._answered, self._exhausted = totals.checked, totals.answered, totals.exhausted
+        self._history, self._rows = list(stored["history"]), rows
+        self._eps_released = totals.epsilon_released
         self._release = stored.get("release")
-        if self._mechanism in RELEASABLE and self._path is not None:
-            digest = stored.get("votes_digest")
-            if self._checked and digest is None:
-                raise ValueError(f"{self._path}: the ledger has {self._checked} charged queries but no "
-                                 "votes_digest for its vote sidecar; refusing to continue")
-            if self._checked:
-                self._votes, self._answered_flags = read_sidecar(self._path, digest, self._checked)
-            else:
-                self._votes, self._answered_flags = None, np.zeros(0, dtype=bool)
 
     @classmethod
     def for_mechanism(
@@ -318,20 +361,24 @@ class PrivacyLedger(LedgerViews):
 
     # -- charging ----------------------------------------------------------------------------------
 
-    def charge(self, votes: ArrayLike, answered: ArrayLike | None = None) -> ChargeResult:
+    def charge(
+        self, votes: ArrayLike, answered: ArrayLike | None = None, *, labels: ArrayLike | None = None,
+        query_ids: ArrayLike | None = None,
+    ) -> ChargeResult:
         """Charge a batch of queries, keeping the longest prefix that fits the budget.
 
         With a ledger file, the charge holds an exclusive lock on ``<path>.lock`` and first adopts
-        what the file holds, so processes sharing the file charge one budget and lose no charge.
+        what the file holds (after verifying its journal), so processes sharing the file charge one
+        budget and lose no charge.
 
         Each query pays the threshold check (Confident-GNMax) and, if answered, the answering step
         (GNMax or LNMax), on both accountings. The longest prefix of the batch whose total ε (on
         ``budget_on``) stays within the budget is found in a dry run; only then are the totals
-        updated, the history extended and the ledger persisted. The caller must not release the
+        updated, the journal extended and the ledger persisted. The caller must not release the
         answers to queries beyond ``n_accepted``.
 
         Each batch is validated on its own, so the number of teachers (row sum) may change between
-        batches, e.g. when a teacher node drops out.
+        batches, e.g. when a teacher node drops out; the number of classes may not.
 
         Parameters
         ----------
@@ -342,6 +389,10 @@ class PrivacyLedger(LedgerViews):
             Shape ``(Q,)``: which queries the fusion answered. Required for "confident_gnmax" (the
             threshold outcomes); for "gnmax" and "lnmax" every query is answered, so it must be
             None or all True.
+        labels, query_ids : array_like of int or None, default None
+            Shape ``(Q,)`` each, given together: the fused labels (in ``[0, C)``, ``-1`` where not
+            answered) and the caller's ids of the queries. Those of the accepted prefix are stored
+            with the charge, in the same atomic write; see :meth:`paid_labels`.
 
         Returns
         -------
@@ -357,9 +408,11 @@ class PrivacyLedger(LedgerViews):
         BudgetExhaustedError
             If an earlier charge exhausted the budget.
         ValueError
-            If ``votes`` or ``answered`` is malformed.
+            If ``votes``, ``answered``, ``labels`` or ``query_ids`` is malformed.
+        LedgerIntegrityError
+            (a ValueError) If the ledger file fails a journal check or was rolled back.
         OSError
-            If persisting fails; the ledger then stays as it was before the call.
+            If persisting fails; the ledger (file, row store and memory) then stays as it was.
 
         Warns
         -----
@@ -367,28 +420,36 @@ class PrivacyLedger(LedgerViews):
             If the best order of either ε is at the edge of the order grid.
         """
         if self._path is None:
-            return self._charge(votes, answered)
+            return self._charge(votes, answered, labels, query_ids)
         with _ledger_lock(self._path):
             self._refresh()
-            return self._charge(votes, answered)
+            return self._charge(votes, answered, labels, query_ids)
 
     def _refresh(self) -> None:
         """Adopt the ledger file's state (another process may have charged it since my last write).
+
+        Runs under the lock, so it also removes temp files a killed writer left behind.
 
         Raises
         ------
         ValueError
             If the file vanished after charges were recorded (a ledger is never reset silently), or
             no longer matches this ledger's settings.
+        LedgerIntegrityError
+            If the file fails a journal check or does not extend what this ledger last wrote.
         """
         assert self._path is not None
+        remove_orphan_temps(self._path, sidecar_path(self._path))
         if self._path.exists():
             self._restore(_read_ledger_file(self._path))
         elif self._checked or self._history:
             raise ValueError(f"{self._path}: the privacy ledger file vanished after {self._checked} checked "
                              "queries; refusing to charge (restore the file or start a new ledger)")
 
-    def _charge(self, votes: ArrayLike, answered: ArrayLike | None) -> ChargeResult:
+    def _charge(
+        self, votes: ArrayLike, answered: ArrayLike | None, labels: ArrayLike | None,
+        query_ids: ArrayLike | None,
+    ) -> ChargeResult:
         """:meth:`charge` on the current state (the caller holds the ledger file's lock)."""
         if self._exhausted:
             spent = self.epsilon()[self._budget_on]
@@ -398,23 +459,30 @@ class PrivacyLedger(LedgerViews):
             )
         votes = validate_votes(votes)
         answered_arr = check_answered(self._mechanism, answered, votes.shape[0])
+        batch = batch_rows(votes, answered_arr, labels, query_ids)
+        self._rows.extended(batch[:0])  # the number of classes must not change
 
         # Dry run: cumulative totals after each prefix, nothing changes until the prefix is chosen.
         cost_dd, cost_di = query_costs(self._mechanism, self._params, self._orders, votes, answered_arr)
-        cum_dd = self._rdp_dd + np.cumsum(cost_dd, axis=0)
-        cum_di = self._rdp_di + np.cumsum(cost_di, axis=0)
+        sum_dd, sum_di = np.cumsum(cost_dd, axis=0), np.cumsum(cost_di, axis=0)
+        cum_dd, cum_di = self._rdp_dd + sum_dd, self._rdp_di + sum_di
         eps_released = self._eps_released
         if self._budget_on == "released":
-            n_accepted, eps_released = released_prefix(self._mechanism, self._params, self._votes, votes,
+            past = self._rows.votes if len(self._rows) else None
+            n_accepted, eps_released = released_prefix(self._mechanism, self._params, past, votes,
                                                        self._delta, self._orders, self._budget)
         else:
             cum = cum_dd if self._budget_on == "data_dependent" else cum_di
             over = np.min(self._curve(cum), axis=1) > self._budget
             n_accepted = int(np.argmax(over)) if over.any() else votes.shape[0]
-        # The committed totals are the very rows the decision was made on (no re-summation).
+        # The committed totals are the very rows the decision was made on (no re-summation); the
+        # journal records the batch's cost, which a reader adds to the previous total the same way.
+        zero = np.zeros_like(self._orders)
+        batch_dd, batch_di = (sum_dd[n_accepted - 1], sum_di[n_accepted - 1]) if n_accepted else (zero, zero)
         rdp_dd = cum_dd[n_accepted - 1] if n_accepted else self._rdp_dd.copy()
         rdp_di = cum_di[n_accepted - 1] if n_accepted else self._rdp_di.copy()
         n_answered = int(answered_arr[:n_accepted].sum())
+        checked, answered_total = self._checked + n_accepted, self._answered + n_answered
 
         # On the data-independent accounting every query costs exactly its worst case, so the budget
         # is exhausted as soon as one more query cannot fit. A data-dependent cost is only known once
@@ -423,8 +491,9 @@ class PrivacyLedger(LedgerViews):
         if self._budget_on == "data_independent":
             worst = worst_case_query(self._mechanism, self._params, self._orders)
             exhausted = exhausted or bool(np.min(self._curve(rdp_di + worst)) > self._budget)
-        (eps_dd, order_dd), (eps_di, order_di) = self._best(rdp_dd), self._best(rdp_di)
+        (eps_dd, order_dd), (eps_di, order_di) = self._best(rdp_dd, checked), self._best(rdp_di, checked)
 
+        new_rows = batch[:n_accepted]
         entry: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
             "n_offered": int(votes.shape[0]),
@@ -436,30 +505,29 @@ class PrivacyLedger(LedgerViews):
             "epsilon_data_independent": eps_di,
             "best_order_data_dependent": order_dd,
             "best_order_data_independent": order_di,
+            "cost_data_dependent": batch_dd.tolist(),
+            "cost_data_independent": batch_di.tolist(),
+            "rows_sha256": rows_digest(new_rows) if n_accepted else None,
         }
         if self._budget_on == "released":
             entry["epsilon_released"] = eps_released
-        history = [*self._history, entry]
-        checked, answered_total = self._checked + n_accepted, self._answered + n_answered
-        kept_votes, kept_flags = self._votes, self._answered_flags
-        if self._mechanism in RELEASABLE and n_accepted:
-            new = votes[:n_accepted]
-            kept_votes = new if kept_votes is None else np.concatenate((kept_votes, new))
-            kept_flags = np.concatenate((kept_flags, answered_arr[:n_accepted]))
+        history = [*self._history, seal(entry, self._history, self._spec().genesis)]
+        rows = self._rows.extended(new_rows)
         if self._path is not None:
-            if self._mechanism in RELEASABLE and n_accepted:
-                write_sidecar(self._path, kept_votes, kept_flags)  # before the JSON that pins it
+            if n_accepted:  # the row store first: the JSON that pins its rows is the commit point
+                write_sidecar(self._path, rows.votes, rows.answered, rows.query_ids, rows.labels)
             payload = self._payload(rdp_dd=rdp_dd, rdp_di=rdp_di, checked=checked, answered=answered_total,
-                                    exhausted=exhausted, history=history, votes=kept_votes, flags=kept_flags,
-                                    eps_released=eps_released, release=self._release)
+                                    exhausted=exhausted, history=history, eps_released=eps_released,
+                                    release=self._release)
             _atomic_write_json(self._path, payload)
         self._rdp_dd, self._rdp_di = rdp_dd, rdp_di
         self._checked, self._answered = checked, answered_total
         self._exhausted, self._history = exhausted, history
-        self._votes, self._answered_flags, self._eps_released = kept_votes, kept_flags, eps_released
+        self._rows, self._eps_released = rows, eps_released
 
-        _warn_if_edge(order_dd, self._orders, "data-dependent ε")
-        _warn_if_edge(order_di, self._orders, "data-independent ε")
+        if checked:  # an empty ledger's ε is exactly 0, whatever the grid
+            _warn_if_edge(order_dd, self._orders, "data-dependent ε")
+            _warn_if_edge(order_di, self._orders, "data-independent ε")
         return ChargeResult(
             n_accepted=n_accepted,
             n_answered=n_answered,
@@ -471,11 +539,15 @@ class PrivacyLedger(LedgerViews):
             epsilon_released=eps_released if self._budget_on == "released" else None,
         )
 
-    def _best(self, rdp: FloatArray) -> tuple[float, float]:
-        """(ε, best order) of a total RDP curve, without warning."""
+    def _best(self, rdp: FloatArray, checked: int) -> tuple[float, float]:
+        """(ε, best order) of a total RDP curve after ``checked`` queries, without warning.
+
+        No query checked, nothing released: ε = 0 (not the conversion's δ term at the best order);
+        the order reported is still the conversion's best.
+        """
         eps = self._curve(rdp)
         best = int(np.argmin(eps))
-        return float(eps[best]), float(self._orders[best])
+        return (float(eps[best]) if checked else 0.0), float(self._orders[best])
 
     # -- the smooth-sensitivity release ------------------------------------------------------------
 
@@ -517,9 +589,9 @@ class PrivacyLedger(LedgerViews):
     def _do_release(self, rng: np.random.Generator) -> dict[str, Any]:
         if self._release is not None and self._release.get("queries_checked") == self._checked:
             return dict(self._release)
-        if self._votes is None or not self._checked:
+        if not self._checked:
             raise ValueError("nothing to release: the ledger has no charged queries")
-        result = release_of(self._mechanism, self._params, self._votes, self._delta, self._orders)
+        result = release_of(self._mechanism, self._params, self._rows.votes, self._delta, self._orders)
         release = {
             "queries_checked": self._checked,
             "epsilon_released": result.epsilon_released,
@@ -538,8 +610,7 @@ class PrivacyLedger(LedgerViews):
         """The current state as :meth:`_payload` keywords."""
         return {"rdp_dd": self._rdp_dd, "rdp_di": self._rdp_di, "checked": self._checked,
                 "answered": self._answered, "exhausted": self._exhausted, "history": self._history,
-                "votes": self._votes, "flags": self._answered_flags, "eps_released": self._eps_released,
-                "release": self._release}
+                "eps_released": self._eps_released, "release": self._release}
 
     def _payload(
         self,
@@ -550,12 +621,10 @@ class PrivacyLedger(LedgerViews):
         answered: int,
         exhausted: bool,
         history: Sequence[dict[str, Any]],
-        votes: FloatArray | None,
-        flags: npt.NDArray[np.bool_],
         eps_released: float | None,
         release: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        """The JSON document for a ledger state."""
+        """The JSON document for a ledger state (the totals in it are derived from ``history``)."""
         payload: dict[str, Any] = {
             "format_version": LEDGER_FORMAT_VERSION,
             "config": self._config(),
@@ -568,7 +637,6 @@ class PrivacyLedger(LedgerViews):
             "history": list(history),
         }
         if self._mechanism in RELEASABLE:
-            payload["votes_digest"] = None if votes is None else _votes_digest(votes, flags)
             payload["release"] = release
         if self._budget_on == "released":
             payload["epsilon_released"] = eps_released
@@ -588,10 +656,10 @@ class PrivacyLedger(LedgerViews):
         dict
             Keys ``data_dependent``, ``data_independent``, ``best_order_data_dependent``,
             ``best_order_data_independent``; with ``budget_on="released"`` also ``released``, the
-            expected released ε of the charged queries (0 before any charge).
+            expected released ε of the charged queries. All ε are 0 before any query is checked.
         """
-        eps_dd, order_dd = self._best(self._rdp_dd)
-        eps_di, order_di = self._best(self._rdp_di)
+        eps_dd, order_dd = self._best(self._rdp_dd, self._checked)
+        eps_di, order_di = self._best(self._rdp_di, self._checked)
         out = {
             "data_dependent": eps_dd,
             "data_independent": eps_di,

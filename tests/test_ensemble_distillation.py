@@ -54,6 +54,11 @@ def test_full_run_labels_student_and_bills_privacy(tmp_path):
     assert 0 < report["epsilon_data_dependent"] <= report["epsilon_data_independent"] < np.inf
     stored = json.loads((tmp_path / "ledger.json").read_text())
     assert stored["queries_checked"] == 120 and [h["n_offered"] for h in stored["history"]] == [40, 40, 40]
+    # the labels the student was sent are stored with their charge, and survive a reload
+    sent = next(m for m in grid.sent if m.metadata.message_type == "train.student").content["labels"]
+    paid_ids, paid_labels = PrivacyLedger.load(tmp_path / "ledger.json").paid_labels()
+    np.testing.assert_array_equal(paid_ids, sent["positions"].numpy())
+    np.testing.assert_array_equal(paid_labels, sent["labels"].numpy())
     assert report["student"]["fused_label_accuracy"] > 0.6
     assert report["student"]["test_accuracy"] > 0.5
     meta = json.loads((tmp_path / "student.json").read_text())
@@ -89,6 +94,12 @@ def test_failed_teacher_node_leaves_ensemble_and_accounting_counts_the_rest(tmp_
         ("bad_shape", "malformed vote histogram: expected shape"),
         ("bad_sum", "malformed vote histogram: each row must sum"),
         ("missing_record", "malformed vote histogram: malformed message"),
+        ("extra_class", "malformed vote histogram: expected 10 class columns, got 11"),
+        ("missing_class", "malformed vote histogram: expected 10 class columns, got 9"),
+        ("float_nan", "malformed vote histogram: counts must be non-negative integers"),
+        ("negative", "malformed vote histogram: counts must be non-negative integers"),
+        ("rank3", "malformed vote histogram: expected shape"),
+        ("above_hosted", "malformed vote histogram: each row must sum to the node's 3 teachers"),
     ],
 )
 def test_faulty_node_is_dropped_with_reason(tmp_path, fault, expected):
@@ -99,7 +110,16 @@ def test_faulty_node_is_dropped_with_reason(tmp_path, fault, expected):
         if reply.metadata.message_type != "query.votes":
             return reply
         votes = reply.content["votes"]["votes"].numpy()
-        bad = {"bad_shape": votes[:-1], "bad_sum": votes * 2}.get(fault)
+        nan = votes.astype(np.float64)
+        nan[0, 0] = np.nan
+        negative = votes.copy()
+        negative[0, :2] = [-1, negative[0, 1] + negative[0, 0] + 1]
+        above = votes.copy()
+        above[:, 0] += 1
+        bad = {"bad_shape": votes[:-1], "bad_sum": votes * 2,
+               "extra_class": np.hstack([votes, np.zeros((len(votes), 1), votes.dtype)]),
+               "missing_class": votes[:, :-1], "float_nan": nan, "negative": negative,
+               "rank3": votes[:, :, None], "above_hosted": above}.get(fault)
         content = RecordDict() if bad is None else RecordDict({"votes": array_record(votes=bad)})
         return Message(content, reply_to=grid.sent[-1])
 
