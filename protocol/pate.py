@@ -45,6 +45,24 @@ class DataSpec:
     mnist1d_samples: int = 4000
     teacher_samples: int = 0  # samples dealt to the teachers in all; 0 = everything the student's sets leave
 
+    def __post_init__(self) -> None:
+        fractions = (self.query_fraction, self.validation_fraction, self.test_fraction)
+        _check_rules("DataSpec", [
+            ("num_teachers", self.num_teachers, _is_int(self.num_teachers, 1), "must be an integer >= 1"),
+            ("query_fraction", self.query_fraction, 0 < self.query_fraction < 1, "must be in (0, 1)"),
+            ("validation_fraction", self.validation_fraction, 0 < self.validation_fraction < 1,
+             "must be in (0, 1)"),
+            ("test_fraction", self.test_fraction, 0 < self.test_fraction < 1, "must be in (0, 1)"),
+            ("query_fraction+validation_fraction+test_fraction", round(sum(fractions), 6), sum(fractions) < 1,
+             "must be < 1 to leave data for the teachers"),
+            ("dirichlet_alpha", self.dirichlet_alpha,
+             _is_finite(self.dirichlet_alpha) and self.dirichlet_alpha > 0, "must be a finite number > 0"),
+            ("mnist1d_samples", self.mnist1d_samples, _is_int(self.mnist1d_samples, 100),
+             "must be an integer >= 100"),
+            ("teacher_samples", self.teacher_samples, _is_int(self.teacher_samples, 0),
+             "must be an integer >= 0 (0: all the student's sets leave)"),
+        ])
+
 
 @dataclass
 class ModelSpec:
@@ -58,6 +76,18 @@ class ModelSpec:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     augment_shift: int = 0  # random shift of up to this many positions (1-D) or pixels (2-D); 0 = none
+
+    def __post_init__(self) -> None:
+        _check_rules("ModelSpec", [
+            ("epochs", self.epochs, _is_int(self.epochs, 1), "must be an integer >= 1"),
+            ("batch_size", self.batch_size, _is_int(self.batch_size, 1), "must be an integer >= 1"),
+            ("lr", self.lr, _is_finite(self.lr) and self.lr > 0, "must be a finite number > 0"),
+            ("weight_decay", self.weight_decay, _is_finite(self.weight_decay) and self.weight_decay >= 0,
+             "must be a finite number >= 0"),
+            ("feature_dim", self.feature_dim, _is_int(self.feature_dim, 1), "must be an integer >= 1"),
+            ("hidden", self.hidden, _is_int(self.hidden, 1), "must be an integer >= 1"),
+            ("augment_shift", self.augment_shift, _is_int(self.augment_shift, 0), "must be an integer >= 0"),
+        ])
 
 
 STUDENT_METHODS = ("supervised", "self_training", "fixmatch")
@@ -102,6 +132,45 @@ class StudentSettings:
     def __post_init__(self) -> None:
         if self.method not in STUDENT_METHODS:
             raise ValueError(f"StudentSettings.method must be one of {STUDENT_METHODS}, got {self.method!r}")
+        _check_rules("StudentSettings", [
+            ("self_training_confidence", self.self_training_confidence,
+             _is_finite(self.self_training_confidence) and 0 <= self.self_training_confidence <= 1,
+             "must be in [0, 1]"),
+            ("fixmatch_threshold", self.fixmatch_threshold,
+             _is_finite(self.fixmatch_threshold) and 0 < self.fixmatch_threshold <= 1, "must be in (0, 1]"),
+            ("fixmatch_weight", self.fixmatch_weight,
+             _is_finite(self.fixmatch_weight) and self.fixmatch_weight >= 0, "must be a finite number >= 0"),
+            ("fixmatch_mu", self.fixmatch_mu, _is_int(self.fixmatch_mu, 1), "must be an integer >= 1"),
+            ("fixmatch_lr", self.fixmatch_lr, _is_finite(self.fixmatch_lr) and self.fixmatch_lr > 0,
+             "must be a finite number > 0"),
+            ("fixmatch_epochs", self.fixmatch_epochs, _is_int(self.fixmatch_epochs, 0),
+             "must be an integer >= 0"),
+            ("fixmatch_warmup_epochs", self.fixmatch_warmup_epochs, _is_int(self.fixmatch_warmup_epochs, 0),
+             "must be an integer >= 0"),
+            ("fixmatch_label_smoothing", self.fixmatch_label_smoothing,
+             _is_finite(self.fixmatch_label_smoothing) and 0 <= self.fixmatch_label_smoothing < 1,
+             "must be in [0, 1)"),
+            ("fixmatch_ema_decay", self.fixmatch_ema_decay,
+             _is_finite(self.fixmatch_ema_decay) and 0 <= self.fixmatch_ema_decay < 1, "must be in [0, 1)"),
+        ])
+
+
+def _is_int(value: object, minimum: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``minimum``."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_finite(value: object) -> bool:
+    """Whether ``value`` is a real, finite number (not a bool)."""
+    is_real = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    return is_real and bool(np.isfinite(value))
+
+
+def _check_rules(prefix: str, rules: list[tuple[str, object, bool, str]]) -> None:
+    """Raise ``ValueError("<prefix>.<field>=<value>: <rule>")`` for the first rule that fails."""
+    for name, value, ok, rule in rules:
+        if not ok:
+            raise ValueError(f"{prefix}.{name}={value!r}: {rule}")
 
 
 def parse_teacher_ids(text: str) -> list[int]:

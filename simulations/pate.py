@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -88,8 +90,18 @@ def _fmt_eps(value: float) -> str:
 
 @hydra.main(config_path="../conf/pate", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Hydra's entry: turn the composed config into the typed schema and run."""
-    run(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
+    """Hydra's entry: turn the composed config into the typed schema and run.
+
+    A setting out of range stops here, before Ray or any node starts: ``error: <field>=<value>: <rule>``
+    on stderr and exit status 2.
+    """
+    try:
+        config = OmegaConf.to_object(cfg)
+    except (ValueError, OmegaConfBaseException) as err:
+        cause = err.__cause__ if isinstance(err, OmegaConfBaseException) and err.__cause__ else err
+        print(f"error: {str(cause).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)
+    run(config)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from clients.data import DATASETS, PARTITION_SCHEMES
+from clients.data import DATASETS, PARTITION_SCHEMES, dataset_size, teacher_pool_size
 from clients.encoders import ENCODER_KINDS
 from protocol.pate import DataSpec, ModelSpec, StudentSettings
 from strategies.fusion import MECHANISMS
@@ -128,6 +128,23 @@ class PateConfig:
         for name, value, ok, rule in rules:
             if not ok:
                 raise ValueError(f"{name} must be {rule}, got {value!r}")
+        self._check_data_fits()
+
+    def _check_data_fits(self) -> None:
+        """Refuse teacher counts and sample budgets the dataset cannot supply (before any node starts)."""
+        d = self.data
+        pool = teacher_pool_size(dataset_size(d.dataset, d.mnist1d_samples), d.query_fraction,
+                                 d.validation_fraction, d.test_fraction)
+        if d.teacher_samples > pool:
+            raise ValueError(f"data.teacher_samples={d.teacher_samples}: must be <= the {pool} samples "
+                             f"{d.dataset} leaves after the student's query, validation and test sets")
+        per_teacher = (d.teacher_samples or pool) // d.num_teachers
+        if per_teacher < 1:
+            raise ValueError(f"data.num_teachers={d.num_teachers}: the {d.teacher_samples or pool} teacher "
+                             f"samples of {d.dataset} leave none per teacher; use fewer teachers or more data"
+                             )
+        if d.query_fraction * dataset_size(d.dataset, d.mnist1d_samples) < 1:
+            raise ValueError(f"data.query_fraction={d.query_fraction}: leaves the student no query samples")
 
 
 def compose_config(*hydra_overrides: str) -> PateConfig:
