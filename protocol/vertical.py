@@ -28,6 +28,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 ALIGNMENTS = ("psi", "insecure_plaintext")
+PSI_BACKENDS = ("paillier", "ecdh")
 PULL_FORMS = ("distance", "cross_entropy")
 FUSION_SELECTIONS = ("fixed", "validation")
 
@@ -164,9 +165,11 @@ class ModelConfig:
 class VerticalStrategyConfig:
     """The VerticalPrototype protocol and its protection.
 
-    ``alignment`` is ``psi`` (Paillier PSI, DESIGN.md §3) or ``insecure_plaintext`` (raw IDs to the
-    server; tests only); ``psi_key_bits`` is the Paillier modulus (nodes refuse < 2048 unless built for
-    tests) and ``psi_timeout_s`` bounds each PSI step; ``timeout_s`` bounds every other round trip.
+    ``alignment`` is ``psi`` (private set intersection, DESIGN.md §3) or ``insecure_plaintext`` (raw IDs
+    to the server; tests only); ``psi_backend`` picks the PSI protocol (``paillier``: FNP over Paillier,
+    the default; ``ecdh``: Diffie–Hellman PSI over edwards25519, fast at 10^6 IDs; ``docs/psi.md``);
+    ``psi_key_bits`` is the Paillier modulus (nodes refuse < 2048 unless built for tests; unused by
+    ``ecdh``) and ``psi_timeout_s`` bounds each PSI step; ``timeout_s`` bounds every other round trip.
     ``split_learning`` / ``local_head`` / ``prototypes`` switch the method's parts on and off, which is
     how the benchmark's baselines are expressed: ``active_only`` (no split learning), ``vfl_aligned``
     (neither head nor prototypes), ``vfl_head_fusion`` (head, no prototypes) and the prototype method.
@@ -222,6 +225,7 @@ class VerticalStrategyConfig:
     min_count: int = 1
     attack: bool = True
     alignment: str = "psi"
+    psi_backend: str = "paillier"
     psi_key_bits: int = 2048
     psi_timeout_s: float = 600.0
     timeout_s: float = 120.0
@@ -264,6 +268,7 @@ class VerticalStrategyConfig:
         _one_of("strategy.pull_form", self.pull_form, PULL_FORMS)
         _one_of("strategy.fusion_selection", self.fusion_selection, FUSION_SELECTIONS)
         _one_of("strategy.alignment", self.alignment, ALIGNMENTS)
+        _one_of("strategy.psi_backend", self.psi_backend, PSI_BACKENDS)
 
 
 @dataclass
