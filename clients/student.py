@@ -26,6 +26,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.data import load_pate_data
 from clients.encoders import Classifier, build_classifier
+from clients.node_output import node_file
 from clients.semi_supervised import FixMatchConfig, train_fixmatch
 from clients.teacher_ensemble import train_teacher_alone
 from clients.training import TrainConfig, accuracy, check_inputs, predict_logits, train_classifier
@@ -169,7 +170,9 @@ def save_student(model: Classifier, path: Path, metadata: dict[str, Any]) -> Pat
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = path.with_suffix(".pt")
-    torch.save(model.state_dict(), weights)
+    tmp_weights = weights.with_suffix(".pt.tmp")
+    torch.save(model.state_dict(), tmp_weights)
+    os.replace(tmp_weights, weights)  # never a half-written model under the final name
     meta = {"format": MODEL_FORMAT, "weights": weights.name, **metadata}
     meta_path = path.with_suffix(".json")
     tmp = meta_path.with_suffix(".json.tmp")
@@ -261,9 +264,8 @@ def handle_train(msg: Message, context: Context) -> Message:
         "validation_accuracy": accuracy(model, data.x[split.validation], data.y[split.validation]),
         "test_accuracy": accuracy(model, data.x[split.test], data.y[split.test]),
     }
-    model_path = settings.model_path
-    if model_path:
-        save_student(model, Path(model_path), {
+    if settings.model_name:
+        save_student(model, node_file(context, settings.model_name, "student.model_name"), {
             "classes": list(range(data.n_classes)),
             "input_shape": list(data.input_shape),
             "model": dataclasses.asdict(model_spec),

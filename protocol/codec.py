@@ -9,6 +9,7 @@ entry points and by every message that carries a spec, so one schema is the sing
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -16,6 +17,15 @@ from typing import Any, TypeVar
 from flwr.app import ConfigRecord
 
 T = TypeVar("T")
+BARE_NAME_RULE = ("a bare file name (letters, digits, '_', '-', '.'; no path separator, no leading '.', "
+                  "at most 128 characters)")
+"""What a file name sent over the wire must be, so that the receiving node decides the folder."""
+_BARE_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}")
+
+
+def is_bare_name(name: object) -> bool:
+    """Whether ``name`` is a string that :data:`BARE_NAME_RULE` allows (never ``..`` nor a path)."""
+    return isinstance(name, str) and _BARE_NAME.fullmatch(name) is not None
 
 Scalar = bool | int | float | str
 

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
+from protocol.codec import BARE_NAME_RULE, is_bare_name
+
 MSG_DESCRIBE = "query.describe"
 MSG_TRAIN_TEACHERS = "train.teachers"
 MSG_VOTES = "query.votes"
@@ -101,7 +103,8 @@ class StudentSettings:
     student's unanswered samples whose own prediction is at least ``self_training_confidence``
     confident; ``fixmatch`` trains with consistency regularisation on the whole unlabeled pool
     (Sohn et al. 2020). Both semi-supervised methods cost no privacy: no teacher sees those samples.
-    ``model_path`` (without suffix) is where the student saves ``.pt`` + ``.json``; empty: do not save.
+    ``model_name`` is the bare file name (no folder, no suffix) under which the student node saves
+    ``.pt`` + ``.json`` in its own output folder (``clients.node_output``); empty: do not save.
 
     FixMatch (``clients.semi_supervised.FixMatchConfig``; batch size and weight decay come from the
     student's ``ModelSpec``): confidence threshold tau ``fixmatch_threshold`` and unlabeled-loss weight
@@ -127,7 +130,7 @@ class StudentSettings:
     fixmatch_strong_scale: float = 0.2
     fixmatch_strong_noise: float = 0.05
     fixmatch_cutout: int = 6
-    model_path: str = ""
+    model_name: str = ""
 
     def __post_init__(self) -> None:
         if self.method not in STUDENT_METHODS:
@@ -152,6 +155,8 @@ class StudentSettings:
              "must be in [0, 1)"),
             ("fixmatch_ema_decay", self.fixmatch_ema_decay,
              _is_finite(self.fixmatch_ema_decay) and 0 <= self.fixmatch_ema_decay < 1, "must be in [0, 1)"),
+            ("model_name", self.model_name, self.model_name == "" or is_bare_name(self.model_name),
+             f"must be empty or {BARE_NAME_RULE}"),
         ])
 
 

@@ -7,6 +7,7 @@ typed schemas); ``flwr run . --run-config "pate.strategy.sigma=40"`` overrides t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
@@ -14,6 +15,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from clients import student, teacher
+from clients.node_output import with_output_dir
 from clients.pate_node import handle_describe
 from clients.vertical_party import register_vertical_handlers
 from protocol.codec import from_flat, to_flat
@@ -26,13 +28,23 @@ from strategies.vertical_prototype import run_vertical
 
 METHODS = ("pate", "vertical")
 
-client_app = ClientApp()
-client_app.query("describe")(handle_describe)
-client_app.train("teachers")(teacher.handle_train)
-client_app.query("votes")(teacher.handle_votes)
-client_app.query("queries")(student.handle_queries)
-client_app.train("student")(student.handle_train)
-register_vertical_handlers(client_app)  # query.vfl_*, train.vfl_*, evaluate.vfl_evaluate, query.psi_*
+
+
+def build_client_app(output_dir: str | Path | None = None) -> ClientApp:
+    """The ClientApp of both methods; with ``output_dir``, nodes whose ``node_config`` names no
+    ``output-dir`` write under it (the simulation runners pass the run's folder)."""
+    app = ClientApp()
+    app.query("describe")(handle_describe)
+    app.train("teachers")(teacher.handle_train)
+    app.query("votes")(teacher.handle_votes)
+    app.query("queries")(student.handle_queries)
+    train_student = student.handle_train
+    app.train("student")(train_student if output_dir is None else with_output_dir(train_student, output_dir))
+    register_vertical_handlers(app)  # query.vfl_*, train.vfl_*, evaluate.vfl_evaluate, query.psi_*
+    return app
+
+
+client_app = build_client_app()
 
 server_app = ServerApp()
 

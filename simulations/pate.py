@@ -31,7 +31,7 @@ register_configs()
 
 def run(cfg: PateConfig, console: Console | None = None) -> dict[str, Any]:
     """Run one PATE experiment in Flower's simulation engine; return its results."""
-    from simulations.app import client_app
+    from simulations.app import build_client_app
     from simulations.flower_sim import run_flower_simulation
 
     if cfg.federation.teacher_nodes < 1:
@@ -49,7 +49,8 @@ def run(cfg: PateConfig, console: Console | None = None) -> dict[str, Any]:
                             completed=event.queries_checked, total=event.pool_size or None)
 
         results = run_flower_simulation(
-            lambda grid, _ctx: run_pate_server(grid, cfg, on_progress), client_app, nodes,
+            lambda grid, _ctx: run_pate_server(grid, cfg, on_progress),
+            build_client_app(cfg.run.output_dir), nodes,
             cpus_per_node=cfg.federation.cpus_per_node, verbose=cfg.run.verbose)
     console.print(summary_table(results))
     console.print(f"results: {os.path.join(cfg.run.output_dir, 'results.json')}")

@@ -18,6 +18,9 @@ from strategies.accounting import PrivacyLedger
 from strategies.ensemble_distillation import EnsembleDistillation, ProgressEvent
 from strategies.fusion import make_mechanism
 
+DEFAULT_STUDENT_MODEL_NAME = "student_model"
+"""What the student node saves its model as (``.pt`` + ``.json``) in its output folder, unless set."""
+
 
 def build_ledger(cfg: PateConfig) -> PrivacyLedger | None:
     """The run's privacy ledger (reloaded if its file exists), or None for the non-private majority."""
@@ -40,9 +43,8 @@ def build_strategy(
     mechanism = make_mechanism(s.mechanism, sigma=s.sigma, sigma1=s.sigma1, threshold=s.threshold,
                                gamma=s.gamma)
     student = cfg.student
-    if not student.model_path:
-        student = dataclasses.replace(student,
-                                      model_path=str(Path(cfg.run.output_dir).resolve() / "student_model"))
+    if not student.model_name:
+        student = dataclasses.replace(student, model_name=DEFAULT_STUDENT_MODEL_NAME)
     return EnsembleDistillation(
         mechanism=mechanism, ledger=build_ledger(cfg), data=cfg.data, teacher_model=cfg.teacher,
         student_model=cfg.student_model, student=student, query_batch_size=s.query_batch_size,

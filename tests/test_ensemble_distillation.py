@@ -22,6 +22,11 @@ FAST = ModelSpec(epochs=15, batch_size=32)
 
 
 @pytest.fixture(autouse=True)
+def _node_output_under_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nodes without node_config output-dir write under ./privkit-output
+
+
+@pytest.fixture(autouse=True)
 def _quiet_edge_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrivacyWarning)
@@ -36,7 +41,7 @@ def make_strategy(tmp_path, *, mechanism=None, budget=500.0, ledger_path=None, *
             "sigma": mechanism.sigma2, "sigma1": mechanism.sigma1, "threshold": mechanism.threshold}
         ledger = PrivacyLedger(ledger_path or tmp_path / "ledger.json", mechanism=mechanism.name, delta=1e-5,
                                epsilon_budget=budget, **params)
-    kwargs.setdefault("student", StudentSettings(method="supervised", model_path=str(tmp_path / "student")))
+    kwargs.setdefault("student", StudentSettings(method="supervised", model_name="student"))
     return EnsembleDistillation(mechanism=mechanism, ledger=ledger, data=DATA, teacher_model=FAST,
                                 student_model=FAST, query_batch_size=40, max_queries=120, **kwargs)
 
@@ -61,12 +66,12 @@ def test_full_run_labels_student_and_bills_privacy(tmp_path):
     np.testing.assert_array_equal(paid_labels, sent["labels"].numpy())
     assert report["student"]["fused_label_accuracy"] > 0.6
     assert report["student"]["test_accuracy"] > 0.5
-    meta = json.loads((tmp_path / "student.json").read_text())
+    meta = json.loads((tmp_path / "privkit-output" / "student.json").read_text())
     assert meta["privacy"]["epsilon_data_dependent"] == pytest.approx(report["epsilon_data_dependent"])
     # one vote message per teacher node per batch, never per sample
     votes_sent = [m for m in grid.sent if m.metadata.message_type == "query.votes"]
     assert len(votes_sent) == 2 * 3
-    labels = predict(tmp_path / "student.json", np.zeros((4, 8, 8), dtype=np.float32))
+    labels = predict(tmp_path / "privkit-output" / "student.json", np.zeros((4, 8, 8), dtype=np.float32))
     assert labels.shape == (4,)
 
 

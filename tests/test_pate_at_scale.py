@@ -32,14 +32,15 @@ TEACHER = ModelSpec(encoder="convbase1d", epochs=60, batch_size=32, lr=3e-3, aug
 STUDENT = ModelSpec(encoder="convbase1d", epochs=40, batch_size=32, lr=3e-3, augment_shift=6)
 
 
-def test_fifty_teachers_on_two_nodes_label_a_student_and_the_ledger_matches_the_analysis(tmp_path):
+def test_fifty_teachers_on_two_nodes_label_a_student_and_the_ledger_matches_the_analysis(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the student node writes under ./privkit-output
     # Prepare: 2 teacher nodes (25 teachers each) + the student node
     grid = InProcessGrid(client_app, simulation_nodes(3))
     mechanism = GNMax(sigma=4.0)
     ledger = PrivacyLedger.for_mechanism(mechanism, tmp_path / "ledger.json", delta=1e-5, epsilon_budget=500.0)
     strategy = EnsembleDistillation(
         mechanism=mechanism, ledger=ledger, data=DATA, teacher_model=TEACHER, student_model=STUDENT,
-        student=StudentSettings(method="supervised", model_path=str(tmp_path / "student")),
+        student=StudentSettings(method="supervised", model_name="student"),
         query_batch_size=128, max_queries=512)
     # Execute
     with warnings.catch_warnings():

@@ -111,7 +111,8 @@ def test_bad_inputs_are_refused(kwargs: dict, match: str) -> None:
         smooth_sensitivity_release(votes, **args)
 
 
-def test_strategy_report_carries_the_release_drawn_once(tmp_path: Path) -> None:
+def test_strategy_report_carries_the_release_drawn_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the student node writes under ./privkit-output
     from simulations.app import client_app
     from strategies.accounting import PrivacyLedger
     from strategies.ensemble_distillation import DataSpec, EnsembleDistillation, ModelSpec, StudentSettings
@@ -124,7 +125,7 @@ def test_strategy_report_carries_the_release_drawn_once(tmp_path: Path) -> None:
     strategy = EnsembleDistillation(
         mechanism=mechanism, ledger=ledger, data=DataSpec(dataset="digits", num_teachers=6, seed=3),
         teacher_model=fast, student_model=fast, query_batch_size=40, max_queries=120, seed=5,
-        student=StudentSettings(model_path=str(tmp_path / "student")))
+        student=StudentSettings(model_name="student"))
     report = strategy.start(InProcessGrid(client_app, simulation_nodes(3))).report
     stored = PrivacyLedger.load(tmp_path / "ledger.json").last_release
     assert stored is not None and stored["queries_checked"] == 120
