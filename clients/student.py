@@ -5,20 +5,14 @@ set. It hands out batches of its samples to be labelled (``query.queries``), rec
 labels (``train.student``), trains its own model on them — optionally also on its unanswered
 samples, by confident self-training or by FixMatch consistency training (``clients.semi_supervised``),
 which costs no privacy because no teacher sees them — evaluates, and saves the model (weights + JSON
-metadata) for local serving::
+metadata, ``clients.student_model``) for local serving::
 
     python -m clients.student predict --model runs/x/student_model.json --input X.npy [--output y.npy]
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
-import sys
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,9 +22,10 @@ from clients.data import load_pate_data
 from clients.encoders import Classifier, build_classifier
 from clients.node_output import node_file
 from clients.semi_supervised import FixMatchConfig, train_fixmatch
+from clients.student_model import main, save_student
 from clients.teacher_ensemble import train_teacher_alone
-from clients.training import TrainConfig, accuracy, check_inputs, predict_logits, train_classifier
-from protocol.codec import from_flat, from_record
+from clients.training import TrainConfig, accuracy, predict_logits, train_classifier
+from protocol.codec import from_record
 from protocol.pate import (
     ROLE_STUDENT,
     STUDENT_METHODS,
@@ -41,8 +36,6 @@ from protocol.pate import (
     node_role,
     read_array,
 )
-
-MODEL_FORMAT = "flwr-privkit/student/1"
 
 
 def _check_student(context: Context, data_spec: DataSpec) -> None:
@@ -165,63 +158,6 @@ def train_student(
     return model, len(keep)
 
 
-def save_student(model: Classifier, path: Path, metadata: dict[str, Any]) -> Path:
-    """Save weights to ``<path>.pt`` and metadata to ``<path>.json`` (atomically); return the JSON path."""
-    path = Path(path).with_suffix("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    weights = path.with_suffix(".pt")
-    tmp_weights = weights.with_suffix(".pt.tmp")
-    torch.save(model.state_dict(), tmp_weights)
-    os.replace(tmp_weights, weights)  # never a half-written model under the final name
-    meta = {"format": MODEL_FORMAT, "weights": weights.name, **metadata}
-    meta_path = path.with_suffix(".json")
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, meta_path)
-    return meta_path
-
-
-def load_student(meta_path: Path) -> tuple[Classifier, dict[str, Any]]:
-    """Load a model saved by :func:`save_student`.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the metadata or weights file is missing.
-    ValueError
-        If the metadata is not a flwr-privkit student model.
-    """
-    meta_path = Path(meta_path)
-    if meta_path.suffix != ".json":
-        meta_path = meta_path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{meta_path} is not a flwr-privkit student model (format {meta.get('format')!r})")
-    stored = dict(meta["model"])
-    if "kind" in stored:  # files written before ModelSpec.kind was renamed encoder
-        stored["encoder"] = stored.pop("kind")
-    spec = from_flat(ModelSpec, stored, what="saved student model")
-    model = build_classifier(tuple(meta["input_shape"]), len(meta["classes"]), kind=spec.encoder,
-                             feature_dim=spec.feature_dim, hidden=spec.hidden)
-    model.load_state_dict(torch.load(meta_path.parent / meta["weights"], weights_only=True))
-    model.eval()
-    return model, meta
-
-
-def predict(meta_path: Path, x: np.ndarray) -> np.ndarray:
-    """Class labels the saved student assigns to ``x``.
-
-    Raises
-    ------
-    ValueError
-        If ``x`` does not have the shape ``(N, *input_shape)`` the model was trained on, or holds NaN.
-    """
-    model, meta = load_student(meta_path)
-    x = check_inputs(x, tuple(meta["input_shape"]), "input")
-    classes = np.asarray(meta["classes"])
-    return classes[predict_logits(model, x).argmax(axis=1)]
-
-
 def handle_train(msg: Message, context: Context) -> Message:
     """``train.student``: train on the fused labels, evaluate, save; reply with metrics.
 
@@ -274,28 +210,6 @@ def handle_train(msg: Message, context: Context) -> Message:
             "metrics": metrics,
         })
     return Message(RecordDict({"metrics": ConfigRecord(metrics)}), reply_to=msg)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m clients.student predict --model M.json --input X.npy [--output Y.npy]``."""
-    parser = argparse.ArgumentParser(prog="python -m clients.student",
-                                     description="Serve a saved flwr-privkit student model locally.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    pred = sub.add_parser("predict", help="classify samples from a .npy file")
-    pred.add_argument("--model", required=True, type=Path, help="student_model.json written by a run")
-    pred.add_argument("--input", required=True, type=Path, help=".npy array of shape (N, *input_shape)")
-    pred.add_argument("--output", type=Path, help="write labels to this .npy (default: print them)")
-    args = parser.parse_args(argv)
-    try:
-        labels = predict(args.model, np.load(args.input, allow_pickle=False))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.output:
-        np.save(args.output, labels)
-    else:
-        print(" ".join(map(str, labels.tolist())))
-    return 0
 
 
 if __name__ == "__main__":

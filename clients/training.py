@@ -35,8 +35,8 @@ def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], what: str = "input
     x = np.asarray(x)
     if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:]) != tuple(input_shape):
         raise ValueError(f"{what} must have shape (N, {', '.join(map(str, input_shape))}), got {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{what} must be numeric, got dtype {x.dtype}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"{what} must be real numbers, got dtype {x.dtype}")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{what} contain NaN or inf")
     return x.astype(np.float32, copy=False)
