@@ -1,12 +1,16 @@
-"""A real Flower deployment on one machine: a SuperLink, one SuperNode per party, ``flwr run``, with TLS.
+"""A real Flower deployment on one machine: a SuperLink, one SuperNode per party, ``flwr run``.
 
 It rehearses the multi-machine setup with Flower's Deployment Engine (not the simulation engine): every
 component is its own process and talks over the network stack, exactly as across machines, so what works
 here works with the SuperLink on a server and each SuperNode at its own site (swap ``127.0.0.1`` for the
-SuperLink's address and hand each site its own certificate and data file).
+SuperLink's address and hand each site its own key and data file).
 
-- TLS is on by default: a throw-away CA and a SuperLink certificate for ``127.0.0.1``/``localhost`` are
-  generated in ``WORKDIR/certificates`` (``--insecure`` turns TLS off, loopback only).
+- TLS and SuperNode authentication are on by default (:mod:`simulations.deploy_credentials`): a
+  throw-away CA and a SuperLink certificate for ``127.0.0.1``/``localhost`` in ``WORKDIR/certificates``,
+  one EC key pair per SuperNode in ``WORKDIR/keys``; the SuperLink runs with ``--enable-supernode-auth``,
+  every node's public key is registered (``flwr supernode register``) before the node starts with its
+  private key (``--auth-supernode-private-key``). ``--insecure`` turns both off (loopback experiments
+  only).
 - ``--method vertical``: one SuperNode per party, ``node_config`` ``party=k data-file=...`` with the party
   files of a bundled split written by :mod:`clients.vertical_files` (each node reads only its own file).
 - ``--method pate`` (the digits smoke setting): ``--teacher-nodes`` SuperNodes with
@@ -17,67 +21,37 @@ Usage::
     python -m simulations.deploy_local --method vertical --run-config "vertical.strategy.epochs=2"
     python -m simulations.deploy_local --method pate --teacher-nodes 2
 
-The run's results land in ``WORKDIR/out`` (``results.json``; saved models). Latency per round trip is
-about 6 s in deployment (SuperNodes poll; every message runs in a fresh ClientApp process), so keep
-epochs low when rehearsing the vertical method: it makes two round trips per aligned minibatch.
+The run's results land in ``WORKDIR/out`` (``results.json``; saved models), component logs in
+``WORKDIR/logs``. Latency per round trip is about 6 s in deployment (the ServerApp and the SuperNodes
+poll every 3 s; every message runs in a fresh ClientApp process), so keep epochs low when rehearsing
+the vertical method: it makes two round trips per aligned minibatch.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import ipaddress
+import contextlib
+import json
 import os
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY
 from clients.vertical_files import main as export_party_files
+from simulations.deploy_credentials import make_certificates, make_node_key
 from simulations.pate_config import run_config_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECTION = "local-deployment"
-
-
-def make_certificates(directory: Path) -> dict[str, Path]:
-    """A self-signed CA and a SuperLink certificate (SAN ``127.0.0.1``, ``localhost``) signed by it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-
-    def build(subject: str, issuer: x509.Name | None, key: ec.EllipticCurvePrivateKey,
-              signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=30))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if not ca:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-                critical=False)
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key, server_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
-    ca_cert = build("flwr-privkit local CA", None, ca_key, ca_key, ca=True)
-    server_cert = build("127.0.0.1", ca_cert.subject, server_key, ca_key, ca=False)
-    paths = {"ca": directory / "ca.crt", "cert": directory / "server.pem", "key": directory / "server.key"}
-    paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths["cert"].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    paths["key"].write_bytes(server_key.private_bytes(serialization.Encoding.PEM,
-                                                      serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption()))
-    paths["key"].chmod(0o600)
-    return paths
+APP_FILES = ("pyproject.toml", ".gitignore", "protocol", "clients", "strategies", "simulations", "conf")
+"""What ``flwr run`` packs into the app (FAB) when the launcher stages a copy of it."""
 
 
 def node_configs(method: str, *, parties: int, teacher_nodes: int, num_teachers: int,
@@ -93,18 +67,180 @@ def node_configs(method: str, *, parties: int, teacher_nodes: int, num_teachers:
     return [*teachers, "role='student'"]
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
-    import socket
+def stage_app(directory: Path, clientapp: str) -> Path:
+    """Copy the app into ``directory`` with ``clientapp`` (``module:attribute``) as its ClientApp."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    for name in APP_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, directory / name)
+    pyproject = directory / "pyproject.toml"
+    default = 'clientapp = "simulations.app:client_app"'
+    text = pyproject.read_text()
+    if default not in text:
+        raise RuntimeError(f"{ROOT / 'pyproject.toml'} does not declare {default!r}: "
+                           "cannot swap the ClientApp")
+    pyproject.write_text(text.replace(default, f'clientapp = "{clientapp}"'))
+    return directory
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the SuperLink exited with code {process.returncode} before listening")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"the SuperLink did not listen on port {port} within {timeout:.0f} s")
+
+class LocalDeployment:
+    """The processes of one loopback deployment: start them, register nodes, run the app, stop them.
+
+    Use as a context manager: leaving it stops every process it started (SIGTERM to each process
+    group, SIGKILL after 20 s). ``tls=False`` is ``--insecure`` (no TLS, no node authentication).
+    """
+
+    def __init__(self, workdir: Path, *, tls: bool = True, port: int = 9300) -> None:
+        self.workdir = workdir.resolve()
+        self.tls, self.port = tls, port
+        self.logs, self.home = self.workdir / "logs", self.workdir / "flwr_home"
+        for d in (self.logs, self.home):
+            d.mkdir(parents=True, exist_ok=True)
+        bin_dir = Path(sys.executable).parent
+        self.env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+                    "FLWR_HOME": str(self.home), "FLWR_TELEMETRY_ENABLED": "0",
+                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._handles: list[IO[bytes]] = []
+        self._supernodes = 0  # SuperNodes started: the next one's Runtime API port is port + 1 + this
+        if tls:
+            self.certs = make_certificates(self.workdir / "certificates")
+            connection_security = f'root-certificates = "{self.certs["ca"]}"'
+        else:
+            connection_security = "insecure = true"
+        (self.home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "127.0.0.1:{port}"\n{connection_security}\n')
+
+    def __enter__(self) -> LocalDeployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def auth(self) -> bool:
+        """Whether SuperNodes must authenticate (on with TLS)."""
+        return self.tls
+
+    def start(self, name: str, command: list[str], cwd: Path | None = None) -> subprocess.Popen:
+        """Start ``command`` in its own session, output to ``logs/<name>.log``."""
+        handle = (self.logs / f"{name}.log").open("wb")
+        self._handles.append(handle)
+        process = subprocess.Popen(command, cwd=cwd or self.workdir, env=self.env, stdout=handle,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        """The output so far of process ``name``."""
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def start_superlink(self, timeout: float = 60.0) -> subprocess.Popen:
+        """Start ``flower-superlink`` (TLS and ``--enable-supernode-auth`` unless insecure); wait for it."""
+        if self.tls:
+            security = ["--ssl-ca-certfile", str(self.certs["ca"]), "--ssl-certfile", str(self.certs["cert"]),
+                        "--ssl-keyfile", str(self.certs["key"]), "--enable-supernode-auth"]
+        else:
+            security = ["--insecure"]
+        link = self.start("superlink", ["flower-superlink", *security, "--port", str(self.port),
+                                        "--disable-runtime-dependency-installation"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if link.poll() is not None:
+                raise RuntimeError(f"the SuperLink exited with code {link.returncode} before listening:\n"
+                                   f"{self.log('superlink')[-2000:]}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return link
+            time.sleep(0.5)
+        raise TimeoutError(f"the SuperLink did not listen on port {self.port} within {timeout:.0f} s")
+
+    def new_key(self, name: str) -> tuple[Path, Path]:
+        """A fresh key pair for SuperNode ``name`` in ``keys/`` (private key owner-only)."""
+        return make_node_key(self.workdir / "keys", name)
+
+    def register(self, public_key: Path) -> int:
+        """``flwr supernode register`` the key at the SuperLink; return the node ID it assigned."""
+        command = ["flwr", "supernode", "register", str(public_key), CONNECTION, "--format", "json"]
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
+        try:
+            return int(json.loads(done.stdout[done.stdout.index("{"):])["node-id"])
+        except (IndexError, KeyError, ValueError) as err:
+            raise RuntimeError(f"registering {public_key} failed (exit {done.returncode}): "
+                               f"{done.stdout[-1000:]}{done.stderr[-1000:]}") from err
+
+    def registered_nodes(self) -> list[dict[str, object]]:
+        """``flwr supernode list``: the SuperNodes the SuperLink knows, with their status."""
+        command = ["flwr", "supernode", "list", CONNECTION, "--format", "json"]
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
+        try:
+            return list(json.loads(done.stdout)["nodes"])
+        except (KeyError, ValueError) as err:
+            raise RuntimeError(f"flwr supernode list failed (exit {done.returncode}): "
+                               f"{done.stdout[-1000:]}{done.stderr[-1000:]}") from err
+
+    def start_supernode(self, name: str, node_config: str, *, register: bool = True,
+                        private_key: Path | None = None, port: int | None = None) -> subprocess.Popen:
+        """Start SuperNode ``name``; with authentication, make its key pair and register it first.
+
+        ``register=False`` starts it with a key the SuperLink has never seen (it must be refused);
+        ``private_key`` reuses an existing key instead of making one.
+        """
+        command = ["flower-supernode", "--superlink", f"127.0.0.1:{self.port}",
+                   "--port", str(port or self.port + 1 + self._supernodes), "--node-config", node_config]
+        self._supernodes += 1
+        if self.tls:
+            command += ["--root-certificates", str(self.certs["ca"])]
+            if private_key is None:
+                private_key, public_key = self.new_key(name)
+                if register:
+                    self.register(public_key)
+            command += ["--auth-supernode-private-key", str(private_key)]
+        else:
+            command += ["--insecure"]
+        return self.start(name, command)
+
+    def start_run(self, run_config: str, *, app: Path = ROOT) -> subprocess.Popen:
+        """``flwr run APP --stream`` in the background (output in ``logs/flwr_run.log``)."""
+        command = ["flwr", "run", str(app), CONNECTION, "--stream", "--run-config", run_config]
+        print("$", shlex.join(command), flush=True)
+        return self.start("flwr_run", command, cwd=self.workdir)
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Send ``sig`` to process ``name`` by its PID (its children are not signalled); return the PID."""
+        pid = self.processes[name].pid
+        os.kill(pid, sig)
+        return pid
+
+    def stop(self) -> None:
+        """Stop every started process group (SIGTERM, then SIGKILL after 20 s)."""
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            with contextlib.suppress(ProcessLookupError):  # ClientApps a killed SuperNode left behind
+                os.killpg(process.pid, signal.SIGKILL)
+        for handle in self._handles:
+            handle.close()
+
+
+def run_settings(method: str, out: Path, *, parties: int, teacher_nodes: int, num_teachers: int) -> str:
+    """The ``--run-config`` text that points a run of ``method`` at ``out``."""
+    if method == "vertical":
+        return f'method="vertical" vertical.dataset.n_parties={parties} vertical.output_dir="{out}"'
+    digits = run_config_overrides("dataset=digits", f"data.num_teachers={num_teachers}")  # a rehearsal
+    return f'method="pate" {digits} pate.federation.teacher_nodes={teacher_nodes} pate.run.output_dir="{out}"'
 
 
 def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2, teacher_nodes: int = 2,
@@ -114,60 +250,23 @@ def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2
     Returns ``flwr run``'s exit code; component logs are in ``WORKDIR/logs``.
     """
     workdir = workdir.resolve()
-    logs, home, out = workdir / "logs", workdir / "flwr_home", workdir / "out"
-    for d in (logs, home, out):
-        d.mkdir(parents=True, exist_ok=True)
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FLWR_HOME": str(home),
-           "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
-    if tls:
-        certs = make_certificates(workdir / "certificates")
-        link_security = ["--ssl-ca-certfile", str(certs["ca"]), "--ssl-certfile", str(certs["cert"]),
-                         "--ssl-keyfile", str(certs["key"])]
-        node_security = ["--root-certificates", str(certs["ca"])]
-        connection_security = f'root-certificates = "{certs["ca"]}"'
-    else:
-        link_security, node_security, connection_security = ["--insecure"], ["--insecure"], "insecure = true"
-    (home / "config.toml").write_text(f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-                                      f'address = "127.0.0.1:{port}"\n{connection_security}\n')
+    out = workdir / "out"
+    out.mkdir(parents=True, exist_ok=True)
     if method == "vertical":
         export_party_files(["--parties", str(parties), "--out", str(workdir / "data")])
-        settings = f'method="vertical" vertical.dataset.n_parties={parties} vertical.output_dir="{out}"'
-    else:
-        digits = run_config_overrides("dataset=digits", f"data.num_teachers={num_teachers}")  # a rehearsal
-        settings = (f'method="pate" {digits} pate.federation.teacher_nodes={teacher_nodes} '
-                    f'pate.run.output_dir="{out}"')
-    processes: list[subprocess.Popen] = []
-
-    def start(name: str, command: list[str]) -> subprocess.Popen:
-        handle = (logs / f"{name}.log").open("w")
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        processes.append(process)
-        return process
-
-    try:
-        link = start("superlink", ["flower-superlink", *link_security, "--port", str(port),
-                                   "--disable-runtime-dependency-installation"])
-        _wait_for_port(port, link, timeout=60)
+    settings = run_settings(method, out, parties=parties, teacher_nodes=teacher_nodes,
+                            num_teachers=num_teachers)
+    with LocalDeployment(workdir, tls=tls, port=port) as deployment:
+        deployment.start_superlink()
         configs = node_configs(method, parties=parties, teacher_nodes=teacher_nodes,
                                num_teachers=num_teachers, data_dir=workdir / "data")
         for k, node_config in enumerate(configs):
-            start(f"supernode{k}", ["flower-supernode", *node_security, "--superlink", f"127.0.0.1:{port}",
-                                    "--port", str(port + 1 + k), "--node-config", node_config])
-        command = ["flwr", "run", str(ROOT), CONNECTION, "--stream", "--run-config",
-                   f"{settings} {run_config}".strip()]
-        print("$", shlex.join(command), flush=True)
-        return subprocess.run(command, env=env, timeout=timeout).returncode
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            deployment.start_supernode(f"supernode{k}", node_config)
+        run = deployment.start_run(f"{settings} {run_config}".strip())
+        try:
+            return run.wait(timeout=timeout)
+        finally:
+            print(deployment.log("flwr_run")[-4000:], flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -179,7 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parties", type=int, default=2, help="vertical: SuperNodes (one per party)")
     parser.add_argument("--teacher-nodes", type=int, default=2, help="pate: teacher SuperNodes")
     parser.add_argument("--num-teachers", type=int, default=20, help="pate: teachers in all")
-    parser.add_argument("--insecure", action="store_true", help="no TLS (loopback only)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="no TLS and no SuperNode authentication (loopback experiments only)")
     parser.add_argument("--port", type=int, default=9300, help="SuperLink port; SuperNodes use the next ones")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is abandoned")
     args = parser.parse_args(argv)
