@@ -129,6 +129,44 @@ def handle_train(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": reply}), reply_to=msg)
 
 
+def _ensemble_and_queries(msg: Message, context: Context) -> tuple[TeacherEnsemble, np.ndarray, int]:
+    """The hosted ensemble, the message's checked query batch and the class count."""
+    data_spec = from_record(DataSpec, msg.content["data"])
+    model_spec = from_record(ModelSpec, msg.content["model"])
+    teachers = _hosted_teachers(context, data_spec)
+    data, _ = load_pate_data(**dataclasses.asdict(data_spec))
+    queries = check_inputs(read_array(msg.content, "queries", "x"), data.input_shape, "query samples")
+    return _load(context, teachers, data.input_shape, data.n_classes, model_spec), queries, data.n_classes
+
+
+def hosted_predictions(msg: Message, context: Context) -> tuple[np.ndarray, int]:
+    """Every hosted teacher's predicted class ``(K, Q)`` on the message's query batch, and the class count.
+
+    Never leaves the node: the local randomised response (``clients.secagg_node``) builds on it.
+
+    Raises
+    ------
+    ValueError
+        If the batch has the wrong shape or non-finite values (named in the message).
+    RuntimeError
+        If a hosted teacher has not been trained on this node (``train.teachers`` never ran).
+    """
+    ensemble, queries, n_classes = _ensemble_and_queries(msg, context)
+    return ensemble.predictions(queries), n_classes
+
+
+def hosted_votes(msg: Message, context: Context) -> np.ndarray:
+    """The node's vote histogram ``(Q, C)`` over its hosted teachers for the message's query batch.
+
+    Raises
+    ------
+    ValueError, RuntimeError
+        As :func:`hosted_predictions`.
+    """
+    ensemble, queries, n_classes = _ensemble_and_queries(msg, context)
+    return ensemble.vote_histogram(queries, n_classes)
+
+
 def handle_votes(msg: Message, context: Context) -> Message:
     """``query.votes``: the node's vote histogram over its hosted teachers for a batch of samples.
 
@@ -140,12 +178,8 @@ def handle_votes(msg: Message, context: Context) -> Message:
         If a hosted teacher has not been trained on this node (``train.teachers`` never ran).
     """
     data_spec = from_record(DataSpec, msg.content["data"])
-    model_spec = from_record(ModelSpec, msg.content["model"])
     teachers = _hosted_teachers(context, data_spec)
-    data, _ = load_pate_data(**dataclasses.asdict(data_spec))
-    queries = check_inputs(read_array(msg.content, "queries", "x"), data.input_shape, "query samples")
-    ensemble = _load(context, teachers, data.input_shape, data.n_classes, model_spec)
-    votes = ensemble.vote_histogram(queries, data.n_classes)
+    votes = hosted_votes(msg, context)
     content = RecordDict({
         "votes": array_record(votes=votes),
         "meta": ConfigRecord({"teacher_ids": teachers}),
