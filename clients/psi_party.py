@@ -35,14 +35,12 @@ server.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.psi_ecdh_party import ECDH_HANDLERS
 from clients.psi_ids import (
     Alignment,
     DuplicatePolicy,
@@ -51,6 +49,24 @@ from clients.psi_ids import (
     id_from_canonical_bytes,
     make_alignment,
     prepare_ids,
+)
+from clients.psi_node import (
+    ALIGNMENT_STATE_KEY,
+    PENDING_STATE_KEY,
+    PREVIOUS_STATE_KEY,
+    SESSION_STATE_KEY,
+    STAGING_STATE_KEY,
+    WORKERS_NODE_CONFIG_KEY,
+    Config,
+    _checked_ids,
+    _clear_staging,
+    _field,
+    _pair_map,
+    _Party,
+    _record_pair,
+    _session,
+    _staging,
+    _subset_ids,
 )
 from clients.psi_paillier import process_pool, resolve_workers
 from clients.psi_receiver import PSIReceiver
@@ -65,7 +81,6 @@ from protocol.psi import (
     SessionMismatchError,
     SetupHeader,
     positions_key,
-    require_field,
     strip_header_fields,
 )
 
@@ -82,17 +97,6 @@ __all__ = [
     "get_alignment",
     "register_psi_handlers",
 ]
-
-ALIGNMENT_STATE_KEY = "psi.alignment"
-"""``context.state`` key of the committed alignment (a ``ConfigRecord``)."""
-PREVIOUS_STATE_KEY = "psi.previous"
-STAGING_STATE_KEY = "psi.staging"
-SESSION_STATE_KEY = "psi.session"
-PENDING_STATE_KEY = "psi.pending"
-WORKERS_NODE_CONFIG_KEY = "psi-workers"
-"""Optional ``node_config`` key: processes for the PSI hot loops on this node."""
-
-Config = dict[str, Any]
 
 
 class AlignmentNotFoundError(LookupError):
@@ -136,25 +140,6 @@ def _alignment_from_record(record: ConfigRecord) -> Alignment:
         num_rows=int(record["num_rows"]),  # type: ignore[arg-type]
         ids_digest=str(record["ids_digest"]),
     )
-
-
-@dataclass(frozen=True)
-class _Party:
-    """What the handlers of one ClientApp share: how to load IDs and node-local policies."""
-
-    load_ids: Callable[[Context], Sequence[str | int]]
-    workers: int | None
-    duplicates: DuplicatePolicy
-    allow_insecure_key_size: bool
-
-    def prepared(self, context: Context) -> PreparedIds:
-        return prepare_ids(self.load_ids(context), self.duplicates)
-
-    def pool_size(self, context: Context) -> int:
-        if self.workers is not None:
-            return resolve_workers(self.workers)
-        configured = context.node_config.get(WORKERS_NODE_CONFIG_KEY)
-        return resolve_workers(int(configured) if configured is not None else os.cpu_count())
 
 
 def register_psi_handlers(
@@ -211,73 +196,6 @@ def _make_handler(
 
 
 # --------------------------------------------------------------------------------------------------
-# State helpers
-# --------------------------------------------------------------------------------------------------
-
-
-def _field(config: Config, key: str, kind: type) -> Any:
-    return require_field(config, key, kind)
-
-
-def _clear_staging(context: Context) -> None:
-    for key in (STAGING_STATE_KEY, SESSION_STATE_KEY, PENDING_STATE_KEY):
-        if key in context.state:
-            del context.state[key]
-
-
-def _staging(context: Context, config: Config) -> ConfigRecord:
-    """The staging record of the alignment named in the message."""
-    alignment_id = _field(config, ALIGNMENT_ID_KEY, str)
-    if STAGING_STATE_KEY not in context.state:
-        raise SessionMismatchError("no alignment in progress at this node (psi_begin missing or aborted)")
-    staging = context.state.config_records[STAGING_STATE_KEY]
-    if staging["alignment_id"] != alignment_id:
-        raise SessionMismatchError("message for another alignment than the one in progress")
-    return staging
-
-
-def _checked_ids(party: _Party, context: Context, staging: ConfigRecord) -> PreparedIds:
-    prepared = party.prepared(context)
-    if prepared.digest != staging["digest"]:
-        raise PSIError("the party's IDs changed during the alignment")
-    return prepared
-
-
-def _session(context: Context, config: Config, role: str) -> ConfigRecord:
-    """The pairwise session named in the message (of the alignment in progress), in the expected role."""
-    _staging(context, config)
-    session_id = _field(config, SESSION_ID_KEY, str)
-    if SESSION_STATE_KEY not in context.state:
-        raise SessionMismatchError("no PSI session in progress at this node")
-    session = context.state.config_records[SESSION_STATE_KEY]
-    if session["session_id"] != session_id:
-        raise SessionMismatchError("message for another PSI session than the one in progress")
-    if session["role"] != role:
-        raise PSIError(f"this node is not the {role} of the session")
-    return session
-
-
-def _subset_ids(prepared: PreparedIds, subset: Sequence[int]) -> list[str | int]:
-    return [id_from_canonical_bytes(prepared.canonical[i]) for i in subset]
-
-
-def _record_pair(
-    staging: ConfigRecord, session_id: str, positions: Sequence[int], indices: Sequence[int]
-) -> None:
-    """Remember, for one session, which of the party's IDs sits at which reply position."""
-    staging["sessions"] = [*staging["sessions"], session_id]  # type: ignore[misc]
-    staging[f"{session_id}.positions"] = list(positions)
-    staging[f"{session_id}.indices"] = list(indices)
-
-
-def _pair_map(staging: ConfigRecord, session_id: str) -> dict[int, int]:
-    """Reply position → index into the party's prepared IDs, for one finished session."""
-    if session_id not in staging["sessions"]:  # type: ignore[operator]
-        raise PSIError("unknown or unfinished PSI session")
-    return dict(zip(staging[f"{session_id}.positions"], staging[f"{session_id}.indices"], strict=True))  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------------------------------
 # Steps
 # --------------------------------------------------------------------------------------------------
 
@@ -320,7 +238,7 @@ def _keygen(party: _Party, config: Config, context: Context) -> Config:
 
 def _setup(party: _Party, config: Config, context: Context) -> Config:
     """Receiver: hash the IDs into bins; reply the public header (and the number of chunks)."""
-    session = _session(context, config, "receiver")
+    session = _session(context, config, "receiver", "paillier")
     receiver = PSIReceiver.from_state(session)
     header = receiver.setup(_field(config, "chunk_bytes", int))
     session.update(receiver.to_state())
@@ -329,7 +247,7 @@ def _setup(party: _Party, config: Config, context: Context) -> Config:
 
 def _coefficients(party: _Party, config: Config, context: Context) -> Config:
     """Receiver: encrypt and return one chunk of coefficients (fresh randomness, nothing stored)."""
-    session = _session(context, config, "receiver")
+    session = _session(context, config, "receiver", "paillier")
     receiver = PSIReceiver.from_state(session)
     index = _field(config, "index", int)
     with process_pool(party.pool_size(context)) as pool:
@@ -359,7 +277,7 @@ def _precompute(party: _Party, config: Config, context: Context) -> Config:
 
 def _evaluate(party: _Party, config: Config, context: Context) -> Config:
     """Sender: evaluate one coefficient chunk (the setup header comes with chunk 0)."""
-    session = _session(context, config, "sender")
+    session = _session(context, config, "sender", "paillier")
     sender = PSISender.from_state(session)
     index = _field(config, "index", int)
     if index == 0:
@@ -375,7 +293,7 @@ def _evaluate(party: _Party, config: Config, context: Context) -> Config:
 
 def _respond(party: _Party, config: Config, context: Context) -> Config:
     """Sender: shuffle all replies, keep them in chunks; remember the secret shuffle."""
-    session = _session(context, config, "sender")
+    session = _session(context, config, "sender", "paillier")
     staging = _staging(context, config)
     sender = PSISender.from_state(session)
     responses = sender.respond(_field(config, "chunk_bytes", int))
@@ -388,7 +306,7 @@ def _respond(party: _Party, config: Config, context: Context) -> Config:
 
 def _responses(party: _Party, config: Config, context: Context) -> Config:
     """Sender: one chunk of shuffled replies."""
-    session = _session(context, config, "sender")
+    session = _session(context, config, "sender", "paillier")
     index = _field(config, "index", int)
     chunks = session["responses"]
     if not session["responded"] or not 0 <= index < len(chunks):  # type: ignore[arg-type]
@@ -398,7 +316,7 @@ def _responses(party: _Party, config: Config, context: Context) -> Config:
 
 def _decrypt(party: _Party, config: Config, context: Context) -> Config:
     """Receiver: decrypt one reply chunk modulo p and record the matches."""
-    session = _session(context, config, "receiver")
+    session = _session(context, config, "receiver", "paillier")
     receiver = PSIReceiver.from_state(session)
     session_id = str(session["session_id"])
     receiver.expect_responses(session_id, _field(config, "count", int))
@@ -416,7 +334,7 @@ def _finish(party: _Party, config: Config, context: Context) -> Config:
     Replies the intersection size and, if the sender is the label holder (``sender_is_leader``), the
     matched reply positions (random-looking indices into the sender's secret shuffle).
     """
-    session = _session(context, config, "receiver")
+    session = _session(context, config, "receiver", "paillier")
     staging = _staging(context, config)
     receiver = PSIReceiver.from_state(session)
     receiver.expect_responses(receiver.session_id, _field(config, "count", int))
@@ -436,7 +354,7 @@ def _finish(party: _Party, config: Config, context: Context) -> Config:
 
 def _matched(party: _Party, config: Config, context: Context) -> Config:
     """Sender that is the label holder: its running set shrinks to the matched positions."""
-    session = _session(context, config, "sender")
+    session = _session(context, config, "sender", None)
     staging = _staging(context, config)
     pairs = _pair_map(staging, str(session["session_id"]))
     positions = list(_field(config, "positions", list))
@@ -528,4 +446,5 @@ _HANDLERS: dict[str, Callable[[_Party, Config, Context], Config]] = {
     "psi_prepare": _prepare,
     "psi_commit": _commit,
     "psi_abort": _abort,
+    **ECDH_HANDLERS,
 }

@@ -1,10 +1,12 @@
 """What the parties and the server say to each other during the PSI alignment phase.
 
-The wire vocabulary of the Paillier private set intersection (Freedman, Nissim, Pinkas, EUROCRYPT
-2004, with hashing into bins; see ``docs/psi.md``): message types, record keys, the public defaults
-the server sends, the public setup header that it relays from the receiver to the sender, and the
-messages two parties exchange when both roles run in one process. Pure Python over plain values:
-no Paillier arithmetic (that is ``clients.psi_paillier``), no torch, no phe, no gmpy2.
+The wire vocabulary of both private-set-intersection backends (``docs/psi.md``): ``paillier``
+(Freedman, Nissim, Pinkas, EUROCRYPT 2004, with hashing into bins) and ``ecdh`` (Diffie–Hellman PSI,
+Meadows 1986 / Huberman, Franklin, Hogg 1999, over edwards25519): message types, record keys, the
+public defaults the server sends, the public setup header that it relays from the Paillier receiver
+to the sender, and the messages two parties exchange when both roles run in one process. Pure Python
+over plain values: no Paillier or group arithmetic (that is ``clients.psi_paillier`` and
+``clients.psi_ecdh``), no torch, no phe, no gmpy2, no PyNaCl.
 
 Messages
 --------
@@ -26,14 +28,22 @@ steps of a pairwise session also carry :data:`SESSION_ID_KEY`. Fields per action
 - ``psi_decrypt``: ``index``, ``count``, ``chunk`` → ``index``
 - ``psi_finish``: ``count``, ``receiver_is_leader``, ``sender_is_leader`` → ``size`` (and
   ``positions`` if the sender is the label holder)
+- ``psi_ecdh_blind`` (both parties of an ECDH session): ``role`` (``"receiver"`` / ``"sender"``),
+  ``peer_size``, ``chunk_bytes`` → ``count``, ``num_chunks``
+- ``psi_ecdh_points``: ``index`` → ``index``, ``chunk`` (the party's blinded points, 32 B each)
+- ``psi_ecdh_exponentiate``: ``index``, ``chunk`` (the peer's points) → ``index`` (and, from the
+  sender, ``chunk``: the receiver's points raised to its scalar, in the order received)
+- ``psi_ecdh_doubled`` (receiver): ``index``, ``chunk`` (its own points as the sender returned them)
+  → ``index``
+- ``psi_ecdh_finish`` (receiver): ``receiver_is_leader``, ``sender_is_leader`` → as ``psi_finish``
 - ``psi_matched``: ``positions`` → ``size``
 - ``psi_order``: → ``size`` and, per session, ``positions.<session_id>`` (:func:`positions_key`)
 - ``psi_prepare``: ``session_id``, ``positions`` → ``size``
 - ``psi_commit``: → ``size``, ``alignment_id``
 - ``psi_abort``: → ``rolled_back``
 
-The server relays only public values: the receiver's modulus, ciphertext chunks, counts, sizes and
-reply positions (indices into a party's secret shuffle).
+The server relays only public values: the receiver's modulus, ciphertext chunks, blinded group
+points, counts, sizes and reply positions (indices into a party's secret shuffle).
 """
 
 from __future__ import annotations
@@ -42,6 +52,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+PSI_BACKENDS = ("paillier", "ecdh")
+"""The alignment backends: FNP over Paillier (the default) and Diffie–Hellman PSI over edwards25519."""
 DEFAULT_KEY_BITS = 2048
 """Paillier modulus size: 2048-bit factoring moduli give about 112-bit security (NIST SP 800-57
 Part 1 Rev. 5, Table 2), acceptable until 2030; use 3072 bits (python-paillier's ``DEFAULT_KEYSIZE``)
@@ -81,6 +93,11 @@ ACTIONS = (
     "psi_responses",
     "psi_decrypt",
     "psi_finish",
+    "psi_ecdh_blind",
+    "psi_ecdh_points",
+    "psi_ecdh_exponentiate",
+    "psi_ecdh_doubled",
+    "psi_ecdh_finish",
     "psi_matched",
     "psi_order",
     "psi_prepare",

@@ -306,9 +306,11 @@ def discover_parties(
 
 
 def psi_alignment(
-    grid: Grid, node_of: Mapping[str, int], timeout: float, key_bits: int, report: dict[str, Any]
+    grid: Grid, node_of: Mapping[str, int], timeout: float, key_bits: int, report: dict[str, Any],
+    backend: str = "paillier",
 ) -> AlignmentPhase:
-    """Alignment by Paillier PSI (DESIGN.md §3, :func:`strategies.alignment.run_alignment`).
+    """Alignment by PSI, ``backend`` ``paillier`` or ``ecdh`` (DESIGN.md §3, ``docs/psi.md``,
+    :func:`strategies.alignment.run_alignment`).
 
     The active party is the FNP receiver of every pairwise session; the passive parties send. The
     phase's report (set sizes, timings, no IDs) is stored in ``report``.
@@ -317,11 +319,13 @@ def psi_alignment(
     def phase(link: PartyLink) -> dict[str, Payload]:
         try:
             done = run_alignment(grid, receiver_node=node_of[ACTIVE], timeout=timeout, key_bits=key_bits,
-                                 sender_nodes=[node_of[n] for n in passive_names(len(node_of))])
+                                 sender_nodes=[node_of[n] for n in passive_names(len(node_of))],
+                                 backend=backend)  # type: ignore[arg-type]
         except AlignmentError as err:
             raise VerticalProtocolError(f"PSI alignment failed at step {err.step}: {err}") from err
         report.update(aligned_size=done.aligned_size, bytes_relayed=done.bytes_relayed, wall_s=done.wall_s,
-                      set_sizes={str(k): v for k, v in done.set_sizes.items()}, key_bits=key_bits)
+                      set_sizes={str(k): v for k, v in done.set_sizes.items()}, key_bits=key_bits,
+                      backend=backend)
         return {name: {"source": "psi"} for name in link.parties}
 
     return phase
@@ -358,7 +362,7 @@ def run_vertical(
     node_of = discover_parties(grid, node_ids, flat, s.timeout_s)
     link = FlowerLink(grid, node_of, flat, s.timeout_s)
     psi_report: dict[str, Any] = {}
-    alignment = (psi_alignment(grid, node_of, s.psi_timeout_s, s.psi_key_bits, psi_report)
+    alignment = (psi_alignment(grid, node_of, s.psi_timeout_s, s.psi_key_bits, psi_report, s.psi_backend)
                  if s.alignment == "psi" else insecure_plaintext_alignment)
     results = VerticalPrototype(cfg, on_epoch=on_epoch).run(link, alignment)
     results["alignment"] = {"method": s.alignment, **psi_report}

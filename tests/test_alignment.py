@@ -3,8 +3,8 @@
 Most tests drive ``run_alignment`` through :class:`LoopbackGrid`, an in-process stand-in for a Flower
 ``Grid`` that runs every node's real ``ClientApp`` with Flower's semantics (a raising handler becomes
 an error reply and leaves the node's context untouched) and can drop a node, fail a step or tamper
-with a message in flight. One test runs the same protocol through Flower's simulation engine (Ray)
-with three parties.
+with a message in flight. The exact-intersection, multi-party and fault suite runs against both
+backends (the ``backend`` fixture); backend-specific checks (ciphertexts, group points) follow.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import nacl.bindings as sodium
 import pytest
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.psi import canonical_id_bytes, choose_bins, hash_id
+from clients.psi_ecdh import hash_to_group
 from clients.psi_party import (
     ALIGNMENT_STATE_KEY,
     CONTENT_KEY,
@@ -146,9 +148,16 @@ class LoopbackGrid:
         return self.contexts[100 + pid]
 
 
-def align_loopback(grid: LoopbackGrid, senders: Sequence[int] = (1, 2), **options: object) -> AlignmentReport:
-    kwargs = {"timeout": 5.0, "key_bits": TEST_KEY_BITS, **options}
+def align_loopback(
+    grid: LoopbackGrid, senders: Sequence[int] = (1, 2), backend: str = "paillier", **options: object
+) -> AlignmentReport:
+    kwargs = {"timeout": 5.0, "key_bits": TEST_KEY_BITS, "backend": backend, **options}
     return run_alignment(grid, receiver_node=100, sender_nodes=[100 + s for s in senders], **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["paillier", "ecdh"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 THREE_PARTIES: dict[int, Sequence[object]] = {
@@ -195,17 +204,20 @@ def test_precompute_weight_reaches_the_receiver(weight: float) -> None:
     assert report.aligned_size == 40
 
 
-def test_three_parties_store_the_same_canonical_alignment() -> None:
+def test_three_parties_store_the_same_canonical_alignment(backend: str) -> None:
     # Prepare
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3)
-    # Execute
-    report = align_loopback(grid, chunk_bytes=4096)
+    # Execute: chunks small enough that every stream takes several messages
+    report = align_loopback(grid, backend=backend, chunk_bytes=4096 if backend == "paillier" else 320)
     # Assert
     assert_consistent(grid, THREE_PARTIES, SHARED)
-    assert report.aligned_size == len(SHARED)
+    assert report.aligned_size == len(SHARED) and report.backend == backend
     assert report.set_sizes == {100: 60, 101: 41, 102: 68}
     assert [p.intersection_size for p in report.pairs] == [40, len(SHARED)]
     assert report.pairs[0].coefficient_chunks > 1 and report.pairs[0].response_chunks >= 1
+    if backend == "ecdh":  # 10 points per chunk; the receiver's points cross twice
+        assert [(p.coefficient_chunks, p.response_chunks) for p in report.pairs] == [(6, 5), (4, 7)]
+        assert [(p.coefficient_bytes, p.response_bytes) for p in report.pairs] == [(2 * 60 * 32, 41 * 32), (2 * 40 * 32, 68 * 32)]
     for pid in range(3):  # staging cleared after commit
         assert STAGING_STATE_KEY not in grid.state(pid) and SESSION_STATE_KEY not in grid.state(pid)
 
@@ -242,21 +254,21 @@ def test_server_sees_no_id_no_hashed_id_and_no_private_key() -> None:
     assert not any(prime in blob for prime in primes)
 
 
-def test_larger_set_policy_gives_the_same_result() -> None:
-    # Prepare: the label holder has the smaller set, so the passive party becomes the FNP receiver
+def test_larger_set_policy_gives_the_same_result(backend: str) -> None:
+    # Prepare: the label holder has the smaller set, so the passive party becomes the receiver
     ids = {0: [f"u{i}" for i in range(10)], 1: [f"u{i}" for i in range(5, 40)]}
     grid = LoopbackGrid(make_party_app(ids), 2)
     # Execute
-    report = align_loopback(grid, senders=(1,), roles="larger_set")
+    report = align_loopback(grid, senders=(1,), roles="larger_set", backend=backend)
     # Assert
     assert report.pairs[0].receiver_node == 101
     assert_consistent(grid, ids, {f"u{i}" for i in range(5, 10)})
 
 
-def test_realigning_replaces_the_stored_alignment() -> None:
+def test_realigning_replaces_the_stored_alignment(backend: str) -> None:
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3)
-    first = align_loopback(grid)
-    second = align_loopback(grid)
+    first = align_loopback(grid, backend=backend)
+    second = align_loopback(grid, backend="ecdh" if backend == "paillier" else "paillier")
     assert first.alignment_id != second.alignment_id
     assert get_alignment(grid.context(2)).alignment_id == second.alignment_id
 
@@ -267,24 +279,27 @@ def test_get_alignment_before_alignment_raises() -> None:
         get_alignment(grid.context(0))
 
 
-def test_empty_intersection_is_an_error_unless_allowed() -> None:
+def test_empty_intersection_is_an_error_unless_allowed(backend: str) -> None:
     ids = {0: ["a", "b"], 1: ["c"], 2: ["a"]}
     grid = LoopbackGrid(make_party_app(ids), 3)
     with pytest.raises(AlignmentError, match="empty intersection") as info:
-        align_loopback(grid)
-    assert info.value.node_id == 101 and info.value.step == "psi_finish"
+        align_loopback(grid, backend=backend)
+    assert info.value.node_id == 101
+    assert info.value.step == ("psi_finish" if backend == "paillier" else "psi_ecdh_finish")
     assert_clean(grid, ids)
-    align_loopback(grid, allow_empty=True)
+    align_loopback(grid, allow_empty=True, backend=backend)
     assert all(get_alignment(grid.context(pid)).ids == () for pid in ids)
 
 
-def test_empty_set_is_an_error() -> None:
+def test_empty_set_is_an_error(backend: str) -> None:
     ids = {0: ["a"], 1: [], 2: ["a"]}
     grid = LoopbackGrid(make_party_app(ids), 3)
     with pytest.raises(AlignmentError, match="party 101 has no IDs") as info:
-        align_loopback(grid)
+        align_loopback(grid, backend=backend)
     assert info.value.step == "psi_begin"
     assert_clean(grid, ids)
+    align_loopback(grid, allow_empty=True, backend=backend)
+    assert all(get_alignment(grid.context(pid)).ids == () for pid in ids)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -293,23 +308,32 @@ def test_empty_set_is_an_error() -> None:
 
 
 @pytest.mark.parametrize(
-    ("node", "action"),
+    ("backend", "node", "action"),
     [
-        (100, "psi_setup"),
-        (101, "psi_evaluate"),
-        (101, "psi_respond"),
-        (100, "psi_decrypt"),
-        (102, "psi_precompute"),
-        (100, "psi_order"),
-        (102, "psi_prepare"),
+        ("paillier", 100, "psi_setup"),
+        ("paillier", 101, "psi_evaluate"),
+        ("paillier", 101, "psi_respond"),
+        ("paillier", 100, "psi_decrypt"),
+        ("paillier", 102, "psi_precompute"),
+        ("paillier", 100, "psi_order"),
+        ("paillier", 102, "psi_prepare"),
+        ("ecdh", 100, "psi_ecdh_blind"),
+        ("ecdh", 102, "psi_ecdh_blind"),
+        ("ecdh", 101, "psi_ecdh_points"),
+        ("ecdh", 101, "psi_ecdh_exponentiate"),
+        ("ecdh", 100, "psi_ecdh_exponentiate"),
+        ("ecdh", 100, "psi_ecdh_doubled"),
+        ("ecdh", 100, "psi_ecdh_finish"),
+        ("ecdh", 100, "psi_order"),
+        ("ecdh", 102, "psi_prepare"),
     ],
 )
-def test_error_reply_aborts_everywhere(node: int, action: str) -> None:
+def test_error_reply_aborts_everywhere(backend: str, node: int, action: str) -> None:
     # Prepare
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, fail_at={(node, action)})
     # Execute
     with pytest.raises(AlignmentError, match=f"party {node} failed at {action}: injected fault") as info:
-        align_loopback(grid)
+        align_loopback(grid, backend=backend)
     # Assert
     assert (info.value.node_id, info.value.step) == (node, action)
     assert_clean(grid, THREE_PARTIES)
@@ -321,35 +345,47 @@ def test_error_reply_aborts_everywhere(node: int, action: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "action", ["psi_begin", "psi_evaluate", "psi_responses", "psi_prepare", "psi_commit"]
+    ("backend", "action"),
+    [
+        ("paillier", "psi_begin"),
+        ("paillier", "psi_evaluate"),
+        ("paillier", "psi_responses"),
+        ("paillier", "psi_prepare"),
+        ("paillier", "psi_commit"),
+        ("ecdh", "psi_begin"),
+        ("ecdh", "psi_ecdh_points"),
+        ("ecdh", "psi_ecdh_exponentiate"),
+        ("ecdh", "psi_prepare"),
+        ("ecdh", "psi_commit"),
+    ],
 )
-def test_party_dropping_mid_protocol(action: str) -> None:
+def test_party_dropping_mid_protocol(backend: str, action: str) -> None:
     # Prepare: party 2 (or 1 for the first session's steps) disappears when ``action`` reaches it
-    node = 101 if action in ("psi_evaluate", "psi_responses") else 102
+    node = 101 if action.startswith(("psi_evaluate", "psi_responses", "psi_ecdh")) else 102
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, drop_at={node: action})
     # Execute
     with pytest.raises(AlignmentError, match=f"party {node} did not reply to {action}") as info:
-        align_loopback(grid, timeout=0.5)
+        align_loopback(grid, timeout=0.5, backend=backend)
     # Assert: the others hold nothing (a commit that happened is rolled back)
     assert (info.value.node_id, info.value.step) == (node, action)
     assert_clean(grid, [pid for pid in range(3) if 100 + pid != node])
 
 
-def test_missing_party_is_named_before_anything_starts() -> None:
+def test_missing_party_is_named_before_anything_starts(backend: str) -> None:
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, offline={102})
     with pytest.raises(AlignmentError, match="party 102 is not connected"):
-        align_loopback(grid)
+        align_loopback(grid, backend=backend)
     assert not any(action == "psi_begin" for _, action in grid.log)
 
 
-def test_commit_failure_rolls_back_to_the_previous_alignment() -> None:
+def test_commit_failure_rolls_back_to_the_previous_alignment(backend: str) -> None:
     # Prepare: a first alignment succeeds
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3)
-    first = align_loopback(grid)
+    first = align_loopback(grid, backend=backend)
     # Execute: the second fails at party 2's commit, after parties 0 and 1 committed
     grid.fail_at.add((102, "psi_commit"))
     with pytest.raises(AlignmentError, match="psi_commit"):
-        align_loopback(grid)
+        align_loopback(grid, backend=backend)
     # Assert: everyone is back on the first alignment
     for pid in range(3):
         assert get_alignment(grid.context(pid)).alignment_id == first.alignment_id
@@ -380,24 +416,129 @@ def test_zero_reply_is_rejected_by_the_receiver() -> None:
         align_loopback(grid)
 
 
-def test_mismatched_session_is_rejected() -> None:
+SMALL_ORDER_POINT = bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05")  # order 8
+
+
+def _mixed_order_point() -> bytes:
+    """A curve point with a component of order 8: valid encoding, outside the prime-order group."""
+    return sodium.crypto_core_ed25519_add(hash_to_group("s", b"x"), SMALL_ORDER_POINT)
+
+
+@pytest.mark.parametrize(
+    ("node", "bad", "what"),
+    [
+        pytest.param(101, b"\xff" * 32, "non-canonical", id="sender_refuses_garbage"),
+        pytest.param(101, bytes(32), "zero", id="sender_refuses_zero"),
+        pytest.param(100, SMALL_ORDER_POINT, "small-order", id="receiver_refuses_small_order"),
+        pytest.param(100, None, "mixed-order", id="receiver_refuses_mixed_order"),
+    ],
+)
+def test_malformed_point_is_refused(node: int, bad: bytes | None, what: str) -> None:
+    # Prepare: replace point 3 of the first chunk of points on its way to ``node``
+    point = _mixed_order_point() if bad is None else bad
+    assert not sodium.crypto_core_ed25519_is_valid_point(point), what
+
+    def corrupt(node_id: int, action: str, fields: dict[str, object]) -> None:
+        if action == "psi_ecdh_exponentiate" and node_id == node and fields["index"] == 0:
+            chunk = bytearray(fields["chunk"])  # type: ignore[arg-type]
+            chunk[3 * 32 : 4 * 32] = point
+            fields["chunk"] = bytes(chunk)
+
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=corrupt)
+    # Execute
+    with pytest.raises(AlignmentError, match=rf"party {node} failed at psi_ecdh_exponentiate:.*peer point chunk 0: "
+                       r"point 3 is not a valid point of the prime-order edwards25519 group") as info:
+        align_loopback(grid, backend="ecdh")
+    # Assert
+    assert (info.value.node_id, info.value.step) == (node, "psi_ecdh_exponentiate")
+    assert_clean(grid, THREE_PARTIES)
+
+
+@pytest.mark.parametrize(
+    ("node", "step", "edit", "message"),
+    [
+        pytest.param(101, "psi_ecdh_exponentiate", lambda c: c + c[:32], "more points than the 60 IDs it announced", id="extra_point"),
+        pytest.param(101, "psi_ecdh_exponentiate", lambda c: c[:-5], "not a whole number of 32-byte points", id="torn_point"),
+        pytest.param(100, "psi_ecdh_doubled", lambda c: c[:-32], "returned chunk 0: .* bytes, expected", id="short_return"),
+        pytest.param(100, "psi_ecdh_doubled", lambda c: c[:32] * (len(c) // 32), "returned points repeat", id="repeated_return"),
+        pytest.param(100, "psi_ecdh_exponentiate", lambda c: c[:32] * (len(c) // 32), "sender's points are equal", id="sender_duplicates"),
+    ],
+)
+def test_tampered_point_streams_are_refused(node: int, step: str, edit: Callable[[bytes], bytes], message: str) -> None:
+    def corrupt(node_id: int, action: str, fields: dict[str, object]) -> None:
+        if action == step and node_id == node and fields["index"] == 0:
+            fields["chunk"] = edit(fields["chunk"])  # type: ignore[arg-type]
+
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=corrupt)
+    with pytest.raises(AlignmentError, match=f"party {node} failed at .*{message}"):
+        align_loopback(grid, backend="ecdh")
+    assert_clean(grid, THREE_PARTIES)
+
+
+def test_ecdh_server_sees_no_id_no_hash_and_no_scalar() -> None:
+    # Prepare: remember each party's secret scalar once drawn
+    scalars: list[bytes] = []
+
+    def grab_scalars(node_id: int, action: str, fields: dict[str, object]) -> None:
+        if action == "psi_ecdh_points" and fields["index"] == 0:
+            scalars.append(grid.contexts[node_id].state.config_records[SESSION_STATE_KEY]["scalar"])  # type: ignore[arg-type]
+
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=grab_scalars)
+    # Execute
+    report = align_loopback(grid, backend="ecdh")
+    # Assert: no ID, no canonical bytes, no unblinded hash H(x), no scalar crosses the server
+    values = [value for _, _, fields in grid.traffic for value in fields.values()]
+    flat = [item for value in values for item in (value if isinstance(value, list) else [value])]
+    blob = b"|".join(item if isinstance(item, bytes) else str(item).encode() for item in flat)
+    assert len(scalars) == 4 and not any(scalar in blob for scalar in scalars)
+    for ids in THREE_PARTIES.values():
+        for identifier in ids:
+            data = canonical_id_bytes(identifier)
+            assert data not in blob and str(identifier).encode() not in blob
+            for pair in report.pairs:
+                assert hash_to_group(pair.session_id, data) not in blob
+
+
+def test_a_step_of_the_other_backend_is_refused() -> None:
+    # Prepare: an ECDH session in progress at the label holder
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, fail_at={(100, "psi_ecdh_finish")})
+    with pytest.raises(AlignmentError):
+        align_loopback(grid, backend="ecdh")
+    context = grid.context(0)
+    staging = {"alignment_id": "a", "digest": "", "running": [], "sessions": []}
+    session = {"role": "receiver", "session_id": "s", "backend": "ecdh"}
+    context.state[STAGING_STATE_KEY] = ConfigRecord(staging)  # type: ignore[arg-type]
+    context.state[SESSION_STATE_KEY] = ConfigRecord(session)
+    message = Message(
+        RecordDict({CONTENT_KEY: ConfigRecord({"alignment_id": "a", "session_id": "s", "index": 0, "count": 1, "chunk": b""})}),
+        dst_node_id=100,
+        message_type=message_type("psi_decrypt"),
+    )
+    # Execute / Assert: a Paillier step cannot touch the ECDH session
+    with pytest.raises(PSIError, match="uses the ecdh backend, not paillier"):
+        grid.app(message, context)
+
+
+@pytest.mark.parametrize(("backend", "step"), [("paillier", "psi_respond"), ("ecdh", "psi_ecdh_exponentiate")])
+def test_mismatched_session_is_rejected(backend: str, step: str) -> None:
     def other_session(node_id: int, action: str, fields: dict[str, object]) -> None:
-        if action == "psi_respond":
+        if action == step:
             fields["session_id"] = "0" * 32
 
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=other_session)
-    with pytest.raises(AlignmentError, match="psi_respond.*another PSI session"):
-        align_loopback(grid)
+    with pytest.raises(AlignmentError, match=f"{step}.*another PSI session"):
+        align_loopback(grid, backend=backend)
 
 
-def test_mismatched_alignment_is_rejected() -> None:
+@pytest.mark.parametrize(("backend", "step"), [("paillier", "psi_setup"), ("ecdh", "psi_ecdh_blind")])
+def test_mismatched_alignment_is_rejected(backend: str, step: str) -> None:
     def other_alignment(node_id: int, action: str, fields: dict[str, object]) -> None:
-        if action == "psi_setup":
+        if action == step:
             fields["alignment_id"] = "stale"
 
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=other_alignment)
-    with pytest.raises(AlignmentError, match="psi_setup.*another alignment"):
-        align_loopback(grid)
+    with pytest.raises(AlignmentError, match=f"{step}.*another alignment"):
+        align_loopback(grid, backend=backend)
 
 
 def test_small_key_refused_by_a_node_without_the_test_flag() -> None:
@@ -406,31 +547,42 @@ def test_small_key_refused_by_a_node_without_the_test_flag() -> None:
         align_loopback(grid)
 
 
-def test_duplicate_ids_are_rejected_without_naming_them() -> None:
+def test_duplicate_ids_are_rejected_without_naming_them(backend: str) -> None:
     ids = {0: ["secret-a", "secret-b", "secret-a"], 1: ["secret-a"]}
     grid = LoopbackGrid(make_party_app(ids), 2)
     with pytest.raises(AlignmentError, match=r"party 100 failed at psi_begin.*row 2 repeats row 0") as info:
-        align_loopback(grid, senders=(1,))
+        align_loopback(grid, senders=(1,), backend=backend)
     assert "secret" not in str(info.value)
 
 
-def test_unhashable_id_is_rejected() -> None:
+def test_duplicates_kept_first_align_on_the_first_row(backend: str) -> None:
+    ids = {0: ["a", "b", "a", "c"], 1: ["c", "a", "d"]}
+    grid = LoopbackGrid(make_party_app(ids, duplicates="keep_first"), 2)
+    with pytest.warns(UserWarning, match="dropped 1 row"):
+        align_loopback(grid, senders=(1,), backend=backend)
+    alignments = [get_alignment(grid.context(pid)) for pid in ids]
+    assert set(alignments[0].ids) == {"a", "c"} and alignments[0].ids == alignments[1].ids
+    assert dict(zip(alignments[0].ids, alignments[0].rows, strict=True)) == {"a": 0, "c": 3}
+
+
+def test_unhashable_id_is_rejected(backend: str) -> None:
     ids = {0: ["a", ["not", "an", "id"]], 1: ["a"]}
     grid = LoopbackGrid(make_party_app(ids), 2)
     with pytest.raises(AlignmentError, match=r"psi_begin.*row 1: IDs must be str or int, got list"):
-        align_loopback(grid, senders=(1,))
+        align_loopback(grid, senders=(1,), backend=backend)
 
 
-def test_ids_changing_mid_alignment_are_detected() -> None:
+def test_ids_changing_mid_alignment_are_detected(backend: str) -> None:
     ids: dict[int, list[object]] = {0: ["a", "b"], 1: ["a", "b"]}
+    step = "psi_keygen" if backend == "paillier" else "psi_ecdh_blind"
 
     def mutate(node_id: int, action: str, fields: dict[str, object]) -> None:
-        if action == "psi_keygen":
+        if action == step:
             ids[0].append("c")
 
     grid = LoopbackGrid(make_party_app(ids), 2, tamper=mutate)  # type: ignore[arg-type]
-    with pytest.raises(AlignmentError, match="psi_keygen.*IDs changed"):
-        align_loopback(grid, senders=(1,))
+    with pytest.raises(AlignmentError, match=f"{step}.*IDs changed"):
+        align_loopback(grid, senders=(1,), backend=backend)
 
 
 @pytest.mark.parametrize(
@@ -441,6 +593,7 @@ def test_ids_changing_mid_alignment_are_detected() -> None:
         ({"roles": "anyone"}, "roles must be"),
         ({"timeout": 0.0}, "timeout must be > 0"),
         ({"precompute_weight": 0.0}, "precompute_weight must be in"),
+        ({"backend": "rsa"}, r"backend must be one of \('paillier', 'ecdh'\), got 'rsa'"),
     ],
 )
 def test_invalid_arguments(kwargs: dict[str, object], message: str) -> None:
