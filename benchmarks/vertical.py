@@ -26,6 +26,7 @@ Usage::
 
     python -m benchmarks.vertical --quick --out /tmp/vertical_quick.json
     python -m benchmarks.vertical --out results/vertical.json
+    python -m benchmarks.vertical --exchange --out results/vertical_exchange.json
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "attack_exact": float(np.mean([a["exact"] for a in attack])) if all(attack) else None,
         "attack_nearest": float(np.mean([a["nearest"] for a in attack])) if all(attack) else None,
         "wall_s": float(np.mean([r["wall_s"] for r in runs])),
+        "steps_per_exchange": runs[0]["steps_per_exchange"],
+        "round_trips_per_epoch": float(np.mean([r["round_trips_per_epoch"] for r in runs])),
         "n_aligned": float(np.mean([r["n_aligned"] for r in runs])),
         "fusions": [r.get("fusion") for r in runs],  # per seed: (top, head, prototype) weights used
     }
@@ -176,12 +179,36 @@ def benchmark(datasets: list[str], fractions: list[float], seeds: list[int], bas
     return out
 
 
+EXCHANGES = (1, 4, 16, 0)
+"""Minibatches per exchange of the ``--exchange`` comparison (0: the whole epoch in one exchange)."""
+
+
+def exchange_benchmark(datasets: list[str], fraction: float, seeds: list[int], base: VerticalStrategyConfig,
+                       exchanges: tuple[int, ...], jobs: int, out: Path | None) -> dict[str, Any]:
+    """The prototype method with ``steps_per_exchange`` ∈ ``exchanges`` side by side (rows as in
+    :func:`benchmark` plus ``steps_per_exchange`` and ``round_trips_per_epoch``); the JSON is rewritten
+    after every row."""
+    result: dict[str, Any] = {"rows": [], "protection": []}
+    for dataset in datasets:
+        for k in exchanges:
+            strategy = dataclasses.replace(proto_strategy(base, dataset), steps_per_exchange=k)
+            row = benchmark([dataset], [fraction], seeds, strategy, [], jobs, methods=("proto",),
+                            settings=())["rows"][0]
+            result["rows"].append(row)
+            if out is not None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(result, indent=2))
+    return result
+
+
 def _describe(row: dict[str, Any]) -> str:
     what = row.get("method") or f"protection {row['setting']}"
     attack = "" if row["attack_exact"] is None else (f"  attack exact {row['attack_exact']:.3f} "
                                                      f"nearest {row['attack_nearest']:.3f}")
     return (f"{row['dataset']:8s} f={row['aligned_fraction']:<5g} {what:24s} test {row['accuracy']:.4f} "
-            f"± {row['accuracy_std']:.4f}  val {row['val_accuracy']:.4f}{attack}  {row['wall_s']:.1f} s/run")
+            f"± {row['accuracy_std']:.4f}  val {row['val_accuracy']:.4f}{attack}  "
+            f"K={row['steps_per_exchange']} {row['round_trips_per_epoch']:.1f} round trips/epoch  "
+            f"{row['wall_s']:.1f} s/run")
 
 
 def tables(result: dict[str, Any]) -> list[Table]:
@@ -216,6 +243,18 @@ def tables(result: dict[str, Any]) -> list[Table]:
     return out
 
 
+def exchange_table(result: dict[str, Any]) -> Table:
+    """Accuracy and round trips per epoch by minibatches per exchange (``--exchange``)."""
+    table = Table(title="prototype method: minibatches per exchange (K; 0 = whole epoch)")
+    for column in ("dataset", "f", "K", "round trips / epoch", "accuracy %", "val accuracy %", "s/run"):
+        table.add_column(column, justify="right")
+    for r in result["rows"]:
+        table.add_row(r["dataset"], f"{r['aligned_fraction']:g}", str(r["steps_per_exchange"]),
+                      f"{r['round_trips_per_epoch']:.2f}", _cell(r), f"{100 * r['val_accuracy']:.1f}",
+                      f"{r['wall_s']:.1f}")
+    return table
+
+
 def _cell(row: dict[str, Any]) -> str:
     return f"{100 * row['accuracy']:.1f} ± {100 * row['accuracy_std']:.1f}"
 
@@ -235,6 +274,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated methods of the main table ('' for the protection sweep only)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    parser.add_argument("--exchange", action="store_true",
+                        help="only the prototype method at f = 0.1 with steps_per_exchange in --exchanges")
+    parser.add_argument("--exchanges", default=",".join(map(str, EXCHANGES)),
+                        help="minibatches per exchange for --exchange (0: the whole epoch)")
     args = parser.parse_args(argv)
     base = VerticalStrategyConfig()
     datasets = args.datasets.split(",")
@@ -251,12 +294,16 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown methods or settings {sorted(unknown)}; choose from {list(METHODS)} and "
                      f"{list(PROTECTION)}")
-    result = benchmark(datasets, fractions, seeds, base, protection_fractions, args.jobs, methods, settings,
-                       raw_out=args.raw)
+    if args.exchange:
+        exchanges = tuple(int(k) for k in args.exchanges.split(","))
+        result = exchange_benchmark(datasets, 0.1, seeds, base, exchanges, args.jobs, args.out)
+    else:
+        result = benchmark(datasets, fractions, seeds, base, protection_fractions, args.jobs, methods,
+                           settings, raw_out=args.raw)
     result["settings"] = {"seeds": seeds, "strategy": dataclasses.asdict(base), "proto": PROTO_BY_DATASET,
                           "model": {"default": dataclasses.asdict(ModelConfig()), **MODEL_BY_DATASET},
                           "total_wall_s": time.perf_counter() - start}
-    for table in tables(result):
+    for table in [exchange_table(result)] if args.exchange else tables(result):
         console.print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

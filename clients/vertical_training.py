@@ -58,6 +58,8 @@ from protocol.vertical import (
     VerticalConfig,
     configured_fusion,
     fusion_candidates,
+    pack_replies,
+    unpack_batch,
 )
 
 Payload = dict[str, Any]
@@ -126,6 +128,9 @@ class _Party:
         RuntimeError
             On a training or evaluation operation before ``align``.
         """
+        if op == "batch":
+            ops = unpack_batch(payload)
+            return pack_replies([name for name, _ in ops], [self.handle(name, sub) for name, sub in ops])
         if op not in self.OPS:
             raise ValueError(f"{self.role} party has no operation {op!r}; it has {self.OPS}")
         if op not in ("describe", "align") and self.aligned_rows is None:
@@ -156,12 +161,17 @@ class _Party:
         with torch.no_grad():
             return self.encoder(x)
 
-    def _positions(self, payload: Payload, key: str) -> np.ndarray:
+    def _positions(self, payload: Payload, key: str) -> list[np.ndarray]:
+        """Rows of the minibatches ``payload[key]`` (a list of arrays of aligned positions)."""
         assert self.aligned_rows is not None
-        pos = np.asarray(payload[key], dtype=np.int64)
-        if pos.ndim != 1 or (len(pos) and (pos.min() < 0 or pos.max() >= len(self.aligned_rows))):
-            raise ValueError(f"{key} must index the {len(self.aligned_rows)} aligned users")
-        return self.aligned_rows[pos]
+        out = []
+        for batch in payload[key]:
+            pos = np.asarray(batch, dtype=np.int64)
+            if pos.ndim != 1 or (len(pos) and (pos.min() < 0 or pos.max() >= len(self.aligned_rows))):
+                raise ValueError(f"{key} must be minibatches indexing the {len(self.aligned_rows)} aligned "
+                                 f"users, got an array of shape {pos.shape}")
+            out.append(self.aligned_rows[pos])
+        return out
 
     def _split_x(self, split: str) -> torch.Tensor:
         if split not in SPLITS:
@@ -224,7 +234,7 @@ class PassiveParty(_Party):
     """A party without labels: an encoder, the prototypes it receives, and (for measurement) its logs."""
 
     role = PASSIVE
-    OPS = ("describe", "align", "step", "snapshot", "receive", "predict", "attack", "save")
+    OPS = ("describe", "align", "step", "snapshot", "receive", "predict", "attack", "save", "batch")
 
     def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
         if data.y is not None or data.val_y is not None or data.test_y is not None:
@@ -235,27 +245,36 @@ class PassiveParty(_Party):
         self.valid_log: list[torch.Tensor] = []
 
     def op_step(self, payload: Payload) -> Payload:
-        """Apply the gradient of the previous batch (if any); return features of the next batch (if any).
+        """Apply the gradients of the previous exchange (if any); return the features of the next one's
+        minibatches (if any), concatenated in order.
 
-        The gradient step also carries ``lam_passive`` × the third loss on one random minibatch of my
-        non-aligned rows, so split learning and the prototype pull advance at the same pace.
+        ``grad`` holds the gradients of the minibatches ``grad_positions`` (concatenated); each is one
+        local update, in order, of the encoder *as it is now*: with several minibatches per exchange the
+        later ones were computed on features that are stale by the earlier updates (FedBCD, Liu et al.
+        2022, Algorithm 1). Each update also carries ``lam_passive`` × the third loss on one random
+        minibatch of my non-aligned rows, so split learning and the prototype pull advance at one pace.
         """
         if "grad" in payload:
-            rows = self._positions(payload, "grad_positions")
+            batches = self._positions(payload, "grad_positions")
             grad = torch.as_tensor(np.asarray(payload["grad"], dtype=np.float32))
-            if grad.shape != (len(rows), self.cfg.model.feature_dim):
-                raise ValueError(f"gradient must have shape ({len(rows)}, {self.cfg.model.feature_dim}), "
+            n = sum(len(rows) for rows in batches)
+            if grad.shape != (n, self.cfg.model.feature_dim):
+                raise ValueError(f"gradient must have shape ({n}, {self.cfg.model.feature_dim}), "
                                  f"got {tuple(grad.shape)}")
             self.encoder.train()
-            self.optimiser.zero_grad()
-            # d/dθ of <f_θ(x), g> is the chain rule through the features: the split-learning update
-            loss = (self.encoder(self.x[rows]) * grad).sum()
-            loss = loss + self.third_loss(int(payload["epoch"]), int(payload["step"]))
-            loss.backward()
-            self.optimiser.step()
+            start, epoch, first = 0, int(payload["epoch"]), int(payload["step"])
+            for j, rows in enumerate(batches):
+                g = grad[start:start + len(rows)]
+                start += len(rows)
+                self.optimiser.zero_grad()
+                # d/dθ of <f_θ(x), g> is the chain rule through the features: the split-learning update
+                loss = (self.encoder(self.x[rows]) * g).sum()
+                loss = loss + self.third_loss(epoch, first + j)
+                loss.backward()
+                self.optimiser.step()
         if "positions" not in payload:
             return {}
-        rows = self._positions(payload, "positions")
+        rows = np.concatenate(self._positions(payload, "positions"))
         return {"features": self.encode(self.x[rows]).numpy()}
 
     def op_snapshot(self, payload: Payload) -> Payload:
@@ -339,7 +358,8 @@ class ActiveParty(_Party):
     """The label holder: encoder, top model over all parties' features, local head, prototypes."""
 
     role = ACTIVE
-    OPS = ("describe", "align", "step", "prototypes", "local", "select_fusion", "evaluate", "score", "save")
+    OPS = ("describe", "align", "step", "prototypes", "local", "select_fusion", "evaluate", "score", "save",
+           "batch")
 
     def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
         if data.y is None or data.val_y is None or data.test_y is None:
@@ -376,24 +396,33 @@ class ActiveParty(_Party):
         return feats
 
     def op_step(self, payload: Payload) -> Payload:
-        """One split-learning step on an aligned batch; return the loss and per-passive feature gradients.
+        """One split-learning step per aligned minibatch of ``positions``, in order; return the losses and,
+        per passive party, the gradients w.r.t. its features (concatenated like the features).
 
-        With ``lam_aligned > 0`` (after warm-up) the loss also holds the nearest-prototype
-        classification loss of the batch in every party's space, so the passive gradients carry it too.
+        The passive features of one exchange were all computed before its first step (FedBCD, Liu et al.
+        2022: the passive side is stale within an exchange; my own encoder and top model are not). With
+        ``lam_aligned > 0`` (after warm-up) the loss also holds the nearest-prototype classification loss
+        of the batch in every party's space, so the passive gradients carry it too.
         """
-        rows = self._positions(payload, "positions")
-        passive = [f.requires_grad_(True) for f in self._passive_features(payload, len(rows))]
+        batches = self._positions(payload, "positions")
+        features = self._passive_features(payload, sum(len(rows) for rows in batches))
         self.encoder.train()
         self.top.train()
-        own = self.encoder(self.x[rows])
-        labels = self.y[rows]
-        loss = nn.functional.cross_entropy(self.top(torch.cat([own, *passive], dim=1)), labels)
-        task_loss = float(loss.detach())
-        loss = loss + self.aligned_prototype_loss(own, passive, labels, int(payload.get("epoch", 0)))
-        self.optimiser.zero_grad()
-        loss.backward()
-        self.optimiser.step()
-        return {"loss": task_loss, "grads": [f.grad.numpy() for f in passive]}  # type: ignore[union-attr]
+        losses, grads, start = [], [[] for _ in features], 0
+        for rows in batches:
+            passive = [f[start:start + len(rows)].clone().requires_grad_(True) for f in features]
+            start += len(rows)
+            own = self.encoder(self.x[rows])
+            labels = self.y[rows]
+            loss = nn.functional.cross_entropy(self.top(torch.cat([own, *passive], dim=1)), labels)
+            losses.append(float(loss.detach()))
+            loss = loss + self.aligned_prototype_loss(own, passive, labels, int(payload.get("epoch", 0)))
+            self.optimiser.zero_grad()
+            loss.backward()
+            self.optimiser.step()
+            for out, f in zip(grads, passive, strict=True):
+                out.append(f.grad.numpy())  # type: ignore[union-attr]
+        return {"losses": np.array(losses), "grads": [np.concatenate(g) for g in grads]}
 
     def aligned_prototype_loss(
         self, own: torch.Tensor, passive: list[torch.Tensor], labels: torch.Tensor, epoch: int

@@ -12,7 +12,8 @@ lists of strings. Arrays travel in the ``ArrayRecord`` :data:`ARRAYS_KEY` (a lis
 ``key[1]``, … with its length under ``key[]`` in the config record, so empty lists survive), everything
 else in the ``ConfigRecord`` :data:`PAYLOAD_KEY`. The ``describe`` message that starts a run also carries
 the run's configuration in the ``ConfigRecord`` :data:`CONFIG_KEY`, so a ClientApp needs no
-``run_config``.
+``run_config``. A ``batch`` payload chains several training operations for one party in one message
+(:func:`pack_batch`): deployments pay one round trip per message, not per operation.
 
 The fusion spec (:data:`Fusion`, :func:`configured_fusion`, :func:`fusion_candidates`) lives here too:
 the server reports the configured fusion and the active party chooses among the candidates.
@@ -54,8 +55,11 @@ MESSAGE_TYPES: dict[str, str] = {
     "attack": "query.vfl_attack",
     "score": "query.vfl_score",
     "save": "query.vfl_save",
+    "batch": "train.vfl_batch",
 }
 """Every protocol operation and the Flower message type that carries it."""
+BATCHABLE_OPS = ("step", "snapshot", "receive", "prototypes", "local", "predict")
+"""Training operations a ``batch`` may chain in one message (see :func:`pack_batch`)."""
 
 def _at_least(what: str, value: float, bound: float) -> None:
     if value < bound:
@@ -165,6 +169,10 @@ class ModelConfig:
 class VerticalStrategyConfig:
     """The VerticalPrototype protocol and its protection.
 
+    ``steps_per_exchange`` = K: a passive party sends its features of K aligned minibatches in one
+    message and receives their K gradients in one reply, applied as K local updates on stale features
+    (FedBCD, Liu et al. 2022); ``0`` puts the whole epoch in one exchange, ``1`` is plain split learning.
+
     ``alignment`` is ``psi`` (private set intersection, DESIGN.md §3) or ``insecure_plaintext`` (raw IDs
     to the server; tests only); ``psi_backend`` picks the PSI protocol (``paillier``: FNP over Paillier,
     the default; ``ecdh``: Diffie–Hellman PSI over edwards25519, fast at 10^6 IDs; ``docs/psi.md``);
@@ -200,6 +208,7 @@ class VerticalStrategyConfig:
 
     epochs: int = 40
     aligned_batch_size: int = 32
+    steps_per_exchange: int = 1
     local_batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -246,6 +255,7 @@ class VerticalStrategyConfig:
         for key in ("epochs", "aligned_batch_size", "local_batch_size", "proto_every", "psi_key_bits"):
             _at_least(f"strategy.{key}", getattr(self, key), 1)
         _at_least("strategy.warmup_epochs", self.warmup_epochs, 0)
+        _at_least("strategy.steps_per_exchange", self.steps_per_exchange, 0)
         for key in ("lr", "temperature_scale", "timeout_s", "psi_timeout_s"):
             _positive(f"strategy.{key}", getattr(self, key))
         for key in ("weight_decay", "lam", "lam_passive", "lam_aligned", "lam_impute", "prototype_fusion",
@@ -329,6 +339,53 @@ def fusion_candidates(strategy: VerticalStrategyConfig) -> list[Fusion]:
 
 
 # --- payloads ------------------------------------------------------------------------------------
+def pack_batch(ops: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """One payload that runs ``ops`` (operation, payload) in order at one party (operation ``batch``).
+
+    Sub-payload ``i``'s keys travel as ``"{i}/key"``; the operation names under ``ops``.
+
+    Raises
+    ------
+    ValueError
+        If an operation is not in :data:`BATCHABLE_OPS` or the list is empty.
+    """
+    if not ops:
+        raise ValueError("a batch needs at least one operation")
+    packed: dict[str, Any] = {"ops": [op for op, _ in ops]}
+    for i, (op, payload) in enumerate(ops):
+        if op not in BATCHABLE_OPS:
+            raise ValueError(f"operation {op!r} cannot be batched; batchable: {BATCHABLE_OPS}")
+        packed.update({f"{i}/{key}": value for key, value in payload.items()})
+    return packed
+
+
+def unpack_batch(packed: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Inverse of :func:`pack_batch` (also splits a batch's reply: :func:`pack_replies`).
+
+    Raises
+    ------
+    ValueError
+        If ``ops`` is missing or names an operation that cannot be batched.
+    """
+    if "ops" not in packed:
+        raise ValueError("batch payload lacks its 'ops' list")
+    ops = [str(op) for op in packed["ops"]]
+    parts: list[dict[str, Any]] = [{} for _ in ops]
+    for key, value in packed.items():
+        index, sep, name = key.partition("/")
+        if sep:
+            parts[int(index)][name] = value
+    for op in ops:
+        if op not in BATCHABLE_OPS:
+            raise ValueError(f"operation {op!r} cannot be batched; batchable: {BATCHABLE_OPS}")
+    return list(zip(ops, parts, strict=True))
+
+
+def pack_replies(ops: list[str], replies: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch's reply: sub-reply ``i`` under ``"{i}/key"`` (read back with :func:`unpack_batch`)."""
+    return pack_batch(list(zip(ops, replies, strict=True)))
+
+
 def encode_payload(payload: dict[str, Any], config: Mapping[str, Any] | None = None) -> RecordDict:
     """Pack a payload (and optionally the run's flat configuration) into a ``RecordDict``.
 

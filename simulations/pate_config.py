@@ -60,11 +60,17 @@ class FederationConfig:
 
 @dataclass
 class RunConfig:
-    """Where results go. ``ledger_path`` empty: ``<output_dir>/privacy_ledger.json``."""
+    """Where results go. ``ledger_path`` empty: ``<output_dir>/privacy_ledger.json``.
+
+    ``resume``: continue the run whose ledger is there (its charged queries are not asked again and
+    their stored labels are reused). Without it, a ledger that already holds charges is refused, never
+    reset or silently extended.
+    """
 
     output_dir: str = "runs/pate"
     ledger_path: str = ""
     verbose: bool = False
+    resume: bool = False
 
 
 MNIST1D_REGIME = DataSpec(dataset="mnist1d", num_teachers=250, mnist1d_samples=100_000, query_fraction=0.2,

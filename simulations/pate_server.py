@@ -23,7 +23,14 @@ DEFAULT_STUDENT_MODEL_NAME = "student_model"
 
 
 def build_ledger(cfg: PateConfig) -> PrivacyLedger | None:
-    """The run's privacy ledger (reloaded if its file exists), or None for the non-private majority."""
+    """The run's privacy ledger (reloaded if its file exists), or None for the non-private majority.
+
+    Raises
+    ------
+    ValueError
+        If the file already holds charges and ``run.resume`` is off: an earlier run's ledger is never
+        reset, nor extended by a run that would ask its queries again.
+    """
     s = cfg.strategy
     if s.mechanism == "majority":
         return None
@@ -31,8 +38,13 @@ def build_ledger(cfg: PateConfig) -> PrivacyLedger | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     mechanism = make_mechanism(s.mechanism, sigma=s.sigma, sigma1=s.sigma1, threshold=s.threshold,
                                gamma=s.gamma)
-    return PrivacyLedger.for_mechanism(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
-                                       budget_on=s.budget_on, conversion=s.conversion)
+    ledger = PrivacyLedger.for_mechanism(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
+                                         budget_on=s.budget_on, conversion=s.conversion)
+    if ledger.queries_checked and not cfg.run.resume:
+        raise ValueError(f"run.resume=False: the ledger {path} already holds {ledger.queries_checked} "
+                         "charged queries of an earlier run; set run.resume=true to continue that run (its "
+                         "queries are not asked again), or choose another run.output_dir")
+    return ledger
 
 
 def build_strategy(
@@ -49,7 +61,7 @@ def build_strategy(
         mechanism=mechanism, ledger=build_ledger(cfg), data=cfg.data, teacher_model=cfg.teacher,
         student_model=cfg.student_model, student=student, query_batch_size=s.query_batch_size,
         max_queries=s.max_queries or None, min_teachers=s.min_teachers, seed=s.seed,
-        timeout=cfg.federation.timeout_s, on_progress=on_progress)
+        timeout=cfg.federation.timeout_s, on_progress=on_progress, resume=cfg.run.resume)
 
 
 def run_pate_server(

@@ -111,6 +111,11 @@ class LedgerViews:
         return [dict(entry) for entry in self._history]
 
     @property
+    def charged_query_ids(self) -> np.ndarray:
+        """The caller's id of every charged query, in charge order (``-1`` where charged without ids)."""
+        return self._rows.query_ids.copy()
+
+    @property
     def votes(self) -> FloatArray | None:
         """The charged vote histograms ``(queries_checked, C)`` (a copy); None before any."""
         return self._rows.votes.copy() if len(self._rows) else None

@@ -45,6 +45,8 @@ from protocol.vertical import (
     configured_fusion,
     decode_payload,
     encode_payload,
+    pack_batch,
+    unpack_batch,
 )
 from strategies.alignment import AlignmentError, run_alignment
 from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, wait_for_nodes
@@ -92,6 +94,28 @@ class InProcessLink:
         return replies
 
 
+class CountingLink:
+    """A :class:`PartyLink` that counts its round trips (one per :meth:`request`, however many parties)."""
+
+    def __init__(self, link: PartyLink) -> None:
+        self._link = link
+        self.parties = link.parties
+        self.round_trips = 0
+
+    def request(self, calls: Calls) -> dict[str, Payload]:
+        self.round_trips += 1
+        return self._link.request(calls)
+
+
+def send_batches(link: PartyLink, ops: Mapping[str, list[tuple[str, Payload]]]) -> dict[str, list[Payload]]:
+    """One round trip: party ``name`` runs ``ops[name]`` in order (a ``batch`` if more than one);
+    return each party's replies in the same order."""
+    calls = {name: seq[0] if len(seq) == 1 else ("batch", pack_batch(seq)) for name, seq in ops.items()}
+    replies = link.request(calls)
+    return {name: [replies[name]] if len(seq) == 1 else [r for _, r in unpack_batch(replies[name])]
+            for name, seq in ops.items()}
+
+
 def passive_names(n_parties: int) -> list[str]:
     """Names of the passive parties, ``passive1 … passive{n-1}`` (party ``k`` is data party index ``k``)."""
     return [f"passive{k}" for k in range(1, n_parties)]
@@ -114,6 +138,9 @@ class VerticalPrototype:
         self.cfg = cfg
         self.on_epoch = on_epoch
         self.passives = passive_names(cfg.dataset.n_parties)
+        # per run: operations riding in each passive party's next message, its held-out predictions
+        self._deferred: dict[str, list[tuple[str, Payload]]] = {}
+        self._predictions: dict[str, dict[str, Payload]] = {}
 
     def run(self, link: PartyLink, alignment: AlignmentPhase) -> dict[str, Any]:
         """Alignment, ``cfg.strategy.epochs`` epochs, evaluation; return the results dict.
@@ -131,6 +158,9 @@ class VerticalPrototype:
                              f"configuration needs {sorted(expected)}")
         s = self.cfg.strategy
         start = time.perf_counter()
+        link = CountingLink(link)
+        self._deferred = {name: [] for name in self.passives}
+        self._predictions = {}
         align_payloads = alignment(link)
         aligned = link.request({name: ("align", align_payloads[name]) for name in link.parties})
         n_aligned = int(aligned[ACTIVE]["n_aligned"])
@@ -147,84 +177,135 @@ class VerticalPrototype:
         if n_aligned == 0 and s.split_learning:
             raise VerticalProtocolError("the alignment found no common user: split learning needs some")
         rng = np.random.default_rng(self.cfg.seed)
-        history = []
-        releases = 0
-        for epoch in range(s.epochs):
-            metrics: dict[str, float] = {"epoch": epoch}
-            if s.split_learning:
-                metrics["loss"] = self._aligned_epoch(link, rng.permutation(n_aligned), epoch)
-                if s.prototypes and epoch % s.proto_every == 0:
-                    metrics["n_valid"] = self._exchange_prototypes(link)
-                    releases += 1
-            local = link.request({ACTIVE: ("local", {"epoch": epoch})})[ACTIVE]
-            metrics["local_loss"] = float(local["loss"])
-            history.append(metrics)
-            if self.on_epoch is not None:
-                self.on_epoch(epoch, metrics)
+        aligned_trips = link.round_trips
+        history, releases = self._train(link, n_aligned, rng)
+        training_trips = link.round_trips - aligned_trips
         # without split learning the active party predicts every user with its local head alone
         fusion = self._select_fusion(link) if s.split_learning else {"fusion": [0.0, 1.0, 0.0]}
+        evaluation = {split: self._evaluate(link, split) for split in ("val", "test")}
         results: dict[str, Any] = {
             **fusion,
             "n_aligned": n_aligned,
             "n_nonaligned": {k: int(r["n_nonaligned"]) for k, r in aligned.items()},
             "history": history,
-            "val": self._evaluate(link, "val"),
-            "test": self._evaluate(link, "test"),
+            **evaluation,
             "prototype_releases": releases,
             "label_dp_epsilon": label_dp_epsilon(s.noise(), releases, len(self.passives), s.dp_delta),
             "label_dp_delta": s.dp_delta,
         }
         if s.attack and releases:
             results["attack"] = self._measure_attacks(link)
+        results["steps_per_exchange"] = s.steps_per_exchange
+        results["round_trips"] = {"alignment": aligned_trips, "training": training_trips,
+                                  "evaluation": link.round_trips - aligned_trips - training_trips}
+        results["round_trips_per_epoch"] = training_trips / s.epochs
         results["wall_s"] = time.perf_counter() - start
         return results
 
-    def _aligned_epoch(self, link: PartyLink, order: np.ndarray, epoch: int) -> float:
-        """Split learning over one permutation of the aligned users; return the mean top-model loss.
+    def _train(self, link: PartyLink, n_aligned: int, rng: np.random.Generator) -> tuple[list[dict], int]:
+        """Every epoch: the aligned exchanges, a prototype release every ``proto_every`` epochs and the
+        active party's local pass; return the per-epoch metrics and the number of releases.
 
-        The passive parties' gradient of batch ``b`` travels in the same message as the request for the
-        features of batch ``b + 1`` (two round trips per batch instead of three).
+        Operations whose replies the server does not wait for (a passive party applying its last
+        gradients, taking its prototypes) ride in the party's next message as a ``batch`` (after the
+        last epoch: its first evaluation message); the active party's local pass rides with its last
+        exchange of the epoch or its prototype computation. Each party computes the same things in the
+        same order as with one message per operation.
         """
-        bs = self.cfg.strategy.aligned_batch_size
-        batches = [order[i:i + bs] for i in range(0, len(order), bs)]
-        losses = []
-        pending: dict[str, Payload] = {name: {} for name in self.passives}
-        for step, batch in enumerate(batches):
-            calls = {name: ("step", {**pending[name], "positions": batch}) for name in self.passives}
-            feats = link.request(calls)
-            reply = link.request({ACTIVE: ("step", {"positions": batch, "epoch": epoch, "passive_features":
-                                                    [feats[name]["features"] for name in self.passives]})})
-            losses.append(float(reply[ACTIVE]["loss"]) * len(batch))
-            pending = {name: {"grad_positions": batch, "grad": grad, "epoch": epoch, "step": step}
-                       for name, grad in zip(self.passives, reply[ACTIVE]["grads"], strict=True)}
-        link.request({name: ("step", pending[name]) for name in self.passives})
-        return sum(losses) / len(order)
+        s = self.cfg.strategy
+        deferred = self._deferred
+        history, releases = [], 0
+        for epoch in range(s.epochs):
+            metrics: dict[str, float] = {"epoch": epoch}
+            if s.split_learning:
+                release = s.prototypes and epoch % s.proto_every == 0
+                metrics["loss"], local = self._aligned_epoch(link, rng.permutation(n_aligned), epoch,
+                                                             deferred, release)
+                if release:
+                    metrics["n_valid"], local = self._exchange_prototypes(link, epoch, deferred)
+                    releases += 1
+            else:
+                local = link.request({ACTIVE: ("local", {"epoch": epoch})})[ACTIVE]
+            metrics["local_loss"] = float(local["loss"])
+            history.append(metrics)
+            if self.on_epoch is not None:
+                self.on_epoch(epoch, metrics)
+        return history, releases
 
-    def _exchange_prototypes(self, link: PartyLink) -> float:
-        """Snapshot → prototypes at the active party → each passive party receives its own set only."""
-        snaps = link.request({name: ("snapshot", {}) for name in self.passives})
-        feats = [snaps[name]["features"] for name in self.passives]
-        reply = link.request({ACTIVE: ("prototypes", {"passive_features": feats})})[ACTIVE]
-        link.request({name: ("receive", {"prototypes": protos, "valid": valid})
-                      for name, protos, valid in zip(self.passives, reply["prototypes"], reply["valid"],
-                                                     strict=True)})
-        return float(reply["n_valid_own"])
+    def _aligned_epoch(
+        self, link: PartyLink, order: np.ndarray, epoch: int, deferred: dict[str, list[tuple[str, Payload]]],
+        release: bool,
+    ) -> tuple[float, Payload]:
+        """Split learning over one permutation of the aligned users, ``steps_per_exchange`` minibatches
+        per exchange; return the mean top-model loss and the active party's local-pass reply (empty if a
+        prototype release follows, which carries the local pass).
+
+        One exchange: every passive party applies the gradients of the previous exchange (deferred)
+        and returns its features of the next K minibatches; the active party takes K steps on them and
+        returns each passive party its K gradients, applied in the party's next message.
+        """
+        s = self.cfg.strategy
+        bs = s.aligned_batch_size
+        batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+        k = s.steps_per_exchange or len(batches)
+        groups = [batches[i:i + k] for i in range(0, len(batches), k)]
+        total, local = 0.0, {}
+        for g, group in enumerate(groups):
+            replies = send_batches(link, {name: [*deferred[name], ("step", {"positions": group})]
+                                          for name in self.passives})
+            active_ops: list[tuple[str, Payload]] = [("step", {
+                "positions": group, "epoch": epoch,
+                "passive_features": [replies[name][-1]["features"] for name in self.passives]})]
+            if g == len(groups) - 1 and not release:
+                active_ops.append(("local", {"epoch": epoch}))
+            reply = send_batches(link, {ACTIVE: active_ops})[ACTIVE]
+            for loss, batch in zip(reply[0]["losses"], group, strict=True):
+                total += float(loss) * len(batch)
+            local = reply[-1] if len(reply) > 1 else {}
+            for name, grad in zip(self.passives, reply[0]["grads"], strict=True):
+                deferred[name] = [("step", {"grad_positions": group, "grad": grad, "epoch": epoch,
+                                            "step": g * k})]
+        return total / len(order), local
+
+    def _exchange_prototypes(
+        self, link: PartyLink, epoch: int, deferred: dict[str, list[tuple[str, Payload]]]
+    ) -> tuple[float, Payload]:
+        """Snapshot (after the deferred gradients) → prototypes and the local pass at the active party;
+        each passive party's own set (only) is deferred to its next message. Returns the number of
+        classes with an own prototype and the local-pass reply."""
+        snaps = send_batches(link, {name: [*deferred[name], ("snapshot", {})] for name in self.passives})
+        feats = [snaps[name][-1]["features"] for name in self.passives]
+        protos, local = send_batches(link, {ACTIVE: [("prototypes", {"passive_features": feats}),
+                                                     ("local", {"epoch": epoch})]})[ACTIVE]
+        for name, prototypes, valid in zip(self.passives, protos["prototypes"], protos["valid"], strict=True):
+            deferred[name] = [("receive", {"prototypes": prototypes, "valid": valid})]
+        return float(protos["n_valid_own"]), local
 
     def _select_fusion(self, link: PartyLink) -> dict[str, Any]:
         """With ``fusion_selection = validation``: the active party picks its fusion on validation users."""
         if self.cfg.strategy.fusion_selection != "validation":
             return {"fusion": list(configured_fusion(self.cfg.strategy))}
-        preds = link.request({name: ("predict", {"split": "val"}) for name in self.passives})
+        preds = self._passive_predictions(link, "val")
         reply = link.request({ACTIVE: ("select_fusion", {
             "passive_features": [preds[name]["features"] for name in self.passives]})})[ACTIVE]
         return {"fusion": [float(w) for w in reply["fusion"]],
                 "fusion_candidates": [[float(w) for w in c] for c in reply["candidates"]],
                 "fusion_val_accuracies": [float(a) for a in reply["val_accuracies"]]}
 
+    def _passive_predictions(self, link: PartyLink, split: str) -> dict[str, Payload]:
+        """Every passive party's features and classes of the ``split`` users (asked once per split; the
+        first request also carries the operations deferred from the last epoch)."""
+        if split not in self._predictions:
+            replies = send_batches(link, {name: [*self._deferred[name], ("predict", {"split": split})]
+                                          for name in self.passives})
+            self._deferred = {name: [] for name in self.passives}
+            self._predictions[split] = {name: replies[name][-1] for name in self.passives}
+        return self._predictions[split]
+
     def _evaluate(self, link: PartyLink, split: str) -> dict[str, float]:
         payload: Payload = {"split": split}
         if self.cfg.strategy.split_learning:
-            preds = link.request({name: ("predict", {"split": split}) for name in self.passives})
+            preds = self._passive_predictions(link, split)
             payload["passive_features"] = [preds[name]["features"] for name in self.passives]
             payload["passive_classes"] = [preds[name]["classes"] for name in self.passives]
         return {k: float(v) for k, v in link.request({ACTIVE: ("evaluate", payload)})[ACTIVE].items()}

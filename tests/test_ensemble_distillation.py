@@ -216,3 +216,46 @@ def test_constructor_rejects_bad_settings(tmp_path, kwargs, match):
 def test_deployment_roles_are_checked(tmp_path, configs, match):
     with pytest.raises(RuntimeError, match=match):
         make_strategy(tmp_path).start(InProcessGrid(client_app, configs))
+
+
+def test_a_run_whose_student_failed_resumes_without_asking_or_charging_again(tmp_path):
+    # Prepare: the first run charges 80 queries, then its student fails: the labels it paid for are kept
+    student = 1002
+    grid = InProcessGrid(client_app, simulation_nodes(3))
+
+    def fail_training(reply: Message) -> Message:
+        if reply.metadata.message_type == "train.student":
+            return Message(Error(code=2, reason="RuntimeError: out of memory"), reply_to=grid.sent[-1])
+        return reply
+
+    grid.faulty[student] = fail_training
+    with pytest.raises(RuntimeError, match="out of memory"):
+        EnsembleDistillation(
+            mechanism=GNMax(sigma=2.0), ledger=PrivacyLedger(tmp_path / "ledger.json", mechanism="gnmax",
+                                                             delta=1e-5, epsilon_budget=500.0, sigma=2.0),
+            data=DATA, teacher_model=FAST, student_model=FAST, query_batch_size=40, max_queries=80,
+            student=StudentSettings(method="supervised")).start(grid)
+    first_ids, first_labels = PrivacyLedger.load(tmp_path / "ledger.json").paid_labels()
+    assert len(first_ids) == 80
+
+    # Execute: the restarted server resumes on the same ledger, up to 120 queries
+    again = InProcessGrid(client_app, simulation_nodes(3))
+    report = make_strategy(tmp_path, resume=True).start(again).report
+
+    # Assert: only positions 80..119 were asked and charged; the student got all 120 labels
+    asked = [m.content["request"]["offset"] for m in again.sent if m.metadata.message_type == "query.queries"]
+    assert asked == [80] and report["queries_checked"] == 120
+    stored = json.loads((tmp_path / "ledger.json").read_text())
+    assert [h["n_offered"] for h in stored["history"]] == [40, 40, 40]
+    sent = next(m for m in again.sent if m.metadata.message_type == "train.student").content["labels"]
+    np.testing.assert_array_equal(sent["positions"].numpy(), np.arange(120))
+    np.testing.assert_array_equal(sent["labels"].numpy()[:80], first_labels)
+
+
+def test_resuming_an_exhausted_ledger_trains_the_student_on_what_was_paid(tmp_path):
+    make_strategy(tmp_path, budget=8.0).start(InProcessGrid(client_app, simulation_nodes(3)))
+    paid_ids, _ = PrivacyLedger.load(tmp_path / "ledger.json").paid_labels()
+    again = InProcessGrid(client_app, simulation_nodes(3))
+    report = make_strategy(tmp_path, budget=8.0, resume=True).start(again).report
+    assert not [m for m in again.sent if m.metadata.message_type == "query.votes"]  # nothing asked
+    assert report["answered"] == len(paid_ids) and report["student"]["test_accuracy"] > 0

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from simulations.pate_config import compose_config
+from simulations.pate_server import build_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +66,14 @@ def test_the_command_stops_with_exit_2_and_one_line_before_ray_starts(tmp_path: 
     assert proc.stderr.strip().splitlines()[-1] == "error: ModelSpec.epochs=0: must be an integer >= 1"
     assert "Traceback" not in proc.stderr and "ray" not in proc.stderr.lower()
     assert not (tmp_path / "run").exists()  # nothing written, no ledger, no ε
+
+
+def test_an_earlier_runs_ledger_is_refused_unless_the_run_resumes(tmp_path: Path) -> None:
+    config = compose_config(f"run.output_dir={tmp_path}", "strategy.mechanism=gnmax")
+    ledger = build_ledger(config)
+    ledger.charge(np.array([[250.0] + [0.0] * 9]), labels=np.array([0]), query_ids=np.array([0]))
+    with pytest.raises(ValueError, match=r"run.resume=False: the ledger .* already holds 1 charged queries"):
+        build_ledger(config)
+    resumed = build_ledger(compose_config(f"run.output_dir={tmp_path}", "strategy.mechanism=gnmax",
+                                          "run.resume=true"))
+    assert resumed.queries_checked == 1 and resumed.paid_labels()[1].tolist() == [0]

@@ -261,7 +261,7 @@ def test_aligned_prototype_loss_reaches_passive_parties_and_mirrors_their_protot
     assert torch.equal(active.passive_prototypes[0][0], passive.prototypes)
     assert torch.equal(active.passive_prototypes[0][1], passive.valid)
     # the classification loss changes the gradient sent back to the passive party
-    batch = {"positions": np.arange(8), "epoch": 5,
+    batch = {"positions": [np.arange(8)], "epoch": 5,
              "passive_features": [passive.encode(passive.x[passive.aligned_rows[:8]]).numpy()]}
     with_loss = make_party(active.data, cfg, active.state_bytes()).handle("step", batch)["grads"][0]
     plain_cfg = dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, lam_aligned=0.0))
@@ -317,15 +317,18 @@ def test_cross_entropy_pulls_and_imputation_run_end_to_end() -> None:
 
 
 @pytest.mark.parametrize(("name", "op", "payload", "match"), [
-    ("feature_dim_mismatch", "step", {"positions": np.arange(4), "passive_features": [np.zeros((4, 3))]},
+    ("feature_dim_mismatch", "step", {"positions": [np.arange(4)], "passive_features": [np.zeros((4, 3))]},
      "feature dimension 64"),
-    ("nan_features", "step", {"positions": np.arange(2), "passive_features": [np.full((2, 64), np.nan)]},
+    ("nan_features", "step", {"positions": [np.arange(2)], "passive_features": [np.full((2, 64), np.nan)]},
      "NaN"),
-    ("row_count_mismatch", "step", {"positions": np.arange(4), "passive_features": [np.zeros((3, 64))]},
+    ("row_count_mismatch", "step", {"positions": [np.arange(4)], "passive_features": [np.zeros((3, 64))]},
      "expected 4"),
     ("positions_out_of_range", "step",
-     {"positions": np.array([10**6]), "passive_features": [np.zeros((1, 64))]},
+     {"positions": [np.array([10**6])], "passive_features": [np.zeros((1, 64))]},
      "aligned users"),
+    ("positions_not_minibatches", "step", {"positions": np.arange(4), "passive_features": [np.zeros((4, 64))]},
+     r"must be minibatches .* shape \(\)"),
+    ("batch_of_a_read_only_op", "batch", {"ops": ["evaluate"], "0/split": "val"}, "cannot be batched"),
     ("unknown_op", "attack", {}, "no operation"),
 ])
 def test_active_party_rejects_bad_payloads(name: str, op: str, payload: dict, match: str) -> None:
