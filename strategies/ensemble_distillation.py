@@ -115,6 +115,9 @@ class EnsembleDistillation(Strategy):
         Seconds to wait for the replies of one step.
     on_progress : callable, optional
         Called with a :class:`ProgressEvent` after each phase and each batch.
+    resume : bool (default: False)
+        Continue a run that stopped after charges: the queries ``ledger`` already charged are not asked
+        again, and the labels stored with their charges go to the student with the new ones.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class EnsembleDistillation(Strategy):
         seed: int = 0,
         timeout: float = 600.0,
         on_progress: Callable[[ProgressEvent], None] | None = None,
+        resume: bool = False,
     ) -> None:
         if isinstance(mechanism, Majority) != (ledger is None):
             raise ValueError("a ledger is required for every private mechanism, and Majority (non-private) "
@@ -155,6 +159,7 @@ class EnsembleDistillation(Strategy):
         self.min_teachers = min_teachers
         self.timeout = timeout
         self.on_progress = on_progress
+        self.resume = resume
         self._rng = np.random.default_rng(seed)
         self._ensemble: _Ensemble | None = None
         self._n_classes: int | None = None  # pinned by the student's first query reply
@@ -315,12 +320,17 @@ class EnsembleDistillation(Strategy):
         positions: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         offset, pool_size, checked = 0, None, 0
+        if self.resume and self.ledger is not None:
+            offset, paid_positions, paid_labels = self._resumed()
+            checked = offset
+            positions.append(paid_positions)
+            labels.append(paid_labels)
         limit = self.max_queries
         while pool_size is None or offset < min(pool_size, limit or pool_size):
             count = self.query_batch_size if limit is None else min(self.query_batch_size, limit - offset)
             batch_x, batch_pos, pool_size = self._fetch_queries(grid, ensemble.student, offset, count)
-            if len(batch_pos) == 0:
-                break
+            if len(batch_pos) == 0 or (self.resume and self.ledger is not None and self.ledger.exhausted):
+                break  # the pool is done, or a resumed run's ledger was already exhausted
             votes = self._gather_votes(grid, batch_x)
             fused = self.mechanism.fuse(votes, self._rng)
             n_keep, exhausted = len(fused), False
@@ -340,6 +350,30 @@ class EnsembleDistillation(Strategy):
         pos = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
         lab = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
         return pos.astype(np.int64), lab.astype(np.int64), int(pool_size or 0), checked
+
+    def _resumed(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """What earlier runs on this ledger paid for: (the next pool position, answered positions, labels).
+
+        Every query a resumed ledger charged must be a pool position of this run, charged in order
+        (0, 1, ..., n - 1) with its label; those queries are not asked again and their stored labels are
+        used as they are, so nothing is charged twice.
+
+        Raises
+        ------
+        RuntimeError
+            If the ledger holds charges that are not this strategy's pool positions in order (charged
+            without labels, or by another kind of run).
+        """
+        assert self.ledger is not None
+        checked = self.ledger.queries_checked
+        if not np.array_equal(self.ledger.charged_query_ids, np.arange(checked)):
+            raise RuntimeError(f"cannot resume from ledger {self.ledger.path}: its {checked} charged queries "
+                               "are not pool positions 0..n-1 charged with their labels")
+        paid_positions, paid_labels = self.ledger.paid_labels()
+        if checked:
+            log(INFO, "resuming: %d queries already checked, %d answered; their labels are reused", checked,
+                len(paid_labels))
+        return checked, paid_positions, paid_labels
 
     def _fetch_queries(
         self, grid: Grid, student: int, offset: int, count: int
