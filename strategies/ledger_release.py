@@ -7,10 +7,19 @@ the ledger needs every vote histogram it charged; it keeps them in its row store
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
+from strategies.ledger_sidecar import LedgerRows
+from strategies.ledger_store import _atomic_write_json, _ledger_lock
 from strategies.rdp_analysis import FloatArray
-from strategies.smooth_sensitivity import SmoothSensitivityRelease, smooth_sensitivity_release
+from strategies.smooth_sensitivity import (
+    SmoothSensitivityRelease,
+    draw_released_epsilon,
+    smooth_sensitivity_release,
+)
 
 RELEASABLE = ("gnmax", "confident_gnmax")
 """Mechanisms whose data-dependent ε the smooth-sensitivity analysis of [P18] covers."""
@@ -56,3 +65,78 @@ def released_prefix(
         else:
             hi = mid
     return lo, eps_lo
+
+
+class LedgerRelease:
+    """:meth:`release` of :class:`strategies.privacy_ledger.PrivacyLedger` (a mixin, state set by it)."""
+
+    _mechanism: str
+    _params: dict[str, float]
+    _path: Path | None
+    _orders: FloatArray
+    _delta: float
+    _checked: int
+    _rows: LedgerRows
+    _release: dict[str, Any] | None
+
+    def _refresh(self) -> None:  # implemented by the ledger
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, Any]:  # implemented by the ledger
+        raise NotImplementedError
+
+    def _payload(self, **state: Any) -> dict[str, Any]:  # implemented by the ledger
+        raise NotImplementedError
+
+    def release(self, rng: np.random.Generator) -> dict[str, Any] | None:
+        """Release the data-dependent ε through [P18]'s smooth-sensitivity mechanism, once.
+
+        Computes :func:`strategies.smooth_sensitivity.smooth_sensitivity_release` on every charged
+        vote histogram (Confident-GNMax: expected over the threshold outcomes, as [P18] evaluates
+        it), draws the noisy released ε once from ``rng`` and records it in the ledger (file). A
+        second call for the same charged queries returns the recorded release without drawing again.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Source of the release noise (seed it for a reproducible draw).
+
+        Returns
+        -------
+        dict or None
+            ``queries_checked``, ``epsilon_released`` (expectation), ``epsilon_released_std``,
+            ``epsilon_released_draw`` (the noisy draw) and ``smooth_sensitivity`` (the release's
+            :meth:`~strategies.smooth_sensitivity.SmoothSensitivityRelease.to_dict`); None for
+            "lnmax", which the analysis does not cover.
+
+        Raises
+        ------
+        ValueError
+            If nothing was charged, the vote histograms differ in their number of teachers, or the
+            smooth-sensitivity conditions fail (see ``smooth_sensitivity_release``).
+        """
+        if self._mechanism not in RELEASABLE:
+            return None
+        if self._path is None:
+            return self._do_release(rng)
+        with _ledger_lock(self._path):
+            self._refresh()
+            return self._do_release(rng)
+
+    def _do_release(self, rng: np.random.Generator) -> dict[str, Any]:
+        if self._release is not None and self._release.get("queries_checked") == self._checked:
+            return dict(self._release)
+        if not self._checked:
+            raise ValueError("nothing to release: the ledger has no charged queries")
+        result = release_of(self._mechanism, self._params, self._rows.votes, self._delta, self._orders)
+        release = {
+            "queries_checked": self._checked,
+            "epsilon_released": result.epsilon_released,
+            "epsilon_released_std": result.epsilon_released_std,
+            "epsilon_released_draw": draw_released_epsilon(result, rng),
+            "smooth_sensitivity": result.to_dict(),
+        }
+        if self._path is not None:
+            _atomic_write_json(self._path, self._payload(**{**self._state(), "release": release}))
+        self._release = release
+        return dict(release)

@@ -31,8 +31,32 @@ class LedgerViews:
     _rows: LedgerRows
     _release: dict[str, Any] | None
 
-    def epsilon(self) -> dict[str, float]:  # implemented by the ledger
+    _eps_released: float | None
+
+    def _best(self, rdp: FloatArray, checked: int) -> tuple[float, float]:  # implemented by the ledger
         raise NotImplementedError
+
+    def epsilon(self) -> dict[str, float]:
+        """Total ε spent so far on both accountings, with the best orders (no edge warning).
+
+        Returns
+        -------
+        dict
+            Keys ``data_dependent``, ``data_independent``, ``best_order_data_dependent``,
+            ``best_order_data_independent``; with ``budget_on="released"`` also ``released``, the
+            expected released ε of the charged queries. All ε are 0 before any query is checked.
+        """
+        eps_dd, order_dd = self._best(self._rdp_dd, self._checked)
+        eps_di, order_di = self._best(self._rdp_di, self._checked)
+        out = {
+            "data_dependent": eps_dd,
+            "data_independent": eps_di,
+            "best_order_data_dependent": order_dd,
+            "best_order_data_independent": order_di,
+        }
+        if self._budget_on == "released":
+            out["released"] = 0.0 if self._eps_released is None else float(self._eps_released)
+        return out
 
     @property
     def conversion(self) -> str:

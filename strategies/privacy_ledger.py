@@ -56,7 +56,7 @@ import numpy.typing as npt
 from strategies.fusion import MECHANISM_REGISTRY, Mechanism
 from strategies.ledger_costs import check_answered, check_params, query_costs, worst_case_query
 from strategies.ledger_journal import JournalSpec, LedgerIntegrityError, genesis_hash, seal, verify_journal
-from strategies.ledger_release import RELEASABLE, release_of, released_prefix
+from strategies.ledger_release import RELEASABLE, LedgerRelease, released_prefix
 from strategies.ledger_sidecar import (
     LedgerRows,
     batch_rows,
@@ -83,7 +83,6 @@ from strategies.rdp_analysis import (
     validate_votes,
 )
 from strategies.rdp_conversion import _check_conversion, _epsilon_curve, _warn_if_edge
-from strategies.smooth_sensitivity import draw_released_epsilon
 
 __all__ = ["BudgetExhaustedError", "ChargeResult", "LedgerIntegrityError", "PrivacyLedger"]
 
@@ -126,7 +125,7 @@ class ChargeResult:
     epsilon_released: float | None = None
 
 
-class PrivacyLedger(LedgerViews):
+class PrivacyLedger(LedgerViews, LedgerRelease):
     """RDP privacy ledger for PATE vote fusion, persisted atomically as JSON.
 
     The ledger only does bookkeeping: costs come from the analysis functions of this module. It
@@ -549,61 +548,6 @@ class PrivacyLedger(LedgerViews):
         best = int(np.argmin(eps))
         return (float(eps[best]) if checked else 0.0), float(self._orders[best])
 
-    # -- the smooth-sensitivity release ------------------------------------------------------------
-
-    def release(self, rng: np.random.Generator) -> dict[str, Any] | None:
-        """Release the data-dependent ε through [P18]'s smooth-sensitivity mechanism, once.
-
-        Computes :func:`strategies.smooth_sensitivity.smooth_sensitivity_release` on every charged
-        vote histogram (Confident-GNMax: expected over the threshold outcomes, as [P18] evaluates
-        it), draws the noisy released ε once from ``rng`` and records it in the ledger (file). A
-        second call for the same charged queries returns the recorded release without drawing again.
-
-        Parameters
-        ----------
-        rng : numpy.random.Generator
-            Source of the release noise (seed it for a reproducible draw).
-
-        Returns
-        -------
-        dict or None
-            ``queries_checked``, ``epsilon_released`` (expectation), ``epsilon_released_std``,
-            ``epsilon_released_draw`` (the noisy draw) and ``smooth_sensitivity`` (the release's
-            :meth:`~strategies.smooth_sensitivity.SmoothSensitivityRelease.to_dict`); None for
-            "lnmax", which the analysis does not cover.
-
-        Raises
-        ------
-        ValueError
-            If nothing was charged, the vote histograms differ in their number of teachers, or the
-            smooth-sensitivity conditions fail (see ``smooth_sensitivity_release``).
-        """
-        if self._mechanism not in RELEASABLE:
-            return None
-        if self._path is None:
-            return self._do_release(rng)
-        with _ledger_lock(self._path):
-            self._refresh()
-            return self._do_release(rng)
-
-    def _do_release(self, rng: np.random.Generator) -> dict[str, Any]:
-        if self._release is not None and self._release.get("queries_checked") == self._checked:
-            return dict(self._release)
-        if not self._checked:
-            raise ValueError("nothing to release: the ledger has no charged queries")
-        result = release_of(self._mechanism, self._params, self._rows.votes, self._delta, self._orders)
-        release = {
-            "queries_checked": self._checked,
-            "epsilon_released": result.epsilon_released,
-            "epsilon_released_std": result.epsilon_released_std,
-            "epsilon_released_draw": draw_released_epsilon(result, rng),
-            "smooth_sensitivity": result.to_dict(),
-        }
-        if self._path is not None:
-            _atomic_write_json(self._path, self._payload(**{**self._state(), "release": release}))
-        self._release = release
-        return dict(release)
-
     # -- persistence -------------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
@@ -645,27 +589,3 @@ class PrivacyLedger(LedgerViews):
     def to_dict(self) -> dict[str, Any]:
         """The ledger as the JSON-compatible dict it is persisted as."""
         return self._payload(**self._state())
-
-    # -- read-only views ---------------------------------------------------------------------------
-
-    def epsilon(self) -> dict[str, float]:
-        """Total ε spent so far on both accountings, with the best orders (no edge warning).
-
-        Returns
-        -------
-        dict
-            Keys ``data_dependent``, ``data_independent``, ``best_order_data_dependent``,
-            ``best_order_data_independent``; with ``budget_on="released"`` also ``released``, the
-            expected released ε of the charged queries. All ε are 0 before any query is checked.
-        """
-        eps_dd, order_dd = self._best(self._rdp_dd, self._checked)
-        eps_di, order_di = self._best(self._rdp_di, self._checked)
-        out = {
-            "data_dependent": eps_dd,
-            "data_independent": eps_di,
-            "best_order_data_dependent": order_dd,
-            "best_order_data_independent": order_di,
-        }
-        if self._budget_on == "released":
-            out["released"] = 0.0 if self._eps_released is None else float(self._eps_released)
-        return out
