@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from simulations.pate_config import PateConfig, register_configs
-from simulations.pate_server import run_pate_server
+from simulations.pate_server import build_ledger, run_pate_server
 from strategies.ensemble_distillation import ProgressEvent
 
 register_configs()
@@ -36,6 +36,7 @@ def run(cfg: PateConfig, console: Console | None = None) -> dict[str, Any]:
 
     if cfg.federation.teacher_nodes < 1:
         raise ValueError(f"federation.teacher_nodes must be >= 1, got {cfg.federation.teacher_nodes}")
+    build_ledger(cfg)  # an earlier run's ledger without run.resume is refused here, before Ray starts
     console = console or Console()
     nodes = min(cfg.federation.teacher_nodes, cfg.data.num_teachers) + 1
     with Progress(TextColumn("[bold]{task.fields[phase]:<17}"), BarColumn(), MofNCompleteColumn(),
@@ -94,7 +95,9 @@ def main(cfg: DictConfig) -> None:
     """Hydra's entry: turn the composed config into the typed schema and run.
 
     A setting out of range stops here, before Ray or any node starts: ``error: <field>=<value>: <rule>``
-    on stderr and exit status 2.
+    on stderr and exit status 2. A run that fails (a refused ledger: 2; too few teachers left, a node's
+    error, an exhausted budget: 1) ends with its cause, naming the node where there is one, on one
+    ``error:`` line; ``run.verbose=true`` re-raises it with the traceback.
     """
     try:
         config = OmegaConf.to_object(cfg)
@@ -102,7 +105,13 @@ def main(cfg: DictConfig) -> None:
         cause = err.__cause__ if isinstance(err, OmegaConfBaseException) and err.__cause__ else err
         print(f"error: {str(cause).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
-    run(config)  # type: ignore[arg-type]
+    try:
+        run(config)  # type: ignore[arg-type]
+    except (ValueError, RuntimeError) as err:  # refused settings (exit 2), a failed run (exit 1)
+        if config.run.verbose:  # type: ignore[attr-defined]
+            raise
+        print(f"error: {str(err).splitlines()[0]}\n(run.verbose=true shows the traceback)", file=sys.stderr)
+        sys.exit(2 if isinstance(err, ValueError) else 1)
 
 
 if __name__ == "__main__":

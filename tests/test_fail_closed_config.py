@@ -77,3 +77,17 @@ def test_an_earlier_runs_ledger_is_refused_unless_the_run_resumes(tmp_path: Path
     resumed = build_ledger(compose_config(f"run.output_dir={tmp_path}", "strategy.mechanism=gnmax",
                                           "run.resume=true"))
     assert resumed.queries_checked == 1 and resumed.paid_labels()[1].tolist() == [0]
+
+
+def test_the_command_refuses_an_earlier_runs_ledger_before_ray_starts(tmp_path: Path) -> None:
+    ledger = build_ledger(compose_config(f"run.output_dir={tmp_path}", "strategy.mechanism=gnmax"))
+    ledger.charge(np.array([[250.0] + [0.0] * 9]), labels=np.array([0]), query_ids=np.array([0]))
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulations.pate", "strategy.mechanism=gnmax", f"run.output_dir={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    first = proc.stderr.strip().splitlines()[-2]
+    assert first.startswith("error: run.resume=False: the ledger") and "1 charged queries" in first
+    assert "Traceback" not in proc.stderr and "ray" not in proc.stderr.lower()
