@@ -1,6 +1,11 @@
-"""Benchmark: Paillier PSI throughput, side by side with its baselines and the primitive floor.
+"""Benchmark: PSI throughput of both backends, side by side with baselines and the primitive floor.
 
 n × n IDs with 50 % overlap. Variants, all measured in the same run on the same machine:
+
+- ``ecdh``: :mod:`clients.psi_ecdh` (Diffie–Hellman PSI over edwards25519, both roles in this process,
+  each step in the process pool) at 10^3, 10^4, 10^5 with ``--ecdh`` (10^6 with ``--ecdh-1e6``);
+  ``floor-ecdh`` is n times two parties' primitive cost per ID measured in this run on one core: one
+  hash into the group and two checked scalar multiplications (the own point, the peer's point).
 
 - ``fnp-bins``: :mod:`clients.psi` (bins, CRT encryption, mod-p decryption, precomputed randomness,
   gmpy2 loops, process pool); also split into ``fnp-bins-precompute`` (data-independent: key
@@ -24,6 +29,8 @@ closes). Each row records the wall and CPU seconds of every step and the machine
     python -m benchmarks.psi --out psi.json                # n = 1e3 and 1e4 (phe at both)
     python -m benchmarks.psi --large --out psi.json        # adds n = 1e5 (bins only)
     python -m benchmarks.psi --sizes 10000 --no-phe        # chosen sizes (rows are saved as they come)
+    python -m benchmarks.psi --ecdh --ecdh-only --out benchmarks/results/psi_ecdh.json   # ECDH 1e3-1e5
+    python -m benchmarks.psi --ecdh --ecdh-1e6 --ecdh-only --out ...                     # and 1e6
 """
 
 from __future__ import annotations
@@ -42,10 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import gmpy2
+import nacl.bindings as sodium
 from gmpy2 import mpz
 from phe import paillier
 
-from clients import psi
+from clients import psi, psi_ecdh
 from clients.psi_paillier import _bin_coefficients, _crt_randomisers, _flat, _map, _pool_size
 
 FLOOR_REPEATS = 40
@@ -284,6 +292,74 @@ def run_phe(
     return Outcome(meter, num_bins, degree, matches)
 
 
+@dataclass(frozen=True)
+class ECDHFloor:
+    """Median single-core seconds of the ECDH primitives (PyNaCl calls, as the protocol makes them)."""
+
+    hash_to_group: float
+    scalar_multiplication: float
+
+    def per_id(self) -> float:
+        """Both parties' cost per ID of an n × n run: one hash and two checked multiplications each."""
+        return 2 * (self.hash_to_group + 2 * self.scalar_multiplication)
+
+
+def measure_ecdh_floor() -> ECDHFloor:
+    scalar = psi_ecdh.random_scalar()
+    data = psi.canonical_id_bytes("user-00000001")
+    point = psi_ecdh.hash_to_group("floor", data)
+    return ECDHFloor(
+        hash_to_group=_median_s(lambda: psi_ecdh.hash_to_group("floor", data), 4 * FLOOR_REPEATS),
+        scalar_multiplication=_median_s(
+            lambda: sodium.crypto_scalarmult_ed25519_noclamp(scalar, point), 4 * FLOOR_REPEATS
+        ),
+    )
+
+
+ECDH_SIZES = [1000, 10_000, 100_000]
+
+
+def run_ecdh(n: int, workers: int, chunk_bytes: int = psi.DEFAULT_CHUNK_BYTES) -> Meter:
+    """clients.psi_ecdh end to end, step by step, both roles in this process (``align_ecdh``'s order)."""
+    receiver_ids, sender_ids = id_sets(n)
+    meter = Meter(workers)
+    with meter.step("prepare"):
+        receiver_prepared, sender_prepared = psi.prepare_ids(receiver_ids), psi.prepare_ids(sender_ids)
+        session_id = secrets.token_hex(16)
+        receiver = psi_ecdh.ECDHReceiver(receiver_prepared, peer_size=n, session_id=session_id)
+        sender = psi_ecdh.ECDHSender(sender_prepared, peer_size=n, session_id=session_id)
+    with meter.step("receiver_blind") as pool:
+        receiver.blind(pool, chunk_bytes)
+    with meter.step("sender_blind") as pool:
+        sender.blind(pool, chunk_bytes)
+    with meter.step("sender_exponentiate") as pool:
+        for index in range(receiver.num_chunks):
+            doubled = sender.exponentiate_peer(session_id, index, receiver.point_chunk(index), pool)
+            receiver.receive_doubled(session_id, index, doubled)
+    with meter.step("receiver_exponentiate") as pool:
+        for index in range(sender.num_chunks):
+            receiver.exponentiate_peer(session_id, index, sender.point_chunk(index), pool)
+    with meter.step("finish"):
+        receiver.finish()
+    with meter.step("share"):
+        alignment = sender.conclude(receiver.intersection_message())
+    if len(alignment.ids) != n - n // 2:
+        raise RuntimeError(f"wrong intersection size {len(alignment.ids)} for n = {n}")
+    return meter
+
+
+def ecdh_rows(n: int, meter: Meter, floor: ECDHFloor, workers: int) -> list[dict[str, Any]]:
+    """The ``ecdh`` row (its steps, cost per ID) and the ``floor-ecdh`` row of size n."""
+    floor_s = n * floor.per_id()
+    wall, cpu = meter.total()
+    steps = {name: {k: round(v, 3) for k, v in s.items()} for name, s in meter.steps.items()}
+    per_id = {"cpu_us_per_id": round(cpu / n * 1e6, 1), "floor_cpu_s": round(floor_s, 3)}
+    return [
+        make_row(n, "floor-ecdh", floor_s / workers, floor_s, floor_s),
+        make_row(n, "ecdh", wall, cpu, floor_s, steps=steps, **per_id),
+    ]
+
+
 # --------------------------------------------------------------------------------------------------
 # Rows, table, main
 # --------------------------------------------------------------------------------------------------
@@ -359,6 +435,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--key-bits", type=int, default=psi.DEFAULT_KEY_BITS)
     parser.add_argument("--textbook-n", type=int, default=500)
     parser.add_argument("--no-phe", action="store_true", help="skip the phe-object variant")
+    parser.add_argument("--ecdh", action="store_true", help="add ECDH rows at n = 1e3, 1e4, 1e5")
+    parser.add_argument("--ecdh-1e6", action="store_true", help="add the ECDH row at n = 1e6 (minutes)")
+    parser.add_argument(
+        "--ecdh-only", action="store_true", help="skip every Paillier variant (--sizes: the ECDH sizes)"
+    )
     parser.add_argument(
         "--precompute-weight",
         type=float,
@@ -375,7 +456,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sizes = args.sizes
     phe_sizes = [] if args.no_phe else [n for n in sizes if n <= 10_000]
     machine: dict[str, Any] = {"cpus": os.cpu_count(), "workers": workers, "loadavg_start": os.getloadavg()}
+    ecdh_sizes = (ECDH_SIZES if args.ecdh else []) + ([1_000_000] if args.ecdh_1e6 else [])
+    if args.ecdh_only:
+        ecdh_sizes = args.sizes or ecdh_sizes  # --sizes then picks the ECDH sizes
+        sizes, phe_sizes = [], []
     floor = measure_floor(args.key_bits, psi.DEFAULT_ID_BITS)
+    ecdh_floor = measure_ecdh_floor() if ecdh_sizes else None
     print(
         f"floor (ms, 1 core, {args.key_bits}-bit): full exp {floor.full_exponentiation * 1e3:.2f}, "
         f"Horner step {floor.horner_step * 1e3:.3f}, CRT encryption {floor.encryption * 1e3:.2f}, "
@@ -386,6 +472,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "rows": [],
         "floor_ms": {k: round(v * 1e3, 4) for k, v in vars(floor).items()},
+        "ecdh_floor_ms": {k: round(v * 1e3, 4) for k, v in vars(ecdh_floor).items()} if ecdh_floor else None,
         "machine": machine,
         "key_bits": args.key_bits,
         "precompute_weight": args.precompute_weight,
@@ -410,9 +497,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if n in phe_sizes:
             phe_outcome = run_phe(n, workers, args.key_bits, args.precompute_weight)
             record(outcome_rows(n, "fnp-phe", phe_outcome, floor))
-    textbook = run_fnp(args.textbook_n, workers, args.key_bits, num_bins=1)
-    record([floor_row(args.textbook_n, 1, textbook.degree, floor, workers, "floor-textbook")])
-    record(outcome_rows(args.textbook_n, "textbook", textbook, floor))
+    if ecdh_floor is not None:
+        print(
+            f"ECDH floor (us, 1 core): hash to group {ecdh_floor.hash_to_group * 1e6:.1f}, "
+            f"scalar multiplication {ecdh_floor.scalar_multiplication * 1e6:.1f}",
+            flush=True,
+        )
+    for n in ecdh_sizes:
+        record(ecdh_rows(n, run_ecdh(n, workers), ecdh_floor, workers))  # type: ignore[arg-type]
+    if not args.ecdh_only:
+        textbook = run_fnp(args.textbook_n, workers, args.key_bits, num_bins=1)
+        record([floor_row(args.textbook_n, 1, textbook.degree, floor, workers, "floor-textbook")])
+        record(outcome_rows(args.textbook_n, "textbook", textbook, floor))
     print_table(result["rows"])
     print(f"load average: start {machine['loadavg_start']}, end {machine['loadavg_now']}")
     return result

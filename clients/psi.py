@@ -1,7 +1,9 @@
-"""Paillier private set intersection: Freedman–Nissim–Pinkas (FNP) with hashing into bins.
+"""Private set intersection: Paillier FNP with hashing into bins (default) and Diffie–Hellman PSI.
 
-This module runs both roles in one process (:func:`align`, :func:`intersect`) and is the façade of
-the PSI: every public name of the implementation is importable from here.
+This module runs both roles in one process (:func:`align`, :func:`intersect`; ``backend="paillier"``
+or ``"ecdh"``, one interface, the same :class:`Alignment`) and is the façade of the PSI: every public
+name of the implementation is importable from here. The Paillier backend is described below; the ECDH
+backend (Meadows 1986; Huberman, Franklin, Hogg 1999; over edwards25519) in :mod:`clients.psi_ecdh`.
 
 References
 ----------
@@ -23,7 +25,9 @@ Modules (one concept each; ``docs/psi.md`` walks through the protocol, its leaka
 - :mod:`clients.psi_paillier`: keys, the ciphertext codec, the hot loops and their process pool;
 - :mod:`clients.psi_receiver`, :mod:`clients.psi_sender`: the two roles; :mod:`clients.psi_state`:
   their node-local persistence between Flower messages;
-- :mod:`clients.psi_party`: a party's Flower handlers.
+- :mod:`clients.psi_ecdh`: the ECDH backend (group, hash, both roles);
+- :mod:`clients.psi_party`, :mod:`clients.psi_ecdh_party`, :mod:`clients.psi_node`: a party's Flower
+  handlers (shared steps, ECDH session steps, their common state plumbing).
 
 Protocol (semi-honest parties)
 ------------------------------
@@ -55,6 +59,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from clients.psi_ecdh import ECDHReceiver, ECDHSender, align_ecdh, hash_to_group, random_scalar
 from clients.psi_ids import (
     CANONICAL_ORDER_DOMAIN,
     COEFFICIENT_TO_HORNER_COST,
@@ -97,6 +102,7 @@ from protocol.psi import (
     DEFAULT_ID_BITS,
     DEFAULT_KEY_BITS,
     PRECOMPUTED_WEIGHT,
+    PSI_BACKENDS,
     IntersectionMessage,
     PSIError,
     ResponseMessage,
@@ -118,9 +124,12 @@ __all__ = [
     "MIN_SECURE_KEY_BITS",
     "MIN_TEST_KEY_BITS",
     "PRECOMPUTED_WEIGHT",
+    "PSI_BACKENDS",
     "SALT_BYTES",
     "Alignment",
     "DuplicatePolicy",
+    "ECDHReceiver",
+    "ECDHSender",
     "EvaluationGroup",
     "Identifier",
     "InsecureParameterWarning",
@@ -135,6 +144,7 @@ __all__ = [
     "SetupMessage",
     "StateValue",
     "align",
+    "align_ecdh",
     "canonical_id_bytes",
     "canonical_order",
     "check_key_bits",
@@ -143,6 +153,7 @@ __all__ = [
     "ciphertext_width",
     "decode_ciphertexts",
     "hash_id",
+    "hash_to_group",
     "id_from_canonical_bytes",
     "ids_digest",
     "intersect",
@@ -151,6 +162,7 @@ __all__ = [
     "padded_degree",
     "prepare_ids",
     "process_pool",
+    "random_scalar",
     "resolve_workers",
 ]
 
@@ -165,11 +177,13 @@ def align(
     duplicates: DuplicatePolicy = "reject",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     allow_insecure_key_size: bool = False,
+    backend: str = "paillier",
 ) -> tuple[Alignment, Alignment]:
     """Run the whole protocol between two ID lists in this process; return both parties' alignments.
 
-    The larger set takes the receiver role: the sender's IDs are the expensive side (``docs/psi.md``,
-    "Speed").
+    Paillier: the larger set takes the receiver role (the sender's IDs are the expensive side,
+    ``docs/psi.md``, "Speed"). ECDH (:func:`clients.psi_ecdh.align_ecdh`): ``a`` receives; the
+    Paillier parameters are unused.
 
     Parameters
     ----------
@@ -180,13 +194,24 @@ def align(
     workers : int or None (default: 1)
         Processes for the hot loops; ``None`` uses every core.
     chunk_bytes : int (default: 4 MiB)
-        Bound on each message's ciphertext payload.
+        Bound on each message's ciphertext (or point) payload.
+    backend : {"paillier", "ecdh"} (default: "paillier")
+        The PSI protocol; both give the same alignments.
+
+    Raises
+    ------
+    ValueError
+        On an unknown backend (and invalid IDs or parameters).
 
     Returns
     -------
     tuple[Alignment, Alignment]
         ``(alignment of a, alignment of b)``: same IDs, same canonical order, own rows.
     """
+    if backend not in PSI_BACKENDS:
+        raise ValueError(f"backend must be one of {PSI_BACKENDS}, got {backend!r}")
+    if backend == "ecdh":
+        return align_ecdh(ids_a, ids_b, workers=workers, duplicates=duplicates, chunk_bytes=chunk_bytes)
     list_a, list_b = list(ids_a), list(ids_b)
     a_receives = len(list_a) >= len(list_b)
     receiver_ids, sender_ids = (list_a, list_b) if a_receives else (list_b, list_a)
@@ -219,6 +244,7 @@ def intersect(
     workers: int | None = 1,
     duplicates: DuplicatePolicy = "reject",
     allow_insecure_key_size: bool = False,
+    backend: str = "paillier",
 ) -> list[Identifier]:
     """The IDs both lists share, in canonical order, by running the PSI protocol in this process.
 
@@ -232,5 +258,6 @@ def intersect(
         workers=workers,
         duplicates=duplicates,
         allow_insecure_key_size=allow_insecure_key_size,
+        backend=backend,
     )
     return list(alignment_a.ids)

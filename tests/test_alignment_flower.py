@@ -1,4 +1,5 @@
-"""The PSI alignment phase through Flower's simulation engine (Ray): three parties, real messages.
+"""The PSI alignment phase through Flower's simulation engine (Ray): three parties, real messages,
+both backends; and the vertical run's ``strategy.psi_backend`` reaching the alignment.
 
 The ClientApp is a tiny test app: ``load_ids`` gives synthetic ID sets per ``partition-id``, a
 ``query.describe`` handler tells the server which node is which party, and ``query.show_alignment``
@@ -7,7 +8,7 @@ returns what ``get_alignment`` reads at the node so the test can compare all par
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -16,8 +17,13 @@ from flwr.serverapp import Grid
 
 from clients.psi import canonical_id_bytes
 from clients.psi_party import get_alignment, register_psi_handlers
+from clients.vertical_data import make_vertical_split
+from clients.vertical_party import load_party
 from simulations.flower_sim import run_flower_simulation
 from strategies.alignment import AlignmentError, AlignmentReport, run_alignment
+from strategies.vertical_prototype import run_vertical
+from tests.fake_grid import task_identity
+from tests.vertical_helpers import flower_config, party_grid
 
 pytestmark = pytest.mark.filterwarnings("ignore::clients.psi.InsecureParameterWarning")
 
@@ -69,16 +75,8 @@ def partitions(grid: Grid) -> dict[int, int]:
     }
 
 
-def server_main(grid: Grid, context: Context) -> tuple[AlignmentReport, dict[int, dict], str]:
-    nodes = partitions(grid)
-    report = run_alignment(
-        grid,
-        receiver_node=nodes[0],
-        sender_nodes=[nodes[1], nodes[2]],
-        timeout=120,
-        key_bits=512,
-        chunk_bytes=8192,
-    )
+def stored_alignments(grid: Grid, nodes: dict[int, int]) -> dict[int, dict]:
+    """partition-id → what ``get_alignment`` reads at that node."""
     messages = [
         Message(RecordDict(), dst_node_id=nodes[pid], message_type="query.show_alignment") for pid in range(3)
     ]
@@ -86,7 +84,23 @@ def server_main(grid: Grid, context: Context) -> tuple[AlignmentReport, dict[int
     by_node = {
         reply.metadata.src_node_id: dict(reply.content.config_records["alignment"]) for reply in replies
     }
-    stored = {pid: by_node[nodes[pid]] for pid in range(3)}
+    return {pid: by_node[nodes[pid]] for pid in range(3)}
+
+
+def server_main(grid: Grid, context: Context) -> tuple[dict[str, AlignmentReport], dict[str, dict], str]:
+    nodes = partitions(grid)
+    reports, stored = {}, {}
+    for backend, chunk_bytes in (("paillier", 8192), ("ecdh", 1024)):
+        reports[backend] = run_alignment(
+            grid,
+            receiver_node=nodes[0],
+            sender_nodes=[nodes[1], nodes[2]],
+            timeout=120,
+            key_bits=512,
+            chunk_bytes=chunk_bytes,
+            backend=backend,  # type: ignore[arg-type]
+        )
+        stored[backend] = stored_alignments(grid, nodes)
     # A failing alignment through the engine: the label holder refuses a 128-bit key even with the
     # test flag; the error must name the party and the step and keep the first alignment.
     try:
@@ -94,24 +108,27 @@ def server_main(grid: Grid, context: Context) -> tuple[AlignmentReport, dict[int
         failure = "no error"
     except AlignmentError as exc:
         failure = f"{exc.node_id == nodes[0]}|{exc.step}|{exc}"
-    return report, stored, failure
+    return reports, stored, failure
 
 
 def test_three_party_alignment_through_the_simulation_engine() -> None:
-    # Execute
-    report, stored, failure = run_flower_simulation(server_main, app, num_supernodes=3)
-    # Assert: every node stored the same IDs in the same order; rows point at the node's own IDs
-    assert report.aligned_size == len(EXPECTED) > 0
-    ids = stored[0]["ids"]
+    # Execute: a Paillier alignment, then an ECDH one that replaces it
+    reports, stored, failure = run_flower_simulation(server_main, app, num_supernodes=3)
+    # Assert: every node stored the same IDs in the same order; rows point at the node's own IDs;
+    # both backends give the same IDs in the same order
+    ids = stored["paillier"][0]["ids"]
     assert {canonical_id_bytes(identifier) for identifier in EXPECTED} == set(ids)
-    for pid in range(3):
-        assert stored[pid]["ids"] == ids
-        assert stored[pid]["alignment_id"] == report.alignment_id
-        assert [canonical_id_bytes(IDS[pid][row]) for row in stored[pid]["rows"]] == ids
-    assert [pair.intersection_size for pair in report.pairs] == [
-        len(set(IDS[0]) & set(IDS[1])),
-        len(EXPECTED),
-    ]
+    for backend, report in reports.items():
+        assert report.aligned_size == len(EXPECTED) > 0 and report.backend == backend
+        for pid in range(3):
+            assert stored[backend][pid]["ids"] == ids
+            assert stored[backend][pid]["alignment_id"] == report.alignment_id
+            assert [canonical_id_bytes(IDS[pid][row]) for row in stored[backend][pid]["rows"]] == ids
+        assert [pair.intersection_size for pair in report.pairs] == [
+            len(set(IDS[0]) & set(IDS[1])),
+            len(EXPECTED),
+        ]
+    assert reports["ecdh"].pairs[0].coefficient_chunks == 4  # 120 points, 32 per 1024-byte chunk
     # The failed second alignment named the label holder and the key-generation step
     assert failure.startswith("True|psi_keygen|")
     assert "key_bits must be an even number >= 256, got 128" in failure
@@ -132,3 +149,27 @@ def test_default_keys_and_process_pools_through_the_simulation_engine() -> None:
     assert sorted(report.set_sizes.values()) == sizes
     assert report.aligned_size == len(EXPECTED)
     assert report.pairs[0].coefficient_bytes % 512 == 0  # 2048-bit key: 512-byte ciphertexts
+
+
+@pytest.fixture
+def flower_task_identity() -> Iterator[None]:
+    with task_identity():
+        yield
+
+
+@pytest.mark.usefixtures("flower_task_identity")
+def test_vertical_run_config_selects_the_ecdh_backend() -> None:
+    # Prepare: strategy.psi_backend=ecdh in the vertical configuration
+    grid = party_grid(3)
+    cfg = flower_config(n_parties=3, dataset="breast_cancer", epochs=1, alignment="psi", psi_backend="ecdh")
+    # Execute
+    res = run_vertical(grid, cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+    # Assert: the ECDH alignment gave every party the true intersection in one order
+    truth = make_vertical_split("breast_cancer", n_parties=3, aligned_fraction=0.1, seed=0).aligned_ids
+    orders = []
+    for context in grid.contexts.values():
+        party = load_party(context, cfg)
+        assert party.aligned_rows is not None
+        orders.append(party.data.ids[party.aligned_rows].tolist())
+    assert sorted(orders[0]) == truth.tolist() and orders[0] == orders[1] == orders[2]
+    assert res["alignment"]["backend"] == "ecdh" and res["alignment"]["aligned_size"] == len(truth)
