@@ -13,8 +13,8 @@ Node-local state (``context.state``, a ``RecordDict`` that persists per node for
 - ``"psi.previous"``: the alignment that ``psi_commit`` replaced, restored by ``psi_abort``.
 - ``"psi.staging"``: alignment-wide working state (alignment id, digest of the party's IDs, the
   running set of the label holder, per-session maps from reply positions to the party's IDs).
-- ``"psi.session"``: the current pairwise session (the receiver's private key stays here: it is never
-  put in a reply).
+- ``"psi.session"``: the current pairwise session, with its ``role`` and ``backend`` (the receiver's
+  private key or a party's secret ECDH scalar stays here: it is never put in a reply).
 - ``"psi.pending"``: the alignment prepared by ``psi_order`` / ``psi_prepare``, awaiting commit.
 
 Everything but ``psi.alignment`` and ``psi.previous`` is cleared by ``psi_commit``, by ``psi_abort``
@@ -26,7 +26,9 @@ Handlers (message type ``query.<action>``; every message carries the ``alignment
 ----------------------------------------------------------------------------------------
 ``psi_begin`` (all parties) → set size; ``psi_keygen`` / ``psi_setup`` / ``psi_coefficients`` /
 ``psi_decrypt`` / ``psi_finish`` (the FNP receiver of a pairwise session); ``psi_precompute`` /
-``psi_evaluate`` / ``psi_respond`` / ``psi_responses`` / ``psi_matched`` (the FNP sender);
+``psi_evaluate`` / ``psi_respond`` / ``psi_responses`` (the FNP sender); ``psi_ecdh_*`` (a pairwise
+session of the ECDH backend, :mod:`clients.psi_ecdh_party`); ``psi_matched`` (a sender that is the
+label holder, either backend);
 ``psi_order`` (the label holder: canonical order of the final set, positions for every peer);
 ``psi_prepare`` (the other parties); ``psi_commit`` / ``psi_abort`` (all parties). The message types,
 record keys and fields of every action are the wire vocabulary in :mod:`protocol.psi`, shared with the

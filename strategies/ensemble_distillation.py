@@ -48,6 +48,7 @@ from protocol.pate import (
     read_array,
 )
 from strategies.accounting import PrivacyLedger
+from strategies.distributed_noise import SecureVoting
 from strategies.fusion import Majority, Mechanism
 
 
@@ -165,6 +166,13 @@ class EnsembleDistillation(Strategy):
         self._n_classes: int | None = None  # pinned by the student's first query reply
         self._teacher_metrics: dict[int, dict[str, float]] = {}
         self._student_metrics: dict[str, float] = {}
+        if isinstance(mechanism, SecureVoting):  # the server never sees the votes the release would need
+            if ledger is None or ledger.budget_on != "data_independent":
+                raise ValueError("noise at the teachers (SecureVoting) is charged data-independently: the "
+                                 "ledger needs budget_on='data_independent', got "
+                                 f"{None if ledger is None else ledger.budget_on!r}")
+            self._release_info = {"error": "no smooth-sensitivity release: under secure aggregation the "
+                                           "server never sees the clean votes"}
 
     # -- Flower's five hooks ------------------------------------------------------------------------
 
@@ -418,8 +426,17 @@ class EnsembleDistillation(Strategy):
         return ""
 
     def _gather_votes(self, grid: Grid, batch_x: np.ndarray) -> np.ndarray:
-        """Sum the vote histograms of all remaining teacher nodes for one batch of queries."""
+        """Sum the vote histograms of all remaining teacher nodes for one batch of queries.
+
+        With a :class:`strategies.distributed_noise.SecureVoting` mechanism the nodes noise their votes
+        and the sum is taken under secure aggregation; the histogram returned is then its stand-in.
+        """
         ensemble = self._require_ensemble()
+        if isinstance(self.mechanism, SecureVoting):
+            votes = self.mechanism.gather(grid, self._message, ensemble.teacher_hosts, self._drop, batch_x,
+                                          to_record(self.teacher_model), int(self._n_classes), self.timeout)
+            self._check_ensemble_size()
+            return votes
         queries = array_record(x=batch_x)
         msgs = [self._message(node, MSG_VOTES, model=to_record(self.teacher_model), queries=queries)
                 for node in sorted(ensemble.teacher_hosts)]
@@ -558,4 +575,6 @@ class EnsembleDistillation(Strategy):
             "ledger_path": str(self.ledger.path) if self.ledger is not None and self.ledger.path else None,
             "student": dict(self._student_metrics),
             "wall_s": wall_s,
+            **(self.mechanism.report(self.ledger.delta) if isinstance(self.mechanism, SecureVoting)
+               and self.ledger is not None else {}),
         }
