@@ -17,6 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 from clients import student, teacher
 from clients.node_output import with_output_dir
 from clients.pate_node import handle_describe
+from clients.secagg_node import register_secagg_handlers
 from clients.vertical_party import register_vertical_handlers
 from protocol.codec import from_flat, to_flat
 from protocol.vertical import VerticalConfig
@@ -40,6 +41,7 @@ def build_client_app(output_dir: str | Path | None = None) -> ClientApp:
     app.query("queries")(student.handle_queries)
     train_student = student.handle_train
     app.train("student")(train_student if output_dir is None else with_output_dir(train_student, output_dir))
+    register_secagg_handlers(app)  # query.secagg_*: noised votes under secure aggregation
     register_vertical_handlers(app)  # query.vfl_*, train.vfl_*, evaluate.vfl_evaluate, query.psi_*
     return app
 
