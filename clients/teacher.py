@@ -12,6 +12,7 @@ counts), computed by one vectorised forward per chunk, so per-teacher prediction
 from __future__ import annotations
 
 import dataclasses
+import secrets
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.data import load_pate_data
 from clients.encoders import Classifier
+from clients.local_rr import randomised_histogram
 from clients.teacher_ensemble import (
     DEFAULT_CHUNK,
     TeacherChunk,
@@ -29,6 +31,7 @@ from clients.teacher_ensemble import (
 )
 from clients.training import check_inputs, predict_logits
 from protocol.codec import from_record
+from protocol.local_rr import LDP
 from protocol.pate import ROLE_TEACHER, DataSpec, ModelSpec, array_record, node_role, read_array
 
 STATE_PREFIX = "teacher."
@@ -170,6 +173,9 @@ def hosted_votes(msg: Message, context: Context) -> np.ndarray:
 def handle_votes(msg: Message, context: Context) -> Message:
     """``query.votes``: the node's vote histogram over its hosted teachers for a batch of samples.
 
+    With a ``ldp`` ConfigRecord (``{"epsilon": ε}``) each teacher's vote first goes through k-ary
+    randomised response (``clients.local_rr``): the histogram counts ε-LDP votes.
+
     Raises
     ------
     ValueError
@@ -179,7 +185,12 @@ def handle_votes(msg: Message, context: Context) -> Message:
     """
     data_spec = from_record(DataSpec, msg.content["data"])
     teachers = _hosted_teachers(context, data_spec)
-    votes = hosted_votes(msg, context)
+    if LDP in msg.content.config_records:  # every vote through randomised response before it is counted
+        predictions, n_classes = hosted_predictions(msg, context)
+        votes = randomised_histogram(predictions, n_classes, float(msg.content[LDP]["epsilon"]),
+                                     np.random.default_rng(secrets.randbits(128)))
+    else:
+        votes = hosted_votes(msg, context)
     content = RecordDict({
         "votes": array_record(votes=votes),
         "meta": ConfigRecord({"teacher_ids": teachers}),

@@ -33,6 +33,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from protocol.codec import to_record
+from protocol.local_rr import LDP
 from protocol.pate import (
     MSG_DESCRIBE,
     MSG_NEXT_QUERIES,
@@ -50,6 +51,7 @@ from protocol.pate import (
 from strategies.accounting import PrivacyLedger
 from strategies.distributed_noise import SecureVoting
 from strategies.fusion import Majority, Mechanism
+from strategies.local_rr import LocalRR
 
 
 class EnsembleTooSmallError(RuntimeError):
@@ -438,7 +440,8 @@ class EnsembleDistillation(Strategy):
             self._check_ensemble_size()
             return votes
         queries = array_record(x=batch_x)
-        msgs = [self._message(node, MSG_VOTES, model=to_record(self.teacher_model), queries=queries)
+        ldp = {LDP: ConfigRecord(self.mechanism.request())} if isinstance(self.mechanism, LocalRR) else {}
+        msgs = [self._message(node, MSG_VOTES, model=to_record(self.teacher_model), queries=queries, **ldp)
                 for node in sorted(ensemble.teacher_hosts)]
         by_node = self._collect(grid.send_and_receive(msgs, timeout=self.timeout),
                                 set(ensemble.teacher_hosts), "voting")
