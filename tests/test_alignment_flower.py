@@ -9,17 +9,23 @@ returns what ``get_alignment`` reads at the node so the test can compare all par
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from clients.psi import canonical_id_bytes
 from clients.psi_party import get_alignment, register_psi_handlers
 from clients.vertical_data import make_vertical_split
 from clients.vertical_party import load_party
+from protocol.vertical import VerticalConfig, VerticalStrategyConfig
 from simulations.flower_sim import run_flower_simulation
+from simulations.run_config import unflatten
+from simulations.vertical_config import register_configs
 from strategies.alignment import AlignmentError, AlignmentReport, run_alignment
 from strategies.vertical_prototype import run_vertical
 from tests.fake_grid import task_identity
@@ -33,6 +39,7 @@ IDS: dict[int, Sequence[str | int]] = {
     2: [*range(7), *(f"patient-{i}" for i in range(0, 300, 2))],  # mixed str / int IDs
 }
 EXPECTED = set(IDS[0]) & set(IDS[1]) & set(IDS[2])
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_ids(context: Context) -> Sequence[str | int]:
@@ -43,13 +50,11 @@ app = ClientApp()
 register_psi_handlers(app, load_ids, workers=1, allow_insecure_key_size=True)
 
 
-@app.query("describe")
 def describe(message: Message, context: Context) -> Message:
     partition = int(context.node_config["partition-id"])
     return Message(RecordDict({"info": ConfigRecord({"partition-id": partition})}), reply_to=message)
 
 
-@app.query("show_alignment")
 def show_alignment(message: Message, context: Context) -> Message:
     alignment = get_alignment(context)
     record = ConfigRecord(
@@ -136,6 +141,9 @@ def test_three_party_alignment_through_the_simulation_engine() -> None:
 
 pool_app = ClientApp()
 register_psi_handlers(pool_app, load_ids, workers=2)  # 2048-bit keys, process pools inside Ray actors
+for client_app in (app, pool_app):
+    client_app.query("describe")(describe)
+    client_app.query("show_alignment")(show_alignment)
 
 
 @pytest.mark.slow
@@ -149,6 +157,31 @@ def test_default_keys_and_process_pools_through_the_simulation_engine() -> None:
     assert sorted(report.set_sizes.values()) == sizes
     assert report.aligned_size == len(EXPECTED)
     assert report.pairs[0].coefficient_bytes % 512 == 0  # 2048-bit key: 512-byte ciphertexts
+
+
+@pytest.mark.slow
+def test_ecdh_with_process_pools_through_the_simulation_engine() -> None:
+    def main(grid: Grid, context: Context) -> tuple[AlignmentReport, dict[int, dict]]:
+        nodes = partitions(grid)
+        report = run_alignment(
+            grid, receiver_node=nodes[0], sender_nodes=[nodes[1], nodes[2]], timeout=600, backend="ecdh"
+        )
+        return report, stored_alignments(grid, nodes)
+
+    report, stored = run_flower_simulation(main, pool_app, num_supernodes=3)
+    assert report.aligned_size == len(EXPECTED) and report.backend == "ecdh"
+    for pid in range(3):
+        assert [canonical_id_bytes(IDS[pid][row]) for row in stored[pid]["rows"]] == stored[0]["ids"]
+
+
+def test_psi_backend_is_a_validated_hydra_and_run_config_key() -> None:
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "vertical"), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("config", overrides=["strategy.psi_backend=ecdh"]))
+    assert cfg.strategy.psi_backend == "ecdh"  # type: ignore[union-attr]
+    assert unflatten(VerticalConfig, {"strategy.psi_backend": "ecdh"}).strategy.psi_backend == "ecdh"
+    with pytest.raises(ValueError, match="strategy.psi_backend must be one of .*got 'rsa'"):
+        VerticalStrategyConfig(psi_backend="rsa").validate()
 
 
 @pytest.fixture
