@@ -32,6 +32,9 @@ fractional parts: a post-processing of the central Gaussian mechanism. The slack
 2^-16 of a vote and up to 250 nodes it is below 10^-50 for σ >= 0.01 and 10^-5000 for σ >= 0.1
 (:func:`rounding_slack_log10`; a step refuses a slack above 1e-30).
 
+Budget: the data-independent cost of a query is known before its votes are, so a step aggregates only
+the prefix of the batch the budget pays for; the server never sees a noisy histogram the ledger would cut.
+
 Dropouts: a node whose masked vector does not count leaves the ensemble; the server tops up the missing
 variance ``σ²·(1 - Σ_{survivors} w_i)`` (as one more fixed-point party), so the released labels carry the
 central noise and the ledger's charge stands. The server knows its own top-up, so it sees that step's
@@ -59,6 +62,7 @@ from flwr.serverapp import Grid
 from protocol.pate import array_record
 from protocol.secagg import SCALE, encode
 from strategies.fusion import UNANSWERED, ConfidentGNMax, FusionResult, GNMax
+from strategies.ledger_costs import worst_case_query
 from strategies.privacy_ledger import PrivacyLedger
 from strategies.rdp_analysis import DEFAULT_ORDERS, FloatArray
 from strategies.rdp_conversion import _epsilon_curve
@@ -177,18 +181,22 @@ class SecureVoting:
             self._server = SecAggServer(sorted(hosts), threshold=self.secagg_threshold, timeout=timeout)
             for node, reason in self._server.setup(grid, make_message).items():
                 drop(node, f"secure-aggregation setup: {reason}")
-        q = len(queries)
+        q, fits = len(queries), self._queries_that_fit(len(queries))
+        queries = queries[:fits]  # what the budget cannot pay for is never aggregated nor seen
         first_sigma = self.central.sigma if isinstance(self.central, GNMax) else self.central.sigma1
-        first = self._noisy_sum(grid, make_message, drop, queries, model, n_classes, first_sigma)
+        first = self._noisy_sum(grid, make_message, drop, queries, model, n_classes, first_sigma) if fits \
+            else np.zeros((0, n_classes))
         if isinstance(self.central, GNMax):
-            labels = np.argmax(first, axis=1).astype(np.int64)
+            labels = np.zeros(q, dtype=np.int64)  # beyond `fits` the ledger cuts the batch: never released
+            labels[:fits] = np.argmax(first, axis=1)
             result = FusionResult(labels, np.ones(q, dtype=bool))
             stand_in = np.full((q, n_classes), sum(len(t) for t in hosts.values()) / n_classes)
         else:
-            answered = first.max(axis=1) >= self.central.threshold
+            answered = np.zeros(q, dtype=bool)  # beyond `fits`: never checked, charged as checked (safe)
+            answered[:fits] = first.max(axis=1) >= self.central.threshold
             labels = np.full(q, UNANSWERED, dtype=np.int64)
             if answered.any():
-                second = self._noisy_sum(grid, make_message, drop, queries[answered], model, n_classes,
+                second = self._noisy_sum(grid, make_message, drop, queries[answered[:fits]], model, n_classes,
                                          self.central.sigma2)
                 labels[answered] = np.argmax(second, axis=1)
             result = FusionResult(labels, answered)
@@ -196,6 +204,27 @@ class SecureVoting:
         self._pending = (stand_in, result)
         self.secagg_seconds.append(time.perf_counter() - t0)
         return stand_in
+
+    def bind(self, ledger: PrivacyLedger) -> None:
+        """The ledger whose budget decides how much of a batch is aggregated at all."""
+        self._ledger = ledger
+
+    def _queries_that_fit(self, n: int) -> int:
+        """How many of ``n`` queries the budget pays for at their data-independent (worst-case) cost.
+
+        Computed before aggregating, so the server never sees a noisy histogram the ledger would cut
+        from the batch (at the worst case, Confident-GNMax's unanswered queries may leave room for more,
+        which the ledger then charges as checked and unanswered: never released, never aggregated).
+        """
+        ledger = getattr(self, "_ledger", None)
+        if ledger is None:
+            raise RuntimeError("SecureVoting is not bound to a ledger (EnsembleDistillation binds it)")
+        worst = worst_case_query(self.name, ledger.params, ledger.orders)
+        steps = np.arange(1, n + 1)[:, None]
+        curve = _epsilon_curve(ledger.orders, ledger.rdp_data_independent[None, :] + steps * worst[None, :],
+                               ledger.delta, ledger.conversion)
+        over = curve.min(axis=1) > ledger.epsilon_budget
+        return int(np.argmax(over)) if over.any() else n
 
     def fuse(self, votes: np.ndarray, rng: np.random.Generator) -> FusionResult:
         """The labels :meth:`gather` decided for the stand-in ``votes`` it returned.

@@ -175,6 +175,7 @@ class EnsembleDistillation(Strategy):
                                  f"{None if ledger is None else ledger.budget_on!r}")
             self._release_info = {"error": "no smooth-sensitivity release: under secure aggregation the "
                                            "server never sees the clean votes"}
+            mechanism.bind(ledger)  # aggregates only what the budget pays for
 
     # -- Flower's five hooks ------------------------------------------------------------------------
 

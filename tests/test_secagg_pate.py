@@ -124,3 +124,18 @@ def test_fixed_point_slack_is_negligible_and_refused_when_not():
     assert rounding_slack_log10(1e-7, [0.5, 0.5]) == 0.0  # below the resolution: no bound
     with pytest.raises(ValueError, match="must be > 0"):
         rounding_slack_log10(0.0, [1.0])
+
+
+def test_the_server_never_aggregates_what_the_budget_cannot_pay_for(tmp_path):
+    grid = InProcessGrid(client_app, simulation_nodes(6))
+    voting = SecureVoting(GNMax(sigma=4.0))
+    ledger = secagg_ledger(voting, None, delta=1e-5, epsilon_budget=8.0)
+    strategy = EnsembleDistillation(mechanism=voting, ledger=ledger, data=DATA, teacher_model=FAST,
+                                    student_model=FAST, query_batch_size=40, max_queries=120,
+                                    student=StudentSettings(method="supervised", model_name=""))
+    report = strategy.start(grid).report
+    fits = max(k for k in range(1, 121) if epsilon_of(k * DEFAULT_ORDERS / 16.0) <= 8.0)  # 24 queries
+    assert report["queries_checked"] == fits
+    masked = [m for m in grid.sent if m.metadata.message_type == "query.secagg_masked"]
+    assert {len(m.content["queries"]["x"].numpy()) for m in masked} == {fits}  # one batch, cut before masking
+    assert report["epsilon_server_view"] == pytest.approx(report["epsilon_data_independent"], rel=1e-12)
