@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from clients.data import load_pate_data
 from clients.encoders import Classifier, build_classifier
 from clients.node_output import node_file
+from clients.pate_sites import student_data
 from clients.semi_supervised import FixMatchConfig, train_fixmatch
 from clients.student_model import main, save_student
 from clients.teacher_ensemble import train_teacher_alone
@@ -51,11 +51,11 @@ def handle_queries(msg: Message, context: Context) -> Message:
     offset, count = int(msg.content["request"]["offset"]), int(msg.content["request"]["count"])
     if offset < 0 or count < 1:
         raise ValueError(f"query request needs offset >= 0 and count >= 1, got {offset} and {count}")
-    data, split = load_pate_data(**dataclasses.asdict(data_spec))
-    chosen = split.query_pool[offset:offset + count]
+    data = student_data(context, data_spec)
+    chosen = data.pool_x[offset:offset + count]
     content = RecordDict({
-        "queries": array_record(x=data.x[chosen], positions=np.arange(offset, offset + len(chosen))),
-        "meta": ConfigRecord({"pool_size": len(split.query_pool), "n_classes": data.n_classes}),
+        "queries": array_record(x=chosen, positions=np.arange(offset, offset + len(chosen))),
+        "meta": ConfigRecord({"pool_size": len(data.pool_x), "n_classes": data.n_classes}),
     })
     return Message(content, reply_to=msg)
 
@@ -166,44 +166,48 @@ def handle_train(msg: Message, context: Context) -> Message:
     or above its threshold in the last epoch.
 
     ``fused_label_accuracy`` compares the fused labels with the pool's ground truth: a measurement
-    the student can make only because this setting's pool comes from a labelled dataset.
+    the student can make only when its pool comes from a labelled bundled dataset (NaN for a student
+    with its own ``data-file``, whose pool is unlabeled).
     """
     data_spec = from_record(DataSpec, msg.content["data"])
     _check_student(context, data_spec)
     model_spec = from_record(ModelSpec, msg.content["model"])
     settings = from_record(StudentSettings, msg.content["student"])
     privacy = dict(msg.content["privacy"]) if "privacy" in msg.content else {}
-    data, split = load_pate_data(**dataclasses.asdict(data_spec))
+    data = student_data(context, data_spec)
     positions = read_array(msg.content, "labels", "positions").astype(np.int64)
     labels = read_array(msg.content, "labels", "labels").astype(np.int64)
     if positions.shape != labels.shape or positions.ndim != 1:
         raise ValueError(f"positions and labels must be 1-D of one length, got {positions.shape} "
                          f"and {labels.shape}")
-    if len(positions) and (positions.min() < 0 or positions.max() >= len(split.query_pool)):
-        raise ValueError(f"label positions must lie in [0, {len(split.query_pool)}), got "
+    if len(positions) and (positions.min() < 0 or positions.max() >= len(data.pool_x)):
+        raise ValueError(f"label positions must lie in [0, {len(data.pool_x)}), got "
                          f"[{positions.min()}, {positions.max()}]")
     if len(np.unique(positions)) != len(positions):
         raise ValueError("label positions must be distinct: a query was labelled twice")
     if len(labels) and (labels.min() < 0 or labels.max() >= data.n_classes):
         raise ValueError(f"labels must lie in [0, {data.n_classes}), got [{labels.min()}, {labels.max()}]")
-    pool = split.query_pool
-    unlabeled = np.setdiff1d(np.arange(len(pool)), positions)
+    unlabeled = np.setdiff1d(np.arange(len(data.pool_x)), positions)
     confidence = settings.self_training_confidence if settings.method == "self_training" else 0.0
     model, n_pseudo = train_student(
-        data.x[pool[positions]], labels, data.x[pool[unlabeled]], data.n_classes, model_spec,
+        data.pool_x[positions], labels, data.pool_x[unlabeled], data.n_classes, model_spec,
         seed=data_spec.seed + 7, self_training_confidence=confidence if confidence > 0 else None,
         method="fixmatch" if settings.method == "fixmatch" else None, settings=settings)
+    if data.pool_y is None:
+        fused_accuracy = float("nan")
+    else:
+        fused_accuracy = float(np.mean(data.pool_y[positions] == labels)) if len(labels) else 0.0
     metrics = {
         "answered": len(labels),
         "pseudo_labelled": n_pseudo,
-        "fused_label_accuracy": float(np.mean(data.y[pool[positions]] == labels)) if len(labels) else 0.0,
-        "validation_accuracy": accuracy(model, data.x[split.validation], data.y[split.validation]),
-        "test_accuracy": accuracy(model, data.x[split.test], data.y[split.test]),
+        "fused_label_accuracy": fused_accuracy,
+        "validation_accuracy": accuracy(model, data.val_x, data.val_y),
+        "test_accuracy": accuracy(model, data.test_x, data.test_y),
     }
     if settings.model_name:
         save_student(model, node_file(context, settings.model_name, "student.model_name"), {
-            "classes": list(range(data.n_classes)),
-            "input_shape": list(data.input_shape),
+            "classes": data.class_labels,
+            "input_shape": list(data.schema.input_shape),
             "model": dataclasses.asdict(model_spec),
             "dataset": data_spec.dataset,
             "privacy": privacy,

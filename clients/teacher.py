@@ -11,16 +11,15 @@ counts), computed by one vectorised forward per chunk, so per-teacher prediction
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from clients.data import load_pate_data
 from clients.encoders import Classifier
 from clients.local_rr import randomised_histogram
+from clients.pate_sites import teacher_data, teacher_inputs
 from clients.teacher_ensemble import (
     DEFAULT_CHUNK,
     TeacherChunk,
@@ -108,21 +107,22 @@ def handle_train(msg: Message, context: Context) -> Message:
 
     The hosted teachers train as one batched ensemble (``clients.teacher_ensemble``, at most
     ``node_config['teacher-chunk']`` at a time), each on its own shard with its own seed and the
-    ModelSpec's ``augment_shift``. The reported test and validation accuracies are *measurements* on
-    the run's held-out splits (available because, in this setting, every party derives its data from
-    one dataset; no teacher trains on them); they play no part in training or answering.
+    ModelSpec's ``augment_shift``; a node with a ``data-file`` deals its own samples out
+    (``clients.pate_sites``). The reported test and validation accuracies are *measurements* on the run's
+    held-out splits (available only when every party derives its data from one bundled dataset; no
+    teacher trains on them; NaN at a site); they play no part in training or answering.
     """
     data_spec = from_record(DataSpec, msg.content["data"])
     model_spec = from_record(ModelSpec, msg.content["model"])
     teachers = _hosted_teachers(context, data_spec)
-    data, split = load_pate_data(**dataclasses.asdict(data_spec))
-    shards = [split.teacher_shards[t] for t in teachers]
+    data = teacher_data(context, data_spec, teachers)
+    shards = data.shards
     ensemble = train_ensemble(data.x, data.y, shards, teachers, data.n_classes, model_spec,
                               data_seed=data_spec.seed, chunk=_chunk_size(context))
     _store(context, ensemble)
     order = [ensemble.teacher_ids.index(t) for t in teachers]
-    test = ensemble.accuracies(data.x[split.test], data.y[split.test])
-    validation = ensemble.accuracies(data.x[split.validation], data.y[split.validation])
+    test = data.accuracies(ensemble, "test")
+    validation = data.accuracies(ensemble, "validation")
     reply = ConfigRecord({
         "teacher_ids": teachers,
         "test_accuracy": [test[i] for i in order],
@@ -137,9 +137,9 @@ def _ensemble_and_queries(msg: Message, context: Context) -> tuple[TeacherEnsemb
     data_spec = from_record(DataSpec, msg.content["data"])
     model_spec = from_record(ModelSpec, msg.content["model"])
     teachers = _hosted_teachers(context, data_spec)
-    data, _ = load_pate_data(**dataclasses.asdict(data_spec))
-    queries = check_inputs(read_array(msg.content, "queries", "x"), data.input_shape, "query samples")
-    return _load(context, teachers, data.input_shape, data.n_classes, model_spec), queries, data.n_classes
+    input_shape, n_classes = teacher_inputs(context, data_spec)
+    queries = check_inputs(read_array(msg.content, "queries", "x"), input_shape, "query samples")
+    return _load(context, teachers, input_shape, n_classes, model_spec), queries, n_classes
 
 
 def hosted_predictions(msg: Message, context: Context) -> tuple[np.ndarray, int]:
