@@ -290,15 +290,18 @@ class EnsembleDistillation(Strategy):
         return result
 
     def _describe(self, grid: Grid) -> _Ensemble:
-        """Ask every connected node its role; check one student and a teacher covering the run."""
+        """Ask every connected node its role; check one student, a teacher covering the run, and that every
+        node's samples have the student's input shape, feature schema and classes."""
         nodes = sorted(grid.get_node_ids())
         replies = grid.send_and_receive([self._message(n, MSG_DESCRIBE) for n in nodes], timeout=self.timeout)
         hosts: dict[int, list[int]] = {}
         students: list[int] = []
         answered = {r.metadata.src_node_id: r for r in replies if not r.has_error()}
-        dropped = {n: "no usable reply to describe" for n in nodes if n not in answered}
-        for node in dropped:
-            log(WARNING, "node %d did not describe itself and takes no part in this run", node)
+        errors = {r.metadata.src_node_id: r.error.reason for r in replies if r.has_error()}
+        dropped = {n: f"describe failed: {errors[n]}" if n in errors else "no usable reply to describe"
+                   for n in nodes if n not in answered}
+        for node, reason in dropped.items():
+            log(WARNING, "node %d takes no part in this run: %s", node, reason)
         for node, reply in answered.items():
             role = str(reply.content["role"]["role"])
             if role == ROLE_STUDENT:
@@ -306,7 +309,15 @@ class EnsembleDistillation(Strategy):
             elif role == ROLE_TEACHER:
                 hosts[node] = [int(t) for t in reply.content["role"]["teachers"]]
         if len(students) != 1:
-            raise RuntimeError(f"a PATE run needs exactly one student node, found {len(students)}")
+            failed = f"; nodes that could not describe themselves: {dropped}" if dropped else ""
+            raise RuntimeError(f"a PATE run needs exactly one student node, found {len(students)}{failed}")
+        reference = answered[students[0]].content["role"]
+        for node in sorted(hosts):
+            for key in ("input_shape", "feature_schema", "classes"):  # the sites' samples must mean the same
+                theirs, mine = reference.get(key), answered[node].content["role"].get(key)
+                if mine is None or mine != theirs:
+                    raise RuntimeError(f"node {node} (teacher) disagrees with student node {students[0]} on "
+                                       f"{key}: {str(mine)[:300]} vs the student's {str(theirs)[:300]}")
         hosted = sorted(t for ts in hosts.values() for t in ts)
         if len(hosted) != len(set(hosted)):
             twice = sorted({t for t in hosted if hosted.count(t) > 1})
