@@ -15,21 +15,13 @@ dataset (``clients.data``), which only rehearses a deployment.
 - student: ``x`` the unlabeled pool (a ``y`` is refused: the pool has no labels), ``val_x`` / ``val_y``
   and ``test_x`` / ``test_y`` its labelled held-out samples, ``classes``.
 
-CSV files (a header row, then one row per sample), read with the node's ``node_config``:
-
-- ``label-column`` (teachers and the student's held-out files): the label; at the student's pool the
-  column must be absent;
-- ``id-column`` (optional): sample IDs, non-empty and unique, not a feature;
-- ``classes`` (optional, e.g. ``classes="benign,malignant"``): the run's class names in label order;
-  without it, the sorted labels the node holds (a site missing a class must then declare them);
-- ``categories`` (optional, e.g. ``categories="colour=red|green|blue;size=S|M|L"``): the categories of
-  categorical columns, one-hot encoded in that order; a column not declared is numeric when every value
-  parses as a number, else categorical over its sorted values;
-- the student's held-out samples: ``validation-file`` and ``test-file`` (CSV, with the label column).
+CSV files (``clients.pate_csv``: ``label-column``, optional ``id-column``, ``classes``, ``categories``;
+numeric or categorical features): a teacher's one file; the student's unlabeled pool (no label column) as
+``data-file`` and its labelled held-out samples as ``validation-file`` and ``test-file``.
 
 Empty cells, NaN/inf, empty files, an unknown class or category, a label column in the student's pool and
 a file that is not there are refused with an error naming the file and the problem. Every node reports
-its input shape, feature schema (:meth:`FeatureSchema.text`) and class names at ``describe``, so the
+its input shape, feature schema (``FeatureSchema.text``) and class names at ``describe``, so the
 server refuses a run whose sites disagree.
 
 ``python -m clients.pate_files --dataset mnist1d --teacher-nodes 5 --out DIR`` writes a bundled split as
@@ -42,7 +34,6 @@ import argparse
 import csv
 import dataclasses
 import functools
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,33 +42,21 @@ from typing import Any
 import numpy as np
 
 from clients.data import DATASETS, load_pate_data
+from clients.pate_csv import (
+    CLASSES_KEY,
+    CSV_KEYS,
+    ID_COLUMN_KEY,
+    LABEL_COLUMN_KEY,
+    FeatureSchema,
+    array_schema,
+    read_student_csv,
+    read_teacher_csv,
+)
 from protocol.pate import DataSpec
 
 DATA_FILE_KEY = "data-file"
-LABEL_COLUMN_KEY = "label-column"
-ID_COLUMN_KEY = "id-column"
-CLASSES_KEY = "classes"
-CATEGORIES_KEY = "categories"
 VALIDATION_FILE_KEY = "validation-file"
 TEST_FILE_KEY = "test-file"
-CSV_KEYS = (LABEL_COLUMN_KEY, ID_COLUMN_KEY, CLASSES_KEY, CATEGORIES_KEY)
-
-
-@dataclass(frozen=True)
-class FeatureSchema:
-    """What one sample is: its input shape and, for CSV, its columns (kind and categories)."""
-
-    input_shape: tuple[int, ...]
-    columns: tuple[tuple[str, tuple[str, ...] | None], ...] = ()  # (name, categories or None = numeric)
-
-    def text(self) -> str:
-        """Canonical JSON text: equal at two nodes exactly when their samples mean the same."""
-        if not self.columns:
-            return json.dumps({"array": list(self.input_shape)})
-        cols = [{"name": n, "kind": "numeric"} if c is None else {"name": n, "kind": "categorical",
-                                                                   "categories": list(c)}
-                for n, c in self.columns]
-        return json.dumps({"csv": cols, "input_shape": list(self.input_shape)})
 
 
 @dataclass(frozen=True)
@@ -102,11 +81,6 @@ class StudentSite:
     test_y: np.ndarray
     classes: tuple[str, ...]
     schema: FeatureSchema
-
-
-def array_schema(input_shape: Sequence[int]) -> FeatureSchema:
-    """The schema of array samples (``.npz`` files and the bundled datasets)."""
-    return FeatureSchema(tuple(int(d) for d in input_shape))
 
 
 def site_shards(site: TeacherSite, teachers: Sequence[int], seed: int) -> list[np.ndarray]:
@@ -213,13 +187,7 @@ def _read_teacher(path: Path, settings: dict[str, Any]) -> TeacherSite:
                 raise ValueError(f"site file {path}: teacher must be {len(x)} integer teacher ids, got "
                                  f"{teacher.dtype} {teacher.shape}")
         return TeacherSite(x, y, classes, array_schema(x.shape[1:]), teacher)
-    _require_csv(path)
-    label = _label_column(settings, path)
-    table = _read_csv(path)
-    classes = _declared_classes(settings) or _sorted_labels([table], label)
-    schema = _infer_schema([table], settings, exclude={label, settings.get(ID_COLUMN_KEY)})
-    x = _encode(table, schema, path)
-    y = _encode_labels(table, label, classes, path)
+    x, y, classes, schema = read_teacher_csv(_require_csv(path), settings)
     return TeacherSite(x, y, classes, schema)
 
 
@@ -243,25 +211,16 @@ def _read_student(path: Path, settings: dict[str, Any]) -> StudentSite:
                            parts["test_x"], _labels(arrays["test_y"], len(parts["test_x"]), len(classes),
                                                     path, "test_y"),
                            classes, array_schema(parts["x"].shape[1:]))
-    _require_csv(path)
     if len(held_out) != 2:
         raise ValueError(f"site file {path}: a CSV pool needs node_config {VALIDATION_FILE_KEY!r} and "
                          f"{TEST_FILE_KEY!r} (labelled CSV files of the same columns)")
-    label = _label_column(settings, path)
-    pool = _read_csv(path)
-    if label in pool.header:
-        raise ValueError(f"site file {path}: the student's pool must be unlabeled, but it has the label "
-                         f"column {label!r}")
-    val, test = (_read_csv(_require_csv(Path(p))) for p in held_out)
-    for table in (val, test):
-        if label not in table.header:
-            raise ValueError(f"site file {table.path}: no label column {label!r} (columns: {table.header})")
-    classes = _declared_classes(settings) or _sorted_labels([val, test], label)
-    exclude = {label, settings.get(ID_COLUMN_KEY)}
-    schema = _infer_schema([pool, val, test], settings, exclude=exclude)
-    pool_x, val_x, test_x = (_encode(t, schema, t.path) for t in (pool, val, test))
-    return StudentSite(pool_x, val_x, _encode_labels(val, label, classes, val.path), test_x,
-                       _encode_labels(test, label, classes, test.path), classes, schema)
+    return StudentSite(*read_student_csv(_require_csv(path), [Path(p) for p in held_out], settings))
+
+
+def _require_csv(path: Path) -> Path:
+    if path.suffix != ".csv":
+        raise ValueError(f"site file {path}: unknown format {path.suffix!r}; use .npz or .csv")
+    return path
 
 
 def _npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
@@ -306,174 +265,6 @@ def _labels(y: np.ndarray, n: int, n_classes: int, path: Path, what: str) -> np.
         raise ValueError(f"site file {path}: {what} holds unknown classes {stray} (classes are "
                          f"0..{n_classes - 1})")
     return y.astype(np.int64)
-
-
-# -- CSV ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Table:
-    path: Path
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-    def column(self, name: str) -> list[str]:
-        j = self.header.index(name)
-        return [row[j] for row in self.rows]
-
-
-def _require_csv(path: Path) -> Path:
-    if path.suffix != ".csv":
-        raise ValueError(f"site file {path}: unknown format {path.suffix!r}; use .npz or .csv")
-    return path
-
-
-def _read_csv(path: Path) -> _Table:
-    with path.open(newline="", encoding="utf-8") as handle:
-        lines = [[cell.strip() for cell in row] for row in csv.reader(handle) if any(c.strip() for c in row)]
-    if not lines:
-        raise ValueError(f"site file {path} is empty (no header row)")
-    header = tuple(lines[0])
-    if "" in header or len(set(header)) != len(header):
-        raise ValueError(f"site file {path}: header has empty or repeated column names: {list(header)}")
-    if len(lines) == 1:
-        raise ValueError(f"site file {path} has a header but no samples")
-    for line, row in enumerate(lines[1:], start=2):
-        if len(row) != len(header):
-            raise ValueError(f"site file {path}, row {line}: {len(row)} cells, the header has {len(header)}")
-        if "" in row:
-            raise ValueError(f"site file {path}, row {line}: empty cell in column {header[row.index('')]!r} "
-                             "(missing values are not allowed)")
-    return _Table(path, header, tuple(tuple(r) for r in lines[1:]))
-
-
-def _label_column(settings: Mapping[str, Any], path: Path) -> str:
-    if LABEL_COLUMN_KEY not in settings:
-        raise ValueError(f"site file {path}: a CSV site needs node_config {LABEL_COLUMN_KEY!r}")
-    return str(settings[LABEL_COLUMN_KEY])
-
-
-def _declared_classes(settings: Mapping[str, Any]) -> tuple[str, ...]:
-    if CLASSES_KEY not in settings:
-        return ()
-    names = tuple(c.strip() for c in str(settings[CLASSES_KEY]).split(","))
-    if len(names) < 2 or "" in names or len(set(names)) != len(names):
-        raise ValueError(f"node_config {CLASSES_KEY!r} must name >= 2 distinct classes, got "
-                         f"{settings[CLASSES_KEY]!r}")
-    return names
-
-
-def _sorted_labels(tables: Sequence[_Table], label: str) -> tuple[str, ...]:
-    for table in tables:
-        if label not in table.header:
-            raise ValueError(f"site file {table.path}: no label column {label!r} "
-                             f"(columns: {list(table.header)})")
-    values = sorted({v for t in tables for v in t.column(label)})
-    if all(_is_int(v) for v in values):
-        values.sort(key=int)
-    if len(values) < 2:
-        raise ValueError(f"site file {tables[0].path}: the labels hold one class only ({values}); declare "
-                         f"the run's classes with node_config {CLASSES_KEY!r}")
-    return tuple(values)
-
-
-def _declared_categories(settings: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
-    text = str(settings.get(CATEGORIES_KEY, "")).strip()
-    declared: dict[str, tuple[str, ...]] = {}
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        name, _, values = part.partition("=")
-        cats = tuple(v.strip() for v in values.split("|"))
-        if not name.strip() or "" in cats or len(set(cats)) != len(cats):
-            raise ValueError(f"node_config {CATEGORIES_KEY!r} must read 'column=a|b|c;other=x|y' with "
-                             f"distinct categories, got {text!r}")
-        declared[name.strip()] = cats
-    return declared
-
-
-def _infer_schema(tables: Sequence[_Table], settings: Mapping[str, Any], *, exclude: set) -> FeatureSchema:
-    """Feature columns of the first table (in header order), typed over all ``tables``."""
-    first = tables[0]
-    id_column = settings.get(ID_COLUMN_KEY)
-    features = [c for c in first.header if c not in exclude]
-    if id_column is not None and id_column not in first.header:
-        raise ValueError(f"site file {first.path}: no ID column {id_column!r} "
-                         f"(columns: {list(first.header)})")
-    for table in tables:
-        if id_column is not None:
-            ids = table.column(id_column) if id_column in table.header else []
-            if len(set(ids)) != len(table.rows):
-                raise ValueError(f"site file {table.path}: ID column {id_column!r} is missing or repeats IDs")
-        other = [c for c in table.header if c not in exclude]
-        if other != features:
-            raise ValueError(f"site file {table.path}: feature columns {other} differ from {first.path}'s "
-                             f"{features}")
-    if not features:
-        raise ValueError(f"site file {first.path}: no feature column (columns: {list(first.header)})")
-    declared = _declared_categories(settings)
-    unknown = sorted(set(declared) - set(features))
-    if unknown:
-        raise ValueError(f"node_config {CATEGORIES_KEY!r} names columns {unknown} that {first.path} lacks")
-    columns: list[tuple[str, tuple[str, ...] | None]] = []
-    for name in features:
-        values = {v for t in tables for v in t.column(name)}
-        if name in declared:
-            columns.append((name, declared[name]))
-        elif all(_is_number(v) for v in values):
-            columns.append((name, None))
-        else:
-            columns.append((name, tuple(sorted(values))))
-    width = sum(1 if c is None else len(c) for _, c in columns)
-    return FeatureSchema((width,), tuple(columns))
-
-
-def _encode(table: _Table, schema: FeatureSchema, path: Path) -> np.ndarray:
-    """Numeric columns as they are, categorical ones one-hot in the schema's category order."""
-    blocks = []
-    for name, categories in schema.columns:
-        values = table.column(name)
-        if categories is None:
-            column = np.array([float(v) for v in values], dtype=np.float64)
-            bad = np.flatnonzero(~np.isfinite(column))
-            if len(bad):
-                raise ValueError(f"site file {path}, row {bad[0] + 2}: column {name!r} is "
-                                 f"{values[bad[0]]!r} (NaN/inf are not allowed)")
-            blocks.append(column[:, None])
-        else:
-            index = {c: i for i, c in enumerate(categories)}
-            stray = next((i for i, v in enumerate(values) if v not in index), None)
-            if stray is not None:
-                raise ValueError(f"site file {path}, row {stray + 2}: unknown category {values[stray]!r} in "
-                                 f"column {name!r} (categories: {list(categories)})")
-            blocks.append(np.eye(len(categories))[[index[v] for v in values]])
-    return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
-
-
-def _encode_labels(table: _Table, label: str, classes: tuple[str, ...], path: Path) -> np.ndarray:
-    if label not in table.header:
-        raise ValueError(f"site file {path}: no label column {label!r} (columns: {list(table.header)})")
-    index = {c: i for i, c in enumerate(classes)}
-    values = table.column(label)
-    stray = next((i for i, v in enumerate(values) if v not in index), None)
-    if stray is not None:
-        raise ValueError(f"site file {path}, row {stray + 2}: unknown class {values[stray]!r} in column "
-                         f"{label!r} (classes: {list(classes)})")
-    return np.array([index[v] for v in values], dtype=np.int64)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
 
 
 # -- writing a bundled split as site files --------------------------------------------------------------

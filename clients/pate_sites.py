@@ -20,14 +20,8 @@ import numpy as np
 from flwr.app import Context
 
 from clients.data import load_pate_data
-from clients.pate_files import (
-    DATA_FILE_KEY,
-    FeatureSchema,
-    array_schema,
-    read_student_site,
-    read_teacher_site,
-    site_shards,
-)
+from clients.pate_csv import FeatureSchema, array_schema
+from clients.pate_files import DATA_FILE_KEY, read_student_site, read_teacher_site, site_shards
 from clients.teacher_ensemble import TeacherEnsemble
 from protocol.pate import ROLE_TEACHER, DataSpec
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from flwr.common.config import parse_config_args
 
 from clients.pate_files import (
     export_bundled,
@@ -55,8 +56,8 @@ def csv_sites(tmp_path_factory) -> list[str]:
 
 
 def node_config(text: str) -> dict[str, str]:
-    """The dict Flower makes of ``--node-config "k='v' k2='v2'"`` (values without spaces)."""
-    return {key: value.strip("'") for key, _, value in (part.partition("=") for part in text.split(" "))}
+    """The dict a SuperNode makes of ``--node-config "k='v' k2='v2'"``."""
+    return parse_config_args([text])
 
 
 def run(tmp_path: Path, nodes: dict[int, dict], name: str, **kwargs) -> tuple[dict, InProcessGrid]:
@@ -190,6 +191,8 @@ TEACHER_CSV = {"label-column": "label", "classes": "a,b"}
      "row 3: empty cell in column 'x'"),
     ("unknown class csv", lambda d: _write(d / "f.csv", "x,label\n1,a\n2,c\n"), "teacher", TEACHER_CSV,
      "row 3: unknown class 'c'"),
+    ("row numbers count blank lines", lambda d: _write(d / "f.csv", "x,label\n1,a\n\n2,c\n"), "teacher",
+     TEACHER_CSV, "row 4: unknown class 'c'"),
     ("unknown class npz", lambda d: _npz(d / "f.npz", x=X, y=np.array([0, 1, 2, 0]), classes=CLASSES),
      "teacher", {}, "unknown classes [2]"),
     ("unknown category", lambda d: _write(d / "f.csv", "x,label\nred,a\npink,b\n"), "teacher",
