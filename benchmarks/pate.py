@@ -18,6 +18,7 @@ covered by the end-to-end tests. Accuracy is the mean over seeds (``accuracy_std
 
     python -m benchmarks.pate --out benchmarks/results/pate.json            # the full regime
     python -m benchmarks.pate --quick --datasets digits --out /tmp/pate.json  # a smoke run
+    python -m benchmarks.pate --secagg --quick --seeds 0,1,2 --out benchmarks/results/pate_secagg.json
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks import pate_secagg
 from clients.data import load_pate_data
 from clients.student import train_student
 from clients.teacher import train_teacher
@@ -370,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, help="keep/reuse teachers' votes and baselines in this folder")
     parser.add_argument("--prepare-only", action="store_true",
                         help="only train the teachers and baselines of --seeds into --cache")
+    parser.add_argument("--secagg", action="store_true",
+                        help="noise at the server vs at the teachers under secure aggregation vs local "
+                             "randomised response, and secure aggregation's time per batch (pate_secagg)")
     parser.add_argument("--merge", nargs="+", type=Path,
                         help="merge the rows of these result files into --out (no run)")
     args = parser.parse_args(argv)
@@ -395,6 +400,13 @@ def main(argv: list[str] | None = None) -> int:
                    "total_wall_s": round(time.perf_counter() - t0, 1), "rows": so_far}
         out.write_text(json.dumps(_json_safe(payload), indent=2))
 
+    if args.secagg:  # its own rows, same schema: accuracy and ε per mode, then the timing rows
+        for part in (lambda: pate_secagg.accuracy_rows(seeds, args.quick), pate_secagg.timing_rows):
+            rows += part()
+            save(rows)
+        pate_secagg.print_table(rows)
+        print(f"wrote {out}")
+        return 0
     for name in args.datasets.split(","):
         if args.prepare_only:
             for seed in seeds:

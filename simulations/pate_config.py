@@ -32,6 +32,13 @@ class PateStrategyConfig:
     "released" (the expected smooth-sensitivity released ε, [P18] Section 4.3); ``conversion`` is the
     RDP → (ε, δ) conversion: "mironov" ([M17] Proposition 3, as [P18]) or the tighter
     "dp_accounting" (Balle et al. 2020, Theorem 21).
+
+    ``noise_at`` says who adds the noise: "server" (to the summed histogram, which it sees clean),
+    "teachers" (each teacher node adds its share of GNMax / Confident-GNMax noise and the votes are summed
+    under secure aggregation, ``strategies.distributed_noise``; needs ``budget_on="data_independent"``;
+    ``secagg_threshold`` 0 = a majority of the teacher nodes), or "votes" (every teacher's vote through
+    local randomised response at ``rr_epsilon`` per vote, ``strategies.local_rr``; mechanism "majority",
+    the plurality of the randomised votes, and ``budget_on="data_independent"``).
     """
 
     mechanism: str = "confident_gnmax"
@@ -47,6 +54,9 @@ class PateStrategyConfig:
     max_queries: int = 0
     min_teachers: int = 1
     seed: int = 0
+    noise_at: str = "server"
+    rr_epsilon: float = 1.0
+    secagg_threshold: int = 0
 
 
 @dataclass
@@ -83,6 +93,7 @@ CONVBASE_1D = ModelSpec(encoder="convbase1d", epochs=TEACHER_EPOCHS, batch_size=
 """The MNIST-1D paper's ConvBase, trained on randomly shifted signals (settings chosen on validation)."""
 
 BUDGET_BASES = ("data_dependent", "data_independent", "released")
+NOISE_AT = ("server", "teachers", "votes")
 CONVERSIONS = ("mironov", "dp_accounting")
 
 
@@ -124,6 +135,17 @@ class PateConfig:
             ("strategy.max_queries", s.max_queries, s.max_queries >= 0, ">= 0 (0: the whole pool)"),
             ("strategy.min_teachers", s.min_teachers, 1 <= s.min_teachers <= d.num_teachers,
              f"in [1, data.num_teachers = {d.num_teachers}]"),
+            ("strategy.noise_at", s.noise_at, s.noise_at in NOISE_AT, f"one of {NOISE_AT}"),
+            ("strategy.mechanism", s.mechanism,
+             s.noise_at != "teachers" or s.mechanism in ("gnmax", "confident_gnmax"),
+             "gnmax or confident_gnmax with strategy.noise_at='teachers'"),
+            ("strategy.mechanism", s.mechanism, s.noise_at != "votes" or s.mechanism == "majority",
+             "majority (the plurality of the randomised votes) with strategy.noise_at='votes'"),
+            ("strategy.budget_on", s.budget_on, s.noise_at == "server" or s.budget_on == "data_independent",
+             f"data_independent with strategy.noise_at={s.noise_at!r} (no one sees the clean votes)"),
+            ("strategy.rr_epsilon", s.rr_epsilon, s.rr_epsilon > 0, "> 0"),
+            ("strategy.secagg_threshold", s.secagg_threshold, s.secagg_threshold >= 0,
+             ">= 0 (0: a majority of the teacher nodes)"),
             ("federation.teacher_nodes", f.teacher_nodes, f.teacher_nodes >= 1, ">= 1"),
             ("federation.cpus_per_node", f.cpus_per_node, f.cpus_per_node > 0, "> 0"),
             ("federation.timeout_s", f.timeout_s, f.timeout_s > 0, "> 0"),

@@ -15,14 +15,30 @@ from flwr.serverapp import Grid
 from simulations.pate_config import PateConfig
 from simulations.results import write_results
 from strategies.accounting import PrivacyLedger
+from strategies.distributed_noise import SecureVoting, secagg_ledger
 from strategies.ensemble_distillation import EnsembleDistillation, ProgressEvent
 from strategies.fusion import make_mechanism
+from strategies.local_rr import LocalRR, LocalRRLedger
 
 DEFAULT_STUDENT_MODEL_NAME = "student_model"
 """What the student node saves its model as (``.pt`` + ``.json``) in its output folder, unless set."""
 
 
-def build_ledger(cfg: PateConfig) -> PrivacyLedger | None:
+def build_mechanism(cfg: PateConfig) -> Any:
+    """The run's fusion by ``strategy.noise_at``: the central mechanism ("server"), its noise added at the
+    teacher nodes with the votes summed under secure aggregation ("teachers"), or local randomised
+    response of every vote ("votes")."""
+    s = cfg.strategy
+    if s.noise_at == "votes":
+        return LocalRR(epsilon=s.rr_epsilon)
+    central = make_mechanism(s.mechanism, sigma=s.sigma, sigma1=s.sigma1, threshold=s.threshold,
+                             gamma=s.gamma)
+    if s.noise_at == "teachers":
+        return SecureVoting(central, threshold=s.secagg_threshold or None)
+    return central
+
+
+def build_ledger(cfg: PateConfig) -> Any:
     """The run's privacy ledger (reloaded if its file exists), or None for the non-private majority.
 
     Raises
@@ -32,14 +48,20 @@ def build_ledger(cfg: PateConfig) -> PrivacyLedger | None:
         reset, nor extended by a run that would ask its queries again.
     """
     s = cfg.strategy
+    if s.noise_at == "votes":  # local randomised response keeps its ledger in memory
+        return LocalRRLedger(epsilon=s.rr_epsilon, delta=s.delta, epsilon_budget=s.epsilon_budget,
+                             conversion=s.conversion)
     if s.mechanism == "majority":
         return None
     path = Path(cfg.run.ledger_path or Path(cfg.run.output_dir) / "privacy_ledger.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    mechanism = make_mechanism(s.mechanism, sigma=s.sigma, sigma1=s.sigma1, threshold=s.threshold,
-                               gamma=s.gamma)
-    ledger = PrivacyLedger.for_mechanism(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
-                                         budget_on=s.budget_on, conversion=s.conversion)
+    mechanism = build_mechanism(cfg)
+    if isinstance(mechanism, SecureVoting):
+        ledger = secagg_ledger(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
+                               conversion=s.conversion)
+    else:
+        ledger = PrivacyLedger.for_mechanism(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
+                                             budget_on=s.budget_on, conversion=s.conversion)
     if ledger.queries_checked and not cfg.run.resume:
         raise ValueError(f"run.resume=False: the ledger {path} already holds {ledger.queries_checked} "
                          "charged queries of an earlier run; set run.resume=true to continue that run (its "
@@ -52,8 +74,7 @@ def build_strategy(
 ) -> EnsembleDistillation:
     """An :class:`EnsembleDistillation` configured from ``cfg``."""
     s = cfg.strategy
-    mechanism = make_mechanism(s.mechanism, sigma=s.sigma, sigma1=s.sigma1, threshold=s.threshold,
-                               gamma=s.gamma)
+    mechanism = build_mechanism(cfg)
     student = cfg.student
     if not student.model_name:
         student = dataclasses.replace(student, model_name=DEFAULT_STUDENT_MODEL_NAME)

@@ -149,7 +149,8 @@ class SecureVoting:
         self._server: SecAggServer | None = None
         self._pending: tuple[np.ndarray, FusionResult] | None = None
         self._view = _ServerView()
-        self.secagg_seconds: list[float] = []
+        self.secagg_seconds: list[float] = []  # per batch, the setup included in the first
+        self.setup_seconds: float | None = None
 
     def __repr__(self) -> str:
         return f"SecureVoting({self.central!r})"
@@ -181,6 +182,7 @@ class SecureVoting:
             self._server = SecAggServer(sorted(hosts), threshold=self.secagg_threshold, timeout=timeout)
             for node, reason in self._server.setup(grid, make_message).items():
                 drop(node, f"secure-aggregation setup: {reason}")
+            self.setup_seconds = time.perf_counter() - t0
         q, fits = len(queries), self._queries_that_fit(len(queries))
         queries = queries[:fits]  # what the budget cannot pay for is never aggregated nor seen
         first_sigma = self.central.sigma if isinstance(self.central, GNMax) else self.central.sigma1
@@ -286,6 +288,7 @@ class SecureVoting:
             "secagg_threshold": None if self._server is None else self._server.threshold,
             "epsilon_server_view": self.server_view_epsilon(delta),
             "secagg_seconds_per_batch": float(np.mean(self.secagg_seconds)) if self.secagg_seconds else None,
+            "secagg_setup_s": self.setup_seconds,
             "rounding_resolution": 1.0 / SCALE,
         }
 

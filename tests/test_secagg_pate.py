@@ -15,6 +15,7 @@ from strategies.distributed_noise import SecureVoting, rounding_slack_log10, sec
 from strategies.ensemble_distillation import EnsembleDistillation
 from strategies.fusion import ConfidentGNMax, GNMax, Majority
 from strategies.ledger_costs import query_costs
+from strategies.local_rr import LocalRR, LocalRRLedger
 from strategies.privacy_ledger import PrivacyLedger
 from strategies.rdp_analysis import DEFAULT_ORDERS, PrivacyWarning
 from strategies.rdp_conversion import _epsilon_curve
@@ -139,3 +140,36 @@ def test_the_server_never_aggregates_what_the_budget_cannot_pay_for(tmp_path):
     masked = [m for m in grid.sent if m.metadata.message_type == "query.secagg_masked"]
     assert {len(m.content["queries"]["x"].numpy()) for m in masked} == {fits}  # one batch, cut before masking
     assert report["epsilon_server_view"] == pytest.approx(report["epsilon_data_independent"], rel=1e-12)
+
+
+@pytest.mark.parametrize("name, overrides, error", [
+    ("unknown mode", ["strategy.noise_at=nodes"], "strategy.noise_at must be one of"),
+    ("teachers need a data-independent budget", ["strategy.noise_at=teachers"],
+     "strategy.budget_on must be data_independent with strategy.noise_at='teachers'"),
+    ("teachers need GNMax", ["strategy.noise_at=teachers", "strategy.mechanism=lnmax",
+                             "strategy.budget_on=data_independent"], "gnmax or confident_gnmax"),
+    ("votes need majority", ["strategy.noise_at=votes", "strategy.budget_on=data_independent"],
+     "majority \\(the plurality of the randomised votes\\)"),
+    ("rr epsilon", ["strategy.noise_at=votes", "strategy.mechanism=majority", "strategy.budget_on=data_independent",
+                    "strategy.rr_epsilon=0"], "strategy.rr_epsilon must be > 0, got 0.0"),
+])
+def test_noise_at_settings_are_checked(name, overrides, error):
+    from simulations.pate_config import compose_config
+
+    with pytest.raises(Exception, match=error):
+        compose_config("dataset=digits", *overrides)
+
+
+@pytest.mark.parametrize("mode, extra, mechanism, ledger", [
+    ("teachers", ["strategy.mechanism=gnmax"], SecureVoting, PrivacyLedger),
+    ("votes", ["strategy.mechanism=majority"], LocalRR, LocalRRLedger),
+])
+def test_the_config_builds_the_mode(tmp_path, mode, extra, mechanism, ledger):
+    from simulations.pate_config import compose_config
+    from simulations.pate_server import build_strategy
+
+    cfg = compose_config("dataset=digits", f"run.output_dir={tmp_path}", f"strategy.noise_at={mode}",
+                         "strategy.budget_on=data_independent", *extra)
+    strategy = build_strategy(cfg)
+    assert isinstance(strategy.mechanism, mechanism) and isinstance(strategy.ledger, ledger)
+    assert strategy.ledger.budget_on == "data_independent"
