@@ -341,24 +341,25 @@ def _write_csv(path: Path, x: np.ndarray, ids: np.ndarray, y: np.ndarray | None)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Write a bundled PATE split as site files and print each node's ``--node-config``."""
+    """Write a bundled PATE split as site files; print each node's ``--node-config`` and the server's
+    matching run-config keys."""
     parser = argparse.ArgumentParser(description="write a bundled PATE split as per-site data files")
-    parser.add_argument("--dataset", default="mnist1d", choices=DATASETS)
+    for field in dataclasses.fields(DataSpec):  # the split's settings, as the server's run config names them
+        default = getattr(DataSpec, field.name)
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(default), default=default,
+                            **({"choices": DATASETS} if field.name == "dataset" else {}))
     parser.add_argument("--teacher-nodes", type=int, required=True)
-    parser.add_argument("--num-teachers", type=int, default=250)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mnist1d-samples", type=int, default=DataSpec.mnist1d_samples)
-    parser.add_argument("--teacher-samples", type=int, default=0)
     parser.add_argument("--format", choices=("npz", "csv"), default="npz")
     parser.add_argument("--node-shards", action="store_true",
                         help="leave the dealing of samples to teachers to the nodes (no 'teacher' array)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    spec = DataSpec(dataset=args.dataset, num_teachers=args.num_teachers, seed=args.seed,
-                    mnist1d_samples=args.mnist1d_samples, teacher_samples=args.teacher_samples)
+    spec = DataSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DataSpec)})
     for config in export_bundled(spec, args.teacher_nodes, args.out, fmt=args.format,
                                  node_shards=args.node_shards):
         print(f'--node-config "{config}"')
+    keys = f"pate.data.num_teachers={spec.num_teachers} pate.data.seed={spec.seed}"
+    print(f'# the server: --run-config "{keys}" (the seed seeds every teacher\'s training)')
 
 
 if __name__ == "__main__":

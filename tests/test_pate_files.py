@@ -139,8 +139,9 @@ def test_node_dealt_shards_are_disjoint_seeded_and_even(npz_sites):
 def test_export_command_writes_one_file_per_teacher_node(tmp_path, capsys):
     main(["--dataset", "mnist1d", "--teacher-nodes", "5", "--num-teachers", "10", "--mnist1d-samples", "400",
           "--out", str(tmp_path / "sites")])
-    lines = capsys.readouterr().out.splitlines()
+    *lines, server = capsys.readouterr().out.splitlines()
     configs = [node_config(line.removeprefix('--node-config "').removesuffix('"')) for line in lines]
+    assert '"pate.data.num_teachers=10 pate.data.seed=0"' in server
     assert [c["role"] for c in configs] == ["teacher"] * 5 + ["student"]
     hosted = [parse_teacher_ids(c["teachers"]) for c in configs[:5]]
     assert hosted == teacher_ranges(10, 5) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
