@@ -3,11 +3,14 @@ intersection against the Paillier backend through the one interface (``clients.p
 
 from __future__ import annotations
 
+import hashlib
+
 import nacl.bindings as sodium
 import pytest
 
 from clients import psi
 from clients.psi_ecdh import (
+    HASH_DOMAIN,
     POINT_BYTES,
     ECDHReceiver,
     ECDHSender,
@@ -28,8 +31,11 @@ def test_hash_to_group_is_a_deterministic_point_of_the_prime_order_group_per_ses
     assert hash_to_group("s1", b"suser-1") == point
     assert hash_to_group("s2", b"suser-1") != point  # the session separates the hashes
     assert hash_to_group("s1", b"suser-2") != point
-    # H(x) is the sum of two maps (RFC 9380 hash_to_curve), not a single Elligator map of the digest
-    assert point != sodium.crypto_core_ed25519_from_uniform(b"\0" * 32)
+    # H(x) is the documented construction: two Elligator maps of the halves of a domain-separated
+    # SHA-512, added (RFC 9380 hash_to_curve), not one map of one half
+    digest = hashlib.sha512(HASH_DOMAIN + (2).to_bytes(2, "big") + b"s1" + b"suser-1").digest()
+    first, second = (sodium.crypto_core_ed25519_from_uniform(half) for half in (digest[:32], digest[32:]))
+    assert point == sodium.crypto_core_ed25519_add(first, second) != first
 
 
 def test_random_scalars_are_nonzero_reduced_and_fresh() -> None:
