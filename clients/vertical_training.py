@@ -33,7 +33,15 @@ import torch
 from torch import nn
 
 from clients.encoders import build_encoder
+from clients.gradient_attacks import (
+    attack_epochs,
+    direction_guesses,
+    gradient_scores,
+    known_users,
+    score_norm_attack,
+)
 from clients.label_attacks import exact_label_attack, nearest_prototype_attack
+from clients.label_protection import forward_corrected_loss, randomized_response, transition_matrix
 from clients.prototype_privacy import release_prototypes
 from clients.prototypes import (
     check_features,
@@ -243,6 +251,11 @@ class PassiveParty(_Party):
         self.feature_log: list[torch.Tensor] = []
         self.prototype_log: list[torch.Tensor] = []
         self.valid_log: list[torch.Tensor] = []
+        # gradients received in the epoch being logged, and the gradient attacks' scores per logged epoch
+        self.grad_epoch = -1
+        self.grad_buffer: torch.Tensor | None = None
+        self.grad_norm_log: list[torch.Tensor] = []
+        self.grad_cosine_log: list[torch.Tensor] = []
 
     def op_step(self, payload: Payload) -> Payload:
         """Apply the gradients of the previous exchange (if any); return the features of the next one's
@@ -263,6 +276,8 @@ class PassiveParty(_Party):
                                  f"got {tuple(grad.shape)}")
             self.encoder.train()
             start, epoch, first = 0, int(payload["epoch"]), int(payload["step"])
+            if self.cfg.strategy.attack and epoch in attack_epochs(self.cfg.strategy.epochs):
+                self._log_gradients(epoch, np.concatenate(payload["grad_positions"]), grad)
             for j, rows in enumerate(batches):
                 g = grad[start:start + len(rows)]
                 start += len(rows)
@@ -276,6 +291,26 @@ class PassiveParty(_Party):
             return {}
         rows = np.concatenate(self._positions(payload, "positions"))
         return {"features": self.encode(self.x[rows]).numpy()}
+
+    def _log_gradients(self, epoch: int, positions: np.ndarray, grad: torch.Tensor) -> None:
+        """Keep the gradients of aligned users received in ``epoch`` (scored when the epoch is over)."""
+        assert self.aligned_rows is not None
+        if epoch != self.grad_epoch:
+            self._score_logged_gradients()
+            self.grad_epoch = epoch
+            self.grad_buffer = torch.zeros(len(self.aligned_rows), self.cfg.model.feature_dim)
+        assert self.grad_buffer is not None
+        self.grad_buffer[torch.from_numpy(positions.astype(np.int64))] = grad
+
+    def _score_logged_gradients(self) -> None:
+        """Norm and direction scores of the logged epoch's gradients (Li et al. 2022), then drop them."""
+        if self.grad_buffer is None:
+            return
+        known = known_users(len(self.grad_buffer), self.data.n_classes, self.cfg.seed)
+        norms, cosines = gradient_scores(self.grad_buffer.numpy(), known)
+        self.grad_norm_log.append(torch.from_numpy(norms))
+        self.grad_cosine_log.append(torch.from_numpy(cosines))
+        self.grad_buffer = None
 
     def op_snapshot(self, payload: Payload) -> Payload:
         """Features of every aligned user, for this round's prototypes (logged for the attack measurement)."""
@@ -333,25 +368,33 @@ class PassiveParty(_Party):
         return nearest_prototype(features, self.prototypes, self.valid)
 
     def op_attack(self, payload: Payload) -> Payload:
-        """Label guesses for the aligned users by both attacks (a measurement, never a protocol step)."""
+        """Label guesses for the aligned users by both prototype attacks, and the gradient attacks'
+        scores per logged epoch with the positions of the users whose labels the attacker knows (a
+        measurement, never a protocol step)."""
+        self._score_logged_gradients()
+        n = 0 if self.aligned_rows is None else len(self.aligned_rows)
+        out: Payload = {"grad_norm": [g.numpy() for g in self.grad_norm_log],
+                        "grad_cosine": [c.numpy() for c in self.grad_cosine_log],
+                        "grad_known": known_users(n, self.data.n_classes, self.cfg.seed)}
         if not self.feature_log:
-            n = 0 if self.aligned_rows is None else len(self.aligned_rows)
-            return {"exact": np.full(n, -1), "nearest": np.full(n, -1)}
+            return {**out, "exact": np.full(n, -1), "nearest": np.full(n, -1)}
         feats = [f.numpy() for f in self.feature_log]
         exact = exact_label_attack(feats, [p.numpy() for p in self.prototype_log],
                                    [v.numpy() for v in self.valid_log])
         nearest = nearest_prototype_attack(self.feature_log[-1].numpy(), self.prototype_log[-1].numpy(),
                                            self.valid_log[-1].numpy())
-        return {"exact": exact, "nearest": nearest}
+        return {**out, "exact": exact, "nearest": nearest}
 
     def state(self) -> dict[str, Any]:
         out = super().state()
         out["logs"] = [self.feature_log, self.prototype_log, self.valid_log]
+        out["grad_logs"] = [self.grad_epoch, self.grad_buffer, self.grad_norm_log, self.grad_cosine_log]
         return out
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
         self.feature_log, self.prototype_log, self.valid_log = state["logs"]
+        self.grad_epoch, self.grad_buffer, self.grad_norm_log, self.grad_cosine_log = state["grad_logs"]
 
 
 class ActiveParty(_Party):
@@ -366,6 +409,10 @@ class ActiveParty(_Party):
             raise ValueError("the active party must hold labels for its rows and held-out users")
         super().__init__(data, cfg)
         self.y = torch.from_numpy(np.asarray(data.y, dtype=np.int64))
+        # the labels training reads: the aligned users' ones through randomised response if configured
+        self.train_y = self.y
+        self.noisy = torch.zeros(len(self.y), dtype=torch.bool)
+        self.transition: torch.Tensor | None = None
         self.releases = 0
         # what each passive party holds after smoothing the prototypes released to it (same EMA) ...
         self.passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -406,15 +453,15 @@ class ActiveParty(_Party):
         """
         batches = self._positions(payload, "positions")
         features = self._passive_features(payload, sum(len(rows) for rows in batches))
+        targets = [self.prototype_labels(rows) for rows in batches]
         self.encoder.train()
         self.top.train()
         losses, grads, start = [], [[] for _ in features], 0
-        for rows in batches:
+        for rows, labels in zip(batches, targets, strict=True):
             passive = [f[start:start + len(rows)].clone().requires_grad_(True) for f in features]
             start += len(rows)
             own = self.encoder(self.x[rows])
-            labels = self.y[rows]
-            loss = nn.functional.cross_entropy(self.top(torch.cat([own, *passive], dim=1)), labels)
+            loss = self.label_loss(self.top(torch.cat([own, *passive], dim=1)), rows)
             losses.append(float(loss.detach()))
             loss = loss + self.aligned_prototype_loss(own, passive, labels, int(payload.get("epoch", 0)))
             self.optimiser.zero_grad()
@@ -445,13 +492,61 @@ class ActiveParty(_Party):
             loss = loss + prototype_classification_loss(features, labels, protos, valid, temperature)
         return s.lam_aligned * loss
 
+    def op_align(self, payload: Payload) -> Payload:
+        reply = super().op_align(payload)
+        self._protect_labels()
+        return reply
+
+    def _protect_labels(self) -> None:
+        """With ``label_rr_epsilon > 0``: the aligned users' training labels through ε-randomised
+        response, drawn once per run from the run's seed (:mod:`clients.label_protection`)."""
+        epsilon = self.cfg.strategy.label_rr_epsilon
+        if epsilon == 0 or self.aligned_rows is None:
+            return
+        rows = torch.from_numpy(self.aligned_rows)
+        self.train_y = self.y.clone()
+        self.train_y[rows] = randomized_response(self.y[rows], self.data.n_classes, epsilon,
+                                                 _seeded(self.cfg.seed, 4))
+        self.noisy = torch.zeros(len(self.y), dtype=torch.bool)
+        self.noisy[rows] = True
+        self.transition = transition_matrix(epsilon, self.data.n_classes)
+
+    def prototype_labels(self, rows: np.ndarray) -> torch.Tensor:
+        """Labels of my rows for the prototypes and prototype losses: the true ones, or with randomised
+        response the most probable class given the response and my local head,
+        ``argmax_c T[c, ỹ] · p_head(c | x)`` (post-processing: it keeps the ε-label-DP). Class means
+        over the responses alone would sit near the overall mean for small ε."""
+        if self.transition is None:
+            return self.y[rows]
+        self.head.eval()
+        with torch.no_grad():
+            log_p = torch.log_softmax(self.head(self.encode(self.x[rows])), dim=1)
+        return (torch.log(self.transition[:, self.train_y[rows]].T) + log_p).argmax(dim=1)
+
+    def label_loss(self, logits: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """Mean cross-entropy of ``logits`` for my rows ``rows``: forward-corrected on randomised-response
+        labels (Patrini et al. 2017), plain on the others."""
+        if self.transition is None:
+            return nn.functional.cross_entropy(logits, self.y[rows])
+        index = torch.from_numpy(np.asarray(rows))
+        noisy = self.noisy[index]
+        per_row = nn.functional.cross_entropy(logits, self.y[index], reduction="none")
+        corrected = forward_corrected_loss(logits, self.train_y[index], self.transition)
+        return torch.where(noisy, corrected, per_row).mean()
+
     def op_prototypes(self, payload: Payload) -> Payload:
-        """My first prototypes (kept) and each passive party's second prototypes (returned for release)."""
+        """My first prototypes (kept) and each passive party's second prototypes (returned for release).
+
+        With randomised-response labels my own prototypes come from my non-aligned rows and their true
+        labels (none of them is an aligned user): class means over near-random labels would all sit at
+        the overall mean, and the first loss would pull my features together into it.
+        """
         assert self.aligned_rows is not None
-        labels = self.y[self.aligned_rows]
+        labels = self.prototype_labels(self.aligned_rows)
         passive = self._passive_features(payload, len(labels))
-        own, _, valid = class_prototypes(self.encode(self.x[self.aligned_rows]), labels, self.data.n_classes,
-                                         min_count=self.cfg.strategy.min_count)
+        own_rows = self.aligned_rows if self.transition is None else self.nonaligned_rows
+        own, _, valid = class_prototypes(self.encode(self.x[own_rows]), self.train_y[own_rows],
+                                         self.data.n_classes, min_count=self.cfg.strategy.min_count)
         self._smooth(own, valid)
         noise = self.cfg.strategy.noise()
         prototypes, valids = [], []
@@ -492,7 +587,7 @@ class ActiveParty(_Party):
             features = self.encoder(self.x[batch])
             loss = features.sum() * 0.0
             if s.local_head:
-                loss = loss + nn.functional.cross_entropy(self.head(features), self.y[batch])
+                loss = loss + self.label_loss(self.head(features), batch.numpy())
             if pull:
                 mask = nonaligned[batch]
                 loss = loss + s.lam * self.first_loss(features[mask], self.y[batch][mask])
@@ -615,9 +710,16 @@ class ActiveParty(_Party):
         self.passive_prototypes = [(p, v) for p, v in state["passive_prototypes"]]
         self.private_passive_prototypes = [(p, v) for p, v in state["private_passive_prototypes"]]
         self.fusion = (float(state["fusion"][0]), float(state["fusion"][1]), float(state["fusion"][2]))
+        self._protect_labels()
 
     def op_score(self, payload: Payload) -> Payload:
-        """Accuracy of label guesses for the aligned users (scores the attack measurement)."""
+        """Accuracy of a passive party's label guesses for the aligned users and of its gradient attacks
+        (scores the attack measurement; the gradient attacks at their best logged epoch).
+
+        ``grad_norm``: AUC of the norm scores; ``grad_direction``: accuracy of the direction guesses on
+        the users the attacker did not know, beside ``grad_direction_chance`` (the largest class share
+        among them).
+        """
         assert self.aligned_rows is not None
         truth = self.y[self.aligned_rows].numpy()
         out: Payload = {}
@@ -626,6 +728,15 @@ class ActiveParty(_Party):
             if guesses.shape != truth.shape:
                 raise ValueError(f"{name} guesses must have shape {truth.shape}, got {guesses.shape}")
             out[name] = float(np.mean(guesses == truth)) if len(truth) else float("nan")
+        known = np.asarray(payload.get("grad_known", []), dtype=np.int64)
+        unknown = np.setdiff1d(np.arange(len(truth)), known)
+        norms, cosines = payload.get("grad_norm", []), payload.get("grad_cosine", [])
+        if norms and len(unknown):
+            n_classes = self.data.n_classes
+            out["grad_norm"] = max(score_norm_attack(np.asarray(g), truth, n_classes) for g in norms)
+            out["grad_direction"] = max(float(np.mean(direction_guesses(
+                np.asarray(c)[unknown], truth[known], n_classes) == truth[unknown])) for c in cosines)
+            out["grad_direction_chance"] = float(np.bincount(truth[unknown]).max() / len(unknown))
         return out
 
 

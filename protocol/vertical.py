@@ -196,7 +196,10 @@ class VerticalStrategyConfig:
     prototypes, ``ema`` smooths the prototypes across releases and ``warmup_epochs`` delays every
     prototype loss; prototypes are released every ``proto_every`` epochs. ``dp_clip``, ``dp_noise``,
     ``dp_count_noise`` and ``min_count`` protect the release (:class:`PrototypeNoise`), with the
-    label-DP ε reported at ``dp_delta``; ``attack`` measures the label-inference attacks.
+    label-DP ε reported at ``dp_delta``; ``label_rr_epsilon`` > 0 trains on ε-randomised-response
+    labels of the aligned users with forward-corrected losses (``clients.label_protection``), which makes
+    everything a passive party receives ε-label-DP, gradients included (0: off); ``attack`` measures the
+    label-inference attacks (prototype and gradient).
 
     ``fusion_selection``: ``fixed`` predicts aligned users with the configured fusion (top model + local
     head + ``prototype_fusion`` × passive prototype scores); ``validation`` lets the active party pick,
@@ -232,6 +235,7 @@ class VerticalStrategyConfig:
     dp_count_noise: float = 0.0
     dp_delta: float = 1e-5
     min_count: int = 1
+    label_rr_epsilon: float = 0.0
     attack: bool = True
     alignment: str = "psi"
     psi_backend: str = "paillier"
@@ -259,7 +263,7 @@ class VerticalStrategyConfig:
         for key in ("lr", "temperature_scale", "timeout_s", "psi_timeout_s"):
             _positive(f"strategy.{key}", getattr(self, key))
         for key in ("weight_decay", "lam", "lam_passive", "lam_aligned", "lam_impute", "prototype_fusion",
-                    "dp_clip", "dp_noise", "dp_count_noise"):
+                    "dp_clip", "dp_noise", "dp_count_noise", "label_rr_epsilon"):
             _at_least(f"strategy.{key}", getattr(self, key), 0.0)
         _at_least("strategy.min_count", self.min_count, 1)
         if self.dp_noise > 0 and self.dp_clip == 0:

@@ -29,6 +29,7 @@ server code (:mod:`strategies.label_dp`, :mod:`strategies.alignment`): no party 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -192,9 +193,12 @@ class VerticalPrototype:
             "prototype_releases": releases,
             "label_dp_epsilon": label_dp_epsilon(s.noise(), releases, len(self.passives), s.dp_delta),
             "label_dp_delta": s.dp_delta,
+            # everything a passive party receives (gradients too): ε of the labels' randomised response
+            "passive_view_epsilon": (0.0 if not s.split_learning else
+                                     s.label_rr_epsilon if s.label_rr_epsilon > 0 else math.inf),
         }
-        if s.attack and releases:
-            results["attack"] = self._measure_attacks(link)
+        if s.attack and s.split_learning:
+            results["attack"] = self._measure_attacks(link, releases)
         results["steps_per_exchange"] = s.steps_per_exchange
         results["round_trips"] = {"alignment": aligned_trips, "training": training_trips,
                                   "evaluation": link.round_trips - aligned_trips - training_trips}
@@ -310,15 +314,20 @@ class VerticalPrototype:
             payload["passive_classes"] = [preds[name]["classes"] for name in self.passives]
         return {k: float(v) for k, v in link.request({ACTIVE: ("evaluate", payload)})[ACTIVE].items()}
 
-    def _measure_attacks(self, link: PartyLink) -> dict[str, float]:
-        """Each passive party's attack guesses, scored by the active party (measurement only)."""
+    def _measure_attacks(self, link: PartyLink, releases: int) -> dict[str, float]:
+        """Each passive party's attack guesses, scored by the active party (measurement only): the
+        gradient attacks always, the prototype attacks after a release; per party and the worst case."""
         guesses = link.request({name: ("attack", {}) for name in self.passives})
         out: dict[str, float] = {}
         for name in self.passives:
             score = link.request({ACTIVE: ("score", guesses[name])})[ACTIVE]
+            if not releases:
+                score = {k: v for k, v in score.items() if k not in ("exact", "nearest")}
             out.update({f"{name}_{k}": float(v) for k, v in score.items()})
-        out["exact"] = max(out[f"{n}_exact"] for n in self.passives)
-        out["nearest"] = max(out[f"{n}_nearest"] for n in self.passives)
+        for key in ("exact", "nearest", "grad_norm", "grad_direction", "grad_direction_chance"):
+            values = [out[f"{n}_{key}"] for n in self.passives if f"{n}_{key}" in out]
+            if values:
+                out[key] = max(values)
         return out
 
 
