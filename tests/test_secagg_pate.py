@@ -60,7 +60,8 @@ def drop_after_first_batch(grid, event):
 
 def test_gnmax_under_secagg_labels_as_the_plurality_and_tops_up_a_dropout(tmp_path):
     sigma = 1e-3  # tiny noise: the securely summed labels must be the remaining teachers' plurality
-    grid, report, ledger = run(tmp_path, SecureVoting(GNMax(sigma=sigma)), drop_after_first_batch)
+    voting = SecureVoting(GNMax(sigma=sigma))
+    grid, report, ledger = run(tmp_path, voting, drop_after_first_batch)
     plain_grid, plain, _ = run(tmp_path / "plain", Majority(), drop_after_first_batch)
     agree = np.mean(student_labels(grid) == student_labels(plain_grid))
     assert agree >= 0.9  # the rest are ties, which the noise breaks at random and Majority to the lowest class
@@ -78,6 +79,10 @@ def test_gnmax_under_secagg_labels_as_the_plurality_and_tops_up_a_dropout(tmp_pa
     server_view = epsilon_of(40 * DEFAULT_ORDERS / sigma**2 + 40 * DEFAULT_ORDERS / (sigma**2 * 0.8))
     assert report["epsilon_server_view"] == pytest.approx(server_view, rel=1e-12)
     assert report["noise_at"] == "teachers" and report["secagg_threshold"] == 3
+    # a colluding node also subtracts its own share σ²/5 (of the 5 asked in either batch)
+    colluding = epsilon_of(40 * DEFAULT_ORDERS / (sigma**2 * 0.8) + 40 * DEFAULT_ORDERS / (sigma**2 * 0.6))
+    assert voting.server_view_epsilon(1e-5, colluding=1) == pytest.approx(colluding, rel=1e-12)
+    assert voting.server_view_epsilon(1e-5, colluding=4) == math.inf  # batch 2: the coalition holds all noise
     assert ledger.budget_on == "data_independent"
 
 
