@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -40,6 +41,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -50,13 +52,15 @@ from simulations.pate_config import run_config_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECTION = "local-deployment"
+COMPLETED = "finished:completed"
+"""A run's status at the SuperLink once its ServerApp returned normally."""
 APP_FILES = ("pyproject.toml", ".gitignore", "protocol", "clients", "strategies", "simulations", "conf")
 """What ``flwr run`` packs into the app (FAB) when the launcher stages a copy of it."""
 
 
 def node_configs(method: str, *, parties: int, teacher_nodes: int, num_teachers: int,
-                 data_dir: Path) -> list[str]:
-    """One ``--node-config`` string per SuperNode."""
+                 data_dir: Path, output_dir: Path | None = None) -> list[str]:
+    """One ``--node-config`` string per SuperNode (``output_dir``: where the PATE student saves its model)."""
     if method == "vertical":
         return [f"party={k} {DATA_FILE_NODE_CONFIG_KEY}='{data_dir / f'party{k}.npz'}'"
                 for k in range(parties)]
@@ -64,7 +68,8 @@ def node_configs(method: str, *, parties: int, teacher_nodes: int, num_teachers:
         raise ValueError(f"need 1 <= teacher nodes <= {num_teachers} teachers, got {teacher_nodes}")
     bounds = [round(i * num_teachers / teacher_nodes) for i in range(teacher_nodes + 1)]
     teachers = [f"role='teacher' teachers='{a}-{b - 1}'" for a, b in zip(bounds, bounds[1:], strict=False)]
-    return [*teachers, "role='student'"]
+    student = "role='student'" + (f" output-dir='{output_dir}'" if output_dir is not None else "")
+    return [*teachers, student]
 
 
 def stage_app(directory: Path, clientapp: str) -> Path:
@@ -106,6 +111,7 @@ class LocalDeployment:
                     "FLWR_HOME": str(self.home), "FLWR_TELEMETRY_ENABLED": "0",
                     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
         self.processes: dict[str, subprocess.Popen] = {}
+        self.node_ids: dict[str, int] = {}  # SuperNode name -> the node ID its registration got
         self._handles: list[IO[bytes]] = []
         self._supernodes = 0  # SuperNodes started: the next one's Runtime API port is port + 1 + this
         if tls:
@@ -122,11 +128,6 @@ class LocalDeployment:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    @property
-    def auth(self) -> bool:
-        """Whether SuperNodes must authenticate (on with TLS)."""
-        return self.tls
 
     def start(self, name: str, command: list[str], cwd: Path | None = None) -> subprocess.Popen:
         """Start ``command`` in its own session, output to ``logs/<name>.log``."""
@@ -185,6 +186,17 @@ class LocalDeployment:
             raise RuntimeError(f"flwr supernode list failed (exit {done.returncode}): "
                                f"{done.stdout[-1000:]}{done.stderr[-1000:]}") from err
 
+    def wait_online(self, count: int, timeout: float = 120.0) -> None:
+        """Block until ``count`` SuperNodes are online at the SuperLink (the ServerApp sees only those)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            online = sum(node["status"] == "online" for node in self.registered_nodes())
+            if online >= count:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {online} of {count} SuperNodes came online within {timeout:.0f} s")
+            time.sleep(1.0)
+
     def start_supernode(self, name: str, node_config: str, *, register: bool = True,
                         private_key: Path | None = None, port: int | None = None) -> subprocess.Popen:
         """Start SuperNode ``name``; with authentication, make its key pair and register it first.
@@ -200,7 +212,7 @@ class LocalDeployment:
             if private_key is None:
                 private_key, public_key = self.new_key(name)
                 if register:
-                    self.register(public_key)
+                    self.node_ids[name] = self.register(public_key)
             command += ["--auth-supernode-private-key", str(private_key)]
         else:
             command += ["--insecure"]
@@ -211,6 +223,25 @@ class LocalDeployment:
         command = ["flwr", "run", str(app), CONNECTION, "--stream", "--run-config", run_config]
         print("$", shlex.join(command), flush=True)
         return self.start("flwr_run", command, cwd=self.workdir)
+
+    def finish_run(self, run: subprocess.Popen, timeout: float) -> str:
+        """Wait for ``flwr run`` and return the run's final status at the SuperLink (``flwr ls``).
+
+        ``"finished:completed"`` is success; ``"finished:failed"`` means the ServerApp raised (``flwr run
+        --stream`` itself exits 0 then). If ``flwr run`` failed before starting a run (e.g. a malformed
+        ``--run-config``), ``"not started: exit <code>"``.
+        """
+        code = run.wait(timeout=timeout)
+        match = re.search(r"Successfully started run (\d+)", self.log("flwr_run"))
+        if match is None:
+            return f"not started: exit {code}"
+        command = ["flwr", "ls", CONNECTION, "--run-id", match.group(1), "--format", "json"]
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=120)
+        try:
+            return str(json.loads(done.stdout)["runs"][0]["status"])
+        except (IndexError, KeyError, ValueError) as err:
+            raise RuntimeError(f"flwr ls failed (exit {done.returncode}): "
+                               f"{done.stdout[-1000:]}{done.stderr[-1000:]}") from err
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
         """Send ``sig`` to process ``name`` by its PID (its children are not signalled); return the PID."""
@@ -235,19 +266,27 @@ class LocalDeployment:
             handle.close()
 
 
-def run_settings(method: str, out: Path, *, parties: int, teacher_nodes: int, num_teachers: int) -> str:
-    """The ``--run-config`` text that points a run of ``method`` at ``out``."""
+def run_settings(method: str, out: Path, *, parties: int, teacher_nodes: int, num_teachers: int,
+                 pate_overrides: Sequence[str] = ()) -> str:
+    """The ``--run-config`` text of a run of ``method`` writing to ``out``.
+
+    PATE: the digits smoke setting plus ``pate_overrides`` (Hydra syntax, e.g.
+    ``"strategy.max_queries=240"``), each key once (``flwr run`` refuses a key given twice).
+    """
     if method == "vertical":
         return f'method="vertical" vertical.dataset.n_parties={parties} vertical.output_dir="{out}"'
-    digits = run_config_overrides("dataset=digits", f"data.num_teachers={num_teachers}")  # a rehearsal
-    return f'method="pate" {digits} pate.federation.teacher_nodes={teacher_nodes} pate.run.output_dir="{out}"'
+    pate = run_config_overrides("dataset=digits", f"data.num_teachers={num_teachers}",  # a rehearsal
+                                f"federation.teacher_nodes={teacher_nodes}", f"run.output_dir={out}",
+                                *pate_overrides)
+    return f'method="pate" {pate}'
 
 
 def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2, teacher_nodes: int = 2,
            num_teachers: int = 20, tls: bool = True, port: int = 9300, timeout: float = 3600.0) -> int:
     """Start the SuperLink and SuperNodes, ``flwr run`` the app against them, stop everything.
 
-    Returns ``flwr run``'s exit code; component logs are in ``WORKDIR/logs``.
+    Returns 0 if the run completed, else 1 (the run's status is printed); component logs are in
+    ``WORKDIR/logs``.
     """
     workdir = workdir.resolve()
     out = workdir / "out"
@@ -259,14 +298,17 @@ def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2
     with LocalDeployment(workdir, tls=tls, port=port) as deployment:
         deployment.start_superlink()
         configs = node_configs(method, parties=parties, teacher_nodes=teacher_nodes,
-                               num_teachers=num_teachers, data_dir=workdir / "data")
+                               num_teachers=num_teachers, data_dir=workdir / "data", output_dir=out)
         for k, node_config in enumerate(configs):
             deployment.start_supernode(f"supernode{k}", node_config)
+        deployment.wait_online(len(configs))
         run = deployment.start_run(f"{settings} {run_config}".strip())
         try:
-            return run.wait(timeout=timeout)
+            status = deployment.finish_run(run, timeout)
         finally:
             print(deployment.log("flwr_run")[-4000:], flush=True)
+        print(f"run status: {status}", flush=True)
+        return 0 if status == COMPLETED else 1
 
 
 def main(argv: list[str] | None = None) -> None:
