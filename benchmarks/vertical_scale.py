@@ -1,0 +1,106 @@
+"""Vertical rounds at 10⁴ and 10⁵ users per party (issue 12 item 4): wall time per epoch, memory, accuracy.
+
+Seeded synthetic tabular data (``clients.vertical_data.synthetic_tabular``: 10 classes, 32 columns, 16
+per party), 2 parties, 10 % of the training users aligned, the whole epoch in one exchange
+(``steps_per_exchange = 0``); the prototype method beside the active-party-only and VFL + local head
+baselines, over an in-process link with the aligned set computed directly (the PSI phase is
+benchmarked separately, ``benchmarks.psi``). Per run: seconds per epoch (mean over epochs), seconds per
+1000 users per epoch, the peak resident memory of the process (both parties and the server live in it),
+each party's state size (what a Flower node keeps in ``context.state``: models, optimiser, logs) and
+its data size.
+
+Usage::
+
+    python -m benchmarks.vertical_scale --epochs 5 --out benchmarks/results/vertical_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from benchmarks.vertical import METHODS
+from clients.vertical_data import make_vertical_split
+from clients.vertical_training import make_party
+from protocol.vertical import DatasetConfig, VerticalConfig, VerticalStrategyConfig
+from simulations.results import json_safe
+from strategies.vertical_prototype import InProcessLink, VerticalPrototype
+
+SCALE_METHODS = ("active_only", "vfl_head_fusion", "proto")
+console = Console()
+
+
+def scale_run(dataset: str, method: str, seed: int, epochs: int) -> dict[str, Any]:
+    """One in-process run of ``method`` on ``dataset``; its results plus the timing and memory measured."""
+    torch.set_num_threads(1)
+    strategy = dataclasses.replace(VerticalStrategyConfig(epochs=epochs, steps_per_exchange=0),
+                                   **METHODS[method], attack=method == "proto")
+    cfg = VerticalConfig(dataset=DatasetConfig(name=dataset), strategy=strategy, seed=seed)
+    start = time.perf_counter()
+    split = make_vertical_split(dataset, n_parties=2, aligned_fraction=0.1, seed=seed)
+    parties = {p.name: make_party(p, cfg) for p in split.parties}
+    setup_s = time.perf_counter() - start
+    stamps = [time.perf_counter()]
+    result = VerticalPrototype(cfg, on_epoch=lambda *_: stamps.append(time.perf_counter())).run(
+        InProcessLink(parties), lambda link: {name: {"aligned_ids": split.aligned_ids.tolist()}
+                                              for name in link.parties})
+    epoch_s = [b - a for a, b in zip(stamps[1:-1], stamps[2:], strict=True)] or [stamps[-1] - stamps[0]]
+    users = {name: len(p.data.ids) for name, p in parties.items()}
+    return {
+        "dataset": dataset, "method": method, "seed": seed, "epochs": epochs,
+        "users_per_party": users, "n_aligned": result["n_aligned"],
+        "accuracy": result["test"]["aligned"], "val_accuracy": result["val"]["aligned"],
+        "epoch_s": sum(epoch_s) / len(epoch_s),
+        "epoch_s_per_1000_users": 1000 * sum(epoch_s) / len(epoch_s) / max(users.values()),
+        "setup_s": setup_s, "wall_s": result["wall_s"],
+        "round_trips_per_epoch": result["round_trips_per_epoch"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "party_state_mb": {name: len(p.state_bytes()) / 2**20 for name, p in parties.items()},
+        "party_data_mb": {name: sum(a.nbytes for a in (p.data.x, p.data.val_x, p.data.test_x)) / 2**20
+                          for name, p in parties.items()},
+        "attack": result.get("attack"),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``--datasets``, ``--methods``, ``--epochs``, ``--jobs``, ``--out FILE.json``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default="synthetic10k,synthetic100k")
+    parser.add_argument("--methods", default=",".join(SCALE_METHODS))
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes: one run each)")
+    parser.add_argument("--out", type=Path, help="JSON, rewritten after every run")
+    args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
+    tasks = [(d, m, args.seed, args.epochs) for d in args.datasets.split(",") for m in methods]
+    rows: list[dict[str, Any]] = []
+    # a fresh process per run, so each peak RSS is that run's own
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        for row in pool.map(scale_run, *zip(*tasks, strict=True)):
+            rows.append(row)
+            console.print(f"{row['dataset']:14s} {row['method']:16s} users/party "
+                          f"{max(row['users_per_party'].values())}  test {row['accuracy']:.4f}  "
+                          f"{row['epoch_s']:.1f} s/epoch ({row['epoch_s_per_1000_users']:.3f} s per 1000 "
+                          f"users)  peak {row['peak_rss_mb']:.0f} MB")
+            if args.out:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(json_safe({"rows": rows}), indent=2))
+
+
+if __name__ == "__main__":
+    main()
