@@ -11,10 +11,10 @@ over the Flower Message API, delivered in process (:class:`LocalGrid`: the Clien
   under secure aggregation (``strategies.distributed_noise``), data-independent budget;
 - ``local_rr``: each teacher's vote through k-ary randomised response (``strategies.local_rr``).
 
-σ (ε0 for local RR) is chosen per method on the student's validation split (mean over seeds); the test
-accuracy of that choice is reported. The second part times the vote gathering per batch of 128 queries with
-10, 50 and 250 teachers on 5 teacher nodes, noise at the server vs under secure aggregation (the
-secure-aggregation key setup is reported apart: it runs once per run).
+σ (ε0 for local RR) is chosen per method on the student's validation split (mean over seeds): every
+candidate gets a row, ``selected`` marks the choice (``*`` in the table). The second part times the
+vote gathering per batch of 128 queries with 10, 50 and 250 teachers on 5 teacher nodes, noise at the
+server vs under secure aggregation (the key setup is reported apart: it runs once per run).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from strategies.privacy_ledger import PrivacyLedger
 DELTA = 1e-5
 TEACHER_NODES = 5
 SIGMAS = (2.0, 4.0, 8.0, 12.0)  # 0.1 to 0.6 of the 20 digits teachers
-RR_EPSILONS = (0.05, 0.1, 0.2, 0.4)
+RR_EPSILONS = (0.2, 0.5, 1.0, 2.0)
 
 
 class LocalGrid:
@@ -118,26 +118,24 @@ def accuracy_rows(seeds: list[int], quick: bool, budget: float = 8.0) -> list[di
         scores = {p: float(np.mean([r["student"]["validation_accuracy"] for r in rs]))
                   for p, rs in results.items()}
         best = max(scores, key=scores.get)
-        chosen = results[best]
         method = "gnmax" if mode.startswith("gnmax_budget") else mode
-        row = {
-            "dataset": "digits", "method": method, "student": "supervised", "budget": budget,
-            "budget_on": "data_dependent" if mode == "gnmax_budget_data_dependent" else "data_independent",
-            "sigma": None if mode == "local_rr" else best, "rr_epsilon": best if mode == "local_rr" else None,
-            "num_teachers": cfg.data.num_teachers, "teacher_nodes": TEACHER_NODES, "delta": DELTA,
-            "seeds": seeds,
-            "selection": {"candidates": list(params), "validation_accuracy": list(scores.values())},
-            **_mean(chosen, "accuracy", lambda r: r["student"]["test_accuracy"]),
-            **_mean(chosen, "label_accuracy", lambda r: r["student"].get("fused_label_accuracy")),
-            **_mean(chosen, "answered", lambda r: r["answered"]),
-            **_mean(chosen, "epsilon_data_dependent", lambda r: r["epsilon_data_dependent"]),
-            **_mean(chosen, "epsilon_data_independent", lambda r: r["epsilon_data_independent"]),
-            **_mean(chosen, "epsilon_server_view", lambda r: r.get("epsilon_server_view")),
-            **_mean(chosen, "wall_s", lambda r: r["wall_s"]),
-        }
-        print(f"[secagg] {mode}: chose {best} on validation {scores}; test {row['accuracy']:.3f}, answered "
-              f"{row['answered']:.0f}, ε_di {row['epsilon_data_independent']:.3f}", flush=True)
-        rows.append(row)
+        budget_on = "data_dependent" if mode == "gnmax_budget_data_dependent" else "data_independent"
+        for param, chosen in results.items():  # every candidate's row; `selected` marks validation's choice
+            rows.append({
+                "dataset": "digits", "method": method, "student": "supervised", "budget": budget,
+                "budget_on": budget_on, "sigma": None if mode == "local_rr" else param,
+                "rr_epsilon": param if mode == "local_rr" else None, "selected": param == best,
+                "num_teachers": cfg.data.num_teachers, "teacher_nodes": TEACHER_NODES, "delta": DELTA,
+                "seeds": seeds, "validation_accuracy": scores[param],
+                **_mean(chosen, "accuracy", lambda r: r["student"]["test_accuracy"]),
+                **_mean(chosen, "label_accuracy", lambda r: r["student"].get("fused_label_accuracy")),
+                **_mean(chosen, "answered", lambda r: r["answered"]),
+                **_mean(chosen, "epsilon_data_dependent", lambda r: r["epsilon_data_dependent"]),
+                **_mean(chosen, "epsilon_data_independent", lambda r: r["epsilon_data_independent"]),
+                **_mean(chosen, "epsilon_server_view", lambda r: r.get("epsilon_server_view")),
+                **_mean(chosen, "wall_s", lambda r: r["wall_s"]),
+            })
+        print(f"[secagg] {mode}: chose {best} on validation {scores}", flush=True)
     return rows
 
 
@@ -183,11 +181,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     def fmt(value: Any, spec: str = ".3f") -> str:
         return "-" if value is None else format(value, spec)
 
-    print(f"{'method':<25} {'budget_on':<17} {'σ/ε0':>5} {'acc':>13} {'lbl_acc':>7} {'answered':>8} "
+    print(f"{'method':<25} {'budget_on':<17} {'σ/ε0':>6} {'acc':>13} {'lbl_acc':>7} {'answered':>8} "
           f"{'eps_dd':>7} {'eps_di':>7} {'eps_srv':>7}")
     for r in (r for r in rows if r["method"] != "secagg_overhead"):
         param = r["sigma"] if r["sigma"] is not None else r["rr_epsilon"]
-        print(f"{r['method']:<25} {r['budget_on']:<17} {param:>5g} "
+        print(f"{r['method']:<25} {r['budget_on']:<17} {param:>5g}{'*' if r['selected'] else ' '} "
               f"{fmt(r['accuracy']) + '±' + fmt(r.get('accuracy_std')):>13} {fmt(r['label_accuracy']):>7} "
               f"{fmt(r['answered'], '.0f'):>8} {fmt(r['epsilon_data_dependent']):>7} "
               f"{fmt(r['epsilon_data_independent']):>7} {fmt(r['epsilon_server_view']):>7}")
