@@ -1,0 +1,115 @@
+"""Per-round latency of one small PATE job in Flower's simulation engine and in a loopback deployment.
+
+The job: the digits smoke setting, 20 teachers on 2 teacher nodes plus the student, 6 query rounds of
+40 queries (``max_queries=240``, a budget large enough never to stop it). A *round* is one query batch:
+the ``query.queries`` round trip to the student, the ``query.votes`` round trip to every teacher node,
+fusion and the ledger charge. It is timed between consecutive charges: in simulation by the strategy's
+progress events, in deployment by polling the ledger file (which is rewritten at every charge) every
+0.1 s. The deployment runs with TLS and SuperNode authentication (:mod:`simulations.deploy_local`).
+
+    python -m benchmarks.deploy_latency --out benchmarks/results/deploy_latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+JOB = ("strategy.query_batch_size=40", "strategy.max_queries=240", "strategy.epsilon_budget=100.0")
+"""On top of the digits smoke setting with 20 teachers on 2 teacher nodes."""
+
+
+def _summary(marks: list[float], wall_s: float) -> dict[str, Any]:
+    rounds = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    return {"charges": len(marks), "round_s": rounds, "round_mean_s": statistics.mean(rounds),
+            "round_min_s": min(rounds), "round_max_s": max(rounds), "wall_s": wall_s}
+
+
+def simulation(workdir: Path) -> dict[str, Any]:
+    """The job in Flower's simulation engine (Ray actors, in-memory messages)."""
+    from simulations.app import build_client_app
+    from simulations.flower_sim import run_flower_simulation
+    from simulations.pate_config import compose_config
+    from simulations.pate_server import run_pate_server
+    from strategies.ensemble_distillation import ProgressEvent
+
+    cfg = compose_config("dataset=digits", "data.num_teachers=20", "federation.teacher_nodes=2", *JOB,
+                         f"run.output_dir={workdir}")
+    marks: list[float] = []
+
+    def on_progress(event: ProgressEvent) -> None:
+        if event.phase == "queries":
+            marks.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    run_flower_simulation(lambda grid, _ctx: run_pate_server(grid, cfg, on_progress),
+                          build_client_app(str(workdir)), cfg.federation.teacher_nodes + 1,
+                          cpus_per_node=cfg.federation.cpus_per_node)
+    return _summary(marks, time.perf_counter() - t0)
+
+
+def deployment(workdir: Path, port: int) -> dict[str, Any]:
+    """The job on a loopback deployment (SuperLink + 3 SuperNodes + ``flwr run``, TLS and node auth)."""
+    from simulations.deploy_local import COMPLETED, LocalDeployment, node_configs, run_settings
+
+    out = workdir / "out"
+    ledger = out / "privacy_ledger.json"
+    settings = run_settings("pate", out, parties=0, teacher_nodes=2, num_teachers=20, pate_overrides=JOB)
+    marks: list[float] = []
+    t0 = time.perf_counter()
+    with LocalDeployment(workdir, port=port) as local:
+        local.start_superlink()
+        configs = node_configs("pate", parties=0, teacher_nodes=2, num_teachers=20, data_dir=workdir,
+                               output_dir=out)
+        for k, config in enumerate(configs):
+            local.start_supernode(f"supernode{k}", config)
+        local.wait_online(len(configs))
+        started = time.perf_counter()
+        run = local.start_run(settings)
+        seen = 0
+        while run.poll() is None:
+            try:
+                count = len(json.loads(ledger.read_text())["history"])
+            except (FileNotFoundError, ValueError, KeyError):
+                count = seen
+            if count > seen:
+                marks.extend([time.perf_counter()] * (count - seen))
+                seen = count
+            time.sleep(0.1)
+        status = local.finish_run(run, timeout=60)
+        if status != COMPLETED:
+            raise RuntimeError(f"the run ended {status}:\n{local.log('flwr_run')[-3000:]}")
+    result = _summary(marks, time.perf_counter() - t0)
+    result["run_s"] = time.perf_counter() - started
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/deploy_latency.json"))
+    parser.add_argument("--port", type=int, default=9390)
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"job": ["dataset=digits", "data.num_teachers=20", "federation.teacher_nodes=2",
+                                       *JOB]}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["load_average_1min_at_start"] = os.getloadavg()[0]  # the cores may be shared
+        results["deployment"] = deployment(Path(tmp) / "deployment", args.port)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        results["simulation"] = simulation(Path(tmp) / "simulation")
+        results["load_average_1min_at_end"] = os.getloadavg()[0]
+    args.out.write_text(json.dumps(results, indent=2))
+    for name in ("simulation", "deployment"):
+        r = results[name]
+        print(f"{name:>10}: round {r['round_mean_s']:.2f} s (min {r['round_min_s']:.2f}, max "
+              f"{r['round_max_s']:.2f}) over {r['charges'] - 1} rounds; wall {r['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
