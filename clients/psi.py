@@ -73,6 +73,7 @@ from clients.psi_ids import (
     PreparedIds,
     canonical_id_bytes,
     canonical_order,
+    check_not_one_string,
     choose_bins,
     hash_id,
     id_from_canonical_bytes,
@@ -210,6 +211,8 @@ def align(
     """
     if backend not in PSI_BACKENDS:
         raise ValueError(f"backend must be one of {PSI_BACKENDS}, got {backend!r}")
+    check_not_one_string(ids_a)
+    check_not_one_string(ids_b)
     if backend == "ecdh":
         return align_ecdh(ids_a, ids_b, workers=workers, duplicates=duplicates, chunk_bytes=chunk_bytes)
     list_a, list_b = list(ids_a), list(ids_b)

@@ -83,6 +83,8 @@ def canonical_id_bytes(identifier: object) -> bytes:
         If a string cannot be encoded as UTF-8 (lone surrogates).
     """
     if isinstance(identifier, str):
+        if not identifier:
+            raise ValueError("string IDs must not be empty")
         try:
             return b"s" + identifier.encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -135,6 +137,19 @@ class PreparedIds:
     digest: str
 
 
+def check_not_one_string(ids: object) -> None:
+    """Refuse a single ``str``/``bytes`` where a collection of IDs is expected.
+
+    Raises
+    ------
+    TypeError
+        If ``ids`` is a ``str`` or ``bytes`` (iterating it would give its characters as IDs).
+    """
+    if isinstance(ids, str | bytes):
+        raise TypeError(f"ids must be a sequence of IDs, got one {type(ids).__name__} ({ids[:20]!r}); a "
+                        "string would be read as its characters")
+
+
 def prepare_ids(ids: Iterable[object], duplicates: DuplicatePolicy = "reject") -> PreparedIds:
     """Validate a party's IDs: canonical bytes, row of each distinct ID, digest of the list.
 
@@ -156,6 +171,7 @@ def prepare_ids(ids: Iterable[object], duplicates: DuplicatePolicy = "reject") -
     """
     if duplicates not in ("reject", "keep_first"):
         raise ValueError(f"duplicates must be 'reject' or 'keep_first', got {duplicates!r}")
+    check_not_one_string(ids)
     canonical: list[bytes] = []
     rows: list[int] = []
     first_row: dict[bytes, int] = {}

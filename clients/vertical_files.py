@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +67,10 @@ def load_party_file(path: str | Path, index: int) -> PartyData:
                if k not in arrays]
     if missing:
         raise ValueError(f"{where} lacks {missing}")
-    if int(arrays["party"]) != index:
-        raise ValueError(f"{where} holds party {int(arrays['party'])}, but this node is party {index}")
-    n_classes = int(arrays["n_classes"])
-    if n_classes < 2:
-        raise ValueError(f"{where}: n_classes must be >= 2, got {n_classes}")
+    party = _whole_number(arrays["party"], f"{where}: party", minimum=0)
+    if party != index:
+        raise ValueError(f"{where} holds party {party}, but this node is party {index}")
+    n_classes = _whole_number(arrays["n_classes"], f"{where}: n_classes", minimum=2)
     active = index == 0
     labels = [k for k in LABEL_KEYS if k in arrays]
     if not active and labels:
@@ -86,6 +86,9 @@ def load_party_file(path: str | Path, index: int) -> PartyData:
             order = np.argsort(ids)
             ids, x, y = ids[order], x[order], None if y is None else y[order]
         parts[prefix] = (ids, x, y)
+    if active and len(np.unique(parts[""][2])) < 2:
+        raise ValueError(f"{where}: y holds a single class ({int(parts[''][2][0])}): a classifier needs "
+                         "training users of >= 2 classes")
     shapes = {x.shape[1:] for _, x, _ in parts.values()}
     if len(shapes) != 1:
         raise ValueError(f"{where}: x, val_x and test_x have different feature shapes {sorted(shapes)}")
@@ -94,6 +97,22 @@ def load_party_file(path: str | Path, index: int) -> PartyData:
                      val_ids=parts["val_"][0], val_x=parts["val_"][1], val_y=parts["val_"][2],
                      test_ids=parts["test_"][0], test_x=parts["test_"][1], test_y=parts["test_"][2],
                      n_classes=n_classes)
+
+
+FEATURE_SCALE_WARNING = 1e6
+"""Largest |feature| read without a warning: the encoders' initialisation and learning rates assume
+features of order 1 (standardised columns)."""
+
+
+class FeatureScaleWarning(UserWarning):
+    """A party's features are far outside the scale the encoders are trained for."""
+
+
+def _whole_number(value: np.ndarray, what: str, *, minimum: int) -> int:
+    """A 0-d array holding an integer >= ``minimum`` (an integer-valued float is not accepted)."""
+    if value.shape != () or value.dtype.kind not in "iu" or int(value) < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}, got {value.tolist()!r} ({value.dtype})")
+    return int(value)
 
 
 def _checked_rows(arrays: dict[str, np.ndarray], prefix: str, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +130,13 @@ def _checked_rows(arrays: dict[str, np.ndarray], prefix: str, where: str) -> tup
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
     if bad.any():
         raise ValueError(f"{where}: {prefix}x has NaN/inf in the rows of IDs {ids[bad][:3].tolist()}")
+    if np.any(empty := np.char.str_len(ids) == 0):
+        raise ValueError(f"{where}: {prefix}ids has an empty-string ID at row {int(np.argmax(empty))}")
+    scale = float(np.abs(x).max()) if x.size else 0.0
+    if scale > FEATURE_SCALE_WARNING:
+        warnings.warn(f"{where}: {prefix}x reaches |x| = {scale:.3g}; the encoders are trained for features "
+                      "of order 1: standardise each column on this party's own rows (mean 0, std 1)",
+                      FeatureScaleWarning, stacklevel=3)
     return ids, x
 
 

@@ -60,9 +60,9 @@ def party_index(context: Context, n_parties: int) -> int:
     """
     node_config = context.node_config
     if "party" in node_config:
-        index = int(node_config["party"])
+        index = _config_index(node_config["party"], "party")
     elif "partition-id" in node_config:
-        index = int(node_config["partition-id"])
+        index = _config_index(node_config["partition-id"], "partition-id")
     else:
         raise ValueError("node_config must set 'party' (deployment) or 'partition-id' (simulation)")
     if not 0 <= index < n_parties:
@@ -71,6 +71,14 @@ def party_index(context: Context, n_parties: int) -> int:
     if role is not None and str(role) != (ACTIVE if index == 0 else PASSIVE):
         raise ValueError(f"node_config role={role!r} contradicts party={index} (party 0 is the active party)")
     return index
+
+
+def _config_index(value: object, key: str) -> int:
+    """``node_config[key]`` as a party index: an int, or a string of decimal digits."""
+    whole = isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+    if isinstance(value, bool) or not whole:
+        raise ValueError(f"node_config {key!r} must be a whole number >= 0, got {value!r}")
+    return int(value)
 
 
 @functools.lru_cache(maxsize=4)

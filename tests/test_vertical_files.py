@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
+from clients.psi import intersect
+from clients.psi_ids import prepare_ids
 from clients.vertical_data import PartyData, make_vertical_split
-from clients.vertical_files import load_party_file, main
+from clients.vertical_files import FeatureScaleWarning, load_party_file, main
+from clients.vertical_party import party_index
 from clients.vertical_training import make_party
 from strategies.vertical_prototype import (
     InProcessLink,
@@ -72,6 +75,13 @@ def _write(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     ("label holder without labels", 0, {"test_y": None}, "needs"),
     ("label out of range", 0, {"y": lambda a: np.full(len(a["ids"]), 10)}, r"in \[0, 10\)"),
     ("feature shapes differ", 1, {"test_x": lambda a: a["test_x"][:, :, :2]}, "different feature shapes"),
+    ("empty-string ID", 1, {"ids": lambda a: np.concatenate([[""], a["ids"][1:]])},
+     "ids has an empty-string ID at row 0"),
+    ("fractional class count", 1, {"n_classes": np.float64(2.5)}, r"n_classes must be an integer >= 2, got 2.5"),
+    ("integer-valued float class count", 1, {"n_classes": np.float64(10.0)}, "n_classes must be an integer"),
+    ("fractional party index", 1, {"party": np.float64(1.5)}, r"party must be an integer >= 0, got 1.5"),
+    ("a single class", 0, {"y": lambda a: np.zeros(len(a["ids"]), dtype=np.int64)},
+     r"y holds a single class \(0\): a classifier needs training users of >= 2 classes"),
 ])
 def test_bad_party_files_are_refused(files: Path, tmp_path: Path, name: str, index: int, change: dict,
                                      match: str) -> None:
@@ -120,3 +130,34 @@ def test_a_node_given_another_party_s_file_fails_the_run_clearly(files: Path) ->
                                       node_config={"party": k, "data-file": str(files / "party0.npz")})
     with pytest.raises(VerticalProtocolError, match="holds party 0, but this node is party 1"):
         run_vertical(grid, flower_config(epochs=1), node_wait_timeout=1)  # type: ignore[arg-type]
+
+
+def test_features_far_off_the_encoders_scale_warn(files: Path, tmp_path: Path) -> None:
+    arrays = _arrays(files / "party1.npz")
+    arrays["x"] = arrays["x"] * 1e30
+    with pytest.warns(FeatureScaleWarning, match=r"x reaches \|x\| = 1e\+30.*standardise each column"):
+        load_party_file(_write(tmp_path / "scaled.npz", arrays), 1)
+
+
+@pytest.mark.parametrize(("config", "match"), [
+    ({"party": 1.5}, "node_config 'party' must be a whole number >= 0, got 1.5"),
+    ({"party": "1.0"}, "node_config 'party' must be a whole number >= 0, got '1.0'"),
+    ({"party": True}, "must be a whole number"),
+    ({"partition-id": -1}, "party index must be in"),
+])
+def test_a_fractional_or_odd_party_index_is_refused(config: dict, match: str) -> None:
+    context = Context(run_id=1, node_id=1, node_config=config, state=RecordDict(), run_config={})
+    with pytest.raises(ValueError, match=match):
+        party_index(context, 2)
+
+
+@pytest.mark.parametrize(("ids", "error", "match"), [
+    (["a", "", "b"], ValueError, "ID at row 1: string IDs must not be empty"),
+    ("abc", TypeError, "ids must be a sequence of IDs, got one str .*read as its characters"),
+    (b"abc", TypeError, "got one bytes"),
+])
+def test_bad_id_sets_are_refused_before_any_crypto(ids: object, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        prepare_ids(ids)  # type: ignore[arg-type]
+    with pytest.raises(error, match=match):
+        intersect(ids, ["a", "b"], allow_insecure_key_size=True, key_bits=512)  # type: ignore[arg-type]
