@@ -87,7 +87,8 @@ def site_shards(site: TeacherSite, teachers: Sequence[int], seed: int) -> list[n
     """Disjoint, non-empty index sets of ``site``, one per hosted teacher (in ``teachers`` order).
 
     With the file's ``teacher`` array each teacher gets its samples in file order; otherwise a
-    permutation drawn from ``seed`` is dealt out evenly (the iid scheme of ``clients.data``).
+    permutation drawn from ``seed`` is dealt out evenly (the iid scheme of ``clients.data``; the run's
+    ``partition`` setting only simulates label skew on bundled data, a site's skew is its own).
 
     Raises
     ------

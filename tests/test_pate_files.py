@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from clients.pate_files import (
 )
 from protocol.pate import DataSpec, ModelSpec, StudentSettings, parse_teacher_ids
 from simulations.app import client_app
+from simulations.deploy_local import COMPLETED, LocalDeployment, run_settings
 from strategies.accounting import PrivacyLedger, PrivacyWarning
 from strategies.ensemble_distillation import EnsembleDistillation
 from strategies.fusion import GNMax
@@ -257,3 +259,33 @@ def test_run_refused_when_csv_sites_name_their_columns_differently(tmp_path, csv
     with pytest.raises(RuntimeError, match='node 1 \\(teacher\\) disagrees with student node 3 on feature_schema: '
                        '{"csv": \\[{"name": "pixel0"'):
         run(tmp_path, nodes, "renamed")
+
+
+@pytest.mark.slow
+def test_sites_read_their_files_on_an_authenticated_tls_deployment(tmp_path):
+    # real SuperLink + 3 SuperNodes (TLS, SuperNode authentication), each handed only its own site file
+    t0 = time.monotonic()
+    out = tmp_path / "out"
+    configs = export_bundled(DataSpec(dataset="digits", num_teachers=6, seed=0), 2, tmp_path / "sites")
+    configs[-1] += f" output-dir='{out}'"
+    settings = run_settings("pate", out, parties=0, teacher_nodes=2, num_teachers=6, pate_overrides=(
+        "strategy.query_batch_size=40", "strategy.max_queries=120", "strategy.epsilon_budget=100.0",
+        "teacher.epochs=15", "federation.timeout_s=1200.0"))  # 2 shared cores: a node may train for minutes
+    with LocalDeployment(tmp_path, port=9420) as deployment:
+        deployment.start_superlink()
+        for k, config in enumerate(configs):
+            deployment.start_supernode(f"supernode{k}", config)
+        deployment.wait_online(len(configs))
+        status = deployment.finish_run(deployment.start_run(settings), timeout=1500)
+        log = deployment.log("flwr_run")
+    print(f"wall time {time.monotonic() - t0:.0f} s")
+    assert status == COMPLETED, log[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    assert report["queries_checked"] == 120 and report["teachers_remaining"] == 6
+    assert [t["train_size"] for t in report["teachers"].values()] == [150] * 5 + [149]
+    # what needs ground truth the sites do not hold is "nan" (strict JSON)
+    assert report["student"]["fused_label_accuracy"] == "nan"
+    assert {t["test_accuracy"] for t in report["teachers"].values()} == {"nan"}
+    # Confident-GNMax (T = 16 over 6 votes) answers few queries; self-training uses the rest of the pool
+    assert report["answered"] == report["student"]["answered"] > 0
+    assert report["student"]["test_accuracy"] > 0.2  # 10 classes
