@@ -53,7 +53,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord
@@ -135,8 +135,6 @@ class SecureVoting:
     ValueError
         If ``central`` is not GNMax or ConfidentGNMax.
     """
-
-    hides_votes: ClassVar[bool] = True
 
     def __init__(self, central: GNMax | ConfidentGNMax, threshold: int | None = None,
                  rng: np.random.Generator | None = None) -> None:
