@@ -150,3 +150,28 @@ def test_vertical_party_killed_mid_epoch_ends_the_run_in_time_naming_the_party(t
     assert ended_after < timeout_s + 30
     assert not (out / "results.json").exists()
     assert not list(out.glob("*.pt")) and not list(out.glob("*.tmp"))  # nothing saved, nothing half-written
+
+
+@pytest.mark.slow
+def test_malformed_query_reply_from_the_student_stops_the_run_before_any_charge(tmp_path: Path) -> None:
+    # the student's query batch comes back with NaN samples and float positions: nothing to fall back on
+    t0 = time.monotonic()
+    out = tmp_path / "out"
+    app = stage_app(tmp_path / "app", "simulations.fault_app:client_app")
+    with LocalDeployment(tmp_path, port=9385) as deployment:
+        deployment.start_superlink()
+        deployment.start_supernode("teachers", "role='teacher' teachers='0-19'")
+        deployment.start_supernode("student", f"role='student' output-dir='{out}' fault='query.queries:nan'")
+        deployment.wait_online(2)
+        run = deployment.start_run(run_settings("pate", out, parties=0, teacher_nodes=1, num_teachers=20,
+                                                pate_overrides=PATE_RUN), app=app)
+        status = deployment.finish_run(run, timeout=900)
+        log = deployment.log("flwr_run")
+        student = deployment.node_ids["student"]
+    print(f"wall time {time.monotonic() - t0:.0f} s")
+    assert status == "finished:failed", log[-3000:]
+    assert (f"node {student} (student): malformed query reply: positions must be integers, got dtype float64"
+            in log), log[-3000:]
+    ledger = out / "privacy_ledger.json"
+    assert not ledger.exists() or PrivacyLedger.load(ledger).queries_checked == 0  # no budget spent
+    assert not (out / "results.json").exists()
