@@ -14,6 +14,11 @@ Every private key is created owner-only (``os.open`` with mode ``0o600``): there
 the file exists with wider permissions. Usage, for a SuperLink at ``10.0.0.5`` and three sites::
 
     python -m simulations.deploy_credentials --out creds --host 10.0.0.5 --nodes site-a site-b site-c
+
+Better still, each site makes its own key pair (``--keys-only``) and sends only the ``.pub`` file, so no
+private key ever travels::
+
+    python -m simulations.deploy_credentials --out mykeys --nodes site-a --keys-only
 """
 
 from __future__ import annotations
@@ -120,13 +125,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", action="append", default=None,
                         help="an address the SuperLink is reached at (IP or DNS name; repeat for several); "
                              "default: 127.0.0.1 and localhost")
-    parser.add_argument("--nodes", nargs="+", required=True, help="one name per SuperNode (key file names)")
+    parser.add_argument("--nodes", nargs="*", default=[], help="one name per SuperNode (key file names)")
+    parser.add_argument("--keys-only", action="store_true", help="only SuperNode key pairs, no certificates")
     args = parser.parse_args(argv)
-    certs = make_certificates(args.out / "certificates", args.host or LOOPBACK_HOSTS)
+    if args.keys_only and not args.nodes:
+        parser.error("--keys-only needs --nodes NAME [NAME ...]")
     for name in args.nodes:
         private, public = make_node_key(args.out / "keys", name)
         print(f"{name}: private key {private} (stays at the site), public key {public} (register it)")
-    print(f"SuperLink: {certs['cert']} + {certs['key']}; everyone: {certs['ca']}")
+    if not args.keys_only:
+        certs = make_certificates(args.out / "certificates", args.host or LOOPBACK_HOSTS)
+        print(f"SuperLink: {certs['cert']} + {certs['key']}; everyone: {certs['ca']}")
 
 
 if __name__ == "__main__":
