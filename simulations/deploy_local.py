@@ -60,15 +60,16 @@ APP_FILES = ("pyproject.toml", ".gitignore", "protocol", "clients", "strategies"
 
 def node_configs(method: str, *, parties: int, teacher_nodes: int, num_teachers: int,
                  data_dir: Path, output_dir: Path | None = None) -> list[str]:
-    """One ``--node-config`` string per SuperNode (``output_dir``: where the PATE student saves its model)."""
+    """One ``--node-config`` string per SuperNode (``output_dir``: where the student or the parties save)."""
+    own = f" output-dir='{output_dir}'" if output_dir is not None else ""
     if method == "vertical":
-        return [f"party={k} {DATA_FILE_NODE_CONFIG_KEY}='{data_dir / f'party{k}.npz'}'"
+        return [f"party={k} {DATA_FILE_NODE_CONFIG_KEY}='{data_dir / f'party{k}.npz'}'{own}"
                 for k in range(parties)]
     if not 1 <= teacher_nodes <= num_teachers:
         raise ValueError(f"need 1 <= teacher nodes <= {num_teachers} teachers, got {teacher_nodes}")
     bounds = [round(i * num_teachers / teacher_nodes) for i in range(teacher_nodes + 1)]
     teachers = [f"role='teacher' teachers='{a}-{b - 1}'" for a, b in zip(bounds, bounds[1:], strict=False)]
-    student = "role='student'" + (f" output-dir='{output_dir}'" if output_dir is not None else "")
+    student = "role='student'" + own
     return [*teachers, student]
 
 
@@ -198,14 +199,14 @@ class LocalDeployment:
             time.sleep(1.0)
 
     def start_supernode(self, name: str, node_config: str, *, register: bool = True,
-                        private_key: Path | None = None, port: int | None = None) -> subprocess.Popen:
+                        private_key: Path | None = None) -> subprocess.Popen:
         """Start SuperNode ``name``; with authentication, make its key pair and register it first.
 
         ``register=False`` starts it with a key the SuperLink has never seen (it must be refused);
         ``private_key`` reuses an existing key instead of making one.
         """
         command = ["flower-supernode", "--superlink", f"127.0.0.1:{self.port}",
-                   "--port", str(port or self.port + 1 + self._supernodes), "--node-config", node_config]
+                   "--port", str(self.port + 1 + self._supernodes), "--node-config", node_config]
         self._supernodes += 1
         if self.tls:
             command += ["--root-certificates", str(self.certs["ca"])]
