@@ -6,14 +6,17 @@ active party (label holder) and the passive parties, in phases:
 1. **alignment** — an :data:`AlignmentPhase` (Paillier PSI over Flower, see :mod:`strategies.alignment`,
    or a direct intersection in the in-process benchmark) after which every party adopts the aligned IDs
    in one canonical order (operation ``align``);
-2. **epochs** — aligned minibatches of split learning, one prototype release per ``proto_every`` epochs
-   (second prototypes go only to the party whose feature space they live in) and one local pass at the
-   active party (local head + first loss); the passive parties' third loss rides on their split-learning
-   steps (see :mod:`clients.vertical_training`);
+2. **epochs** — aligned minibatches of split learning, ``steps_per_exchange`` per exchange (FedBCD), one
+   prototype release per ``proto_every`` epochs (second prototypes go only to the party whose feature
+   space they live in) and one local pass at the active party (local head + first loss); the passive
+   parties' third loss rides on their split-learning steps (see :mod:`clients.vertical_training`).
+   Operations that need no reply ride in the party's next message (a ``batch``); every
+   :meth:`PartyLink.request` is one round trip and the results count them per phase;
 3. **evaluation** — with ``fusion_selection = validation`` the active party first picks how to fuse its
    predictors on its validation users (:func:`protocol.vertical.fusion_candidates`); then validation and test
    accuracy for aligned, active-only and passive-only users; the label-inference attacks measured at
-   every passive party; the label-DP ε of the prototype releases.
+   every passive party (prototype and gradient attacks); the label-DP ε of the prototype releases and
+   of everything a passive party receives.
 
 At alignment the parties also report their number of classes and a digest of their validation/test
 IDs; a run whose parties disagree stops with :class:`VerticalProtocolError` (e.g. nodes given data
@@ -457,7 +460,6 @@ def run_vertical(
     results = VerticalPrototype(cfg, on_epoch=on_epoch).run(link, alignment)
     results["alignment"] = {"method": s.alignment, **psi_report}
     if cfg.output_dir:
-        saved = link.request({name: ("save", {"path": f"{cfg.output_dir}/{name}.pt"})
-                              for name in link.parties})
+        saved = link.request({name: ("save", {"name": f"{name}.pt"}) for name in link.parties})
         results["models"] = {name: r["path"] for name, r in saved.items()}
     return results
