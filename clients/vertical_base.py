@@ -10,6 +10,7 @@ node can keep it in ``context.state`` between messages. The roles: :mod:`clients
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,9 @@ class Party:
                   "input_shape": list(self.data.input_shape), "n_classes": self.data.n_classes,
                   "modules": {name: m.state_dict() for name, m in self.modules().items()},
                   "prototypes": self.prototypes, "valid": self.valid, **self.saved_extras()}
-        torch.save(record, path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(record, tmp)
+        os.replace(tmp, path)  # never a half-written model under the final name
         return {"path": str(path)}
 
     def saved_extras(self) -> dict[str, Any]:

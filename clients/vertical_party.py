@@ -24,12 +24,14 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
+from clients.node_output import node_file, with_output_dir
 from clients.psi_party import get_alignment, register_psi_handlers
 from clients.vertical_data import PartyData, VerticalSplit, make_vertical_split
 from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY, load_party_file
@@ -175,6 +177,8 @@ def _handler(op: str, *, allow_plaintext_ids: bool) -> Callable[[Message, Contex
             reply: dict[str, Any] = {"ids": party.data.ids.tolist()}
         else:
             alignment_id = None
+            if op == "save":  # the server names the file; the node decides the folder
+                payload = {"path": str(node_file(context, payload.get("name"), "vertical save name"))}
             if op == "align" and payload.get("source") == "psi":
                 aligned_ids, alignment_id = _psi_alignment(context, party)
                 payload = {"aligned_ids": aligned_ids}
@@ -191,7 +195,8 @@ def _handler(op: str, *, allow_plaintext_ids: bool) -> Callable[[Message, Contex
 
 
 def register_vertical_handlers(
-    app: ClientApp, *, allow_insecure_psi_keys: bool = False, allow_plaintext_ids: bool = False
+    app: ClientApp, *, allow_insecure_psi_keys: bool = False, allow_plaintext_ids: bool = False,
+    output_dir: str | Path | None = None,
 ) -> None:
     """Register one handler per protocol operation (:data:`protocol.vertical.MESSAGE_TYPES`) and
     the PSI alignment handlers (``query.psi_*``, with :func:`load_ids`).
@@ -204,18 +209,21 @@ def register_vertical_handlers(
     registrars = {"query": app.query, "train": app.train, "evaluate": app.evaluate}
     for op, message_type in MESSAGE_TYPES.items():
         kind, _, name = message_type.partition(".")
-        registrars[kind](name)(_handler(op, allow_plaintext_ids=allow_plaintext_ids))
+        handler = _handler(op, allow_plaintext_ids=allow_plaintext_ids)
+        registrars[kind](name)(handler if output_dir is None else with_output_dir(handler, output_dir))
     register_psi_handlers(app, load_ids, allow_insecure_key_size=allow_insecure_psi_keys)
 
 
 def build_client_app(
-    *, allow_insecure_psi_keys: bool = False, allow_plaintext_ids: bool = False
+    *, allow_insecure_psi_keys: bool = False, allow_plaintext_ids: bool = False,
+    output_dir: str | Path | None = None,
 ) -> ClientApp:
     """A ClientApp serving only the vertical method (simulations and tests; ``flwr run`` uses
-    ``simulations.app``)."""
+    ``simulations.app``). With ``output_dir``, parties whose ``node_config`` names no ``output-dir``
+    save their models under it."""
     app = ClientApp()
     register_vertical_handlers(app, allow_insecure_psi_keys=allow_insecure_psi_keys,
-                               allow_plaintext_ids=allow_plaintext_ids)
+                               allow_plaintext_ids=allow_plaintext_ids, output_dir=output_dir)
     return app
 
 

@@ -42,7 +42,7 @@ def build_client_app(output_dir: str | Path | None = None) -> ClientApp:
     train_student = student.handle_train
     app.train("student")(train_student if output_dir is None else with_output_dir(train_student, output_dir))
     register_secagg_handlers(app)  # query.secagg_*: noised votes under secure aggregation
-    register_vertical_handlers(app)  # query.vfl_*, train.vfl_*, evaluate.vfl_evaluate, query.psi_*
+    register_vertical_handlers(app, output_dir=output_dir)  # query.vfl_*, train.vfl_*, query.psi_*, ...
     return app
 
 

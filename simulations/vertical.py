@@ -50,7 +50,8 @@ def run_vertical_simulation(
     """
     return run_flower_simulation(
         lambda grid, _context: run_vertical(grid, cfg, on_epoch=print_epoch if verbose else None),
-        client_app or build_client_app(), cfg.dataset.n_parties, verbose=False,
+        client_app or build_client_app(output_dir=cfg.output_dir or None), cfg.dataset.n_parties,
+        verbose=False,
     )
 
 

@@ -38,7 +38,7 @@ def test_flower_handlers_reproduce_the_in_process_run(tmp_path: Path) -> None:
     # Prepare: the same config through Flower messages (state in context.state) and in process
     cfg = flower_config(output_dir=str(tmp_path))
     # Execute
-    over_flower = run_vertical(party_grid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+    over_flower = run_vertical(party_grid(2, output_dir=str(tmp_path)), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
     direct = run_in_process(dataclasses.replace(cfg, output_dir=""))
     # Assert: identical training, models saved, predict entry points agree with the evaluation
     assert over_flower["test"] == pytest.approx(direct["test"])
@@ -114,7 +114,7 @@ def test_predict_command_line_per_role(tmp_path: Path) -> None:
     from clients.vertical_party import main as predict_main
 
     cfg = flower_config(output_dir=str(tmp_path), epochs=2)
-    res = run_vertical(party_grid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+    res = run_vertical(party_grid(2, output_dir=str(tmp_path)), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
     active, passive = party_data(cfg, 0), party_data(cfg, 1)
     np.save(tmp_path / "xa.npy", active.test_x)
     np.save(tmp_path / "xp.npy", passive.test_x)
@@ -198,3 +198,16 @@ def test_the_server_side_imports_neither_torch_nor_party_code() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["../evil.pt", "/tmp/evil.pt", "sub/dir.pt", ".hidden.pt"])
+def test_a_party_saves_only_under_its_own_folder(tmp_path: Path, name: str) -> None:
+    cfg = flower_config(output_dir="ignored-by-the-nodes", epochs=1)
+    grid = party_grid(2, output_dir=str(tmp_path))
+    res = run_vertical(grid, cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+    assert res["models"] == {p: str(tmp_path.resolve() / f"{p}.pt") for p in (ACTIVE, "passive1")}
+    link = FlowerLink(grid, {ACTIVE: 100, "passive1": 101}, to_flat(cfg), timeout=1)  # type: ignore[arg-type]
+    with pytest.raises(VerticalProtocolError, match="vertical save name must be a bare file name"):
+        link.request({"passive1": ("save", {"name": name})})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{ACTIVE}.pt", "passive1.pt"]
+    assert not Path("ignored-by-the-nodes").exists()

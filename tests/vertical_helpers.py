@@ -18,12 +18,12 @@ FIRST_NODE_ID = 100
 """Node IDs of :func:`party_grid`: party ``k`` is node ``100 + k``."""
 
 
-def party_grid(n_nodes: int, fail: dict[int, str] | None = None) -> InProcessGrid:
+def party_grid(n_nodes: int, fail: dict[int, str] | None = None, output_dir: str | None = None) -> InProcessGrid:
     """A grid of ``n_nodes`` vertical party nodes (test ClientApp: small PSI keys, plaintext IDs allowed).
 
     ``fail`` maps a node ID to ``"error"`` (it answers with an error reply) or ``"vanish"`` (no reply).
     """
-    app = build_client_app(allow_insecure_psi_keys=True, allow_plaintext_ids=True)
+    app = build_client_app(allow_insecure_psi_keys=True, allow_plaintext_ids=True, output_dir=output_dir)
     grid = InProcessGrid(app, simulation_nodes(n_nodes, first_id=FIRST_NODE_ID))
     for node, how in (fail or {}).items():
         if how == "vanish":
