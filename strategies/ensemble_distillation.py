@@ -483,8 +483,11 @@ class EnsembleDistillation(Strategy):
             return f"expected shape ({n_queries}, C), got {votes.shape}", votes
         if n_classes is not None and votes.shape[1] != n_classes:
             return f"expected {n_classes} class columns, got {votes.shape[1]}", votes
-        if not np.issubdtype(votes.dtype, np.integer) or votes.min(initial=0) < 0:
-            return "counts must be non-negative integers", votes
+        if not np.issubdtype(votes.dtype, np.integer):
+            nan = " with NaN" if votes.dtype.kind in "fc" and np.isnan(votes).any() else ""
+            return f"counts must be non-negative integers, got dtype {votes.dtype}{nan}", votes
+        if votes.min(initial=0) < 0:
+            return f"counts must be non-negative integers, got {int(votes.min())}", votes
         if np.any(votes.sum(axis=1) != n_hosted):
             return f"each row must sum to the node's {n_hosted} teachers", votes
         return "", votes.astype(np.int64)
@@ -499,16 +502,22 @@ class EnsembleDistillation(Strategy):
         """Map node -> successful reply; nodes with an error or no reply leave the ensemble."""
         good: dict[int, Message] = {}
         failed: dict[int, str] = {}
+        unattributed: list[str] = []  # errors the SuperLink sends for a vanished node come from itself
         for reply in replies:
             node = reply.metadata.src_node_id
             if node not in expected:
+                if reply.has_error():
+                    unattributed.append(reply.error.reason)
                 continue
             if reply.has_error():
                 failed[node] = f"error in {step}: {reply.error.reason}"
             else:
                 good[node] = reply
-        for node in expected - set(good) - set(failed):
+        silent = sorted(expected - set(good) - set(failed))
+        for node in silent:
             failed[node] = f"no reply to {step} within {self.timeout:.0f} s"
+        if len(silent) == 1 and len(unattributed) == 1:
+            failed[silent[0]] = f"error in {step} (reported by the SuperLink): {unattributed[0]}"
         for node, reason in failed.items():
             self._drop(node, reason)
         return good

@@ -101,8 +101,8 @@ def test_failed_teacher_node_leaves_ensemble_and_accounting_counts_the_rest(tmp_
         ("missing_record", "malformed vote histogram: malformed message"),
         ("extra_class", "malformed vote histogram: expected 10 class columns, got 11"),
         ("missing_class", "malformed vote histogram: expected 10 class columns, got 9"),
-        ("float_nan", "malformed vote histogram: counts must be non-negative integers"),
-        ("negative", "malformed vote histogram: counts must be non-negative integers"),
+        ("float_nan", "malformed vote histogram: counts must be non-negative integers, got dtype float64 with NaN"),
+        ("negative", "malformed vote histogram: counts must be non-negative integers, got -1"),
         ("rank3", "malformed vote histogram: expected shape"),
         ("above_hosted", "malformed vote histogram: each row must sum to the node's 3 teachers"),
     ],
@@ -259,3 +259,20 @@ def test_resuming_an_exhausted_ledger_trains_the_student_on_what_was_paid(tmp_pa
     report = make_strategy(tmp_path, budget=8.0, resume=True).start(again).report
     assert not [m for m in again.sent if m.metadata.message_type == "query.votes"]  # nothing asked
     assert report["answered"] == len(paid_ids) and report["student"]["test_accuracy"] > 0
+
+
+def test_an_error_the_superlink_sends_for_a_vanished_node_is_its_drop_reason(tmp_path):
+    grid = InProcessGrid(client_app, simulation_nodes(3))
+    vanished = 1001
+
+    def superlink_error(reply: Message) -> Message:
+        if reply.metadata.message_type != "query.votes":
+            return reply
+        error = Message(Error(code=3, reason="node 1001 unavailable"), reply_to=grid.sent[-1])
+        error.metadata.__dict__["_src_node_id"] = 1  # the SuperLink answers for a node that went away
+        return error
+
+    grid.faulty[vanished] = superlink_error
+    report = make_strategy(tmp_path).start(grid).report
+    assert report["dropped_nodes"][str(vanished)] == (
+        "error in voting (reported by the SuperLink): node 1001 unavailable")
