@@ -25,6 +25,7 @@ from simulations.pate_config import PateConfig
 from simulations.pate_server import run_pate_server
 from simulations.results import write_results
 from simulations.run_config import unflatten
+from strategies.grid_utils import wait_for_nodes
 from strategies.vertical_prototype import run_vertical
 
 METHODS = ("pate", "vertical")
@@ -59,11 +60,14 @@ def section(run_config: dict[str, Any], name: str) -> dict[str, Any]:
 
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Dispatch on ``run_config["method"]``."""
+    """Dispatch on ``run_config["method"]``. A PATE run first waits for its ``federation.teacher_nodes``
+    teacher nodes and the student to connect (the vertical run waits for its parties)."""
     run_config = dict(context.run_config)
     method = str(run_config.get("method", "pate"))
     if method == "pate":
-        run_pate_server(grid, unflatten(PateConfig, section(run_config, "pate")))
+        cfg = unflatten(PateConfig, section(run_config, "pate"))
+        wait_for_nodes(grid, cfg.federation.teacher_nodes + 1)  # a late SuperNode would silently sit out
+        run_pate_server(grid, cfg)
     elif method == "vertical":
         cfg = from_flat(VerticalConfig, section(run_config, "vertical"), what="run_config")  # validated here
         results = run_vertical(grid, cfg)
