@@ -61,11 +61,16 @@ class PateStrategyConfig:
 
 @dataclass
 class FederationConfig:
-    """Simulation layout: teachers are spread over ``teacher_nodes`` nodes, plus one student node."""
+    """Simulation layout: teachers are spread over ``teacher_nodes`` nodes, plus one student node.
+
+    ``timeout_s`` bounds a training step (teachers, student); ``step_timeout_s`` a quick one (describe,
+    a query batch, a batch of votes), after which a vanished node is dropped.
+    """
 
     teacher_nodes: int = 2
     cpus_per_node: float = 1.0
     timeout_s: float = 1800.0
+    step_timeout_s: float = 120.0
 
 
 @dataclass
@@ -149,6 +154,7 @@ class PateConfig:
             ("federation.teacher_nodes", f.teacher_nodes, f.teacher_nodes >= 1, ">= 1"),
             ("federation.cpus_per_node", f.cpus_per_node, f.cpus_per_node > 0, "> 0"),
             ("federation.timeout_s", f.timeout_s, f.timeout_s > 0, "> 0"),
+            ("federation.step_timeout_s", f.step_timeout_s, f.step_timeout_s > 0, "> 0"),
         ]
         for name, spec in (("teacher", self.teacher), ("student_model", self.student_model)):
             rules.append((f"{name}.encoder", spec.encoder, spec.encoder in ENCODER_KINDS,

@@ -82,7 +82,8 @@ def build_strategy(
         mechanism=mechanism, ledger=build_ledger(cfg), data=cfg.data, teacher_model=cfg.teacher,
         student_model=cfg.student_model, student=student, query_batch_size=s.query_batch_size,
         max_queries=s.max_queries or None, min_teachers=s.min_teachers, seed=s.seed,
-        timeout=cfg.federation.timeout_s, on_progress=on_progress, resume=cfg.run.resume)
+        timeout=cfg.federation.timeout_s, step_timeout=cfg.federation.step_timeout_s, on_progress=on_progress,
+        resume=cfg.run.resume)
 
 
 def run_pate_server(

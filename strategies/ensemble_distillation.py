@@ -115,7 +115,10 @@ class EnsembleDistillation(Strategy):
     seed : int (default: 0)
         Seeds the fusion noise generator.
     timeout : float (default: 600.0)
-        Seconds to wait for the replies of one step.
+        Seconds to wait for the replies of a training step (teachers, student).
+    step_timeout : float (default: 120.0)
+        Seconds to wait for the replies of a quick step (describe, a query batch, a batch of votes):
+        a node that vanished is dropped after this, not after ``timeout``.
     on_progress : callable, optional
         Called with a :class:`ProgressEvent` after each phase and each batch.
     resume : bool (default: False)
@@ -137,6 +140,7 @@ class EnsembleDistillation(Strategy):
         min_teachers: int = 1,
         seed: int = 0,
         timeout: float = 600.0,
+        step_timeout: float = 120.0,
         on_progress: Callable[[ProgressEvent], None] | None = None,
         resume: bool = False,
     ) -> None:
@@ -161,6 +165,7 @@ class EnsembleDistillation(Strategy):
         self.max_queries = max_queries
         self.min_teachers = min_teachers
         self.timeout = timeout
+        self.step_timeout = step_timeout
         self.on_progress = on_progress
         self.resume = resume
         self._rng = np.random.default_rng(seed)
@@ -293,7 +298,8 @@ class EnsembleDistillation(Strategy):
         """Ask every connected node its role; check one student, a teacher covering the run, and that every
         node's samples have the student's input shape, feature schema and classes."""
         nodes = sorted(grid.get_node_ids())
-        replies = grid.send_and_receive([self._message(n, MSG_DESCRIBE) for n in nodes], timeout=self.timeout)
+        replies = grid.send_and_receive([self._message(n, MSG_DESCRIBE) for n in nodes],
+                                        timeout=self.step_timeout)
         hosts: dict[int, list[int]] = {}
         students: list[int] = []
         answered = {r.metadata.src_node_id: r for r in replies if not r.has_error()}
@@ -402,7 +408,7 @@ class EnsembleDistillation(Strategy):
     ) -> tuple[np.ndarray, np.ndarray, int]:
         request = ConfigRecord({"offset": offset, "count": count})
         replies = grid.send_and_receive([self._message(student, MSG_NEXT_QUERIES, request=request)],
-                                        timeout=self.timeout)
+                                        timeout=self.step_timeout)
         reply = next(iter(replies), None)
         if reply is None or reply.has_error():
             reason = "no reply" if reply is None else reply.error.reason
@@ -448,15 +454,16 @@ class EnsembleDistillation(Strategy):
         ensemble = self._require_ensemble()
         if isinstance(self.mechanism, SecureVoting):
             votes = self.mechanism.gather(grid, self._message, ensemble.teacher_hosts, self._drop, batch_x,
-                                          to_record(self.teacher_model), int(self._n_classes), self.timeout)
+                                          to_record(self.teacher_model), int(self._n_classes),
+                                          self.step_timeout)
             self._check_ensemble_size()
             return votes
         queries = array_record(x=batch_x)
         ldp = {LDP: ConfigRecord(self.mechanism.request())} if isinstance(self.mechanism, LocalRR) else {}
         msgs = [self._message(node, MSG_VOTES, model=to_record(self.teacher_model), queries=queries, **ldp)
                 for node in sorted(ensemble.teacher_hosts)]
-        by_node = self._collect(grid.send_and_receive(msgs, timeout=self.timeout),
-                                set(ensemble.teacher_hosts), "voting")
+        by_node = self._collect(grid.send_and_receive(msgs, timeout=self.step_timeout),
+                                set(ensemble.teacher_hosts), "voting", self.step_timeout)
         total = np.zeros((len(batch_x), 0), dtype=np.int64)
         for node, reply in sorted(by_node.items()):
             problem, votes = self._check_histogram(reply, len(batch_x), len(ensemble.teacher_hosts[node]),
@@ -498,7 +505,9 @@ class EnsembleDistillation(Strategy):
         content = RecordDict({"data": to_record(self.data), **records})
         return Message(content, dst_node_id=node, message_type=message_type)
 
-    def _collect(self, replies: Iterable[Message], expected: set[int], step: str) -> dict[int, Message]:
+    def _collect(
+        self, replies: Iterable[Message], expected: set[int], step: str, timeout: float | None = None
+    ) -> dict[int, Message]:
         """Map node -> successful reply; nodes with an error or no reply leave the ensemble."""
         good: dict[int, Message] = {}
         failed: dict[int, str] = {}
@@ -515,7 +524,7 @@ class EnsembleDistillation(Strategy):
                 good[node] = reply
         silent = sorted(expected - set(good) - set(failed))
         for node in silent:
-            failed[node] = f"no reply to {step} within {self.timeout:.0f} s"
+            failed[node] = f"no reply to {step} within {timeout or self.timeout:.0f} s"
         if len(silent) == 1 and len(unattributed) == 1:
             failed[silent[0]] = f"error in {step} (reported by the SuperLink): {unattributed[0]}"
         for node, reason in failed.items():

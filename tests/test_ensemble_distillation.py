@@ -95,7 +95,7 @@ def test_failed_teacher_node_leaves_ensemble_and_accounting_counts_the_rest(tmp_
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
-        ("silent", "no reply to voting"),
+        ("silent", "no reply to voting within 120 s"),
         ("bad_shape", "malformed vote histogram: expected shape"),
         ("bad_sum", "malformed vote histogram: each row must sum"),
         ("missing_record", "malformed vote histogram: malformed message"),
