@@ -48,15 +48,16 @@ def build_ledger(cfg: PateConfig) -> Any:
         reset, nor extended by a run that would ask its queries again.
     """
     s = cfg.strategy
-    if s.noise_at == "votes":  # local randomised response keeps its ledger in memory
-        return LocalRRLedger(epsilon=s.rr_epsilon, delta=s.delta, epsilon_budget=s.epsilon_budget,
-                             conversion=s.conversion)
-    if s.mechanism == "majority":
+    if s.mechanism == "majority" and s.noise_at != "votes":
         return None
     path = Path(cfg.run.ledger_path or Path(cfg.run.output_dir) / "privacy_ledger.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     mechanism = build_mechanism(cfg)
-    if isinstance(mechanism, SecureVoting):
+    ledger: Any
+    if s.noise_at == "votes":  # local randomised response: its own journal
+        ledger = LocalRRLedger(epsilon=s.rr_epsilon, delta=s.delta, epsilon_budget=s.epsilon_budget,
+                               conversion=s.conversion, path=path)
+    elif isinstance(mechanism, SecureVoting):
         ledger = secagg_ledger(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
                                conversion=s.conversion)
     else:

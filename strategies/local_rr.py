@@ -15,19 +15,26 @@ each query releases that teacher's vote once through k-RR, so Q queries compose 
 
 The ledger reports the smaller of ``Q·ε0`` and the RDP curve converted at δ ([M17] Prop. 3 or the
 tighter conversion), as both hold. It is data-independent, charges every query (all are answered) and
-stops at the budget. It keeps its totals in memory only: a restart starts a new ledger.
+stops at the budget. With a path it persists as a hash-chained journal (one entry per charge: the
+accepted count and the paid-for query ids and labels, ``strategies.ledger_journal``'s chain), written
+atomically and owner-only under the ledger lock; a reload recomputes the count from the entries and refuses
+a journal whose sequence, chain or counts do not add up, and a live ledger refuses a rolled-back file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from protocol.local_rr import rr_probabilities
 from strategies.fusion import FusionResult
+from strategies.ledger_journal import LedgerIntegrityError, check_extends, entry_hash, genesis_hash, seal
+from strategies.ledger_store import _atomic_write_json, _ledger_lock
 from strategies.privacy_ledger import BudgetExhaustedError, ChargeResult
 from strategies.rdp_analysis import DEFAULT_ORDERS, ArrayLike, FloatArray, validate_votes
 from strategies.rdp_conversion import _check_conversion, _epsilon_curve
@@ -75,8 +82,11 @@ class LocalRR:
         return FusionResult(labels, np.ones(len(labels), dtype=bool))
 
 
+LOCAL_RR_FORMAT = "flwr-privkit/local-rr-ledger/1"
+
+
 class LocalRRLedger:
-    """In-memory ledger of local randomised response; the strategy's ledger interface.
+    """Ledger of local randomised response (persisted when given a path); the strategy's ledger interface.
 
     Parameters
     ----------
@@ -88,19 +98,22 @@ class LocalRRLedger:
         Largest total ε the queries may spend.
     conversion : {"mironov", "dp_accounting"}
         RDP → (ε, δ) conversion.
+    path : str or pathlib.Path or None
+        JSON journal to persist to after every charge (reloaded if it exists); None: memory only.
 
     Raises
     ------
     ValueError
-        On an out-of-range parameter.
+        On an out-of-range parameter, or a stored journal of other settings.
+    LedgerIntegrityError
+        If the stored journal's sequence, chain or counts do not add up.
     """
 
     mechanism: ClassVar[str] = "local_rr"
     budget_on: ClassVar[str] = "data_independent"
-    path = None
 
     def __init__(self, *, epsilon: float, delta: float, epsilon_budget: float,
-                 conversion: str = "mironov") -> None:
+                 conversion: str = "mironov", path: str | Path | None = None) -> None:
         rr_probabilities(epsilon, 2)
         if not 0 < delta < 1:
             raise ValueError(f"delta must be in (0, 1), got {delta}")
@@ -111,6 +124,55 @@ class LocalRRLedger:
         self.queries_checked = 0
         self.exhausted = False
         self._n_classes: int | None = None
+        self.path = None if path is None else Path(path)
+        self._history: list[dict[str, Any]] = []
+        if self.path is not None and self.path.exists():
+            self._adopt()
+
+    def _config(self) -> dict[str, Any]:
+        return {"epsilon0": self.epsilon0, "delta": self.delta, "epsilon_budget": self.epsilon_budget,
+                "conversion": self.conversion}
+
+    def _adopt(self) -> None:
+        """Take over what the file holds after checking it (the caller holds the lock, or is the init)."""
+        assert self.path is not None
+        stored = json.loads(self.path.read_text(encoding="utf-8"))
+        if not isinstance(stored, dict) or stored.get("format") != LOCAL_RR_FORMAT:
+            raise ValueError(f"{self.path} is not a local randomised-response ledger ({LOCAL_RR_FORMAT})")
+        if stored.get("config") != self._config():
+            raise ValueError(f"{self.path}: stored ledger has settings {stored.get('config')}, this one "
+                             f"{self._config()}")
+        journal, prev, checked = stored.get("history"), genesis_hash(1, self._config(), []), 0
+        if not isinstance(journal, list):
+            raise LedgerIntegrityError(f"{self.path}: history must be a list of journal entries")
+        for position, entry in enumerate(journal, start=1):
+            n = entry.get("n_accepted") if isinstance(entry, dict) else None
+            ok = (isinstance(n, int) and n >= 0 and entry.get("seq") == position
+                  and entry.get("prev_hash") == prev and entry.get("hash") == entry_hash(entry)
+                  and len(entry.get("query_ids", ())) == len(entry.get("labels", ())) == n)
+            if not ok:
+                raise LedgerIntegrityError(f"{self.path}: entry at position {position} is out of sequence, "
+                                           "edited or miscounted")
+            prev, checked = entry["hash"], checked + n
+        check_extends(self.path, journal, self._history)
+        if stored.get("queries_checked") != checked:
+            raise LedgerIntegrityError(f"{self.path}: queries_checked {stored.get('queries_checked')!r} "
+                                       f"differs from the {checked} its entries add up to")
+        self._history, self.queries_checked = journal, checked
+        self._n_classes = stored.get("n_classes")
+        self.exhausted = bool(journal) and self._epsilon_after(checked + 1)[0] > self.epsilon_budget
+
+    @property
+    def charged_query_ids(self) -> np.ndarray:
+        """The caller's id of every charged query, in charge order (``-1`` where charged without ids)."""
+        return np.asarray([i for e in self._history for i in e["query_ids"]], dtype=np.int64)
+
+    def paid_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(query_ids, labels)`` of the queries charged with labels, in charge order."""
+        ids, labels = self.charged_query_ids, np.asarray([v for e in self._history for v in e["labels"]],
+                                                        dtype=np.int64)
+        keep = labels >= 0
+        return ids[keep], labels[keep]
 
     def check_mechanism(self, mechanism: Any) -> None:
         """Raise ValueError unless ``mechanism`` is :class:`LocalRR` with this ledger's ε0."""
@@ -139,6 +201,16 @@ class LocalRRLedger:
         ValueError
             If the votes are malformed or their class count changes.
         """
+        if self.path is None:
+            return self._charge(votes, labels, query_ids)
+        with _ledger_lock(self.path):
+            if self.path.exists():
+                self._adopt()
+            return self._charge(votes, labels, query_ids)
+
+    def _charge(
+        self, votes: ArrayLike, labels: ArrayLike | None, query_ids: ArrayLike | None
+    ) -> ChargeResult:
         if self.exhausted:
             raise BudgetExhaustedError(f"privacy budget exhausted: epsilon_budget={self.epsilon_budget}")
         votes = validate_votes(votes)
@@ -149,6 +221,17 @@ class LocalRRLedger:
         while accepted < len(votes) and self._epsilon_after(self.queries_checked + accepted + 1)[0] \
                 <= self.epsilon_budget:
             accepted += 1
+        n = len(votes)
+        ids = np.full(n, -1) if query_ids is None else np.asarray(query_ids).reshape(n)
+        paid = np.full(n, -1) if labels is None else np.asarray(labels).reshape(n)
+        entry = seal({"n_accepted": accepted, "query_ids": ids[:accepted].astype(int).tolist(),
+                      "labels": paid[:accepted].astype(int).tolist()}, self._history,
+                     genesis_hash(1, self._config(), []))
+        if self.path is not None:  # written before the totals change: a failed write charges nothing
+            _atomic_write_json(self.path, {"format": LOCAL_RR_FORMAT, "config": self._config(),
+                                           "n_classes": self._n_classes, "history": [*self._history, entry],
+                                           "queries_checked": self.queries_checked + accepted})
+        self._history.append(entry)
         self.queries_checked += accepted
         self.exhausted = self._epsilon_after(self.queries_checked + 1)[0] > self.epsilon_budget
         eps, order = self._epsilon_after(self.queries_checked)

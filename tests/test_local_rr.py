@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -13,6 +14,7 @@ from protocol.local_rr import rr_probabilities
 from protocol.pate import DataSpec, ModelSpec, StudentSettings
 from simulations.app import client_app
 from strategies.ensemble_distillation import EnsembleDistillation
+from strategies.ledger_journal import LedgerIntegrityError
 from strategies.local_rr import LocalRR, LocalRRLedger, rdp_randomised_response
 from strategies.privacy_ledger import BudgetExhaustedError
 from strategies.rdp_analysis import DEFAULT_ORDERS, PrivacyWarning
@@ -83,3 +85,38 @@ def test_a_pate_run_with_randomised_votes(tmp_path, monkeypatch):
     rdp_epsilon = float(np.min(_epsilon_curve(DEFAULT_ORDERS, 80 * rdp_randomised_response(3.0, 10), 1e-5)))
     assert report["epsilon_data_independent"] == pytest.approx(min(80 * 3.0, rdp_epsilon), rel=1e-12)
     assert report["student"]["fused_label_accuracy"] > 0.5  # ε0 = 3 keeps 69 % of the votes
+
+
+def test_a_persisted_local_rr_ledger_survives_a_restart_and_refuses_tampering(tmp_path) -> None:
+    path = tmp_path / "ledger.json"
+    votes = np.tile([[3.0, 1.0, 0.0]], (5, 1))
+    first = LocalRRLedger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
+    first.charge(votes, labels=np.array([0, 0, 1, 0, 2]), query_ids=np.arange(5))
+    again = LocalRRLedger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
+    assert again.queries_checked == 5 and again.epsilon() == first.epsilon()
+    np.testing.assert_array_equal(again.paid_labels()[1], [0, 0, 1, 0, 2])
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+    stored = json.loads(path.read_text())
+    stored["queries_checked"] = 0  # a budget that silently went down
+    path.write_text(json.dumps(stored))
+    with pytest.raises(LedgerIntegrityError, match="queries_checked 0 differs from the 5"):
+        LocalRRLedger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
+    stored["queries_checked"], stored["history"][0]["n_accepted"] = 2, 2
+    path.write_text(json.dumps(stored))
+    with pytest.raises(LedgerIntegrityError, match="entry at position 1 is out of sequence, edited"):
+        LocalRRLedger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
+    with pytest.raises(ValueError, match="stored ledger has settings"):
+        LocalRRLedger(epsilon=1.0, delta=1e-5, epsilon_budget=3.0, path=path)
+
+
+def test_a_live_local_rr_ledger_refuses_a_rolled_back_file(tmp_path) -> None:
+    path = tmp_path / "ledger.json"
+    votes = np.tile([[3.0, 1.0, 0.0]], (2, 1))
+    ledger = LocalRRLedger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
+    ledger.charge(votes)
+    old = path.read_bytes()
+    ledger.charge(votes)
+    path.write_bytes(old)
+    with pytest.raises(LedgerIntegrityError, match="rollback refused"):
+        ledger.charge(votes)
