@@ -147,6 +147,10 @@ def pate_rows(data: dict[str, Any], source: str) -> dict[str, list[Record]]:
     out = []
     for i, row in enumerate(_rows(data, "rows", source)):
         where = f"{source} row {i}"
+        if "student" not in row and "accuracy" not in row:
+            continue  # a timing row (e.g. the secure-aggregation overhead), not a student
+        if row.get("selected") is False:
+            continue  # a candidate setting validation did not choose
         out.append(
             {
                 "source": source,
@@ -154,6 +158,7 @@ def pate_rows(data: dict[str, Any], source: str) -> dict[str, list[Record]]:
                 "num_teachers": number(row, "num_teachers", where),
                 "method": text(row, "method", where),
                 "student": text(row, "student", where),
+                "label": f"budget on {row['budget_on']}" if isinstance(row.get("budget_on"), str) else "",
                 "budget": number(row, "budget", where),
                 "seeds": _count(row.get("seeds")),
                 **{key: number(row, key, where) for key in PATE_NUMBERS},
@@ -190,6 +195,7 @@ def vertical_rows(data: dict[str, Any], source: str) -> dict[str, list[Record]]:
                 "dataset": text(row, "dataset", where),
                 "aligned_fraction": number(row, "aligned_fraction", where, required=True),
                 "method": text(row, "method", where),
+                "label": exchange_label(row, where),
                 "seeds": seeds,
                 "accuracy": number(row, "accuracy", where, required=True),
                 "accuracy_std": number(row, "accuracy_std", where),
@@ -214,6 +220,19 @@ def vertical_rows(data: dict[str, Any], source: str) -> dict[str, list[Record]]:
     return {"vertical": rows, "protection": protection}
 
 
+def exchange_label(row: dict[str, Any], where: str) -> str:
+    """``K=4, 8 round trips/epoch`` for a row of the exchange benchmark (``steps_per_exchange``), else ""."""
+    k = number(row, "steps_per_exchange", where)
+    if k is None:
+        return ""
+    trips, epochs = number(row, "round_trips_per_epoch", where), number(row, "epochs", where)
+    return (
+        ("K=whole epoch" if k == 0 else f"K={k:g}")
+        + (f", {trips:g} round trips/epoch" if trips else "")
+        + (f", {epochs:g} epochs" if epochs else "")
+    )
+
+
 def protection_record(
     source: str,
     dataset: str,
@@ -224,8 +243,14 @@ def protection_record(
     seeds: int | None,
     lam_aligned: float | None,
 ) -> Record:
-    """One protection setting: accuracy beside both attacks and the label-DP ε (∞ without label-DP)."""
+    """One protection setting: accuracy beside the attacks and the label-DP ε (∞ without label-DP).
+
+    The ε is the released prototypes' label-DP ε, or else the ε-label-DP of everything a passive party
+    receives (``passive_view_epsilon``, randomised response on the training labels).
+    """
     eps = number(row, "label_dp_epsilon", where)
+    if eps is None:
+        eps = number(row, "passive_view_epsilon", where)
     return {
         "source": source,
         "dataset": dataset,
@@ -236,6 +261,7 @@ def protection_record(
         "accuracy_std": number(row, "accuracy_std", where),
         "attack_exact": number(row, "attack_exact", where),
         "attack_nearest": number(row, "attack_nearest", where),
+        "attack_grad_direction": number(row, "attack_grad_direction", where),
         "label_dp_epsilon": math.inf if eps is None else eps,
         "aligned_loss": lam_aligned is None or lam_aligned != 0,
     }

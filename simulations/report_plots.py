@@ -319,14 +319,14 @@ def _vertical_attacks(ax: Axes, records: list[Record], fractions: dict[float, An
     infinity = (max(finite) if finite else 1.0) * 6
     series: dict[tuple[float, str, bool, str], list[Record]] = {}
     for r in records:
-        for attack in ("attack_exact", "attack_nearest"):
-            if _finite(r[attack]):
+        for attack in ("attack_exact", "attack_nearest", "attack_grad_direction"):
+            if _finite(r.get(attack)):
                 series.setdefault((r["aligned_fraction"], attack, r["aligned_loss"], r["source"]), []).append(
                     r
                 )
     for (fraction, attack, aligned_loss, _), members in series.items():
         colour = fractions[fraction]
-        marker = "o" if attack == "attack_exact" else "^"
+        marker = {"attack_exact": "o", "attack_nearest": "^", "attack_grad_direction": "s"}[attack]
         style = {
             "color": colour,
             "marker": marker,
@@ -345,13 +345,21 @@ def _vertical_attacks(ax: Axes, records: list[Record], fractions: dict[float, An
     ax.set_xscale("log")
     _log_ticks(ax, "x", finite or [1.0], extra={infinity: "∞\n(no label-DP)"})
     ax.set_ylim(-3, 103)
-    ax.set_xlabel("label-DP ε of the released prototypes, log scale")
+    ax.set_xlabel("label-DP ε (released prototypes, or all a passive party receives), log scale")
     ax.set_ylabel("label-inference attack accuracy (%)")
     ax.grid(True, alpha=0.3)
     handles = [Line2D([], [], color=c, linewidth=2, label=f"f = {f:g}") for f, c in fractions.items()]
     handles += [
         Line2D([], [], color="0.3", marker="o", linestyle="none", label="exact (least squares) attack"),
         Line2D([], [], color="0.3", marker="^", linestyle="none", label="nearest-prototype attack"),
+        Line2D(
+            [],
+            [],
+            color="0.3",
+            marker="s",
+            linestyle="none",
+            label="gradient direction attack (Li et al. 2022)",
+        ),
         Line2D([], [], color="0.3", marker="o", linestyle="-", label="with the aligned prototype loss"),
         Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle=":", label="without it"),
     ]
@@ -359,7 +367,11 @@ def _vertical_attacks(ax: Axes, records: list[Record], fractions: dict[float, An
 
 
 def plot_vertical(rows: list[Record], protection: list[Record], path: Path) -> Path | None:
-    """Accuracy against aligned fraction (top) and attacks against ε (bottom), a column per dataset."""
+    """Accuracy against aligned fraction (top) and attacks against ε (bottom), a column per dataset.
+
+    Labelled rows (one setting at one fraction, e.g. the exchange benchmark's K) are tables, not curves.
+    """
+    rows = [r for r in rows if not r.get("label")]
     datasets = list(dict.fromkeys(r["dataset"] for r in [*rows, *protection]))
     if not datasets:
         return None

@@ -199,6 +199,7 @@ PROTECTION_COLUMNS = [
     "accuracy_std",
     "attack_exact",
     "attack_nearest",
+    "attack_grad_direction",
     "label_dp_epsilon",
 ]
 
@@ -241,7 +242,16 @@ def vertical_markdown(records: list[Record]) -> str:
 
 def protection_markdown(records: list[Record]) -> str:
     """The protection sweep: accuracy beside both label-inference attacks and the label-DP ε."""
-    header = ["dataset", "f", "setting", "accuracy %", "attack exact %", "attack nearest %", "label-DP ε"]
+    header = [
+        "dataset",
+        "f",
+        "setting",
+        "accuracy %",
+        "attack exact %",
+        "attack nearest %",
+        "attack gradient direction %",
+        "label-DP ε",
+    ]
     several = _several_sources(records)
     if several:
         header.insert(0, "source")
@@ -255,6 +265,7 @@ def protection_markdown(records: list[Record]) -> str:
             mean_std(r["accuracy"], r["accuracy_std"], ".1f", 100),
             fmt(None if missing(r["attack_exact"]) else 100 * r["attack_exact"], ".1f"),
             fmt(None if missing(r["attack_nearest"]) else 100 * r["attack_nearest"], ".1f"),
+            fmt(None if missing(r.get("attack_grad_direction")) else 100 * r["attack_grad_direction"], ".1f"),
             fmt(r["label_dp_epsilon"], ".3g", "∞"),
         ]
         rows.append([r["source"], *row] if several else row)
