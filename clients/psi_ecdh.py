@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -60,13 +60,12 @@ from clients.psi_ids import (
     Alignment,
     DuplicatePolicy,
     PreparedIds,
-    canonical_order,
-    make_alignment,
     prepare_ids,
 )
 from clients.psi_paillier import _map, _slices, _split, process_pool
+from clients.psi_roles import MatchingReceiver, ShuffledSender
 from clients.psi_state import StateValue, new_session_id, prepared_from_state, prepared_to_state
-from protocol.psi import DEFAULT_CHUNK_BYTES, IntersectionMessage, PSIError, SessionMismatchError
+from protocol.psi import DEFAULT_CHUNK_BYTES, PSIError, SessionMismatchError
 
 POINT_BYTES = 32
 """Bytes of one compressed edwards25519 point (``crypto_core_ed25519_BYTES``)."""
@@ -278,7 +277,7 @@ class _ECDHRole:
         self._peer_received = int(state["peer_received"])
 
 
-class ECDHReceiver(_ECDHRole):
+class ECDHReceiver(MatchingReceiver, _ECDHRole):
     """R: blinds its IDs, raises the sender's points to its scalar, learns the intersection.
 
     Steps: ``blind()`` → ``point_chunk(i)`` for the sender → ``exponentiate_peer(i, chunk)`` for every
@@ -372,26 +371,6 @@ class ECDHReceiver(_ECDHRole):
         self._finished = True
         return [self.prepared.rows[i] for i in self.matched_indices()]
 
-    def matched_indices(self) -> list[int]:
-        """Indices (into the prepared IDs) of the matched IDs, in canonical order."""
-        matched = sorted(self._matches)
-        return [matched[k] for k in canonical_order([self.prepared.canonical[i] for i in matched])]
-
-    def positions(self, indices: Sequence[int]) -> list[int]:
-        """Positions in the sender's shuffled order of matched prepared-ID ``indices``."""
-        try:
-            return [self._matches[i] for i in indices]
-        except KeyError:
-            raise PSIError("an aligned ID was not matched in this session") from None
-
-    def intersection_message(self) -> IntersectionMessage:
-        """The positions of the shared IDs in canonical order, for the sender."""
-        return IntersectionMessage(self.session_id, tuple(self.positions(self.matched_indices())))
-
-    def alignment(self, alignment_id: str | None = None) -> Alignment:
-        """This party's :class:`Alignment` after :meth:`finish`."""
-        return make_alignment(alignment_id or self.session_id, self.prepared, self.matched_indices())
-
     def to_state(self) -> dict[str, StateValue]:
         """Plain values for a node-local Flower ``ConfigRecord`` (includes the secret scalar)."""
         matched = sorted(self._matches)
@@ -416,7 +395,7 @@ class ECDHReceiver(_ECDHRole):
         return self
 
 
-class ECDHSender(_ECDHRole):
+class ECDHSender(ShuffledSender, _ECDHRole):
     """S: blinds its IDs (shuffled), raises the receiver's points to its scalar and returns them.
 
     Steps: ``blind()`` → ``point_chunk(i)`` for the receiver → ``exponentiate_peer(i, chunk)`` for every
@@ -436,32 +415,6 @@ class ECDHSender(_ECDHRole):
             As :meth:`ECDHReceiver.exponentiate_peer`.
         """
         return self._exponentiate_peer(session_id, index, chunk, pool)
-
-    def indices_at(self, positions: Iterable[int]) -> list[int]:
-        """Prepared-ID indices behind positions of the shuffled stream (through the secret shuffle).
-
-        Raises
-        ------
-        PSIError
-            If a position is out of range (or the sender has not blinded).
-        """
-        positions = list(positions)
-        for position in positions:
-            if not 0 <= position < len(self._order):
-                raise PSIError(f"point position {position} is out of range [0, {len(self._order)})")
-        return [self._order[position] for position in positions]
-
-    def conclude(self, message: IntersectionMessage, alignment_id: str | None = None) -> Alignment:
-        """The sender's :class:`Alignment` from the receiver's positions.
-
-        Raises
-        ------
-        SessionMismatchError, PSIError
-            On another session, bad positions, or an order that is not canonical for these IDs.
-        """
-        self._check_session(message.session_id)
-        indices = self.indices_at(message.positions)
-        return make_alignment(alignment_id or self.session_id, self.prepared, indices)
 
     def to_state(self) -> dict[str, StateValue]:
         """Plain values for a node-local Flower ``ConfigRecord`` (includes the secret scalar)."""

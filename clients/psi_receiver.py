@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -29,12 +29,9 @@ from gmpy2 import mpz
 from clients.psi_ids import (
     DEFAULT_OVERFLOW_BITS,
     SALT_BYTES,
-    Alignment,
     DuplicatePolicy,
-    canonical_order,
     choose_bins,
     hash_id,
-    make_alignment,
     padded_degree,
     prepare_ids,
 )
@@ -51,6 +48,7 @@ from clients.psi_paillier import (
     ciphertext_width,
     decode_ciphertexts,
 )
+from clients.psi_roles import MatchingReceiver
 from clients.psi_state import (
     StateValue,
     header_from_state,
@@ -67,7 +65,6 @@ from protocol.psi import (
     DEFAULT_ID_BITS,
     DEFAULT_KEY_BITS,
     PRECOMPUTED_WEIGHT,
-    IntersectionMessage,
     PSIError,
     ResponseMessage,
     SessionMismatchError,
@@ -81,7 +78,7 @@ MAX_RESALTS = 8
 """Salts the receiver draws before it gives up on a bin overflow (probability 2^-40 each)."""
 
 
-class PSIReceiver:
+class PSIReceiver(MatchingReceiver):
     """FNP receiver: holds the private key, encrypts its set, learns the intersection.
 
     Steps: ``precompute()`` (optional, data-independent) → ``setup()`` (public header) →
@@ -328,26 +325,6 @@ class PSIReceiver:
         if self._expected is None or self._received != self._expected:
             raise PSIError(f"received {self._received} of {self._expected} replies")
         return [self.prepared.rows[i] for i in self.matched_indices()]
-
-    def matched_indices(self) -> list[int]:
-        """Indices (into the prepared IDs) of the matched IDs, in canonical order."""
-        matched = sorted(self._matches)
-        return [matched[k] for k in canonical_order([self.prepared.canonical[i] for i in matched])]
-
-    def positions(self, indices: Sequence[int]) -> list[int]:
-        """Reply positions (the sender's shuffled order) of matched prepared-ID ``indices``."""
-        try:
-            return [self._matches[i] for i in indices]
-        except KeyError:
-            raise PSIError("an aligned ID was not matched in this session") from None
-
-    def intersection_message(self) -> IntersectionMessage:
-        """Step 4: the positions of the shared IDs in canonical order, for the sender."""
-        return IntersectionMessage(self.session_id, tuple(self.positions(self.matched_indices())))
-
-    def alignment(self, alignment_id: str | None = None) -> Alignment:
-        """This party's :class:`Alignment` after :meth:`finish`."""
-        return make_alignment(alignment_id or self.session_id, self.prepared, self.matched_indices())
 
     # -- persistence between Flower messages -------------------------------------------------------
 

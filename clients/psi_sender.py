@@ -21,10 +21,8 @@ from clients.psi_ids import (
     MAX_ID_BITS,
     MIN_ID_BITS,
     SALT_BYTES,
-    Alignment,
     DuplicatePolicy,
     hash_id,
-    make_alignment,
     prepare_ids,
 )
 from clients.psi_paillier import (
@@ -41,6 +39,7 @@ from clients.psi_paillier import (
     ciphertext_width,
     decode_ciphertexts,
 )
+from clients.psi_roles import ShuffledSender
 from clients.psi_state import (
     StateValue,
     header_from_state,
@@ -54,7 +53,6 @@ from clients.psi_state import (
 from protocol.psi import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_ID_BITS,
-    IntersectionMessage,
     PSIError,
     ResponseMessage,
     SessionMismatchError,
@@ -63,7 +61,7 @@ from protocol.psi import (
 )
 
 
-class PSISender:
+class PSISender(ShuffledSender):
     """FNP sender: evaluates the receiver's encrypted polynomials on its own IDs.
 
     Steps: ``receive_public_key(n)`` and ``precompute()`` (optional, data-independent) →
@@ -259,33 +257,6 @@ class PSISender:
         for index, chunk in enumerate(setup.chunks):
             self.evaluate(setup.header.session_id, index, chunk, pool)
         return self.respond(chunk_bytes)
-
-    def indices_at(self, positions: Iterable[int]) -> list[int]:
-        """Prepared-ID indices behind reply ``positions`` (through the secret shuffle).
-
-        Raises
-        ------
-        PSIError
-            If a position is out of range (or the sender has not responded).
-        """
-        positions = list(positions)
-        for position in positions:
-            if not 0 <= position < len(self._order):
-                raise PSIError(f"reply position {position} is out of range [0, {len(self._order)})")
-        return [self._order[position] for position in positions]
-
-    def conclude(self, message: IntersectionMessage, alignment_id: str | None = None) -> Alignment:
-        """Step 4: the sender's :class:`Alignment` from the receiver's positions.
-
-        Raises
-        ------
-        SessionMismatchError, PSIError
-            On another session, bad positions, or an order that is not canonical for these IDs.
-        """
-        if message.session_id != self.session_id:
-            raise SessionMismatchError("message for another PSI session")
-        indices = self.indices_at(message.positions)
-        return make_alignment(alignment_id or self.session_id, self.prepared, indices)
 
     # -- persistence between Flower messages -------------------------------------------------------
 

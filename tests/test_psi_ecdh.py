@@ -138,7 +138,7 @@ def test_role_errors_name_what_is_wrong() -> None:
         receiver.finish()
     with pytest.raises(PSIError, match="more points than the 3 IDs it announced"):
         sender.exponentiate_peer("s", 0, receiver.point_chunk(0) * 2)
-    with pytest.raises(PSIError, match="point position 2 is out of range"):
+    with pytest.raises(PSIError, match="position 2 is out of range"):
         sender.indices_at([2])
     with pytest.raises(ValueError, match="chunk_bytes must hold one point"):
         ECDHSender(["a"], peer_size=1).blind(chunk_bytes=31)
