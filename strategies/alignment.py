@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -109,6 +109,19 @@ class PairReport:
     intersection_size: int
     seconds: dict[str, float] = field(default_factory=dict)
     backend: str = "paillier"
+
+
+def _step_clock(seconds: dict[str, float]) -> Callable[[str], None]:
+    """``lap(step)``: record into ``seconds`` the wall time since the previous lap (or the call)."""
+    last = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        seconds[step] = now - last
+        last = now
+
+    return lap
 
 
 @dataclass(frozen=True)
@@ -365,13 +378,7 @@ def _run_pair(
     session_id = secrets.token_hex(16)
     session = {SESSION_ID_KEY: session_id}
     seconds: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        seconds[step] = now - clock
-        clock = now
+    lap = _step_clock(seconds)
 
     keys = relay.one(
         receiver,
@@ -491,13 +498,7 @@ def _run_ecdh_pair(
     session_id = secrets.token_hex(16)
     session = {SESSION_ID_KEY: session_id}
     seconds: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        seconds[step] = now - clock
-        clock = now
+    lap = _step_clock(seconds)
 
     roles = {receiver: ("receiver", sender), sender: ("sender", receiver)}
     blinded = relay.exchange(
