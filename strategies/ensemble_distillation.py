@@ -52,6 +52,7 @@ from strategies.accounting import PrivacyLedger
 from strategies.distributed_noise import SecureVoting
 from strategies.fusion import Majority, Mechanism
 from strategies.local_rr import LocalRR
+from strategies.pate_replies import check_histogram, check_queries
 
 
 class EnsembleTooSmallError(RuntimeError):
@@ -420,30 +421,11 @@ class EnsembleDistillation(Strategy):
             pool_size, n_classes = int(meta["pool_size"]), int(meta["n_classes"])
         except (KeyError, TypeError, ValueError) as err:
             raise RuntimeError(f"node {student} (student): malformed query reply: {err!r}") from err
-        problem = self._check_queries(x, pos, offset, count, pool_size, n_classes)
+        problem = check_queries(x, pos, offset, count, pool_size, n_classes, self._n_classes)
         if problem:
             raise RuntimeError(f"node {student} (student): malformed query reply: {problem}")
         self._n_classes = n_classes
         return x, pos.astype(np.int64), pool_size
-
-    def _check_queries(self, x: np.ndarray, pos: np.ndarray, offset: int, count: int, pool_size: int,
-                       n_classes: int) -> str:
-        """Return ``""`` for a well-formed batch of query samples, else what is wrong with it."""
-        if self._n_classes is not None and n_classes != self._n_classes:
-            return f"n_classes changed from {self._n_classes} to {n_classes}"
-        if n_classes < 2:
-            return f"n_classes={n_classes}: a classifier needs >= 2 classes"
-        if pool_size < 0:
-            return f"pool_size={pool_size} is negative"
-        if pos.ndim != 1 or len(pos) != len(x) or len(pos) > count:
-            return f"positions of shape {pos.shape} do not match {len(x)} samples (asked for {count})"
-        if not np.issubdtype(pos.dtype, np.integer):
-            return f"positions must be integers, got dtype {pos.dtype}"
-        if len(pos) and not np.array_equal(pos, np.arange(offset, offset + len(pos))):
-            return f"positions must be {offset}..{offset + len(pos) - 1} in order, got {pos[:5].tolist()}..."
-        if not np.issubdtype(x.dtype, np.floating) or (x.size and not np.isfinite(x).all()):
-            return f"samples must be finite floats, got dtype {x.dtype} with non-finite values or not float"
-        return ""
 
     def _gather_votes(self, grid: Grid, batch_x: np.ndarray) -> np.ndarray:
         """Sum the vote histograms of all remaining teacher nodes for one batch of queries.
@@ -466,7 +448,7 @@ class EnsembleDistillation(Strategy):
                                 set(ensemble.teacher_hosts), "voting", self.step_timeout)
         total = np.zeros((len(batch_x), 0), dtype=np.int64)
         for node, reply in sorted(by_node.items()):
-            problem, votes = self._check_histogram(reply, len(batch_x), len(ensemble.teacher_hosts[node]),
+            problem, votes = check_histogram(reply, len(batch_x), len(ensemble.teacher_hosts[node]),
                                                    self._n_classes)
             if problem:
                 self._drop(node, f"malformed vote histogram: {problem}")
@@ -474,30 +456,6 @@ class EnsembleDistillation(Strategy):
             total = votes if total.shape[1] == 0 else total + votes
         self._check_ensemble_size()
         return total
-
-    @staticmethod
-    def _check_histogram(reply: Message, n_queries: int, n_hosted: int,
-                         n_classes: int | None) -> tuple[str, np.ndarray]:
-        """Return ``("", votes)`` for a valid ``(Q, C)`` histogram, else ``(problem, empty)``.
-
-        ``C`` is the class count the student reported with its queries.
-        """
-        try:
-            votes = read_array(reply.content, "votes", "votes")
-        except (KeyError, TypeError, ValueError) as err:
-            return str(err), np.zeros(0)
-        if votes.ndim != 2 or votes.shape[0] != n_queries:
-            return f"expected shape ({n_queries}, C), got {votes.shape}", votes
-        if n_classes is not None and votes.shape[1] != n_classes:
-            return f"expected {n_classes} class columns, got {votes.shape[1]}", votes
-        if not np.issubdtype(votes.dtype, np.integer):
-            nan = " with NaN" if votes.dtype.kind in "fc" and np.isnan(votes).any() else ""
-            return f"counts must be non-negative integers, got dtype {votes.dtype}{nan}", votes
-        if votes.min(initial=0) < 0:
-            return f"counts must be non-negative integers, got {int(votes.min())}", votes
-        if np.any(votes.sum(axis=1) != n_hosted):
-            return f"each row must sum to the node's {n_hosted} teachers", votes
-        return "", votes.astype(np.int64)
 
     # -- bookkeeping --------------------------------------------------------------------------------
 
