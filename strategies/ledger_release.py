@@ -45,7 +45,8 @@ def released_prefix(
 
     The expected released ε grows with the queries (more RDP, more smooth sensitivity), so the prefix
     is found by bisection on its length; returns the length and the released ε there (None for 0
-    queries in all).
+    queries in all). ``past`` and ``batch`` may have different numbers of teachers (a node dropped out
+    between batches): the release analyses each query with its own.
     """
     def released(k: int) -> float | None:
         rows = batch[:k] if past is None else np.concatenate((past, batch[:k]))
@@ -93,8 +94,9 @@ class LedgerRelease:
 
         Computes :func:`strategies.smooth_sensitivity.smooth_sensitivity_release` on every charged
         vote histogram (Confident-GNMax: expected over the threshold outcomes, as [P18] evaluates
-        it), draws the noisy released ε once from ``rng`` and records it in the ledger (file). A
-        second call for the same charged queries returns the recorded release without drawing again.
+        it), each with its own number of teachers (batches after a node dropped out have fewer),
+        draws the noisy released ε once from ``rng`` and records it in the ledger (file). A second
+        call for the same charged queries returns the recorded release without drawing again.
 
         Parameters
         ----------
@@ -112,8 +114,8 @@ class LedgerRelease:
         Raises
         ------
         ValueError
-            If nothing was charged, the vote histograms differ in their number of teachers, or the
-            smooth-sensitivity conditions fail (see ``smooth_sensitivity_release``).
+            If nothing was charged or the smooth-sensitivity conditions fail (see
+            ``smooth_sensitivity_release``).
         """
         if self._mechanism not in RELEASABLE:
             return None

@@ -114,11 +114,13 @@ def _check_orders(orders: ArrayLike) -> FloatArray:
     return arr
 
 
-def validate_votes(votes: ArrayLike) -> FloatArray:
+def validate_votes(votes: ArrayLike, *, same_teachers: bool = True) -> FloatArray:
     """Return ``votes`` as a ``(Q, C)`` float array of vote histograms, else raise ValueError.
 
-    Rules: 2-D, non-empty, finite, non-negative, and every row sums to the same number of
-    teachers (within a relative 1e-9, so that fractional votes are allowed).
+    Rules: 2-D, non-empty, finite, non-negative, and (``same_teachers``, the default) every row sums
+    to the same number of teachers (within a relative 1e-9, so that fractional votes are allowed).
+    ``same_teachers=False`` is for the smooth-sensitivity release, whose analysis takes each query's
+    own number of teachers (an ensemble that lost a node mid-run).
     """
     try:
         arr = np.asarray(votes, dtype=float)
@@ -135,6 +137,8 @@ def validate_votes(votes: ArrayLike) -> FloatArray:
     if np.any(arr < 0):
         row, col = np.argwhere(arr < 0)[0]
         raise ValueError(f"votes must be >= 0, got {arr[row, col]} at row {row}, class {col}")
+    if not same_teachers:
+        return arr
     sums = arr.sum(axis=1)
     unequal = ~np.isclose(sums, sums[0], rtol=1e-9, atol=0.0)
     if np.any(unequal):

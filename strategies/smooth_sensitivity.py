@@ -16,6 +16,11 @@ data-dependent RDP ``f(D)`` is published as ``f(D) + SS_β(D) · N(0, σ_SS²)``
 4. released ε (expectation) = ``RDP(λ) + ln(1/δ)/(λ-1) + GNSS cost``, with standard deviation
    ``SS_β · σ_SS``.
 
+Queries may have different numbers of teachers (a teacher node that drops out mid-run leaves the
+later histograms with fewer votes). Each query i is then analysed with its own n_i, and its local
+sensitivity extended to the distances d = n_i .. N-1 (N = max n_i) by its supremum; see
+:func:`smooth_sensitivity_release` for why this stays a valid bound.
+
 The analysis is valid only under conditions C5 and C6 ([P18] Appendix B.4.2): the Theorem 6 bound
 β(q) is non-decreasing in q on (0, q0), and so is ``β(B_U(q)) - β(q)`` on (0, B_L(q0)). They are
 verified symbolic-numerically (derivative by sympy, its minimum by scipy), and a setting where they
@@ -37,6 +42,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import optimize, special, stats
 
 from strategies.rdp_analysis import (
@@ -320,13 +326,58 @@ def check_conditions(sigma: float, num_classes: int, order: float) -> tuple[bool
 # ---------------------------------------------------------------------------------------------------
 
 
-def _check_integer_votes(votes: FloatArray) -> int:
-    """The number of teachers, requiring integer vote counts (the analysis moves one teacher at a time)."""
+def _check_integer_votes(votes: FloatArray) -> npt.NDArray[np.int64]:
+    """Each query's number of teachers, requiring integer vote counts and at least one vote per query.
+
+    The analysis moves one teacher at a time, so counts must be integers; a query nobody voted on
+    has no histogram to analyse.
+    """
     if not np.array_equal(votes, np.round(votes)):
         row, col = np.argwhere(votes != np.round(votes))[0]
         raise ValueError(f"votes must be integer counts for the smooth-sensitivity analysis, got "
                          f"{votes[row, col]} at row {row}, class {col}")
-    return int(round(votes[0].sum()))
+    teachers = np.round(votes.sum(axis=1)).astype(np.int64)
+    if np.any(teachers < 1):
+        row = int(np.flatnonzero(teachers < 1)[0])
+        raise ValueError(f"votes row {row} has no votes: every query needs at least one teacher")
+    return teachers
+
+
+@functools.lru_cache(maxsize=64)
+def _gnmax_sensitivity_sup(sigma: float, num_classes: int, order: float) -> float:
+    """Upper bound on the GNMax local sensitivity over every histogram: the plateau value LS(q1).
+
+    [P18] Algorithm 3 bounds LS on [q1, q0] by LS(q1); under C5-C6 LS is no larger outside it, which
+    is why Algorithms 4-5 fill every distance beyond their walk with this value.
+    """
+    logq1 = math.log(_b_lower(math.exp(_logq0(sigma, order)), sigma, num_classes))
+    return _local_sensitivity_at_q(logq1, sigma, num_classes, order)
+
+
+def _extended(ls: FloatArray, sup: float, length: int) -> FloatArray:
+    """``ls`` (distances 0 .. n_i-1) padded to ``length`` distances with the supremum ``sup``."""
+    if ls.shape[0] == length:
+        return ls
+    return np.concatenate((ls, np.full(length - ls.shape[0], max(sup, float(ls.max())))))
+
+
+def _expected_rdp(votes: FloatArray, teachers: npt.NDArray[np.int64], threshold: float | None,
+                  sigma1: float | None, sigma2: float, orders: ArrayLike) -> FloatArray:
+    """Summed expected RDP of the queries, computed per group of equal teacher counts.
+
+    The per-query RDP depends on the histogram only (not on n), and the :mod:`strategies.rdp_analysis`
+    functions take one n per call; with a single n this is one call, as before.
+    """
+    total: FloatArray | None = None
+    for n in np.unique(teachers):
+        group = votes[teachers == n]
+        if threshold is None or sigma1 is None:
+            part = rdp_gnmax_data_dependent(group, sigma2, orders).sum(axis=0)
+        else:
+            part, _ = rdp_confident_gnmax_expected(group, threshold, sigma1, sigma2, orders)
+        total = part if total is None else total + part
+    assert total is not None
+    return total
 
 
 def _is_data_independent(votes: FloatArray, num_teachers: int, threshold: float | None,
@@ -361,8 +412,8 @@ def smooth_sensitivity_release(
     Parameters
     ----------
     votes : array_like
-        Shape ``(Q, C)``: integer vote histograms of every query checked, each row summing to the
-        number of teachers n.
+        Shape ``(Q, C)``: integer vote histograms of every query checked; row i sums to the number
+        of teachers n_i that voted on query i (rows may differ, e.g. after a node dropped out).
     threshold, sigma1 : float or None
         Threshold T and its noise σ1 (> 0). Both None: plain GNMax, every query answered.
     sigma2 : float
@@ -377,13 +428,29 @@ def smooth_sensitivity_release(
     SmoothSensitivityRelease
         ε before and after the release at the optimal order, β, σ_SS, E[SS_β].
 
+    Notes
+    -----
+    Different numbers of teachers. The neighbouring relation is [P18]'s: one teacher's training data
+    changes, so that teacher's vote may change in every query it took part in. Datasets at distance d
+    differ in d teachers; query i, answered by n_i of them, then differs in at most ``min(d, n_i)``
+    votes (a changed teacher that did not vote on query i leaves it unchanged). For d < n_i, the
+    histograms query i can reach are exactly those of [P18]'s analysis with n = n_i (Algorithms 4-5
+    walk one vote per step, and Proposition 13's B_L/B_U bound q after a one-vote move, whatever n
+    is), so its local-sensitivity bound at distance d is [P18]'s with its own n_i. For d >= n_i every
+    n_i-vote histogram is reachable, so the query's supremum bounds it: LS(q1) for GNMax (see
+    ``_gnmax_sensitivity_sup``), the largest step of the threshold RDP over top counts 0 .. n_i for
+    the check. The RDP of the queries composes additively, so the sum of these per-query bounds
+    bounds the local sensitivity of the total at each distance, as in [P18] App. B. Distances run over
+    0 .. N-1 with N = max n_i, as [P18] takes 0 .. n-1. With all n_i equal nothing is padded and the
+    result is [P18]'s, bit for bit.
+
     Raises
     ------
     ValueError
-        On malformed votes (non-finite, negative, non-integer, differing row sums), σ <= 0, δ outside
+        On malformed votes (non-finite, negative, non-integer, a row without votes), σ <= 0, δ outside
         (0, 1), only one of threshold and sigma1 given, or if conditions C5-C6 fail at the order.
     """
-    votes = validate_votes(votes)
+    votes = validate_votes(votes, same_teachers=False)
     if (threshold is None) != (sigma1 is None):
         raise ValueError(f"threshold and sigma1 must be given together, got threshold={threshold!r} "
                          f"and sigma1={sigma1!r}")
@@ -392,19 +459,20 @@ def smooth_sensitivity_release(
     if threshold is not None and sigma1 is not None:
         threshold = _check_finite("threshold", threshold)
         sigma1 = _check_positive("sigma1", sigma1)
-    num_teachers = _check_integer_votes(votes)
+    teachers = _check_integer_votes(votes)
+    num_teachers = int(teachers.max())
     num_classes = votes.shape[1]
 
+    rdp_total = _expected_rdp(votes, teachers, threshold, sigma1, sigma2, orders)
     if threshold is None or sigma1 is None:
         pr_answered = np.ones(votes.shape[0])
-        rdp_total = rdp_gnmax_data_dependent(votes, sigma2, orders).sum(axis=0)
     else:
-        rdp_total, _ = rdp_confident_gnmax_expected(votes, threshold, sigma1, sigma2, orders)
         pr_answered = stats.norm.sf(threshold - votes.max(axis=1), scale=sigma1)
     epsilon_dd, order = rdp_to_epsilon(orders, rdp_total, delta)
     rdp_at_order = float(rdp_total[int(np.flatnonzero(np.asarray(orders, dtype=float) == order)[0])])
 
-    if _is_data_independent(votes, num_teachers, threshold, sigma1, sigma2, order):
+    if all(_is_data_independent(votes, int(n), threshold, sigma1, sigma2, order)
+           for n in np.unique(teachers)):
         return SmoothSensitivityRelease(epsilon_dd, epsilon_dd, 0.0, 0.0, math.inf, 0.0, order, delta, True)
     c5, c6 = check_conditions(sigma2, num_classes, order)
     if not (c5 and c6):
@@ -414,11 +482,13 @@ def smooth_sensitivity_release(
                          "the data-dependent ε cannot be released this way")
 
     ls_total = np.zeros(num_teachers)
-    for row, p in zip(votes, pr_answered, strict=True):
-        ls_total += p * local_sensitivity_gnmax(row, num_teachers, sigma2, order)
+    gnmax_sup = _gnmax_sensitivity_sup(sigma2, num_classes, order)
+    for row, p, n in zip(votes, pr_answered, teachers.tolist(), strict=True):
+        ls_total += p * _extended(local_sensitivity_gnmax(row, n, sigma2, order), gnmax_sup, num_teachers)
         if threshold is not None and sigma1 is not None:
-            ls_total += local_sensitivity_threshold(int(round(row.max())), num_teachers, threshold,
-                                                    sigma1, order)
+            steps = np.abs(np.diff(_threshold_rdp_by_max(n, threshold, sigma1, order)))
+            ls = local_sensitivity_threshold(int(round(row.max())), n, threshold, sigma1, order)
+            ls_total += _extended(ls, float(steps.max()), num_teachers)
 
     best: tuple[float, float, float, float] | None = None  # cost, beta, ss, sigma_ss
     decay = np.arange(num_teachers)
