@@ -53,16 +53,24 @@ def load_party_file(path: str | Path, index: int) -> PartyData:
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is for another party, lacks an array, has duplicate or empty IDs, rows that do not
-        match their IDs, NaN/inf features, labels at a passive party (or none at the label holder), or
-        labels outside ``[0, n_classes)``.
+        If the file is not an .npz archive (e.g. a CSV), holds object-dtype arrays, is for another party,
+        lacks an array, has duplicate or empty IDs, rows that do not match their IDs, NaN/inf features,
+        labels at a passive party (or none at the label holder), or labels outside ``[0, n_classes)``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"party file {path} does not exist")
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
     where = f"party file {path}"
+    with path.open("rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise ValueError(f"{where} is not an .npz archive; a CSV party file must be named *.csv "
+                             "(read with node_config id-column / label-column: clients.vertical_features)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except ValueError as err:  # numpy refuses object arrays without pickle
+        raise ValueError(f"{where} holds an object-dtype array: store IDs as str "
+                         "(ids.astype(str)) and features as numbers") from err
     missing = [k for k in ("party", "n_classes", "ids", "x", "val_ids", "val_x", "test_ids", "test_x")
                if k not in arrays]
     if missing:

@@ -6,8 +6,9 @@ in a simulation. The ``describe`` message that starts a run carries the run's co
 :mod:`protocol.vertical`): the node decodes and validates it once, keeps the record in
 ``context.state`` and the decoded :class:`protocol.vertical.VerticalConfig` in a per-process cache
 keyed by the record, so later messages of the run reuse it. From it the node loads its own columns and
-rows — from its own party file when ``node_config`` names one (``data-file``,
-:mod:`clients.vertical_files`), else from the configured bundled dataset
+rows — from its own party file when ``node_config`` names one (``data-file``: ``.npz``,
+:mod:`clients.vertical_files`, or ``.csv``, :mod:`clients.vertical_features`) or the run's
+``dataset.data_dir`` holds ``party{k}.npz``/``.csv``, else from the configured bundled dataset
 (:func:`clients.vertical_data.make_vertical_split`, deterministic in the seed) — and rebuilds its party
 (:mod:`clients.vertical_training`) from ``context.state``; after a state-changing operation the party's
 state is written back there. Nothing is kept in module globals except caches of the loaded data and of
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from flwr.clientapp import ClientApp
 from clients.node_output import node_file, with_output_dir
 from clients.psi_party import get_alignment, register_psi_handlers
 from clients.vertical_data import PartyData, VerticalSplit, make_vertical_split
+from clients.vertical_features import csv_settings, load_party_csv
 from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY, load_party_file
 from clients.vertical_training import ActiveParty, PassiveParty, make_party
 from protocol.codec import from_record
@@ -89,10 +91,31 @@ def _split(name: str, n_parties: int, aligned: float, val: float, test: float, s
                                test_fraction=test, seed=seed)
 
 
-def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None) -> PartyData:
-    """This party's data: its own party file if given (:mod:`clients.vertical_files`), else its own view
-    of the configured bundled split (a node keeps only its own part)."""
+def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None,
+               settings: Mapping[str, Any] | None = None) -> PartyData:
+    """This party's data: its own party file if given, else ``party{index}.{npz,csv}`` in the configured
+    ``dataset.data_dir``, else its own view of the configured bundled split (a node keeps only its own
+    part). ``.csv`` files are read by :func:`clients.vertical_features.load_party_csv` with ``settings``
+    (``node_config``'s CSV keys), anything else by :func:`clients.vertical_files.load_party_file`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``dataset.data_dir`` holds neither ``party{index}.npz`` nor ``party{index}.csv``.
+    """
+    if data_file is None and cfg.dataset.data_dir:
+        found = [p for p in (Path(cfg.dataset.data_dir) / f"party{index}{s}" for s in (".npz", ".csv"))
+                 if p.is_file()]
+        if len(found) != 1:
+            raise FileNotFoundError(f"dataset.data_dir {cfg.dataset.data_dir} must hold exactly one of "
+                                    f"party{index}.npz / party{index}.csv, found {[p.name for p in found]}")
+        data_file = str(found[0])
     if data_file is not None:
+        path = Path(data_file)
+        if path.suffix.lower() == ".csv":
+            options = csv_settings(path, settings or {})
+            mtime = os.stat(data_file).st_mtime_ns
+            return _party_csv(data_file, index, tuple(sorted(options.items())), mtime)
         return _party_file(data_file, index, os.stat(data_file).st_mtime_ns)
     d = cfg.dataset
     split = _split(d.name, d.n_parties, d.aligned_fraction, d.validation_fraction, d.test_fraction, cfg.seed)
@@ -104,11 +127,17 @@ def _party_file(path: str, index: int, mtime_ns: int) -> PartyData:
     return load_party_file(path, index)  # cached per path and modification time
 
 
+@functools.lru_cache(maxsize=2)
+def _party_csv(path: str, index: int, settings: tuple[tuple[str, str], ...], mtime_ns: int) -> PartyData:
+    return load_party_csv(path, index, dict(settings))  # cached per path, settings and modification time
+
+
 def node_party_data(context: Context, cfg: VerticalConfig) -> PartyData:
-    """This node's party data, from ``node_config`` (``party``/``partition-id`` and ``data-file``)."""
+    """This node's party data, from ``node_config`` (``party``/``partition-id``, ``data-file`` and, for a
+    CSV, ``id-column``, ``label-column``, ``classes``/``n-classes``, ``categories``)."""
     data_file = context.node_config.get(DATA_FILE_NODE_CONFIG_KEY)
     return party_data(cfg, party_index(context, cfg.dataset.n_parties),
-                      None if data_file is None else str(data_file))
+                      None if data_file is None else str(data_file), context.node_config)
 
 
 def load_party(context: Context, cfg: VerticalConfig) -> ActiveParty | PassiveParty:

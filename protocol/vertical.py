@@ -125,6 +125,7 @@ class DatasetConfig:
     aligned_fraction: float = 0.1
     validation_fraction: float = 0.1
     test_fraction: float = 0.2
+    data_dir: str = ""  # non-empty: every party reads DIR/party{k}.npz or .csv instead of ``name``'s split
 
     def validate(self) -> None:
         """Check every field (the ranges ``make_vertical_split`` accepts).

@@ -12,7 +12,8 @@ SuperLink's address and hand each site its own key and data file).
   private key (``--auth-supernode-private-key``). ``--insecure`` turns both off (loopback experiments
   only).
 - ``--method vertical``: one SuperNode per party, ``node_config`` ``party=k data-file=...`` with the party
-  files of a bundled split written by :mod:`clients.vertical_files` (each node reads only its own file).
+  files of a bundled split written by :mod:`clients.vertical_files`, or with ``--data-dir DIR`` the files
+  ``DIR/party{k}.csv`` (:mod:`clients.vertical_features`) or ``.npz`` (each node reads only its own file).
 - ``--method pate`` (the digits smoke setting): ``--teacher-nodes`` SuperNodes with
   ``role=teacher teachers=a-b`` (contiguous groups) and one ``role=student`` SuperNode.
 
@@ -63,7 +64,7 @@ def node_configs(method: str, *, parties: int, teacher_nodes: int, num_teachers:
     """One ``--node-config`` string per SuperNode (``output_dir``: where the student or the parties save)."""
     own = f" output-dir='{output_dir}'" if output_dir is not None else ""
     if method == "vertical":
-        return [f"party={k} {DATA_FILE_NODE_CONFIG_KEY}='{data_dir / f'party{k}.npz'}'{own}"
+        return [f"party={k} {DATA_FILE_NODE_CONFIG_KEY}='{party_path(data_dir, k)}'{own}"
                 for k in range(parties)]
     if not 1 <= teacher_nodes <= num_teachers:
         raise ValueError(f"need 1 <= teacher nodes <= {num_teachers} teachers, got {teacher_nodes}")
@@ -71,6 +72,13 @@ def node_configs(method: str, *, parties: int, teacher_nodes: int, num_teachers:
     teachers = [f"role='teacher' teachers='{a}-{b - 1}'" for a, b in zip(bounds, bounds[1:], strict=False)]
     student = "role='student'" + own
     return [*teachers, student]
+
+
+def party_path(data_dir: Path, k: int) -> Path:
+    """Party ``k``'s file in ``data_dir``: ``party{k}.csv`` if there is one (read with the settings in
+    ``party{k}.json`` beside it, :mod:`clients.vertical_features`), else ``party{k}.npz``."""
+    csv_file = data_dir / f"party{k}.csv"
+    return csv_file if csv_file.is_file() else data_dir / f"party{k}.npz"
 
 
 def stage_app(directory: Path, clientapp: str) -> Path:
@@ -283,8 +291,12 @@ def run_settings(method: str, out: Path, *, parties: int, teacher_nodes: int, nu
 
 
 def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2, teacher_nodes: int = 2,
-           num_teachers: int = 20, tls: bool = True, port: int = 9300, timeout: float = 3600.0) -> int:
+           num_teachers: int = 20, tls: bool = True, port: int = 9300, timeout: float = 3600.0,
+           data_dir: Path | None = None) -> int:
     """Start the SuperLink and SuperNodes, ``flwr run`` the app against them, stop everything.
+
+    Vertical parties read ``data_dir/party{k}.{csv,npz}`` if ``data_dir`` is given, else a bundled digits
+    split exported to ``WORKDIR/data``.
 
     Returns 0 if the run completed, else 1 (the run's status is printed); component logs are in
     ``WORKDIR/logs``.
@@ -292,14 +304,15 @@ def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2
     workdir = workdir.resolve()
     out = workdir / "out"
     out.mkdir(parents=True, exist_ok=True)
-    if method == "vertical":
+    if method == "vertical" and data_dir is None:
         export_party_files(["--parties", str(parties), "--out", str(workdir / "data")])
+    data_dir = workdir / "data" if data_dir is None else data_dir.resolve()
     settings = run_settings(method, out, parties=parties, teacher_nodes=teacher_nodes,
                             num_teachers=num_teachers)
     with LocalDeployment(workdir, tls=tls, port=port) as deployment:
         deployment.start_superlink()
         configs = node_configs(method, parties=parties, teacher_nodes=teacher_nodes,
-                               num_teachers=num_teachers, data_dir=workdir / "data", output_dir=out)
+                               num_teachers=num_teachers, data_dir=data_dir, output_dir=out)
         for k, node_config in enumerate(configs):
             deployment.start_supernode(f"supernode{k}", node_config)
         deployment.wait_online(len(configs))
@@ -325,10 +338,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="no TLS and no SuperNode authentication (loopback experiments only)")
     parser.add_argument("--port", type=int, default=9300, help="SuperLink port; SuperNodes use the next ones")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is abandoned")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="vertical: read party{k}.csv or .npz here instead of exporting a bundled split")
     args = parser.parse_args(argv)
     code = deploy(args.method, args.workdir, run_config=args.run_config, parties=args.parties,
                   teacher_nodes=args.teacher_nodes, num_teachers=args.num_teachers, tls=not args.insecure,
-                  port=args.port, timeout=args.timeout)
+                  port=args.port, timeout=args.timeout, data_dir=args.data_dir)
     sys.exit(code)
 
 

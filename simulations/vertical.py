@@ -8,6 +8,7 @@ to the run directory. Examples::
     python -m simulations.vertical
     python -m simulations.vertical dataset=mnist5k strategy.lam=0.5
     python -m simulations.vertical dataset=mnist5k_quarters model=cnn strategy=proto_private
+    python -m simulations.vertical dataset.n_parties=3 dataset.data_dir=DIR  # DIR/party{k}.{npz,csv}
     python -m simulations.vertical -m dataset.aligned_fraction=0.05,0.1 strategy=proto,vfl_head_fusion
 """
 
@@ -57,8 +58,9 @@ def run_vertical_simulation(
 
 def summary_table(cfg: VerticalConfig, results: dict[str, Any]) -> Table:
     """Accuracy by kind of user, attack accuracy and ε of one run."""
-    table = Table(title=f"vertical {cfg.dataset.name}, {cfg.dataset.n_parties} parties, "
-                        f"aligned fraction {cfg.dataset.aligned_fraction}")
+    source = (f"party files in {cfg.dataset.data_dir}" if cfg.dataset.data_dir
+              else f"{cfg.dataset.name}, aligned fraction {cfg.dataset.aligned_fraction}")
+    table = Table(title=f"vertical {source}, {cfg.dataset.n_parties} parties")
     for column in ("split", "aligned users", "active-only", "passive-only", "attack exact", "attack nearest",
                    "label-DP ε"):
         table.add_column(column, justify="right")
@@ -81,6 +83,8 @@ def main(dict_cfg: DictConfig) -> None:
     cfg: VerticalConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]  # validated here
     output_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
     cfg.output_dir = str(output_dir)
+    if cfg.dataset.data_dir:  # the nodes read DIR/party{k}.{npz,csv}, wherever they run
+        cfg.dataset.data_dir = str(Path(cfg.dataset.data_dir).resolve())
     results = run_vertical_simulation(cfg, verbose=True)
     console.print(summary_table(cfg, results))
     out = write_results(output_dir, {"config": to_flat(cfg), "results": results})
