@@ -71,8 +71,8 @@ def summary_table(cfg: VerticalConfig, results: dict[str, Any]) -> Table:
         passive = [v for k, v in r.items() if k.startswith("passive_only")]
         table.add_row(split, f"{r['aligned']:.4f}", f"{r['active_only']:.4f}",
                       f"{sum(passive) / len(passive):.4f}" if passive else "-",
-                      f"{attack['exact']:.3f}" if attack else "-",
-                      f"{attack['nearest']:.3f}" if attack else "-",
+                      f"{attack['exact']:.3f}" if "exact" in attack else "-",  # prototype attacks only
+                      f"{attack['nearest']:.3f}" if "nearest" in attack else "-",
                       "∞" if math.isinf(eps) else f"{eps:.3g}")
     return table
 

@@ -169,3 +169,16 @@ def test_a_data_dir_with_two_files_of_one_party_is_refused(wine: Path, tmp_path:
 def test_deploy_local_hands_each_node_its_csv_when_the_data_dir_has_one(wine: Path) -> None:
     configs = node_configs("vertical", parties=3, teacher_nodes=0, num_teachers=0, data_dir=wine)
     assert [c.split()[1] for c in configs] == [f"data-file='{wine / f'party{k}.csv'}'" for k in range(3)]
+
+
+def test_the_summary_names_the_party_files_and_skips_absent_attacks(wine: Path) -> None:
+    from rich.console import Console
+
+    from simulations.vertical import summary_table
+
+    split = {"aligned": 0.9, "active_only": 0.5, "passive_only_1": 0.7}
+    results = {"val": split, "test": split, "label_dp_epsilon": float("inf"), "attack": {"passive1_x": 0.1}}
+    console = Console(width=200, record=True)
+    console.print(summary_table(_wine_config(wine), results))
+    text = console.export_text()
+    assert f"party files in {wine}, 3 parties" in text and "0.9000" in text
