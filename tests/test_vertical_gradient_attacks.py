@@ -103,9 +103,12 @@ def _run(**strategy: object) -> tuple[dict, ActiveParty]:
 
 def test_runs_measure_gradient_attacks_and_randomised_response_protects_the_view() -> None:
     plain, _ = _run()
-    # digits, 3 epochs: the direction attack labels most aligned users from their gradients
-    assert plain["attack"]["grad_direction"] == pytest.approx(0.8679245283018868)
-    assert plain["attack"]["grad_direction_chance"] == pytest.approx(0.14150943396226415)
+    # digits, 3 epochs: the direction attack labels most aligned users from their gradients (92 of the
+    # 106 it did not know); gradients of a float32 training run, whose last bits move with torch/BLAS
+    # versions: abs=0.03 allows ±3 users flipping, far from the chance level below
+    assert plain["attack"]["grad_direction"] == pytest.approx(0.8679245283018868, abs=0.03)
+    # the largest class share of those 106 users: labels only, no training
+    assert plain["attack"]["grad_direction_chance"] == pytest.approx(15 / 106)
     assert 0.4 < plain["attack"]["grad_norm"] < 0.6 and plain["passive_view_epsilon"] == math.inf
     protected, active = _run(label_rr_epsilon=0.25)
     assert protected["passive_view_epsilon"] == 0.25
