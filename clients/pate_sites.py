@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from flwr.app import Context
 
-from clients.data import load_pate_data
+from clients.data import Dataset, PateSplit, bundled_inputs, load_pate_data
+from clients.data_cache import NODE_CONFIG_KEY as CACHE_DIR_KEY
 from clients.pate_csv import FeatureSchema, array_schema
 from clients.pate_files import DATA_FILE_KEY, read_student_site, read_teacher_site, site_shards
 from clients.teacher_ensemble import TeacherEnsemble
@@ -83,6 +84,27 @@ def site_file(context: Context) -> str | None:
     return value
 
 
+def cache_dir(context: Context) -> str | None:
+    """The node's ``cache-dir`` (where it keeps prepared bundled data), or None (the machine's default).
+
+    Raises
+    ------
+    ValueError
+        If ``cache-dir`` is set but empty or not a string.
+    """
+    value = context.node_config.get(CACHE_DIR_KEY)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"node_config {CACHE_DIR_KEY!r} must be a non-empty path, got {value!r}")
+    return value
+
+
+def bundled_data(context: Context, spec: DataSpec) -> tuple[Dataset, PateSplit]:
+    """The run's bundled dataset and split, from the node's data cache (built there on first use)."""
+    return load_pate_data(**dataclasses.asdict(spec), cache_dir=cache_dir(context))
+
+
 def teacher_data(context: Context, spec: DataSpec, teachers: list[int]) -> TeacherData:
     """The hosted ``teachers``' data: shards of the site file (dealt with ``spec.seed + 1``) or bundled."""
     path = site_file(context)
@@ -90,7 +112,7 @@ def teacher_data(context: Context, spec: DataSpec, teachers: list[int]) -> Teach
         site = read_teacher_site(path, dict(context.node_config))
         return TeacherData(site.x, site.y, site_shards(site, teachers, spec.seed + 1), site.classes,
                            site.schema, {})
-    data, split = load_pate_data(**dataclasses.asdict(spec))
+    data, split = bundled_data(context, spec)
     held_out = {"test": (data.x[split.test], data.y[split.test]),
                 "validation": (data.x[split.validation], data.y[split.validation])}
     shards = [split.teacher_shards[t] for t in teachers]
@@ -99,13 +121,12 @@ def teacher_data(context: Context, spec: DataSpec, teachers: list[int]) -> Teach
 
 
 def teacher_inputs(context: Context, spec: DataSpec) -> tuple[tuple[int, ...], int]:
-    """Input shape and class count of a teacher node's samples."""
+    """Input shape and class count of a teacher node's samples (bundled data: known without loading)."""
     path = site_file(context)
     if path is not None:
         site = read_teacher_site(path, dict(context.node_config))
         return site.schema.input_shape, len(site.classes)
-    data, _ = load_pate_data(**dataclasses.asdict(spec))
-    return data.input_shape, data.n_classes
+    return bundled_inputs(spec.dataset)
 
 
 def student_data(context: Context, spec: DataSpec) -> StudentData:
@@ -115,7 +136,7 @@ def student_data(context: Context, spec: DataSpec) -> StudentData:
         site = read_student_site(path, dict(context.node_config))
         return StudentData(site.pool_x, None, site.val_x, site.val_y, site.test_x, site.test_y, site.classes,
                            site.schema, list(site.classes))
-    data, split = load_pate_data(**dataclasses.asdict(spec))
+    data, split = bundled_data(context, spec)
     pool = split.query_pool
     return StudentData(data.x[pool], data.y[pool], data.x[split.validation], data.y[split.validation],
                        data.x[split.test], data.y[split.test], _index_names(data.n_classes),
@@ -125,19 +146,22 @@ def student_data(context: Context, spec: DataSpec) -> StudentData:
 def describe_data(context: Context, spec: DataSpec, role: str) -> dict[str, Any]:
     """What the node tells the server at ``describe``: input shape, feature schema and class names.
 
+    Quick by design: a site file is read (its header and rows are what is described), bundled data is
+    described from :func:`clients.data.bundled_inputs` without being built — preparing it is its own
+    step (``query.prepare`` for the student, ``train.teachers`` for teachers), with a timeout sized to it.
+
     Raises
     ------
     FileNotFoundError, ValueError
         If the node's site file is missing or malformed (named in the message).
     """
-    if role == ROLE_TEACHER:
-        path = site_file(context)
-        if path is not None:
-            site = read_teacher_site(path, dict(context.node_config))
-            schema, classes = site.schema, site.classes
-        else:
-            shape, n_classes = teacher_inputs(context, spec)
-            schema, classes = array_schema(shape), _index_names(n_classes)
+    path = site_file(context)
+    if path is None:
+        shape, n_classes = bundled_inputs(spec.dataset)
+        schema, classes = array_schema(shape), _index_names(n_classes)
+    elif role == ROLE_TEACHER:
+        site = read_teacher_site(path, dict(context.node_config))
+        schema, classes = site.schema, site.classes
     else:
         data = student_data(context, spec)
         schema, classes = data.schema, data.classes

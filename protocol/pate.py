@@ -27,6 +27,7 @@ MSG_TRAIN_TEACHERS = "train.teachers"
 MSG_VOTES = "query.votes"
 MSG_NEXT_QUERIES = "query.queries"
 MSG_TRAIN_STUDENT = "train.student"
+MSG_PREPARE_DATA = "query.prepare"
 
 ROLE_TEACHER = "teacher"
 ROLE_STUDENT = "student"

@@ -16,7 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from clients import student, teacher
 from clients.node_output import with_output_dir
-from clients.pate_node import handle_describe
+from clients.pate_node import handle_describe, handle_prepare
 from clients.secagg_node import register_secagg_handlers
 from clients.vertical_party import register_vertical_handlers
 from protocol.codec import from_flat, to_flat
@@ -37,6 +37,7 @@ def build_client_app(output_dir: str | Path | None = None) -> ClientApp:
     ``output-dir`` write under it (the simulation runners pass the run's folder)."""
     app = ClientApp()
     app.query("describe")(handle_describe)
+    app.query("prepare")(handle_prepare)
     app.train("teachers")(teacher.handle_train)
     app.query("votes")(teacher.handle_votes)
     app.query("queries")(student.handle_queries)

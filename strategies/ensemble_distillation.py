@@ -4,7 +4,8 @@ Phases (Papernot et al. 2018, Section 2), driven by :meth:`EnsembleDistillation.
 
 1. *describe* — every node says its role (teacher nodes: which teachers they host; one student);
 2. *teacher training* (``configure_train`` / ``aggregate_train``) — each teacher trains on its own
-   disjoint shard, on its own node;
+   disjoint shard, on its own node; in the same step, with the same timeout, the student prepares its
+   data (``query.prepare``), so no step with a short timeout ever builds a dataset;
 3. *queries* — batches of the student's unlabeled samples go to every teacher node (one message per
    node per batch); the server sums the nodes' vote histograms, fuses them with the configured
    mechanism (``strategies.fusion``) and charges the privacy ledger (``strategies.accounting``),
@@ -37,6 +38,7 @@ from protocol.local_rr import LDP
 from protocol.pate import (
     MSG_DESCRIBE,
     MSG_NEXT_QUERIES,
+    MSG_PREPARE_DATA,
     MSG_TRAIN_STUDENT,
     MSG_TRAIN_TEACHERS,
     MSG_VOTES,
@@ -61,7 +63,12 @@ class EnsembleTooSmallError(RuntimeError):
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """A progress update for live displays."""
+    """A progress update for live displays.
+
+    ``phase`` is ``teacher training`` (it starts), ``querying`` (the query phase starts; a resumed run's
+    counts are already past 0), ``queries`` (after each batch), ``student training`` (it starts) or
+    ``done``.
+    """
 
     phase: str
     queries_checked: int = 0
@@ -271,9 +278,12 @@ class EnsembleDistillation(Strategy):
         result = PateResult()
         self._ensemble = self._describe(grid)
         self._emit("teacher training")
-        teacher_replies = grid.send_and_receive(
-            self.configure_train(1, ArrayRecord(), ConfigRecord(), grid), timeout=self.timeout)
-        _, train_metrics = self.aggregate_train(1, teacher_replies)
+        student = self._ensemble.student
+        replies = grid.send_and_receive(  # the student prepares its data while the teachers train
+            [*self.configure_train(1, ArrayRecord(), ConfigRecord(), grid),
+             self._message(student, MSG_PREPARE_DATA)], timeout=self.timeout)
+        self._check_prepared([r for r in replies if r.metadata.src_node_id == student])
+        _, train_metrics = self.aggregate_train(1, [r for r in replies if r.metadata.src_node_id != student])
         if train_metrics is not None:
             result.train_metrics_clientapp[1] = train_metrics
 
@@ -294,6 +304,16 @@ class EnsembleDistillation(Strategy):
         result.report = self.report(queries_checked=checked, answered=len(labels), pool_size=pool_size,
                                     wall_s=time.monotonic() - t0)
         return result
+
+    def _check_prepared(self, replies: list[Message]) -> None:
+        """The student's reply to ``query.prepare``: its data is ready, or the run stops naming why."""
+        student = self._require_ensemble().student
+        if not replies:
+            raise RuntimeError(f"student node {student} did not finish preparing its data within "
+                               f"{self.timeout:.0f} s (federation.timeout_s)")
+        if replies[0].has_error():
+            reason = replies[0].error.reason
+            raise RuntimeError(f"student node {student} failed to prepare its data: {reason}")
 
     def _describe(self, grid: Grid) -> _Ensemble:
         """Ask every connected node its role; check one student, a teacher covering the run, and that every
@@ -354,6 +374,7 @@ class EnsembleDistillation(Strategy):
             checked = offset
             positions.append(paid_positions)
             labels.append(paid_labels)
+        self._emit("querying", checked, sum(len(x) for x in labels))
         limit = self.max_queries
         while pool_size is None or offset < min(pool_size, limit or pool_size):
             count = self.query_batch_size if limit is None else min(self.query_batch_size, limit - offset)

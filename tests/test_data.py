@@ -8,6 +8,7 @@ import pytest
 from clients.data import (
     PateSplit,
     assert_disjoint,
+    bundled_inputs,
     load_dataset,
     load_pate_data,
     partition_teachers,
@@ -20,17 +21,19 @@ from clients.data import (
 def test_datasets_load_offline_with_their_shapes(name, shape, n):
     data = load_dataset(name, seed=0, mnist1d_samples=500)
     assert data.input_shape == shape and len(data) == n and data.n_classes == 10
+    assert bundled_inputs(name) == (shape, 10)  # what describe answers without loading the data
     assert data.x.dtype == np.float32 and np.isfinite(data.x).all() and data.x.max() <= 1.0
     assert set(np.unique(data.y)) == set(range(10))
 
 
-def test_mnist1d_generation_is_seeded_and_leaves_global_rng_alone():
+def test_mnist1d_generation_is_seeded_and_leaves_global_rng_alone(tmp_path):
     np.random.seed(123)
     before = np.random.get_state()[1].copy()
-    a = load_dataset("mnist1d", seed=4, mnist1d_samples=300)
+    a = load_dataset("mnist1d", seed=4, mnist1d_samples=300, cache_dir=str(tmp_path / "a"))
     np.testing.assert_array_equal(np.random.get_state()[1], before)
-    b = load_dataset("mnist1d", seed=4, mnist1d_samples=300)
+    b = load_dataset("mnist1d", seed=4, mnist1d_samples=300, cache_dir=str(tmp_path / "b"))  # built again
     np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.y, b.y)
 
 
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet"])
