@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,6 +221,7 @@ def train_fixmatch(
     config: FixMatchConfig,
     *,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> FixMatchStats:
     """Train ``model`` in place with FixMatch (Sohn et al. 2020, Algorithm 1) using Adam.
 
@@ -227,7 +229,8 @@ def train_fixmatch(
     set) and ``mu * batch_size`` unlabeled ones, and minimises :func:`fixmatch_loss` on the weak labeled
     view and the weak/strong unlabeled views. With ``ema_decay > 0`` the exponential moving average of
     the weights is copied into ``model`` at the end. With no unlabeled sample only the warm-up runs,
-    followed by ``epochs`` labeled passes.
+    followed by ``epochs`` labeled passes. ``progress(steps_done, steps_total)``, if given, is called
+    after every optimiser step (warm-up included).
 
     Raises
     ------
@@ -275,6 +278,8 @@ def train_fixmatch(
         done += 1
         if ema is not None:  # the decay ramps up so that short runs do not average in the initial weights
             _ema_update(ema, model, min(config.ema_decay, (1 + done) / (10 + done)))
+        if progress is not None:
+            progress(done, total)
 
     model.train()
     for _ in range(warmup_steps if len(xu) else warmup_steps + config.epochs * steps_per_epoch):

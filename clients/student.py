@@ -13,6 +13,7 @@ metadata, ``clients.student_model``) for local serving::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from clients.encoders import Classifier, build_classifier
 from clients.node_output import node_file
 from clients.pate_sites import student_data
+from clients.progress_log import WorkMeter
 from clients.semi_supervised import FixMatchConfig, train_fixmatch
 from clients.student_model import main, save_student
 from clients.teacher_ensemble import train_teacher_alone
@@ -100,6 +102,7 @@ def train_student(
     self_training_confidence: float | None = None,
     method: str | None = None,
     settings: StudentSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Classifier, int]:
     """Train the student on fused labels, optionally using its unlabeled samples too.
 
@@ -112,6 +115,9 @@ def train_student(
 
     Returns the model and the number of pseudo-labelled samples: those added by self-training, or for
     FixMatch the unlabeled samples at or above its threshold in the last epoch.
+
+    ``progress(done, total)``, if given, follows the training without changing it: FixMatch's optimiser
+    steps, else epochs (self-training counts both of its trainings; it may end after the first).
 
     Raises
     ------
@@ -132,7 +138,7 @@ def train_student(
     if method == "fixmatch":
         model = new_model()
         stats = train_fixmatch(model, x_labeled, y_labeled, x_unlabeled, fixmatch_config(settings, spec),
-                               seed=seed)
+                               seed=seed, progress=progress)
         return model, stats.confident
     if method == "supervised":
         self_training_confidence = None
@@ -141,20 +147,24 @@ def train_student(
     config = TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr,
                          weight_decay=spec.weight_decay)
 
-    def fit(x: np.ndarray, y: np.ndarray) -> Classifier:
+    trainings = 1 if self_training_confidence is None else 2
+
+    def fit(x: np.ndarray, y: np.ndarray, before: int) -> Classifier:
+        count = None if progress is None else (
+            lambda epoch, epochs: progress(before * epochs + epoch, trainings * epochs))
         if spec.augment_shift > 0:  # the teachers' loop: minibatches randomly shifted (clients.augment)
-            return train_teacher_alone(x, y, n_classes, spec, seed=seed)
+            return train_teacher_alone(x, y, n_classes, spec, seed=seed, progress=count)
         model = new_model()
-        train_classifier(model, x, y, config, seed=seed)
+        train_classifier(model, x, y, config, seed=seed, progress=count)
         return model
 
-    model = fit(x_labeled, y_labeled)
+    model = fit(x_labeled, y_labeled, 0)
     if self_training_confidence is None:
         return model, 0
     keep, pseudo = self_train_labels(model, x_unlabeled, self_training_confidence)
     if len(keep) == 0:
         return model, 0
-    model = fit(np.concatenate([x_labeled, x_unlabeled[keep]]), np.concatenate([y_labeled, pseudo]))
+    model = fit(np.concatenate([x_labeled, x_unlabeled[keep]]), np.concatenate([y_labeled, pseudo]), 1)
     return model, len(keep)
 
 
@@ -163,7 +173,7 @@ def handle_train(msg: Message, context: Context) -> Message:
 
     ``settings.method`` picks the training (:func:`train_student`); ``fixmatch`` uses every unanswered
     pool sample as unlabeled data, and its ``pseudo_labelled`` metric counts the unlabeled samples at
-    or above its threshold in the last epoch.
+    or above its threshold in the last epoch. The training's progress goes to ``clients.progress_log``.
 
     ``fused_label_accuracy`` compares the fused labels with the pool's ground truth: a measurement
     the student can make only when its pool comes from a labelled bundled dataset (NaN for a student
@@ -174,6 +184,8 @@ def handle_train(msg: Message, context: Context) -> Message:
     model_spec = from_record(ModelSpec, msg.content["model"])
     settings = from_record(StudentSettings, msg.content["student"])
     privacy = dict(msg.content["privacy"]) if "privacy" in msg.content else {}
+    meter = WorkMeter("student", "steps" if settings.method == "fixmatch" else "epochs")
+    meter.note("preparing data")
     data = student_data(context, data_spec)
     positions = read_array(msg.content, "labels", "positions").astype(np.int64)
     labels = read_array(msg.content, "labels", "labels").astype(np.int64)
@@ -189,10 +201,13 @@ def handle_train(msg: Message, context: Context) -> Message:
         raise ValueError(f"labels must lie in [0, {data.n_classes}), got [{labels.min()}, {labels.max()}]")
     unlabeled = np.setdiff1d(np.arange(len(data.pool_x)), positions)
     confidence = settings.self_training_confidence if settings.method == "self_training" else 0.0
+    meter.begin(message=f"{settings.method} on {len(labels)} answered queries, {len(unlabeled)} unlabeled "
+                "samples")
     model, n_pseudo = train_student(
         data.pool_x[positions], labels, data.pool_x[unlabeled], data.n_classes, model_spec,
         seed=data_spec.seed + 7, self_training_confidence=confidence if confidence > 0 else None,
-        method="fixmatch" if settings.method == "fixmatch" else None, settings=settings)
+        method="fixmatch" if settings.method == "fixmatch" else None, settings=settings, progress=meter)
+    meter.finish()
     if data.pool_y is None:
         fused_accuracy = float("nan")
     else:

@@ -20,6 +20,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from clients.encoders import Classifier
 from clients.local_rr import randomised_histogram
 from clients.pate_sites import teacher_data, teacher_inputs
+from clients.progress_log import WorkMeter, format_duration
 from clients.teacher_ensemble import (
     DEFAULT_CHUNK,
     TeacherChunk,
@@ -110,15 +111,21 @@ def handle_train(msg: Message, context: Context) -> Message:
     ModelSpec's ``augment_shift``; a node with a ``data-file`` deals its own samples out
     (``clients.pate_sites``). The reported test and validation accuracies are *measurements* on the run's
     held-out splits (available only when every party derives its data from one bundled dataset; no
-    teacher trains on them; NaN at a site); they play no part in training or answering.
+    teacher trains on them; NaN at a site); they play no part in training or answering. The training's
+    progress goes to ``clients.progress_log``.
     """
     data_spec = from_record(DataSpec, msg.content["data"])
     model_spec = from_record(ModelSpec, msg.content["model"])
     teachers = _hosted_teachers(context, data_spec)
+    meter = WorkMeter("teachers", "teacher-epochs")
+    meter.note(f"preparing data for {len(teachers)} teachers")
     data = teacher_data(context, data_spec, teachers)
     shards = data.shards
+    meter.begin(len(teachers) * model_spec.epochs,
+                f"training {len(teachers)} teachers x {model_spec.epochs} epochs")
     ensemble = train_ensemble(data.x, data.y, shards, teachers, data.n_classes, model_spec,
-                              data_seed=data_spec.seed, chunk=_chunk_size(context))
+                              data_seed=data_spec.seed, chunk=_chunk_size(context), progress=meter)
+    meter.finish(f"trained in {format_duration(meter.elapsed)}; measuring accuracies")
     _store(context, ensemble)
     order = [ensemble.teacher_ids.index(t) for t in teachers]
     test = data.accuracies(ensemble, "test")

@@ -74,14 +74,15 @@ def _check_training(spec: ModelSpec, n: int) -> None:
 
 
 def train_teacher_alone(
-    x: np.ndarray, y: np.ndarray, n_classes: int, spec: ModelSpec, *, seed: int
+    x: np.ndarray, y: np.ndarray, n_classes: int, spec: ModelSpec, *, seed: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Classifier:
     """Train one teacher on its shard ``(x, y)``: the reference loop of :func:`train_ensemble`.
 
     Adam with cross-entropy for ``spec.epochs`` epochs of minibatches of ``spec.batch_size`` (the last
     one of an epoch smaller), in an order drawn per epoch from ``torch.Generator(seed)``, each minibatch
     randomly shifted by up to ``spec.augment_shift`` positions/pixels (``clients.augment``) with draws
-    from the same generator.
+    from the same generator. ``progress(epoch, spec.epochs)``, if given, is called after every epoch.
 
     Raises
     ------
@@ -98,7 +99,7 @@ def train_teacher_alone(
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
     optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     model.train()
-    for _ in range(spec.epochs):
+    for epoch in range(spec.epochs):
         order = torch.randperm(len(yt), generator=generator)
         for start in range(0, len(yt), spec.batch_size):
             batch = order[start:start + spec.batch_size]
@@ -106,6 +107,8 @@ def train_teacher_alone(
             optimiser.zero_grad()
             F.cross_entropy(model(xb), yt[batch]).backward()
             optimiser.step()
+        if progress is not None:
+            progress(epoch + 1, spec.epochs)
     model.eval()
     return model
 
@@ -243,6 +246,7 @@ def train_ensemble(
     data_seed: int,
     chunk: int = DEFAULT_CHUNK,
     on_epoch: Callable[[int, TeacherEnsemble], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TeacherEnsemble:
     """Train teacher ``teacher_ids[i]`` on ``(x[shards[i]], y[shards[i]])``, batched in chunks.
 
@@ -251,6 +255,8 @@ def train_ensemble(
     ``on_epoch(epoch, chunk_ensemble)``, if given, is called after every epoch of every chunk with that
     chunk's teachers as they are (the learning rate is constant, so the teachers after epoch ``e`` are
     the teachers a run of ``e`` epochs returns: one run evaluates several epoch counts).
+    ``progress(done, total)``, if given, is called after every epoch of every chunk with the teacher-epochs
+    done so far and in all (``len(teacher_ids) * spec.epochs``); it does not change the training.
 
     Raises
     ------
@@ -276,6 +282,7 @@ def train_ensemble(
         by_size.setdefault(len(shard), []).append(i)
     template = None
     chunks = []
+    total, finished = len(teacher_ids) * spec.epochs, 0
     for size in sorted(by_size):
         members = by_size[size]
         for start in range(0, len(members), chunk):
@@ -286,11 +293,15 @@ def train_ensemble(
             index = torch.stack([torch.as_tensor(np.asarray(shards[i], dtype=np.int64)) for i in part])
             ids = [int(teacher_ids[i]) for i in part]
             hook = None
-            if on_epoch is not None:
+            if on_epoch is not None or progress is not None:
                 def hook(epoch: int, p: dict[str, torch.Tensor], ids: list[int] = ids,
-                         model: nn.Module = models[0]) -> None:
-                    on_epoch(epoch, TeacherEnsemble(model, [TeacherChunk(ids, p)]))
+                         model: nn.Module = models[0], before: int = finished) -> None:
+                    if on_epoch is not None:
+                        on_epoch(epoch, TeacherEnsemble(model, [TeacherChunk(ids, p)]))
+                    if progress is not None:
+                        progress(before + epoch * len(ids), total)
             params = _train_chunk(xt[index], yt[index], models, seeds, spec, len(input_shape), hook)
             chunks.append(TeacherChunk(ids, params))
+            finished += len(ids) * spec.epochs
     assert template is not None
     return TeacherEnsemble(template, chunks)

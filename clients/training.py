@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,9 +44,13 @@ def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], what: str = "input
 
 
 def train_classifier(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, config: TrainConfig, *, seed: int = 0
+    model: nn.Module, x: np.ndarray, y: np.ndarray, config: TrainConfig, *, seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> float:
-    """Train ``model`` with Adam and cross-entropy on (``x``, ``y``); return the last epoch's mean loss."""
+    """Train ``model`` with Adam and cross-entropy on (``x``, ``y``); return the last epoch's mean loss.
+
+    ``progress(epoch, config.epochs)``, if given, is called after every epoch.
+    """
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
     if len(y) == 0:
@@ -58,7 +63,7 @@ def train_classifier(
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     last = float("nan")
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
         order = torch.randperm(len(yt), generator=generator)
         total = 0.0
         for start in range(0, len(yt), config.batch_size):
@@ -69,6 +74,8 @@ def train_classifier(
             optimiser.step()
             total += float(loss.detach()) * len(batch)
         last = total / len(yt)
+        if progress is not None:
+            progress(epoch + 1, config.epochs)
     return last
 
 
