@@ -24,7 +24,7 @@ from clients.data_cache import NODE_CONFIG_KEY as CACHE_DIR_KEY
 from clients.pate_csv import FeatureSchema, array_schema
 from clients.pate_files import DATA_FILE_KEY, read_student_site, read_teacher_site, site_shards
 from clients.teacher_ensemble import TeacherEnsemble
-from protocol.pate import ROLE_TEACHER, DataSpec
+from protocol.pate import ROLE_TEACHER, SITE_DATA, DataSpec
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,14 @@ def cache_dir(context: Context) -> str | None:
 
 def bundled_data(context: Context, spec: DataSpec) -> tuple[Dataset, PateSplit]:
     """The run's bundled dataset and split, from the node's data cache (built there on first use)."""
+    _require_bundled(spec)
     return load_pate_data(**dataclasses.asdict(spec), cache_dir=cache_dir(context))
+
+
+def _require_bundled(spec: DataSpec) -> None:
+    if spec.dataset == SITE_DATA:
+        raise ValueError(f"data.dataset={SITE_DATA!r}: every node brings its own data file, but this node's "
+                         f"node_config has no {DATA_FILE_KEY!r}")
 
 
 def teacher_data(context: Context, spec: DataSpec, teachers: list[int]) -> TeacherData:
@@ -126,6 +133,7 @@ def teacher_inputs(context: Context, spec: DataSpec) -> tuple[tuple[int, ...], i
     if path is not None:
         site = read_teacher_site(path, dict(context.node_config))
         return site.schema.input_shape, len(site.classes)
+    _require_bundled(spec)
     return bundled_inputs(spec.dataset)
 
 
@@ -157,6 +165,7 @@ def describe_data(context: Context, spec: DataSpec, role: str) -> dict[str, Any]
     """
     path = site_file(context)
     if path is None:
+        _require_bundled(spec)
         shape, n_classes = bundled_inputs(spec.dataset)
         schema, classes = array_schema(shape), _index_names(n_classes)
     elif role == ROLE_TEACHER:

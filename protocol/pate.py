@@ -31,11 +31,17 @@ MSG_PREPARE_DATA = "query.prepare"
 
 ROLE_TEACHER = "teacher"
 ROLE_STUDENT = "student"
+SITE_DATA = "sites"  # DataSpec.dataset of a run where every node reads its own node_config data-file
 
 
 @dataclass
 class DataSpec:
-    """Which dataset and which disjoint split every party reconstructs (see ``clients.data``)."""
+    """Which dataset and which disjoint split every party reconstructs (see ``clients.data``).
+
+    ``dataset`` = :data:`SITE_DATA` (``"sites"``) says every node brings its own data file
+    (``node_config`` ``data-file``): nothing is checked against a bundled dataset, and a node without a
+    file is refused at ``describe``. ``num_teachers`` still counts the run's teachers.
+    """
 
     dataset: str = "digits"
     seed: int = 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from clients.data import DATASETS, PARTITION_SCHEMES, dataset_size, teacher_pool_size
 from clients.encoders import ENCODER_KINDS
-from protocol.pate import DataSpec, ModelSpec, StudentSettings
+from protocol.pate import SITE_DATA, DataSpec, ModelSpec, StudentSettings
 from strategies.fusion import MECHANISMS
 
 TEACHER_EPOCHS = 200
@@ -124,7 +124,8 @@ class PateConfig:
     def __post_init__(self) -> None:
         s, d, f = self.strategy, self.data, self.federation
         rules: list[tuple[str, object, bool, str]] = [
-            ("data.dataset", d.dataset, d.dataset in DATASETS, f"one of {DATASETS}"),
+            ("data.dataset", d.dataset, d.dataset in (*DATASETS, SITE_DATA),
+             f"one of {DATASETS}, or {SITE_DATA!r} (every node brings its own data-file)"),
             ("data.partition", d.partition, d.partition in PARTITION_SCHEMES, f"one of {PARTITION_SCHEMES}"),
             ("data.num_teachers", d.num_teachers, d.num_teachers >= 1, ">= 1"),
             ("strategy.mechanism", s.mechanism, s.mechanism in MECHANISMS, f"one of {MECHANISMS}"),
@@ -165,8 +166,12 @@ class PateConfig:
         self._check_data_fits()
 
     def _check_data_fits(self) -> None:
-        """Refuse teacher counts and sample budgets the dataset cannot supply (before any node starts)."""
+        """Refuse teacher counts and sample budgets the dataset cannot supply (before any node starts).
+
+        With ``data.dataset='sites'`` the nodes' own files decide (each node checks its shards)."""
         d = self.data
+        if d.dataset == SITE_DATA:
+            return
         pool = teacher_pool_size(dataset_size(d.dataset, d.mnist1d_samples), d.query_fraction,
                                  d.validation_fraction, d.test_fraction)
         if d.teacher_samples > pool:

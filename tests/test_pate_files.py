@@ -21,9 +21,10 @@ from clients.pate_files import (
     site_shards,
     teacher_ranges,
 )
-from protocol.pate import DataSpec, ModelSpec, StudentSettings, parse_teacher_ids
+from protocol.pate import SITE_DATA, DataSpec, ModelSpec, StudentSettings, parse_teacher_ids
 from simulations.app import client_app
 from simulations.deploy_local import COMPLETED, LocalDeployment, run_settings
+from simulations.pate_config import PateConfig
 from strategies.accounting import PrivacyLedger, PrivacyWarning
 from strategies.ensemble_distillation import EnsembleDistillation
 from strategies.fusion import GNMax
@@ -62,11 +63,12 @@ def node_config(text: str) -> dict[str, str]:
     return parse_config_args([text])
 
 
-def run(tmp_path: Path, nodes: dict[int, dict], name: str, **kwargs) -> tuple[dict, InProcessGrid]:
+def run(tmp_path: Path, nodes: dict[int, dict], name: str, data: DataSpec = DATA,
+        **kwargs) -> tuple[dict, InProcessGrid]:
     ledger = PrivacyLedger(tmp_path / f"{name}.json", mechanism="gnmax", delta=1e-5, epsilon_budget=500.0,
                            sigma=2.0)
     strategy = EnsembleDistillation(
-        mechanism=GNMax(sigma=2.0), ledger=ledger, data=DATA, teacher_model=FAST, student_model=FAST,
+        mechanism=GNMax(sigma=2.0), ledger=ledger, data=data, teacher_model=FAST, student_model=FAST,
         query_batch_size=40, max_queries=120, student=StudentSettings(method="supervised", **kwargs))
     grid = InProcessGrid(client_app, nodes)
     torch.manual_seed(0)  # the student's initial weights come from torch's global generator
@@ -108,6 +110,23 @@ def test_csv_sites_deal_their_own_shards_and_label_the_student(tmp_path, csv_sit
     assert len(positions) == 120 and report["queries_checked"] == 120
     assert report["student"]["test_accuracy"] > 0.5
     assert [t["train_size"] for t in report["teachers"].values()] == [150] * 5 + [149]
+
+
+def test_dataset_sites_runs_on_the_files_alone_and_refuses_a_node_without_one(tmp_path, csv_sites):
+    # data.dataset='sites': nothing is checked against, or built from, a bundled dataset
+    sites_only = DataSpec(dataset=SITE_DATA, num_teachers=6, seed=3)
+    sites = {node: node_config(text) for node, text in zip((1, 2, 3), csv_sites, strict=True)}
+    report, grid = run(tmp_path, sites, "sites", data=sites_only)
+    assert report["queries_checked"] == 120 and report["student"]["test_accuracy"] > 0.5
+    cfg = PateConfig(data=DataSpec(dataset=SITE_DATA, num_teachers=5000))  # more than any bundled set holds
+    assert cfg.data.num_teachers == 5000
+    with pytest.raises(ValueError, match="data.num_teachers=5000: the 899 teacher samples of digits leave none"):
+        PateConfig(data=DataSpec(dataset="digits", num_teachers=5000))
+    no_file = {**sites, 3: {"role": "student"}}
+    with pytest.raises(RuntimeError, match="found 0; nodes that could not describe themselves: .*"
+                                           "data.dataset='sites': every node brings its own data file, but this "
+                                           "node's node_config has no 'data-file'"):
+        run(tmp_path, no_file, "no-file", data=sites_only)
 
 
 def test_csv_export_round_trips_the_npz_samples_exactly(npz_sites, csv_sites):
