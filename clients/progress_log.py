@@ -70,8 +70,9 @@ class WorkMeter:
     """Throttled progress of one long step on this node, logged to :data:`LOGGER_NAME`.
 
     Call :meth:`note` for a stage without a count, :meth:`begin` when the counted work starts, the meter
-    itself as ``meter(done, total)`` after each unit of work (it logs at most every ``every_s`` seconds,
-    and always on the last unit), and :meth:`finish` at the end.
+    itself as ``meter(done, total)`` after each unit of work (it logs on the first unit, then at most every
+    ``every_s`` seconds, and always on the last unit), and :meth:`finish` at the end. The ETA is the rate
+    since the first unit against the units left, so from the second progress record on.
 
     Parameters
     ----------
@@ -92,6 +93,7 @@ class WorkMeter:
         self.every_s = every_s
         self._clock = clock
         self._start: float | None = None
+        self._base: tuple[float, int] | None = None  # (time, done) of the first progress call
         self._last = -math.inf
         self._done = 0
         self._total = 0
@@ -102,7 +104,7 @@ class WorkMeter:
 
     def begin(self, total: int | None = None, message: str = "") -> None:
         """Start counting ``total`` units of work now (None: the first progress call says how many)."""
-        self._start = self._clock()
+        self._start, self._base = self._clock(), None
         self._done, self._total = 0, total or 0
         self._log("begin", message or f"{total} {self.unit} to go")
 
@@ -119,6 +121,8 @@ class WorkMeter:
             self._total = total
         self._done = done
         now = self._clock()
+        if self._base is None:
+            self._base = (now, done)
         if done < self._total and now - self._last < self.every_s:
             return
         self._last = now
@@ -135,9 +139,16 @@ class WorkMeter:
         return 0.0 if self._start is None else now - self._start
 
     def _eta(self, now: float) -> float | None:
-        if self._done <= 0 or self._total <= 0:
+        """Remaining seconds at the rate since the first progress call (the first unit, which pays for
+        warm-ups such as ``torch.func`` tracing, does not count), None before a second one."""
+        if self._base is None or self._total <= 0:
             return None
-        return self._elapsed(now) * max(0, self._total - self._done) / self._done
+        if self._done >= self._total:
+            return 0.0
+        seconds, units = now - self._base[0], self._done - self._base[1]
+        if seconds <= 0 or units <= 0:
+            return None
+        return seconds * (self._total - self._done) / units
 
     def _log(self, event: str, message: str) -> None:
         now = self._clock()
