@@ -17,6 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 from clients import student, teacher
 from clients.node_output import with_output_dir
 from clients.pate_node import handle_describe, handle_prepare
+from clients.progress_log import with_progress_file
 from clients.secagg_node import register_secagg_handlers
 from clients.vertical_party import register_vertical_handlers
 from protocol.codec import from_flat, to_flat
@@ -32,17 +33,27 @@ METHODS = ("pate", "vertical")
 
 
 
-def build_client_app(output_dir: str | Path | None = None) -> ClientApp:
+def build_client_app(
+    output_dir: str | Path | None = None, progress_file: str | Path | None = None
+) -> ClientApp:
     """The ClientApp of both methods; with ``output_dir``, nodes whose ``node_config`` names no
-    ``output-dir`` write under it (the simulation runners pass the run's folder)."""
+    ``output-dir`` write under it (the simulation runners pass the run's folder). With ``progress_file``,
+    the student's data preparation and teacher and student training append their progress to that file
+    (``clients.progress_log``), for a driver on the same machine to show (``simulations.progress``)."""
     app = ClientApp()
     app.query("describe")(handle_describe)
-    app.query("prepare")(handle_prepare)
-    app.train("teachers")(teacher.handle_train)
+    prepare, train_teachers, train_student = handle_prepare, teacher.handle_train, student.handle_train
+    if output_dir is not None:
+        train_student = with_output_dir(train_student, output_dir)
+    if progress_file is not None:  # the long steps: data preparation and training
+        prepare = with_progress_file(prepare, progress_file)
+        train_teachers = with_progress_file(train_teachers, progress_file)
+        train_student = with_progress_file(train_student, progress_file)
+    app.query("prepare")(prepare)
+    app.train("teachers")(train_teachers)
     app.query("votes")(teacher.handle_votes)
     app.query("queries")(student.handle_queries)
-    train_student = student.handle_train
-    app.train("student")(train_student if output_dir is None else with_output_dir(train_student, output_dir))
+    app.train("student")(train_student)
     register_secagg_handlers(app)  # query.secagg_*: noised votes under secure aggregation
     register_vertical_handlers(app, output_dir=output_dir)  # query.vfl_*, train.vfl_*, query.psi_*, ...
     return app

@@ -4,7 +4,8 @@
     python -m simulations.pate dataset=mnist5k strategy=gnmax strategy.sigma=40
     python -m simulations.pate -m strategy.sigma=2,4,8
 
-Shows live progress (phase, queries answered, ε so far), ends with a summary table and writes
+Shows live progress (``simulations.progress``: a rich bar on a terminal, a line per phase, query batch
+and training update in a log), ends with a summary table and writes
 ``results.json``, ``privacy_ledger.json`` and the student model into the run directory.
 """
 
@@ -13,24 +14,29 @@ from __future__ import annotations
 import math
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from simulations.pate_config import PateConfig, register_configs
 from simulations.pate_server import build_ledger, run_pate_server
-from strategies.ensemble_distillation import ProgressEvent
+from simulations.progress import ProgressReporter
 
 register_configs()
 
 
 def run(cfg: PateConfig, console: Console | None = None) -> dict[str, Any]:
-    """Run one PATE experiment in Flower's simulation engine; return its results."""
+    """Run one PATE experiment in Flower's simulation engine; return its results.
+
+    Progress goes to ``console`` (``simulations.progress``): a rich bar on a terminal, plain lines per
+    phase, per query batch and from the training nodes otherwise.
+    """
     from simulations.app import build_client_app
     from simulations.flower_sim import run_flower_simulation
 
@@ -38,20 +44,18 @@ def run(cfg: PateConfig, console: Console | None = None) -> dict[str, Any]:
         raise ValueError(f"federation.teacher_nodes must be >= 1, got {cfg.federation.teacher_nodes}")
     build_ledger(cfg)  # an earlier run's ledger without run.resume is refused here, before Ray starts
     console = console or Console()
-    nodes = min(cfg.federation.teacher_nodes, cfg.data.num_teachers) + 1
-    with Progress(TextColumn("[bold]{task.fields[phase]:<17}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("answered {task.fields[answered]:>5}  ε {task.fields[eps]}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("pate", total=None, phase="starting", answered=0, eps="-")
-
-        def on_progress(event: ProgressEvent) -> None:
-            eps = f"{event.epsilon:.3f}" if math.isfinite(event.epsilon) else "∞ (non-private)"
-            progress.update(task, phase=event.phase, answered=event.queries_answered, eps=eps,
-                            completed=event.queries_checked, total=event.pool_size or None)
-
+    teacher_nodes = min(cfg.federation.teacher_nodes, cfg.data.num_teachers)
+    details = {"teachers": f"{cfg.data.num_teachers} teachers x {cfg.teacher.epochs} epochs on "
+                           f"{teacher_nodes} teacher node{'s' if teacher_nodes > 1 else ''}"}
+    with tempfile.TemporaryDirectory(prefix="privkit-progress-") as folder, ProgressReporter(
+            console, max_queries=cfg.strategy.max_queries or None,
+            query_batch_size=cfg.strategy.query_batch_size, details=details) as reporter:
+        progress_file = Path(folder) / "nodes.jsonl"  # the simulated nodes' training progress
+        reporter.follow(progress_file)
+        reporter.phase("startup", f"Flower simulation engine: {teacher_nodes} teacher nodes + 1 student node")
         results = run_flower_simulation(
-            lambda grid, _ctx: run_pate_server(grid, cfg, on_progress),
-            build_client_app(cfg.run.output_dir), nodes,
+            lambda grid, _ctx: run_pate_server(grid, cfg, reporter.on_event),
+            build_client_app(cfg.run.output_dir, progress_file=progress_file), teacher_nodes + 1,
             cpus_per_node=cfg.federation.cpus_per_node, verbose=cfg.run.verbose)
     console.print(summary_table(results))
     console.print(f"results: {os.path.join(cfg.run.output_dir, 'results.json')}")
