@@ -108,12 +108,18 @@ def load_dataset(name: str, *, seed: int = 0, mnist1d_samples: int = 4000,
         raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
     if name == "mnist1d" and mnist1d_samples < 100:
         raise ValueError(f"mnist1d_samples must be >= 100, got {mnist1d_samples}")
-    what: dict[str, object] = {"dataset": name, "seed": seed, "sources": _source_versions(name)}
-    if name == "mnist1d":
-        what["samples"] = mnist1d_samples
+    what = dataset_cache_key(name, seed, mnist1d_samples)
     arrays = cached_arrays(what, lambda: _build_dataset(name, seed, mnist1d_samples), cache_dir)
     x, y = arrays["x"], arrays["y"]
     return Dataset(name=name, x=x, y=y, n_classes=int(y.max()) + 1)
+
+
+def dataset_cache_key(name: str, seed: int, mnist1d_samples: int) -> dict[str, object]:
+    """What determines dataset ``name`` as :func:`load_dataset` returns it: its cache key."""
+    what: dict[str, object] = {"dataset": name, "seed": seed, "sources": _source_versions(name)}
+    if name == "mnist1d":
+        what["samples"] = mnist1d_samples
+    return what
 
 
 def _source_versions(name: str) -> dict[str, str]:

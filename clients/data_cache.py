@@ -56,6 +56,13 @@ def entry_name(what: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def has_entry(what: dict[str, Any], cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Whether an entry for ``what`` is stored (not verified: :func:`cached_arrays` checks it on load)."""
+    folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    name = entry_name(what)
+    return (folder / f"{name}.json").is_file() and (folder / f"{name}.npz").is_file()
+
+
 def cached_arrays(
     what: dict[str, Any],
     build: Callable[[], dict[str, np.ndarray]],

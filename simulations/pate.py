@@ -11,6 +11,7 @@ and training update in a log), ends with a summary table and writes
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -24,6 +25,9 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
+from clients.data import dataset_cache_key, load_pate_data
+from clients.data_cache import default_cache_dir, has_entry
+from protocol.pate import SITE_DATA
 from simulations.pate_config import PateConfig, register_configs
 from simulations.pate_server import build_ledger, run_pate_server
 from simulations.progress import ProgressReporter
@@ -52,6 +56,7 @@ def run(cfg: PateConfig, console: Console | None = None) -> dict[str, Any]:
             query_batch_size=cfg.strategy.query_batch_size, details=details) as reporter:
         progress_file = Path(folder) / "nodes.jsonl"  # the simulated nodes' training progress
         reporter.follow(progress_file)
+        prepare_data(cfg, reporter)
         reporter.phase("startup", f"Flower simulation engine: {teacher_nodes} teacher nodes + 1 student node")
         results = run_flower_simulation(
             lambda grid, _ctx: run_pate_server(grid, cfg, reporter.on_event),
@@ -60,6 +65,25 @@ def run(cfg: PateConfig, console: Console | None = None) -> dict[str, Any]:
     console.print(summary_table(results))
     console.print(f"results: {os.path.join(cfg.run.output_dir, 'results.json')}")
     return results
+
+
+def prepare_data(cfg: PateConfig, reporter: ProgressReporter) -> None:
+    """The data phase: build the run's bundled dataset and split into the machine's data cache, once, in this
+    process, before any node starts (``clients.data_cache``); the simulated nodes then read it in well under
+    a second each instead of each generating it. Nothing to do when the nodes bring their own files."""
+    if cfg.data.dataset == SITE_DATA:
+        return
+    folder = default_cache_dir()
+    d = cfg.data
+    ready = has_entry(dataset_cache_key(d.dataset, d.seed, d.mnist1d_samples))
+    entry = "ready in" if ready else "building it once into"
+    expected = ""
+    if d.dataset == "mnist1d" and not ready:
+        expected = f" (the generator: ≈ {d.mnist1d_samples * 0.0005:.0f} s on a quiet core)"
+    reporter.phase("data", f"{d.dataset}: {entry} the data cache {folder}{expected}")
+    data, split = load_pate_data(**dataclasses.asdict(d))
+    reporter.done(f"{len(data)} samples, {split.num_teachers} teacher shards, "
+                  f"{len(split.query_pool)} in the student's pool")
 
 
 def summary_table(results: dict[str, Any]) -> Table:
