@@ -6,6 +6,7 @@ Shared by the Hydra entry point (``python -m simulations.pate``) and the ``flwr 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from strategies.accounting import PrivacyLedger
 from strategies.distributed_noise import SecureVoting, secagg_ledger
 from strategies.ensemble_distillation import EnsembleDistillation, ProgressEvent
 from strategies.fusion import make_mechanism
+from strategies.ledger_anchor import existing_ledger_files
 from strategies.local_rr import LocalRR, LocalRRLedger
 
 DEFAULT_STUDENT_MODEL_NAME = "student_model"
@@ -38,36 +40,58 @@ def build_mechanism(cfg: PateConfig) -> Any:
     return central
 
 
+def run_binding(cfg: PateConfig) -> dict[str, Any]:
+    """What ties a ledger to its run: everything that decides which samples the charged queries are (the
+    dataset, its split and seeds) and which teachers voted on them (their number, their assignment to the
+    teacher nodes, their training, where the noise is added). The ledger keeps it in its journal's genesis;
+    a resume with any of it changed is refused, naming the setting."""
+    return {"data": dataclasses.asdict(cfg.data), "teacher": dataclasses.asdict(cfg.teacher),
+            "teacher_nodes": cfg.federation.teacher_nodes, "noise_at": cfg.strategy.noise_at}
+
+
 def build_ledger(cfg: PateConfig) -> Any:
     """The run's privacy ledger (reloaded if its file exists), or None for the non-private majority.
 
     Raises
     ------
     ValueError
-        If the file already holds charges and ``run.resume`` is off: an earlier run's ledger is never
-        reset, nor extended by a run that would ask its queries again.
+        If ``run.resume`` is off and the ledger file, its row store or its head log exists (an earlier
+        run's ledger is never reset, nor extended by a run that would ask its queries again, whatever its
+        counts say), or if ``run.resume`` is on and the stored ledger belongs to another run
+        (:func:`run_binding`) or fails its checks.
     """
     s = cfg.strategy
     if s.mechanism == "majority" and s.noise_at != "votes":
         return None
     path = Path(cfg.run.ledger_path or Path(cfg.run.output_dir) / "privacy_ledger.json")
+    existing = existing_ledger_files(path)
+    if existing and not cfg.run.resume:
+        files = ", ".join(p.name for p in existing)
+        raise ValueError(f"run.resume=False: the ledger {path} already holds {_recorded_charges(path)} of an "
+                         f"earlier run (files: {files}); set run.resume=true to continue that run (its "
+                         "queries are not asked again), or choose another run.output_dir")
     path.parent.mkdir(parents=True, exist_ok=True)
     mechanism = build_mechanism(cfg)
+    run = run_binding(cfg)
     ledger: Any
     if s.noise_at == "votes":  # local randomised response: its own journal
         ledger = LocalRRLedger(epsilon=s.rr_epsilon, delta=s.delta, epsilon_budget=s.epsilon_budget,
-                               conversion=s.conversion, path=path)
+                               conversion=s.conversion, path=path, run=run)
     elif isinstance(mechanism, SecureVoting):
         ledger = secagg_ledger(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
-                               conversion=s.conversion)
+                               conversion=s.conversion, run=run)
     else:
         ledger = PrivacyLedger.for_mechanism(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
-                                             budget_on=s.budget_on, conversion=s.conversion)
-    if ledger.queries_checked and not cfg.run.resume:
-        raise ValueError(f"run.resume=False: the ledger {path} already holds {ledger.queries_checked} "
-                         "charged queries of an earlier run; set run.resume=true to continue that run (its "
-                         "queries are not asked again), or choose another run.output_dir")
+                                             budget_on=s.budget_on, conversion=s.conversion, run=run)
     return ledger
+
+
+def _recorded_charges(path: Path) -> str:
+    """What a ledger file says it charged, for a refusal (it is not trusted, only quoted)."""
+    try:
+        return f"{int(json.loads(path.read_text())['queries_checked'])} charged queries"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "charges (its file is missing or unreadable)"
 
 
 def build_strategy(

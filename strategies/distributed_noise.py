@@ -292,7 +292,9 @@ class SecureVoting:
 
 
 def secagg_ledger(voting: SecureVoting, path: Any, *, delta: float, epsilon_budget: float,
-                  conversion: str = "mironov") -> PrivacyLedger:
-    """The ledger of a :class:`SecureVoting` run: its charged parameters, ``budget_on="data_independent"``."""
+                  conversion: str = "mironov", run: dict[str, Any] | None = None) -> PrivacyLedger:
+    """The ledger of a :class:`SecureVoting` run: its charged parameters, ``budget_on="data_independent"``
+    (``run``: as :class:`strategies.privacy_ledger.PrivacyLedger`)."""
     return PrivacyLedger(path, mechanism=voting.name, delta=delta, epsilon_budget=epsilon_budget,
-                         budget_on="data_independent", conversion=conversion, **voting.privacy_params())
+                         budget_on="data_independent", conversion=conversion, run=run,
+                         **voting.privacy_params())

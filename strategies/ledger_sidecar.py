@@ -139,6 +139,24 @@ def write_sidecar(
     atomic_write_bytes(sidecar_path(path), buffer.getvalue())
 
 
+def sidecar_row_count(path: Path) -> int:
+    """How many rows the row store of the ledger at ``path`` holds (0 if it has none).
+
+    Raises
+    ------
+    ValueError
+        If the row store exists but cannot be read.
+    """
+    target = sidecar_path(path)
+    if not target.exists():
+        return 0
+    try:
+        with np.load(target, allow_pickle=False) as data:
+            return len(data["answered"])
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"{target}: not a readable vote sidecar ({err})") from err
+
+
 def read_sidecar(path: Path, n_rows: int) -> LedgerRows:
     """The first ``n_rows`` rows of the ledger at ``path`` (the journal checks them against its entries).
 

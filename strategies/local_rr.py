@@ -33,6 +33,7 @@ import numpy as np
 
 from protocol.local_rr import rr_probabilities
 from strategies.fusion import FusionResult
+from strategies.ledger_anchor import append_head, check_head, check_no_orphans, first_difference
 from strategies.ledger_journal import LedgerIntegrityError, check_extends, entry_hash, genesis_hash, seal
 from strategies.ledger_store import _atomic_write_json, _ledger_lock
 from strategies.privacy_ledger import BudgetExhaustedError, ChargeResult
@@ -100,6 +101,9 @@ class LocalRRLedger:
         RDP → (ε, δ) conversion.
     path : str or pathlib.Path or None
         JSON journal to persist to after every charge (reloaded if it exists); None: memory only.
+    run : dict or None
+        The settings of the run the ledger belongs to (as :class:`strategies.privacy_ledger.PrivacyLedger`):
+        in the journal's genesis, so another run's ledger is refused naming the setting.
 
     Raises
     ------
@@ -113,7 +117,8 @@ class LocalRRLedger:
     budget_on: ClassVar[str] = "data_independent"
 
     def __init__(self, *, epsilon: float, delta: float, epsilon_budget: float,
-                 conversion: str = "mironov", path: str | Path | None = None) -> None:
+                 conversion: str = "mironov", path: str | Path | None = None,
+                 run: dict[str, Any] | None = None) -> None:
         rr_probabilities(epsilon, 2)
         if not 0 < delta < 1:
             raise ValueError(f"delta must be in (0, 1), got {delta}")
@@ -121,6 +126,9 @@ class LocalRRLedger:
             raise ValueError(f"epsilon_budget must be a finite number > 0, got {epsilon_budget}")
         self.epsilon0, self.delta, self.epsilon_budget = float(epsilon), float(delta), float(epsilon_budget)
         self.conversion = _check_conversion(conversion)
+        if run is not None and not isinstance(run, dict):
+            raise TypeError(f"run must be a dict of the run's settings or None, got {type(run).__name__}")
+        self.run = run
         self.queries_checked = 0
         self.exhausted = False
         self._n_classes: int | None = None
@@ -128,10 +136,12 @@ class LocalRRLedger:
         self._history: list[dict[str, Any]] = []
         if self.path is not None and self.path.exists():
             self._adopt()
+        elif self.path is not None:
+            check_no_orphans(self.path)
 
     def _config(self) -> dict[str, Any]:
         return {"epsilon0": self.epsilon0, "delta": self.delta, "epsilon_budget": self.epsilon_budget,
-                "conversion": self.conversion}
+                "conversion": self.conversion, **({} if self.run is None else {"run": self.run})}
 
     def _adopt(self) -> None:
         """Take over what the file holds after checking it (the caller holds the lock, or is the init)."""
@@ -139,9 +149,15 @@ class LocalRRLedger:
         stored = json.loads(self.path.read_text(encoding="utf-8"))
         if not isinstance(stored, dict) or stored.get("format") != LOCAL_RR_FORMAT:
             raise ValueError(f"{self.path} is not a local randomised-response ledger ({LOCAL_RR_FORMAT})")
-        if stored.get("config") != self._config():
-            raise ValueError(f"{self.path}: stored ledger has settings {stored.get('config')}, this one "
-                             f"{self._config()}")
+        theirs = stored.get("config") if isinstance(stored.get("config"), dict) else {}
+        if self.run is not None and theirs.get("run") is None:
+            raise ValueError(f"{self.path}: stored ledger is bound to no run (written before ledgers "
+                             "recorded their run's data and teacher settings); no run can resume it")
+        different = first_difference(self._config(), theirs)
+        if different is not None:
+            key, own, stored_value = different
+            raise ValueError(f"{self.path}: stored ledger has settings of another run or mechanism: "
+                             f"{key}={stored_value!r}, but this ledger was created with {key}={own!r}")
         journal, prev, checked = stored.get("history"), genesis_hash(1, self._config(), []), 0
         if not isinstance(journal, list):
             raise LedgerIntegrityError(f"{self.path}: history must be a list of journal entries")
@@ -154,7 +170,12 @@ class LocalRRLedger:
                 raise LedgerIntegrityError(f"{self.path}: entry at position {position} is out of sequence, "
                                            "edited or miscounted")
             prev, checked = entry["hash"], checked + n
+            charged_at = entry.get("n_classes", stored.get("n_classes"))  # entries before it was sealed: none
+            if charged_at != stored.get("n_classes"):
+                raise LedgerIntegrityError(f"{self.path}: n_classes {stored.get('n_classes')!r} differs from "
+                                           f"the {charged_at} its entries were charged at (entry {position})")
         check_extends(self.path, journal, self._history)
+        check_head(self.path, journal)
         if stored.get("queries_checked") != checked:
             raise LedgerIntegrityError(f"{self.path}: queries_checked {stored.get('queries_checked')!r} "
                                        f"differs from the {checked} its entries add up to")
@@ -206,6 +227,12 @@ class LocalRRLedger:
         with _ledger_lock(self.path):
             if self.path.exists():
                 self._adopt()
+            elif self._history:
+                raise ValueError(f"{self.path}: the privacy ledger file vanished after "
+                                 f"{self.queries_checked} checked queries; refusing to charge (restore the "
+                                 "file or start a new ledger)")
+            else:
+                check_no_orphans(self.path)
             return self._charge(votes, labels, query_ids)
 
     def _charge(
@@ -224,13 +251,15 @@ class LocalRRLedger:
         n = len(votes)
         ids = np.full(n, -1) if query_ids is None else np.asarray(query_ids).reshape(n)
         paid = np.full(n, -1) if labels is None else np.asarray(labels).reshape(n)
-        entry = seal({"n_accepted": accepted, "query_ids": ids[:accepted].astype(int).tolist(),
+        entry = seal({"n_accepted": accepted, "n_classes": self._n_classes,
+                      "query_ids": ids[:accepted].astype(int).tolist(),
                       "labels": paid[:accepted].astype(int).tolist()}, self._history,
                      genesis_hash(1, self._config(), []))
         if self.path is not None:  # written before the totals change: a failed write charges nothing
             _atomic_write_json(self.path, {"format": LOCAL_RR_FORMAT, "config": self._config(),
                                            "n_classes": self._n_classes, "history": [*self._history, entry],
                                            "queries_checked": self.queries_checked + accepted})
+            append_head(self.path, [*self._history, entry])
         self._history.append(entry)
         self.queries_checked += accepted
         self.exhausted = self._epsilon_after(self.queries_checked + 1)[0] > self.epsilon_budget

@@ -54,6 +54,7 @@ import numpy as np
 import numpy.typing as npt
 
 from strategies.fusion import MECHANISM_REGISTRY, Mechanism
+from strategies.ledger_anchor import append_head, check_head, check_no_orphans, first_difference
 from strategies.ledger_costs import check_answered, check_params, query_costs, worst_case_query
 from strategies.ledger_journal import JournalSpec, LedgerIntegrityError, genesis_hash, seal, verify_journal
 from strategies.ledger_release import RELEASABLE, LedgerRelease, released_prefix
@@ -63,6 +64,7 @@ from strategies.ledger_sidecar import (
     read_sidecar,
     rows_digest,
     sidecar_path,
+    sidecar_row_count,
     write_sidecar,
 )
 from strategies.ledger_store import (
@@ -165,6 +167,11 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         RDP → (ε, δ) conversion of the ledger's ε ([M17] Proposition 3, or the tighter [BBGHS20]
         Theorem 21, see :mod:`strategies.rdp_conversion`). The smooth-sensitivity release keeps
         [P18]'s own conversion (Proposition 3).
+    run : dict or None, default None
+        The settings of the run the ledger belongs to — whatever decides which samples its queries are
+        and which teachers vote (dataset, split and seeds, teachers, their assignment and training). Part
+        of the journal's genesis: a stored ledger of another run, or of none, is refused, naming the first
+        setting that differs and both values.
 
     Every charged vote histogram, its answered flag and (if given) its query id and label are kept:
     in memory, and with a ledger file in the ``<path>.votes.npz`` row store
@@ -194,6 +201,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         orders: ArrayLike = DEFAULT_ORDERS,
         budget_on: str = "data_dependent",
         conversion: str = "mironov",
+        run: dict[str, Any] | None = None,
     ) -> None:
         if mechanism not in _MECHANISMS:
             raise ValueError(f"mechanism must be one of {_MECHANISMS}, got {mechanism!r}")
@@ -214,6 +222,9 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
                 f"epsilon_budget must be >= the ε the conversion gives zero RDP on this order grid "
                 f"({floor:.4g}), got {self._budget}"
             )
+        if run is not None and not isinstance(run, dict):
+            raise TypeError(f"run must be a dict of the run's settings or None, got {type(run).__name__}")
+        self._run = run
         self._path = None if path is None else Path(path)
 
         self._rdp_dd = np.zeros_like(self._orders)
@@ -227,6 +238,8 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         self._release: dict[str, Any] | None = None
         if self._path is not None and self._path.exists():
             self._restore(_read_ledger_file(self._path))
+        elif self._path is not None:
+            check_no_orphans(self._path)
 
     # -- construction helpers ----------------------------------------------------------------------
 
@@ -242,6 +255,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
             "epsilon_budget": self._budget,
             "budget_on": self._budget_on,
             **({} if self._conversion == "mironov" else {"conversion": self._conversion}),
+            **({} if self._run is None else {"run": self._run}),
             **self._params,
         }
 
@@ -264,12 +278,18 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         already verified skip the cost recomputation.
         """
         mine, theirs = self._config(), stored["config"]
-        for key in ["mechanism", *sorted((set(mine) | set(theirs)) - {"mechanism"})]:
-            if mine.get(key) != theirs.get(key):
-                raise ValueError(
-                    f"{self._path}: stored ledger has {key}={theirs.get(key)!r}, "
-                    f"but this ledger was created with {key}={mine.get(key)!r}"
-                )
+        if mine.get("mechanism") != theirs.get("mechanism"):
+            raise ValueError(f"{self._path}: stored ledger has mechanism={theirs.get('mechanism')!r}, "
+                             f"but this ledger was created with mechanism={mine.get('mechanism')!r}")
+        if mine.get("run") is not None and theirs.get("run") is None:
+            raise ValueError(f"{self._path}: stored ledger is bound to no run (written before ledgers "
+                             "recorded their run's data and teacher settings); no run can resume it, "
+                             "which could hand its paid labels to other samples: start a new run")
+        different = first_difference(mine, theirs)
+        if different is not None:
+            key, own, stored_value = different
+            raise ValueError(f"{self._path}: stored ledger has {key}={stored_value!r}, "
+                             f"but this ledger was created with {key}={own!r}")
         stored_orders = np.asarray(stored["orders"], dtype=float)
         if not np.array_equal(stored_orders, self._orders):
             raise ValueError(
@@ -282,6 +302,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         path = self._path
         totals, rows = verify_journal(path, stored, self._spec(), lambda n: read_sidecar(path, n),
                                       known=self._history)
+        check_head(path, stored["history"], sidecar_row_count(path), totals.checked)
         self._rdp_dd, self._rdp_di = totals.rdp_data_dependent, totals.rdp_data_independent
         self._checked, self._answered, self._exhausted = totals.checked, totals.answered, totals.exhausted
         self._history, self._rows = list(stored["history"]), rows
@@ -299,6 +320,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         orders: ArrayLike = DEFAULT_ORDERS,
         budget_on: str = "data_dependent",
         conversion: str = "mironov",
+        run: dict[str, Any] | None = None,
     ) -> PrivacyLedger:
         """The ledger of the fusion ``mechanism``: its name and noise parameters are taken from it.
 
@@ -309,7 +331,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         ----------
         mechanism : GNMax, ConfidentGNMax or LNMax
             A mechanism of :data:`strategies.fusion.MECHANISM_REGISTRY`.
-        path, delta, epsilon_budget, orders, budget_on, conversion
+        path, delta, epsilon_budget, orders, budget_on, conversion, run
             As for the constructor.
 
         Raises
@@ -326,7 +348,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         if name not in _MECHANISMS:
             raise ValueError(f"mechanism {name!r} is not private and needs no privacy ledger")
         return cls(path, mechanism=name, delta=delta, epsilon_budget=epsilon_budget, orders=orders,
-                   budget_on=budget_on, conversion=conversion, **mechanism.privacy_params())
+                   budget_on=budget_on, conversion=conversion, run=run, **mechanism.privacy_params())
 
     def check_mechanism(self, mechanism: Mechanism) -> None:
         """Raise ValueError unless this ledger charges exactly ``mechanism``'s name and noise.
@@ -441,9 +463,11 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         remove_orphan_temps(self._path, sidecar_path(self._path))
         if self._path.exists():
             self._restore(_read_ledger_file(self._path))
-        elif self._checked or self._history:
+            return
+        if self._checked or self._history:
             raise ValueError(f"{self._path}: the privacy ledger file vanished after {self._checked} checked "
                              "queries; refusing to charge (restore the file or start a new ledger)")
+        check_no_orphans(self._path)
 
     def _charge(
         self, votes: ArrayLike, answered: ArrayLike | None, labels: ArrayLike | None,
@@ -519,6 +543,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
                                     exhausted=exhausted, history=history, eps_released=eps_released,
                                     release=self._release)
             _atomic_write_json(self._path, payload)
+            append_head(self._path, history)  # after the commit: a crash leaves the head behind, never ahead
         self._rdp_dd, self._rdp_di = rdp_dd, rdp_di
         self._checked, self._answered = checked, answered_total
         self._exhausted, self._history = exhausted, history

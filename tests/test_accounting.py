@@ -668,8 +668,8 @@ def test_ledger_persists_and_reloads(tmp_path: Path) -> None:
         assert other.to_dict() == ledger.to_dict()
     assert json.loads(path.read_text())["config"]["mechanism"] == "confident_gnmax"
     # no temp files left; the vote sidecar keeps the histograms for the smooth-sensitivity release
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.lock",
-                                                          "ledger.json.votes.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.head",
+                                                          "ledger.json.lock", "ledger.json.votes.npz"]
 
 
 @IGNORE_EDGE
@@ -746,8 +746,8 @@ def test_ledger_state_unchanged_when_persisting_fails(
     # Assert
     assert ledger.to_dict() == before_state
     assert path.read_bytes() == before_file
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.lock",
-                                                          "ledger.json.votes.npz"]  # no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.head",
+                                                          "ledger.json.lock", "ledger.json.votes.npz"]  # no temp file left
 
 
 def test_ledger_warns_when_best_order_is_at_edge_of_grid() -> None:

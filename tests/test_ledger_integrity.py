@@ -20,6 +20,7 @@ import pytest
 
 from strategies import ledger_store, privacy_ledger
 from strategies.accounting import LedgerIntegrityError, PrivacyLedger
+from strategies.ledger_anchor import LedgerRollbackError
 from strategies.ledger_journal import entry_hash, genesis_hash
 from strategies.ledger_sidecar import sidecar_path
 
@@ -217,8 +218,9 @@ def test_a_live_ledger_refuses_a_file_rolled_back_to_an_older_copy(tmp_path: Pat
     # Assert: the old copy is not overwritten, the live ledger keeps its 9 checked queries (not 3 + 3)
     assert json.loads(path.read_text())["queries_checked"] == 3
     assert live.queries_checked == 9 and len(live.history) == 3
-    # What only a live ledger can tell: a new process takes the complete older copy at its word.
-    assert PrivacyLedger.load(path).queries_checked == 3
+    # A new process refuses the complete older copy too: it is behind the head log (strategies.ledger_anchor)
+    with pytest.raises(LedgerRollbackError, match="the journal has 1 entries but its head log records entry 3"):
+        PrivacyLedger.load(path)
 
 
 def test_a_live_ledger_refuses_a_journal_rewritten_to_the_same_length(tmp_path: Path) -> None:
@@ -301,7 +303,7 @@ def test_ledger_files_are_owner_only_from_the_start(tmp_path: Path, monkeypatch:
     temps = [(f, flags, mode) for f, flags, mode in opened if f.endswith(".tmp")]
     assert len(temps) == 6  # row store and JSON, three charges
     assert all(mode == 0o600 and flags & os.O_EXCL and flags & os.O_CREAT for _, flags, mode in temps)
-    for f in (path, sidecar_path(path), path.with_name("ledger.json.lock")):
+    for f in (path, sidecar_path(path), path.with_name("ledger.json.lock"), path.with_name("ledger.json.head")):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
 
 
@@ -320,7 +322,7 @@ def test_orphan_temp_files_are_cleaned_under_the_lock(journal: Path) -> None:
     assert not any(orphan.exists() for orphan in orphans)
     assert unrelated.exists()
     assert sorted(p.name for p in journal.parent.iterdir() if not p.name.startswith(".other")) == [
-        "ledger.json", "ledger.json.lock", "ledger.json.votes.npz"]
+        "ledger.json", "ledger.json.head", "ledger.json.lock", "ledger.json.votes.npz"]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""The ledger's head log: an append-only high-water mark beside its journal, checked on every load.
+
+A journal (:mod:`strategies.ledger_journal`) proves that a file adds up, not that it is the newest: an
+older copy restored from a backup, or a plain edit that empties ``history`` and zeroes the totals, is a
+consistent journal too, and every resume is a new process that remembers nothing. So every ledger file
+``<ledger>`` has ``<ledger>.head``: one line ``"<seq> <hash>"`` per journal entry ever committed, only
+ever appended (``O_APPEND``, owner-only, fsynced) after the JSON's ``os.replace``. On load:
+
+- the journal must reach the head's last entry and hold the same hash at every entry the head names
+  (:func:`check_head`), so a JSON behind its head — rolled back, reset by hand, swapped for another
+  run's — is refused; a JSON *ahead* of its head by entries committed just before a crash is accepted,
+  and the head catches up at the next write (:func:`append_head`);
+- a ledger file that is gone while its row store or head log remains is refused
+  (:func:`check_no_orphans`): the JSON was deleted, not never written;
+- a ledger without a head log (written before head logs existed) loads when its row store holds no
+  more rows than its journal pins, and gets one at its next charge.
+
+What stays out of reach, plainly: an operator who deletes or rewrites *every* copy — the JSON, its row
+store and its head log — consistently; the files live in one folder that the operator controls. Keep a
+copy of the head log elsewhere (it holds only sequence numbers and hashes) to guard against that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from strategies.ledger_sidecar import sidecar_path
+from strategies.ledger_store import FILE_MODE
+
+HEAD_LINE = re.compile(r"^(\d+) ([0-9a-f]{64})$")
+
+
+class LedgerRollbackError(ValueError):
+    """A ledger file is behind its head log, or gone while its companions remain: never adopted."""
+
+
+def head_path(path: Path) -> Path:
+    """``<ledger>.head``: the head log of ledger file ``path``."""
+    return path.with_name(path.name + ".head")
+
+
+def recovery(path: Path) -> str:
+    """The recovery steps a refusal names."""
+    return (f"restore the newest copy of {path.name} (the one that reaches the head log's last entry); to "
+            f"give this ledger up, move {path.name} and its .votes.npz and .head aside and start a new run "
+            "in another output folder — the ε it recorded stays spent on those teachers")
+
+
+def read_head(path: Path) -> list[tuple[int, str]]:
+    """The ``(seq, hash)`` lines of ``path``'s head log; empty if it has none.
+
+    Raises
+    ------
+    LedgerRollbackError
+        If a line is malformed or the sequence numbers are not 1, 2, 3, ...
+    """
+    try:
+        text = head_path(path).read_text(encoding="ascii")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as err:
+        raise LedgerRollbackError(f"{head_path(path)}: unreadable head log ({err}); "
+                                  f"{recovery(path)}") from err
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = HEAD_LINE.match(line)
+        if match is None or int(match.group(1)) != number:
+            raise LedgerRollbackError(f"{head_path(path)}: line {number} is {line[:80]!r}, expected "
+                                      f"'{number} <sha256>'; {recovery(path)}")
+        entries.append((number, match.group(2)))
+    return entries
+
+
+def check_head(path: Path, journal: Sequence[dict[str, Any]], rows_in_store: int | None = None,
+               rows_pinned: int | None = None) -> None:
+    """Refuse ``journal`` (the entries of ledger file ``path``) unless it reaches its head log.
+
+    With ``rows_in_store`` and ``rows_pinned`` (the row store's rows and those the journal's entries pin),
+    a ledger without a head log is refused when its row store holds more rows than its journal pins:
+    the journal was cut back (an edited ``history``), or a write of an old version crashed.
+
+    Raises
+    ------
+    LedgerRollbackError
+        Naming the head's entry the journal does not reach or does not match, and the recovery steps.
+    """
+    head = read_head(path)
+    if not head:
+        if rows_in_store is not None and rows_pinned is not None and rows_in_store > rows_pinned:
+            raise LedgerRollbackError(
+                f"{path}: its row store holds {rows_in_store} charged queries but its journal pins only "
+                f"{rows_pinned}, and there is no head log to tell a crash from an edit: the journal was cut "
+                f"back; {recovery(path)}")
+        return
+    seq, digest = head[-1]
+    if len(journal) < seq:
+        raise LedgerRollbackError(
+            f"{path}: the journal has {len(journal)} entries but its head log records entry {seq} "
+            f"({digest[:12]}…): the file was rolled back to an older copy or reset; {recovery(path)}")
+    for number, expected in head:
+        found = journal[number - 1].get("hash") if isinstance(journal[number - 1], dict) else None
+        if found != expected:
+            raise LedgerRollbackError(
+                f"{path}: entry {number} has hash {str(found)[:12]}… but its head log recorded "
+                f"{expected[:12]}…: the journal was rewritten or belongs to another ledger; {recovery(path)}")
+
+
+def append_head(path: Path, journal: Sequence[dict[str, Any]]) -> None:
+    """Append to ``path``'s head log the entries of ``journal`` it does not record yet (after the JSON
+    that holds them was committed; the caller holds the ledger's lock)."""
+    known = len(read_head(path))
+    lines = "".join(f"{entry['seq']} {entry['hash']}\n" for entry in journal[known:])
+    if not lines:
+        return
+    fd = os.open(head_path(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+    try:
+        os.write(fd, lines.encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def companions(path: Path) -> list[Path]:
+    """The files that exist only beside a ledger file: its row store and its head log."""
+    return [sidecar_path(path), head_path(path)]
+
+
+def check_no_orphans(path: Path) -> None:
+    """Refuse to start ledger ``path`` afresh while its row store or head log survives it.
+
+    Raises
+    ------
+    LedgerRollbackError
+        If ``path`` does not exist but a companion does (the ledger file was deleted).
+    """
+    if path.exists():
+        return
+    left = [p.name for p in companions(path) if p.exists()]
+    if left:
+        raise LedgerRollbackError(
+            f"{path}: the ledger file is missing but {', '.join(left)} remain: it was deleted after charges, "
+            f"and starting afresh would spend the same queries' privacy again; {recovery(path)}")
+
+
+def existing_ledger_files(path: Path) -> list[Path]:
+    """The ledger file and its companions that exist on disk."""
+    return [p for p in (path, *companions(path)) if p.exists()]
+
+
+def first_difference(mine: Any, theirs: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key (sorted) where two settings differ, with their values; None if equal."""
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        for name in sorted(set(mine) | set(theirs)):
+            found = first_difference(mine.get(name), theirs.get(name), f"{key}.{name}" if key else name)
+            if found is not None:
+                return found
+        return None
+    return None if mine == theirs else (key, mine, theirs)
