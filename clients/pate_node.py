@@ -3,8 +3,10 @@ student."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.pate_sites import describe_data, student_data
@@ -24,10 +26,17 @@ def handle_describe(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"role": reply}), reply_to=msg)
 
 
+def pool_digest(pool_x: np.ndarray) -> str:
+    """SHA-256 of the student's pool (shape and float32 bytes): what the ledger binds its paid labels to."""
+    pool = np.ascontiguousarray(pool_x, dtype=np.float32)
+    return hashlib.sha256(repr(pool.shape).encode() + pool.tobytes()).hexdigest()
+
+
 def handle_prepare(msg: Message, context: Context) -> Message:
     """``query.prepare``: the student builds (or loads from the machine's data cache) its pool and held-out
-    sets, so that every later ``query.queries`` reads them in well under its step timeout. The server
-    sends it beside ``train.teachers``, with the training timeout.
+    sets, so that every later ``query.queries`` reads them in well under its step timeout, and reports the
+    pool's size and SHA-256 (:func:`pool_digest`). The server sends it beside ``train.teachers``, with the
+    training timeout.
 
     Raises
     ------
@@ -40,5 +49,6 @@ def handle_prepare(msg: Message, context: Context) -> Message:
         raise ValueError(f"query.prepare goes to the student node; this node's role is {role!r}")
     start = time.perf_counter()
     data = student_data(context, data_spec)
-    reply = ConfigRecord({"pool_size": len(data.pool_x), "prepare_s": time.perf_counter() - start})
+    reply = ConfigRecord({"pool_size": len(data.pool_x), "pool_sha256": pool_digest(data.pool_x),
+                          "prepare_s": time.perf_counter() - start})
     return Message(RecordDict({"prepared": reply}), reply_to=msg)

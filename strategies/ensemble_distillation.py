@@ -314,6 +314,13 @@ class EnsembleDistillation(Strategy):
         if replies[0].has_error():
             reason = replies[0].error.reason
             raise RuntimeError(f"student node {student} failed to prepare its data: {reason}")
+        content = replies[0].content
+        digest = content["prepared"].get("pool_sha256") if "prepared" in content else None
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise RuntimeError(f"node {student} (student): malformed reply to query.prepare: pool_sha256 is "
+                               f"{str(digest)[:80]!r}")
+        if self.ledger is not None:  # before any charge: its paid labels belong to this pool only
+            self.ledger.bind_pool(digest)
 
     def _describe(self, grid: Grid) -> _Ensemble:
         """Ask every connected node its role; check one student, a teacher covering the run, and that every

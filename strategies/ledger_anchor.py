@@ -75,9 +75,11 @@ def read_head(path: Path) -> list[tuple[int, str]]:
     return entries
 
 
-def check_head(path: Path, journal: Sequence[dict[str, Any]], rows_in_store: int | None = None,
-               rows_pinned: int | None = None) -> None:
-    """Refuse ``journal`` (the entries of ledger file ``path``) unless it reaches its head log.
+def check_head(path: Path, journal: Sequence[dict[str, Any]], head: Sequence[tuple[int, str]],
+               rows_in_store: int | None = None, rows_pinned: int | None = None) -> None:
+    """Refuse ``journal`` (the entries of ledger file ``path``) unless it reaches ``head``, its head log as
+    :func:`read_head` read it *before* the journal was read: the head is appended only after the journal
+    is replaced, so read in that order a journal is never behind its head unless it was rolled back.
 
     With ``rows_in_store`` and ``rows_pinned`` (the row store's rows and those the journal's entries pin),
     a ledger without a head log is refused when its row store holds more rows than its journal pins:
@@ -88,7 +90,6 @@ def check_head(path: Path, journal: Sequence[dict[str, Any]], rows_in_store: int
     LedgerRollbackError
         Naming the head's entry the journal does not reach or does not match, and the recovery steps.
     """
-    head = read_head(path)
     if not head:
         if rows_in_store is not None and rows_pinned is not None and rows_in_store > rows_pinned:
             raise LedgerRollbackError(
@@ -151,6 +152,30 @@ def existing_ledger_files(path: Path) -> list[Path]:
     return [p for p in (path, *companions(path)) if p.exists()]
 
 
+def check_settings(path: Path | None, mine: dict[str, Any], theirs: Any,
+                   intro: str = "stored ledger has ") -> None:
+    """Refuse a stored ledger whose settings (``theirs``) differ from this ledger's (``mine``), naming the
+    first dotted key that differs and both values; one bound to no run is not resumed by a run.
+
+    Raises
+    ------
+    ValueError
+        On the first difference.
+    """
+    theirs = theirs if isinstance(theirs, dict) else {}
+    if mine.get("mechanism") != theirs.get("mechanism"):  # the mechanism first: it explains the rest
+        raise ValueError(f"{path}: {intro}mechanism={theirs.get('mechanism')!r}, but this ledger was created "
+                         f"with mechanism={mine.get('mechanism')!r}")
+    if mine.get("run") is not None and theirs.get("run") is None:
+        raise ValueError(f"{path}: stored ledger is bound to no run (written before ledgers recorded their "
+                         "run's data and teacher settings); no run can resume it, as its paid labels could "
+                         "go to other samples: start a new run")
+    different = first_difference(mine, theirs)
+    if different is not None:
+        key, own, stored = different
+        raise ValueError(f"{path}: {intro}{key}={stored!r}, but this ledger was created with {key}={own!r}")
+
+
 def first_difference(mine: Any, theirs: Any, key: str = "") -> tuple[str, Any, Any] | None:
     """The first dotted key (sorted) where two settings differ, with their values; None if equal."""
     if isinstance(mine, dict) and isinstance(theirs, dict):
@@ -160,3 +185,23 @@ def first_difference(mine: Any, theirs: Any, key: str = "") -> tuple[str, Any, A
                 return found
         return None
     return None if mine == theirs else (key, mine, theirs)
+
+
+def check_pool(path: Path | None, journal: Sequence[dict[str, Any]], digest: str) -> None:
+    """Refuse to extend ``journal`` for a student pool other than the one its entries paid labels for.
+
+    Entries charged with a pool record its SHA-256 (``pool_sha256``, inside the hash chain); the labels they
+    paid for belong to the samples at those positions of that pool, and only of that pool.
+
+    Raises
+    ------
+    ValueError
+        Naming both digests and how many charged queries the recorded pool holds.
+    """
+    recorded = [entry["pool_sha256"] for entry in journal if "pool_sha256" in entry]
+    if recorded and recorded[-1] != digest:
+        charged = sum(int(entry.get("n_accepted", 0)) for entry in journal)
+        raise ValueError(f"{path}: the student's pool (sha256 {digest[:16]}…) is not the pool this ledger's "
+                         f"{charged} charged queries were asked on (sha256 {recorded[-1][:16]}…): its paid "
+                         "labels would go to other samples; resume with the student's original data, or "
+                         "start a new run in another output folder")

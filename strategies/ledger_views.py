@@ -1,13 +1,17 @@
-"""Read-only views of :class:`strategies.privacy_ledger.PrivacyLedger` (a mixin, state set by the ledger)."""
+"""Read-only views of :class:`strategies.privacy_ledger.PrivacyLedger` (a mixin, state set by the ledger),
+and the JSON document it is persisted as."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from strategies.ledger_release import RELEASABLE
 from strategies.ledger_sidecar import LedgerRows
+from strategies.ledger_store import LEDGER_FORMAT_VERSION
 from strategies.rdp_analysis import FloatArray
 
 
@@ -34,6 +38,9 @@ class LedgerViews:
     _eps_released: float | None
 
     def _best(self, rdp: FloatArray, checked: int) -> tuple[float, float]:  # implemented by the ledger
+        raise NotImplementedError
+
+    def _config(self) -> dict[str, Any]:  # implemented by the ledger
         raise NotImplementedError
 
     def epsilon(self) -> dict[str, float]:
@@ -158,3 +165,43 @@ class LedgerViews:
     def last_release(self) -> dict[str, Any] | None:
         """The recorded smooth-sensitivity release (see ``PrivacyLedger.release``), or None."""
         return None if self._release is None else dict(self._release)
+
+    def _state(self) -> dict[str, Any]:
+        """The current state as :meth:`_payload` keywords."""
+        return {"rdp_dd": self._rdp_dd, "rdp_di": self._rdp_di, "checked": self._checked,
+                "answered": self._answered, "exhausted": self._exhausted, "history": self._history,
+                "eps_released": self._eps_released, "release": self._release}
+
+    def _payload(
+        self,
+        *,
+        rdp_dd: FloatArray,
+        rdp_di: FloatArray,
+        checked: int,
+        answered: int,
+        exhausted: bool,
+        history: Sequence[dict[str, Any]],
+        eps_released: float | None,
+        release: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The JSON document for a ledger state (the totals in it are derived from ``history``)."""
+        payload: dict[str, Any] = {
+            "format_version": LEDGER_FORMAT_VERSION,
+            "config": self._config(),
+            "orders": self._orders.tolist(),
+            "rdp_data_dependent": rdp_dd.tolist(),
+            "rdp_data_independent": rdp_di.tolist(),
+            "queries_checked": checked,
+            "queries_answered": answered,
+            "exhausted": exhausted,
+            "history": list(history),
+        }
+        if self._mechanism in RELEASABLE:
+            payload["release"] = release
+        if self._budget_on == "released":
+            payload["epsilon_released"] = eps_released
+        return payload
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ledger as the JSON-compatible dict it is persisted as."""
+        return self._payload(**self._state())

@@ -33,7 +33,14 @@ import numpy as np
 
 from protocol.local_rr import rr_probabilities
 from strategies.fusion import FusionResult
-from strategies.ledger_anchor import append_head, check_head, check_no_orphans, first_difference
+from strategies.ledger_anchor import (
+    append_head,
+    check_head,
+    check_no_orphans,
+    check_pool,
+    check_settings,
+    read_head,
+)
 from strategies.ledger_journal import LedgerIntegrityError, check_extends, entry_hash, genesis_hash, seal
 from strategies.ledger_store import _atomic_write_json, _ledger_lock
 from strategies.privacy_ledger import BudgetExhaustedError, ChargeResult
@@ -129,6 +136,7 @@ class LocalRRLedger:
         if run is not None and not isinstance(run, dict):
             raise TypeError(f"run must be a dict of the run's settings or None, got {type(run).__name__}")
         self.run = run
+        self._pool: str | None = None
         self.queries_checked = 0
         self.exhausted = False
         self._n_classes: int | None = None
@@ -146,18 +154,12 @@ class LocalRRLedger:
     def _adopt(self) -> None:
         """Take over what the file holds after checking it (the caller holds the lock, or is the init)."""
         assert self.path is not None
+        head = read_head(self.path)  # before the journal (strategies.ledger_anchor.check_head)
         stored = json.loads(self.path.read_text(encoding="utf-8"))
         if not isinstance(stored, dict) or stored.get("format") != LOCAL_RR_FORMAT:
             raise ValueError(f"{self.path} is not a local randomised-response ledger ({LOCAL_RR_FORMAT})")
-        theirs = stored.get("config") if isinstance(stored.get("config"), dict) else {}
-        if self.run is not None and theirs.get("run") is None:
-            raise ValueError(f"{self.path}: stored ledger is bound to no run (written before ledgers "
-                             "recorded their run's data and teacher settings); no run can resume it")
-        different = first_difference(self._config(), theirs)
-        if different is not None:
-            key, own, stored_value = different
-            raise ValueError(f"{self.path}: stored ledger has settings of another run or mechanism: "
-                             f"{key}={stored_value!r}, but this ledger was created with {key}={own!r}")
+        check_settings(self.path, self._config(), stored.get("config"),
+                       intro="stored ledger has settings of another run or mechanism: ")
         journal, prev, checked = stored.get("history"), genesis_hash(1, self._config(), []), 0
         if not isinstance(journal, list):
             raise LedgerIntegrityError(f"{self.path}: history must be a list of journal entries")
@@ -175,13 +177,18 @@ class LocalRRLedger:
                 raise LedgerIntegrityError(f"{self.path}: n_classes {stored.get('n_classes')!r} differs from "
                                            f"the {charged_at} its entries were charged at (entry {position})")
         check_extends(self.path, journal, self._history)
-        check_head(self.path, journal)
+        check_head(self.path, journal, head)
         if stored.get("queries_checked") != checked:
             raise LedgerIntegrityError(f"{self.path}: queries_checked {stored.get('queries_checked')!r} "
                                        f"differs from the {checked} its entries add up to")
         self._history, self.queries_checked = journal, checked
         self._n_classes = stored.get("n_classes")
         self.exhausted = bool(journal) and self._epsilon_after(checked + 1)[0] > self.epsilon_budget
+
+    def bind_pool(self, digest: str) -> None:
+        """As :meth:`strategies.privacy_ledger.PrivacyLedger.bind_pool`."""
+        check_pool(self.path, self._history, digest)
+        self._pool = digest
 
     @property
     def charged_query_ids(self) -> np.ndarray:
@@ -252,6 +259,7 @@ class LocalRRLedger:
         ids = np.full(n, -1) if query_ids is None else np.asarray(query_ids).reshape(n)
         paid = np.full(n, -1) if labels is None else np.asarray(labels).reshape(n)
         entry = seal({"n_accepted": accepted, "n_classes": self._n_classes,
+                      **({} if self._pool is None else {"pool_sha256": self._pool}),
                       "query_ids": ids[:accepted].astype(int).tolist(),
                       "labels": paid[:accepted].astype(int).tolist()}, self._history,
                      genesis_hash(1, self._config(), []))

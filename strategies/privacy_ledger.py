@@ -54,7 +54,14 @@ import numpy as np
 import numpy.typing as npt
 
 from strategies.fusion import MECHANISM_REGISTRY, Mechanism
-from strategies.ledger_anchor import append_head, check_head, check_no_orphans, first_difference
+from strategies.ledger_anchor import (
+    append_head,
+    check_head,
+    check_no_orphans,
+    check_pool,
+    check_settings,
+    read_head,
+)
 from strategies.ledger_costs import check_answered, check_params, query_costs, worst_case_query
 from strategies.ledger_journal import JournalSpec, LedgerIntegrityError, genesis_hash, seal, verify_journal
 from strategies.ledger_release import RELEASABLE, LedgerRelease, released_prefix
@@ -225,6 +232,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         if run is not None and not isinstance(run, dict):
             raise TypeError(f"run must be a dict of the run's settings or None, got {type(run).__name__}")
         self._run = run
+        self._pool: str | None = None  # the student pool's SHA-256, once bound (:meth:`bind_pool`)
         self._path = None if path is None else Path(path)
 
         self._rdp_dd = np.zeros_like(self._orders)
@@ -237,7 +245,8 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         self._eps_released: float | None = None
         self._release: dict[str, Any] | None = None
         if self._path is not None and self._path.exists():
-            self._restore(_read_ledger_file(self._path))
+            head = read_head(self._path)  # before the journal (strategies.ledger_anchor.check_head)
+            self._restore(_read_ledger_file(self._path), head)
         elif self._path is not None:
             check_no_orphans(self._path)
 
@@ -271,25 +280,13 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         return query_costs(self._mechanism, self._params, self._orders, votes,
                            check_answered(self._mechanism, answered, votes.shape[0]))
 
-    def _restore(self, stored: dict[str, Any]) -> None:
+    def _restore(self, stored: dict[str, Any], head: Sequence[tuple[int, str]]) -> None:
         """Adopt a stored ledger after checking it matches this one and its journal adds up.
 
         The file must extend the journal this ledger last wrote or adopted (no rollback); the entries
         already verified skip the cost recomputation.
         """
-        mine, theirs = self._config(), stored["config"]
-        if mine.get("mechanism") != theirs.get("mechanism"):
-            raise ValueError(f"{self._path}: stored ledger has mechanism={theirs.get('mechanism')!r}, "
-                             f"but this ledger was created with mechanism={mine.get('mechanism')!r}")
-        if mine.get("run") is not None and theirs.get("run") is None:
-            raise ValueError(f"{self._path}: stored ledger is bound to no run (written before ledgers "
-                             "recorded their run's data and teacher settings); no run can resume it, "
-                             "which could hand its paid labels to other samples: start a new run")
-        different = first_difference(mine, theirs)
-        if different is not None:
-            key, own, stored_value = different
-            raise ValueError(f"{self._path}: stored ledger has {key}={stored_value!r}, "
-                             f"but this ledger was created with {key}={own!r}")
+        check_settings(self._path, self._config(), stored["config"])
         stored_orders = np.asarray(stored["orders"], dtype=float)
         if not np.array_equal(stored_orders, self._orders):
             raise ValueError(
@@ -302,7 +299,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         path = self._path
         totals, rows = verify_journal(path, stored, self._spec(), lambda n: read_sidecar(path, n),
                                       known=self._history)
-        check_head(path, stored["history"], sidecar_row_count(path), totals.checked)
+        check_head(path, stored["history"], head, sidecar_row_count(path), totals.checked)
         self._rdp_dd, self._rdp_di = totals.rdp_data_dependent, totals.rdp_data_independent
         self._checked, self._answered, self._exhausted = totals.checked, totals.answered, totals.exhausted
         self._history, self._rows = list(stored["history"]), rows
@@ -379,6 +376,17 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         """
         stored = _read_ledger_file(Path(path))
         return cls(path, orders=stored["orders"], **stored["config"])
+
+    def bind_pool(self, digest: str) -> None:
+        """Charge from now on for the student pool of SHA-256 ``digest`` (recorded in every entry).
+
+        Raises
+        ------
+        ValueError
+            If the ledger's entries paid labels for another pool (``strategies.ledger_anchor.check_pool``).
+        """
+        check_pool(self._path, self._history, digest)
+        self._pool = digest
 
     # -- charging ----------------------------------------------------------------------------------
 
@@ -462,7 +470,8 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         assert self._path is not None
         remove_orphan_temps(self._path, sidecar_path(self._path))
         if self._path.exists():
-            self._restore(_read_ledger_file(self._path))
+            head = read_head(self._path)
+            self._restore(_read_ledger_file(self._path), head)
             return
         if self._checked or self._history:
             raise ValueError(f"{self._path}: the privacy ledger file vanished after {self._checked} checked "
@@ -531,6 +540,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
             "cost_data_dependent": batch_dd.tolist(),
             "cost_data_independent": batch_di.tolist(),
             "rows_sha256": rows_digest(new_rows) if n_accepted else None,
+            **({} if self._pool is None else {"pool_sha256": self._pool}),
         }
         if self._budget_on == "released":
             entry["epsilon_released"] = eps_released
@@ -574,43 +584,3 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         return (float(eps[best]) if checked else 0.0), float(self._orders[best])
 
     # -- persistence -------------------------------------------------------------------------------
-
-    def _state(self) -> dict[str, Any]:
-        """The current state as :meth:`_payload` keywords."""
-        return {"rdp_dd": self._rdp_dd, "rdp_di": self._rdp_di, "checked": self._checked,
-                "answered": self._answered, "exhausted": self._exhausted, "history": self._history,
-                "eps_released": self._eps_released, "release": self._release}
-
-    def _payload(
-        self,
-        *,
-        rdp_dd: FloatArray,
-        rdp_di: FloatArray,
-        checked: int,
-        answered: int,
-        exhausted: bool,
-        history: Sequence[dict[str, Any]],
-        eps_released: float | None,
-        release: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        """The JSON document for a ledger state (the totals in it are derived from ``history``)."""
-        payload: dict[str, Any] = {
-            "format_version": LEDGER_FORMAT_VERSION,
-            "config": self._config(),
-            "orders": self._orders.tolist(),
-            "rdp_data_dependent": rdp_dd.tolist(),
-            "rdp_data_independent": rdp_di.tolist(),
-            "queries_checked": checked,
-            "queries_answered": answered,
-            "exhausted": exhausted,
-            "history": list(history),
-        }
-        if self._mechanism in RELEASABLE:
-            payload["release"] = release
-        if self._budget_on == "released":
-            payload["epsilon_released"] = eps_released
-        return payload
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ledger as the JSON-compatible dict it is persisted as."""
-        return self._payload(**self._state())

@@ -276,3 +276,23 @@ def test_an_error_the_superlink_sends_for_a_vanished_node_is_its_drop_reason(tmp
     report = make_strategy(tmp_path).start(grid).report
     assert report["dropped_nodes"][str(vanished)] == (
         "error in voting (reported by the SuperLink): node 1001 unavailable")
+
+
+def test_a_resume_on_another_student_pool_is_refused_before_any_charge(tmp_path):
+    # Prepare: a run charges its queries for the pool of data seed 3; every entry records that pool's SHA-256
+    make_strategy(tmp_path).start(InProcessGrid(client_app, simulation_nodes(3)))
+    ledger_file = tmp_path / "ledger.json"
+    before = ledger_file.read_bytes()
+    pools = {e["pool_sha256"] for e in json.loads(before)["history"]}
+    assert len(pools) == 1
+    # Execute: a resume whose student holds another pool (data seed 4), on a ledger that knows no run settings
+    strategy = make_strategy(tmp_path, resume=True)
+    strategy.data = DataSpec(dataset="digits", num_teachers=6, seed=4)
+    again = InProcessGrid(client_app, simulation_nodes(3))
+    with pytest.raises(ValueError, match=r"the student's pool \(sha256 [0-9a-f]{16}…\) is not the pool this "
+                                         r"ledger's 120 charged queries were asked on \(sha256 "
+                                         + next(iter(pools))[:16]):
+        strategy.start(again)
+    # Assert: nothing asked, nothing charged, the paid labels untouched
+    assert not [m for m in again.sent if m.metadata.message_type in ("query.queries", "query.votes")]
+    assert ledger_file.read_bytes() == before

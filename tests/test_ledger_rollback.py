@@ -15,7 +15,7 @@ from strategies.accounting import PrivacyLedger
 from strategies.ledger_anchor import LedgerRollbackError, head_path, read_head
 from strategies.ledger_sidecar import sidecar_path
 from strategies.local_rr import LocalRRLedger
-from tests.test_ledger_integrity import batch, charge_all, make_ledger
+from tests.ledger_helpers import batch, charge_all, make_ledger
 
 pytestmark = pytest.mark.filterwarnings("ignore::strategies.accounting.PrivacyWarning")
 
