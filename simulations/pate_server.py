@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,13 +65,22 @@ def build_ledger(cfg: PateConfig) -> Any:
     if s.mechanism == "majority" and s.noise_at != "votes":
         return None
     path = Path(cfg.run.ledger_path or Path(cfg.run.output_dir) / "privacy_ledger.json")
+    if path.is_dir():
+        raise ValueError(f"run.ledger_path={str(path)!r}: is a directory; name the ledger file "
+                         "(e.g. .../privacy_ledger.json)")
     existing = existing_ledger_files(path)
     if existing and not cfg.run.resume:
         files = ", ".join(p.name for p in existing)
         raise ValueError(f"run.resume=False: the ledger {path} already holds {_recorded_charges(path)} of an "
                          f"earlier run (files: {files}); set run.resume=true to continue that run (its "
                          "queries are not asked again), or choose another run.output_dir")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"the ledger's folder {path.parent} cannot be created: {err.strerror}") from err
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"the ledger's folder {path.parent} is not writable: every charge must be persisted "
+                         "before its labels are released")
     mechanism = build_mechanism(cfg)
     run = run_binding(cfg)
     ledger: Any

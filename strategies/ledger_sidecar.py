@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +154,8 @@ def sidecar_row_count(path: Path) -> int:
     try:
         with np.load(target, allow_pickle=False) as data:
             return len(data["answered"])
-    except (OSError, KeyError, ValueError) as err:
-        raise ValueError(f"{target}: not a readable vote sidecar ({err})") from err
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{target}: not a readable vote sidecar ({type(err).__name__}: {err})") from err
 
 
 def read_sidecar(path: Path, n_rows: int) -> LedgerRows:
@@ -180,8 +181,8 @@ def read_sidecar(path: Path, n_rows: int) -> LedgerRows:
             none = np.full(len(answered), NO_LABEL, dtype=np.int64)
             ids = np.asarray(data["query_ids"], dtype=np.int64) if "query_ids" in data else none
             labels = np.asarray(data["labels"], dtype=np.int64) if "labels" in data else none
-    except (OSError, KeyError, ValueError) as err:
-        raise ValueError(f"{target}: not a readable vote sidecar ({err})") from err
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{target}: not a readable vote sidecar ({type(err).__name__}: {err})") from err
     if votes.ndim != 2 or not len(votes) == len(answered) == len(ids) == len(labels) or len(votes) < n_rows:
         raise ValueError(f"{target}: vote sidecar does not match the ledger: it has votes of shape "
                          f"{votes.shape} and {len(answered)} flags, the ledger {n_rows} charged queries")

@@ -110,8 +110,17 @@ def _ledger_lock(path: Path) -> Iterator[None]:
 
 
 def _read_ledger_file(path: Path) -> dict[str, Any]:
-    """Read a persisted ledger, raising ValueError unless it has this version's format."""
-    stored = json.loads(path.read_text(encoding="utf-8"))  # JSONDecodeError is a ValueError
+    """Read a persisted ledger, raising ValueError (naming the file) unless it has this version's format."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a privacy ledger (not UTF-8 text: {err})") from err
+    except json.JSONDecodeError as err:
+        what = "empty" if not path.read_bytes().strip() else f"not valid JSON: {err}"
+        raise ValueError(f"{path}: not a privacy ledger ({what}); if a crash cut it short, restore it from "
+                         "a copy — its head log tells which copy is the newest") from err
+    except IsADirectoryError as err:
+        raise ValueError(f"{path}: the ledger path is a directory, not a ledger file") from err
     if not isinstance(stored, dict) or stored.get("format_version") != LEDGER_FORMAT_VERSION:
         version = stored.get("format_version") if isinstance(stored, dict) else None
         hint = (" (format 1 has no integrity journal, so its totals cannot be verified: start a new "
@@ -123,4 +132,8 @@ def _read_ledger_file(path: Path) -> dict[str, Any]:
     missing = [key for key in _LEDGER_KEYS if key not in stored]
     if missing:
         raise ValueError(f"{path}: privacy ledger is missing {', '.join(missing)}")
+    for key, kind in (("config", dict), ("orders", list), ("history", list)):
+        if not isinstance(stored[key], kind):
+            raise ValueError(f"{path}: privacy ledger's {key} must be a JSON "
+                             f"{'object' if kind is dict else 'array'}, got {type(stored[key]).__name__}")
     return stored

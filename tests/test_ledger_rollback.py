@@ -235,3 +235,56 @@ def test_run_resume_false_refuses_any_ledger_file_whatever_its_counts(tmp_path: 
     (tmp_path / "privacy_ledger.json").unlink()  # only the row store and head log are left
     with pytest.raises(ValueError, match=r"already holds charges \(its file is missing or unreadable\)"):
         build_ledger(config)
+
+
+def _write(name: str, data: bytes) -> Callable[[Path], None]:
+    def change(folder: Path) -> None:
+        (folder / name).write_bytes(data)
+    return change
+
+
+def _truncate_sidecar(folder: Path) -> None:
+    sidecar = folder / "privacy_ledger.json.votes.npz"
+    sidecar.write_bytes(sidecar.read_bytes()[:40])
+
+
+def _config_to_list(folder: Path) -> None:
+    path = folder / "privacy_ledger.json"
+    stored = json.loads(path.read_text())
+    stored["config"] = [1, 2]
+    path.write_text(json.dumps(stored))
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (_write("privacy_ledger.json", b""), r"privacy_ledger.json: not a privacy ledger \(empty\); if a crash cut it"),
+    (_write("privacy_ledger.json", b'{"format_version": 2, "con'), r"not a privacy ledger \(not valid JSON: "),
+    (_write("privacy_ledger.json", b"\xff\xfe"), r"not a privacy ledger \(not UTF-8 text"),
+    (_config_to_list, r"privacy ledger's config must be a JSON object, got list"),
+    (_truncate_sidecar, r"privacy_ledger.json.votes.npz: not a readable vote sidecar \((BadZipFile|EOFError|OSError"
+                        r"|ValueError)"),
+], ids=["empty", "truncated-json", "not-utf8", "config-a-list", "truncated-sidecar"])
+def test_a_damaged_ledger_file_is_one_clear_error(tmp_path: Path, change: Callable[[Path], None],
+                                                    expected: str) -> None:
+    from simulations.pate_config import compose_config
+    from simulations.pate_server import build_ledger
+
+    base = (f"run.output_dir={tmp_path}", "dataset=digits", "strategy.mechanism=gnmax")
+    build_ledger(compose_config(*base)).charge(np.array([[20.0] + [0.0] * 9]), labels=np.array([0]),
+                                               query_ids=np.array([0]))
+    change(tmp_path)
+    with pytest.raises(ValueError, match=expected):
+        build_ledger(compose_config(*base, "run.resume=true"))
+
+
+@pytest.mark.parametrize(("ledger_path", "expected"), [
+    ("{tmp}", r"run.ledger_path='.*': is a directory; name the ledger file"),
+    ("{tmp}/file/ledger.json", r"the ledger's folder .*/file cannot be created: "),
+], ids=["a-directory", "under-a-file"])
+def test_an_unusable_ledger_path_is_refused_before_the_run(tmp_path: Path, ledger_path: str, expected: str) -> None:
+    from simulations.pate_config import compose_config
+    from simulations.pate_server import build_ledger
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ValueError, match=expected):
+        build_ledger(compose_config(f"run.output_dir={tmp_path}", "dataset=digits",
+                                    f"run.ledger_path={ledger_path.format(tmp=tmp_path)}"))
