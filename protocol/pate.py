@@ -57,6 +57,7 @@ class DataSpec:
     def __post_init__(self) -> None:
         fractions = (self.query_fraction, self.validation_fraction, self.test_fraction)
         _check_rules("DataSpec", [
+            ("seed", self.seed, _is_int(self.seed, 0), "must be an integer >= 0"),
             ("num_teachers", self.num_teachers, _is_int(self.num_teachers, 1), "must be an integer >= 1"),
             ("query_fraction", self.query_fraction, 0 < self.query_fraction < 1, "must be in (0, 1)"),
             ("validation_fraction", self.validation_fraction, 0 < self.validation_fraction < 1,

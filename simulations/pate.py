@@ -127,6 +127,11 @@ def main(cfg: DictConfig) -> None:
     error, an exhausted budget: 1) ends with its cause, naming the node where there is one, on one
     ``error:`` line; ``run.verbose=true`` re-raises it with the traceback.
     """
+    unknown = sorted(set(cfg.keys()) - {f.name for f in dataclasses.fields(PateConfig)})
+    if unknown:  # `+key=value` adds keys the schema does not have: they would be ignored silently
+        print(f"error: unknown setting(s) {', '.join(unknown)}; the top-level settings are "
+              f"{', '.join(f.name for f in dataclasses.fields(PateConfig))}", file=sys.stderr)
+        sys.exit(2)
     try:
         config = OmegaConf.to_object(cfg)
     except (ValueError, OmegaConfBaseException) as err:

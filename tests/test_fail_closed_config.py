@@ -27,6 +27,7 @@ BAD_SETTINGS = [
     ("data.query_fraction=0.5 data.validation_fraction=0.3 data.test_fraction=0.3",
      "must be < 1 to leave data for the teachers"),
     ("data.num_teachers=0", "DataSpec.num_teachers=0"),
+    ("data.seed=-1", "DataSpec.seed=-1: must be an integer >= 0"),
     ("data.dataset=digits data.teacher_samples=0 data.num_teachers=2000", "data.num_teachers=2000: the"),
     ("data.dataset=digits data.teacher_samples=100000", "data.teacher_samples=100000: must be <="),
     ("data.mnist1d_samples=10", "DataSpec.mnist1d_samples=10"),
@@ -66,6 +67,19 @@ def test_the_command_stops_with_exit_2_and_one_line_before_ray_starts(tmp_path: 
     assert proc.stderr.strip().splitlines()[-1] == "error: ModelSpec.epochs=0: must be an integer >= 1"
     assert "Traceback" not in proc.stderr and "ray" not in proc.stderr.lower()
     assert not (tmp_path / "run").exists()  # nothing written, no ledger, no ε
+
+
+def test_an_unknown_top_level_setting_is_refused_not_ignored(tmp_path: Path) -> None:
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulations.pate", "+foo=1", f"run.output_dir={tmp_path}/run"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: unknown setting(s) foo; the top-level settings are data, teacher, student_model, student, "
+        "strategy, federation, run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_earlier_runs_ledger_is_refused_unless_the_run_resumes(tmp_path: Path) -> None:
