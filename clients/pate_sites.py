@@ -68,36 +68,30 @@ class StudentData:
         return len(self.classes)
 
 
-def site_file(context: Context) -> str | None:
-    """The node's ``data-file``, or None (bundled data).
+def path_setting(context: Context, key: str) -> str | None:
+    """The node's ``node_config[key]`` path, or None when it is not set.
 
     Raises
     ------
     ValueError
-        If ``data-file`` is set but empty or not a string.
+        If it is set but empty or not a string.
     """
-    value = context.node_config.get(DATA_FILE_KEY)
+    value = context.node_config.get(key)
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise ValueError(f"node_config {DATA_FILE_KEY!r} must be a non-empty path, got {value!r}")
+        raise ValueError(f"node_config {key!r} must be a non-empty path, got {value!r}")
     return value
+
+
+def site_file(context: Context) -> str | None:
+    """The node's ``data-file``, or None (bundled data)."""
+    return path_setting(context, DATA_FILE_KEY)
 
 
 def cache_dir(context: Context) -> str | None:
-    """The node's ``cache-dir`` (where it keeps prepared bundled data), or None (the machine's default).
-
-    Raises
-    ------
-    ValueError
-        If ``cache-dir`` is set but empty or not a string.
-    """
-    value = context.node_config.get(CACHE_DIR_KEY)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"node_config {CACHE_DIR_KEY!r} must be a non-empty path, got {value!r}")
-    return value
+    """The node's ``cache-dir`` (where it keeps prepared bundled data), or None (the machine's default)."""
+    return path_setting(context, CACHE_DIR_KEY)
 
 
 def bundled_data(context: Context, spec: DataSpec) -> tuple[Dataset, PateSplit]:
