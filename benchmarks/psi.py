@@ -2,7 +2,7 @@
 
 n × n IDs with 50 % overlap. Variants, all measured in the same run on the same machine:
 
-- ``ecdh``: :mod:`clients.psi_ecdh` (Diffie–Hellman PSI over edwards25519, both roles in this process,
+- ``ecdh``: :mod:`clients.psi.ecdh` (Diffie–Hellman PSI over edwards25519, both roles in this process,
   each step in the process pool) at 10^3, 10^4, 10^5 with ``--ecdh`` (10^6 with ``--ecdh-1e6``);
   ``floor-ecdh`` is n times two parties' primitive cost per ID measured in this run on one core: one
   hash into the group and two checked scalar multiplications (the own point, the peer's point).
@@ -53,8 +53,9 @@ import nacl.bindings as sodium
 from gmpy2 import mpz
 from phe import paillier
 
-from clients import psi, psi_ecdh
-from clients.psi_paillier import _bin_coefficients, _crt_randomisers, _flat, _map, _pool_size
+from clients import psi
+from clients.psi import ecdh
+from clients.psi.paillier import _bin_coefficients, _crt_randomisers, _flat, _map, _pool_size
 
 FLOOR_REPEATS = 40
 
@@ -305,11 +306,11 @@ class ECDHFloor:
 
 
 def measure_ecdh_floor() -> ECDHFloor:
-    scalar = psi_ecdh.random_scalar()
+    scalar = ecdh.random_scalar()
     data = psi.canonical_id_bytes("user-00000001")
-    point = psi_ecdh.hash_to_group("floor", data)
+    point = ecdh.hash_to_group("floor", data)
     return ECDHFloor(
-        hash_to_group=_median_s(lambda: psi_ecdh.hash_to_group("floor", data), 4 * FLOOR_REPEATS),
+        hash_to_group=_median_s(lambda: ecdh.hash_to_group("floor", data), 4 * FLOOR_REPEATS),
         scalar_multiplication=_median_s(
             lambda: sodium.crypto_scalarmult_ed25519_noclamp(scalar, point), 4 * FLOOR_REPEATS
         ),
@@ -320,14 +321,14 @@ ECDH_SIZES = [1000, 10_000, 100_000]
 
 
 def run_ecdh(n: int, workers: int, chunk_bytes: int = psi.DEFAULT_CHUNK_BYTES) -> Meter:
-    """clients.psi_ecdh end to end, step by step, both roles in this process (``align_ecdh``'s order)."""
+    """clients.psi.ecdh end to end, step by step, both roles in this process (``align_ecdh``'s order)."""
     receiver_ids, sender_ids = id_sets(n)
     meter = Meter(workers)
     with meter.step("prepare"):
         receiver_prepared, sender_prepared = psi.prepare_ids(receiver_ids), psi.prepare_ids(sender_ids)
         session_id = secrets.token_hex(16)
-        receiver = psi_ecdh.ECDHReceiver(receiver_prepared, peer_size=n, session_id=session_id)
-        sender = psi_ecdh.ECDHSender(sender_prepared, peer_size=n, session_id=session_id)
+        receiver = ecdh.ECDHReceiver(receiver_prepared, peer_size=n, session_id=session_id)
+        sender = ecdh.ECDHSender(sender_prepared, peer_size=n, session_id=session_id)
     with meter.step("receiver_blind") as pool:
         receiver.blind(pool, chunk_bytes)
     with meter.step("sender_blind") as pool:

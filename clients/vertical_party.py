@@ -15,7 +15,7 @@ state is written back there. Nothing is kept in module globals except caches of 
 decoded configurations.
 
 Alignment: the ``align`` operation takes the aligned IDs either from the PSI run (payload
-``source="psi"``: :func:`clients.psi_party.get_alignment`, after :func:`strategies.alignment.run_alignment`
+``source="psi"``: :func:`clients.psi.handlers.get_alignment`, after :func:`strategies.alignment.run_alignment`
 drove the ``query.psi_*`` handlers registered here with :func:`load_ids`) or, for the explicitly
 insecure test-only plaintext mode, from the payload itself.
 """
@@ -33,7 +33,7 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from clients.node_output import node_file, with_output_dir
-from clients.psi_party import get_alignment, register_psi_handlers
+from clients.psi.handlers import get_alignment, register_psi_handlers
 from clients.vertical_data import PartyData, VerticalSplit, make_vertical_split
 from clients.vertical_features import csv_settings, load_party_csv
 from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY, load_party_file

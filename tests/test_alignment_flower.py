@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from clients.psi import canonical_id_bytes
-from clients.psi_party import get_alignment, register_psi_handlers
+from clients.psi.handlers import get_alignment, register_psi_handlers
 from clients.vertical_data import make_vertical_split
 from clients.vertical_party import load_party
 from protocol.vertical import VerticalConfig, VerticalStrategyConfig

@@ -10,7 +10,7 @@ import pytest
 from flwr.app import Context, RecordDict
 
 from clients.psi import intersect
-from clients.psi_ids import prepare_ids
+from clients.psi.ids import prepare_ids
 from clients.vertical_data import PartyData, make_vertical_split
 from clients.vertical_files import FeatureScaleWarning, load_party_file, main
 from clients.vertical_party import party_index

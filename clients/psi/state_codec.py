@@ -1,7 +1,7 @@
 """Node-local persistence of a PSI role between Flower messages: plain values for a ``ConfigRecord``.
 
-A party's :class:`~clients.psi_receiver.PSIReceiver` or :class:`~clients.psi_sender.PSISender` is
-rebuilt from ``context.state`` at every step of the Flower alignment phase (``clients.psi_party``);
+A party's :class:`~clients.psi.fnp_receiver.PSIReceiver` or :class:`~clients.psi.fnp_sender.PSISender` is
+rebuilt from ``context.state`` at every step of the Flower alignment phase (``clients.psi.handlers``);
 these helpers turn its parts into ``ConfigRecord`` values and back. The receiver's state holds its
 private key: it never leaves the node.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from gmpy2 import mpz
 
-from clients.psi_ids import PreparedIds
+from clients.psi.ids import PreparedIds
 from protocol.psi import SetupHeader, header_fields, int_to_bytes, strip_header_fields
 
 StateValue = int | str | bytes | bool | list[int] | list[bytes]

@@ -5,9 +5,9 @@ hash their IDs into the group and exponentiate; each then exponentiates the othe
 scalar multiplication commutes, an ID x of R and y of S meet as H(x)^(ab) = H(y)^(ab) exactly when
 H(x) = H(y). S returns R's points H(x)^(ab) in the order received and sends its own H(y)^b in a secret
 random order; R raises those to a and records, for each shared ID, its position in S's order. From
-there the protocol is the Paillier backend's (:mod:`clients.psi_receiver`, :mod:`clients.psi_sender`):
+there the protocol is the Paillier backend's (:mod:`clients.psi.fnp_receiver`, :mod:`clients.psi.fnp_sender`):
 R sends the positions of the shared IDs in the canonical order and S maps them to its rows through its
-secret shuffle, so both end with the same :class:`~clients.psi_ids.Alignment`.
+secret shuffle, so both end with the same :class:`~clients.psi.ids.Alignment`.
 
 References
 ----------
@@ -56,15 +56,15 @@ from typing import Any
 import nacl.bindings as sodium
 import nacl.exceptions
 
-from clients.psi_ids import (
+from clients.psi.ids import (
     Alignment,
     DuplicatePolicy,
     PreparedIds,
     prepare_ids,
 )
-from clients.psi_paillier import _map, _slices, _split, process_pool
-from clients.psi_roles import MatchingReceiver, ShuffledSender
-from clients.psi_state import StateValue, new_session_id, prepared_from_state, prepared_to_state
+from clients.psi.matching import MatchingReceiver, ShuffledSender
+from clients.psi.paillier import _map, _slices, _split, process_pool
+from clients.psi.state_codec import StateValue, new_session_id, prepared_from_state, prepared_to_state
 from protocol.psi import DEFAULT_CHUNK_BYTES, PSIError, SessionMismatchError
 
 POINT_BYTES = 32

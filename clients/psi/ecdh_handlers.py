@@ -1,9 +1,9 @@
 """A party's side of an ECDH PSI session, as Flower ``query.psi_ecdh_*`` handlers.
 
-The Diffie–Hellman PSI of :mod:`clients.psi_ecdh` between the label holder and one passive party,
+The Diffie–Hellman PSI of :mod:`clients.psi.ecdh` between the label holder and one passive party,
 driven by :func:`strategies.alignment.run_alignment` with ``backend="ecdh"``. The alignment-wide
 steps (``psi_begin``, ``psi_matched``, ``psi_order``, ``psi_prepare``, ``psi_commit``, ``psi_abort``)
-are the Paillier backend's (:mod:`clients.psi_party`): a session only has to leave, in the staging
+are the Paillier backend's (:mod:`clients.psi.handlers`): a session only has to leave, in the staging
 record, the map from positions in the sender's shuffled stream to the party's IDs.
 
 Handlers (the fields are in :mod:`protocol.psi`)
@@ -27,8 +27,8 @@ from collections.abc import Callable
 
 from flwr.app import ConfigRecord, Context
 
-from clients.psi_ecdh import ECDHReceiver, ECDHSender
-from clients.psi_node import (
+from clients.psi.ecdh import ECDHReceiver, ECDHSender
+from clients.psi.node_state import (
     SESSION_STATE_KEY,
     Config,
     _checked_ids,
@@ -39,7 +39,7 @@ from clients.psi_node import (
     _staging,
     _subset_ids,
 )
-from clients.psi_paillier import process_pool
+from clients.psi.paillier import process_pool
 from protocol.psi import SESSION_ID_KEY, PSIError
 
 __all__ = ["ECDH_HANDLERS"]
@@ -132,4 +132,4 @@ ECDH_HANDLERS: dict[str, Callable[[_Party, Config, Context], Config]] = {
     "psi_ecdh_doubled": _doubled,
     "psi_ecdh_finish": _finish,
 }
-"""Handler of every ECDH action, registered by :func:`clients.psi_party.register_psi_handlers`."""
+"""Handler of every ECDH action, registered by :func:`clients.psi.handlers.register_psi_handlers`."""

@@ -3,15 +3,15 @@
 Both backends end the same way (``docs/psi.md``): the receiver knows, for each of its matched IDs, the
 position of the matching element in the sender's secretly shuffled stream; it sends those positions in
 the canonical order of the shared IDs, and the sender maps them back through its shuffle. The Paillier
-roles (:mod:`clients.psi_receiver`, :mod:`clients.psi_sender`) and the ECDH roles
-(:mod:`clients.psi_ecdh`) mix these in.
+roles (:mod:`clients.psi.fnp_receiver`, :mod:`clients.psi.fnp_sender`) and the ECDH roles
+(:mod:`clients.psi.ecdh`) mix these in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from clients.psi_ids import Alignment, PreparedIds, canonical_order, make_alignment
+from clients.psi.ids import Alignment, PreparedIds, canonical_order, make_alignment
 from protocol.psi import IntersectionMessage, PSIError, SessionMismatchError
 
 

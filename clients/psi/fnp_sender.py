@@ -17,7 +17,7 @@ from typing import Any
 
 from gmpy2 import mpz
 
-from clients.psi_ids import (
+from clients.psi.ids import (
     MAX_ID_BITS,
     MIN_ID_BITS,
     SALT_BYTES,
@@ -25,7 +25,8 @@ from clients.psi_ids import (
     hash_id,
     prepare_ids,
 )
-from clients.psi_paillier import (
+from clients.psi.matching import ShuffledSender
+from clients.psi.paillier import (
     _decode,
     _encode,
     _evaluate_bins,
@@ -39,8 +40,7 @@ from clients.psi_paillier import (
     ciphertext_width,
     decode_ciphertexts,
 )
-from clients.psi_roles import ShuffledSender
-from clients.psi_state import (
+from clients.psi.state_codec import (
     StateValue,
     header_from_state,
     header_to_state,

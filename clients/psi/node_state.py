@@ -2,7 +2,7 @@
 the staging and session records.
 
 A party keeps its alignment-wide working state in ``context.state["psi.staging"]`` and the pairwise
-session in progress in ``context.state["psi.session"]`` (``clients.psi_party`` documents every key).
+session in progress in ``context.state["psi.session"]`` (``clients.psi.handlers`` documents every key).
 The session record names its ``role`` (``receiver`` / ``sender``) and its ``backend``
 (``paillier`` / ``ecdh``); a handler refuses a session of another role or backend.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 from flwr.app import ConfigRecord, Context
 
-from clients.psi_ids import DuplicatePolicy, PreparedIds, id_from_canonical_bytes, prepare_ids
-from clients.psi_paillier import resolve_workers
+from clients.psi.ids import DuplicatePolicy, PreparedIds, id_from_canonical_bytes, prepare_ids
+from clients.psi.paillier import resolve_workers
 from protocol.psi import ALIGNMENT_ID_KEY, SESSION_ID_KEY, PSIError, SessionMismatchError, require_field
 
 ALIGNMENT_STATE_KEY = "psi.alignment"

@@ -33,7 +33,7 @@ import gmpy2
 from gmpy2 import mpz
 from phe import paillier
 
-from clients.psi_ids import MAX_ID_BITS, MIN_ID_BITS
+from clients.psi.ids import MAX_ID_BITS, MIN_ID_BITS
 from protocol.psi import DEFAULT_KEY_BITS, PSIError
 
 MIN_SECURE_KEY_BITS = 2048

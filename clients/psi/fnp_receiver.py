@@ -26,7 +26,7 @@ from typing import Any
 
 from gmpy2 import mpz
 
-from clients.psi_ids import (
+from clients.psi.ids import (
     DEFAULT_OVERFLOW_BITS,
     SALT_BYTES,
     DuplicatePolicy,
@@ -35,7 +35,8 @@ from clients.psi_ids import (
     padded_degree,
     prepare_ids,
 )
-from clients.psi_paillier import (
+from clients.psi.matching import MatchingReceiver
+from clients.psi.paillier import (
     _check_id_bits,
     _crt_randomisers,
     _decrypt_mod_p,
@@ -48,8 +49,7 @@ from clients.psi_paillier import (
     ciphertext_width,
     decode_ciphertexts,
 )
-from clients.psi_roles import MatchingReceiver
-from clients.psi_state import (
+from clients.psi.state_codec import (
     StateValue,
     header_from_state,
     header_to_state,

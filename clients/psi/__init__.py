@@ -1,9 +1,10 @@
 """Private set intersection: Paillier FNP with hashing into bins (default) and Diffie–Hellman PSI.
 
-This module runs both roles in one process (:func:`align`, :func:`intersect`; ``backend="paillier"``
-or ``"ecdh"``, one interface, the same :class:`Alignment`) and is the façade of the PSI: every public
-name of the implementation is importable from here. The Paillier backend is described below; the ECDH
-backend (Meadows 1986; Huberman, Franklin, Hogg 1999; over edwards25519) in :mod:`clients.psi_ecdh`.
+This package is the PSI's public face: every public name of the implementation is importable from
+``clients.psi``, among them :func:`align` and :func:`intersect`, which run both roles in one process
+(:mod:`clients.psi.in_process`; ``backend="paillier"`` or ``"ecdh"``, one interface, the same
+:class:`Alignment`). The Paillier backend is described below; the ECDH
+backend (Meadows 1986; Huberman, Franklin, Hogg 1999; over edwards25519) in :mod:`clients.psi.ecdh`.
 
 References
 ----------
@@ -20,14 +21,16 @@ Modules (one concept each; ``docs/psi.md`` walks through the protocol, its leaka
 --------------------------------------------------------------------------------------------------
 - :mod:`protocol.psi`: the wire vocabulary (message types, record keys, public defaults, the setup
   header and the in-process messages, :class:`PSIError`), shared with the server;
-- :mod:`clients.psi_ids`: canonical ID bytes, salted hashing into bins, the canonical order, the public
+- :mod:`clients.psi.ids`: canonical ID bytes, salted hashing into bins, the canonical order, the public
   degree and the choice of B, :class:`Alignment`;
-- :mod:`clients.psi_paillier`: keys, the ciphertext codec, the hot loops and their process pool;
-- :mod:`clients.psi_receiver`, :mod:`clients.psi_sender`: the two roles; :mod:`clients.psi_state`:
-  their node-local persistence between Flower messages;
-- :mod:`clients.psi_ecdh`: the ECDH backend (group, hash, both roles);
-- :mod:`clients.psi_party`, :mod:`clients.psi_ecdh_party`, :mod:`clients.psi_node`: a party's Flower
-  handlers (shared steps, ECDH session steps, their common state plumbing).
+- :mod:`clients.psi.paillier`: keys, the ciphertext codec, the hot loops and their process pool;
+- :mod:`clients.psi.fnp_receiver`, :mod:`clients.psi.fnp_sender`: the two FNP roles;
+  :mod:`clients.psi.matching`: the end both backends' roles share (matched positions → alignment);
+  :mod:`clients.psi.state_codec`: a role's parts as ``ConfigRecord`` values between Flower messages;
+- :mod:`clients.psi.ecdh`: the ECDH backend (group, hash, both roles);
+- :mod:`clients.psi.in_process`: both roles in one process (:func:`align`, :func:`intersect`);
+- :mod:`clients.psi.handlers`, :mod:`clients.psi.ecdh_handlers`, :mod:`clients.psi.node_state`: a
+  party's Flower handlers (shared steps, ECDH session steps, what they keep in ``context.state``).
 
 Protocol (semi-honest parties)
 ------------------------------
@@ -57,10 +60,10 @@ modulo p only; data-independent randomness precomputed (:meth:`PSIReceiver.preco
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from clients.psi_ecdh import ECDHReceiver, ECDHSender, align_ecdh, hash_to_group, random_scalar
-from clients.psi_ids import (
+from clients.psi.ecdh import ECDHReceiver, ECDHSender, align_ecdh, hash_to_group, random_scalar
+from clients.psi.fnp_receiver import MAX_RESALTS, PSIReceiver
+from clients.psi.fnp_sender import PSISender
+from clients.psi.ids import (
     CANONICAL_ORDER_DOMAIN,
     COEFFICIENT_TO_HORNER_COST,
     DEFAULT_OVERFLOW_BITS,
@@ -73,7 +76,6 @@ from clients.psi_ids import (
     PreparedIds,
     canonical_id_bytes,
     canonical_order,
-    check_not_one_string,
     choose_bins,
     hash_id,
     id_from_canonical_bytes,
@@ -83,7 +85,8 @@ from clients.psi_ids import (
     padded_degree,
     prepare_ids,
 )
-from clients.psi_paillier import (
+from clients.psi.in_process import align, intersect
+from clients.psi.paillier import (
     MIN_SECURE_KEY_BITS,
     MIN_TEST_KEY_BITS,
     EvaluationGroup,
@@ -95,9 +98,7 @@ from clients.psi_paillier import (
     process_pool,
     resolve_workers,
 )
-from clients.psi_receiver import MAX_RESALTS, PSIReceiver
-from clients.psi_sender import PSISender
-from clients.psi_state import StateValue
+from clients.psi.state_codec import StateValue
 from protocol.psi import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_ID_BITS,
@@ -166,101 +167,3 @@ __all__ = [
     "random_scalar",
     "resolve_workers",
 ]
-
-
-def align(
-    ids_a: Iterable[object],
-    ids_b: Iterable[object],
-    *,
-    key_bits: int = DEFAULT_KEY_BITS,
-    id_bits: int = DEFAULT_ID_BITS,
-    workers: int | None = 1,
-    duplicates: DuplicatePolicy = "reject",
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    allow_insecure_key_size: bool = False,
-    backend: str = "paillier",
-) -> tuple[Alignment, Alignment]:
-    """Run the whole protocol between two ID lists in this process; return both parties' alignments.
-
-    Paillier: the larger set takes the receiver role (the sender's IDs are the expensive side,
-    ``docs/psi.md``, "Speed"). ECDH (:func:`clients.psi_ecdh.align_ecdh`): ``a`` receives; the
-    Paillier parameters are unused.
-
-    Parameters
-    ----------
-    ids_a, ids_b : Iterable[str | int]
-        The two parties' IDs, one per row.
-    key_bits, id_bits, duplicates, allow_insecure_key_size
-        As for :class:`PSIReceiver`.
-    workers : int or None (default: 1)
-        Processes for the hot loops; ``None`` uses every core.
-    chunk_bytes : int (default: 4 MiB)
-        Bound on each message's ciphertext (or point) payload.
-    backend : {"paillier", "ecdh"} (default: "paillier")
-        The PSI protocol; both give the same alignments.
-
-    Raises
-    ------
-    ValueError
-        On an unknown backend (and invalid IDs or parameters).
-
-    Returns
-    -------
-    tuple[Alignment, Alignment]
-        ``(alignment of a, alignment of b)``: same IDs, same canonical order, own rows.
-    """
-    if backend not in PSI_BACKENDS:
-        raise ValueError(f"backend must be one of {PSI_BACKENDS}, got {backend!r}")
-    check_not_one_string(ids_a)
-    check_not_one_string(ids_b)
-    if backend == "ecdh":
-        return align_ecdh(ids_a, ids_b, workers=workers, duplicates=duplicates, chunk_bytes=chunk_bytes)
-    list_a, list_b = list(ids_a), list(ids_b)
-    a_receives = len(list_a) >= len(list_b)
-    receiver_ids, sender_ids = (list_a, list_b) if a_receives else (list_b, list_a)
-    receiver = PSIReceiver(
-        receiver_ids,
-        key_bits=key_bits,
-        id_bits=id_bits,
-        peer_size=len(sender_ids),
-        duplicates=duplicates,
-        allow_insecure_key_size=allow_insecure_key_size,
-    )
-    sender = PSISender(sender_ids, duplicates=duplicates, allow_insecure_key_size=allow_insecure_key_size)
-    with process_pool(workers) as pool:
-        setup = receiver.setup_message(pool, chunk_bytes)
-        responses = sender.evaluate_all(setup, pool, chunk_bytes)
-        receiver.finish(responses, pool)
-    receiver_alignment = receiver.alignment()
-    sender_alignment = sender.conclude(receiver.intersection_message())
-    if a_receives:
-        return receiver_alignment, sender_alignment
-    return sender_alignment, receiver_alignment
-
-
-def intersect(
-    ids_a: Iterable[object],
-    ids_b: Iterable[object],
-    key_bits: int = DEFAULT_KEY_BITS,
-    *,
-    id_bits: int = DEFAULT_ID_BITS,
-    workers: int | None = 1,
-    duplicates: DuplicatePolicy = "reject",
-    allow_insecure_key_size: bool = False,
-    backend: str = "paillier",
-) -> list[Identifier]:
-    """The IDs both lists share, in canonical order, by running the PSI protocol in this process.
-
-    See :func:`align` for the parameters; this returns ``list(align(...)[0].ids)``.
-    """
-    alignment_a, _ = align(
-        ids_a,
-        ids_b,
-        key_bits=key_bits,
-        id_bits=id_bits,
-        workers=workers,
-        duplicates=duplicates,
-        allow_insecure_key_size=allow_insecure_key_size,
-        backend=backend,
-    )
-    return list(alignment_a.ids)

@@ -8,7 +8,7 @@ the map to its own rows; :func:`get_alignment` reads it back.
 Node-local state (``context.state``, a ``RecordDict`` that persists per node for the run)
 -----------------------------------------------------------------------------------------
 - ``"psi.alignment"`` (:data:`ALIGNMENT_STATE_KEY`): the committed alignment (``ConfigRecord``):
-  ``alignment_id``, ``ids`` (canonical ID bytes, :func:`clients.psi_ids.canonical_id_bytes`), ``rows``,
+  ``alignment_id``, ``ids`` (canonical ID bytes, :func:`clients.psi.ids.canonical_id_bytes`), ``rows``,
   ``num_rows``, ``ids_digest``. Written only by the final ``psi_commit`` step.
 - ``"psi.previous"``: the alignment that ``psi_commit`` replaced, restored by ``psi_abort``.
 - ``"psi.staging"``: alignment-wide working state (alignment id, digest of the party's IDs, the
@@ -27,7 +27,7 @@ Handlers (message type ``query.<action>``; every message carries the ``alignment
 ``psi_begin`` (all parties) → set size; ``psi_keygen`` / ``psi_setup`` / ``psi_coefficients`` /
 ``psi_decrypt`` / ``psi_finish`` (the FNP receiver of a pairwise session); ``psi_precompute`` /
 ``psi_evaluate`` / ``psi_respond`` / ``psi_responses`` (the FNP sender); ``psi_ecdh_*`` (a pairwise
-session of the ECDH backend, :mod:`clients.psi_ecdh_party`); ``psi_matched`` (a sender that is the
+session of the ECDH backend, :mod:`clients.psi.ecdh_handlers`); ``psi_matched`` (a sender that is the
 label holder, either backend);
 ``psi_order`` (the label holder: canonical order of the final set, positions for every peer);
 ``psi_prepare`` (the other parties); ``psi_commit`` / ``psi_abort`` (all parties). The message types,
@@ -42,8 +42,10 @@ from collections.abc import Callable, Sequence
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.psi_ecdh_party import ECDH_HANDLERS
-from clients.psi_ids import (
+from clients.psi.ecdh_handlers import ECDH_HANDLERS
+from clients.psi.fnp_receiver import PSIReceiver
+from clients.psi.fnp_sender import PSISender
+from clients.psi.ids import (
     Alignment,
     DuplicatePolicy,
     PreparedIds,
@@ -52,7 +54,7 @@ from clients.psi_ids import (
     make_alignment,
     prepare_ids,
 )
-from clients.psi_node import (
+from clients.psi.node_state import (
     ALIGNMENT_STATE_KEY,
     PENDING_STATE_KEY,
     PREVIOUS_STATE_KEY,
@@ -70,10 +72,8 @@ from clients.psi_node import (
     _staging,
     _subset_ids,
 )
-from clients.psi_paillier import process_pool, resolve_workers
-from clients.psi_receiver import PSIReceiver
-from clients.psi_sender import PSISender
-from clients.psi_state import int_bytes
+from clients.psi.paillier import process_pool, resolve_workers
+from clients.psi.state_codec import int_bytes
 from protocol.psi import (
     ACTIONS,
     ALIGNMENT_ID_KEY,
@@ -165,7 +165,7 @@ def register_psi_handlers(
     workers : int, optional
         Processes for the hot loops. Default: ``node_config["psi-workers"]`` if set, else one per core.
     duplicates : {"reject", "keep_first"} (default: "reject")
-        Policy for repeated IDs (:func:`clients.psi_ids.prepare_ids`); node-local.
+        Policy for repeated IDs (:func:`clients.psi.ids.prepare_ids`); node-local.
     allow_insecure_key_size : bool (default: False)
         Test-only: let this node generate or accept Paillier keys below 2048 bits. A server cannot
         lower the key size at a node that did not set this.
