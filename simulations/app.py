@@ -14,11 +14,11 @@ from flwr.app import Context
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from clients import student, teacher
 from clients.node_output import with_output_dir
-from clients.pate_node import handle_describe, handle_prepare
+from clients.pate import student, teacher
+from clients.pate.node import handle_describe, handle_prepare
+from clients.pate.secagg import register_secagg_handlers
 from clients.progress_log import with_progress_file
-from clients.secagg_node import register_secagg_handlers
 from clients.vertical_party import register_vertical_handlers
 from protocol.codec import from_flat, to_flat
 from protocol.vertical import VerticalConfig

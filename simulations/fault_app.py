@@ -23,8 +23,8 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
-from clients import student, teacher
-from clients.pate_node import handle_describe
+from clients.pate import student, teacher
+from clients.pate.node import handle_describe
 from clients.vertical_party import register_vertical_handlers
 
 FAULT_NODE_CONFIG_KEY = "fault"

@@ -1,6 +1,6 @@
 """What a PATE node trains and answers on: its own site file, or its part of the bundled split.
 
-A node whose ``node_config`` names a ``data-file`` reads it (``clients.pate_files``); otherwise it
+A node whose ``node_config`` names a ``data-file`` reads it (``clients.pate.site_files``); otherwise it
 rebuilds the run's bundled dataset and split from the ``DataSpec`` the server sends (``clients.data``),
 exactly as before site files existed. Either way the handlers see the same views: a teacher node its
 samples and one shard per hosted teacher, the student its pool and its held-out sets.
@@ -21,9 +21,9 @@ from flwr.app import Context
 
 from clients.data import Dataset, PateSplit, bundled_inputs, load_pate_data
 from clients.data_cache import NODE_CONFIG_KEY as CACHE_DIR_KEY
-from clients.pate_csv import FeatureSchema, array_schema
-from clients.pate_files import DATA_FILE_KEY, read_student_site, read_teacher_site, site_shards
-from clients.teacher_ensemble import TeacherEnsemble
+from clients.pate.site_csv import FeatureSchema, array_schema
+from clients.pate.site_files import DATA_FILE_KEY, read_student_site, read_teacher_site, site_shards
+from clients.pate.teacher_ensemble import TeacherEnsemble
 from protocol.pate import ROLE_TEACHER, SITE_DATA, DataSpec
 
 

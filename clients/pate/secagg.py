@@ -22,7 +22,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.teacher import hosted_votes
+from clients.pate.teacher import hosted_votes
 from protocol.pate import array_record
 from protocol.secagg import (
     MASKED,

@@ -2,7 +2,7 @@
 
 A node hosts one or more teachers (``protocol.pate.node_role``). Each teacher trains on its
 own disjoint shard only and never leaves the node. The node trains its teachers as one batched
-ensemble (``clients.teacher_ensemble``); the stacked weights live in ``context.state``, one
+ensemble (``clients.pate.teacher_ensemble``); the stacked weights live in ``context.state``, one
 ``ArrayRecord`` per chunk (``teacher.chunk.<j>``, each array ``(K_j, *shape)``) and a ``ConfigRecord``
 ``teacher.ensemble`` naming each chunk's teacher ids. A vote query carries a whole batch of student
 samples; the reply carries the node's per-query vote histogram over its hosted teachers (``(Q, C)``
@@ -18,10 +18,9 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.encoders import Classifier
-from clients.local_rr import randomised_histogram
-from clients.pate_sites import teacher_data, teacher_inputs
-from clients.progress_log import WorkMeter, format_duration
-from clients.teacher_ensemble import (
+from clients.pate.local_rr import randomised_histogram
+from clients.pate.sites import teacher_data, teacher_inputs
+from clients.pate.teacher_ensemble import (
     DEFAULT_CHUNK,
     TeacherChunk,
     TeacherEnsemble,
@@ -29,6 +28,7 @@ from clients.teacher_ensemble import (
     train_ensemble,
     train_teacher_alone,
 )
+from clients.progress_log import WorkMeter, format_duration
 from clients.training import check_inputs, predict_logits
 from protocol.codec import from_record
 from protocol.local_rr import LDP
@@ -60,7 +60,7 @@ def _chunk_size(context: Context) -> int:
 def train_teacher(
     x: np.ndarray, y: np.ndarray, n_classes: int, spec: ModelSpec, *, seed: int
 ) -> Classifier:
-    """Train one teacher on its own shard ``(x, y)`` only (``clients.teacher_ensemble`` reference loop)."""
+    """Train one teacher on its own shard ``(x, y)`` only (``clients.pate.teacher_ensemble``'s reference)."""
     return train_teacher_alone(x, y, n_classes, spec, seed=seed)
 
 
@@ -106,10 +106,10 @@ def _load(context: Context, teachers: list[int], input_shape: tuple[int, ...], n
 def handle_train(msg: Message, context: Context) -> Message:
     """``train.teachers``: train every hosted teacher on its shard; reply with per-teacher metrics.
 
-    The hosted teachers train as one batched ensemble (``clients.teacher_ensemble``, at most
+    The hosted teachers train as one batched ensemble (``clients.pate.teacher_ensemble``, at most
     ``node_config['teacher-chunk']`` at a time), each on its own shard with its own seed and the
     ModelSpec's ``augment_shift``; a node with a ``data-file`` deals its own samples out
-    (``clients.pate_sites``). The reported test and validation accuracies are *measurements* on the run's
+    (``clients.pate.sites``). The reported test and validation accuracies are *measurements* on the run's
     held-out splits (available only when every party derives its data from one bundled dataset; no
     teacher trains on them; NaN at a site); they play no part in training or answering. The training's
     progress goes to ``clients.progress_log``.
@@ -152,7 +152,7 @@ def _ensemble_and_queries(msg: Message, context: Context) -> tuple[TeacherEnsemb
 def hosted_predictions(msg: Message, context: Context) -> tuple[np.ndarray, int]:
     """Every hosted teacher's predicted class ``(K, Q)`` on the message's query batch, and the class count.
 
-    Never leaves the node: the local randomised response (``clients.secagg_node``) builds on it.
+    Never leaves the node: the local randomised response (``clients.pate.secagg``) builds on it.
 
     Raises
     ------
@@ -181,7 +181,7 @@ def handle_votes(msg: Message, context: Context) -> Message:
     """``query.votes``: the node's vote histogram over its hosted teachers for a batch of samples.
 
     With a ``ldp`` ConfigRecord (``{"epsilon": ε}``) each teacher's vote first goes through k-ary
-    randomised response (``clients.local_rr``): the histogram counts ε-LDP votes.
+    randomised response (``clients.pate.local_rr``): the histogram counts ε-LDP votes.
 
     Raises
     ------

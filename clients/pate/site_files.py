@@ -15,7 +15,7 @@ dataset (``clients.data``), which only rehearses a deployment.
 - student: ``x`` the unlabeled pool (a ``y`` is refused: the pool has no labels), ``val_x`` / ``val_y``
   and ``test_x`` / ``test_y`` its labelled held-out samples, ``classes``.
 
-CSV files (``clients.pate_csv``: ``label-column``, optional ``id-column``, ``classes``, ``categories``;
+CSV files (``clients.pate.site_csv``: ``label-column``, optional ``id-column``, ``classes``, ``categories``;
 numeric or categorical features): a teacher's one file; the student's unlabeled pool (no label column) as
 ``data-file`` and its labelled held-out samples as ``validation-file`` and ``test-file``.
 
@@ -24,7 +24,7 @@ a file that is not there are refused with an error naming the file and the probl
 its input shape, feature schema (``FeatureSchema.text``) and class names at ``describe``, so the
 server refuses a run whose sites disagree.
 
-``python -m clients.pate_files --dataset mnist1d --teacher-nodes 5 --out DIR`` writes a bundled split as
+``python -m clients.pate.site_files --dataset mnist1d --teacher-nodes 5 --out DIR`` writes a bundled split as
 site files and prints each node's ``--node-config``, to rehearse a multi-site run.
 """
 
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from clients.data import DATASETS, load_pate_data
-from clients.pate_csv import (
+from clients.pate.site_csv import (
     CLASSES_KEY,
     CSV_KEYS,
     ID_COLUMN_KEY,

@@ -1,4 +1,4 @@
-"""CSV site files of PATE nodes: columns to features, labels to class indices (see ``clients.pate_files``).
+"""CSV site files of PATE nodes: columns to features, labels to class indices (``clients.pate.site_files``).
 
 A CSV has a header row and one row per sample. The node's ``node_config`` says how to read it:
 ``label-column``; optional ``id-column`` (non-empty unique IDs, not a feature), ``classes`` (the run's

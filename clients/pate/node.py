@@ -7,14 +7,14 @@ import time
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from clients.pate_sites import describe_data, student_data
+from clients.pate.sites import describe_data, student_data
 from protocol.codec import from_record
 from protocol.pate import ROLE_STUDENT, DataSpec, node_role
 
 
 def handle_describe(msg: Message, context: Context) -> Message:
     """``query.describe``: this node's role, the teachers it hosts, and what its samples are (input shape,
-    feature schema, class names: ``clients.pate_sites.describe_data``), so the server can refuse sites
+    feature schema, class names: ``clients.pate.sites.describe_data``), so the server can refuse sites
     that disagree. A missing or malformed site file fails here, before anything trains; bundled data is
     described without being built (that is :func:`handle_prepare`'s step)."""
     data_spec = from_record(DataSpec, msg.content["data"])

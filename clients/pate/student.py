@@ -3,11 +3,11 @@
 The student owns unlabeled samples (its query pool) and a held-out labelled validation and test
 set. It hands out batches of its samples to be labelled (``query.queries``), receives the fused
 labels (``train.student``), trains its own model on them — optionally also on its unanswered
-samples, by confident self-training or by FixMatch consistency training (``clients.semi_supervised``),
+samples, by confident self-training or by FixMatch consistency training (``clients.pate.semi_supervised``),
 which costs no privacy because no teacher sees them — evaluates, and saves the model (weights + JSON
-metadata, ``clients.student_model``) for local serving::
+metadata, ``clients.pate.student_model``) for local serving::
 
-    python -m clients.student predict --model runs/x/student_model.json --input X.npy [--output y.npy]
+    python -m clients.pate.student predict --model runs/x/student_model.json --input X.npy [--output y.npy]
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.encoders import Classifier, build_classifier
 from clients.node_output import node_file
-from clients.pate_sites import student_data
+from clients.pate.semi_supervised import FixMatchConfig, train_fixmatch
+from clients.pate.sites import student_data
+from clients.pate.student_model import main, save_student
+from clients.pate.teacher_ensemble import train_teacher_alone
 from clients.progress_log import WorkMeter
-from clients.semi_supervised import FixMatchConfig, train_fixmatch
-from clients.student_model import main, save_student
-from clients.teacher_ensemble import train_teacher_alone
 from clients.training import TrainConfig, accuracy, predict_logits, train_classifier
 from protocol.codec import from_record
 from protocol.pate import (
@@ -77,7 +77,7 @@ def self_train_labels(
 
 
 def fixmatch_config(settings: StudentSettings, spec: ModelSpec) -> FixMatchConfig:
-    """The :class:`~clients.semi_supervised.FixMatchConfig` of ``settings``'s ``fixmatch_*`` fields.
+    """The :class:`~clients.pate.semi_supervised.FixMatchConfig` of ``settings``'s ``fixmatch_*`` fields.
 
     Batch size and weight decay are the student model's (``spec``).
     """
@@ -152,7 +152,7 @@ def train_student(
     def fit(x: np.ndarray, y: np.ndarray, before: int) -> Classifier:
         count = None if progress is None else (
             lambda epoch, epochs: progress(before * epochs + epoch, trainings * epochs))
-        if spec.augment_shift > 0:  # the teachers' loop: minibatches randomly shifted (clients.augment)
+        if spec.augment_shift > 0:  # the teachers' loop: minibatches randomly shifted (clients.pate.augment)
             return train_teacher_alone(x, y, n_classes, spec, seed=seed, progress=count)
         model = new_model()
         train_classifier(model, x, y, config, seed=seed, progress=count)

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m clients.student predict --model runs/x/student_model.json --input X.npy [--output y.npy]
+    python -m clients.pate.student predict --model runs/x/student_model.json --input X.npy [--output y.npy]
 
 Every bad input — a missing, empty or corrupt file, metadata that is not a student model's, weights
 that do not fit the model the metadata describes, samples of the wrong shape or type, an empty batch,
@@ -153,8 +153,8 @@ def _load_samples(path: Path) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m clients.student predict --model M.json --input X.npy [--output Y.npy]``."""
-    parser = argparse.ArgumentParser(prog="python -m clients.student",
+    """``python -m clients.pate.student predict --model M.json --input X.npy [--output Y.npy]``."""
+    parser = argparse.ArgumentParser(prog="python -m clients.pate.student",
                                      description="Serve a saved flwr-privkit student model locally.")
     sub = parser.add_subparsers(dest="command", required=True)
     pred = sub.add_parser("predict", help="classify samples from a .npy file")

@@ -14,7 +14,7 @@ Each teacher's training equals training it alone (:func:`train_teacher_alone`):
   (:func:`teacher_seed`);
 - data: a teacher sees its own shard only: its minibatches index its shard's stacked copy;
 - minibatch order and augmentation: drawn from the teacher's own ``torch.Generator(seed)``, in the same
-  order as alone (per epoch one permutation, per minibatch the shifts of ``clients.augment``);
+  order as alone (per epoch one permutation, per minibatch the shifts of ``clients.pate.augment``);
 - loss: the SUM over teachers of each teacher's mean cross-entropy, so teacher ``k``'s gradient is the
   gradient of its own loss; Adam (Kingma & Ba 2015) with L2 weight decay (``torch.optim.Adam``'s
   ``weight_decay``) is elementwise, so on stacked tensors it is per-teacher Adam;
@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from clients.augment import apply_shifts, draw_shifts, random_shift
 from clients.encoders import Classifier, build_classifier
+from clients.pate.augment import apply_shifts, draw_shifts, random_shift
 from protocol.pate import ModelSpec
 
 TEACHER_SEED_STRIDE = 100_003
@@ -81,7 +81,7 @@ def train_teacher_alone(
 
     Adam with cross-entropy for ``spec.epochs`` epochs of minibatches of ``spec.batch_size`` (the last
     one of an epoch smaller), in an order drawn per epoch from ``torch.Generator(seed)``, each minibatch
-    randomly shifted by up to ``spec.augment_shift`` positions/pixels (``clients.augment``) with draws
+    randomly shifted by up to ``spec.augment_shift`` positions/pixels (``clients.pate.augment``) with draws
     from the same generator. ``progress(epoch, spec.epochs)``, if given, is called after every epoch.
 
     Raises
