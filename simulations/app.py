@@ -19,7 +19,7 @@ from clients.pate import student, teacher
 from clients.pate.node import handle_describe, handle_prepare
 from clients.pate.secagg import register_secagg_handlers
 from clients.progress_log import with_progress_file
-from clients.vertical_party import register_vertical_handlers
+from clients.vertical.handlers import register_vertical_handlers
 from protocol.codec import from_flat, to_flat
 from protocol.vertical import VerticalConfig
 from simulations.pate_config import PateConfig

@@ -25,7 +25,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from clients.pate import student, teacher
 from clients.pate.node import handle_describe
-from clients.vertical_party import register_vertical_handlers
+from clients.vertical.handlers import register_vertical_handlers
 
 FAULT_NODE_CONFIG_KEY = "fault"
 FAULT_KINDS = ("shape", "dtype", "nan", "missing")

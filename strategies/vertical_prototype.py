@@ -9,7 +9,7 @@ active party (label holder) and the passive parties, in phases:
 2. **epochs** — aligned minibatches of split learning, ``steps_per_exchange`` per exchange (FedBCD), one
    prototype release per ``proto_every`` epochs (second prototypes go only to the party whose feature
    space they live in) and one local pass at the active party (local head + first loss); the passive
-   parties' third loss rides on their split-learning steps (see :mod:`clients.vertical_training`).
+   parties' third loss rides on their split-learning steps (see :mod:`clients.vertical.predict`).
    Operations that need no reply ride in the party's next message (a ``batch``); every
    :meth:`PartyLink.request` is one round trip and the results count them per phase;
 3. **evaluation** — with ``fusion_selection = validation`` the active party first picks how to fuse its

@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 
 from clients.psi import canonical_id_bytes
 from clients.psi.handlers import get_alignment, register_psi_handlers
-from clients.vertical_data import make_vertical_split
-from clients.vertical_party import load_party
+from clients.vertical.data import make_vertical_split
+from clients.vertical.handlers import load_party
 from protocol.vertical import VerticalConfig, VerticalStrategyConfig
 from simulations.flower_sim import run_flower_simulation
 from simulations.run_config import unflatten

@@ -11,9 +11,9 @@ import pytest
 import torch
 from flwr.app import Message, RecordDict
 
-from clients.vertical_data import make_vertical_split
-from clients.vertical_party import build_client_app, load_party, party_data
-from clients.vertical_training import predict_saved
+from clients.vertical.data import make_vertical_split
+from clients.vertical.handlers import build_client_app, load_party, party_data
+from clients.vertical.predict import predict_saved
 from protocol.codec import to_flat
 from strategies.vertical_prototype import (
     ACTIVE,
@@ -111,7 +111,7 @@ def test_ray_simulation_beats_aligned_only_vfl() -> None:
 
 
 def test_predict_command_line_per_role(tmp_path: Path) -> None:
-    from clients.vertical_party import main as predict_main
+    from clients.vertical.predict import main as predict_main
 
     cfg = flower_config(output_dir=str(tmp_path), epochs=2)
     res = run_vertical(party_grid(2, output_dir=str(tmp_path)), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
@@ -152,7 +152,7 @@ def test_production_app_refuses_to_hand_out_raw_ids() -> None:
 def test_parties_holding_different_psi_alignments_stop_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     # A party whose stored alignment differs (e.g. left over from an aborted earlier run) is caught
     # before the first round: the parties report their alignment IDs and the server compares them.
-    import clients.vertical_party as vertical_party
+    import clients.vertical.handlers as vertical_party
 
     real = vertical_party._psi_alignment
     calls = iter(range(10))
@@ -168,7 +168,7 @@ def test_parties_holding_different_psi_alignments_stop_the_run(monkeypatch: pyte
 
 
 def test_parties_decode_the_config_once_and_only_describe_carries_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import clients.vertical_party as vertical_party
+    import clients.vertical.handlers as vertical_party
     from protocol.vertical import CONFIG_KEY, MESSAGE_TYPES
 
     decoded = []

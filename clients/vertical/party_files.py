@@ -11,7 +11,7 @@ A party file is an ``.npz`` with
 
 A SuperNode reads it when its ``node_config`` has ``data-file``
 (``--node-config "party=1 data-file='/data/passive1.npz'"``); without it the node rebuilds its part of
-the configured bundled dataset. ``python -m clients.vertical_files --out DIR`` writes the files of a
+the configured bundled dataset. ``python -m clients.vertical.party_files --out DIR`` writes the files of a
 bundled split, which shows the format and lets a multi-machine run be rehearsed on one machine.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.vertical_data import PartyData, make_vertical_split
+from clients.vertical.data import PartyData, make_vertical_split
 
 DATA_FILE_NODE_CONFIG_KEY = "data-file"
 """``node_config`` key naming this node's party file."""
@@ -64,7 +64,7 @@ def load_party_file(path: str | Path, index: int) -> PartyData:
     with path.open("rb") as handle:
         if handle.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
             raise ValueError(f"{where} is not an .npz archive; a CSV party file must be named *.csv "
-                             "(read with node_config id-column / label-column: clients.vertical_features)")
+                             "(read with node_config id-column / label-column: clients.vertical.party_csv)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}

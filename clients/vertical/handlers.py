@@ -7,10 +7,10 @@ in a simulation. The ``describe`` message that starts a run carries the run's co
 ``context.state`` and the decoded :class:`protocol.vertical.VerticalConfig` in a per-process cache
 keyed by the record, so later messages of the run reuse it. From it the node loads its own columns and
 rows — from its own party file when ``node_config`` names one (``data-file``: ``.npz``,
-:mod:`clients.vertical_files`, or ``.csv``, :mod:`clients.vertical_features`) or the run's
+:mod:`clients.vertical.party_files`, or ``.csv``, :mod:`clients.vertical.party_csv`) or the run's
 ``dataset.data_dir`` holds ``party{k}.npz``/``.csv``, else from the configured bundled dataset
-(:func:`clients.vertical_data.make_vertical_split`, deterministic in the seed) — and rebuilds its party
-(:mod:`clients.vertical_training`) from ``context.state``; after a state-changing operation the party's
+(:func:`clients.vertical.data.make_vertical_split`, deterministic in the seed) — and rebuilds its party
+(:mod:`clients.vertical.predict`) from ``context.state``; after a state-changing operation the party's
 state is written back there. Nothing is kept in module globals except caches of the loaded data and of
 decoded configurations.
 
@@ -34,10 +34,12 @@ from flwr.clientapp import ClientApp
 
 from clients.node_output import node_file, with_output_dir
 from clients.psi.handlers import get_alignment, register_psi_handlers
-from clients.vertical_data import PartyData, VerticalSplit, make_vertical_split
-from clients.vertical_features import csv_settings, load_party_csv
-from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY, load_party_file
-from clients.vertical_training import ActiveParty, PassiveParty, make_party
+from clients.vertical.active_party import ActiveParty
+from clients.vertical.data import PartyData, VerticalSplit, make_vertical_split
+from clients.vertical.parties import make_party
+from clients.vertical.party_csv import csv_settings, load_party_csv
+from clients.vertical.party_files import DATA_FILE_NODE_CONFIG_KEY, load_party_file
+from clients.vertical.passive_party import PassiveParty
 from protocol.codec import from_record
 from protocol.vertical import (
     ACTIVE,
@@ -95,8 +97,8 @@ def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None,
                settings: Mapping[str, Any] | None = None) -> PartyData:
     """This party's data: its own party file if given, else ``party{index}.{npz,csv}`` in the configured
     ``dataset.data_dir``, else its own view of the configured bundled split (a node keeps only its own
-    part). ``.csv`` files are read by :func:`clients.vertical_features.load_party_csv` with ``settings``
-    (``node_config``'s CSV keys), anything else by :func:`clients.vertical_files.load_party_file`.
+    part). ``.csv`` files are read by :func:`clients.vertical.party_csv.load_party_csv` with ``settings``
+    (``node_config``'s CSV keys), anything else by :func:`clients.vertical.party_files.load_party_file`.
 
     Raises
     ------
@@ -254,32 +256,3 @@ def build_client_app(
     register_vertical_handlers(app, allow_insecure_psi_keys=allow_insecure_psi_keys,
                                allow_plaintext_ids=allow_plaintext_ids, output_dir=output_dir)
     return app
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Predict entry point per role over a saved party model (written by the ``save`` operation).
-
-    ``python -m clients.vertical_party --model passive1.pt --inputs x.npy --out passive1.npz`` writes the
-    passive party's ``features`` (to hand to the active party) and nearest-prototype ``classes``;
-    ``python -m clients.vertical_party --model active.pt --inputs x.npy --passive-features passive1.npz
-    --out active.npz`` writes ``active_only`` and, with every passive party's features, ``aligned`` classes.
-    """
-    import argparse
-
-    import numpy as np
-
-    from clients.vertical_training import predict_saved
-
-    parser = argparse.ArgumentParser(description="predict with a saved vertical party model")
-    parser.add_argument("--model", required=True, help="a .pt file written by the save operation")
-    parser.add_argument("--inputs", required=True, help=".npy of this party's columns, (N, *input_shape)")
-    parser.add_argument("--passive-features", nargs="*", default=None,
-                        help="active party only: each passive party's .npz output, in party order")
-    parser.add_argument("--out", required=True, help="output .npz")
-    args = parser.parse_args(argv)
-    passive = [np.load(p)["features"] for p in args.passive_features] if args.passive_features else None
-    np.savez(args.out, **predict_saved(args.model, np.load(args.inputs), passive))
-
-
-if __name__ == "__main__":
-    main()

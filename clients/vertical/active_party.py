@@ -10,13 +10,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from clients.gradient_attacks import (
+from clients.vertical.data import PartyData
+from clients.vertical.fusion import choose_fusion, fuse, prototype_scores
+from clients.vertical.gradient_attacks import (
     direction_guesses,
     score_norm_attack,
 )
-from clients.label_protection import forward_corrected_loss, randomized_response, transition_matrix
-from clients.prototype_privacy import release_prototypes
-from clients.prototypes import (
+from clients.vertical.label_protection import forward_corrected_loss, randomized_response, transition_matrix
+from clients.vertical.party_base import Party, Payload, build_top_model, seeded_generator
+from clients.vertical.prototype_privacy import release_prototypes
+from clients.vertical.prototypes import (
     check_features,
     class_prototypes,
     nearest_prototype,
@@ -25,9 +28,6 @@ from clients.prototypes import (
     prototype_temperature,
     smooth_prototypes,
 )
-from clients.vertical_base import Party, Payload, build_top_model, seeded_generator
-from clients.vertical_data import PartyData
-from clients.vertical_fusion import choose_fusion, fuse, prototype_scores
 from protocol.vertical import (
     ACTIVE,
     Fusion,
@@ -140,7 +140,7 @@ class ActiveParty(Party):
 
     def _protect_labels(self) -> None:
         """With ``label_rr_epsilon > 0``: the aligned users' training labels through ε-randomised
-        response, drawn once per run from the run's seed (:mod:`clients.label_protection`)."""
+        response, drawn once per run from the run's seed (:mod:`clients.vertical.label_protection`)."""
         epsilon = self.cfg.strategy.label_rr_epsilon
         if epsilon == 0 or self.aligned_rows is None:
             return

@@ -1,30 +1,16 @@
-"""What each party of the vertical prototype exchange computes (plain torch; no Flower here).
+"""A saved vertical party model's predictions: :func:`predict_saved` and its command line.
 
-:class:`ActiveParty` (label holder: encoder, top model, local head; :mod:`clients.vertical_active`) and
-:class:`PassiveParty` (encoder; :mod:`clients.vertical_passive`), on the shared
-:class:`clients.vertical_base.Party`, expose the protocol as named operations,
-``party.handle(op, payload) -> reply`` with payloads of numpy arrays and scalars. The Flower ClientApp
-(:mod:`clients.vertical_party`) and the in-process link used by the benchmark call exactly these
-operations, so both run the same method. A party's whole state round-trips through ``state_bytes`` /
-``from_state`` so a Flower node can keep it in ``context.state`` between messages.
+A party saves its model with the ``save`` operation (a ``.pt`` file of weights, prototypes, the run's
+configuration and the fusion it chose); this module serves it locally, per role::
 
-One epoch (driven by :mod:`strategies.vertical_prototype`):
-
-1. aligned minibatches (split learning, Vepakomma et al. 2018), ``steps_per_exchange`` per exchange:
-   passive ``step`` returns features of the minibatches (and applies the gradients of the previous
-   exchange); active ``step`` trains encoder + top model with cross-entropy and returns each passive party
-   the gradients w.r.t. its features;
-2. prototypes (patent method, DESIGN.md §4): passive ``snapshot`` sends the features of all aligned users;
-   active ``prototypes`` computes its own class prototypes (EMA-smoothed) and, for each passive party,
-   prototypes in that party's space (clipped / noised per :mod:`clients.prototype_privacy`); passive
-   ``receive`` smooths them (EMA, post-processing);
-3. ``local``: the active party trains its encoder + local head on all its labelled rows plus
-   ``lam`` × first loss on its non-aligned rows. A passive party's third loss (``lam_passive`` × pull of
-   non-aligned rows towards confident nearest-prototype pseudo-labels) rides along with each of its
-   split-learning steps in (1), one random non-aligned minibatch per step.
+    python -m clients.vertical.predict --model passive1.pt --inputs x.npy --out passive1.npz
+    python -m clients.vertical.predict --model active.pt --inputs x.npy --passive-features passive1.npz \
+        --out active.npz
 """
+
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -32,25 +18,14 @@ import torch
 from torch import nn
 
 from clients.encoders import build_encoder
-from clients.prototypes import (
-    check_features,
-    nearest_prototype,
-)
 from clients.training import check_inputs
-from clients.vertical_active import ActiveParty
-from clients.vertical_base import build_top_model
-from clients.vertical_data import PartyData
-from clients.vertical_fusion import fuse, prototype_scores
-from clients.vertical_passive import PassiveParty
+from clients.vertical.fusion import fuse, prototype_scores
+from clients.vertical.party_base import build_top_model
+from clients.vertical.prototypes import check_features, nearest_prototype
 from protocol.codec import from_flat
-from protocol.vertical import (
-    ACTIVE,
-    PASSIVE,
-    VerticalConfig,
-    configured_fusion,
-)
+from protocol.vertical import PASSIVE, VerticalConfig, configured_fusion
 
-__all__ = ["ActiveParty", "PassiveParty", "build_top_model", "make_party", "predict_saved"]
+__all__ = ["RENAMED_KEYS", "main", "predict_saved"]
 
 RENAMED_KEYS: dict[str, str] = {
     "out_dir": "output_dir",
@@ -58,13 +33,6 @@ RENAMED_KEYS: dict[str, str] = {
     "strategy.psi_timeout": "strategy.psi_timeout_s",
 }
 """Config keys of model files saved by earlier releases → their current names."""
-
-
-
-def make_party(data: PartyData, cfg: VerticalConfig, blob: bytes | None = None) -> ActiveParty | PassiveParty:
-    """The party object for ``data``'s role, restored from ``blob`` if given."""
-    kind = ActiveParty if data.role == ACTIVE else PassiveParty
-    return kind.from_state(data, cfg, blob)  # type: ignore[return-value]
 
 
 def predict_saved(
@@ -75,7 +43,7 @@ def predict_saved(
     A passive model returns its ``features`` (to send to the active party) and ``classes`` by nearest
     prototype; an active model returns ``active_only`` classes and, given every passive party's features
     of the same users, ``aligned`` classes (top model, local head and prototype scores fused with the
-    weights the run chose, :mod:`clients.vertical_fusion`). Model files of earlier releases, whose
+    weights the run chose, :mod:`clients.vertical.fusion`). Model files of earlier releases, whose
 config used the earlier key names (:data:`RENAMED_KEYS`), load too.
 
     Raises
@@ -122,3 +90,26 @@ config used the earlier key names (:data:`RENAMED_KEYS`), load too.
             fusion = record.get("fusion") or configured_fusion(cfg.strategy)
             out["aligned"] = fuse(components, (fusion[0], fusion[1], fusion[2])).argmax(dim=1).numpy()
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Predict entry point per role over a saved party model (written by the ``save`` operation).
+
+    ``python -m clients.vertical.predict --model passive1.pt --inputs x.npy --out passive1.npz`` writes the
+    passive party's ``features`` (to hand to the active party) and nearest-prototype ``classes``;
+    ``python -m clients.vertical.predict --model active.pt --inputs x.npy --passive-features passive1.npz
+    --out active.npz`` writes ``active_only`` and, with every passive party's features, ``aligned`` classes.
+    """
+    parser = argparse.ArgumentParser(description="predict with a saved vertical party model")
+    parser.add_argument("--model", required=True, help="a .pt file written by the save operation")
+    parser.add_argument("--inputs", required=True, help=".npy of this party's columns, (N, *input_shape)")
+    parser.add_argument("--passive-features", nargs="*", default=None,
+                        help="active party only: each passive party's .npz output, in party order")
+    parser.add_argument("--out", required=True, help="output .npz")
+    args = parser.parse_args(argv)
+    passive = [np.load(p)["features"] for p in args.passive_features] if args.passive_features else None
+    np.savez(args.out, **predict_saved(args.model, np.load(args.inputs), passive))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,8 +3,8 @@
 A party exposes the protocol as named operations, ``party.handle(op, payload) -> reply`` with payloads
 of numpy arrays and scalars (a ``batch`` runs several in order, :func:`protocol.vertical.pack_batch`);
 its whole state round-trips through :meth:`Party.state_bytes` / :meth:`Party.from_state` so a Flower
-node can keep it in ``context.state`` between messages. The roles: :mod:`clients.vertical_active`,
-:mod:`clients.vertical_passive`; :mod:`clients.vertical_training` builds either.
+node can keep it in ``context.state`` between messages. The roles: :mod:`clients.vertical.active_party`,
+:mod:`clients.vertical.passive_party`; :mod:`clients.vertical.predict` builds either.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import torch
 from torch import nn
 
 from clients.encoders import build_encoder
-from clients.prototypes import (
+from clients.training import check_inputs
+from clients.vertical.data import PartyData
+from clients.vertical.party_files import held_out_digest
+from clients.vertical.prototypes import (
     smooth_prototypes,
 )
-from clients.training import check_inputs
-from clients.vertical_data import PartyData
-from clients.vertical_files import held_out_digest
 from protocol.codec import to_flat
 from protocol.vertical import (
     VerticalConfig,

@@ -1,6 +1,6 @@
-"""Write party CSVs of scikit-learn's bundled wine data set: the format of :mod:`clients.vertical_features`.
+"""Write party CSVs of scikit-learn's bundled wine data set: the format of :mod:`clients.vertical.party_csv`.
 
-``python -m clients.vertical_csv_example --parties 3 --out DIR`` writes ``DIR/party{k}.csv`` (plus a
+``python -m clients.vertical.csv_example --parties 3 --out DIR`` writes ``DIR/party{k}.csv`` (plus a
 ``party{k}.json`` of reading settings each) as separate sites would hold them: string IDs (``w0001``), the
 13 wine measurements cut into contiguous column blocks (party 0 also holds the label ``cultivar``), a
 categorical column derived per party (``<first column>_band``: ``low``/``mid``/``high`` terciles of

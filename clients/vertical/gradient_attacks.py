@@ -1,5 +1,5 @@
 """Label inference from split-learning gradients (Li et al., "Label Leakage and Protection in Two-party
-Split Learning", ICLR 2022, §3) — measurements, like :mod:`clients.label_attacks`.
+Split Learning", ICLR 2022, §3) — measurements, like :mod:`clients.vertical.label_attacks`.
 
 A passive party receives, for every aligned user ``i`` in its minibatch, ``g_i = ∂L/∂f_i``, the gradient
 of the active party's loss w.r.t. the features it sent. With a softmax top model,

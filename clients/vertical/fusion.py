@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from clients.prototypes import prototype_logits, prototype_temperature
+from clients.vertical.prototypes import prototype_logits, prototype_temperature
 from protocol.vertical import Fusion
 
 

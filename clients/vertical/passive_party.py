@@ -8,13 +8,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from clients.gradient_attacks import (
+from clients.vertical.data import PartyData
+from clients.vertical.gradient_attacks import (
     attack_epochs,
     gradient_scores,
     known_users,
 )
-from clients.label_attacks import exact_label_attack, nearest_prototype_attack
-from clients.prototypes import (
+from clients.vertical.label_attacks import exact_label_attack, nearest_prototype_attack
+from clients.vertical.party_base import Party, Payload, seeded_generator
+from clients.vertical.prototypes import (
     check_features,
     nearest_prototype,
     prototype_classification_loss,
@@ -22,8 +24,6 @@ from clients.prototypes import (
     prototype_temperature,
     pseudo_labels,
 )
-from clients.vertical_base import Party, Payload, seeded_generator
-from clients.vertical_data import PartyData
 from protocol.vertical import (
     PASSIVE,
     VerticalConfig,
@@ -129,7 +129,7 @@ class PassiveParty(Party):
         """``lam_passive`` × mean squared distance of confident non-aligned features to the nearest prototype.
 
         Pseudo-labels: the nearest prototype, kept when ``softmax(-d²/τ)`` exceeds ``pseudo_threshold``
-        with τ tied to the prototypes' spread (:func:`clients.prototypes.prototype_temperature`).
+        with τ tied to the prototypes' spread (:func:`clients.vertical.prototypes.prototype_temperature`).
         """
         s = self.cfg.strategy
         if (not s.prototypes or self.prototypes is None or self.valid is None or epoch < s.warmup_epochs

@@ -12,7 +12,7 @@ users (in the shared aligned order) and the prototypes the active party sent bac
   last features.
 
 These functions exist to *measure* leakage next to task accuracy; the protection lives in
-:mod:`clients.prototype_privacy`.
+:mod:`clients.vertical.prototype_privacy`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A party CSV has a header row and one row per user:
 - the ID column (``node_config`` ``id-column``, default ``id``): non-empty, unique string IDs;
 - ``split``: ``train``, ``val`` or ``test``. The validation and test users are declared in the file and
   must be the same users at every party (the protocol compares a digest of the two ID sets at
-  alignment, :func:`clients.vertical_files.held_out_digest`); training users are found by PSI;
+  alignment, :func:`clients.vertical.party_files.held_out_digest`); training users are found by PSI;
 - at the label holder (party 0) only, the label column (``label-column``, default ``label``), every cell
   filled; ``classes`` (``"no,yes"``) fixes the class order, else the sorted training labels are used.
   A passive party declares ``classes`` too (it needs the class count), or ``n-classes``;
@@ -17,8 +17,8 @@ a numeric column is filled with its training median, gets a 0/1 missing flag whe
 missing, and is standardised by the training mean and standard deviation of the filled column; a
 categorical column is one-hot over its training categories (a missing or unseen value: all zeros, plus
 a missing flag when training had missing values). The fitted transform is written beside the CSV as
-``<name>.features.json``; ``python -m clients.vertical_features --transform T --csv NEW --out x.npy``
-applies it to new rows, the inputs of ``python -m clients.vertical_party`` predict.
+``<name>.features.json``; ``python -m clients.vertical.party_csv --transform T --csv NEW --out x.npy``
+applies it to new rows, the inputs of ``python -m clients.vertical.predict``.
 
 Reading settings come from ``node_config``; in a ``dataset.data_dir`` run (no per-node config) from an
 optional ``<name>.json`` beside the CSV (``{"id-column": "PassengerId", "classes": "0,1"}``).
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from clients.vertical_data import PartyData
+from clients.vertical.data import PartyData
 
 ID_COLUMN_KEY, LABEL_COLUMN_KEY, CLASSES_KEY, N_CLASSES_KEY, CATEGORIES_KEY = (
     "id-column", "label-column", "classes", "n-classes", "categories")
@@ -358,7 +358,7 @@ def _number(table: Table, row: int, column: str, text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Apply a saved transform to new rows: the inputs ``python -m clients.vertical_party`` predicts on."""
+    """Apply a saved transform to new rows: the inputs ``python -m clients.vertical.predict`` predicts on."""
     parser = argparse.ArgumentParser(description="prepare a party's new CSV rows with its saved transform")
     parser.add_argument("--transform", type=Path, required=True, help="<name>.features.json of the party")
     parser.add_argument("--csv", type=Path, required=True, help="rows with the party's feature columns")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from clients.prototypes import check_features
+from clients.vertical.prototypes import check_features
 from protocol.vertical import PrototypeNoise
 
 
