@@ -55,7 +55,8 @@ from phe import paillier
 
 from clients import psi
 from clients.psi import ecdh
-from clients.psi.paillier import _bin_coefficients, _crt_randomisers, _flat, _map, _pool_size
+from clients.psi.paillier import bin_coefficients, crt_randomisers
+from clients.psi.pool import flatten, pool_map, pool_size
 
 FLOOR_REPEATS = 40
 
@@ -156,7 +157,7 @@ def measure_floor(key_bits: int, id_bits: int) -> Floor:
     return Floor(
         full_exponentiation=_median_s(lambda: gmpy2.powmod(c, r, nsq)),
         horner_step=_median_s(lambda: gmpy2.powmod(c, y, nsq) * c % nsq, 4 * FLOOR_REPEATS),
-        encryption=_median_s(lambda: (1 + coeff * n) * _crt_randomisers((p, q, 1))[0] % nsq),
+        encryption=_median_s(lambda: (1 + coeff * n) * crt_randomisers((p, q, 1))[0] % nsq),
         mod_p_decryption=_median_s(lambda: (gmpy2.powmod(c, p - 1, psq) - 1) // p * hp % p),
         rerandomiser=_median_s(lambda: gmpy2.powmod(r, n, nsq)),
     )
@@ -250,7 +251,7 @@ def _phe_decrypt(task: tuple[int, int, list[int]]) -> list[int]:
 
 
 def _chunks(items: list[Any], pool: Executor | None) -> list[list[Any]]:
-    pieces = 1 if pool is None else 4 * _pool_size(pool)
+    pieces = 1 if pool is None else 4 * pool_size(pool)
     size = max(1, -(-len(items) // pieces))
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -275,19 +276,19 @@ def run_phe(
             members.add(value)
         if max(map(len, bins)) > degree:
             raise RuntimeError("bin overflow (probability 2^-40): run again")
-        coeffs = [int(a) for a in _bin_coefficients((mpz(n_mod), degree, psi.DEFAULT_ID_BITS, bins))]
-        encrypted = _flat(_map(pool, _phe_encrypt, [(n_mod, part) for part in _chunks(coeffs, pool)]))
+        coeffs = [int(a) for a in bin_coefficients((mpz(n_mod), degree, psi.DEFAULT_ID_BITS, bins))]
+        encrypted = flatten(pool_map(pool, _phe_encrypt, [(n_mod, part) for part in _chunks(coeffs, pool)]))
     with meter.step("evaluate") as pool:
         by_bin: dict[int, list[int]] = {}
         for data in psi.prepare_ids(sender_ids).canonical:
             value, index = psi.hash_id(salt, data, psi.DEFAULT_ID_BITS, num_bins)
             by_bin.setdefault(index, []).append(value)
         groups = [(encrypted[b * degree : (b + 1) * degree], ys) for b, ys in sorted(by_bin.items())]
-        replies = _flat(_map(pool, _phe_evaluate, [(n_mod, part) for part in _chunks(groups, pool)]))
+        replies = flatten(pool_map(pool, _phe_evaluate, [(n_mod, part) for part in _chunks(groups, pool)]))
         secrets.SystemRandom().shuffle(replies)
     with meter.step("finish") as pool:
         tasks = [(private_key.p, private_key.q, part) for part in _chunks(replies, pool)]
-        matches = sum(value in members for value in _flat(_map(pool, _phe_decrypt, tasks)))
+        matches = sum(value in members for value in flatten(pool_map(pool, _phe_decrypt, tasks)))
     if matches != n - n // 2:
         raise RuntimeError(f"wrong intersection size {matches} for n = {n}")
     return Outcome(meter, num_bins, degree, matches)

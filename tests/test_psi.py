@@ -625,7 +625,7 @@ def test_receiver_keys_satisfy_the_crt_condition() -> None:
 def test_crt_randomisers_are_nth_residues_and_encrypt_correctly() -> None:
     receiver = PSIReceiver(["a"], **SMALL)  # type: ignore[arg-type]
     key = receiver._key
-    for rho in paillier._crt_randomisers((key.p, key.q, 5)):
+    for rho in paillier.crt_randomisers((key.p, key.q, 5)):
         # an n-th residue decrypts to 0 and ρ·(1 + m n) to m
         assert full_decrypt(receiver, rho) == 0
         assert full_decrypt(receiver, rho * (1 + 12345 * key.n) % key.nsq) == 12345
@@ -643,7 +643,7 @@ def test_crowded_bin_is_split_across_pool_tasks() -> None:
         _max_workers = 2
 
     groups = [(b"coeffs-a", list(range(10)), None), (b"coeffs-b", [10, 11], [gmpy2.mpz(1), gmpy2.mpz(2)])]
-    tasks = paillier._group_tasks(gmpy2.mpz(35), 1, groups, TwoWorkers())  # type: ignore[arg-type]
+    tasks = paillier.group_tasks(gmpy2.mpz(35), 1, groups, TwoWorkers())  # type: ignore[arg-type]
     # 12 IDs over at most 4 tasks per worker: 6 tasks of 2 IDs, the crowded bin cut into 5
     assert [sum(len(ys) for _, ys, _ in task_groups) for _, _, task_groups in tasks] == [2] * 6
     pieces = [piece for _, _, task_groups in tasks for piece in task_groups]

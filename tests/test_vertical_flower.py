@@ -154,14 +154,14 @@ def test_parties_holding_different_psi_alignments_stop_the_run(monkeypatch: pyte
     # before the first round: the parties report their alignment IDs and the server compares them.
     import clients.vertical.handlers as vertical_party
 
-    real = vertical_party._psi_alignment
+    real = vertical_party.psi_alignment
     calls = iter(range(10))
 
     def drifting(context, party):
         ids, alignment_id = real(context, party)
         return ids, f"{alignment_id}-{next(calls)}"
 
-    monkeypatch.setattr(vertical_party, "_psi_alignment", drifting)
+    monkeypatch.setattr(vertical_party, "psi_alignment", drifting)
     cfg = flower_config(n_parties=2, dataset="breast_cancer", epochs=1, alignment="psi", psi_key_bits=512)
     with pytest.raises(VerticalProtocolError, match="parties hold different PSI alignments"):
         run_vertical(party_grid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
@@ -174,7 +174,7 @@ def test_parties_decode_the_config_once_and_only_describe_carries_it(monkeypatch
     decoded = []
     real = vertical_party.from_record
     monkeypatch.setattr(vertical_party, "from_record", lambda *a, **k: decoded.append(1) or real(*a, **k))
-    vertical_party._decoded.cache_clear()
+    vertical_party.decoded_config.cache_clear()
     grid = party_grid(2)
     run_vertical(grid, flower_config(epochs=2), node_wait_timeout=1)  # type: ignore[arg-type]
     assert len(decoded) == 1  # both in-process nodes hold the same record: one decode in this process

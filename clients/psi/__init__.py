@@ -23,7 +23,8 @@ Modules (one concept each; ``docs/psi.md`` walks through the protocol, its leaka
   header and the in-process messages, :class:`PSIError`), shared with the server;
 - :mod:`clients.psi.ids`: canonical ID bytes, salted hashing into bins, the canonical order, the public
   degree and the choice of B, :class:`Alignment`;
-- :mod:`clients.psi.paillier`: keys, the ciphertext codec, the hot loops and their process pool;
+- :mod:`clients.psi.paillier`: keys, the ciphertext codec, the hot loops;
+- :mod:`clients.psi.pool`: the hot loops' process pool, how work and payloads are cut;
 - :mod:`clients.psi.fnp_receiver`, :mod:`clients.psi.fnp_sender`: the two FNP roles;
   :mod:`clients.psi.matching`: the end both backends' roles share (matched positions → alignment);
   :mod:`clients.psi.state_codec`: a role's parts as ``ConfigRecord`` values between Flower messages;
@@ -95,9 +96,8 @@ from clients.psi.paillier import (
     check_public_modulus,
     ciphertext_width,
     decode_ciphertexts,
-    process_pool,
-    resolve_workers,
 )
+from clients.psi.pool import process_pool, resolve_workers
 from clients.psi.state_codec import StateValue
 from protocol.psi import (
     DEFAULT_CHUNK_BYTES,

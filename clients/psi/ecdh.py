@@ -63,7 +63,7 @@ from clients.psi.ids import (
     prepare_ids,
 )
 from clients.psi.matching import MatchingReceiver, ShuffledSender
-from clients.psi.paillier import _map, _slices, _split, process_pool
+from clients.psi.pool import pool_map, process_pool, split_chunks, work_slices
 from clients.psi.state_codec import StateValue, new_session_id, prepared_from_state, prepared_to_state
 from protocol.psi import DEFAULT_CHUNK_BYTES, PSIError, SessionMismatchError
 
@@ -147,9 +147,9 @@ def _exponentiate_all(
     count = len(blob) // POINT_BYTES
     tasks = [
         (scalar, blob[a * POINT_BYTES : b * POINT_BYTES], first_index + a, what)
-        for a, b in _slices(count, pool, 64)
+        for a, b in work_slices(count, pool, 64)
     ]
-    return b"".join(_map(pool, _exponentiate, tasks))
+    return b"".join(pool_map(pool, _exponentiate, tasks))
 
 
 def _points(blob: bytes) -> list[bytes]:
@@ -209,13 +209,13 @@ class _ECDHRole:
         if chunk_bytes < POINT_BYTES:
             raise ValueError(f"chunk_bytes must hold one point ({POINT_BYTES} B), got {chunk_bytes}")
         canonical = self.prepared.canonical
-        slices = _slices(len(canonical), pool, 64)
+        slices = work_slices(len(canonical), pool, 64)
         tasks = [(self._scalar, self.session_id, canonical[a:b]) for a, b in slices]
-        points = _points(b"".join(_map(pool, _hash_and_blind, tasks)))
+        points = _points(b"".join(pool_map(pool, _hash_and_blind, tasks)))
         order = list(range(len(points)))
         secrets.SystemRandom().shuffle(order)
         self._order = order
-        self._chunks = _split(b"".join(points[k] for k in order), POINT_BYTES, chunk_bytes)
+        self._chunks = split_chunks(b"".join(points[k] for k in order), POINT_BYTES, chunk_bytes)
         self._blinded = True
         return len(order)
 

@@ -31,16 +31,15 @@ from clients.psi.ecdh import ECDHReceiver, ECDHSender
 from clients.psi.node_state import (
     SESSION_STATE_KEY,
     Config,
-    _checked_ids,
-    _field,
-    _Party,
-    _record_pair,
-    _session,
-    _staging,
-    _subset_ids,
+    PartyPolicy,
+    checked_ids,
+    record_pair,
+    session_record,
+    staging_record,
+    subset_ids,
 )
-from clients.psi.paillier import process_pool
-from protocol.psi import SESSION_ID_KEY, PSIError
+from clients.psi.pool import process_pool
+from protocol.psi import SESSION_ID_KEY, PSIError, require_field
 
 __all__ = ["ECDH_HANDLERS"]
 
@@ -52,41 +51,41 @@ def _role(session: ConfigRecord) -> ECDHReceiver | ECDHSender:
     return ECDHReceiver.from_state(state) if session["role"] == "receiver" else ECDHSender.from_state(state)
 
 
-def _blind(party: _Party, config: Config, context: Context) -> Config:
+def _blind(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Both parties: blind the running set under a fresh scalar, shuffled; reply count and chunks."""
-    staging = _staging(context, config)
-    prepared = _checked_ids(party, context, staging)
-    role = _field(config, "role", str)
+    staging = staging_record(context, config)
+    prepared = checked_ids(party, context, staging)
+    role = require_field(config, "role", str)
     if role not in ROLES:
         raise PSIError(f"role must be 'receiver' or 'sender', got {role!r}")
-    session_id = _field(config, SESSION_ID_KEY, str)
+    session_id = require_field(config, SESSION_ID_KEY, str)
     subset = list(staging["running"])  # type: ignore[arg-type]
     node_class = ECDHReceiver if role == "receiver" else ECDHSender
     node = node_class(
-        _subset_ids(prepared, subset), peer_size=_field(config, "peer_size", int), session_id=session_id
+        subset_ids(prepared, subset), peer_size=require_field(config, "peer_size", int), session_id=session_id
     )
     with process_pool(party.pool_size(context)) as pool:
-        count = node.blind(pool, _field(config, "chunk_bytes", int))
+        count = node.blind(pool, require_field(config, "chunk_bytes", int))
     if isinstance(node, ECDHSender):
         positions = range(count)
-        _record_pair(staging, session_id, positions, [subset[i] for i in node.indices_at(positions)])
+        record_pair(staging, session_id, positions, [subset[i] for i in node.indices_at(positions)])
     context.state[SESSION_STATE_KEY] = ConfigRecord({"role": role, "subset": subset, **node.to_state()})
     return {"count": count, "num_chunks": node.num_chunks}
 
 
-def _points(party: _Party, config: Config, context: Context) -> Config:
+def _points(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Either party: one chunk of its blinded points."""
-    session = _session(context, config, None, "ecdh")
-    index = _field(config, "index", int)
+    session = session_record(context, config, None, "ecdh")
+    index = require_field(config, "index", int)
     return {"index": index, "chunk": _role(session).point_chunk(index)}
 
 
-def _exponentiate(party: _Party, config: Config, context: Context) -> Config:
+def _exponentiate(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Either party: raise one chunk of the peer's points to the own scalar; the sender replies them."""
-    session = _session(context, config, None, "ecdh")
+    session = session_record(context, config, None, "ecdh")
     node = _role(session)
-    index = _field(config, "index", int)
-    chunk = _field(config, "chunk", bytes)
+    index = require_field(config, "index", int)
+    chunk = require_field(config, "chunk", bytes)
     with process_pool(party.pool_size(context)) as pool:
         doubled = node.exponentiate_peer(str(session["session_id"]), index, chunk, pool)
     session.update(node.to_state())
@@ -96,36 +95,36 @@ def _exponentiate(party: _Party, config: Config, context: Context) -> Config:
     return reply
 
 
-def _doubled(party: _Party, config: Config, context: Context) -> Config:
+def _doubled(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Receiver: one chunk of its own points as the sender returned them."""
-    session = _session(context, config, "receiver", "ecdh")
+    session = session_record(context, config, "receiver", "ecdh")
     node = ECDHReceiver.from_state(dict(session))
-    index = _field(config, "index", int)
-    node.receive_doubled(str(session["session_id"]), index, _field(config, "chunk", bytes))
+    index = require_field(config, "index", int)
+    node.receive_doubled(str(session["session_id"]), index, require_field(config, "chunk", bytes))
     session.update(node.to_state())
     return {"index": index}
 
 
-def _finish(party: _Party, config: Config, context: Context) -> Config:
+def _finish(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Receiver: compare, close the session; the label holder's running set shrinks to the matches."""
-    session = _session(context, config, "receiver", "ecdh")
-    staging = _staging(context, config)
+    session = session_record(context, config, "receiver", "ecdh")
+    staging = staging_record(context, config)
     node = ECDHReceiver.from_state(dict(session))
     node.finish()
     subset = list(session["subset"])  # type: ignore[arg-type]
     matched = node.matched_indices()
     positions = node.positions(matched)
-    _record_pair(staging, node.session_id, positions, [subset[i] for i in matched])
-    if _field(config, "receiver_is_leader", bool):
+    record_pair(staging, node.session_id, positions, [subset[i] for i in matched])
+    if require_field(config, "receiver_is_leader", bool):
         staging["running"] = sorted(subset[i] for i in matched)
     del context.state[SESSION_STATE_KEY]
     reply: Config = {"size": len(matched)}
-    if _field(config, "sender_is_leader", bool):
+    if require_field(config, "sender_is_leader", bool):
         reply["positions"] = sorted(positions)
     return reply
 
 
-ECDH_HANDLERS: dict[str, Callable[[_Party, Config, Context], Config]] = {
+ECDH_HANDLERS: dict[str, Callable[[PartyPolicy, Config, Context], Config]] = {
     "psi_ecdh_blind": _blind,
     "psi_ecdh_points": _points,
     "psi_ecdh_exponentiate": _exponentiate,

@@ -37,18 +37,16 @@ from clients.psi.ids import (
 )
 from clients.psi.matching import MatchingReceiver
 from clients.psi.paillier import (
-    _check_id_bits,
-    _crt_randomisers,
-    _decrypt_mod_p,
-    _encrypt_bins,
-    _flat,
-    _map,
-    _PrivateKey,
-    _slices,
+    PrivateKey,
+    check_id_bits,
     check_key_bits,
     ciphertext_width,
+    crt_randomisers,
     decode_ciphertexts,
+    decrypt_mod_p,
+    encrypt_bins,
 )
+from clients.psi.pool import flatten, pool_map, work_slices
 from clients.psi.state_codec import (
     StateValue,
     header_from_state,
@@ -132,7 +130,7 @@ class PSIReceiver(MatchingReceiver):
         allow_insecure_key_size: bool = False,
     ) -> None:
         check_key_bits(key_bits, allow_insecure_key_size)
-        _check_id_bits(id_bits, key_bits)
+        check_id_bits(id_bits, key_bits)
         if overflow_bits < 20:
             raise ValueError(f"overflow_bits must be >= 20, got {overflow_bits}")
         self.prepared = prepare_ids(ids, duplicates)
@@ -145,7 +143,7 @@ class PSIReceiver(MatchingReceiver):
             self.num_bins, self.degree = num_bins, padded_degree(size, num_bins, overflow_bits)
         self.id_bits = id_bits
         self.session_id = session_id or new_session_id()
-        self._key = _PrivateKey.generate(key_bits)
+        self._key = PrivateKey.generate(key_bits)
         self._randomisers: list[mpz] = []  # precomputed, consumed in order, never reused
         self._values: list[int] = []  # hashed value of each prepared ID
         self._bin_of: list[int] = []  # bin of each prepared ID
@@ -164,8 +162,8 @@ class PSIReceiver(MatchingReceiver):
         """Draw the encryption randomness for all B·M coefficients (data-independent)."""
         missing = self.num_bins * self.degree - len(self._randomisers)
         if missing > 0:
-            tasks = [(self._key.p, self._key.q, stop - start) for start, stop in _slices(missing, pool)]
-            self._randomisers.extend(_flat(_map(pool, _crt_randomisers, tasks)))
+            tasks = [(self._key.p, self._key.q, stop - start) for start, stop in work_slices(missing, pool)]
+            self._randomisers.extend(flatten(pool_map(pool, crt_randomisers, tasks)))
 
     def _hash_into_bins(self) -> bytes:
         """Draw a salt under which no bin overflows and no two own IDs collide (re-hash otherwise)."""
@@ -237,13 +235,13 @@ class PSIReceiver(MatchingReceiver):
         take = min(len(self._randomisers), len(bins) * self.degree)
         randomisers, self._randomisers = self._randomisers[:take], self._randomisers[take:]
         tasks = []
-        for a, b in _slices(len(bins), pool):
+        for a, b in work_slices(len(bins), pool):
             own = randomisers[a * self.degree : b * self.degree]
             complete = len(own) == (b - a) * self.degree
             tasks.append(
                 (self._key.p, self._key.q, self.degree, self.id_bits, roots[a:b], own if complete else None)
             )
-        return b"".join(_map(pool, _encrypt_bins, tasks))
+        return b"".join(pool_map(pool, encrypt_bins, tasks))
 
     def setup_message(
         self, pool: Executor | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES
@@ -293,8 +291,8 @@ class PSIReceiver(MatchingReceiver):
         values = decode_ciphertexts(chunk, self.modulus, f"reply chunk {index}")
         if self._received + len(values) > self._expected:
             raise PSIError(f"more replies than the {self._expected} announced")
-        tasks = [(self._key.p, self._key.hp, values[a:b]) for a, b in _slices(len(values), pool, 64)]
-        plain = _flat(_map(pool, _decrypt_mod_p, tasks))
+        tasks = [(self._key.p, self._key.hp, values[a:b]) for a, b in work_slices(len(values), pool, 64)]
+        plain = flatten(pool_map(pool, decrypt_mod_p, tasks))
         lookup = {value: i for i, value in enumerate(self._values)}
         for offset, value in enumerate(plain):
             i = lookup.get(value)
@@ -364,7 +362,7 @@ class PSIReceiver(MatchingReceiver):
             int(state["num_bins"]),
             int(state["degree"]),
         )
-        self._key = _PrivateKey.from_primes(
+        self._key = PrivateKey.from_primes(
             int.from_bytes(state["p"], "big"), int.from_bytes(state["q"], "big")
         )
         self._randomisers = []

@@ -27,19 +27,16 @@ from clients.psi.ids import (
 )
 from clients.psi.matching import ShuffledSender
 from clients.psi.paillier import (
-    _decode,
-    _encode,
-    _evaluate_bins,
-    _flat,
-    _group_tasks,
-    _map,
-    _reencryption_randomisers,
-    _slices,
-    _split,
     check_public_modulus,
     ciphertext_width,
     decode_ciphertexts,
+    decode_fixed_width,
+    encode_fixed_width,
+    evaluate_bins,
+    group_tasks,
+    reencryption_randomisers,
 )
+from clients.psi.pool import flatten, pool_map, split_chunks, work_slices
 from clients.psi.state_codec import (
     StateValue,
     header_from_state,
@@ -131,8 +128,8 @@ class PSISender(ShuffledSender):
         missing = len(self.prepared.canonical) - len(self._randomisers)
         if missing > 0:
             n = mpz(self.modulus)
-            tasks = [(n, b - a) for a, b in _slices(missing, pool)]
-            self._randomisers.extend(_flat(_map(pool, _reencryption_randomisers, tasks)))
+            tasks = [(n, b - a) for a, b in work_slices(missing, pool)]
+            self._randomisers.extend(flatten(pool_map(pool, reencryption_randomisers, tasks)))
 
     def receive_setup(self, header: SetupHeader) -> None:
         """Check the public parameters and hash the own IDs with the session salt.
@@ -215,7 +212,8 @@ class PSISender(ShuffledSender):
                 self._randomisers = self._randomisers[len(ids) :]
             groups.append((chunk[offset : offset + bin_bytes], [self._values[i] for i in ids], take))
             owners.extend(ids)
-        replies = b"".join(_map(pool, _evaluate_bins, _group_tasks(mpz(header.modulus), width, groups, pool)))
+        tasks = group_tasks(mpz(header.modulus), width, groups, pool)
+        replies = b"".join(pool_map(pool, evaluate_bins, tasks))
         self._replies.append(replies)
         self._owners.extend(owners)
         self._next_chunk += 1
@@ -245,7 +243,7 @@ class PSISender(ShuffledSender):
         shuffled = b"".join(blob[k * width : (k + 1) * width] for k in order)
         self._replies, self._owners = [], []
         self._responses = ResponseMessage(
-            header.session_id, len(order), tuple(_split(shuffled, width, chunk_bytes))
+            header.session_id, len(order), tuple(split_chunks(shuffled, width, chunk_bytes))
         )
         return self._responses
 
@@ -270,7 +268,7 @@ class PSISender(ShuffledSender):
             **header_to_state(self.header),
             **prepared_to_state(self.prepared),
             "allow_insecure_key_size": self.allow_insecure_key_size,
-            "randomisers": _encode(self._randomisers, width),
+            "randomisers": encode_fixed_width(self._randomisers, width),
             "values": values_to_bytes(self._values, id_bits),
             "bin_of": list(self._bin_of),
             "next_chunk": self._next_chunk,
@@ -291,7 +289,7 @@ class PSISender(ShuffledSender):
         self.prepared = prepared_from_state(state)
         self.allow_insecure_key_size = bool(state["allow_insecure_key_size"])
         self._randomisers = (
-            _decode(state["randomisers"], ciphertext_width(self.modulus)) if self.modulus else []
+            decode_fixed_width(state["randomisers"], ciphertext_width(self.modulus)) if self.modulus else []
         )
         id_bits = self.header.id_bits if self.header is not None else DEFAULT_ID_BITS
         self._values = values_from_bytes(state["values"], id_bits)

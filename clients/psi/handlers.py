@@ -62,17 +62,16 @@ from clients.psi.node_state import (
     STAGING_STATE_KEY,
     WORKERS_NODE_CONFIG_KEY,
     Config,
-    _checked_ids,
-    _clear_staging,
-    _field,
-    _pair_map,
-    _Party,
-    _record_pair,
-    _session,
-    _staging,
-    _subset_ids,
+    PartyPolicy,
+    checked_ids,
+    clear_staging,
+    pair_map,
+    record_pair,
+    session_record,
+    staging_record,
+    subset_ids,
 )
-from clients.psi.paillier import process_pool, resolve_workers
+from clients.psi.pool import process_pool, resolve_workers
 from clients.psi.state_codec import int_bytes
 from protocol.psi import (
     ACTIONS,
@@ -83,6 +82,7 @@ from protocol.psi import (
     SessionMismatchError,
     SetupHeader,
     positions_key,
+    require_field,
     strip_header_fields,
 )
 
@@ -179,13 +179,13 @@ def register_psi_handlers(
     if workers is not None:
         resolve_workers(workers)
     prepare_ids([], duplicates)  # validates the policy
-    party = _Party(load_ids, workers, duplicates, allow_insecure_key_size)
+    party = PartyPolicy(load_ids, workers, duplicates, allow_insecure_key_size)
     for action in ACTIONS:
         app.query(action)(_make_handler(party, _HANDLERS[action]))
 
 
 def _make_handler(
-    party: _Party, step: Callable[[_Party, Config, Context], Config]
+    party: PartyPolicy, step: Callable[[PartyPolicy, Config, Context], Config]
 ) -> Callable[[Message, Context], Message]:
     def handler(message: Message, context: Context) -> Message:
         if CONTENT_KEY not in message.content.config_records:
@@ -202,11 +202,11 @@ def _make_handler(
 # --------------------------------------------------------------------------------------------------
 
 
-def _begin(party: _Party, config: Config, context: Context) -> Config:
+def _begin(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Start an alignment: validate the IDs, reset the staging, report the set size."""
-    alignment_id = _field(config, ALIGNMENT_ID_KEY, str)
+    alignment_id = require_field(config, ALIGNMENT_ID_KEY, str)
     prepared = party.prepared(context)
-    _clear_staging(context)
+    clear_staging(context)
     context.state[STAGING_STATE_KEY] = ConfigRecord(
         {
             "alignment_id": alignment_id,
@@ -218,18 +218,18 @@ def _begin(party: _Party, config: Config, context: Context) -> Config:
     return {"size": len(prepared.canonical), "num_rows": prepared.num_rows}
 
 
-def _keygen(party: _Party, config: Config, context: Context) -> Config:
+def _keygen(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Receiver: choose B and M, generate the key pair; reply the public modulus."""
-    staging = _staging(context, config)
-    prepared = _checked_ids(party, context, staging)
+    staging = staging_record(context, config)
+    prepared = checked_ids(party, context, staging)
     subset = list(staging["running"])  # type: ignore[arg-type]
     receiver = PSIReceiver(
-        _subset_ids(prepared, subset),
-        key_bits=_field(config, "key_bits", int),
-        id_bits=_field(config, "id_bits", int),
-        peer_size=_field(config, "peer_size", int),
-        precompute_weight=_field(config, "precompute_weight", float),
-        session_id=_field(config, SESSION_ID_KEY, str),
+        subset_ids(prepared, subset),
+        key_bits=require_field(config, "key_bits", int),
+        id_bits=require_field(config, "id_bits", int),
+        peer_size=require_field(config, "peer_size", int),
+        precompute_weight=require_field(config, "precompute_weight", float),
+        session_id=require_field(config, SESSION_ID_KEY, str),
         allow_insecure_key_size=party.allow_insecure_key_size,
     )
     context.state[SESSION_STATE_KEY] = ConfigRecord(
@@ -238,38 +238,38 @@ def _keygen(party: _Party, config: Config, context: Context) -> Config:
     return {"modulus": int_bytes(receiver.modulus), "size": len(subset)}
 
 
-def _setup(party: _Party, config: Config, context: Context) -> Config:
+def _setup(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Receiver: hash the IDs into bins; reply the public header (and the number of chunks)."""
-    session = _session(context, config, "receiver", "paillier")
+    session = session_record(context, config, "receiver", "paillier")
     receiver = PSIReceiver.from_state(session)
-    header = receiver.setup(_field(config, "chunk_bytes", int))
+    header = receiver.setup(require_field(config, "chunk_bytes", int))
     session.update(receiver.to_state())
     return {**header.to_config(), "num_chunks": header.num_chunks}
 
 
-def _coefficients(party: _Party, config: Config, context: Context) -> Config:
+def _coefficients(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Receiver: encrypt and return one chunk of coefficients (fresh randomness, nothing stored)."""
-    session = _session(context, config, "receiver", "paillier")
+    session = session_record(context, config, "receiver", "paillier")
     receiver = PSIReceiver.from_state(session)
-    index = _field(config, "index", int)
+    index = require_field(config, "index", int)
     with process_pool(party.pool_size(context)) as pool:
         chunk = receiver.coefficient_chunk(index, pool)
     return {"index": index, "chunk": chunk}
 
 
-def _precompute(party: _Party, config: Config, context: Context) -> Config:
+def _precompute(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Sender: check the receiver's public key, draw the re-randomisers (data-independent)."""
-    staging = _staging(context, config)
-    prepared = _checked_ids(party, context, staging)
+    staging = staging_record(context, config)
+    prepared = checked_ids(party, context, staging)
     subset = list(staging["running"])  # type: ignore[arg-type]
-    sender = PSISender(_subset_ids(prepared, subset), allow_insecure_key_size=party.allow_insecure_key_size)
-    sender.receive_public_key(int.from_bytes(_field(config, "modulus", bytes), "big"))
+    sender = PSISender(subset_ids(prepared, subset), allow_insecure_key_size=party.allow_insecure_key_size)
+    sender.receive_public_key(int.from_bytes(require_field(config, "modulus", bytes), "big"))
     with process_pool(party.pool_size(context)) as pool:
         sender.precompute(pool)
     context.state[SESSION_STATE_KEY] = ConfigRecord(
         {
             "role": "sender",
-            "session_id": _field(config, SESSION_ID_KEY, str),
+            "session_id": require_field(config, SESSION_ID_KEY, str),
             "subset": subset,
             **sender.to_state(),
         }
@@ -277,89 +277,89 @@ def _precompute(party: _Party, config: Config, context: Context) -> Config:
     return {"size": len(subset)}
 
 
-def _evaluate(party: _Party, config: Config, context: Context) -> Config:
+def _evaluate(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Sender: evaluate one coefficient chunk (the setup header comes with chunk 0)."""
-    session = _session(context, config, "sender", "paillier")
+    session = session_record(context, config, "sender", "paillier")
     sender = PSISender.from_state(session)
-    index = _field(config, "index", int)
+    index = require_field(config, "index", int)
     if index == 0:
         header = SetupHeader.from_config(strip_header_fields(config))
         if header.session_id != session["session_id"]:
             raise SessionMismatchError("setup header for another PSI session")
         sender.receive_setup(header)
     with process_pool(party.pool_size(context)) as pool:
-        sender.evaluate(str(session["session_id"]), index, _field(config, "chunk", bytes), pool)
+        sender.evaluate(str(session["session_id"]), index, require_field(config, "chunk", bytes), pool)
     session.update(sender.to_state())
     return {"index": index}
 
 
-def _respond(party: _Party, config: Config, context: Context) -> Config:
+def _respond(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Sender: shuffle all replies, keep them in chunks; remember the secret shuffle."""
-    session = _session(context, config, "sender", "paillier")
-    staging = _staging(context, config)
+    session = session_record(context, config, "sender", "paillier")
+    staging = staging_record(context, config)
     sender = PSISender.from_state(session)
-    responses = sender.respond(_field(config, "chunk_bytes", int))
+    responses = sender.respond(require_field(config, "chunk_bytes", int))
     session.update(sender.to_state())
     subset = list(session["subset"])  # type: ignore[arg-type]
     positions = range(responses.count)
-    _record_pair(staging, responses.session_id, positions, [subset[i] for i in sender.indices_at(positions)])
+    record_pair(staging, responses.session_id, positions, [subset[i] for i in sender.indices_at(positions)])
     return {"count": responses.count, "num_chunks": len(responses.chunks)}
 
 
-def _responses(party: _Party, config: Config, context: Context) -> Config:
+def _responses(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Sender: one chunk of shuffled replies."""
-    session = _session(context, config, "sender", "paillier")
-    index = _field(config, "index", int)
+    session = session_record(context, config, "sender", "paillier")
+    index = require_field(config, "index", int)
     chunks = session["responses"]
     if not session["responded"] or not 0 <= index < len(chunks):  # type: ignore[arg-type]
         raise PSIError(f"reply chunk {index} does not exist")
     return {"index": index, "chunk": chunks[index]}  # type: ignore[index]
 
 
-def _decrypt(party: _Party, config: Config, context: Context) -> Config:
+def _decrypt(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Receiver: decrypt one reply chunk modulo p and record the matches."""
-    session = _session(context, config, "receiver", "paillier")
+    session = session_record(context, config, "receiver", "paillier")
     receiver = PSIReceiver.from_state(session)
     session_id = str(session["session_id"])
-    receiver.expect_responses(session_id, _field(config, "count", int))
+    receiver.expect_responses(session_id, require_field(config, "count", int))
     with process_pool(party.pool_size(context)) as pool:
         receiver.receive_responses(
-            session_id, _field(config, "index", int), _field(config, "chunk", bytes), pool
+            session_id, require_field(config, "index", int), require_field(config, "chunk", bytes), pool
         )
     session.update(receiver.to_state())
     return {"index": config["index"]}
 
 
-def _finish(party: _Party, config: Config, context: Context) -> Config:
+def _finish(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Receiver: close the session; the label holder's running set shrinks to the matches.
 
     Replies the intersection size and, if the sender is the label holder (``sender_is_leader``), the
     matched reply positions (random-looking indices into the sender's secret shuffle).
     """
-    session = _session(context, config, "receiver", "paillier")
-    staging = _staging(context, config)
+    session = session_record(context, config, "receiver", "paillier")
+    staging = staging_record(context, config)
     receiver = PSIReceiver.from_state(session)
-    receiver.expect_responses(receiver.session_id, _field(config, "count", int))
+    receiver.expect_responses(receiver.session_id, require_field(config, "count", int))
     receiver.finish()
     subset = list(session["subset"])  # type: ignore[arg-type]
     matched = receiver.matched_indices()
     positions = receiver.positions(matched)
-    _record_pair(staging, receiver.session_id, positions, [subset[i] for i in matched])
-    if _field(config, "receiver_is_leader", bool):
+    record_pair(staging, receiver.session_id, positions, [subset[i] for i in matched])
+    if require_field(config, "receiver_is_leader", bool):
         staging["running"] = sorted(subset[i] for i in matched)
     del context.state[SESSION_STATE_KEY]
     reply: Config = {"size": len(matched)}
-    if _field(config, "sender_is_leader", bool):
+    if require_field(config, "sender_is_leader", bool):
         reply["positions"] = sorted(positions)
     return reply
 
 
-def _matched(party: _Party, config: Config, context: Context) -> Config:
+def _matched(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Sender that is the label holder: its running set shrinks to the matched positions."""
-    session = _session(context, config, "sender", None)
-    staging = _staging(context, config)
-    pairs = _pair_map(staging, str(session["session_id"]))
-    positions = list(_field(config, "positions", list))
+    session = session_record(context, config, "sender", None)
+    staging = staging_record(context, config)
+    pairs = pair_map(staging, str(session["session_id"]))
+    positions = list(require_field(config, "positions", list))
     if any(position not in pairs for position in positions) or len(set(positions)) != len(positions):
         raise PSIError("matched positions repeat or fall outside the replies")
     staging["running"] = sorted(pairs[position] for position in positions)
@@ -367,16 +367,16 @@ def _matched(party: _Party, config: Config, context: Context) -> Config:
     return {"size": len(positions)}
 
 
-def _order(party: _Party, config: Config, context: Context) -> Config:
+def _order(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Label holder: order the final set canonically, stage its own alignment, and reply for every
     session the peer's reply positions in that order (``positions.<session_id>``)."""
-    staging = _staging(context, config)
-    prepared = _checked_ids(party, context, staging)
+    staging = staging_record(context, config)
+    prepared = checked_ids(party, context, staging)
     running = list(staging["running"])  # type: ignore[arg-type]
     final = [running[k] for k in canonical_order([prepared.canonical[i] for i in running])]
     reply: Config = {"size": len(final)}
     for session_id in staging["sessions"]:  # type: ignore[union-attr]
-        position_of = {index: position for position, index in _pair_map(staging, session_id).items()}
+        position_of = {index: position for position, index in pair_map(staging, session_id).items()}
         if any(index not in position_of for index in final):
             raise PSIError("the final set is not contained in a session's matches")
         reply[positions_key(session_id)] = [position_of[index] for index in final]
@@ -384,12 +384,12 @@ def _order(party: _Party, config: Config, context: Context) -> Config:
     return reply
 
 
-def _prepare(party: _Party, config: Config, context: Context) -> Config:
+def _prepare(party: PartyPolicy, config: Config, context: Context) -> Config:
     """Other parties: map the label holder's positions to own IDs, check the order, stage it."""
-    staging = _staging(context, config)
-    prepared = _checked_ids(party, context, staging)
-    pairs = _pair_map(staging, _field(config, SESSION_ID_KEY, str))
-    positions = list(_field(config, "positions", list))
+    staging = staging_record(context, config)
+    prepared = checked_ids(party, context, staging)
+    pairs = pair_map(staging, require_field(config, SESSION_ID_KEY, str))
+    positions = list(require_field(config, "positions", list))
     if any(position not in pairs for position in positions):
         raise PSIError("an aligned position falls outside this party's replies or matches")
     indices = [pairs[position] for position in positions]
@@ -397,9 +397,9 @@ def _prepare(party: _Party, config: Config, context: Context) -> Config:
     return {"size": len(indices)}
 
 
-def _commit(party: _Party, config: Config, context: Context) -> Config:
+def _commit(party: PartyPolicy, config: Config, context: Context) -> Config:
     """All parties: make the staged alignment the node's alignment; clear the staging."""
-    staging = _staging(context, config)
+    staging = staging_record(context, config)
     if PENDING_STATE_KEY not in context.state:
         raise PSIError("nothing to commit: the alignment was not prepared at this node")
     pending = context.state.config_records[PENDING_STATE_KEY]
@@ -408,13 +408,13 @@ def _commit(party: _Party, config: Config, context: Context) -> Config:
     elif PREVIOUS_STATE_KEY in context.state:
         del context.state[PREVIOUS_STATE_KEY]
     context.state[ALIGNMENT_STATE_KEY] = pending
-    _clear_staging(context)
+    clear_staging(context)
     return {"size": len(pending["rows"]), "alignment_id": str(staging["alignment_id"])}  # type: ignore[arg-type]
 
 
-def _abort(party: _Party, config: Config, context: Context) -> Config:
+def _abort(party: PartyPolicy, config: Config, context: Context) -> Config:
     """All parties: drop the staging; undo this alignment's commit if it happened here."""
-    alignment_id = _field(config, ALIGNMENT_ID_KEY, str)
+    alignment_id = require_field(config, ALIGNMENT_ID_KEY, str)
     rolled_back = False
     if (
         ALIGNMENT_STATE_KEY in context.state
@@ -428,11 +428,11 @@ def _abort(party: _Party, config: Config, context: Context) -> Config:
     if STAGING_STATE_KEY in context.state:
         staged_id = context.state.config_records[STAGING_STATE_KEY]["alignment_id"]
         if staged_id == alignment_id:
-            _clear_staging(context)
+            clear_staging(context)
     return {"rolled_back": rolled_back}
 
 
-_HANDLERS: dict[str, Callable[[_Party, Config, Context], Config]] = {
+_HANDLERS: dict[str, Callable[[PartyPolicy, Config, Context], Config]] = {
     "psi_begin": _begin,
     "psi_keygen": _keygen,
     "psi_setup": _setup,

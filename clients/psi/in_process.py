@@ -15,7 +15,7 @@ from clients.psi.ecdh import align_ecdh
 from clients.psi.fnp_receiver import PSIReceiver
 from clients.psi.fnp_sender import PSISender
 from clients.psi.ids import Alignment, DuplicatePolicy, Identifier, check_not_one_string
-from clients.psi.paillier import process_pool
+from clients.psi.pool import process_pool
 from protocol.psi import DEFAULT_CHUNK_BYTES, DEFAULT_ID_BITS, DEFAULT_KEY_BITS, PSI_BACKENDS
 
 __all__ = ["align", "intersect"]

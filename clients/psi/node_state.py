@@ -1,5 +1,5 @@
-"""Node-side plumbing shared by both PSI backends' Flower handlers: state keys, the party's policies,
-the staging and session records.
+"""What both PSI backends' Flower handlers keep at the node: state keys, the party's policies
+(:class:`PartyPolicy`), the staging and session records.
 
 A party keeps its alignment-wide working state in ``context.state["psi.staging"]`` and the pairwise
 session in progress in ``context.state["psi.session"]`` (``clients.psi.handlers`` documents every key).
@@ -17,7 +17,7 @@ from typing import Any
 from flwr.app import ConfigRecord, Context
 
 from clients.psi.ids import DuplicatePolicy, PreparedIds, id_from_canonical_bytes, prepare_ids
-from clients.psi.paillier import resolve_workers
+from clients.psi.pool import resolve_workers
 from protocol.psi import ALIGNMENT_ID_KEY, SESSION_ID_KEY, PSIError, SessionMismatchError, require_field
 
 ALIGNMENT_STATE_KEY = "psi.alignment"
@@ -33,7 +33,7 @@ Config = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class _Party:
+class PartyPolicy:
     """What the handlers of one ClientApp share: how to load IDs and node-local policies."""
 
     load_ids: Callable[[Context], Sequence[str | int]]
@@ -51,19 +51,16 @@ class _Party:
         return resolve_workers(int(configured) if configured is not None else os.cpu_count())
 
 
-def _field(config: Config, key: str, kind: type) -> Any:
-    return require_field(config, key, kind)
-
-
-def _clear_staging(context: Context) -> None:
+def clear_staging(context: Context) -> None:
+    """Drop the alignment's working state: staging, session and pending records."""
     for key in (STAGING_STATE_KEY, SESSION_STATE_KEY, PENDING_STATE_KEY):
         if key in context.state:
             del context.state[key]
 
 
-def _staging(context: Context, config: Config) -> ConfigRecord:
+def staging_record(context: Context, config: Config) -> ConfigRecord:
     """The staging record of the alignment named in the message."""
-    alignment_id = _field(config, ALIGNMENT_ID_KEY, str)
+    alignment_id = require_field(config, ALIGNMENT_ID_KEY, str)
     if STAGING_STATE_KEY not in context.state:
         raise SessionMismatchError("no alignment in progress at this node (psi_begin missing or aborted)")
     staging = context.state.config_records[STAGING_STATE_KEY]
@@ -72,18 +69,19 @@ def _staging(context: Context, config: Config) -> ConfigRecord:
     return staging
 
 
-def _checked_ids(party: _Party, context: Context, staging: ConfigRecord) -> PreparedIds:
+def checked_ids(party: PartyPolicy, context: Context, staging: ConfigRecord) -> PreparedIds:
+    """The party's prepared IDs, refused if they changed since ``psi_begin`` (digest in ``staging``)."""
     prepared = party.prepared(context)
     if prepared.digest != staging["digest"]:
         raise PSIError("the party's IDs changed during the alignment")
     return prepared
 
 
-def _session(context: Context, config: Config, role: str | None, backend: str | None) -> ConfigRecord:
+def session_record(context: Context, config: Config, role: str | None, backend: str | None) -> ConfigRecord:
     """The pairwise session named in the message (of the alignment in progress), in the expected role
     and backend (``None``: any)."""
-    _staging(context, config)
-    session_id = _field(config, SESSION_ID_KEY, str)
+    staging_record(context, config)
+    session_id = require_field(config, SESSION_ID_KEY, str)
     if SESSION_STATE_KEY not in context.state:
         raise SessionMismatchError("no PSI session in progress at this node")
     session = context.state.config_records[SESSION_STATE_KEY]
@@ -97,11 +95,12 @@ def _session(context: Context, config: Config, role: str | None, backend: str | 
     return session
 
 
-def _subset_ids(prepared: PreparedIds, subset: Sequence[int]) -> list[str | int]:
+def subset_ids(prepared: PreparedIds, subset: Sequence[int]) -> list[str | int]:
+    """The IDs at the prepared-ID indices ``subset``."""
     return [id_from_canonical_bytes(prepared.canonical[i]) for i in subset]
 
 
-def _record_pair(
+def record_pair(
     staging: ConfigRecord, session_id: str, positions: Sequence[int], indices: Sequence[int]
 ) -> None:
     """Remember, for one session, which of the party's IDs sits at which reply position."""
@@ -110,7 +109,7 @@ def _record_pair(
     staging[f"{session_id}.indices"] = list(indices)
 
 
-def _pair_map(staging: ConfigRecord, session_id: str) -> dict[int, int]:
+def pair_map(staging: ConfigRecord, session_id: str) -> dict[int, int]:
     """Reply position → index into the party's prepared IDs, for one finished session."""
     if session_id not in staging["sessions"]:  # type: ignore[operator]
         raise PSIError("unknown or unfinished PSI session")

@@ -1,4 +1,4 @@
-"""Paillier for the PSI: keys, the fixed-width ciphertext codec, and the hot loops in a process pool.
+"""Paillier for the PSI: keys, the fixed-width ciphertext codec, and the hot loops the pool runs.
 
 References
 ----------
@@ -11,29 +11,27 @@ References
 - python-paillier (``phe``) generates the keys; gmpy2 integers carry every hot loop.
 
 Speed-ups (``docs/psi.md``, "Speed"): the key owner draws encryption randomness by CRT as t_p^p mod p²
-and t_q^q mod q² (:func:`_crt_randomisers`); the membership test decrypts modulo p only
-(:func:`_decrypt_mod_p`); encryption, evaluation and decryption run in a process pool
-(:func:`process_pool`). The raw-integer layer (``mpz`` values) stays here; the byte layer is
-:func:`ciphertext_width`, :func:`decode_ciphertexts` and the private ``_encode`` / ``_decode``.
+and t_q^q mod q² (:func:`crt_randomisers`); the membership test decrypts modulo p only
+(:func:`decrypt_mod_p`); encryption, evaluation and decryption run in a process pool
+(:func:`clients.psi.pool.process_pool`). The raw-integer layer (``mpz`` values) stays here; the byte
+layer is :func:`ciphertext_width`, :func:`decode_ciphertexts` (checked) and :func:`encode_fixed_width` /
+:func:`decode_fixed_width` (unchecked, for the FNP roles' own streams).
 """
 
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import secrets
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import contextmanager
-from typing import TypeVar
+from collections.abc import Iterable
+from concurrent.futures import Executor
 
 import gmpy2
 from gmpy2 import mpz
 from phe import paillier
 
 from clients.psi.ids import MAX_ID_BITS, MIN_ID_BITS
+from clients.psi.pool import TASKS_PER_WORKER, pool_size
 from protocol.psi import DEFAULT_KEY_BITS, PSIError
 
 MIN_SECURE_KEY_BITS = 2048
@@ -41,10 +39,6 @@ MIN_SECURE_KEY_BITS = 2048
 Part 1 Rev. 5, Table 2), acceptable until 2030; use 3072 bits (phe's ``DEFAULT_KEYSIZE``) beyond."""
 MIN_TEST_KEY_BITS = 256
 """Smallest modulus accepted even with ``allow_insecure_key_size=True`` (tests only)."""
-_TASKS_PER_WORKER = 4
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 __all__ = [
     "DEFAULT_KEY_BITS",
@@ -52,12 +46,21 @@ __all__ = [
     "MIN_TEST_KEY_BITS",
     "EvaluationGroup",
     "InsecureParameterWarning",
+    "PrivateKey",
+    "bin_coefficients",
+    "check_id_bits",
     "check_key_bits",
     "check_public_modulus",
     "ciphertext_width",
+    "crt_randomisers",
     "decode_ciphertexts",
-    "process_pool",
-    "resolve_workers",
+    "decode_fixed_width",
+    "decrypt_mod_p",
+    "encode_fixed_width",
+    "encrypt_bins",
+    "evaluate_bins",
+    "group_tasks",
+    "reencryption_randomisers",
 ]
 
 
@@ -94,14 +97,21 @@ def check_key_bits(key_bits: int, allow_insecure_key_size: bool = False) -> None
         )
 
 
-def _check_id_bits(id_bits: int, key_bits: int) -> None:
+def check_id_bits(id_bits: int, key_bits: int) -> None:
+    """Refuse an ID hash width outside the allowed range or too wide for the key's prime p.
+
+    Raises
+    ------
+    ValueError
+        Naming the rule and the value.
+    """
     if not MIN_ID_BITS <= id_bits <= MAX_ID_BITS:
         raise ValueError(f"id_bits must be in [{MIN_ID_BITS}, {MAX_ID_BITS}], got {id_bits}")
     if id_bits > key_bits // 2 - 64:
         raise ValueError(f"id_bits={id_bits} too large for a {key_bits}-bit key (needs id_bits < |p| - 64)")
 
 
-class _PrivateKey:
+class PrivateKey:
     """A phe key pair with the gmpy2 constants the hot loops need."""
 
     def __init__(self, private_key: paillier.PaillierPrivateKey) -> None:
@@ -111,18 +121,18 @@ class _PrivateKey:
         self.p, self.q = mpz(private_key.p), mpz(private_key.q)
         self.psq, self.qsq = mpz(private_key.psquare), mpz(private_key.qsquare)
         self.hp = mpz(private_key.hp)
-        # The CRT randomness of _crt_randomisers covers all n-th residues only if gcd(q, p-1) =
+        # The CRT randomness of crt_randomisers covers all n-th residues only if gcd(q, p-1) =
         # gcd(p, q-1) = 1; this holds for primes of equal length (phe's keys) and is checked here.
         if gmpy2.gcd(self.q, self.p - 1) != 1 or gmpy2.gcd(self.p, self.q - 1) != 1:
             raise ValueError("Paillier key needs gcd(q, p-1) = gcd(p, q-1) = 1")
 
     @classmethod
-    def generate(cls, key_bits: int) -> _PrivateKey:
+    def generate(cls, key_bits: int) -> PrivateKey:
         _, private_key = paillier.generate_paillier_keypair(n_length=key_bits)
         return cls(private_key)
 
     @classmethod
-    def from_primes(cls, p: int, q: int) -> _PrivateKey:
+    def from_primes(cls, p: int, q: int) -> PrivateKey:
         return cls(paillier.PaillierPrivateKey(paillier.PaillierPublicKey(p * q), p, q))
 
 
@@ -153,11 +163,13 @@ def ciphertext_width(modulus: int) -> int:
     return (2 * int(modulus).bit_length() + 7) // 8
 
 
-def _encode(values: Iterable[mpz], width: int) -> bytes:
+def encode_fixed_width(values: Iterable[mpz], width: int) -> bytes:
+    """Big-endian ``width``-byte encodings of ``values``, concatenated."""
     return b"".join(value.to_bytes(width, "big") for value in values)
 
 
-def _decode(blob: bytes, width: int) -> list[mpz]:
+def decode_fixed_width(blob: bytes, width: int) -> list[mpz]:
+    """The values of a stream :func:`encode_fixed_width` wrote (no range checks)."""
     return [mpz.from_bytes(blob[i : i + width], "big") for i in range(0, len(blob), width)]
 
 
@@ -175,70 +187,11 @@ def decode_ciphertexts(blob: bytes, modulus: int, what: str) -> list[mpz]:
         raise PSIError(f"{what}: chunk of {len(blob)} bytes is not a multiple of {width}-byte ciphertexts")
     n = mpz(modulus)
     nsq = n * n
-    values = _decode(blob, width)
+    values = decode_fixed_width(blob, width)
     for index, value in enumerate(values):
         if not 0 < value < nsq or gmpy2.gcd(value, n) != 1:
             raise PSIError(f"{what}: ciphertext {index} of the chunk is not in Z*_(n^2)")
     return values
-
-
-def _split(blob: bytes, width: int, chunk_bytes: int) -> list[bytes]:
-    """Cut a ciphertext stream into chunks of at most ``chunk_bytes`` (whole ciphertexts)."""
-    per_chunk = max(1, chunk_bytes // width) * width
-    return [blob[i : i + per_chunk] for i in range(0, len(blob), per_chunk)]
-
-
-# --------------------------------------------------------------------------------------------------
-# Process pool
-# --------------------------------------------------------------------------------------------------
-
-
-def resolve_workers(workers: int | None) -> int:
-    """``None`` → one worker per core (``os.cpu_count()``); otherwise ``workers`` (>= 1)."""
-    if workers is None:
-        return os.cpu_count() or 1
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    return workers
-
-
-@contextmanager
-def process_pool(workers: int | None = None) -> Iterator[Executor | None]:
-    """A process pool for the PSI hot loops, or ``None`` (work in this process) for one worker.
-
-    Uses the ``forkserver`` start method: the pool may be opened inside threaded hosts (Ray actors,
-    Flower's SuperNode) where ``fork`` is unsafe. Every function of this module that takes ``pool``
-    accepts ``None``.
-    """
-    count = resolve_workers(workers)
-    if count == 1:
-        yield None
-        return
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
-        yield pool
-
-
-def _pool_size(pool: Executor | None) -> int:
-    return getattr(pool, "_max_workers", 1) if pool is not None else 1
-
-
-def _map(pool: Executor | None, fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
-    """Apply ``fn`` to every task, in the pool if there is one and more than one task; keep the order."""
-    if pool is None or len(tasks) <= 1:
-        return [fn(task) for task in tasks]
-    return list(pool.map(fn, tasks))
-
-
-def _flat(parts: Iterable[list[R]]) -> list[R]:
-    return [item for part in parts for item in part]
-
-
-def _slices(count: int, pool: Executor | None, minimum: int = 1) -> list[tuple[int, int]]:
-    """Split ``range(count)`` into about four slices per worker (one slice without a pool)."""
-    pieces = 1 if pool is None else _pool_size(pool) * _TASKS_PER_WORKER
-    size = max(minimum, math.ceil(count / max(1, pieces)))
-    return [(start, min(count, start + size)) for start in range(0, count, size)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,7 +199,7 @@ def _slices(count: int, pool: Executor | None, minimum: int = 1) -> list[tuple[i
 # --------------------------------------------------------------------------------------------------
 
 
-def _crt_randomisers(task: tuple[mpz, mpz, int]) -> list[mpz]:
+def crt_randomisers(task: tuple[mpz, mpz, int]) -> list[mpz]:
     """``count`` uniform n-th residues mod n², drawn by the key owner with the CRT.
 
     ρ^n mod p² for ρ uniform in Z*_{n²} is uniform on the subgroup of order p-1 of Z*_{p²} (when
@@ -268,7 +221,7 @@ def _crt_randomisers(task: tuple[mpz, mpz, int]) -> list[mpz]:
     return out
 
 
-def _reencryption_randomisers(task: tuple[mpz, int]) -> list[mpz]:
+def reencryption_randomisers(task: tuple[mpz, int]) -> list[mpz]:
     """``count`` values s^n mod n² for s uniform in Z*_n (the sender has no factorisation)."""
     n, count = task
     nsq = n * n
@@ -282,7 +235,7 @@ def _reencryption_randomisers(task: tuple[mpz, int]) -> list[mpz]:
     return out
 
 
-def _bin_coefficients(task: tuple[mpz, int, int, list[list[int]]]) -> list[mpz]:
+def bin_coefficients(task: tuple[mpz, int, int, list[list[int]]]) -> list[mpz]:
     """Non-leading coefficients a_0..a_{M-1} mod n of each bin's monic polynomial Π (x - root).
 
     Bins with fewer than M roots are padded with dummy roots uniform in [2^id_bits, n): a sender's
@@ -305,19 +258,19 @@ def _bin_coefficients(task: tuple[mpz, int, int, list[list[int]]]) -> list[mpz]:
     return out
 
 
-def _encrypt_bins(task: tuple[mpz, mpz, int, int, list[list[int]], list[mpz] | None]) -> bytes:
+def encrypt_bins(task: tuple[mpz, mpz, int, int, list[list[int]], list[mpz] | None]) -> bytes:
     """Encrypted coefficients of a run of bins, as fixed-width bytes.
 
     E(a) = (1 + a·n) · ρ mod n² (Paillier 1999 with g = n + 1), ρ from the precomputed list or, when
-    it is ``None``, drawn here with :func:`_crt_randomisers`.
+    it is ``None``, drawn here with :func:`crt_randomisers`.
     """
     p, q, degree, id_bits, bins, randomisers = task
     n = p * q
     nsq = n * n
-    coeffs = _bin_coefficients((n, degree, id_bits, bins))
+    coeffs = bin_coefficients((n, degree, id_bits, bins))
     if randomisers is None:
-        randomisers = _crt_randomisers((p, q, len(coeffs)))
-    return _encode(
+        randomisers = crt_randomisers((p, q, len(coeffs)))
+    return encode_fixed_width(
         ((1 + a * n) * rho % nsq for a, rho in zip(coeffs, randomisers, strict=True)), ciphertext_width(n)
     )
 
@@ -326,7 +279,7 @@ EvaluationGroup = tuple[bytes, list[int], list[mpz] | None]
 """One bin's work for the sender: its M encrypted coefficients, its IDs y, their re-randomisers."""
 
 
-def _evaluate_bins(task: tuple[mpz, int, list[EvaluationGroup]]) -> bytes:
+def evaluate_bins(task: tuple[mpz, int, list[EvaluationGroup]]) -> bytes:
     """Sender's replies E(r·P_b(y) + y) · s^n for each group, as fixed-width bytes in group order.
 
     Horner's rule on plaintext y (FNP 2004): acc = E(a_{M-1}) · g^y = E(y + a_{M-1}), then
@@ -338,10 +291,10 @@ def _evaluate_bins(task: tuple[mpz, int, list[EvaluationGroup]]) -> bytes:
     nsq = n * n
     out: list[mpz] = []
     for coeff_blob, ys, randomisers in groups:
-        coeffs = _decode(coeff_blob, width)
+        coeffs = decode_fixed_width(coeff_blob, width)
         top = coeffs[-1]
         if randomisers is None:
-            randomisers = _reencryption_randomisers((n, len(ys)))
+            randomisers = reencryption_randomisers((n, len(ys)))
         for y_int, rerandomiser in zip(ys, randomisers, strict=True):
             y = mpz(y_int)
             g_y = 1 + y * n
@@ -350,10 +303,10 @@ def _evaluate_bins(task: tuple[mpz, int, list[EvaluationGroup]]) -> bytes:
                 acc = gmpy2.powmod(acc, y, nsq) * coeff % nsq
             r = mpz(1 + secrets.randbelow(int(n) - 1))
             out.append(gmpy2.powmod(acc, r, nsq) * g_y % nsq * rerandomiser % nsq)
-    return _encode(out, width)
+    return encode_fixed_width(out, width)
 
 
-def _decrypt_mod_p(task: tuple[mpz, mpz, list[mpz]]) -> list[int]:
+def decrypt_mod_p(task: tuple[mpz, mpz, list[mpz]]) -> list[int]:
     """m mod p = L_p(c^(p-1) mod p²) · h_p mod p (Paillier 1999, CRT decryption, p half only).
 
     Enough for the membership test: a matching reply decrypts to a hashed ID < 2^id_bits < p.
@@ -363,12 +316,12 @@ def _decrypt_mod_p(task: tuple[mpz, mpz, list[mpz]]) -> list[int]:
     return [int((gmpy2.powmod(c, p - 1, psq) - 1) // p * hp % p) for c in ciphertexts]
 
 
-def _group_tasks(
+def group_tasks(
     n: mpz, width: int, groups: list[EvaluationGroup], pool: Executor | None
 ) -> list[tuple[mpz, int, list[EvaluationGroup]]]:
     """Cut the per-bin work into tasks of about equal numbers of IDs (a crowded bin is split)."""
     total = sum(len(ys) for _, ys, _ in groups)
-    pieces = 1 if pool is None else _pool_size(pool) * _TASKS_PER_WORKER
+    pieces = 1 if pool is None else pool_size(pool) * TASKS_PER_WORKER
     target = max(1, math.ceil(total / pieces))
     tasks: list[tuple[mpz, int, list[EvaluationGroup]]] = []
     current: list[EvaluationGroup] = []

@@ -151,7 +151,8 @@ def load_party(context: Context, cfg: VerticalConfig) -> ActiveParty | PassivePa
 
 
 @functools.lru_cache(maxsize=8)
-def _decoded(items: tuple[tuple[str, Any], ...]) -> VerticalConfig:
+def decoded_config(items: tuple[tuple[str, Any], ...]) -> VerticalConfig:
+    """A run's configuration from its record's items, decoded and validated once per process."""
     return from_record(VerticalConfig, dict(items))  # validated by VerticalConfig.__post_init__
 
 
@@ -163,7 +164,7 @@ def start_run(context: Context, record: ConfigRecord) -> VerticalConfig:
     ValueError
         If the record lacks a key, holds an unknown one, or a setting is out of range.
     """
-    cfg = _decoded(tuple(record.items()))
+    cfg = decoded_config(tuple(record.items()))
     context.state[CONFIG_STATE_KEY] = ConfigRecord(dict(record))
     context.state.pop(STATE_KEY, None)  # a new run starts from fresh models
     return cfg
@@ -179,7 +180,7 @@ def run_config(context: Context) -> VerticalConfig:
     """
     if CONFIG_STATE_KEY not in context.state.config_records:
         raise RuntimeError("no vertical run configured on this node yet: send query.vfl_describe first")
-    return _decoded(tuple(context.state.config_records[CONFIG_STATE_KEY].items()))
+    return decoded_config(tuple(context.state.config_records[CONFIG_STATE_KEY].items()))
 
 
 def load_ids(context: Context) -> list[str]:
@@ -187,7 +188,7 @@ def load_ids(context: Context) -> list[str]:
     return node_party_data(context, run_config(context)).ids.tolist()
 
 
-def _psi_alignment(context: Context, party: ActiveParty | PassiveParty) -> tuple[list[str], str]:
+def psi_alignment(context: Context, party: ActiveParty | PassiveParty) -> tuple[list[str], str]:
     """The aligned IDs the PSI phase committed at this node (checked against the party's own ID list)
     and the alignment's ID, which the server compares across parties."""
     alignment = get_alignment(context)
@@ -211,7 +212,7 @@ def _handler(op: str, *, allow_plaintext_ids: bool) -> Callable[[Message, Contex
             if op == "save":  # the server names the file; the node decides the folder
                 payload = {"path": str(node_file(context, payload.get("name"), "vertical save name"))}
             if op == "align" and payload.get("source") == "psi":
-                aligned_ids, alignment_id = _psi_alignment(context, party)
+                aligned_ids, alignment_id = psi_alignment(context, party)
                 payload = {"aligned_ids": aligned_ids}
             reply = party.handle(op, payload)
             if alignment_id is not None:
