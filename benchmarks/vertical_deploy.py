@@ -46,8 +46,8 @@ def _row(epoch_s: list[float], results: dict[str, Any], wall_s: float) -> dict[s
 
 def simulation(k: int, workdir: Path) -> dict[str, Any]:
     """The job on Flower's simulation engine (one simulated SuperNode per party)."""
-    from clients.vertical.handlers import build_client_app
     from protocol.vertical import VerticalConfig, VerticalStrategyConfig
+    from simulations.app import build_client_app
     from simulations.flower_sim import run_flower_simulation
     from strategies.vertical_prototype import run_vertical
 

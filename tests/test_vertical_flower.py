@@ -12,9 +12,10 @@ import torch
 from flwr.app import Message, RecordDict
 
 from clients.vertical.data import make_vertical_split
-from clients.vertical.handlers import build_client_app, load_party, party_data
+from clients.vertical.handlers import load_party, party_data
 from clients.vertical.predict import predict_saved
 from protocol.codec import to_flat
+from simulations.app import build_client_app
 from strategies.vertical_prototype import (
     ACTIVE,
     FlowerLink,

@@ -244,16 +244,3 @@ def register_vertical_handlers(
         handler = _handler(op, allow_plaintext_ids=allow_plaintext_ids)
         registrars[kind](name)(handler if output_dir is None else with_output_dir(handler, output_dir))
     register_psi_handlers(app, load_ids, allow_insecure_key_size=allow_insecure_psi_keys)
-
-
-def build_client_app(
-    *, allow_insecure_psi_keys: bool = False, allow_plaintext_ids: bool = False,
-    output_dir: str | Path | None = None,
-) -> ClientApp:
-    """A ClientApp serving only the vertical method (simulations and tests; ``flwr run`` uses
-    ``simulations.app``). With ``output_dir``, parties whose ``node_config`` names no ``output-dir``
-    save their models under it."""
-    app = ClientApp()
-    register_vertical_handlers(app, allow_insecure_psi_keys=allow_insecure_psi_keys,
-                               allow_plaintext_ids=allow_plaintext_ids, output_dir=output_dir)
-    return app
