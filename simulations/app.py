@@ -27,7 +27,6 @@ from protocol.vertical import VerticalConfig
 from simulations.pate_config import PateConfig
 from simulations.pate_server import run_pate_server
 from simulations.results import write_results
-from simulations.run_config import unflatten
 from strategies.grid_utils import wait_for_nodes
 from strategies.vertical_prototype import run_vertical
 
@@ -93,7 +92,7 @@ def main(grid: Grid, context: Context) -> None:
     run_config = dict(context.run_config)
     method = str(run_config.get("method", "pate"))
     if method == "pate":
-        cfg = unflatten(PateConfig, section(run_config, "pate"))
+        cfg = from_flat(PateConfig, section(run_config, "pate"), what="run_config")
         wait_for_nodes(grid, cfg.federation.teacher_nodes + 1)  # a late SuperNode would silently sit out
         run_pate_server(grid, cfg)
     elif method == "vertical":
