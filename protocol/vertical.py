@@ -174,7 +174,7 @@ class VerticalStrategyConfig:
     message and receives their K gradients in one reply, applied as K local updates on stale features
     (FedBCD, Liu et al. 2022); ``0`` puts the whole epoch in one exchange, ``1`` is plain split learning.
 
-    ``alignment`` is ``psi`` (private set intersection, DESIGN.md §3) or ``insecure_plaintext`` (raw IDs
+    ``alignment`` is ``psi`` (private set intersection, ``docs/psi.md``) or ``insecure_plaintext`` (raw IDs
     to the server; tests only); ``psi_backend`` picks the PSI protocol (``paillier``: FNP over Paillier,
     the default; ``ecdh``: Diffie–Hellman PSI over edwards25519, fast at 10^6 IDs; ``docs/psi.md``);
     ``psi_key_bits`` is the Paillier modulus (nodes refuse < 2048 unless built for tests; unused by

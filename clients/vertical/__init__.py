@@ -15,10 +15,10 @@ One epoch (driven by :mod:`strategies.vertical_prototype`):
    passive ``step`` returns features of the minibatches (and applies the gradients of the previous
    exchange); active ``step`` trains encoder + top model with cross-entropy and returns each passive party
    the gradients w.r.t. its features;
-2. prototypes (patent method, DESIGN.md §4): passive ``snapshot`` sends the features of all aligned users;
-   active ``prototypes`` computes its own class prototypes (EMA-smoothed) and, for each passive party,
-   prototypes in that party's space (clipped / noised per :mod:`clients.vertical.prototype_privacy`); passive
-   ``receive`` smooths them (EMA, post-processing);
+2. prototypes (the patent's method, :mod:`clients.vertical.prototypes`): passive ``snapshot`` sends the
+   features of all aligned users; active ``prototypes`` computes its own class prototypes (EMA-smoothed)
+   and, for each passive party, prototypes in that party's space (clipped / noised per
+   :mod:`clients.vertical.prototype_privacy`); passive ``receive`` smooths them (EMA, post-processing);
 3. ``local``: the active party trains its encoder + local head on all its labelled rows plus
    ``lam`` × first loss on its non-aligned rows. A passive party's third loss (``lam_passive`` × pull of
    non-aligned rows towards confident nearest-prototype pseudo-labels) rides along with each of its

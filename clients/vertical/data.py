@@ -1,4 +1,4 @@
-"""Vertical data splits with per-party ID sets (issue 5, §1; DESIGN.md §4).
+"""Vertical data splits with per-party ID sets (issue 5, §1).
 
 A vertical split gives every party its own *feature columns* of the same users, but not the same
 *users*: a fraction ``aligned_fraction`` of the training users is held by every party (they are

@@ -10,7 +10,7 @@ rows — from its own party file when ``node_config`` names one (``data-file``: 
 :mod:`clients.vertical.party_files`, or ``.csv``, :mod:`clients.vertical.party_csv`) or the run's
 ``dataset.data_dir`` holds ``party{k}.npz``/``.csv``, else from the configured bundled dataset
 (:func:`clients.vertical.data.make_vertical_split`, deterministic in the seed) — and rebuilds its party
-(:mod:`clients.vertical.predict`) from ``context.state``; after a state-changing operation the party's
+(:mod:`clients.vertical.parties`) from ``context.state``; after a state-changing operation the party's
 state is written back there. Nothing is kept in module globals except caches of the loaded data and of
 decoded configurations.
 

@@ -4,7 +4,7 @@ A party exposes the protocol as named operations, ``party.handle(op, payload) ->
 of numpy arrays and scalars (a ``batch`` runs several in order, :func:`protocol.vertical.pack_batch`);
 its whole state round-trips through :meth:`Party.state_bytes` / :meth:`Party.from_state` so a Flower
 node can keep it in ``context.state`` between messages. The roles: :mod:`clients.vertical.active_party`,
-:mod:`clients.vertical.passive_party`; :mod:`clients.vertical.predict` builds either.
+:mod:`clients.vertical.passive_party`; :func:`clients.vertical.parties.make_party` builds either.
 """
 
 from __future__ import annotations

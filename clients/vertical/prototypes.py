@@ -1,6 +1,6 @@
 """Class prototypes, prototype losses and prototype pseudo-labels (pure torch, no Flower).
 
-The method is the vertical prototype exchange of the patent behind issue 5 (DESIGN.md §4): the label
+The method is the vertical prototype exchange of the patent behind issue 5: the label
 holder computes, per class, the centre of the aligned samples' features ("prototype"), in its own
 feature space ("first prototypes") and in every passive party's space ("second prototypes"). Each
 party then pulls the features of its *non-aligned* samples towards the prototype of their class: the
