@@ -277,7 +277,7 @@ class ActiveParty(Party):
         return out
 
     def op_select_fusion(self, payload: Payload) -> Payload:
-        """Keep the candidate fusion (``vertical_fusion.fusion_candidates``) best on my validation users."""
+        """Keep the candidate fusion (``protocol.vertical.fusion_candidates``) best on my validation users."""
         assert self.data.val_y is not None
         x = self._split_x("val")
         passive = self._passive_features(payload, len(x))
