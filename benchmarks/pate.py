@@ -40,9 +40,9 @@ import torch
 
 from benchmarks import pate_secagg
 from clients.data import load_pate_data
-from clients.student import train_student
-from clients.teacher import train_teacher
-from clients.teacher_ensemble import train_ensemble
+from clients.pate.student import train_student
+from clients.pate.teacher import train_teacher
+from clients.pate.teacher_ensemble import train_ensemble
 from clients.training import accuracy
 from protocol.pate import DataSpec, ModelSpec, StudentSettings
 from simulations.pate_config import compose_config

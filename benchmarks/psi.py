@@ -2,7 +2,7 @@
 
 n × n IDs with 50 % overlap. Variants, all measured in the same run on the same machine:
 
-- ``ecdh``: :mod:`clients.psi_ecdh` (Diffie–Hellman PSI over edwards25519, both roles in this process,
+- ``ecdh``: :mod:`clients.psi.ecdh` (Diffie–Hellman PSI over edwards25519, both roles in this process,
   each step in the process pool) at 10^3, 10^4, 10^5 with ``--ecdh`` (10^6 with ``--ecdh-1e6``);
   ``floor-ecdh`` is n times two parties' primitive cost per ID measured in this run on one core: one
   hash into the group and two checked scalar multiplications (the own point, the peer's point).
@@ -53,8 +53,10 @@ import nacl.bindings as sodium
 from gmpy2 import mpz
 from phe import paillier
 
-from clients import psi, psi_ecdh
-from clients.psi_paillier import _bin_coefficients, _crt_randomisers, _flat, _map, _pool_size
+from clients import psi
+from clients.psi import ecdh
+from clients.psi.paillier import bin_coefficients, crt_randomisers
+from clients.psi.pool import flatten, pool_map, pool_size
 
 FLOOR_REPEATS = 40
 
@@ -155,7 +157,7 @@ def measure_floor(key_bits: int, id_bits: int) -> Floor:
     return Floor(
         full_exponentiation=_median_s(lambda: gmpy2.powmod(c, r, nsq)),
         horner_step=_median_s(lambda: gmpy2.powmod(c, y, nsq) * c % nsq, 4 * FLOOR_REPEATS),
-        encryption=_median_s(lambda: (1 + coeff * n) * _crt_randomisers((p, q, 1))[0] % nsq),
+        encryption=_median_s(lambda: (1 + coeff * n) * crt_randomisers((p, q, 1))[0] % nsq),
         mod_p_decryption=_median_s(lambda: (gmpy2.powmod(c, p - 1, psq) - 1) // p * hp % p),
         rerandomiser=_median_s(lambda: gmpy2.powmod(r, n, nsq)),
     )
@@ -249,7 +251,7 @@ def _phe_decrypt(task: tuple[int, int, list[int]]) -> list[int]:
 
 
 def _chunks(items: list[Any], pool: Executor | None) -> list[list[Any]]:
-    pieces = 1 if pool is None else 4 * _pool_size(pool)
+    pieces = 1 if pool is None else 4 * pool_size(pool)
     size = max(1, -(-len(items) // pieces))
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -274,19 +276,19 @@ def run_phe(
             members.add(value)
         if max(map(len, bins)) > degree:
             raise RuntimeError("bin overflow (probability 2^-40): run again")
-        coeffs = [int(a) for a in _bin_coefficients((mpz(n_mod), degree, psi.DEFAULT_ID_BITS, bins))]
-        encrypted = _flat(_map(pool, _phe_encrypt, [(n_mod, part) for part in _chunks(coeffs, pool)]))
+        coeffs = [int(a) for a in bin_coefficients((mpz(n_mod), degree, psi.DEFAULT_ID_BITS, bins))]
+        encrypted = flatten(pool_map(pool, _phe_encrypt, [(n_mod, part) for part in _chunks(coeffs, pool)]))
     with meter.step("evaluate") as pool:
         by_bin: dict[int, list[int]] = {}
         for data in psi.prepare_ids(sender_ids).canonical:
             value, index = psi.hash_id(salt, data, psi.DEFAULT_ID_BITS, num_bins)
             by_bin.setdefault(index, []).append(value)
         groups = [(encrypted[b * degree : (b + 1) * degree], ys) for b, ys in sorted(by_bin.items())]
-        replies = _flat(_map(pool, _phe_evaluate, [(n_mod, part) for part in _chunks(groups, pool)]))
+        replies = flatten(pool_map(pool, _phe_evaluate, [(n_mod, part) for part in _chunks(groups, pool)]))
         secrets.SystemRandom().shuffle(replies)
     with meter.step("finish") as pool:
         tasks = [(private_key.p, private_key.q, part) for part in _chunks(replies, pool)]
-        matches = sum(value in members for value in _flat(_map(pool, _phe_decrypt, tasks)))
+        matches = sum(value in members for value in flatten(pool_map(pool, _phe_decrypt, tasks)))
     if matches != n - n // 2:
         raise RuntimeError(f"wrong intersection size {matches} for n = {n}")
     return Outcome(meter, num_bins, degree, matches)
@@ -305,11 +307,11 @@ class ECDHFloor:
 
 
 def measure_ecdh_floor() -> ECDHFloor:
-    scalar = psi_ecdh.random_scalar()
+    scalar = ecdh.random_scalar()
     data = psi.canonical_id_bytes("user-00000001")
-    point = psi_ecdh.hash_to_group("floor", data)
+    point = ecdh.hash_to_group("floor", data)
     return ECDHFloor(
-        hash_to_group=_median_s(lambda: psi_ecdh.hash_to_group("floor", data), 4 * FLOOR_REPEATS),
+        hash_to_group=_median_s(lambda: ecdh.hash_to_group("floor", data), 4 * FLOOR_REPEATS),
         scalar_multiplication=_median_s(
             lambda: sodium.crypto_scalarmult_ed25519_noclamp(scalar, point), 4 * FLOOR_REPEATS
         ),
@@ -320,14 +322,14 @@ ECDH_SIZES = [1000, 10_000, 100_000]
 
 
 def run_ecdh(n: int, workers: int, chunk_bytes: int = psi.DEFAULT_CHUNK_BYTES) -> Meter:
-    """clients.psi_ecdh end to end, step by step, both roles in this process (``align_ecdh``'s order)."""
+    """clients.psi.ecdh end to end, step by step, both roles in this process (``align_ecdh``'s order)."""
     receiver_ids, sender_ids = id_sets(n)
     meter = Meter(workers)
     with meter.step("prepare"):
         receiver_prepared, sender_prepared = psi.prepare_ids(receiver_ids), psi.prepare_ids(sender_ids)
         session_id = secrets.token_hex(16)
-        receiver = psi_ecdh.ECDHReceiver(receiver_prepared, peer_size=n, session_id=session_id)
-        sender = psi_ecdh.ECDHSender(sender_prepared, peer_size=n, session_id=session_id)
+        receiver = ecdh.ECDHReceiver(receiver_prepared, peer_size=n, session_id=session_id)
+        sender = ecdh.ECDHSender(sender_prepared, peer_size=n, session_id=session_id)
     with meter.step("receiver_blind") as pool:
         receiver.blind(pool, chunk_bytes)
     with meter.step("sender_blind") as pool:

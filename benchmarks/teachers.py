@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.teachers --out FILE.json`` trains the first ``K`` of 250 MNIST-1D teachers
 (240 samples each, the MNIST-1D paper's ConvBase, random shift) as one batched ensemble
-(``clients.teacher_ensemble.train_ensemble``) and, side by side in the same process and with the
+(``clients.pate.teacher_ensemble.train_ensemble``) and, side by side in the same process and with the
 same torch thread setting, a subsample of the same teachers with the reference loop
 (``train_teacher_alone``); it prints a table and writes one JSON row per setting.
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from clients.data import load_pate_data
-from clients.teacher_ensemble import TeacherEnsemble, teacher_seed, train_ensemble, train_teacher_alone
+from clients.pate.teacher_ensemble import TeacherEnsemble, teacher_seed, train_ensemble, train_teacher_alone
 from protocol.pate import DataSpec, ModelSpec
 
 MNIST1D = DataSpec(dataset="mnist1d", seed=0, num_teachers=250, partition="iid", dirichlet_alpha=0.5,

@@ -46,8 +46,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from clients.vertical_data import make_vertical_split
-from clients.vertical_training import make_party
+from clients.vertical.data import make_vertical_split
+from clients.vertical.parties import make_party
 from protocol.vertical import DatasetConfig, ModelConfig, VerticalConfig, VerticalStrategyConfig
 from simulations.results import json_safe
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype
@@ -72,7 +72,7 @@ PROTECTION: dict[str, dict[str, Any]] = {
 """Protected settings. With noised prototypes the aligned nearest-prototype loss pulls the passive
 features towards noise, so every DP level also runs without it (``_no_aligned_loss``); pick between
 the two on validation accuracy (both are reported). ``rr_eps*`` train on randomised-response labels of
-the aligned users (``clients.label_protection``): ε-label-DP for everything a passive party receives,
+the aligned users (``clients.vertical.label_protection``): ε-label-DP for everything a passive party receives,
 the split-learning gradients included, which the prototype noise alone does not cover; they run without
 the aligned nearest-prototype loss, whose labels would be the responses (on digits, seeds 0–2 at ε = 1,
 it collapsed two of three runs to chance; without it: 0.85 / 0.91 / 0.88)."""

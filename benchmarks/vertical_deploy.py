@@ -46,8 +46,8 @@ def _row(epoch_s: list[float], results: dict[str, Any], wall_s: float) -> dict[s
 
 def simulation(k: int, workdir: Path) -> dict[str, Any]:
     """The job on Flower's simulation engine (one simulated SuperNode per party)."""
-    from clients.vertical_party import build_client_app
     from protocol.vertical import VerticalConfig, VerticalStrategyConfig
+    from simulations.app import build_client_app
     from simulations.flower_sim import run_flower_simulation
     from strategies.vertical_prototype import run_vertical
 
@@ -62,7 +62,7 @@ def simulation(k: int, workdir: Path) -> dict[str, Any]:
 
 def deployment(k: int, workdir: Path, port: int) -> dict[str, Any]:
     """The job on a loopback deployment (TLS + node auth); epochs timed by the SuperNodes' message logs."""
-    from clients.vertical_files import main as export_party_files
+    from clients.vertical.party_files import main as export_party_files
     from simulations.deploy_local import COMPLETED, LocalDeployment, node_configs, run_settings
 
     out, data = workdir / "out", workdir / "data"

@@ -1,6 +1,6 @@
 """Vertical rounds at 10⁴ and 10⁵ users per party (issue 12 item 4): wall time per epoch, memory, accuracy.
 
-Seeded synthetic tabular data (``clients.vertical_data.synthetic_tabular``: 10 classes, 32 columns, 16
+Seeded synthetic tabular data (``clients.vertical.data.synthetic_tabular``: 10 classes, 32 columns, 16
 per party), 2 parties, 10 % of the training users aligned, the whole epoch in one exchange
 (``steps_per_exchange = 0``); the prototype method beside the active-party-only and VFL + local head
 baselines, over an in-process link with the aligned set computed directly (the PSI phase is
@@ -30,8 +30,8 @@ import torch
 from rich.console import Console
 
 from benchmarks.vertical import METHODS
-from clients.vertical_data import make_vertical_split
-from clients.vertical_training import make_party
+from clients.vertical.data import make_vertical_split
+from clients.vertical.parties import make_party
 from protocol.vertical import DatasetConfig, VerticalConfig, VerticalStrategyConfig
 from simulations.results import json_safe
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype

@@ -114,7 +114,7 @@ class StudentSettings:
     ``model_name`` is the bare file name (no folder, no suffix) under which the student node saves
     ``.pt`` + ``.json`` in its own output folder (``clients.node_output``); empty: do not save.
 
-    FixMatch (``clients.semi_supervised.FixMatchConfig``; batch size and weight decay come from the
+    FixMatch (``clients.pate.semi_supervised.FixMatchConfig``; batch size and weight decay come from the
     student's ``ModelSpec``): confidence threshold tau ``fixmatch_threshold`` and unlabeled-loss weight
     lambda_u ``fixmatch_weight`` (Sohn et al. 2020, Eq. 4); ``fixmatch_mu`` unlabeled samples per
     labeled one; Adam learning rate ``fixmatch_lr``; ``fixmatch_epochs`` passes over the unlabeled

@@ -5,8 +5,8 @@ The wire vocabulary of both private-set-intersection backends (``docs/psi.md``):
 Meadows 1986 / Huberman, Franklin, Hogg 1999, over edwards25519): message types, record keys, the
 public defaults the server sends, the public setup header that it relays from the Paillier receiver
 to the sender, and the messages two parties exchange when both roles run in one process. Pure Python
-over plain values: no Paillier or group arithmetic (that is ``clients.psi_paillier`` and
-``clients.psi_ecdh``), no torch, no phe, no gmpy2, no PyNaCl.
+over plain values: no Paillier or group arithmetic (that is ``clients.psi.paillier`` and
+``clients.psi.ecdh``), no torch, no phe, no gmpy2, no PyNaCl.
 
 Messages
 --------
@@ -184,7 +184,7 @@ class SetupHeader:
     modulus : int
         The receiver's Paillier modulus n (g = n + 1).
     salt : bytes
-        The public hashing salt (``clients.psi_ids.hash_id``).
+        The public hashing salt (``clients.psi.ids.hash_id``).
     id_bits : int
         Width of the hashed IDs.
     num_bins : int
@@ -276,7 +276,7 @@ class SetupMessage:
 
     Coefficient k = b·M + j of the stream is E(a_j) of bin b (a_0 … a_{M-1}); each chunk holds whole
     bins (:meth:`SetupHeader.chunk_bins`) as fixed-width big-endian ciphertexts of the byte length of
-    n² (``clients.psi_paillier.ciphertext_width``).
+    n² (``clients.psi.paillier.ciphertext_width``).
     """
 
     header: SetupHeader

@@ -13,7 +13,7 @@ Learning", CCS 2017 ([BIK+17]), §4 and Figure 4, over ``cryptography``'s primit
   32-byte secret;
 - the per-node message tag: HMAC-SHA256 under a key a node agrees with the server's session key.
 
-This module holds the definitions both the teacher nodes (``clients/secagg_node.py``) and the server
+This module holds the definitions both the teacher nodes (``clients/pate/secagg.py``) and the server
 (``strategies/secagg.py``) need: the server recomputes the masks of dropped nodes and the self-masks it
 recovers. Randomness comes from the operating system (``secrets``) only.
 """

@@ -81,7 +81,7 @@ class PrototypeNoise:
     """Protection settings for released prototypes (``clip = 0`` means no protection).
 
     The mechanism (clipped class sums and class counts, each with Gaussian noise) is described in
-    ``clients.prototype_privacy``, its label-DP accounting (Bun & Steinke, TCC 2016) in
+    ``clients.vertical.prototype_privacy``, its label-DP accounting (Bun & Steinke, TCC 2016) in
     ``strategies.label_dp``.
 
     Attributes
@@ -118,7 +118,7 @@ class PrototypeNoise:
 
 @dataclass
 class DatasetConfig:
-    """Which data and how it is cut (see ``clients.vertical_data.make_vertical_split``)."""
+    """Which data and how it is cut (see ``clients.vertical.data.make_vertical_split``)."""
 
     name: str = "digits"
     n_parties: int = 2
@@ -174,7 +174,7 @@ class VerticalStrategyConfig:
     message and receives their K gradients in one reply, applied as K local updates on stale features
     (FedBCD, Liu et al. 2022); ``0`` puts the whole epoch in one exchange, ``1`` is plain split learning.
 
-    ``alignment`` is ``psi`` (private set intersection, DESIGN.md §3) or ``insecure_plaintext`` (raw IDs
+    ``alignment`` is ``psi`` (private set intersection, ``docs/psi.md``) or ``insecure_plaintext`` (raw IDs
     to the server; tests only); ``psi_backend`` picks the PSI protocol (``paillier``: FNP over Paillier,
     the default; ``ecdh``: Diffie–Hellman PSI over edwards25519, fast at 10^6 IDs; ``docs/psi.md``);
     ``psi_key_bits`` is the Paillier modulus (nodes refuse < 2048 unless built for tests; unused by
@@ -198,9 +198,9 @@ class VerticalStrategyConfig:
     prototype loss; prototypes are released every ``proto_every`` epochs. ``dp_clip``, ``dp_noise``,
     ``dp_count_noise`` and ``min_count`` protect the release (:class:`PrototypeNoise`), with the
     label-DP ε reported at ``dp_delta``; ``label_rr_epsilon`` > 0 trains on ε-randomised-response
-    labels of the aligned users with forward-corrected losses (``clients.label_protection``), which makes
-    everything a passive party receives ε-label-DP, gradients included (0: off); ``attack`` measures the
-    label-inference attacks (prototype and gradient).
+    labels of the aligned users with forward-corrected losses (``clients.vertical.label_protection``),
+    which makes everything a passive party receives ε-label-DP, gradients included (0: off); ``attack``
+    measures the label-inference attacks (prototype and gradient).
 
     ``fusion_selection``: ``fixed`` predicts aligned users with the configured fusion (top model + local
     head + ``prototype_fusion`` × passive prototype scores); ``validation`` lets the active party pick,

@@ -7,25 +7,26 @@ typed schemas); ``flwr run . --run-config "pate.strategy.sigma=40"`` overrides t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 
-from clients import student, teacher
 from clients.node_output import with_output_dir
-from clients.pate_node import handle_describe, handle_prepare
+from clients.pate import student, teacher
+from clients.pate.node import handle_describe, handle_prepare
+from clients.pate.secagg import register_secagg_handlers
 from clients.progress_log import with_progress_file
-from clients.secagg_node import register_secagg_handlers
-from clients.vertical_party import register_vertical_handlers
+from clients.vertical.handlers import register_vertical_handlers
 from protocol.codec import from_flat, to_flat
 from protocol.vertical import VerticalConfig
 from simulations.pate_config import PateConfig
 from simulations.pate_server import run_pate_server
 from simulations.results import write_results
-from simulations.run_config import unflatten
 from strategies.grid_utils import wait_for_nodes
 from strategies.vertical_prototype import run_vertical
 
@@ -34,13 +35,26 @@ METHODS = ("pate", "vertical")
 
 
 def build_client_app(
-    output_dir: str | Path | None = None, progress_file: str | Path | None = None
+    output_dir: str | Path | None = None,
+    progress_file: str | Path | None = None,
+    *,
+    allow_insecure_psi_keys: bool = False,
+    allow_plaintext_ids: bool = False,
+    mods: Sequence[Mod] = (),
 ) -> ClientApp:
-    """The ClientApp of both methods; with ``output_dir``, nodes whose ``node_config`` names no
-    ``output-dir`` write under it (the simulation runners pass the run's folder). With ``progress_file``,
-    the student's data preparation and teacher and student training append their progress to that file
-    (``clients.progress_log``), for a driver on the same machine to show (``simulations.progress``)."""
-    app = ClientApp()
+    """The ClientApp of both methods: every message type of PATE (``query.describe``, ``query.prepare``,
+    ``train.teachers``, ``query.votes``, ``query.queries``, ``train.student``, ``query.secagg_*``) and of
+    the vertical exchange (``query.vfl_*``, ``train.vfl_*``, ``query.psi_*``, ...).
+
+    With ``output_dir``, nodes whose ``node_config`` names no ``output-dir`` write under it (the
+    simulation runners pass the run's folder). With ``progress_file``, the student's data preparation
+    and teacher and student training append their progress to that file (``clients.progress_log``), for
+    a driver on the same machine to show (``simulations.progress``). ``allow_insecure_psi_keys`` (nodes
+    accept Paillier keys below 2048 bits) and ``allow_plaintext_ids`` (the vertical ``ids`` operation
+    answers) are for tests and rehearsals only (:func:`clients.vertical.handlers.register_vertical_handlers`).
+    ``mods`` wrap every handler (e.g. :mod:`simulations.fault_app`'s fault injection).
+    """
+    app = ClientApp(mods=list(mods))
     app.query("describe")(handle_describe)
     prepare, train_teachers, train_student = handle_prepare, teacher.handle_train, student.handle_train
     if output_dir is not None:
@@ -55,7 +69,8 @@ def build_client_app(
     app.query("queries")(student.handle_queries)
     app.train("student")(train_student)
     register_secagg_handlers(app)  # query.secagg_*: noised votes under secure aggregation
-    register_vertical_handlers(app, output_dir=output_dir)  # query.vfl_*, train.vfl_*, query.psi_*, ...
+    register_vertical_handlers(app, allow_insecure_psi_keys=allow_insecure_psi_keys,  # vfl_*, psi_*
+                               allow_plaintext_ids=allow_plaintext_ids, output_dir=output_dir)
     return app
 
 
@@ -77,7 +92,7 @@ def main(grid: Grid, context: Context) -> None:
     run_config = dict(context.run_config)
     method = str(run_config.get("method", "pate"))
     if method == "pate":
-        cfg = unflatten(PateConfig, section(run_config, "pate"))
+        cfg = from_flat(PateConfig, section(run_config, "pate"), what="run_config")
         wait_for_nodes(grid, cfg.federation.teacher_nodes + 1)  # a late SuperNode would silently sit out
         run_pate_server(grid, cfg)
     elif method == "vertical":

@@ -12,8 +12,9 @@ SuperLink's address and hand each site its own key and data file).
   private key (``--auth-supernode-private-key``). ``--insecure`` turns both off (loopback experiments
   only).
 - ``--method vertical``: one SuperNode per party, ``node_config`` ``party=k data-file=...`` with the party
-  files of a bundled split written by :mod:`clients.vertical_files`, or with ``--data-dir DIR`` the files
-  ``DIR/party{k}.csv`` (:mod:`clients.vertical_features`) or ``.npz`` (each node reads only its own file).
+  files of a bundled split written by :mod:`clients.vertical.party_files`, or with ``--data-dir DIR`` the
+  files ``DIR/party{k}.csv`` (:mod:`clients.vertical.party_csv`) or ``.npz`` (each node reads only its own
+  file).
 - ``--method pate`` (the digits smoke setting): ``--teacher-nodes`` SuperNodes with
   ``role=teacher teachers=a-b`` (contiguous groups) and one ``role=student`` SuperNode.
 
@@ -46,8 +47,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY
-from clients.vertical_files import main as export_party_files
+from clients.vertical.party_files import DATA_FILE_NODE_CONFIG_KEY
+from clients.vertical.party_files import main as export_party_files
 from simulations.deploy_credentials import make_certificates, make_node_key
 from simulations.pate_config import run_config_overrides
 
@@ -76,7 +77,7 @@ def node_configs(method: str, *, parties: int, teacher_nodes: int, num_teachers:
 
 def party_path(data_dir: Path, k: int) -> Path:
     """Party ``k``'s file in ``data_dir``: ``party{k}.csv`` if there is one (read with the settings in
-    ``party{k}.json`` beside it, :mod:`clients.vertical_features`), else ``party{k}.npz``."""
+    ``party{k}.json`` beside it, :mod:`clients.vertical.party_csv`), else ``party{k}.npz``."""
     csv_file = data_dir / f"party{k}.csv"
     return csv_file if csv_file.is_file() else data_dir / f"party{k}.npz"
 

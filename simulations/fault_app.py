@@ -1,7 +1,7 @@
 """A ClientApp that replies with malformed content on purpose: fault rehearsals on real processes.
 
-It serves every message type of the project's ClientApp (:mod:`simulations.app`) with the same
-handlers, and a node whose ``node_config`` has ``fault="<message type>:<kind>"`` (e.g.
+It is the project's ClientApp (:func:`simulations.app.build_client_app`: every message type, the same
+handlers) with one mod, and a node whose ``node_config`` has ``fault="<message type>:<kind>"`` (e.g.
 ``fault="query.votes:nan"``) then corrupts its replies of that type, so a deployment can show that the
 server rejects them with a logged reason. The kinds, applied to the reply's first ``ArrayRecord``:
 
@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
-from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
-from clients import student, teacher
-from clients.pate_node import handle_describe
-from clients.vertical_party import register_vertical_handlers
+from simulations.app import build_client_app
 
 FAULT_NODE_CONFIG_KEY = "fault"
 FAULT_KINDS = ("shape", "dtype", "nan", "missing")
@@ -75,10 +72,4 @@ def inject_fault(message: Message, context: Context, call_next: ClientAppCallabl
     return Message(corrupt(reply.content, kind), reply_to=message)
 
 
-client_app = ClientApp(mods=[inject_fault])
-client_app.query("describe")(handle_describe)
-client_app.train("teachers")(teacher.handle_train)
-client_app.query("votes")(teacher.handle_votes)
-client_app.query("queries")(student.handle_queries)
-client_app.train("student")(student.handle_train)
-register_vertical_handlers(client_app, allow_insecure_psi_keys=True)
+client_app = build_client_app(allow_insecure_psi_keys=True, mods=[inject_fault])

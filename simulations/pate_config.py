@@ -1,7 +1,7 @@
 """The typed configuration of an ensemble-label distillation (PATE) run.
 
 This schema is the single source of truth: Hydra composes it from ``conf/pate/`` (registered in the
-ConfigStore as ``pate_schema``), :func:`simulations.run_config.flatten` turns it into Flower
+ConfigStore as ``pate_schema``), :func:`protocol.codec.to_flat` turns it into Flower
 ``run_config`` keys for ``flwr run`` (``[tool.flwr.app.config]`` holds the same defaults under
 ``pate.``), and a test keeps the three in step.
 """

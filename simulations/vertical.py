@@ -25,9 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from clients.vertical_party import build_client_app
 from protocol.codec import to_flat
 from protocol.vertical import VerticalConfig
+from simulations.app import build_client_app
 from simulations.flower_sim import run_flower_simulation
 from simulations.results import write_results
 from simulations.vertical_config import register_configs
@@ -47,7 +47,7 @@ def run_vertical_simulation(
 ) -> dict[str, Any]:
     """Run ``cfg`` on Flower's simulation engine (one node per party); return the results dict.
 
-    ``client_app`` defaults to :func:`clients.vertical_party.build_client_app` (2048-bit PSI keys only).
+    ``client_app`` defaults to :func:`simulations.app.build_client_app` (2048-bit PSI keys only).
     """
     return run_flower_simulation(
         lambda grid, _context: run_vertical(grid, cfg, on_epoch=print_epoch if verbose else None),

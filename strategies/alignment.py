@@ -1,7 +1,7 @@
 """Server side of the ID-alignment phase: PSI between the label holder and each passive party.
 
 :func:`run_alignment` drives the ``query.psi_*`` handlers that every party registers
-(``clients.psi_party``) through a Flower ``Grid`` before the first vertical round, speaking only the
+(``clients.psi.handlers``) through a Flower ``Grid`` before the first vertical round, speaking only the
 wire vocabulary of :mod:`protocol.psi`. Two backends, one interface (``docs/psi.md``):
 
 - ``paillier`` (default): the private set intersection of Freedman, Nissim and Pinkas (EUROCRYPT
@@ -259,7 +259,7 @@ def run_alignment(
         Bound on the ciphertext (or point) payload of each message.
     precompute_weight : float (default: 0.15)
         How the receiver weighs its precomputable randomness against the sender's online Horner
-        steps when it chooses the bins (``clients.psi_ids.choose_bins``); 1.0 minimises total work.
+        steps when it chooses the bins (``clients.psi.ids.choose_bins``); 1.0 minimises total work.
         Unused by ``ecdh``.
     roles : {"label_holder", "larger_set"} (default: "label_holder")
         Who plays the FNP receiver in each pair. ``"label_holder"``: always the label holder.

@@ -1,8 +1,8 @@
-"""Label-DP accounting of the prototype releases (the server's side of ``clients.prototype_privacy``).
+"""Label-DP accounting of the prototype releases (server side of ``clients.vertical.prototype_privacy``).
 
 What is protected: neighbouring inputs differ in one aligned user's *label* (label differential
 privacy, Ghazi et al., NeurIPS 2021). One release to one passive party is two Gaussian mechanisms
-(see ``clients.prototype_privacy``): the clipped per-class feature sums, L2 sensitivity ``√2·C`` with
+(see ``clients.vertical.prototype_privacy``): the clipped per-class feature sums, L2 sensitivity ``√2·C`` with
 noise ``N(0, (z·C)² I)``, and the class counts, sensitivity ``√2`` with noise ``N(0, z_n²)``. A
 Gaussian mechanism of sensitivity Δ and std σ is ρ = Δ² / (2σ²)-zCDP (Bun & Steinke, TCC 2016,
 Proposition 1.6), here ``1/z²`` and ``1/z_n²``; zCDP composes additively (Proposition 1.7), so ``T``

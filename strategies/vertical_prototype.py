@@ -1,4 +1,4 @@
-"""VerticalPrototype: the server side of vertical FL with prototype exchange (issue 5, DESIGN.md §4).
+"""VerticalPrototype: the server side of vertical FL with prototype exchange (issue 5).
 
 The server never holds party data or models: it relays features, gradients and prototypes between the
 active party (label holder) and the passive parties, in phases:
@@ -9,7 +9,7 @@ active party (label holder) and the passive parties, in phases:
 2. **epochs** — aligned minibatches of split learning, ``steps_per_exchange`` per exchange (FedBCD), one
    prototype release per ``proto_every`` epochs (second prototypes go only to the party whose feature
    space they live in) and one local pass at the active party (local head + first loss); the passive
-   parties' third loss rides on their split-learning steps (see :mod:`clients.vertical_training`).
+   parties' third loss rides on their split-learning steps (see :mod:`clients.vertical`).
    Operations that need no reply ride in the party's next message (a ``batch``); every
    :meth:`PartyLink.request` is one round trip and the results count them per phase;
 3. **evaluation** — with ``fusion_selection = validation`` the active party first picks how to fuse its
@@ -402,7 +402,7 @@ def psi_alignment(
     grid: Grid, node_of: Mapping[str, int], timeout: float, key_bits: int, report: dict[str, Any],
     backend: str = "paillier",
 ) -> AlignmentPhase:
-    """Alignment by PSI, ``backend`` ``paillier`` or ``ecdh`` (DESIGN.md §3, ``docs/psi.md``,
+    """Alignment by PSI, ``backend`` ``paillier`` or ``ecdh`` (``docs/psi.md``,
     :func:`strategies.alignment.run_alignment`).
 
     The active party is the FNP receiver of every pairwise session; the passive parties send. The

@@ -1,4 +1,4 @@
-"""Tests for strategies.alignment + clients.psi_party: the PSI alignment phase over Flower messages.
+"""Tests for strategies.alignment + clients.psi.handlers: the PSI alignment phase over Flower messages.
 
 Most tests drive ``run_alignment`` through :class:`LoopbackGrid`, an in-process stand-in for a Flower
 ``Grid`` that runs every node's real ``ClientApp`` with Flower's semantics (a raising handler becomes
@@ -23,8 +23,8 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.psi import canonical_id_bytes, choose_bins, hash_id
-from clients.psi_ecdh import hash_to_group
-from clients.psi_party import (
+from clients.psi.ecdh import hash_to_group
+from clients.psi.handlers import (
     ALIGNMENT_STATE_KEY,
     CONTENT_KEY,
     PENDING_STATE_KEY,

@@ -19,12 +19,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from clients.psi import canonical_id_bytes
-from clients.psi_party import get_alignment, register_psi_handlers
-from clients.vertical_data import make_vertical_split
-from clients.vertical_party import load_party
+from clients.psi.handlers import get_alignment, register_psi_handlers
+from clients.vertical.data import make_vertical_split
+from clients.vertical.handlers import load_party
+from protocol.codec import from_flat
 from protocol.vertical import VerticalConfig, VerticalStrategyConfig
 from simulations.flower_sim import run_flower_simulation
-from simulations.run_config import unflatten
 from simulations.vertical_config import register_configs
 from strategies.alignment import AlignmentError, AlignmentReport, run_alignment
 from strategies.vertical_prototype import run_vertical
@@ -179,7 +179,7 @@ def test_psi_backend_is_a_validated_hydra_and_run_config_key() -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "vertical"), version_base="1.3"):
         cfg = OmegaConf.to_object(compose("config", overrides=["strategy.psi_backend=ecdh"]))
     assert cfg.strategy.psi_backend == "ecdh"  # type: ignore[union-attr]
-    assert unflatten(VerticalConfig, {"strategy.psi_backend": "ecdh"}).strategy.psi_backend == "ecdh"
+    assert from_flat(VerticalConfig, {"strategy.psi_backend": "ecdh"}, what="run_config").strategy.psi_backend == "ecdh"
     with pytest.raises(ValueError, match="strategy.psi_backend must be one of .*got 'rsa'"):
         VerticalStrategyConfig(psi_backend="rsa").validate()
 

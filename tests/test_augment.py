@@ -1,11 +1,11 @@
-"""Random-shift augmentation (clients.augment): shapes, labels' inputs, identity, exact translation."""
+"""Random-shift augmentation (clients.pate.augment): shapes, labels' inputs, identity, exact translation."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from clients.augment import apply_shifts, draw_shifts, random_shift
+from clients.pate.augment import apply_shifts, draw_shifts, random_shift
 
 
 def test_zero_shift_is_identity_and_draws_nothing():

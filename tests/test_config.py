@@ -11,10 +11,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import simulations.pate  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+from protocol.codec import from_flat, to_flat
 from protocol.vertical import VerticalConfig
 from simulations.app import section
 from simulations.pate_config import PateConfig
-from simulations.run_config import flatten, unflatten
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,10 +40,10 @@ def compose_pate(*overrides: str) -> PateConfig:
 def test_pyproject_run_config_equals_the_schema_defaults():
     flat = flwr_app_config()
     assert flat["method"] == "pate"
-    assert section(flat, "pate") == flatten(PateConfig())
-    assert section(flat, "vertical") == flatten(VerticalConfig())
-    assert set(flat) == {"method"} | {f"pate.{k}" for k in flatten(PateConfig())} | {
-        f"vertical.{k}" for k in flatten(VerticalConfig())}
+    assert section(flat, "pate") == to_flat(PateConfig())
+    assert section(flat, "vertical") == to_flat(VerticalConfig())
+    assert set(flat) == {"method"} | {f"pate.{k}" for k in to_flat(PateConfig())} | {
+        f"vertical.{k}" for k in to_flat(VerticalConfig())}
 
 
 def test_default_hydra_composition_equals_the_schema_defaults():
@@ -68,18 +68,18 @@ def test_hydra_overrides_reach_the_typed_config(overrides, check):
 
 def test_unknown_or_mistyped_keys_are_rejected():
     with pytest.raises(ValueError, match=r"unknown configuration keys \['data.colour'\]"):
-        unflatten(PateConfig, {"data.colour": "red"})
+        from_flat(PateConfig, {"data.colour": "red"}, what="run_config")
     with pytest.raises(ValueError, match="run_config data.num_teachers must be int, got 'many'"):
-        unflatten(PateConfig, {"data.num_teachers": "many"})
+        from_flat(PateConfig, {"data.num_teachers": "many"}, what="run_config")
     with pytest.raises(Exception, match="sigma"):
         compose_pate("strategy.sigma=loud")
 
 
 def test_flatten_unflatten_round_trip_with_overrides():
-    flat = flatten(PateConfig())
+    flat = to_flat(PateConfig())
     flat["strategy.sigma"] = 12.5
     flat["run.verbose"] = "true"
-    cfg = unflatten(PateConfig, flat)
+    cfg = from_flat(PateConfig, flat, what="run_config")
     assert cfg.strategy.sigma == 12.5 and cfg.run.verbose is True
 
 
@@ -101,7 +101,7 @@ def test_vertical_hydra_composition_equals_the_schema_and_group_files_hold_only_
 
 
 def test_pate_group_files_hold_only_changes_to_the_schema():
-    flat_defaults = flatten(PateConfig())
+    flat_defaults = to_flat(PateConfig())
     conf = ROOT / "conf" / "pate"
     for group, package in {"dataset": "", "model": "", "noise": "strategy.", "strategy": "strategy."}.items():
         for path in sorted((conf / group).glob("*.yaml")):

@@ -16,7 +16,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from clients.data import load_dataset, load_pate_data
 from clients.data_cache import CACHE_DIR_ENV, cached_arrays, default_cache_dir, entry_name
-from clients.pate_node import handle_describe, handle_prepare
+from clients.pate.node import handle_describe, handle_prepare
 from protocol.codec import to_record
 from protocol.pate import DataSpec
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.vertical_files import main as export_party_files
+from clients.vertical.party_files import main as export_party_files
 from simulations.deploy_local import COMPLETED, LocalDeployment, node_configs, run_settings, stage_app
 from strategies.accounting import PrivacyLedger
 

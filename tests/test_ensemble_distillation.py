@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flwr.app import Error, Message, RecordDict
 
-from clients.student_model import predict
+from clients.pate.student_model import predict
 from protocol.pate import DataSpec, ModelSpec, StudentSettings, array_record
 from simulations.app import client_app
 from strategies.accounting import BudgetExhaustedError, PrivacyLedger, PrivacyWarning

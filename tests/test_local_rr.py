@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from clients.local_rr import randomised_histogram
+from clients.pate.local_rr import randomised_histogram
 from protocol.local_rr import rr_probabilities
 from protocol.pate import DataSpec, ModelSpec, StudentSettings
 from simulations.app import client_app

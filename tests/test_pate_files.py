@@ -13,7 +13,7 @@ import pytest
 import torch
 from flwr.common.config import parse_config_args
 
-from clients.pate_files import (
+from clients.pate.site_files import (
     export_bundled,
     main,
     read_student_site,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.student_model import predict
+from clients.pate.student_model import predict
 from simulations.pate_config import run_config_overrides
 
 ROOT = Path(__file__).resolve().parents[1]

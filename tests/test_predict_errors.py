@@ -1,4 +1,4 @@
-"""``python -m clients.student predict``: every bad input is one ``error: <what>`` line and exit 2."""
+"""``python -m clients.pate.student predict``: every bad input is one ``error: <what>`` line and exit 2."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.student import train_student
-from clients.student_model import main, save_student
+from clients.pate.student import train_student
+from clients.pate.student_model import main, save_student
 from protocol.pate import ModelSpec
 
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from rich.console import Console
 
+from clients.pate.semi_supervised import FixMatchConfig, train_fixmatch
+from clients.pate.teacher_ensemble import train_ensemble
 from clients.progress_log import WorkMeter, format_duration, read_progress, with_progress_file
-from clients.semi_supervised import FixMatchConfig, train_fixmatch
-from clients.teacher_ensemble import train_ensemble
 from protocol.pate import ModelSpec
 from simulations.progress import ProgressReporter, clock_label
 from strategies.ensemble_distillation import ProgressEvent

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clients import psi, psi_paillier, psi_receiver
+from clients import psi
 from clients.psi import (
     Alignment,
     InsecureParameterWarning,
@@ -35,10 +35,12 @@ from clients.psi import (
     canonical_order,
     choose_bins,
     decode_ciphertexts,
+    fnp_receiver,
     id_from_canonical_bytes,
     intersect,
     order_key,
     padded_degree,
+    paillier,
     prepare_ids,
 )
 
@@ -277,7 +279,7 @@ def test_overflow_rehashes_with_a_new_salt(monkeypatch: pytest.MonkeyPatch) -> N
         value, bin_ = real_hash(salt, data, id_bits, num_bins)
         return (value, 0) if salt == salts[0] else (value, bin_)
 
-    monkeypatch.setattr(psi_receiver, "hash_id", skewed)  # the receiver draws the salts
+    monkeypatch.setattr(fnp_receiver, "hash_id", skewed)  # the receiver draws the salts
     ids = [f"u{i}" for i in range(200)]
     # Execute
     receiver, sender, _ = run_pair(ids, ids[::2])
@@ -623,7 +625,7 @@ def test_receiver_keys_satisfy_the_crt_condition() -> None:
 def test_crt_randomisers_are_nth_residues_and_encrypt_correctly() -> None:
     receiver = PSIReceiver(["a"], **SMALL)  # type: ignore[arg-type]
     key = receiver._key
-    for rho in psi_paillier._crt_randomisers((key.p, key.q, 5)):
+    for rho in paillier.crt_randomisers((key.p, key.q, 5)):
         # an n-th residue decrypts to 0 and ρ·(1 + m n) to m
         assert full_decrypt(receiver, rho) == 0
         assert full_decrypt(receiver, rho * (1 + 12345 * key.n) % key.nsq) == 12345
@@ -641,7 +643,7 @@ def test_crowded_bin_is_split_across_pool_tasks() -> None:
         _max_workers = 2
 
     groups = [(b"coeffs-a", list(range(10)), None), (b"coeffs-b", [10, 11], [gmpy2.mpz(1), gmpy2.mpz(2)])]
-    tasks = psi_paillier._group_tasks(gmpy2.mpz(35), 1, groups, TwoWorkers())  # type: ignore[arg-type]
+    tasks = paillier.group_tasks(gmpy2.mpz(35), 1, groups, TwoWorkers())  # type: ignore[arg-type]
     # 12 IDs over at most 4 tasks per worker: 6 tasks of 2 IDs, the crowded bin cut into 5
     assert [sum(len(ys) for _, ys, _ in task_groups) for _, _, task_groups in tasks] == [2] * 6
     pieces = [piece for _, _, task_groups in tasks for piece in task_groups]

@@ -1,4 +1,4 @@
-"""Tests for clients.psi_ecdh: the group, the hash, both roles in one process, and the exact
+"""Tests for clients.psi.ecdh: the group, the hash, both roles in one process, and the exact
 intersection against the Paillier backend through the one interface (``clients.psi.align``)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import nacl.bindings as sodium
 import pytest
 
 from clients import psi
-from clients.psi_ecdh import (
+from clients.psi.ecdh import (
     HASH_DOMAIN,
     POINT_BYTES,
     ECDHReceiver,

@@ -9,7 +9,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.clientapp import ClientApp
 from scipy import stats
 
-from clients.secagg_node import handle_keys, handle_shares, handle_unmask, make_masked_handler
+from clients.pate.secagg import handle_keys, handle_shares, handle_unmask, make_masked_handler
 from protocol.pate import array_record
 from protocol.secagg import MASKED, SCALE, decode, encode, party_bound
 from protocol.secagg_crypto import SecAggError, shamir_reconstruct, shamir_share

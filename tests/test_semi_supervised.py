@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clients.encoders import build_classifier
-from clients.semi_supervised import (
+from clients.pate.semi_supervised import (
     FixMatchConfig,
     fixmatch_loss,
     random_cutout,

@@ -9,8 +9,8 @@ import pytest
 from flwr.app import RecordDict
 
 from clients.encoders import build_classifier
-from clients.student import self_train_labels, train_student
-from clients.student_model import load_student, main, predict, save_student
+from clients.pate.student import self_train_labels, train_student
+from clients.pate.student_model import load_student, main, predict, save_student
 from protocol.codec import from_record, to_record
 from protocol.pate import (
     DataSpec,

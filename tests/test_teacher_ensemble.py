@@ -1,4 +1,4 @@
-"""Batched teacher ensemble (clients.teacher_ensemble) against the one-teacher reference loop."""
+"""Batched teacher ensemble (clients.pate.teacher_ensemble) against the one-teacher reference loop."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clients.teacher_ensemble import teacher_seed, train_ensemble, train_teacher_alone
+from clients.pate.teacher_ensemble import teacher_seed, train_ensemble, train_teacher_alone
 from protocol.pate import ModelSpec
 
 SPEC = ModelSpec(encoder="convbase1d", feature_dim=16, epochs=3, batch_size=8, lr=3e-3, weight_decay=1e-4,
@@ -127,7 +127,7 @@ def test_global_rng_untouched_and_errors_name_the_value():
 def test_node_handlers_store_stacked_chunks_report_validation_and_vote():
     from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-    from clients.teacher import STATE_INDEX, handle_train, handle_votes
+    from clients.pate.teacher import STATE_INDEX, handle_train, handle_votes
     from protocol.codec import to_record
     from protocol.pate import MSG_TRAIN_TEACHERS, MSG_VOTES, DataSpec, array_record
     from tests.fake_grid import task_identity

@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from clients.label_attacks import exact_label_attack, nearest_prototype_attack
-from clients.prototype_privacy import clip_norm, clip_rows, release_prototypes
-from clients.prototypes import (
+from clients.vertical.active_party import ActiveParty
+from clients.vertical.data import feature_slices, make_vertical_split
+from clients.vertical.label_attacks import exact_label_attack, nearest_prototype_attack
+from clients.vertical.parties import make_party
+from clients.vertical.passive_party import PassiveParty
+from clients.vertical.prototype_privacy import clip_norm, clip_rows, release_prototypes
+from clients.vertical.prototypes import (
     class_prototypes,
     nearest_prototype,
     prototype_classification_loss,
@@ -22,8 +26,6 @@ from clients.prototypes import (
     pseudo_labels,
     smooth_prototypes,
 )
-from clients.vertical_data import feature_slices, make_vertical_split
-from clients.vertical_training import ActiveParty, PassiveParty, make_party
 from protocol.codec import from_flat, to_flat
 from protocol.vertical import PrototypeNoise, VerticalConfig
 from strategies.label_dp import label_dp_epsilon, zcdp_to_epsilon

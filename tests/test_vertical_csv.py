@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
-from clients.vertical_csv_example import write_wine_parties
-from clients.vertical_features import FeatureTransform, csv_settings, load_party_csv, main, transform_path
-from clients.vertical_files import load_party_file
-from clients.vertical_party import party_data
+from clients.vertical.csv_example import write_wine_parties
+from clients.vertical.handlers import party_data
+from clients.vertical.party_csv import FeatureTransform, csv_settings, load_party_csv, main, transform_path
+from clients.vertical.party_files import load_party_file
 from protocol.vertical import DatasetConfig, VerticalConfig, VerticalStrategyConfig
 from simulations.deploy_local import node_configs
 from strategies.vertical_prototype import run_vertical

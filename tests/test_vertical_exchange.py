@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from clients.vertical_training import ActiveParty, PassiveParty, make_party
+from clients.vertical.active_party import ActiveParty
+from clients.vertical.parties import make_party
+from clients.vertical.passive_party import PassiveParty
 from protocol.vertical import ACTIVE, VerticalConfig, decode_payload, encode_payload, pack_batch, unpack_batch
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype, passive_names, run_vertical
 from tests.fake_grid import task_identity

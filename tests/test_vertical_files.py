@@ -10,11 +10,11 @@ import pytest
 from flwr.app import Context, RecordDict
 
 from clients.psi import intersect
-from clients.psi_ids import prepare_ids
-from clients.vertical_data import PartyData, make_vertical_split
-from clients.vertical_files import FeatureScaleWarning, load_party_file, main
-from clients.vertical_party import party_index
-from clients.vertical_training import make_party
+from clients.psi.ids import prepare_ids
+from clients.vertical.data import PartyData, make_vertical_split
+from clients.vertical.handlers import party_index
+from clients.vertical.parties import make_party
+from clients.vertical.party_files import FeatureScaleWarning, load_party_file, main
 from strategies.vertical_prototype import (
     InProcessLink,
     VerticalProtocolError,

@@ -11,10 +11,11 @@ import pytest
 import torch
 from flwr.app import Message, RecordDict
 
-from clients.vertical_data import make_vertical_split
-from clients.vertical_party import build_client_app, load_party, party_data
-from clients.vertical_training import predict_saved
+from clients.vertical.data import make_vertical_split
+from clients.vertical.handlers import load_party, party_data
+from clients.vertical.predict import predict_saved
 from protocol.codec import to_flat
+from simulations.app import build_client_app
 from strategies.vertical_prototype import (
     ACTIVE,
     FlowerLink,
@@ -111,7 +112,7 @@ def test_ray_simulation_beats_aligned_only_vfl() -> None:
 
 
 def test_predict_command_line_per_role(tmp_path: Path) -> None:
-    from clients.vertical_party import main as predict_main
+    from clients.vertical.predict import main as predict_main
 
     cfg = flower_config(output_dir=str(tmp_path), epochs=2)
     res = run_vertical(party_grid(2, output_dir=str(tmp_path)), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
@@ -152,29 +153,29 @@ def test_production_app_refuses_to_hand_out_raw_ids() -> None:
 def test_parties_holding_different_psi_alignments_stop_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     # A party whose stored alignment differs (e.g. left over from an aborted earlier run) is caught
     # before the first round: the parties report their alignment IDs and the server compares them.
-    import clients.vertical_party as vertical_party
+    import clients.vertical.handlers as vertical_party
 
-    real = vertical_party._psi_alignment
+    real = vertical_party.psi_alignment
     calls = iter(range(10))
 
     def drifting(context, party):
         ids, alignment_id = real(context, party)
         return ids, f"{alignment_id}-{next(calls)}"
 
-    monkeypatch.setattr(vertical_party, "_psi_alignment", drifting)
+    monkeypatch.setattr(vertical_party, "psi_alignment", drifting)
     cfg = flower_config(n_parties=2, dataset="breast_cancer", epochs=1, alignment="psi", psi_key_bits=512)
     with pytest.raises(VerticalProtocolError, match="parties hold different PSI alignments"):
         run_vertical(party_grid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
 
 
 def test_parties_decode_the_config_once_and_only_describe_carries_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import clients.vertical_party as vertical_party
+    import clients.vertical.handlers as vertical_party
     from protocol.vertical import CONFIG_KEY, MESSAGE_TYPES
 
     decoded = []
     real = vertical_party.from_record
     monkeypatch.setattr(vertical_party, "from_record", lambda *a, **k: decoded.append(1) or real(*a, **k))
-    vertical_party._decoded.cache_clear()
+    vertical_party.decoded_config.cache_clear()
     grid = party_grid(2)
     run_vertical(grid, flower_config(epochs=2), node_wait_timeout=1)  # type: ignore[arg-type]
     assert len(decoded) == 1  # both in-process nodes hold the same record: one decode in this process

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from clients.vertical_fusion import choose_fusion, fuse
-from clients.vertical_training import ActiveParty, make_party
+from clients.vertical.active_party import ActiveParty
+from clients.vertical.fusion import choose_fusion, fuse
+from clients.vertical.parties import make_party
 from protocol.vertical import VerticalConfig, VerticalStrategyConfig, configured_fusion, fusion_candidates
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype
 from tests.vertical_helpers import small_config, split_parties

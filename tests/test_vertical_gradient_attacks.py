@@ -9,7 +9,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from clients.gradient_attacks import (
+from clients.vertical.active_party import ActiveParty
+from clients.vertical.gradient_attacks import (
     attack_epochs,
     direction_guesses,
     gradient_scores,
@@ -17,13 +18,12 @@ from clients.gradient_attacks import (
     roc_auc,
     score_norm_attack,
 )
-from clients.label_protection import (
+from clients.vertical.label_protection import (
     forward_corrected_loss,
     keep_probability,
     randomized_response,
     transition_matrix,
 )
-from clients.vertical_training import ActiveParty
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype
 from tests.vertical_helpers import small_config, split_parties
 

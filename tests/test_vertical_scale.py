@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from clients.vertical_data import SYNTHETIC_USERS, make_vertical_split, synthetic_tabular
+from clients.vertical.data import SYNTHETIC_USERS, make_vertical_split, synthetic_tabular
 
 
 def test_synthetic_split_gives_each_party_ten_thousand_users_and_informative_columns() -> None:

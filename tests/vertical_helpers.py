@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from clients.vertical_data import make_vertical_split
-from clients.vertical_party import build_client_app, party_data
-from clients.vertical_training import ActiveParty, PassiveParty, make_party
+from clients.vertical.active_party import ActiveParty
+from clients.vertical.data import make_vertical_split
+from clients.vertical.handlers import party_data
+from clients.vertical.parties import make_party
+from clients.vertical.passive_party import PassiveParty
 from protocol.vertical import DatasetConfig, VerticalConfig, VerticalStrategyConfig
+from simulations.app import build_client_app
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype
 from tests.fake_grid import InProcessGrid, simulation_nodes
 
