@@ -1,7 +1,7 @@
 """Local randomised response of teacher votes (each vote ε-LDP) and its own accounting.
 
 For users who trust no aggregator: every teacher's vote on every query is randomised on its node by k-ary
-randomised response (``protocol.local_rr``, ``clients.local_rr``); the server counts the randomised votes
+randomised response (``protocol.local_rr``, ``clients.pate.local_rr``); the server counts the randomised votes
 and labels each query by their plurality (ties broken at random). Debiasing the counts is affine with the
 same factor for every class, so the plurality of the raw counts is the plurality of the debiased ones.
 
