@@ -464,11 +464,13 @@ class EnsembleDistillation(Strategy):
         """
         ensemble = self._require_ensemble()
         if isinstance(self.mechanism, SecureVoting):
-            votes = self.mechanism.gather(grid, self._message, ensemble.teacher_hosts, self._drop, batch_x,
-                                          to_record(self.teacher_model), int(self._n_classes),
-                                          self.step_timeout)
+            # Checked before the batch is aggregated, not after: the server decodes the noisy sums during
+            # gather, so a batch whose nodes dropped out mid-way is released to it and must be charged
+            # (the top-up keeps the central noise); the next batch's check then stops the run.
             self._check_ensemble_size()
-            return votes
+            return self.mechanism.gather(grid, self._message, ensemble.teacher_hosts, self._drop, batch_x,
+                                         to_record(self.teacher_model), int(self._n_classes),
+                                         self.step_timeout)
         queries = array_record(x=batch_x)
         ldp = {LDP: ConfigRecord(self.mechanism.request())} if isinstance(self.mechanism, LocalRR) else {}
         msgs = [self._message(node, MSG_VOTES, model=to_record(self.teacher_model), queries=queries, **ldp)
@@ -530,7 +532,8 @@ class EnsembleDistillation(Strategy):
         """Stop before the next charge if the ensemble is below ``min_teachers`` or its noise's scale.
 
         Called after ``describe`` (against the teachers the nodes host, which may be fewer than
-        ``data.num_teachers``) and after every step that may drop a node. The noise rule
+        ``data.num_teachers``) and after every step that may drop a node (with the noise at the teachers,
+        before each batch: see :meth:`_gather_votes`). The noise rule
         (:func:`strategies.fusion.noise_misfit`): a threshold or noise scale meant relative to the
         ensemble that n teachers cannot reach would have every later query charged for (almost) no
         answer or a label the noise decides.

@@ -184,7 +184,10 @@ def noise_misfit(mechanism: str, n_teachers: int, params: Mapping[str, float]) -
       max count is at most n, so even a unanimous query passes with probability at most
       Φ((n - T)/σ1): below Φ(-1) = 15.9 % from T = n + σ1 on, and ~0 for T far above n — while
       every check is charged. (T >= n alone is not refused: [P18] runs SVHN and Adult with
-      T = 300 > n = 250 and σ1 = 200, where a unanimous query passes 40 % of the time.)
+      T = 300 > n = 250 and σ1 = 200, where a unanimous query passes 40 % of the time. With the
+      noise at the teachers, every count is noised and the check is ``max_j (n_j + z_j) >= T``: a
+      query may then also pass on another count's noise, at most C·Φ((n - T)/σ1) in all — an answer
+      the votes did not earn, so the same rule applies.)
     * Confident-GNMax ``sigma1`` σ1 < n: the max count ranges over [n/C, n]; threshold noise at
       least that wide makes whether a query is answered depend on the noise more than on the votes
       ([P18] uses σ1 = 0.1 n to 0.8 n).

@@ -383,3 +383,32 @@ def test_the_strategy_refuses_repeated_query_ids_in_a_batch(tmp_path):
         strategy._check_batch(np.ones((3, 10)), np.array([3, 4, 3]))
     assert str(caught.value) == "refusing a batch before fusing or charging it: query id 3 appears at rows 0 and 2"
     assert strategy.ledger.queries_checked == 0
+
+
+def test_with_noise_at_the_teachers_a_batch_aggregated_after_a_drop_is_charged_then_the_run_stops(tmp_path):
+    # 10 teachers on 5 nodes (2 each); σ = 9 fits 10, not the 8 left once node 1002 fails in batch 2. The
+    # server decoded batch 2's noisy sum, so it is charged; the check before batch 3 stops the run.
+    from strategies.distributed_noise import secagg_ledger
+
+    grid = InProcessGrid(client_app, simulation_nodes(6))
+    voting = SecureVoting(GNMax(sigma=9.0))
+    ledger = secagg_ledger(voting, tmp_path / "ledger.json", delta=1e-5, epsilon_budget=1e12)
+
+    def lose_a_node(event: Any) -> None:
+        if event.phase == "queries" and event.queries_checked == 40:
+            grid.broken[1002] = "node lost"
+
+    strategy = EnsembleDistillation(
+        mechanism=voting, ledger=ledger, data=DataSpec(dataset="digits", num_teachers=10, seed=3),
+        teacher_model=FAST, student_model=FAST, query_batch_size=40, max_queries=120,
+        student=StudentSettings(method="supervised", model_name=""), on_progress=lose_a_node)
+    with pytest.raises(EnsembleTooSmallError) as caught:
+        strategy.start(grid)
+    assert str(caught.value).startswith(
+        "the noise of gnmax does not fit the ensemble's 8 teachers (data.num_teachers=10): σ=9 must be < n = 8: "
+        "noise as large as the widest gap a vote can show (8, a unanimous vote) overturns even unanimous labels, "
+        "while each answer is charged; dropped nodes: {1002: ")
+    stored = PrivacyLedger.load(tmp_path / "ledger.json")
+    assert stored.queries_checked == 80 and [h["n_teachers"] for h in stored.history] == [10.0, 8.0]
+    masked = [m for m in grid.sent if m.metadata.message_type == "query.secagg_masked"]
+    assert len(masked) == 5 + 5  # batch 3 was never aggregated
