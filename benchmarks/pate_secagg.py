@@ -160,7 +160,7 @@ def timing_rows(teacher_counts: tuple[int, ...] = (10, 50, 250), batches: int = 
         data = replace(cfg.data, num_teachers=n, query_fraction=0.5)  # a pool of 898: 7 batches of 128
         per_mode = {}
         for mode in ("gnmax_budget_data_independent", "gnmax_distributed_secagg"):
-            report = _run(data, teacher, replace(cfg.student_model, epochs=1), mode, 1e3, 1e9,
+            report = _run(data, teacher, replace(cfg.student_model, epochs=1), mode, 0.5 * n, 1e9,  # σ < n
                           max_queries=128 * (batches + 1))
             per_mode[mode] = {"setup": report.get("secagg_setup_s"),
                               "steady": float(np.median(report["batch_s"][1:batches + 1]))}

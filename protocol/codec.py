@@ -101,6 +101,8 @@ def _cast(key: str, value: Any, kind: Any, what: str) -> Any:
         if str(value).lower() in ("true", "false"):
             return str(value).lower() == "true"
         raise ValueError(f"{what} {key} must be a bool, got {value!r}")
+    if kind in (int, float) and isinstance(value, bool):  # float(True) is 1.0: a slip, not a number
+        raise ValueError(f"{what} {key} must be {kind.__name__}, got {value!r}")
     if kind is int and isinstance(value, float) and not value.is_integer():
         raise ValueError(f"{what} {key} must be int, got {value!r}")
     try:

@@ -16,7 +16,11 @@ SuperLink's address and hand each site its own key and data file).
   files ``DIR/party{k}.csv`` (:mod:`clients.vertical.party_csv`) or ``.npz`` (each node reads only its own
   file).
 - ``--method pate`` (the digits smoke setting): ``--teacher-nodes`` SuperNodes with
-  ``role=teacher teachers=a-b`` (contiguous groups) and one ``role=student`` SuperNode.
+  ``role=teacher teachers=a-b`` (contiguous groups) and one ``role=student`` SuperNode. ``pate.*`` keys of
+  ``--run-config`` are composed into the run's config, so they are validated with it: digits' noise group
+  is written for 20 teachers, and a ``--num-teachers`` it does not fit (fewer than 13) is refused unless
+  the noise is set for it, e.g. ``--num-teachers 6 --run-config "pate.strategy.threshold=4.8
+  pate.strategy.sigma1=3.6 pate.strategy.sigma=0.96"`` (issue 24 §4; the error names the values).
 
 Usage::
 
@@ -291,6 +295,19 @@ def run_settings(method: str, out: Path, *, parties: int, teacher_nodes: int, nu
     return f'method="pate" {pate}'
 
 
+def split_pate_run_config(run_config: str) -> tuple[list[str], str]:
+    """``(Hydra overrides, the rest)``: the ``pate.*`` keys of a ``--run-config`` text as Hydra overrides
+    of the composed PATE config (``pate.strategy.sigma=2`` → ``strategy.sigma=2``), so that they are
+    validated together with the rehearsal's own settings (e.g. the noise against ``--num-teachers``)."""
+    overrides, rest = [], []
+    for token in shlex.split(run_config, posix=False):  # quotes kept: flwr run needs them on strings
+        if token.startswith("pate."):
+            overrides.append(token.removeprefix("pate."))
+        else:
+            rest.append(token)
+    return overrides, " ".join(rest)
+
+
 def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2, teacher_nodes: int = 2,
            num_teachers: int = 20, tls: bool = True, port: int = 9300, timeout: float = 3600.0,
            data_dir: Path | None = None) -> int:
@@ -308,8 +325,9 @@ def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2
     if method == "vertical" and data_dir is None:
         export_party_files(["--parties", str(parties), "--out", str(workdir / "data")])
     data_dir = workdir / "data" if data_dir is None else data_dir.resolve()
+    pate_overrides, run_config = split_pate_run_config(run_config) if method == "pate" else ((), run_config)
     settings = run_settings(method, out, parties=parties, teacher_nodes=teacher_nodes,
-                            num_teachers=num_teachers)
+                            num_teachers=num_teachers, pate_overrides=pate_overrides)
     with LocalDeployment(workdir, tls=tls, port=port) as deployment:
         deployment.start_superlink()
         configs = node_configs(method, parties=parties, teacher_nodes=teacher_nodes,

@@ -28,7 +28,7 @@ from rich.table import Table
 from clients.data import dataset_cache_key, load_pate_data
 from clients.data_cache import default_cache_dir, has_entry
 from protocol.pate import SITE_DATA
-from simulations.pate_config import PateConfig, register_configs
+from simulations.pate_config import NoiseScaleError, PateConfig, register_configs
 from simulations.pate_server import build_ledger, run_pate_server
 from simulations.progress import ProgressReporter
 
@@ -118,6 +118,18 @@ def _fmt_eps(value: float) -> str:
     return f"{value:.4f}" if math.isfinite(value) else "∞"
 
 
+def _noise_source(key: str) -> str:
+    """Where the refused noise setting ``key`` came from: the command line, or the noise group (named)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    if any(o.lstrip("+~").split("=", 1)[0] == key for o in hydra_cfg.overrides.task):
+        return f" [{key} was set on the command line]"
+    group = hydra_cfg.runtime.choices.get("noise")
+    return (f" [{key} comes from the noise group {group!r} (conf/pate/noise/{group}.yaml), written for "
+            "its dataset's default teacher count; data.num_teachers does not rescale it]")
+
+
 @hydra.main(config_path="../conf/pate", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Hydra's entry: turn the composed config into the typed schema and run.
@@ -136,7 +148,8 @@ def main(cfg: DictConfig) -> None:
         config = OmegaConf.to_object(cfg)
     except (ValueError, OmegaConfBaseException) as err:
         cause = err.__cause__ if isinstance(err, OmegaConfBaseException) and err.__cause__ else err
-        print(f"error: {str(cause).splitlines()[0]}", file=sys.stderr)
+        source = _noise_source(cause.field) if isinstance(cause, NoiseScaleError) else ""
+        print(f"error: {str(cause).splitlines()[0]}{source}", file=sys.stderr)
         sys.exit(2)
     try:
         run(config)  # type: ignore[arg-type]

@@ -9,12 +9,13 @@ ConfigStore as ``pate_schema``), :func:`protocol.codec.to_flat` turns it into Fl
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from clients.data import DATASETS, PARTITION_SCHEMES, dataset_size, teacher_pool_size
 from clients.encoders import ENCODER_KINDS
 from protocol.pate import SITE_DATA, DataSpec, ModelSpec, StudentSettings
-from strategies.fusion import MECHANISMS
+from strategies.fusion import MECHANISMS, NOISE_RATIOS, noise_misfit
 
 TEACHER_EPOCHS = 200
 TEACHER_LR = 1e-2
@@ -27,7 +28,21 @@ class PateStrategyConfig:
     ``sigma`` is GNMax's σ (σ2 for Confident-GNMax); ``sigma1`` and ``threshold`` are used by
     Confident-GNMax only, ``gamma`` by LNMax only. ``max_queries`` 0 means the whole pool.
     The defaults are the paper's MNIST setting for 250 teachers (T=200, σ1=150, σ2=40; Papernot et
-    al. 2018, Table 2) at ε ≤ 2; ``conf/pate/noise/`` scales it to the other datasets. ``budget_on`` is
+    al. 2018, Table 2) at ε ≤ 2; ``conf/pate/noise/`` scales it to the other datasets' teacher counts
+    (T = 0.8 n, σ1 = 0.6 n, σ2 = 0.16 n: 20 teachers for digits, 50 for mnist5k).
+
+    The noise must fit ``data.num_teachers`` (n), or the run is refused before any node starts
+    (:func:`strategies.fusion.noise_misfit`): Confident-GNMax needs T < n + σ1 (a unanimous vote
+    must pass the check with probability above Φ(-1) = 16 %) and σ1 < n; GNMax's σ (σ2) < n; LNMax's
+    1/γ < n. Changing ``data.num_teachers`` does *not* rescale the noise group's values: a count that
+    they do not fit is refused, naming the setting, the noise group it came from, and the values the
+    groups' ratios give for n (set them on the command line). Noise parameters are privacy settings —
+    the ledger charges for them and a resumed ledger must match them — so they change only where the
+    user sees it, and the same rule holds whether the config comes from Hydra, ``flwr run`` or Python.
+    The strategy checks the same rules again at ``describe`` against the teachers the nodes host.
+
+    Numeric settings must be numbers of their type (a bool or a string is refused, naming the field),
+    and finite. ``budget_on`` is
     "data_dependent", "data_independent" or
     "released" (the expected smooth-sensitivity released ε, [P18] Section 4.3); ``conversion`` is the
     RDP → (ε, δ) conversion: "mironov" ([M17] Proposition 3, as [P18]) or the tighter
@@ -97,6 +112,54 @@ CONVBASE_1D = ModelSpec(encoder="convbase1d", epochs=TEACHER_EPOCHS, batch_size=
                         augment_shift=6)
 """The MNIST-1D paper's ConvBase, trained on randomly shifted signals (settings chosen on validation)."""
 
+class NoiseScaleError(ValueError):
+    """A noise setting that does not fit ``data.num_teachers``; ``field`` is its ``strategy.*`` key."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+STRATEGY_FLOATS = ("sigma", "sigma1", "threshold", "gamma", "epsilon_budget", "delta", "rr_epsilon")
+STRATEGY_INTS = ("query_batch_size", "max_queries", "min_teachers", "seed", "secagg_threshold")
+
+
+def _type_problem(value: object, kind: type) -> str:
+    """What is wrong with ``value`` as a setting of type ``kind`` (int or float), or ""."""
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        return f"a{'n integer' if kind is int else ' finite number'}, got {value!r} ({type(value).__name__})"
+    if kind is float and not math.isfinite(value):
+        return f"a finite number, got {value!r}"
+    return ""
+
+
+def noise_fits(s: PateStrategyConfig, n_teachers: int) -> None:
+    """Refuse noise settings of ``s`` that do not fit an ensemble of ``n_teachers`` (NoiseScaleError).
+
+    The rules are :func:`strategies.fusion.noise_misfit`'s; the message adds what to set for n teachers.
+    Majority (noise at the votes: randomised response per vote) has no noise scale relative to n.
+    """
+    params = {"confident_gnmax": {"sigma": s.sigma, "sigma1": s.sigma1, "threshold": s.threshold},
+              "gnmax": {"sigma": s.sigma}, "lnmax": {"gamma": s.gamma}}.get(s.mechanism)
+    misfit = None if params is None else noise_misfit(s.mechanism, n_teachers, params)
+    if misfit is None:
+        return
+    name, why = misfit
+    n = n_teachers
+    scaled = {k: round(r * n, 4) for k, r in NOISE_RATIOS.items()}
+    if s.mechanism == "confident_gnmax":
+        hint = (f"set strategy.threshold, strategy.sigma1 and strategy.sigma for {n} teachers (the noise "
+                f"groups' ratios T = 0.8 n, σ1 = 0.6 n, σ2 = 0.16 n give {scaled['threshold']:g}, "
+                f"{scaled['sigma1']:g}, {scaled['sigma']:g})")
+    elif s.mechanism == "gnmax":
+        hint = f"set strategy.sigma for {n} teachers (the noise groups' σ2 = 0.16 n is {scaled['sigma']:g})"
+    else:
+        hint = (f"set strategy.gamma above {1 / n:.4g} for {n} teachers (a Laplace scale 1/γ = 0.16 n is "
+                f"γ = {1 / scaled['sigma']:.4g})")
+    raise NoiseScaleError(f"strategy.{name}={getattr(s, name)!r} does not fit data.num_teachers={n}: {why}; "
+                          f"{hint}", f"strategy.{name}")
+
+
 BUDGET_BASES = ("data_dependent", "data_independent", "released")
 NOISE_AT = ("server", "teachers", "votes")
 CONVERSIONS = ("mironov", "dp_accounting")
@@ -109,7 +172,8 @@ class PateConfig:
     Raises
     ------
     ValueError
-        On the first setting out of range, naming the field and the value.
+        On the first setting out of range or of the wrong type, naming the field and the value;
+        :class:`NoiseScaleError` (a ValueError) for noise that does not fit ``data.num_teachers``.
     """
 
     data: DataSpec = field(default_factory=lambda: dataclasses.replace(MNIST1D_REGIME))
@@ -123,6 +187,11 @@ class PateConfig:
 
     def __post_init__(self) -> None:
         s, d, f = self.strategy, self.data, self.federation
+        for names, kind in ((STRATEGY_FLOATS, float), (STRATEGY_INTS, int)):
+            for name in names:  # before the range rules, which compare them with numbers
+                problem = _type_problem(getattr(s, name), kind)
+                if problem:
+                    raise ValueError(f"strategy.{name} must be {problem}")
         rules: list[tuple[str, object, bool, str]] = [
             ("data.dataset", d.dataset, d.dataset in (*DATASETS, SITE_DATA),
              f"one of {DATASETS}, or {SITE_DATA!r} (every node brings its own data-file)"),
@@ -163,6 +232,7 @@ class PateConfig:
         for name, value, ok, rule in rules:
             if not ok:
                 raise ValueError(f"{name} must be {rule}, got {value!r}")
+        noise_fits(s, d.num_teachers)
         self._check_data_fits()
 
     def _check_data_fits(self) -> None:

@@ -20,8 +20,9 @@ What is charged, and why (the server sees the *noisy histogram*, not only the ar
 
 So the ledger runs ``budget_on="data_independent"`` (:func:`secagg_ledger`) and is handed, instead of
 votes it does not have, a stand-in histogram at which Theorem 6 gives no saving (every count equal to T,
-resp. equal counts: q >= 1/2, where its conditions fail), so both of its totals equal the
-data-independent bound; the smooth-sensitivity release is skipped.
+or 1e-6·σ1 at T = 0 since a row without votes is refused; resp. equal counts: q >= 1/2, where its
+conditions fail), so both of its totals equal the data-independent bound (:meth:`SecureVoting.stand_in`);
+the smooth-sensitivity release is skipped.
 
 Fixed point (``protocol.secagg``): a node sends ``round(SCALE·(n_i + z_i)) = SCALE·n_i + round(SCALE·z_i)``;
 the rounding touches only noise. Given the total noise U (in grid units), the fractional parts of all but
@@ -134,12 +135,18 @@ class SecureVoting:
     ------
     ValueError
         If ``central`` is not GNMax or ConfidentGNMax.
+    TypeError
+        If ``threshold`` is neither None nor an int (a bool is refused).
     """
 
     def __init__(self, central: GNMax | ConfidentGNMax, threshold: int | None = None,
                  rng: np.random.Generator | None = None) -> None:
         if not isinstance(central, (GNMax, ConfidentGNMax)):
             raise ValueError(f"distributed noise supports GNMax and Confident-GNMax, got {central!r}")
+        is_int = isinstance(threshold, (int, np.integer)) and not isinstance(threshold, bool)
+        if threshold is not None and not is_int:
+            raise TypeError(f"threshold (secure aggregation) must be an int or None, got {threshold!r} "
+                            f"({type(threshold).__name__})")  # checked now, not when the first batch is due
         self.central = central
         self.name = central.name
         self.secagg_threshold = threshold
@@ -190,7 +197,6 @@ class SecureVoting:
             labels = np.zeros(q, dtype=np.int64)  # beyond `fits` the ledger cuts the batch: never released
             labels[:fits] = np.argmax(first, axis=1)
             result = FusionResult(labels, np.ones(q, dtype=bool))
-            stand_in = np.full((q, n_classes), sum(len(t) for t in hosts.values()) / n_classes)
         else:
             answered = np.zeros(q, dtype=bool)  # beyond `fits`: never checked, charged as checked (safe)
             answered[:fits] = first.max(axis=1) >= self.central.threshold
@@ -200,10 +206,24 @@ class SecureVoting:
                                          self.central.sigma2)
                 labels[answered] = np.argmax(second, axis=1)
             result = FusionResult(labels, answered)
-            stand_in = np.full((q, n_classes), float(self.central.threshold))
+        stand_in = self.stand_in(q, n_classes, sum(len(t) for t in hosts.values()))
         self._pending = (stand_in, result)
         self.secagg_seconds.append(time.perf_counter() - t0)
         return stand_in
+
+    def stand_in(self, n_queries: int, n_classes: int, n_teachers: int) -> np.ndarray:
+        """The histogram the ledger is charged on in place of votes no one holds (module docstring).
+
+        GNMax: every count ``n/C`` (equal counts: Theorem 6's q >= 1/2, no saving). Confident-GNMax: every
+        count ``T`` (the check passes with probability 1/2: no saving on it nor on the answer), except
+        that ``T = 0`` would make every row all zero, which the ledger refuses (no teacher voted); the
+        counts are then ``1e-6·σ1``, where the check passes with probability ``1/2 + 4e-7`` and Theorem
+        6's conditions still fail, so both accountings stay data-independent.
+        """
+        if isinstance(self.central, GNMax):
+            return np.full((n_queries, n_classes), n_teachers / n_classes)
+        count = float(self.central.threshold) or 1e-6 * float(self.central.sigma1)
+        return np.full((n_queries, n_classes), count)
 
     def bind(self, ledger: PrivacyLedger) -> None:
         """The ledger whose budget decides how much of a batch is aggregated at all."""

@@ -13,10 +13,15 @@ Phases (Papernot et al. 2018, Section 2), driven by :meth:`EnsembleDistillation.
 4. *student training* (``configure_evaluate`` / ``aggregate_evaluate``) — the fused labels go to the
    student, which trains, evaluates and saves its model.
 
-Faults: a teacher node that returns an error, a malformed histogram, or no reply in time leaves the
-ensemble for the rest of the run (later histograms, and so the accounting, count only the remaining
-teachers); below ``min_teachers`` teachers the run stops with :class:`EnsembleTooSmallError`. A student
-failure stops the run. The strategy never sees teacher data or per-teacher predictions.
+Faults: a teacher node that returns an error, a malformed histogram (e.g. a row without votes, fewer
+than 2 classes), or no reply in time leaves the ensemble for the rest of the run (later histograms, and
+so the accounting, count only the remaining teachers); below ``min_teachers`` teachers, or once the
+mechanism's noise no longer fits the teachers that remain (:func:`strategies.fusion.noise_misfit`, checked
+at ``describe`` against the hosted teachers and after every drop), the run stops with
+:class:`EnsembleTooSmallError` before the next charge. A student failure, or a malformed query reply
+(e.g. repeated query ids), stops the run. Every batch is checked once more before it is fused or charged
+(distinct query ids, every row voted, C >= 2). The strategy never sees teacher data or per-teacher
+predictions.
 """
 
 from __future__ import annotations
@@ -52,13 +57,15 @@ from protocol.pate import (
 )
 from strategies.accounting import PrivacyLedger
 from strategies.distributed_noise import SecureVoting
-from strategies.fusion import Majority, Mechanism
+from strategies.fusion import ConfidentGNMax, GNMax, LNMax, Majority, Mechanism, noise_misfit
+from strategies.ledger_sidecar import first_repeat
 from strategies.local_rr import LocalRR
 from strategies.pate_replies import check_histogram, check_queries
+from strategies.rdp_analysis import validate_votes
 
 
 class EnsembleTooSmallError(RuntimeError):
-    """Fewer teachers remain than the configured minimum."""
+    """Fewer teachers remain than the configured minimum, or than the mechanism's noise is meant for."""
 
 
 @dataclass(frozen=True)
@@ -389,6 +396,7 @@ class EnsembleDistillation(Strategy):
             if len(batch_pos) == 0 or (self.resume and self.ledger is not None and self.ledger.exhausted):
                 break  # the pool is done, or a resumed run's ledger was already exhausted
             votes = self._gather_votes(grid, batch_x)
+            self._check_batch(votes, batch_pos)
             fused = self.mechanism.fuse(votes, self._rng)
             n_keep, exhausted = len(fused), False
             if self.ledger is not None:
@@ -463,11 +471,13 @@ class EnsembleDistillation(Strategy):
         """
         ensemble = self._require_ensemble()
         if isinstance(self.mechanism, SecureVoting):
-            votes = self.mechanism.gather(grid, self._message, ensemble.teacher_hosts, self._drop, batch_x,
-                                          to_record(self.teacher_model), int(self._n_classes),
-                                          self.step_timeout)
+            # Checked before the batch is aggregated, not after: the server decodes the noisy sums during
+            # gather, so a batch whose nodes dropped out mid-way is released to it and must be charged
+            # (the top-up keeps the central noise); the next batch's check then stops the run.
             self._check_ensemble_size()
-            return votes
+            return self.mechanism.gather(grid, self._message, ensemble.teacher_hosts, self._drop, batch_x,
+                                         to_record(self.teacher_model), int(self._n_classes),
+                                         self.step_timeout)
         queries = array_record(x=batch_x)
         ldp = {LDP: ConfigRecord(self.mechanism.request())} if isinstance(self.mechanism, LocalRR) else {}
         msgs = [self._message(node, MSG_VOTES, model=to_record(self.teacher_model), queries=queries, **ldp)
@@ -526,11 +536,51 @@ class EnsembleDistillation(Strategy):
         log(WARNING, "teacher node %d (teachers %s) leaves the ensemble: %s", node, teachers, reason)
 
     def _check_ensemble_size(self) -> None:
+        """Stop before the next charge if the ensemble is below ``min_teachers`` or its noise's scale.
+
+        Called after ``describe`` (against the teachers the nodes host, which may be fewer than
+        ``data.num_teachers``) and after every step that may drop a node (with the noise at the teachers,
+        before each batch: see :meth:`_gather_votes`). The noise rule
+        (:func:`strategies.fusion.noise_misfit`): a threshold or noise scale meant relative to the
+        ensemble that n teachers cannot reach would have every later query charged for (almost) no
+        answer or a label the noise decides.
+        """
         ensemble = self._require_ensemble()
-        if ensemble.num_teachers < self.min_teachers:
+        n = ensemble.num_teachers
+        if n < self.min_teachers:
             raise EnsembleTooSmallError(
-                f"only {ensemble.num_teachers} teachers remain (min_teachers={self.min_teachers}); "
+                f"only {n} teachers remain (min_teachers={self.min_teachers}); "
                 f"dropped nodes: {ensemble.dropped}")
+        central = getattr(self.mechanism, "central", self.mechanism)  # SecureVoting: noise at the teachers
+        if not isinstance(central, (GNMax, ConfidentGNMax, LNMax)):
+            return  # Majority has no noise; LocalRR's ε0 per vote is not relative to the ensemble
+        misfit = noise_misfit(central.name, n, central.privacy_params())
+        if misfit is not None:
+            raise EnsembleTooSmallError(
+                f"the noise of {central.name} does not fit the ensemble's {n} teachers (data.num_teachers="
+                f"{self.data.num_teachers}): {misfit[1]}; dropped nodes: {ensemble.dropped}")
+
+    def _check_batch(self, votes: np.ndarray, query_ids: np.ndarray) -> None:
+        """Refuse a batch before it is fused or charged: distinct query ids, C >= 2, every row voted.
+
+        The replies were checked node by node (:mod:`strategies.pate_replies`); this holds the summed
+        batch to the ledger's own rules, so that nothing is fused (and noise drawn) for a batch the
+        ledger would refuse, or charged twice for one query id.
+
+        Raises
+        ------
+        RuntimeError
+            Naming the rule and the row or id.
+        """
+        repeat = first_repeat(query_ids)
+        if repeat is not None:
+            raise RuntimeError(f"refusing a batch before fusing or charging it: query id "
+                               f"{query_ids[repeat[0]]} appears at rows {repeat[0]} and {repeat[1]}")
+        try:
+            validate_votes(votes)
+        except ValueError as err:
+            raise RuntimeError(f"refusing the batch of queries {query_ids[0]}..{query_ids[-1]} before fusing "
+                               f"or charging it: {err}") from err
 
     def _require_ensemble(self) -> _Ensemble:
         if self._ensemble is None:

@@ -11,14 +11,22 @@ counts (each row sums to the number of teachers) and randomness comes from a cal
   (Papernot et al., ICLR 2018, "Scalable Private Learning with PATE", §4.1).
 - :class:`ConfidentGNMax` — answer only if ``max_j n_j + N(0, sigma1^2) >= threshold``, then GNMax
   with ``sigma2`` (Papernot et al. 2018, Algorithm 1). Unanswered queries get label ``-1``.
+
+Every ``fuse`` refuses histograms that no ensemble answered (:func:`strategies.rdp_analysis.validate_votes`:
+fewer than 2 classes, or a row without votes). Noise parameters must be real numbers (a bool or a string is
+a ``TypeError``, naming the parameter). :func:`noise_misfit` says whether they mean anything for an
+ensemble of n teachers; the run's configuration and the strategy refuse those that do not, before any
+charge.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from scipy.stats import norm
 
 from strategies.rdp_analysis import validate_votes
 
@@ -37,10 +45,24 @@ class FusionResult:
         return len(self.labels)
 
 
-def _positive(name: str, value: float | None) -> float:
-    if value is None or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+def _real(name: str, value: object) -> float:
+    """``value`` as a float if it is a real number (int or float, numpy's too), else TypeError naming it.
+
+    A bool is refused although Python counts it as an int: ``sigma=True`` is a slip, not σ = 1.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number (int or float), got {value!r} "
+                        f"({type(value).__name__})")
     return float(value)
+
+
+def _positive(name: str, value: object) -> float:
+    if value is None:
+        raise ValueError(f"{name} must be a finite number > 0, got None")
+    number = _real(name, value)
+    if not np.isfinite(number) or number <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
 
 
 def _noisy_argmax(votes: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -71,7 +93,7 @@ class LNMax:
     name: ClassVar[str] = "lnmax"
 
     def __post_init__(self) -> None:
-        _positive("gamma", self.gamma)
+        object.__setattr__(self, "gamma", _positive("gamma", self.gamma))
 
     def privacy_params(self) -> dict[str, float]:
         """The noise parameters a privacy ledger charges for: ``{"gamma": γ}``."""
@@ -91,7 +113,7 @@ class GNMax:
     name: ClassVar[str] = "gnmax"
 
     def __post_init__(self) -> None:
-        _positive("sigma", self.sigma)
+        object.__setattr__(self, "sigma", _positive("sigma", self.sigma))
 
     def privacy_params(self) -> dict[str, float]:
         """The noise parameters a privacy ledger charges for: ``{"sigma": σ}``."""
@@ -117,10 +139,12 @@ class ConfidentGNMax:
     name: ClassVar[str] = "confident_gnmax"
 
     def __post_init__(self) -> None:
-        _positive("sigma1", self.sigma1)
-        _positive("sigma2", self.sigma2)
-        if not np.isfinite(self.threshold) or self.threshold < 0:
+        object.__setattr__(self, "sigma1", _positive("sigma1", self.sigma1))
+        object.__setattr__(self, "sigma2", _positive("sigma2", self.sigma2))
+        threshold = _real("threshold", self.threshold)
+        if not np.isfinite(threshold) or threshold < 0:
             raise ValueError(f"threshold must be a finite number >= 0, got {self.threshold!r}")
+        object.__setattr__(self, "threshold", threshold)
 
     def privacy_params(self) -> dict[str, float]:
         """The noise parameters a privacy ledger charges for; ``sigma`` is σ2 of the answering step."""
@@ -141,6 +165,62 @@ MECHANISM_REGISTRY: dict[str, type[Mechanism]] = {
 }
 """The one map from mechanism names to classes: :func:`make_mechanism` and the privacy ledger use it."""
 assert tuple(MECHANISM_REGISTRY) == MECHANISMS
+
+
+NOISE_RATIOS: dict[str, float] = {"threshold": 0.8, "sigma1": 0.6, "sigma": 0.16}
+"""The noise groups' settings (``conf/pate/noise/``) as fractions of the ensemble size n: [P18] Table 2's
+MNIST setting, T = 200, σ1 = 150, σ2 = 40 for 250 teachers. ``sigma`` is GNMax's σ, σ2 for Confident-GNMax."""
+
+
+def noise_misfit(mechanism: str, n_teachers: int, params: Mapping[str, float]) -> tuple[str, str] | None:
+    """The first noise setting of ``mechanism`` that means nothing for an ensemble of ``n_teachers``.
+
+    ``params`` holds the mechanism's noise as :meth:`privacy_params` names it (``sigma``, ``sigma1``,
+    ``threshold``, ``gamma``). Returns ``(parameter, why)``, or None when every setting fits. The rules,
+    each about noise that is meant relative to the ensemble (a count is at most n, the widest gap
+    between two counts is n, a unanimous vote):
+
+    * Confident-GNMax ``threshold`` T < n + σ1. The check is ``max count + N(0, σ1²) >= T`` and the
+      max count is at most n, so even a unanimous query passes with probability at most
+      Φ((n - T)/σ1): below Φ(-1) = 15.9 % from T = n + σ1 on, and ~0 for T far above n — while
+      every check is charged. (T >= n alone is not refused: [P18] runs SVHN and Adult with
+      T = 300 > n = 250 and σ1 = 200, where a unanimous query passes 40 % of the time. With the
+      noise at the teachers, every count is noised and the check is ``max_j (n_j + z_j) >= T``: a
+      query may then also pass on another count's noise, at most C·Φ((n - T)/σ1) in all — an answer
+      the votes did not earn, so the same rule applies.)
+    * Confident-GNMax ``sigma1`` σ1 < n: the max count ranges over [n/C, n]; threshold noise at
+      least that wide makes whether a query is answered depend on the noise more than on the votes
+      ([P18] uses σ1 = 0.1 n to 0.8 n).
+    * GNMax ``sigma`` (σ2 of Confident-GNMax) σ < n, and LNMax's Laplace scale 1/γ < n: noise as
+      large as the widest gap a vote can show (n, a unanimous vote) overturns even unanimous labels
+      (at σ = n with 10 classes, two in three of them), while each answer is charged ([P18] uses
+      σ2 = 0.02 n to 0.16 n, [P17] 1/γ = 0.08 n).
+    """
+    n = n_teachers
+    if mechanism == "confident_gnmax":
+        threshold, sigma1 = params["threshold"], params["sigma1"]
+        if threshold >= n + sigma1:
+            p = norm.cdf((n - threshold) / sigma1)
+            reach = f"= {p:.1%}" if p >= 1e-3 else "< 0.1%"
+            why = (f"T={threshold:g} must be < n + σ1 = {n} + {sigma1:g} = {n + sigma1:g}: even a unanimous "
+                   f"vote (max count {n}) passes the check max count + N(0, σ1²) >= T with probability "
+                   f"Φ((n - T)/σ1) {reach}, while every check is charged")
+            return "threshold", why
+        if sigma1 >= n:
+            why = (f"σ1={sigma1:g} must be < n = {n}: threshold noise as wide as the whole range of the max "
+                   "count (n/C to n) decides which queries are answered more than the votes do, while every "
+                   "check is charged")
+            return "sigma1", why
+    if mechanism in ("gnmax", "confident_gnmax") and params["sigma"] >= n:
+        name = "σ2" if mechanism == "confident_gnmax" else "σ"
+        return "sigma", (f"{name}={params['sigma']:g} must be < n = {n}: noise as large as the widest gap a "
+                         f"vote can show ({n}, a unanimous vote) overturns even unanimous labels, while each "
+                         "answer is charged")
+    if mechanism == "lnmax" and 1.0 / params["gamma"] >= n:
+        return "gamma", (f"γ={params['gamma']:g} must be > 1/n = {1 / n:.4g}: Laplace noise of scale 1/γ = "
+                         f"{1 / params['gamma']:g} as large as the widest gap a vote can show ({n}, a "
+                         "unanimous vote) overturns even unanimous labels, while each answer is charged")
+    return None
 
 
 def make_mechanism(

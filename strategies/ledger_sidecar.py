@@ -74,6 +74,16 @@ class LedgerRows:
                                                                     dataclasses.astuple(more), strict=True)))
 
 
+def first_repeat(ids: npt.NDArray[np.integer]) -> tuple[int, int] | None:
+    """``(i, j)``, ``i < j``: the first repeat (smallest ``j``) with ``ids[i] == ids[j]``; None if none."""
+    seen: dict[int, int] = {}
+    for j, query_id in enumerate(np.asarray(ids).tolist()):
+        if query_id in seen:
+            return seen[query_id], j
+        seen[query_id] = j
+    return None
+
+
 def batch_rows(
     votes: FloatArray, answered: npt.NDArray[np.bool_], labels: ArrayLike | None, query_ids: ArrayLike | None
 ) -> LedgerRows:
@@ -83,8 +93,9 @@ def batch_rows(
     ------
     ValueError
         If only one of ``labels`` and ``query_ids`` is given, either is not an integer array of shape
-        ``(Q,)``, a query id is negative, an answered label is not a class index in ``[0, C)``, or an
-        unanswered label is not ``-1``.
+        ``(Q,)``, a query id is negative or repeats within the batch, an answered label is not a class
+        index in ``[0, C)``, or an unanswered label is not ``-1``. A repeated id would be charged once
+        per appearance for what the store keeps as one query, with two labels for it.
     """
     n, n_classes = votes.shape
     if (labels is None) != (query_ids is None):
@@ -105,6 +116,10 @@ def batch_rows(
     bad = np.flatnonzero(ids < 0)
     if bad.size:
         raise ValueError(f"query_ids must be >= 0, got {ids[bad[0]]} at index {bad[0]}")
+    repeat = first_repeat(ids)
+    if repeat is not None:
+        raise ValueError(f"query_ids must be distinct within a batch, got id {ids[repeat[0]]} at indices "
+                         f"{repeat[0]} and {repeat[1]}: each appearance would be charged, for one label")
     bad = np.flatnonzero(answered & ((lab < 0) | (lab >= n_classes)))
     if bad.size:
         raise ValueError(f"labels of answered queries must be in [0, {n_classes}), got {lab[bad[0]]} at "

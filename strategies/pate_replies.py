@@ -1,7 +1,8 @@
 """Checks of what a PATE node replies, before its content is used: each returns what is wrong, or "".
 
 A malformed reply from a teacher node drops that node (the strategy logs the reason and reports it in
-``dropped_nodes``); a malformed reply from the student stops the run naming it.
+``dropped_nodes``); a malformed reply from the student stops the run naming it: the student supplies
+every query, so there is nothing to fall back on. Both happen before the batch is fused or charged.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 from flwr.app import Message
 
 from protocol.pate import read_array
+from strategies.ledger_sidecar import first_repeat
 
 
 def check_queries(x: np.ndarray, pos: np.ndarray, offset: int, count: int, pool_size: int, n_classes: int,
@@ -17,6 +19,8 @@ def check_queries(x: np.ndarray, pos: np.ndarray, offset: int, count: int, pool_
     """``""`` for a well-formed batch of query samples (asked: ``count`` from ``offset``), else the problem.
 
     ``pinned_classes`` is the class count the student reported first (None before its first reply).
+    Positions are the query ids the ledger charges and stores labels under: a repeated one would be
+    charged once per appearance for one label, so repeats are named before the order rule.
     """
     if pinned_classes is not None and n_classes != pinned_classes:
         return f"n_classes changed from {pinned_classes} to {n_classes}"
@@ -28,6 +32,10 @@ def check_queries(x: np.ndarray, pos: np.ndarray, offset: int, count: int, pool_
         return f"positions of shape {pos.shape} do not match {len(x)} samples (asked for {count})"
     if not np.issubdtype(pos.dtype, np.integer):
         return f"positions must be integers, got dtype {pos.dtype}"
+    repeat = first_repeat(pos)
+    if repeat is not None:
+        return (f"query ids must be distinct, got id {pos[repeat[0]]} at rows {repeat[0]} and {repeat[1]} "
+                "(each appearance would be charged, for one label)")
     if len(pos) and not np.array_equal(pos, np.arange(offset, offset + len(pos))):
         return f"positions must be {offset}..{offset + len(pos) - 1} in order, got {pos[:5].tolist()}..."
     if not np.issubdtype(x.dtype, np.floating) or (x.size and not np.isfinite(x).all()):
@@ -41,7 +49,8 @@ def check_histogram(
     """``("", votes)`` for a valid ``(Q, C)`` vote histogram of a node hosting ``n_hosted`` teachers, else
     ``(problem, what was read)``.
 
-    ``C`` is the class count the student reported with its queries.
+    ``C`` is the class count the student reported with its queries. A row without votes from a node
+    that hosts teachers is named (its teachers did not vote on that query).
     """
     try:
         votes = read_array(reply.content, "votes", "votes")
@@ -49,6 +58,8 @@ def check_histogram(
         return str(err), np.zeros(0)
     if votes.ndim != 2 or votes.shape[0] != n_queries:
         return f"expected shape ({n_queries}, C), got {votes.shape}", votes
+    if votes.shape[1] < 2:
+        return f"a vote histogram needs >= 2 class columns, got {votes.shape[1]}", votes
     if n_classes is not None and votes.shape[1] != n_classes:
         return f"expected {n_classes} class columns, got {votes.shape[1]}", votes
     if not np.issubdtype(votes.dtype, np.integer):
@@ -56,6 +67,10 @@ def check_histogram(
         return f"counts must be non-negative integers, got dtype {votes.dtype}{nan}", votes
     if votes.min(initial=0) < 0:
         return f"counts must be non-negative integers, got {int(votes.min())}", votes
-    if np.any(votes.sum(axis=1) != n_hosted):
-        return f"each row must sum to the node's {n_hosted} teachers", votes
+    sums = votes.sum(axis=1)
+    if np.any(sums != n_hosted):
+        row = int(np.flatnonzero(sums != n_hosted)[0])
+        empty = " (all zero: none of them voted)" if sums[row] == 0 else ""
+        problem = f"each row must sum to the node's {n_hosted} teachers; row {row} sums to {sums[row]}{empty}"
+        return problem, votes
     return "", votes.astype(np.int64)

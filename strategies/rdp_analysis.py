@@ -114,13 +114,24 @@ def _check_orders(orders: ArrayLike) -> FloatArray:
     return arr
 
 
-def validate_votes(votes: ArrayLike, *, same_teachers: bool = True) -> FloatArray:
+def validate_votes(
+    votes: ArrayLike, *, same_teachers: bool = True, answerable: bool = True
+) -> FloatArray:
     """Return ``votes`` as a ``(Q, C)`` float array of vote histograms, else raise ValueError.
 
-    Rules: 2-D, non-empty, finite, non-negative, and (``same_teachers``, the default) every row sums
-    to the same number of teachers (within a relative 1e-9, so that fractional votes are allowed).
-    ``same_teachers=False`` is for the smooth-sensitivity release, whose analysis takes each query's
-    own number of teachers (an ensemble that lost a node mid-run).
+    Rules: 2-D, non-empty, finite, non-negative; (``answerable``, the default) at least 2 classes and
+    no all-zero row; and (``same_teachers``, the default) every row sums to the same number of teachers
+    (within a relative 1e-9, so that fractional votes are allowed). ``same_teachers=False`` is for the
+    smooth-sensitivity release, whose analysis takes each query's own number of teachers (an ensemble
+    that lost a node mid-run).
+
+    Why ``answerable`` (C >= 2, a vote in every row) is the default, used by every mechanism's ``fuse``
+    and by the ledgers' ``charge``: with one class, or with no teacher voting on a query, the fused
+    "label" does not depend on any teacher's data — a constant, or pure noise — yet the query would be
+    charged and its label handed to the student as if the ensemble had answered it. The RDP formulas
+    themselves are defined for such histograms (the cost of a constant output is 0); the analysis
+    functions pass ``answerable=False`` so that they stay total on well-formed histograms (the
+    smooth-sensitivity release too: it names a row without votes in its own words).
     """
     try:
         arr = np.asarray(votes, dtype=float)
@@ -130,6 +141,9 @@ def validate_votes(votes: ArrayLike, *, same_teachers: bool = True) -> FloatArra
         raise ValueError(f"votes must be 2-D (queries, classes), got shape {arr.shape}")
     if arr.size == 0:
         raise ValueError(f"votes must not be empty, got shape {arr.shape}")
+    if answerable and arr.shape[1] < 2:
+        raise ValueError(f"votes must have >= 2 classes (columns), got {arr.shape[1]}: with one class the "
+                         "label is fixed whatever the teachers vote, yet every query would be charged")
     bad = ~np.isfinite(arr)
     if np.any(bad):
         row, col = np.argwhere(bad)[0]
@@ -137,6 +151,11 @@ def validate_votes(votes: ArrayLike, *, same_teachers: bool = True) -> FloatArra
     if np.any(arr < 0):
         row, col = np.argwhere(arr < 0)[0]
         raise ValueError(f"votes must be >= 0, got {arr[row, col]} at row {row}, class {col}")
+    empty = ~arr.any(axis=1)
+    if answerable and np.any(empty):
+        row = int(np.flatnonzero(empty)[0])
+        raise ValueError(f"votes row {row} is all zero: no teacher voted on that query, so its label would "
+                         "be pure noise, yet it would be charged")
     if not same_teachers:
         return arr
     sums = arr.sum(axis=1)
@@ -310,7 +329,7 @@ def rdp_gnmax_data_dependent(
     ValueError
         If ``votes`` is malformed, ``sigma <= 0`` or an order is <= 1.
     """
-    votes = validate_votes(votes)
+    votes = validate_votes(votes, answerable=False)
     sigma = _check_positive("sigma", sigma)
     orders = _check_orders(orders)
     return _rdp_gaussian_from_logq(_logq_gnmax(votes, sigma), sigma**2, orders)
@@ -346,7 +365,7 @@ def log_pr_answered(votes: ArrayLike, threshold: float, sigma1: float) -> FloatA
     ValueError
         If ``votes`` is malformed, ``threshold`` is not finite or ``sigma1 <= 0``.
     """
-    votes = validate_votes(votes)
+    votes = validate_votes(votes, answerable=False)
     threshold = _check_finite("threshold", threshold)
     sigma1 = _check_positive("sigma1", sigma1)
     return stats.norm.logsf(threshold - votes.max(axis=1), scale=sigma1)
@@ -457,7 +476,7 @@ def rdp_confident_gnmax_expected(
     ValueError
         If an input is malformed (see the functions above).
     """
-    votes = validate_votes(votes)
+    votes = validate_votes(votes, answerable=False)
     pr_answered = np.exp(log_pr_answered(votes, threshold, sigma1))
     rdp_check = rdp_threshold(votes, threshold, sigma1, orders)
     rdp_answer = rdp_gnmax_data_dependent(votes, sigma2, orders)

@@ -117,7 +117,7 @@ def rdp_lnmax_data_dependent(
     ValueError
         If ``votes`` is malformed, ``gamma <= 0`` or an order is <= 1.
     """
-    votes = validate_votes(votes)
+    votes = validate_votes(votes, answerable=False)
     independent = rdp_lnmax_data_independent(gamma, orders)
     orders = _check_orders(orders)
     pure_eps = 2.0 * float(gamma)

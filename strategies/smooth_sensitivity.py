@@ -450,7 +450,7 @@ def smooth_sensitivity_release(
         On malformed votes (non-finite, negative, non-integer, a row without votes), σ <= 0, δ outside
         (0, 1), only one of threshold and sigma1 given, or if conditions C5-C6 fail at the order.
     """
-    votes = validate_votes(votes, same_teachers=False)
+    votes = validate_votes(votes, same_teachers=False, answerable=False)  # rows without votes: named below
     if (threshold is None) != (sigma1 is None):
         raise ValueError(f"threshold and sigma1 must be given together, got threshold={threshold!r} "
                          f"and sigma1={sigma1!r}")

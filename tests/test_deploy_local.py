@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from protocol.pate import node_role
 from simulations.deploy_credentials import make_certificates, make_node_key, write_owner_only
-from simulations.deploy_local import LocalDeployment, deploy, node_configs
+from simulations.deploy_local import (
+    LocalDeployment,
+    deploy,
+    node_configs,
+    run_settings,
+    split_pate_run_config,
+)
 
 
 def _parse(node_config: str) -> dict[str, str]:
@@ -31,6 +37,19 @@ def test_pate_node_configs_cover_every_teacher_once() -> None:
     assert sorted(t for group in hosted for t in group) == list(range(20))
     with pytest.raises(ValueError, match="teacher nodes"):
         node_configs("pate", parties=0, teacher_nodes=21, num_teachers=20, data_dir=Path("."))
+
+
+def test_pate_run_config_keys_are_composed_with_the_rehearsal_and_its_noise_checked() -> None:
+    # digits' noise group is written for 20 teachers: 6 need their own noise (issue 24 §4)
+    overrides, rest = split_pate_run_config('pate.strategy.threshold=4.8 pate.strategy.sigma1=3.6 '
+                                            'pate.strategy.sigma=0.96 other.key="a b"')
+    assert overrides == ["strategy.threshold=4.8", "strategy.sigma1=3.6", "strategy.sigma=0.96"]
+    assert rest == 'other.key="a b"'
+    settings = run_settings("pate", Path("out"), parties=0, teacher_nodes=2, num_teachers=6,
+                            pate_overrides=overrides)
+    assert "pate.strategy.threshold=4.8 " in settings and "pate.data.num_teachers=6 " in settings
+    with pytest.raises(ValueError, match=r"^strategy.sigma1=12.0 does not fit data.num_teachers=6: "):
+        run_settings("pate", Path("out"), parties=0, teacher_nodes=2, num_teachers=6)
 
 
 def test_vertical_node_configs_name_each_party_and_its_file(tmp_path: Path) -> None:
