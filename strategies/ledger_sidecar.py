@@ -74,6 +74,15 @@ class LedgerRows:
                                                                     dataclasses.astuple(more), strict=True)))
 
 
+def check_distinct_ids(ids: npt.NDArray[np.integer]) -> None:
+    """Raise ValueError if a query id repeats within a batch (each appearance would be charged, for one
+    label), naming the id and both positions."""
+    repeat = first_repeat(ids)
+    if repeat is not None:
+        raise ValueError(f"query_ids must be distinct within a batch, got id {ids[repeat[0]]} at indices "
+                         f"{repeat[0]} and {repeat[1]}: each appearance would be charged, for one label")
+
+
 def first_repeat(ids: npt.NDArray[np.integer]) -> tuple[int, int] | None:
     """``(i, j)``, ``i < j``: the first repeat (smallest ``j``) with ``ids[i] == ids[j]``; None if none."""
     seen: dict[int, int] = {}
@@ -116,10 +125,7 @@ def batch_rows(
     bad = np.flatnonzero(ids < 0)
     if bad.size:
         raise ValueError(f"query_ids must be >= 0, got {ids[bad[0]]} at index {bad[0]}")
-    repeat = first_repeat(ids)
-    if repeat is not None:
-        raise ValueError(f"query_ids must be distinct within a batch, got id {ids[repeat[0]]} at indices "
-                         f"{repeat[0]} and {repeat[1]}: each appearance would be charged, for one label")
+    check_distinct_ids(ids)
     bad = np.flatnonzero(answered & ((lab < 0) | (lab >= n_classes)))
     if bad.size:
         raise ValueError(f"labels of answered queries must be in [0, {n_classes}), got {lab[bad[0]]} at "

@@ -42,6 +42,7 @@ from strategies.ledger_anchor import (
     read_head,
 )
 from strategies.ledger_journal import LedgerIntegrityError, check_extends, entry_hash, genesis_hash, seal
+from strategies.ledger_sidecar import check_distinct_ids
 from strategies.ledger_store import _atomic_write_json, _ledger_lock
 from strategies.privacy_ledger import BudgetExhaustedError, ChargeResult
 from strategies.rdp_analysis import DEFAULT_ORDERS, ArrayLike, FloatArray, validate_votes
@@ -248,6 +249,10 @@ class LocalRRLedger:
         if self.exhausted:
             raise BudgetExhaustedError(f"privacy budget exhausted: epsilon_budget={self.epsilon_budget}")
         votes = validate_votes(votes)
+        n = len(votes)
+        ids = np.full(n, -1) if query_ids is None else np.asarray(query_ids).reshape(n)
+        if query_ids is not None:
+            check_distinct_ids(ids)  # before anything changes
         if self._n_classes not in (None, votes.shape[1]):
             raise ValueError(f"the class count changed from {self._n_classes} to {votes.shape[1]}")
         self._n_classes = votes.shape[1]
@@ -255,8 +260,6 @@ class LocalRRLedger:
         while accepted < len(votes) and self._epsilon_after(self.queries_checked + accepted + 1)[0] \
                 <= self.epsilon_budget:
             accepted += 1
-        n = len(votes)
-        ids = np.full(n, -1) if query_ids is None else np.asarray(query_ids).reshape(n)
         paid = np.full(n, -1) if labels is None else np.asarray(labels).reshape(n)
         entry = seal({"n_accepted": accepted, "n_classes": self._n_classes,
                       **({} if self._pool is None else {"pool_sha256": self._pool}),

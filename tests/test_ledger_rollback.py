@@ -288,3 +288,10 @@ def test_an_unusable_ledger_path_is_refused_before_the_run(tmp_path: Path, ledge
     with pytest.raises(ValueError, match=expected):
         build_ledger(compose_config(f"run.output_dir={tmp_path}", "dataset=digits",
                                     f"run.ledger_path={ledger_path.format(tmp=tmp_path)}"))
+
+
+def test_local_rr_refuses_repeated_query_ids_before_any_charge(tmp_path: Path) -> None:
+    ledger = _rr(tmp_path / "rr.json")
+    with pytest.raises(ValueError, match="query_ids must be distinct within a batch, got id 7 at indices 0 and 2"):
+        ledger.charge(_rr_votes(3), labels=np.zeros(3), query_ids=np.array([7, 1, 7]))
+    assert ledger.queries_checked == 0 and not (tmp_path / "rr.json").exists()
