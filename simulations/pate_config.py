@@ -67,7 +67,7 @@ class PateStrategyConfig:
     conversion: str = "mironov"
     query_batch_size: int = 128
     max_queries: int = 0
-    min_teachers: int = 1
+    min_teachers: int = 0  # 0: a majority of data.num_teachers (majority_of); see PateConfig
     seed: int = 0
     noise_at: str = "server"
     rr_epsilon: float = 1.0
@@ -165,6 +165,17 @@ NOISE_AT = ("server", "teachers", "votes")
 CONVERSIONS = ("mironov", "dp_accounting")
 
 
+def majority_of(num_teachers: int) -> int:
+    """The default ``strategy.min_teachers``: more than half of the run's teachers, ⌊n/2⌋ + 1.
+
+    Why a majority: every answer the run buys is the ensemble's plurality, and the noise was chosen for
+    ``data.num_teachers`` voters; once half of them are gone (nodes that erred, vanished or sent malformed
+    votes) the labels speak for a minority of the private data while each query costs as much ε or more,
+    so the run stops rather than keep spending. Set ``strategy.min_teachers`` to allow more loss (1: any).
+    """
+    return num_teachers // 2 + 1
+
+
 @dataclass
 class PateConfig:
     """A whole PATE run; validated on construction (Hydra, ``run_config`` decoding), before any node starts.
@@ -208,8 +219,8 @@ class PateConfig:
             ("strategy.delta", s.delta, 0 < s.delta < 1, "in (0, 1)"),
             ("strategy.query_batch_size", s.query_batch_size, s.query_batch_size >= 1, ">= 1"),
             ("strategy.max_queries", s.max_queries, s.max_queries >= 0, ">= 0 (0: the whole pool)"),
-            ("strategy.min_teachers", s.min_teachers, 1 <= s.min_teachers <= d.num_teachers,
-             f"in [1, data.num_teachers = {d.num_teachers}]"),
+            ("strategy.min_teachers", s.min_teachers, 0 <= s.min_teachers <= d.num_teachers,
+             f"in [0, data.num_teachers = {d.num_teachers}] (0: a majority, {majority_of(d.num_teachers)})"),
             ("strategy.noise_at", s.noise_at, s.noise_at in NOISE_AT, f"one of {NOISE_AT}"),
             ("strategy.mechanism", s.mechanism,
              s.noise_at != "teachers" or s.mechanism in ("gnmax", "confident_gnmax"),

@@ -14,7 +14,7 @@ from typing import Any
 
 from flwr.serverapp import Grid
 
-from simulations.pate_config import PateConfig
+from simulations.pate_config import PateConfig, majority_of
 from simulations.results import write_results
 from strategies.accounting import PrivacyLedger
 from strategies.distributed_noise import SecureVoting, secagg_ledger
@@ -116,7 +116,8 @@ def build_strategy(
     return EnsembleDistillation(
         mechanism=mechanism, ledger=build_ledger(cfg), data=cfg.data, teacher_model=cfg.teacher,
         student_model=cfg.student_model, student=student, query_batch_size=s.query_batch_size,
-        max_queries=s.max_queries or None, min_teachers=s.min_teachers, seed=s.seed,
+        max_queries=s.max_queries or None, min_teachers=s.min_teachers or majority_of(cfg.data.num_teachers),
+        seed=s.seed,
         timeout=cfg.federation.timeout_s, step_timeout=cfg.federation.step_timeout_s, on_progress=on_progress,
         resume=cfg.run.resume)
 

@@ -339,6 +339,11 @@ class EnsembleDistillation(Strategy):
         students: list[int] = []
         answered = {r.metadata.src_node_id: r for r in replies if not r.has_error()}
         errors = {r.metadata.src_node_id: r.error.reason for r in replies if r.has_error()}
+        if errors and any(str(r.content["role"]["role"]) == ROLE_STUDENT for r in answered.values()):
+            node = min(errors)  # a misconfigured node is fixed, not ridden out: before anything trains
+            raise RuntimeError(f"node {node} could not describe itself: {errors[node]}; a node that fails "
+                               "before the run starts stops it (fix its node_config or data file, or leave "
+                               "it out of the federation): nothing was trained or charged")
         dropped = {n: f"describe failed: {errors[n]}" if n in errors else "no usable reply to describe"
                    for n in nodes if n not in answered}
         for node, reason in dropped.items():
