@@ -105,3 +105,15 @@ def test_the_command_refuses_an_earlier_runs_ledger_before_ray_starts(tmp_path: 
     first = proc.stderr.strip().splitlines()[-2]
     assert first.startswith("error: run.resume=False: the ledger") and "1 charged queries" in first
     assert "Traceback" not in proc.stderr and "ray" not in proc.stderr.lower()
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ((), 11),  # digits: 20 teachers, a majority is 11
+    (("data.num_teachers=7", "strategy.threshold=5", "strategy.sigma1=4", "strategy.sigma=1"), 4),
+    (("strategy.min_teachers=1",), 1),
+])
+def test_min_teachers_defaults_to_a_majority_of_the_teachers(tmp_path: Path, overrides: tuple, expected: int) -> None:
+    from simulations.pate_server import build_strategy
+
+    config = compose_config(f"run.output_dir={tmp_path}", "dataset=digits", *overrides)
+    assert build_strategy(config).min_teachers == expected
