@@ -58,10 +58,14 @@ from protocol.pate import (
 from strategies.accounting import PrivacyLedger
 from strategies.distributed_noise import SecureVoting
 from strategies.fusion import ConfidentGNMax, GNMax, LNMax, Majority, Mechanism, noise_misfit
-from strategies.ledger_sidecar import first_repeat
 from strategies.local_rr import LocalRR
-from strategies.pate_replies import check_histogram, check_queries
-from strategies.rdp_analysis import validate_votes
+from strategies.pate_replies import (
+    check_batch,
+    check_histogram,
+    check_queries,
+    check_sites_agree,
+    prepared_pool_digest,
+)
 
 
 class EnsembleTooSmallError(RuntimeError):
@@ -313,20 +317,10 @@ class EnsembleDistillation(Strategy):
         return result
 
     def _check_prepared(self, replies: list[Message]) -> None:
-        """The student's reply to ``query.prepare``: its data is ready, or the run stops naming why."""
-        student = self._require_ensemble().student
-        if not replies:
-            raise RuntimeError(f"student node {student} did not finish preparing its data within "
-                               f"{self.timeout:.0f} s (federation.timeout_s)")
-        if replies[0].has_error():
-            reason = replies[0].error.reason
-            raise RuntimeError(f"student node {student} failed to prepare its data: {reason}")
-        content = replies[0].content
-        digest = content["prepared"].get("pool_sha256") if "prepared" in content else None
-        if not isinstance(digest, str) or len(digest) != 64:
-            raise RuntimeError(f"node {student} (student): malformed reply to query.prepare: pool_sha256 is "
-                               f"{str(digest)[:80]!r}")
-        if self.ledger is not None:  # before any charge: its paid labels belong to this pool only
+        """The student's reply to ``query.prepare``: its data is ready (else the run stops naming why), and
+        the ledger is bound to its pool before any charge (its paid labels belong to that pool only)."""
+        digest = prepared_pool_digest(replies, self._require_ensemble().student, self.timeout)
+        if self.ledger is not None:
             self.ledger.bind_pool(digest)
 
     def _describe(self, grid: Grid) -> _Ensemble:
@@ -357,13 +351,7 @@ class EnsembleDistillation(Strategy):
         if len(students) != 1:
             failed = f"; nodes that could not describe themselves: {dropped}" if dropped else ""
             raise RuntimeError(f"a PATE run needs exactly one student node, found {len(students)}{failed}")
-        reference = answered[students[0]].content["role"]
-        for node in sorted(hosts):
-            for key in ("input_shape", "feature_schema", "classes"):  # the sites' samples must mean the same
-                theirs, mine = reference.get(key), answered[node].content["role"].get(key)
-                if mine is None or mine != theirs:
-                    raise RuntimeError(f"node {node} (teacher) disagrees with student node {students[0]} on "
-                                       f"{key}: {str(mine)[:300]} vs the student's {str(theirs)[:300]}")
+        check_sites_agree(answered, students[0], sorted(hosts))
         hosted = sorted(t for ts in hosts.values() for t in ts)
         if len(hosted) != len(set(hosted)):
             twice = sorted({t for t in hosted if hosted.count(t) > 1})
@@ -401,7 +389,7 @@ class EnsembleDistillation(Strategy):
             if len(batch_pos) == 0 or (self.resume and self.ledger is not None and self.ledger.exhausted):
                 break  # the pool is done, or a resumed run's ledger was already exhausted
             votes = self._gather_votes(grid, batch_x)
-            self._check_batch(votes, batch_pos)
+            check_batch(votes, batch_pos)
             fused = self.mechanism.fuse(votes, self._rng)
             n_keep, exhausted = len(fused), False
             if self.ledger is not None:
@@ -564,28 +552,6 @@ class EnsembleDistillation(Strategy):
             raise EnsembleTooSmallError(
                 f"the noise of {central.name} does not fit the ensemble's {n} teachers (data.num_teachers="
                 f"{self.data.num_teachers}): {misfit[1]}; dropped nodes: {ensemble.dropped}")
-
-    def _check_batch(self, votes: np.ndarray, query_ids: np.ndarray) -> None:
-        """Refuse a batch before it is fused or charged: distinct query ids, C >= 2, every row voted.
-
-        The replies were checked node by node (:mod:`strategies.pate_replies`); this holds the summed
-        batch to the ledger's own rules, so that nothing is fused (and noise drawn) for a batch the
-        ledger would refuse, or charged twice for one query id.
-
-        Raises
-        ------
-        RuntimeError
-            Naming the rule and the row or id.
-        """
-        repeat = first_repeat(query_ids)
-        if repeat is not None:
-            raise RuntimeError(f"refusing a batch before fusing or charging it: query id "
-                               f"{query_ids[repeat[0]]} appears at rows {repeat[0]} and {repeat[1]}")
-        try:
-            validate_votes(votes)
-        except ValueError as err:
-            raise RuntimeError(f"refusing the batch of queries {query_ids[0]}..{query_ids[-1]} before fusing "
-                               f"or charging it: {err}") from err
 
     def _require_ensemble(self) -> _Ensemble:
         if self._ensemble is None:

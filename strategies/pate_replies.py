@@ -12,6 +12,7 @@ from flwr.app import Message
 
 from protocol.pate import read_array
 from strategies.ledger_sidecar import first_repeat
+from strategies.rdp_analysis import validate_votes
 
 
 def check_queries(x: np.ndarray, pos: np.ndarray, offset: int, count: int, pool_size: int, n_classes: int,
@@ -74,3 +75,65 @@ def check_histogram(
         problem = f"each row must sum to the node's {n_hosted} teachers; row {row} sums to {sums[row]}{empty}"
         return problem, votes
     return "", votes.astype(np.int64)
+
+
+def check_batch(votes: np.ndarray, query_ids: np.ndarray) -> None:
+    """Refuse a summed batch before it is fused or charged: distinct query ids, C >= 2, every row voted.
+
+    The replies were checked node by node above; this holds the summed batch to the ledger's own rules,
+    so that nothing is fused (and noise drawn) for a batch the ledger would refuse, or charged twice for
+    one query id.
+
+    Raises
+    ------
+    RuntimeError
+        Naming the rule and the row or id.
+    """
+    repeat = first_repeat(query_ids)
+    if repeat is not None:
+        raise RuntimeError(f"refusing a batch before fusing or charging it: query id "
+                           f"{query_ids[repeat[0]]} appears at rows {repeat[0]} and {repeat[1]}")
+    try:
+        validate_votes(votes)
+    except ValueError as err:
+        raise RuntimeError(f"refusing the batch of queries {query_ids[0]}..{query_ids[-1]} before fusing "
+                           f"or charging it: {err}") from err
+
+
+def prepared_pool_digest(replies: list[Message], student: int, timeout: float) -> str:
+    """The SHA-256 of the student's pool from its reply to ``query.prepare``.
+
+    Raises
+    ------
+    RuntimeError
+        If the student did not reply within ``timeout``, replied with an error, or sent no valid digest.
+    """
+    if not replies:
+        raise RuntimeError(f"student node {student} did not finish preparing its data within "
+                           f"{timeout:.0f} s (federation.timeout_s)")
+    if replies[0].has_error():
+        raise RuntimeError(f"student node {student} failed to prepare its data: {replies[0].error.reason}")
+    content = replies[0].content
+    digest = content["prepared"].get("pool_sha256") if "prepared" in content else None
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise RuntimeError(f"node {student} (student): malformed reply to query.prepare: pool_sha256 is "
+                           f"{str(digest)[:80]!r}")
+    return digest
+
+
+def check_sites_agree(described: dict[int, Message], student: int, teacher_nodes: list[int]) -> None:
+    """Every teacher node's samples must mean what the student's do: same input shape, feature schema and
+    classes (from their ``query.describe`` replies).
+
+    Raises
+    ------
+    RuntimeError
+        Naming the first teacher node and setting that disagree, with both values.
+    """
+    reference = described[student].content["role"]
+    for node in teacher_nodes:
+        for key in ("input_shape", "feature_schema", "classes"):
+            theirs, mine = reference.get(key), described[node].content["role"].get(key)
+            if mine is None or mine != theirs:
+                raise RuntimeError(f"node {node} (teacher) disagrees with student node {student} on "
+                                   f"{key}: {str(mine)[:300]} vs the student's {str(theirs)[:300]}")

@@ -30,6 +30,7 @@ from strategies.fusion import ConfidentGNMax, GNMax, LNMax, Majority, make_mecha
 from strategies.ledger_costs import query_costs
 from strategies.ledger_sidecar import sidecar_path
 from strategies.local_rr import LocalRRLedger
+from strategies.pate_replies import check_batch
 from strategies.rdp_analysis import DEFAULT_ORDERS
 from tests.fake_grid import InProcessGrid, simulation_nodes
 
@@ -380,7 +381,7 @@ def test_the_strategy_refuses_a_batch_without_votes_before_fusing_or_charging(tm
 def test_the_strategy_refuses_repeated_query_ids_in_a_batch(tmp_path):
     strategy = make_strategy(tmp_path)
     with pytest.raises(RuntimeError) as caught:
-        strategy._check_batch(np.ones((3, 10)), np.array([3, 4, 3]))
+        check_batch(np.ones((3, 10)), np.array([3, 4, 3]))  # what the strategy runs on every summed batch
     assert str(caught.value) == "refusing a batch before fusing or charging it: query id 3 appears at rows 0 and 2"
     assert strategy.ledger.queries_checked == 0
 
