@@ -36,7 +36,7 @@ from clients.node_output import node_file, with_output_dir
 from clients.psi_party import get_alignment, register_psi_handlers
 from clients.vertical_data import PartyData, VerticalSplit, make_vertical_split
 from clients.vertical_features import csv_settings, load_party_csv
-from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY, load_party_file
+from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY, check_party_count, load_party_file
 from clients.vertical_training import ActiveParty, PassiveParty, make_party
 from protocol.codec import from_record
 from protocol.vertical import (
@@ -102,6 +102,8 @@ def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None,
     ------
     FileNotFoundError
         If ``dataset.data_dir`` holds neither ``party{index}.npz`` nor ``party{index}.csv``.
+    ValueError
+        If ``dataset.data_dir`` holds another number of party files than ``dataset.n_parties``.
     """
     if data_file is None and cfg.dataset.data_dir:
         found = [p for p in (Path(cfg.dataset.data_dir) / f"party{index}{s}" for s in (".npz", ".csv"))
@@ -109,6 +111,7 @@ def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None,
         if len(found) != 1:
             raise FileNotFoundError(f"dataset.data_dir {cfg.dataset.data_dir} must hold exactly one of "
                                     f"party{index}.npz / party{index}.csv, found {[p.name for p in found]}")
+        check_party_count(cfg.dataset.data_dir, cfg.dataset.n_parties)  # the folder is used whole
         data_file = str(found[0])
     if data_file is not None:
         path = Path(data_file)

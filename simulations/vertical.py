@@ -8,7 +8,7 @@ to the run directory. Examples::
     python -m simulations.vertical
     python -m simulations.vertical dataset=mnist5k strategy.lam=0.5
     python -m simulations.vertical dataset=mnist5k_quarters model=cnn strategy=proto_private
-    python -m simulations.vertical dataset.n_parties=3 dataset.data_dir=DIR  # DIR/party{k}.{npz,csv}
+    python -m simulations.vertical dataset.data_dir=DIR  # every DIR/party{k}.{npz,csv}: n_parties from DIR
     python -m simulations.vertical -m dataset.aligned_fraction=0.05,0.1 strategy=proto,vfl_head_fusion
 """
 
@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from clients.vertical_files import check_party_count, party_files
 from clients.vertical_party import build_client_app
 from protocol.codec import to_flat
 from protocol.vertical import VerticalConfig
@@ -77,6 +78,34 @@ def summary_table(cfg: VerticalConfig, results: dict[str, Any]) -> Table:
     return table
 
 
+def use_party_folder(cfg: VerticalConfig, *, n_parties_given: bool) -> list[Path]:
+    """Point ``cfg`` at its data folder's party files, all of them; return the files in party order.
+
+    ``dataset.data_dir`` becomes absolute (the nodes read it wherever they run). The folder decides the
+    number of parties: ``dataset.n_parties`` is set from it unless the command line gave it
+    (``n_parties_given``), and a given value that disagrees is refused, so a folder of three party files
+    never runs as two parties (the schema's default 2 describes the bundled split, not the user's files).
+
+    Raises
+    ------
+    ValueError
+        If the folder holds no party files, a gap or a doubled party, or another number of party files
+        than a given ``dataset.n_parties`` (the message names the files and the setting).
+    """
+    folder = Path(cfg.dataset.data_dir).resolve()
+    cfg.dataset.data_dir = str(folder)
+    if not n_parties_given:
+        cfg.dataset.n_parties = len(party_files(folder))
+    files = check_party_count(folder, cfg.dataset.n_parties)
+    cfg.validate()
+    return files
+
+
+def _given_on_command_line(key: str) -> bool:
+    """Whether Hydra's command-line overrides of this run set ``key`` (``key=…``, ``+key=…``, ``++key=…``)."""
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
+
+
 @hydra.main(version_base="1.3", config_path="../conf/vertical", config_name="config")
 def main(dict_cfg: DictConfig) -> None:
     """Compose the config, run the simulation, print the summary, write ``results.json``."""
@@ -84,7 +113,7 @@ def main(dict_cfg: DictConfig) -> None:
     output_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
     cfg.output_dir = str(output_dir)
     if cfg.dataset.data_dir:  # the nodes read DIR/party{k}.{npz,csv}, wherever they run
-        cfg.dataset.data_dir = str(Path(cfg.dataset.data_dir).resolve())
+        use_party_folder(cfg, n_parties_given=_given_on_command_line("dataset.n_parties"))
     results = run_vertical_simulation(cfg, verbose=True)
     console.print(summary_table(cfg, results))
     out = write_results(output_dir, {"config": to_flat(cfg), "results": results})

@@ -1,0 +1,107 @@
+"""Vertical runs on a user's own party files (issue 29): the folder is used whole, the saved models store
+what the results report, the run record describes the files, absent metrics are absent, refusals are one
+line, derived files stay out of the data folder, and free-text columns are caught."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clients.vertical_csv_example import write_wine_parties
+from clients.vertical_files import check_party_count, party_files
+from clients.vertical_party import party_data
+from protocol.vertical import DatasetConfig, VerticalConfig, VerticalStrategyConfig
+from simulations.deploy_local import main as deploy_main
+from simulations.deploy_local import vertical_parties
+from simulations.vertical import use_party_folder
+from tests.fake_grid import task_identity
+
+
+@pytest.fixture(autouse=True)
+def flower_task_identity() -> Iterator[None]:
+    with task_identity():
+        yield
+
+
+@pytest.fixture(scope="module")
+def wine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_wine_parties(tmp_path_factory.mktemp("wine"), parties=3, aligned_fraction=0.3, seed=0)[0].parent
+
+
+def _config(folder: Path, n_parties: int = 3, **strategy: object) -> VerticalConfig:
+    settings = {"epochs": 3, "warmup_epochs": 0, "alignment": "insecure_plaintext", **strategy}
+    return VerticalConfig(dataset=DatasetConfig(n_parties=n_parties, data_dir=str(folder)),
+                          strategy=VerticalStrategyConfig(**settings), seed=0)
+
+
+def _folder(wine: Path, tmp_path: Path, names: tuple[str, ...]) -> Path:
+    """A copy of the wine folder holding only the party files ``names`` (with their settings files)."""
+    for name in names:
+        shutil.copy(wine / name, tmp_path / name)
+        settings = (wine / name).with_suffix(".json")
+        if settings.is_file():
+            shutil.copy(settings, tmp_path / settings.name)
+    return tmp_path
+
+
+# --- 1. the folder is used whole --------------------------------------------------------------------
+@pytest.mark.parametrize(("names", "given", "expected"), [
+    (("party0.csv", "party1.csv", "party2.csv"), None, 3),  # unset: from the folder
+    (("party0.csv", "party1.csv", "party2.csv"), 3, 3),
+    (("party0.csv", "party1.csv"), None, 2),
+    (("party0.csv", "party1.csv", "party2.csv"), 2,
+     r"holds 3 party files \(party0.csv, party1.csv, party2.csv\) but dataset.n_parties=2: .*set "
+     r"dataset.n_parties=3"),
+    (("party0.csv", "party1.csv"), 3, r"holds 2 party files \(party0.csv, party1.csv\) but dataset.n_parties=3"),
+    (("party0.csv", "party2.csv"), None, r"party0, party1, … \(.npz or .csv\) without gaps, found \['party0.csv'"),
+    (("party1.csv", "party2.csv"), None, r"without gaps"),
+    ((), None, r"without gaps, found none"),
+])
+def test_a_data_folder_is_used_whole_or_refused(wine: Path, tmp_path: Path, names: tuple[str, ...],
+                                               given: int | None, expected: int | str) -> None:
+    folder = _folder(wine, tmp_path, names)
+    cfg = _config(folder, n_parties=given or 2)  # the schema's default 2 when not given
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            use_party_folder(cfg, n_parties_given=given is not None)
+        return
+    files = use_party_folder(cfg, n_parties_given=given is not None)
+    assert cfg.dataset.n_parties == expected == len(files)
+    assert [f.name for f in files] == list(names) and cfg.dataset.data_dir == str(folder.resolve())
+
+
+def test_a_node_refuses_a_folder_with_more_party_files_than_the_run(wine: Path) -> None:
+    with pytest.raises(ValueError, match=r"holds 3 party files .* but dataset.n_parties=2"):
+        party_data(_config(wine, n_parties=2), 1)
+    assert [f.name for f in party_files(wine)] == ["party0.csv", "party1.csv", "party2.csv"]
+    (wine / "party2.npz").write_bytes(b"")
+    try:
+        with pytest.raises(ValueError, match=r"two files of one party: \['party2.csv', 'party2.npz'\]"):
+            check_party_count(wine, 3)
+    finally:
+        (wine / "party2.npz").unlink()
+
+
+@pytest.mark.parametrize(("parties", "folder", "expected"), [
+    (None, True, 3), (3, True, 3), (None, False, 2), (4, False, 4),
+    (2, True, r"holds 3 party files \(party0.csv, party1.csv, party2.csv\) but --parties=2"),
+])
+def test_deploy_local_starts_one_node_per_party_file(wine: Path, parties: int | None, folder: bool,
+                                                     expected: int | str) -> None:
+    data_dir = wine if folder else None
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            vertical_parties(parties, data_dir)
+    else:
+        assert vertical_parties(parties, data_dir) == expected
+
+
+def test_deploy_local_refuses_a_disagreeing_parties_before_starting_anything(
+        wine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        deploy_main(["--parties", "2", "--data-dir", str(wine), "--workdir", str(tmp_path / "w")])
+    assert stop.value.code == 2
+    assert "error: data folder" in capsys.readouterr().err and not (tmp_path / "w").exists()
