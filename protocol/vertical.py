@@ -323,19 +323,21 @@ Fusion = tuple[float, float, float]
 
 
 def configured_fusion(strategy: VerticalStrategyConfig) -> Fusion:
-    """The fusion the settings describe: top model, the local head if on, prototype scores if on."""
-    return (1.0, 1.0 if strategy.local_head else 0.0,
+    """The fusion the settings describe: the top model if split learning trains it, the local head if
+    on, prototype scores if on (without split learning: the local head alone, ``(0, 1, 0)``)."""
+    return (1.0 if strategy.split_learning else 0.0, 1.0 if strategy.local_head else 0.0,
             strategy.prototype_fusion if strategy.prototypes else 0.0)
 
 
 def fusion_candidates(strategy: VerticalStrategyConfig) -> list[Fusion]:
     """The fusions the active party may choose from, the configured one first.
 
-    ``fixed`` selection has only the configured one; ``validation`` adds the same without the prototype
-    scores and, with a local head, the head alone and the head with the prototype scores.
+    ``fixed`` selection, and a run without split learning, have only the configured one; ``validation``
+    adds the same without the prototype scores and, with a local head, the head alone and the head with
+    the prototype scores.
     """
     configured = configured_fusion(strategy)
-    if strategy.fusion_selection == "fixed":
+    if strategy.fusion_selection == "fixed" or not strategy.split_learning:  # no top model to weigh
         return [configured]
     candidates = [configured, (1.0, configured[1], 0.0)]
     if strategy.local_head:

@@ -37,9 +37,18 @@ from strategies.vertical_prototype import run_vertical
 console = Console()
 
 
-def print_epoch(epoch: int, metrics: dict[str, float]) -> None:
+ABSENT = "–"
+"""How the console shows a metric that does not apply to the run (``null`` in ``results.json``)."""
+
+
+def fmt(value: float | None, spec: str = ".4f") -> str:
+    """``value`` formatted by ``spec``; :data:`ABSENT` for ``None`` (a metric the run has not)."""
+    return ABSENT if value is None else format(value, spec)
+
+
+def print_epoch(epoch: int, metrics: dict[str, float | None]) -> None:
     """Live progress: one line per epoch."""
-    parts = [f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"]
+    parts = [f"{k}={fmt(v, '.4g')}" for k, v in metrics.items() if k != "epoch"]
     console.print(f"[bold]epoch {epoch + 1}[/bold]  " + "  ".join(parts))
 
 
@@ -69,11 +78,10 @@ def summary_table(cfg: VerticalConfig, results: dict[str, Any]) -> Table:
     eps = results["label_dp_epsilon"]
     for split in ("val", "test"):
         r = results[split]
-        passive = [v for k, v in r.items() if k.startswith("passive_only")]
-        table.add_row(split, f"{r['aligned']:.4f}", f"{r['active_only']:.4f}",
-                      f"{sum(passive) / len(passive):.4f}" if passive else "-",
-                      f"{attack['exact']:.3f}" if "exact" in attack else "-",  # prototype attacks only
-                      f"{attack['nearest']:.3f}" if "nearest" in attack else "-",
+        passive = [v for k, v in r.items() if k.startswith("passive_only") and v is not None]
+        table.add_row(split, fmt(r["aligned"]), fmt(r.get("active_only")),
+                      fmt(sum(passive) / len(passive) if passive else None),
+                      fmt(attack.get("exact"), ".3f"), fmt(attack.get("nearest"), ".3f"),  # prototype attacks
                       "∞" if math.isinf(eps) else f"{eps:.3g}")
     return table
 

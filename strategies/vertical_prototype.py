@@ -137,7 +137,7 @@ class VerticalPrototype:
     """
 
     def __init__(
-        self, cfg: VerticalConfig, *, on_epoch: Callable[[int, dict[str, float]], None] | None = None
+        self, cfg: VerticalConfig, *, on_epoch: Callable[[int, dict[str, float | None]], None] | None = None
     ) -> None:
         self.cfg = cfg
         self.on_epoch = on_epoch
@@ -184,8 +184,9 @@ class VerticalPrototype:
         aligned_trips = link.round_trips
         history, releases = self._train(link, n_aligned, rng)
         training_trips = link.round_trips - aligned_trips
-        # without split learning the active party predicts every user with its local head alone
-        fusion = self._select_fusion(link) if s.split_learning else {"fusion": [0.0, 1.0, 0.0]}
+        # without split learning the active party predicts every user with its local head alone, the
+        # fusion it holds from its settings (the one its saved model stores)
+        fusion = self._select_fusion(link) if s.split_learning else {"fusion": list(configured_fusion(s))}
         evaluation = {split: self._evaluate(link, split) for split in ("val", "test")}
         results: dict[str, Any] = {
             **fusion,
@@ -223,7 +224,7 @@ class VerticalPrototype:
         deferred = self._deferred
         history, releases = [], 0
         for epoch in range(s.epochs):
-            metrics: dict[str, float] = {"epoch": epoch}
+            metrics: dict[str, float | None] = {"epoch": epoch}
             if s.split_learning:
                 release = s.prototypes and epoch % s.proto_every == 0
                 metrics["loss"], local = self._aligned_epoch(link, rng.permutation(n_aligned), epoch,
@@ -233,7 +234,7 @@ class VerticalPrototype:
                     releases += 1
             else:
                 local = link.request({ACTIVE: ("local", {"epoch": epoch})})[ACTIVE]
-            metrics["local_loss"] = float(local["loss"])
+            metrics["local_loss"] = float(local["loss"]) if "loss" in local else None  # None: no local pass
             history.append(metrics)
             if self.on_epoch is not None:
                 self.on_epoch(epoch, metrics)
@@ -309,13 +310,18 @@ class VerticalPrototype:
             self._predictions[split] = {name: replies[name][-1] for name in self.passives}
         return self._predictions[split]
 
-    def _evaluate(self, link: PartyLink, split: str) -> dict[str, float]:
+    def _evaluate(self, link: PartyLink, split: str) -> dict[str, float | None]:
+        """Accuracy of every population on ``split``: ``aligned``, ``active_only`` and ``passive_only_k``
+        for each passive party, ``None`` where no predictor of this run covers it (e.g. passive-only
+        users without prototypes)."""
         payload: Payload = {"split": split}
         if self.cfg.strategy.split_learning:
             preds = self._passive_predictions(link, split)
             payload["passive_features"] = [preds[name]["features"] for name in self.passives]
             payload["passive_classes"] = [preds[name]["classes"] for name in self.passives]
-        return {k: float(v) for k, v in link.request({ACTIVE: ("evaluate", payload)})[ACTIVE].items()}
+        reply = link.request({ACTIVE: ("evaluate", payload)})[ACTIVE]
+        names = ["aligned", "active_only", *(f"passive_only_{k}" for k in range(1, len(self.passives) + 1))]
+        return {name: float(reply[name]) if name in reply else None for name in names}
 
     def _measure_attacks(self, link: PartyLink, releases: int) -> dict[str, float]:
         """Each passive party's attack guesses, scored by the active party (measurement only): the
@@ -439,7 +445,7 @@ def run_vertical(
     grid: Grid,
     cfg: VerticalConfig,
     *,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float | None]], None] | None = None,
     node_wait_timeout: float = NODE_WAIT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Server function of a vertical run over Flower: discover parties, align, train, evaluate, save.

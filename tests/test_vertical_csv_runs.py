@@ -4,20 +4,29 @@ line, derived files stay out of the data folder, and free-text columns are caugh
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from rich.console import Console
 
 from clients.vertical_csv_example import write_wine_parties
 from clients.vertical_files import check_party_count, party_files
 from clients.vertical_party import party_data
-from protocol.vertical import DatasetConfig, VerticalConfig, VerticalStrategyConfig
+from clients.vertical_training import predict_saved
+from protocol.vertical import ACTIVE, DatasetConfig, VerticalConfig, VerticalStrategyConfig
 from simulations.deploy_local import main as deploy_main
 from simulations.deploy_local import vertical_parties
-from simulations.vertical import use_party_folder
+from simulations.results import write_results
+from simulations.vertical import ABSENT, print_epoch, summary_table, use_party_folder
+from strategies.vertical_prototype import run_vertical
 from tests.fake_grid import task_identity
+from tests.vertical_helpers import party_grid, run_in_process
 
 
 @pytest.fixture(autouse=True)
@@ -105,3 +114,59 @@ def test_deploy_local_refuses_a_disagreeing_parties_before_starting_anything(
         deploy_main(["--parties", "2", "--data-dir", str(wine), "--workdir", str(tmp_path / "w")])
     assert stop.value.code == 2
     assert "error: data folder" in capsys.readouterr().err and not (tmp_path / "w").exists()
+
+
+# --- 2. every saved model stores the fusion the results report -------------------------------------
+@pytest.mark.parametrize("strategy", [
+    {},  # the prototype method, fusion chosen on validation users
+    {"fusion_selection": "fixed"},
+    {"local_head": False, "prototypes": False},  # vfl_aligned
+    {"prototypes": False},  # vfl_head_fusion
+    {"split_learning": False, "prototypes": False},  # active_only
+])
+def test_saved_models_store_the_reported_fusion_and_reproduce_the_reported_accuracy(
+        wine: Path, tmp_path: Path, strategy: dict[str, object]) -> None:
+    cfg = dataclasses.replace(_config(wine, **strategy), output_dir=str(tmp_path))
+    results = run_vertical(party_grid(3, output_dir=str(tmp_path)), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+    record = torch.load(results["models"][ACTIVE], weights_only=True)
+    assert record["fusion"] == results["fusion"]
+    active = party_data(cfg, 0)
+    passive = {k: predict_saved(results["models"][f"passive{k}"], party_data(cfg, k).test_x) for k in (1, 2)}
+    predicted = predict_saved(results["models"][ACTIVE], active.test_x, [passive[k]["features"] for k in (1, 2)])
+    reported = results["test"]
+    assert np.mean(predicted["aligned"] == active.test_y) == pytest.approx(reported["aligned"])
+    for name, classes in [("active_only", predicted["active_only"]),
+                          *((f"passive_only_{k}", passive[k]["classes"]) for k in (1, 2))]:
+        if reported[name] is None:  # no such predictor in this strategy
+            assert (classes == -1).all(), name
+        else:
+            assert np.mean(classes == active.test_y) == pytest.approx(reported[name]), name
+
+
+# --- 4. metrics that do not apply are absent ---------------------------------------------------------
+@pytest.mark.parametrize(("strategy", "absent"), [
+    ({}, set()),
+    ({"local_head": False, "prototypes": False},  # vfl_aligned: no active-only nor passive-only predictor
+     {"active_only", "passive_only_1", "passive_only_2", "local_loss"}),
+    ({"prototypes": False}, {"passive_only_1", "passive_only_2"}),  # vfl_head_fusion
+    ({"split_learning": False, "prototypes": False}, {"passive_only_1", "passive_only_2"}),  # active_only
+])
+def test_metrics_that_do_not_apply_are_null_in_results_and_a_dash_on_the_console(
+        wine: Path, tmp_path: Path, strategy: dict[str, object], absent: set[str]) -> None:
+    cfg = _config(wine, **strategy)
+    results = run_in_process(cfg)
+    for split in ("val", "test"):
+        assert set(results[split]) == {"aligned", "active_only", "passive_only_1", "passive_only_2"}
+        assert {k for k, v in results[split].items() if v is None} == absent - {"local_loss"}
+        assert all(0.0 < v <= 1.0 for v in results[split].values() if v is not None)
+    assert all((h["local_loss"] is None) == ("local_loss" in absent) for h in results["history"])
+    written = json.loads(write_results(tmp_path, {"results": results}).read_text())["results"]
+    assert written["test"] == results["test"]  # None → null, nothing turned into 0.0
+    console = Console(width=200, record=True)
+    console.print(summary_table(cfg, results))
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in console.export_text().splitlines()]
+    cells = next(r for r in rows if r[:1] == ["test"])
+    assert (cells[2] == ABSENT) == ("active_only" in absent)
+    assert (cells[3] == ABSENT) == ("passive_only_1" in absent)
+    assert "0.0000" not in cells
+    print_epoch(0, results["history"][0])  # formats a None loss as a dash
