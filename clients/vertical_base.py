@@ -118,7 +118,16 @@ class Party:
         self.aligned_rows = np.array([position[u] for u in aligned], dtype=np.int64)
         self.nonaligned_rows = np.setdiff1d(np.arange(len(self.data.ids)), self.aligned_rows)
         return {"n_aligned": len(aligned), "n_nonaligned": len(self.nonaligned_rows),
-                "n_classes": self.data.n_classes, "held_out_digest": held_out_digest(self.data)}
+                "n_classes": self.data.n_classes, "held_out_digest": held_out_digest(self.data),
+                **self.data_description()}
+
+    def data_description(self) -> Payload:
+        """What this party's data is, for the run's record: the file read (absolute path, ``""`` for a
+        bundled split) and its SHA-256, the train / validation / test row counts and the warnings found
+        reading it (one per line). The path and digest leave the node; the rows never do."""
+        d = self.data
+        return {"source": d.source, "sha256": d.sha256, "n_train": len(d.ids), "n_val": len(d.val_ids),
+                "n_test": len(d.test_ids), "data_warnings": "\n".join(d.notes)}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Features of ``x`` without a graph."""

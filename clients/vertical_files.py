@@ -203,6 +203,15 @@ def _checked_labels(y: np.ndarray, n: int, n_classes: int, what: str) -> np.ndar
     return y.astype(np.int64)
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of the bytes of the file at ``path`` (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def held_out_digest(data: PartyData) -> str:
     """SHA-256 of the sorted validation and test IDs: equal at every party of a consistent deployment.
 

@@ -22,6 +22,7 @@ insecure test-only plaintext mode, from the payload itself.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -36,7 +37,7 @@ from clients.node_output import node_file, with_output_dir
 from clients.psi_party import get_alignment, register_psi_handlers
 from clients.vertical_data import PartyData, VerticalSplit, make_vertical_split
 from clients.vertical_features import csv_settings, load_party_csv
-from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY, check_party_count, load_party_file
+from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY, check_party_count, file_sha256, load_party_file
 from clients.vertical_training import ActiveParty, PassiveParty, make_party
 from protocol.codec import from_record
 from protocol.vertical import (
@@ -127,12 +128,14 @@ def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None,
 
 @functools.lru_cache(maxsize=2)
 def _party_file(path: str, index: int, mtime_ns: int) -> PartyData:
-    return load_party_file(path, index)  # cached per path and modification time
+    data = load_party_file(path, index)  # cached per path and modification time
+    return dataclasses.replace(data, source=str(Path(path).resolve()), sha256=file_sha256(path))
 
 
 @functools.lru_cache(maxsize=2)
 def _party_csv(path: str, index: int, settings: tuple[tuple[str, str], ...], mtime_ns: int) -> PartyData:
-    return load_party_csv(path, index, dict(settings))  # cached per path, settings and modification time
+    data = load_party_csv(path, index, dict(settings))  # cached per path, settings and modification time
+    return dataclasses.replace(data, source=str(Path(path).resolve()), sha256=file_sha256(path))
 
 
 def node_party_data(context: Context, cfg: VerticalConfig) -> PartyData:

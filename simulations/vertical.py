@@ -27,10 +27,9 @@ from rich.table import Table
 
 from clients.vertical_files import check_party_count, party_files
 from clients.vertical_party import build_client_app
-from protocol.codec import to_flat
 from protocol.vertical import VerticalConfig
 from simulations.flower_sim import run_flower_simulation
-from simulations.results import write_results
+from simulations.results import vertical_run_record, write_results
 from simulations.vertical_config import register_configs
 from strategies.vertical_prototype import run_vertical
 
@@ -124,7 +123,7 @@ def main(dict_cfg: DictConfig) -> None:
         use_party_folder(cfg, n_parties_given=_given_on_command_line("dataset.n_parties"))
     results = run_vertical_simulation(cfg, verbose=True)
     console.print(summary_table(cfg, results))
-    out = write_results(output_dir, {"config": to_flat(cfg), "results": results})
+    out = write_results(output_dir, vertical_run_record(cfg, results))
     console.print(f"results written to {out}")
 
 

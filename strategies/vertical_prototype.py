@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from pathlib import PurePath
 from typing import Any, Protocol
 
 import numpy as np
@@ -190,6 +191,7 @@ class VerticalPrototype:
         evaluation = {split: self._evaluate(link, split) for split in ("val", "test")}
         results: dict[str, Any] = {
             **fusion,
+            "data": self._data_record(aligned, n_aligned),
             "n_aligned": n_aligned,
             "n_nonaligned": {k: int(r["n_nonaligned"]) for k, r in aligned.items()},
             "history": history,
@@ -209,6 +211,27 @@ class VerticalPrototype:
         results["round_trips_per_epoch"] = training_trips / s.epochs
         results["wall_s"] = time.perf_counter() - start
         return results
+
+    def _data_record(self, aligned: Mapping[str, Payload], n_aligned: int) -> dict[str, Any]:
+        """What the run trained on, from the parties' ``align`` replies: per party the file it read and
+        its SHA-256, its train / validation / test row counts and its reading warnings; the folder of
+        the files (``dataset.data_dir``, else the one folder every party's file is in, else ``None``);
+        the aligned count found. A run on the bundled split records its name and fractions instead."""
+        d = self.cfg.dataset
+        parties = {name: {"file": str(r.get("source", "")) or None,
+                          "sha256": str(r.get("sha256", "")) or None,
+                          "rows": {split: int(r[f"n_{split}"]) for split in ("train", "val", "test")},
+                          "warnings": [w for w in str(r.get("data_warnings", "")).split("\n") if w]}
+                   for name, r in sorted(aligned.items(), key=lambda item: item[0] != ACTIVE)}
+        files = [p["file"] for p in parties.values() if p["file"]]
+        if not files:
+            source: dict[str, Any] = {"dataset": d.name, "aligned_fraction": d.aligned_fraction,
+                                      "validation_fraction": d.validation_fraction,
+                                      "test_fraction": d.test_fraction}
+        else:
+            folders = {str(PurePath(f).parent) for f in files}
+            source = {"folder": d.data_dir or (folders.pop() if len(folders) == 1 else None)}
+        return {**source, "n_aligned": n_aligned, "parties": parties}
 
     def _train(self, link: PartyLink, n_aligned: int, rng: np.random.Generator) -> tuple[list[dict], int]:
         """Every epoch: the aligned exchanges, a prototype release every ``proto_every`` epochs and the

@@ -4,7 +4,9 @@ line, derived files stay out of the data folder, and free-text columns are caugh
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from flwr.app import Context, RecordDict
 from rich.console import Console
 
 from clients.vertical_csv_example import write_wine_parties
@@ -22,7 +25,7 @@ from clients.vertical_training import predict_saved
 from protocol.vertical import ACTIVE, DatasetConfig, VerticalConfig, VerticalStrategyConfig
 from simulations.deploy_local import main as deploy_main
 from simulations.deploy_local import vertical_parties
-from simulations.results import write_results
+from simulations.results import vertical_run_record, write_results
 from simulations.vertical import ABSENT, print_epoch, summary_table, use_party_folder
 from strategies.vertical_prototype import run_vertical
 from tests.fake_grid import task_identity
@@ -170,3 +173,47 @@ def test_metrics_that_do_not_apply_are_null_in_results_and_a_dash_on_the_console
     assert (cells[3] == ABSENT) == ("passive_only_1" in absent)
     assert "0.0000" not in cells
     print_epoch(0, results["history"][0])  # formats a None loss as a dash
+
+
+# --- 3. the run record describes the files the run read ----------------------------------------------
+def _csv_rows(path: Path) -> tuple[dict[str, int], set[str]]:
+    """Row counts per split and the training IDs of a party CSV, counted independently of the reader."""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    counts = {split: sum(r["split"] == split for r in rows) for split in ("train", "val", "test")}
+    return counts, {r["id"] for r in rows if r["split"] == "train"}
+
+
+@pytest.mark.parametrize("per_node_files", [False, True])
+def test_results_record_the_folder_digests_row_counts_and_aligned_count(wine: Path, per_node_files: bool) -> None:
+    cfg = _config(wine, epochs=1)
+    grid = party_grid(3)
+    if per_node_files:  # a deployment: every node names its own file, the run config names no folder
+        cfg = dataclasses.replace(cfg, dataset=DatasetConfig(n_parties=3))
+        for k, node in enumerate(grid.contexts):
+            grid.contexts[node] = Context(run_id=1, node_id=node, state=RecordDict(), run_config={},
+                                          node_config={"party": k, "data-file": str(wine / f"party{k}.csv")})
+    results = run_vertical(grid, cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+    data = results["data"]
+    counted = {name: _csv_rows(wine / f"party{k}.csv") for k, name in enumerate(["active", "passive1", "passive2"])}
+    aligned = set.intersection(*(ids for _, ids in counted.values()))
+    assert data["folder"] == str(wine.resolve()) and data["n_aligned"] == results["n_aligned"] == len(aligned)
+    assert list(data["parties"]) == ["active", "passive1", "passive2"]
+    for k, (name, party) in enumerate(data["parties"].items()):
+        path = wine / f"party{k}.csv"
+        assert party["file"] == str(path.resolve())
+        assert party["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert party["rows"] == counted[name][0] and party["warnings"] == []
+    config = vertical_run_record(cfg, results)["config"]
+    assert not {"dataset.name", "dataset.aligned_fraction", "dataset.validation_fraction",
+                "dataset.test_fraction"} & set(config)
+    assert config["dataset.n_parties"] == 3 and config["dataset.data_dir"] == cfg.dataset.data_dir
+
+
+def test_a_run_on_the_bundled_split_records_its_name_and_fractions() -> None:
+    cfg = VerticalConfig(strategy=VerticalStrategyConfig(epochs=1, warmup_epochs=0))
+    results = run_in_process(cfg)
+    data = results["data"]
+    assert data["dataset"] == "digits" and data["aligned_fraction"] == 0.1 and "folder" not in data
+    assert all(p["file"] is None and p["sha256"] is None for p in data["parties"].values())
+    assert vertical_run_record(cfg, results)["config"]["dataset.name"] == "digits"
