@@ -291,7 +291,9 @@ class VerticalConfig:
     """Everything one vertical run needs; validated when built (Hydra, ``run_config``, a message).
 
     ``output_dir``: where the results and every party's model go (empty: not saved by ``run_vertical``;
-    Hydra's run directory for ``python -m simulations.vertical``).
+    Hydra's run directory for ``python -m simulations.vertical``). ``verbose``: ``python -m
+    simulations.vertical`` keeps Flower's and Ray's logs and shows a refused or failed run's traceback
+    (otherwise one ``error:`` line); the protocol ignores it.
     """
 
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -299,6 +301,7 @@ class VerticalConfig:
     strategy: VerticalStrategyConfig = field(default_factory=VerticalStrategyConfig)
     seed: int = 0
     output_dir: str = ""
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

@@ -10,23 +10,28 @@ to the run directory. Examples::
     python -m simulations.vertical dataset=mnist5k_quarters model=cnn strategy=proto_private
     python -m simulations.vertical dataset.data_dir=DIR  # every DIR/party{k}.{npz,csv}: n_parties from DIR
     python -m simulations.vertical -m dataset.aligned_fraction=0.05,0.1 strategy=proto,vfl_head_fusion
+
+A refused setting or party file is one ``error:`` line and exit status 2 (``verbose=true``: the traceback).
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from flwr.clientapp import ClientApp
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
 from clients.vertical_files import check_party_count, party_files
-from clients.vertical_party import build_client_app
+from clients.vertical_party import build_client_app, party_data
 from protocol.vertical import VerticalConfig
 from simulations.flower_sim import run_flower_simulation
 from simulations.results import vertical_run_record, write_results
@@ -52,17 +57,35 @@ def print_epoch(epoch: int, metrics: dict[str, float | None]) -> None:
 
 
 def run_vertical_simulation(
-    cfg: VerticalConfig, *, verbose: bool = False, client_app: ClientApp | None = None
+    cfg: VerticalConfig, *, verbose: bool = False, client_app: ClientApp | None = None, quiet: bool = False
 ) -> dict[str, Any]:
     """Run ``cfg`` on Flower's simulation engine (one node per party); return the results dict.
 
+    ``verbose`` prints a line per epoch; ``cfg.verbose`` keeps Flower's and Ray's logs, and ``quiet``
+    (without it) hides Flower's logs of a node's exception too, for a caller that reports the error.
     ``client_app`` defaults to :func:`clients.vertical_party.build_client_app` (2048-bit PSI keys only).
     """
     return run_flower_simulation(
         lambda grid, _context: run_vertical(grid, cfg, on_epoch=print_epoch if verbose else None),
         client_app or build_client_app(output_dir=cfg.output_dir or None), cfg.dataset.n_parties,
-        verbose=False,
+        verbose=cfg.verbose, quiet=quiet,
     )
+
+
+def read_party_files(cfg: VerticalConfig) -> list[str]:
+    """Read every party's file of ``cfg``'s data folder here, before any node starts, so that a file the
+    nodes would refuse stops the run at once with its own message; return the reading warnings.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        As :func:`clients.vertical_party.party_data` (naming the file and, for a bad cell, the row).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for k in range(cfg.dataset.n_parties):
+            party_data(cfg, k)
+    return list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
 
 
 def summary_table(cfg: VerticalConfig, results: dict[str, Any]) -> Table:
@@ -115,16 +138,40 @@ def _given_on_command_line(key: str) -> bool:
 
 @hydra.main(version_base="1.3", config_path="../conf/vertical", config_name="config")
 def main(dict_cfg: DictConfig) -> None:
-    """Compose the config, run the simulation, print the summary, write ``results.json``."""
-    cfg: VerticalConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]  # validated here
-    output_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
-    cfg.output_dir = str(output_dir)
-    if cfg.dataset.data_dir:  # the nodes read DIR/party{k}.{npz,csv}, wherever they run
-        use_party_folder(cfg, n_parties_given=_given_on_command_line("dataset.n_parties"))
-    results = run_vertical_simulation(cfg, verbose=True)
+    """Compose the config, run the simulation, print the summary, write ``results.json``.
+
+    A refusal (a setting out of range, a data folder or party file the run cannot use) stops before Ray
+    starts: ``error: <message>`` on stderr, exit status 2. A run that fails later (a node's error, a
+    party that vanished) ends with its cause on one ``error:`` line, exit status 1. ``verbose=true``
+    re-raises either with its traceback and keeps Flower's and Ray's logs.
+    """
+    try:
+        cfg: VerticalConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]  # validated here
+    except (ValueError, OmegaConfBaseException) as err:
+        cause = err.__cause__ if isinstance(err, OmegaConfBaseException) and err.__cause__ else err
+        _stop(cause, 2, hint=False)
+    try:
+        output_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir)
+        cfg.output_dir = str(output_dir)
+        if cfg.dataset.data_dir:  # the nodes read DIR/party{k}.{npz,csv}, wherever they run
+            use_party_folder(cfg, n_parties_given=_given_on_command_line("dataset.n_parties"))
+            for warning in read_party_files(cfg):
+                print(f"warning: {warning}", file=sys.stderr)
+        results = run_vertical_simulation(cfg, verbose=True, quiet=True)
+    except (ValueError, FileNotFoundError, RuntimeError, TimeoutError) as err:
+        if cfg.verbose:
+            raise
+        _stop(err, 2 if isinstance(err, ValueError | FileNotFoundError) else 1, hint=True)
     console.print(summary_table(cfg, results))
     out = write_results(output_dir, vertical_run_record(cfg, results))
     console.print(f"results written to {out}")
+
+
+def _stop(err: BaseException, status: int, *, hint: bool) -> NoReturn:
+    """Print ``err``'s first line as ``error: …`` on stderr and exit with ``status``."""
+    lines = str(err).strip().splitlines() or [type(err).__name__]
+    print(f"error: {lines[0]}" + (" (verbose=true shows the traceback)" if hint else ""), file=sys.stderr)
+    sys.exit(status)
 
 
 register_configs()

@@ -54,7 +54,7 @@ from protocol.vertical import (
     unpack_batch,
 )
 from strategies.alignment import AlignmentError, run_alignment
-from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, wait_for_nodes
+from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, node_error, wait_for_nodes
 from strategies.label_dp import label_dp_epsilon
 
 Payload = dict[str, Any]
@@ -396,7 +396,10 @@ class FlowerLink:
                 raise VerticalProtocolError(f"party {name} (node {self.node_of[name]}) did not reply to "
                                             f"{op!r} within {self.timeout:.0f} s: it has vanished")
             if reply.has_error():
-                raise VerticalProtocolError(f"party {name} failed operation {op!r}: {reply.error.reason}")
+                error = VerticalProtocolError(f"party {name} failed operation {op!r}: "
+                                              f"{node_error(reply.error.reason)}")
+                error.add_note(f"the node's error reply: {reply.error.reason}")  # its traceback, if any
+                raise error
             out[name] = decode_payload(reply.content)
         return out
 

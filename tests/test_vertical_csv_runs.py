@@ -8,7 +8,11 @@ import csv
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +31,12 @@ from simulations.deploy_local import main as deploy_main
 from simulations.deploy_local import vertical_parties
 from simulations.results import vertical_run_record, write_results
 from simulations.vertical import ABSENT, print_epoch, summary_table, use_party_folder
+from strategies.grid_utils import node_error
 from strategies.vertical_prototype import run_vertical
 from tests.fake_grid import task_identity
 from tests.vertical_helpers import party_grid, run_in_process
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -217,3 +224,46 @@ def test_a_run_on_the_bundled_split_records_its_name_and_fractions() -> None:
     assert data["dataset"] == "digits" and data["aligned_fraction"] == 0.1 and "folder" not in data
     assert all(p["file"] is None and p["sha256"] is None for p in data["parties"].values())
     assert vertical_run_record(cfg, results)["config"]["dataset.name"] == "digits"
+
+
+# --- 5. a refusal is one error line and exit status 2 -----------------------------------------------
+def _no_classes(wine: Path, tmp_path: Path) -> Path:
+    folder = _folder(wine, tmp_path / "data", ("party0.csv", "party1.csv", "party2.csv"))
+    (folder / "party2.json").write_text('{"id-column": "id"}')
+    return folder
+
+
+@pytest.mark.parametrize(("args", "message", "verbose"), [
+    (["dataset.data_dir={no_classes}"],
+     r"party file .*/party2.csv: a passive party must declare its run's classes", False),
+    (["dataset.data_dir={no_classes}", "dataset.n_parties=2"],
+     r"data folder .* holds 3 party files \(party0.csv, party1.csv, party2.csv\) but dataset.n_parties=2", False),
+    (["dataset.data_dir={tmp}/nowhere"], r"data folder .*/nowhere does not exist", False),
+    (["strategy.epochs=0"], r"strategy.epochs must be >= 1, got 0", False),
+    (["dataset.data_dir={no_classes}", "verbose=true"], r"Traceback", True),
+])
+def test_a_refused_vertical_run_is_one_error_line_and_exit_status_2(
+        wine: Path, tmp_path: Path, args: list[str], message: str, verbose: bool) -> None:
+    (tmp_path / "data").mkdir()
+    values = {"no_classes": _no_classes(wine, tmp_path), "tmp": tmp_path}
+    command = [sys.executable, "-m", "simulations.vertical", *(a.format(**values) for a in args),
+               f"hydra.run.dir={tmp_path / 'run'}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if verbose:  # the traceback, and no Ray started before the refusal
+        assert done.returncode == 1 and re.search(message, done.stderr) and "ray" not in done.stderr.lower()
+        return
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and re.search(message, lines[0]), done.stderr
+
+
+@pytest.mark.parametrize(("reason", "expected"), [
+    ("<class 'ValueError'>:<'party file a.csv, row 6: column 'age' is 'twenty''>",
+     "party file a.csv, row 6: column 'age' is 'twenty'"),  # a deployment's ClientApp
+    ("<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'ray::ClientAppActor.run()\n  File x\n"
+     "ValueError: got 'none'\n\nException ClientAppException occurred. Message: got 'none''>", "got 'none'"),
+    ("simulated failure", "simulated failure"),
+])
+def test_a_nodes_error_reply_is_summarised_on_one_line(reason: str, expected: str) -> None:
+    assert node_error(reason) == expected
