@@ -123,11 +123,12 @@ class Party:
 
     def data_description(self) -> Payload:
         """What this party's data is, for the run's record: the file read (absolute path, ``""`` for a
-        bundled split) and its SHA-256, the train / validation / test row counts and the warnings found
-        reading it (one per line). The path and digest leave the node; the rows never do."""
+        bundled split) and its SHA-256, the train / validation / test row counts, the warnings found
+        reading it (one per line) and where its fitted feature transform went (``""``: none). The paths
+        and the digest leave the node; the rows never do."""
         d = self.data
         return {"source": d.source, "sha256": d.sha256, "n_train": len(d.ids), "n_val": len(d.val_ids),
-                "n_test": len(d.test_ids), "data_warnings": "\n".join(d.notes)}
+                "n_test": len(d.test_ids), "data_warnings": "\n".join(d.notes), "transform": d.transform}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Features of ``x`` without a graph."""

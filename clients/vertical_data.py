@@ -58,6 +58,7 @@ class PartyData:
     source: str = ""  # the party file read (absolute path); "" for a bundled split
     sha256: str = ""  # SHA-256 of that file's bytes
     notes: tuple[str, ...] = ()  # warnings found while reading it (e.g. a free-text column)
+    transform: str = ""  # where a CSV's fitted feature transform was written (the output folder)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

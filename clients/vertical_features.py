@@ -16,9 +16,11 @@ A party CSV has a header row and one row per user:
 a numeric column is filled with its training median, gets a 0/1 missing flag when a training value was
 missing, and is standardised by the training mean and standard deviation of the filled column; a
 categorical column is one-hot over its training categories (a missing or unseen value: all zeros, plus
-a missing flag when training had missing values). The fitted transform is written beside the CSV as
-``<name>.features.json``; ``python -m clients.vertical_features --transform T --csv NEW --out x.npy``
-applies it to new rows, the inputs of ``python -m clients.vertical_party`` predict.
+a missing flag when training had missing values). A node writes the fitted transform to its output
+folder (``node_config`` ``output-dir``; a simulation's run directory) as ``party{k}.features.json``,
+never beside the CSV, whose folder may be read-only; ``python -m clients.vertical_features --transform
+T --csv NEW --out x.npy`` applies it to new rows, the inputs of ``python -m clients.vertical_party``
+predict.
 
 Reading settings come from ``node_config``; in a ``dataset.data_dir`` run (no per-node config) from an
 optional ``<name>.json`` beside the CSV (``{"id-column": "PassengerId", "classes": "0,1"}``).
@@ -214,9 +216,22 @@ def csv_settings(path: Path, node_config: Mapping[str, Any]) -> dict[str, str]:
     return settings
 
 
-def load_party_csv(path: str | Path, index: int, settings: Mapping[str, Any]) -> PartyData:
-    """Read party ``index``'s CSV (see the module docstring), fit its transform on its training rows, write
-    the transform beside the file, and return the party's data.
+def load_party_csv(path: str | Path, index: int, settings: Mapping[str, Any],
+                   output_dir: str | Path | None = None) -> PartyData:
+    """Read party ``index``'s CSV and fit its transform (:func:`read_party_csv`); with ``output_dir``, write
+    the transform there as ``party{index}.features.json`` (:func:`transform_path`; never beside the CSV,
+    whose folder may be read-only). Return the party's data.
+    """
+    data, transform = read_party_csv(path, index, settings)
+    if output_dir is not None:
+        save_transform(transform, transform_path(output_dir, index))
+    return data
+
+
+def read_party_csv(path: str | Path, index: int,
+                   settings: Mapping[str, Any]) -> tuple[PartyData, FeatureTransform]:
+    """Read party ``index``'s CSV (see the module docstring) and fit its transform on its training rows;
+    return the party's data and the transform. Writes nothing.
 
     Raises
     ------
@@ -270,31 +285,37 @@ def load_party_csv(path: str | Path, index: int, settings: Mapping[str, Any]) ->
     if not features:
         raise ValueError(f"party file {path}: no feature column (columns: {list(table.header)})")
     transform = fit_transform(table, features, rows["train"], _declared_categories(settings))
-    save_transform(transform, transform_path(path))
     parts = {}
     for s, members in rows.items():
         order = members if s == "train" else sorted(members, key=lambda r: ids[r])
         parts[s] = (np.array([ids[r] for r in order], dtype=str), transform.apply(table, order),
                     None if labels is None else labels[order])
-    return PartyData(index=index, role="active" if active else "passive",
+    data = PartyData(index=index, role="active" if active else "passive",
                      ids=parts["train"][0], x=parts["train"][1], y=parts["train"][2],
                      val_ids=parts["val"][0], val_x=parts["val"][1], val_y=parts["val"][2],
                      test_ids=parts["test"][0], test_x=parts["test"][1], test_y=parts["test"][2],
                      n_classes=n_classes)
+    return data, transform
 
 
-def transform_path(csv_path: str | Path) -> Path:
-    """Where the transform fitted on ``csv_path`` is saved: ``<name>.features.json`` beside it."""
-    path = Path(csv_path)
-    return path.with_name(path.stem + TRANSFORM_SUFFIX)
+def transform_path(output_dir: str | Path, index: int) -> Path:
+    """Where party ``index``'s fitted transform is saved: ``party{index}.features.json`` in ``output_dir``
+    (the run's or the node's output folder)."""
+    return Path(output_dir) / f"party{index}{TRANSFORM_SUFFIX}"
 
 
-def save_transform(transform: FeatureTransform, path: Path) -> None:
-    """Write ``transform`` atomically (a reader never sees half a file)."""
+def save_transform(transform: FeatureTransform, path: Path) -> Path:
+    """Write ``transform`` to ``path`` atomically (a reader never sees half a file) unless ``path``
+    already holds it; create the folder if needed; return ``path``."""
+    text = transform.to_json()
+    if path.is_file() and path.read_text() == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(handle, "w") as out:
-        out.write(transform.to_json())
+        out.write(text)
     os.replace(temporary, path)
+    return path
 
 
 def _classes(settings: Mapping[str, Any], path: Path) -> tuple[str, ...]:
@@ -360,7 +381,8 @@ def _number(table: Table, row: int, column: str, text: str) -> float:
 def main(argv: list[str] | None = None) -> None:
     """Apply a saved transform to new rows: the inputs ``python -m clients.vertical_party`` predicts on."""
     parser = argparse.ArgumentParser(description="prepare a party's new CSV rows with its saved transform")
-    parser.add_argument("--transform", type=Path, required=True, help="<name>.features.json of the party")
+    parser.add_argument("--transform", type=Path, required=True,
+                        help="party{k}.features.json of the party (in the run's or node's output folder)")
     parser.add_argument("--csv", type=Path, required=True, help="rows with the party's feature columns")
     parser.add_argument("--out", type=Path, required=True, help="output .npy, (N, width)")
     args = parser.parse_args(argv)

@@ -33,10 +33,16 @@ import torch
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from clients.node_output import node_file, with_output_dir
+from clients.node_output import node_file, node_output_dir, with_output_dir
 from clients.psi_party import get_alignment, register_psi_handlers
 from clients.vertical_data import PartyData, VerticalSplit, make_vertical_split
-from clients.vertical_features import csv_settings, load_party_csv
+from clients.vertical_features import (
+    FeatureTransform,
+    csv_settings,
+    read_party_csv,
+    save_transform,
+    transform_path,
+)
 from clients.vertical_files import DATA_FILE_NODE_CONFIG_KEY, check_party_count, file_sha256, load_party_file
 from clients.vertical_training import ActiveParty, PassiveParty, make_party
 from protocol.codec import from_record
@@ -93,11 +99,13 @@ def _split(name: str, n_parties: int, aligned: float, val: float, test: float, s
 
 
 def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None,
-               settings: Mapping[str, Any] | None = None) -> PartyData:
+               settings: Mapping[str, Any] | None = None, output_dir: str | Path | None = None) -> PartyData:
     """This party's data: its own party file if given, else ``party{index}.{npz,csv}`` in the configured
     ``dataset.data_dir``, else its own view of the configured bundled split (a node keeps only its own
-    part). ``.csv`` files are read by :func:`clients.vertical_features.load_party_csv` with ``settings``
-    (``node_config``'s CSV keys), anything else by :func:`clients.vertical_files.load_party_file`.
+    part). ``.csv`` files are read by :func:`clients.vertical_features.read_party_csv` with ``settings``
+    (``node_config``'s CSV keys), anything else by :func:`clients.vertical_files.load_party_file`. With
+    ``output_dir`` a CSV's fitted transform is written there (``party{index}.features.json``, and its path
+    kept in ``transform``); nothing is ever written beside the data file.
 
     Raises
     ------
@@ -119,7 +127,11 @@ def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None,
         if path.suffix.lower() == ".csv":
             options = csv_settings(path, settings or {})
             mtime = os.stat(data_file).st_mtime_ns
-            return _party_csv(data_file, index, tuple(sorted(options.items())), mtime)
+            data, transform = _party_csv(data_file, index, tuple(sorted(options.items())), mtime)
+            if output_dir is None:
+                return data
+            saved = save_transform(transform, transform_path(output_dir, index))
+            return dataclasses.replace(data, transform=str(saved))
         return _party_file(data_file, index, os.stat(data_file).st_mtime_ns)
     d = cfg.dataset
     split = _split(d.name, d.n_parties, d.aligned_fraction, d.validation_fraction, d.test_fraction, cfg.seed)
@@ -133,17 +145,20 @@ def _party_file(path: str, index: int, mtime_ns: int) -> PartyData:
 
 
 @functools.lru_cache(maxsize=2)
-def _party_csv(path: str, index: int, settings: tuple[tuple[str, str], ...], mtime_ns: int) -> PartyData:
-    data = load_party_csv(path, index, dict(settings))  # cached per path, settings and modification time
-    return dataclasses.replace(data, source=str(Path(path).resolve()), sha256=file_sha256(path))
+def _party_csv(path: str, index: int, settings: tuple[tuple[str, str], ...],
+               mtime_ns: int) -> tuple[PartyData, FeatureTransform]:
+    data, transform = read_party_csv(path, index, dict(settings))  # cached per path, settings and mtime
+    return dataclasses.replace(data, source=str(Path(path).resolve()), sha256=file_sha256(path)), transform
 
 
 def node_party_data(context: Context, cfg: VerticalConfig) -> PartyData:
     """This node's party data, from ``node_config`` (``party``/``partition-id``, ``data-file`` and, for a
-    CSV, ``id-column``, ``label-column``, ``classes``/``n-classes``, ``categories``)."""
+    CSV, ``id-column``, ``label-column``, ``classes``/``n-classes``, ``categories``); a CSV's fitted
+    transform goes to the node's output folder (:func:`clients.node_output.node_output_dir`)."""
     data_file = context.node_config.get(DATA_FILE_NODE_CONFIG_KEY)
     return party_data(cfg, party_index(context, cfg.dataset.n_parties),
-                      None if data_file is None else str(data_file), context.node_config)
+                      None if data_file is None else str(data_file), context.node_config,
+                      output_dir=node_output_dir(context))
 
 
 def load_party(context: Context, cfg: VerticalConfig) -> ActiveParty | PassiveParty:

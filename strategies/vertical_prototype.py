@@ -214,14 +214,16 @@ class VerticalPrototype:
 
     def _data_record(self, aligned: Mapping[str, Payload], n_aligned: int) -> dict[str, Any]:
         """What the run trained on, from the parties' ``align`` replies: per party the file it read and
-        its SHA-256, its train / validation / test row counts and its reading warnings; the folder of
+        its SHA-256, its train / validation / test row counts, its reading warnings and where its fitted
+        feature transform was written (``None``: no CSV, or no output folder); the folder of
         the files (``dataset.data_dir``, else the one folder every party's file is in, else ``None``);
         the aligned count found. A run on the bundled split records its name and fractions instead."""
         d = self.cfg.dataset
         parties = {name: {"file": str(r.get("source", "")) or None,
                           "sha256": str(r.get("sha256", "")) or None,
                           "rows": {split: int(r[f"n_{split}"]) for split in ("train", "val", "test")},
-                          "warnings": [w for w in str(r.get("data_warnings", "")).split("\n") if w]}
+                          "warnings": [w for w in str(r.get("data_warnings", "")).split("\n") if w],
+                          "transform": str(r.get("transform", "")) or None}
                    for name, r in sorted(aligned.items(), key=lambda item: item[0] != ACTIVE)}
         files = [p["file"] for p in parties.values() if p["file"]]
         if not files:

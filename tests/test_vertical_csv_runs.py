@@ -23,6 +23,7 @@ from flwr.app import Context, RecordDict
 from rich.console import Console
 
 from clients.vertical_csv_example import write_wine_parties
+from clients.vertical_features import main as features_main
 from clients.vertical_files import check_party_count, party_files
 from clients.vertical_party import party_data
 from clients.vertical_training import predict_saved
@@ -40,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def flower_task_identity() -> Iterator[None]:
+def flower_task_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.chdir(tmp_path)  # nodes without node_config output-dir write under ./privkit-output
     with task_identity():
         yield
 
@@ -58,6 +60,7 @@ def _config(folder: Path, n_parties: int = 3, **strategy: object) -> VerticalCon
 
 def _folder(wine: Path, tmp_path: Path, names: tuple[str, ...]) -> Path:
     """A copy of the wine folder holding only the party files ``names`` (with their settings files)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for name in names:
         shutil.copy(wine / name, tmp_path / name)
         settings = (wine / name).with_suffix(".json")
@@ -244,7 +247,6 @@ def _no_classes(wine: Path, tmp_path: Path) -> Path:
 ])
 def test_a_refused_vertical_run_is_one_error_line_and_exit_status_2(
         wine: Path, tmp_path: Path, args: list[str], message: str, verbose: bool) -> None:
-    (tmp_path / "data").mkdir()
     values = {"no_classes": _no_classes(wine, tmp_path), "tmp": tmp_path}
     command = [sys.executable, "-m", "simulations.vertical", *(a.format(**values) for a in args),
                f"hydra.run.dir={tmp_path / 'run'}"]
@@ -267,3 +269,32 @@ def test_a_refused_vertical_run_is_one_error_line_and_exit_status_2(
 ])
 def test_a_nodes_error_reply_is_summarised_on_one_line(reason: str, expected: str) -> None:
     assert node_error(reason) == expected
+
+
+# --- 6. derived files go to the output folder, never beside the user's CSV -----------------------------
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def test_a_read_only_data_folder_works_and_derived_files_go_to_the_output_folder(wine: Path, tmp_path: Path) -> None:
+    folder = _folder(wine, tmp_path / "data", ("party0.csv", "party1.csv", "party2.csv"))
+    before = _snapshot(folder)
+    modes = {p: p.stat().st_mode for p in [folder, *folder.iterdir()]}
+    for path in folder.iterdir():
+        path.chmod(0o444)
+    folder.chmod(0o555)  # read-only (a run as root could still write: the snapshot below catches that)
+    out = tmp_path / "run"
+    try:
+        cfg = dataclasses.replace(_config(folder, epochs=1), output_dir=str(out))
+        results = run_vertical(party_grid(3, output_dir=str(out)), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+        assert _snapshot(folder) == before  # nothing written, renamed or touched in the data folder
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+    for k, party in enumerate(results["data"]["parties"].values()):
+        assert party["transform"] == str(out.resolve() / f"party{k}.features.json")
+    new = tmp_path / "new.csv"  # the saved transform prepares new rows exactly as the run prepared them
+    lines = (folder / "party1.csv").read_text().splitlines()
+    new.write_text("\n".join([lines[0], *(line for line in lines[1:] if line.split(",")[1] == "train")]) + "\n")
+    features_main(["--transform", str(out / "party1.features.json"), "--csv", str(new), "--out", str(tmp_path / "x.npy")])
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), party_data(cfg, 1).x)
