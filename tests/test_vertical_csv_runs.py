@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,9 @@ import torch
 from flwr.app import Context, RecordDict
 from rich.console import Console
 
+from clients.vertical_columns import UnseenCategoryWarning
 from clients.vertical_csv_example import write_wine_parties
+from clients.vertical_features import csv_settings, read_party_csv
 from clients.vertical_features import main as features_main
 from clients.vertical_files import check_party_count, party_files
 from clients.vertical_party import party_data
@@ -31,7 +34,7 @@ from protocol.vertical import ACTIVE, DatasetConfig, VerticalConfig, VerticalStr
 from simulations.deploy_local import main as deploy_main
 from simulations.deploy_local import vertical_parties
 from simulations.results import vertical_run_record, write_results
-from simulations.vertical import ABSENT, print_epoch, summary_table, use_party_folder
+from simulations.vertical import ABSENT, print_epoch, read_party_files, summary_table, use_party_folder
 from strategies.grid_utils import node_error
 from strategies.vertical_prototype import run_vertical
 from tests.fake_grid import task_identity
@@ -298,3 +301,68 @@ def test_a_read_only_data_folder_works_and_derived_files_go_to_the_output_folder
     new.write_text("\n".join([lines[0], *(line for line in lines[1:] if line.split(",")[1] == "train")]) + "\n")
     features_main(["--transform", str(out / "party1.features.json"), "--csv", str(new), "--out", str(tmp_path / "x.npy")])
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), party_data(cfg, 1).x)
+
+
+# --- 7. a free-text column is refused naming it; per-party drop-columns / column-types -----------------
+def _people(n_train: int = 40, n_held: int = 10) -> str:
+    """A passive party's CSV: a free-text ``name`` (unique per user), a ``town``, a numeric-coded ``pclass``."""
+    lines = ["id,split,name,town,pclass,fare"]
+    for i in range(n_train + 2 * n_held):
+        split = "train" if i < n_train else "val" if i < n_train + n_held else "test"
+        lines.append(f"u{i},{split},Passenger {i} Smith,{('north', 'south', 'east')[i % 3]},{1 + i % 3},{i * 1.5}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("settings", "outcome"), [
+    ({}, r"column 'name' looks like free text or an ID \(40 distinct values in 40 filled train rows\).*"
+         r"Drop it \(drop-columns: \"name\" in p.json or node_config\).*column-types: \"name=categorical\""),
+    ({"drop-columns": "name"}, ["town", "pclass", "fare"]),
+    ({"drop-columns": ["name", "fare"]}, ["town", "pclass"]),  # a JSON list in party{k}.json
+    ({"drop-columns": "name", "column-types": {"pclass": "categorical"}}, ["town", "pclass", "fare"]),
+    ({"column-types": "name=categorical"}, ["name", "town", "pclass", "fare"]),  # kept: a warning instead
+    ({"drop-columns": "nmae"}, r"'drop-columns' names \['nmae'\], not columns of the file"),
+    ({"drop-columns": "name,id"}, r"'drop-columns' cannot drop \['id'\]: the ID, split and label columns"),
+    ({"drop-columns": "name", "column-types": "town=numeric"}, r"row 2: column 'town' is 'north', not a finite"),
+    ({"column-types": "name:categorical"}, r"'column-types' must read 'column=categorical;other=numeric'"),
+    ({"drop-columns": "name", "column-types": "pclass=number"}, r"'column-types' must read"),
+])
+def test_free_text_columns_are_refused_and_dropped_or_declared_per_party(
+        tmp_path: Path, settings: dict[str, object], outcome: str | list[str]) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text(_people())
+    (tmp_path / "p.json").write_text(json.dumps({"n-classes": 2, **settings}))
+    options = csv_settings(path, {})
+    if isinstance(outcome, str):
+        with pytest.raises(ValueError, match=outcome):
+            read_party_csv(path, 1, options)
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data, transform = read_party_csv(path, 1, options)
+    assert [c.name for c in transform.columns] == outcome
+    kinds = {c.name: c.categories for c in transform.columns}
+    declared = options.get("column-types", "")
+    assert kinds["pclass"] == (("1", "2", "3") if "pclass=categorical" in declared else None)  # else a number
+    assert data.x.shape[1] == transform.width
+    unseen = [str(w.message) for w in caught if issubclass(w.category, UnseenCategoryWarning)]
+    if "name" in outcome:  # every held-out name is new: warned about, and recorded with the data
+        assert len(unseen) == 1 and "column 'name': 20 of 20 held-out values (100 %) never occur" in unseen[0]
+        assert data.notes == (unseen[0],)
+    else:
+        assert not unseen and data.notes == ()
+
+
+def test_the_example_names_column_is_refused_then_dropped_or_declared(wine: Path, tmp_path: Path) -> None:
+    names = write_wine_parties(tmp_path / "names", parties=3, aligned_fraction=0.3, seed=0, names=True)[0].parent
+    cfg = _config(names)
+    with pytest.raises(ValueError, match=r"party1.csv: column 'name' looks like free text or an ID \(66 distinct"):
+        read_party_files(cfg)
+    settings = json.loads((names / "party1.json").read_text())
+    (names / "party1.json").write_text(json.dumps({**settings, "column-types": {"name": "categorical"}}))
+    warned = read_party_files(cfg)
+    assert len(warned) == 1 and "column 'name'" in warned[0]
+    assert run_in_process(cfg)["data"]["parties"]["passive1"]["warnings"] == warned
+    (names / "party1.json").write_text(json.dumps({**settings, "drop-columns": ["name"]}))
+    assert read_party_files(cfg) == []
+    dropped = party_data(cfg, 1)
+    np.testing.assert_array_equal(dropped.x, party_data(_config(wine), 1).x)  # as if it never had the column
