@@ -126,7 +126,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "wall_s": float(np.mean([r["wall_s"] for r in runs])),
         "steps_per_exchange": runs[0]["steps_per_exchange"],
         "round_trips_per_epoch": float(np.mean([r["round_trips_per_epoch"] for r in runs])),
-        "n_aligned": float(np.mean([r["n_aligned"] for r in runs])),
+        "n_aligned": _mean([r["n_aligned"] for r in runs]),  # None: a baseline without alignment
         "fusions": [r.get("fusion") for r in runs],  # per seed: (top, head, prototype) weights used
     }
     passive_only = _mean([r["test"].get("passive_only_1") for r in runs])

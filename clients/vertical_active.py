@@ -326,9 +326,10 @@ class ActiveParty(Party):
                                 self.cfg.strategy.temperature_scale)
 
     def op_evaluate(self, payload: Payload) -> Payload:
-        """Accuracies on ``split`` for aligned, active-only and passive-only users; a population no
-        predictor covers (class ``-1``: no local head nor prototype at me, no prototype at passive party
-        k) has no key."""
+        """Accuracies on ``split`` for aligned, active-only and passive-only users, and each one's
+        confusion matrix (``confusion_<name>``: counts, rows the true class, columns the predicted one); a
+        population no predictor covers (class ``-1``: no local head nor prototype at me, no prototype at
+        passive party k) has no key."""
         split = str(payload["split"])
         x = self._split_x(split)
         y = torch.from_numpy(np.asarray(self.data.val_y if split == "val" else self.data.test_y))
@@ -338,7 +339,12 @@ class ActiveParty(Party):
             guesses = torch.as_tensor(np.asarray(classes))
             if not bool((guesses < 0).any()):
                 preds[f"passive_only_{k}"] = guesses
-        return {name: float((p == y).double().mean()) for name, p in preds.items()}
+        out: Payload = {name: float((p == y).double().mean()) for name, p in preds.items()}
+        n = self.data.n_classes
+        for name, p in preds.items():
+            pairs = y.long() * n + p.long()
+            out[f"confusion_{name}"] = torch.bincount(pairs, minlength=n * n).reshape(n, n).numpy()
+        return out
 
     def state(self) -> dict[str, Any]:
         out = super().state()

@@ -341,7 +341,7 @@ def read_party_csv(path: str | Path, index: int,
                      ids=parts["train"][0], x=parts["train"][1], y=parts["train"][2],
                      val_ids=parts["val"][0], val_x=parts["val"][1], val_y=parts["val"][2],
                      test_ids=parts["test"][0], test_x=parts["test"][1], test_y=parts["test"][2],
-                     n_classes=n_classes, notes=tuple(notes))
+                     n_classes=n_classes, notes=tuple(notes), class_names=tuple(classes) if active else ())
     return data, transform
 
 

@@ -136,6 +136,33 @@ def _given_on_command_line(key: str) -> bool:
     return any(o.split("=", 1)[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
 
 
+POPULATIONS = {"aligned": "aligned users", "active_only": "active-only users"}
+"""Row labels of the per-class table (``passive_only_k``: ``passive-only users (party k)``)."""
+
+
+def per_class_table(results: dict[str, Any], split: str = "test") -> Table | None:
+    """Recall of every class for each population of ``split`` that has a predictor, with each row's
+    predicted-class counts (a head that predicts one class for everyone shows as one full column);
+    ``None`` if the results carry no per-class view."""
+    views = results.get("per_class", {}).get(split)
+    if not views or all(v is None for v in views.values()):
+        return None
+    n_classes = len(next(v for v in views.values() if v is not None)["recall"])
+    names = results.get("data", {}).get("classes") or [f"class {c}" for c in range(n_classes)]
+    table = Table(title=f"per-class recall, {split} users (predicted count in brackets)")
+    table.add_column("population")
+    for name in names:
+        table.add_column(str(name), justify="right")
+    for population, view in views.items():
+        if view is None:
+            continue
+        label = POPULATIONS.get(population, f"passive-only users (party {population.rsplit('_', 1)[-1]})")
+        predicted = [sum(row[c] for row in view["confusion"]) for c in range(n_classes)]
+        cells = [f"{fmt(r, '.2f')} ({n})" for r, n in zip(view["recall"], predicted, strict=True)]
+        table.add_row(label, *cells)
+    return table
+
+
 @hydra.main(version_base="1.3", config_path="../conf/vertical", config_name="config")
 def main(dict_cfg: DictConfig) -> None:
     """Compose the config, run the simulation, print the summary, write ``results.json``.
@@ -163,6 +190,8 @@ def main(dict_cfg: DictConfig) -> None:
             raise
         _stop(err, 2 if isinstance(err, ValueError | FileNotFoundError) else 1, hint=True)
     console.print(summary_table(cfg, results))
+    if (by_class := per_class_table(results)) is not None:
+        console.print(by_class)
     out = write_results(output_dir, vertical_run_record(cfg, results))
     console.print(f"results written to {out}")
 

@@ -5,7 +5,8 @@ active party (label holder) and the passive parties, in phases:
 
 1. **alignment** — an :data:`AlignmentPhase` (Paillier PSI over Flower, see :mod:`strategies.alignment`,
    or a direct intersection in the in-process benchmark) after which every party adopts the aligned IDs
-   in one canonical order (operation ``align``);
+   in one canonical order (operation ``align``); a run without split learning (the ``active_only``
+   baseline) uses no aligned user and skips the phase (``n_aligned`` is ``None``);
 2. **epochs** — aligned minibatches of split learning, ``steps_per_exchange`` per exchange (FedBCD), one
    prototype release per ``proto_every`` epochs (second prototypes go only to the party whose feature
    space they live in) and one local pass at the active party (local head + first loss); the passive
@@ -14,7 +15,8 @@ active party (label holder) and the passive parties, in phases:
    :meth:`PartyLink.request` is one round trip and the results count them per phase;
 3. **evaluation** — with ``fusion_selection = validation`` the active party first picks how to fuse its
    predictors on its validation users (:func:`protocol.vertical.fusion_candidates`); then validation and test
-   accuracy for aligned, active-only and passive-only users; the label-inference attacks measured at
+   accuracy for aligned, active-only and passive-only users (``None`` where no predictor of the run covers
+   them), with each one's per-class recall and confusion matrix; the label-inference attacks measured at
    every passive party (prototype and gradient attacks); the label-DP ε of the prototype releases and
    of everything a passive party receives.
 
@@ -121,6 +123,15 @@ def send_batches(link: PartyLink, ops: Mapping[str, list[tuple[str, Payload]]]) 
             for name, seq in ops.items()}
 
 
+def per_class(confusion: np.ndarray) -> dict[str, Any]:
+    """Recall of every class (``None`` for a class without users) and the confusion matrix (rows: true
+    class, columns: predicted class) as lists, from a matrix of counts."""
+    counts = np.asarray(confusion, dtype=np.int64)
+    users = counts.sum(axis=1)
+    recall = [float(counts[c, c] / users[c]) if users[c] else None for c in range(len(counts))]
+    return {"recall": recall, "confusion": counts.tolist()}
+
+
 def passive_names(n_parties: int) -> list[str]:
     """Names of the passive parties, ``passive1 … passive{n-1}`` (party ``k`` is data party index ``k``)."""
     return [f"passive{k}" for k in range(1, n_parties)]
@@ -146,6 +157,7 @@ class VerticalPrototype:
         # per run: operations riding in each passive party's next message, its held-out predictions
         self._deferred: dict[str, list[tuple[str, Payload]]] = {}
         self._predictions: dict[str, dict[str, Payload]] = {}
+        self._per_class: dict[str, dict[str, dict[str, Any] | None]] = {}
 
     def run(self, link: PartyLink, alignment: AlignmentPhase) -> dict[str, Any]:
         """Alignment, ``cfg.strategy.epochs`` epochs, evaluation; return the results dict.
@@ -166,7 +178,10 @@ class VerticalPrototype:
         link = CountingLink(link)
         self._deferred = {name: [] for name in self.passives}
         self._predictions = {}
-        align_payloads = alignment(link)
+        if s.split_learning:
+            align_payloads = alignment(link)
+        else:  # the active_only baseline uses no alignment: no PSI; every party adopts an empty set
+            align_payloads = {name: {"aligned_ids": []} for name in link.parties}
         aligned = link.request({name: ("align", align_payloads[name]) for name in link.parties})
         n_aligned = int(aligned[ACTIVE]["n_aligned"])
         if any(int(r["n_aligned"]) != n_aligned for r in aligned.values()):
@@ -188,14 +203,16 @@ class VerticalPrototype:
         # without split learning the active party predicts every user with its local head alone, the
         # fusion it holds from its settings (the one its saved model stores)
         fusion = self._select_fusion(link) if s.split_learning else {"fusion": list(configured_fusion(s))}
+        self._per_class = {}
         evaluation = {split: self._evaluate(link, split) for split in ("val", "test")}
         results: dict[str, Any] = {
             **fusion,
-            "data": self._data_record(aligned, n_aligned),
-            "n_aligned": n_aligned,
+            "data": self._data_record(aligned, n_aligned if s.split_learning else None),
+            "n_aligned": n_aligned if s.split_learning else None,  # None: no alignment was run
             "n_nonaligned": {k: int(r["n_nonaligned"]) for k, r in aligned.items()},
             "history": history,
             **evaluation,
+            "per_class": self._per_class,
             "prototype_releases": releases,
             "label_dp_epsilon": label_dp_epsilon(s.noise(), releases, len(self.passives), s.dp_delta),
             "label_dp_delta": s.dp_delta,
@@ -212,7 +229,7 @@ class VerticalPrototype:
         results["wall_s"] = time.perf_counter() - start
         return results
 
-    def _data_record(self, aligned: Mapping[str, Payload], n_aligned: int) -> dict[str, Any]:
+    def _data_record(self, aligned: Mapping[str, Payload], n_aligned: int | None) -> dict[str, Any]:
         """What the run trained on, from the parties' ``align`` replies: per party the file it read and
         its SHA-256, its train / validation / test row counts, its reading warnings and where its fitted
         feature transform was written (``None``: no CSV, or no output folder); the folder of
@@ -233,7 +250,9 @@ class VerticalPrototype:
         else:
             folders = {str(PurePath(f).parent) for f in files}
             source = {"folder": d.data_dir or (folders.pop() if len(folders) == 1 else None)}
-        return {**source, "n_aligned": n_aligned, "parties": parties}
+        names = str(aligned[ACTIVE].get("class_names", "")) if ACTIVE in aligned else ""
+        return {**source, "n_aligned": n_aligned, "classes": names.split("\n") if names else None,
+                "parties": parties}
 
     def _train(self, link: PartyLink, n_aligned: int, rng: np.random.Generator) -> tuple[list[dict], int]:
         """Every epoch: the aligned exchanges, a prototype release every ``proto_every`` epochs and the
@@ -346,6 +365,8 @@ class VerticalPrototype:
             payload["passive_classes"] = [preds[name]["classes"] for name in self.passives]
         reply = link.request({ACTIVE: ("evaluate", payload)})[ACTIVE]
         names = ["aligned", "active_only", *(f"passive_only_{k}" for k in range(1, len(self.passives) + 1))]
+        self._per_class[split] = {name: per_class(reply[f"confusion_{name}"]) if f"confusion_{name}" in reply
+                                  else None for name in names}
         return {name: float(reply[name]) if name in reply else None for name in names}
 
     def _measure_attacks(self, link: PartyLink, releases: int) -> dict[str, float]:
@@ -492,7 +513,7 @@ def run_vertical(
     alignment = (psi_alignment(grid, node_of, s.psi_timeout_s, s.psi_key_bits, psi_report, s.psi_backend)
                  if s.alignment == "psi" else insecure_plaintext_alignment)
     results = VerticalPrototype(cfg, on_epoch=on_epoch).run(link, alignment)
-    results["alignment"] = {"method": s.alignment, **psi_report}
+    results["alignment"] = {"method": s.alignment, **psi_report} if s.split_learning else {"method": "none"}
     if cfg.output_dir:
         saved = link.request({name: ("save", {"name": f"{name}.pt"}) for name in link.parties})
         results["models"] = {name: r["path"] for name, r in saved.items()}

@@ -34,9 +34,16 @@ from protocol.vertical import ACTIVE, DatasetConfig, VerticalConfig, VerticalStr
 from simulations.deploy_local import main as deploy_main
 from simulations.deploy_local import vertical_parties
 from simulations.results import vertical_run_record, write_results
-from simulations.vertical import ABSENT, print_epoch, read_party_files, summary_table, use_party_folder
+from simulations.vertical import (
+    ABSENT,
+    per_class_table,
+    print_epoch,
+    read_party_files,
+    summary_table,
+    use_party_folder,
+)
 from strategies.grid_utils import node_error
-from strategies.vertical_prototype import run_vertical
+from strategies.vertical_prototype import per_class, run_vertical
 from tests.fake_grid import task_identity
 from tests.vertical_helpers import party_grid, run_in_process
 
@@ -366,3 +373,56 @@ def test_the_example_names_column_is_refused_then_dropped_or_declared(wine: Path
     assert read_party_files(cfg) == []
     dropped = party_data(cfg, 1)
     np.testing.assert_array_equal(dropped.x, party_data(_config(wine), 1).x)  # as if it never had the column
+
+
+# --- 8. per-class recall and confusion matrices per population; active_only runs no PSI -----------------
+def test_per_class_recall_of_a_confusion_matrix() -> None:
+    view = per_class(np.array([[3, 1, 0], [0, 0, 0], [2, 0, 2]]))
+    assert view == {"recall": [0.75, None, 0.5], "confusion": [[3, 1, 0], [0, 0, 0], [2, 0, 2]]}
+
+
+@pytest.mark.parametrize("strategy", [{}, {"local_head": False, "prototypes": False}])
+def test_each_population_has_its_confusion_matrix_and_per_class_recall(
+        wine: Path, strategy: dict[str, object]) -> None:
+    results = run_in_process(_config(wine, **strategy))
+    test_y = party_data(_config(wine), 0).test_y
+    assert results["data"]["classes"] == ["class_0", "class_1", "class_2"]  # the label holder's names
+    for split in ("val", "test"):
+        assert set(results["per_class"][split]) == set(results[split])
+        for population, accuracy in results[split].items():
+            view = results["per_class"][split][population]
+            if accuracy is None:
+                assert view is None, population
+                continue
+            counts = np.array(view["confusion"])
+            assert counts.shape == (3, 3) and counts.sum() == len(test_y if split == "test" else
+                                                                   party_data(_config(wine), 0).val_y)
+            assert np.trace(counts) / counts.sum() == pytest.approx(accuracy), population
+            assert view["recall"] == pytest.approx([counts[c, c] / counts[c].sum() for c in range(3)])
+    assert np.array(results["per_class"]["test"]["aligned"]["confusion"]).sum(axis=1).tolist() == \
+        np.bincount(test_y, minlength=3).tolist()  # rows are the true classes
+    console = Console(width=200, record=True)
+    console.print(per_class_table(results))
+    text = console.export_text()
+    assert "class_0" in text and "aligned users" in text
+    assert ("passive-only users (party 1)" in text) == (results["test"]["passive_only_1"] is not None)
+
+
+def test_a_head_that_predicts_one_class_shows_in_the_per_class_table() -> None:
+    one_class = {"recall": [1.0, 0.0], "confusion": [[5, 0], [4, 0]]}
+    results = {"per_class": {"test": {"aligned": one_class, "active_only": None}}, "data": {"classes": ["no", "yes"]}}
+    console = Console(width=200, record=True)
+    console.print(per_class_table(results))
+    row = next(line for line in console.export_text().splitlines() if "aligned users" in line)
+    assert "1.00 (9)" in row and "0.00 (0)" in row and "active-only" not in console.export_text()
+
+
+def test_the_active_only_baseline_runs_no_psi(wine: Path) -> None:
+    cfg = _config(wine, split_learning=False, prototypes=False, alignment="psi", psi_key_bits=512)
+    grid = party_grid(3)
+    results = run_vertical(grid, cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+    kinds = {m.metadata.message_type for m in grid.sent}
+    assert not [k for k in kinds if "psi" in k], sorted(kinds)
+    assert results["alignment"] == {"method": "none"} and results["n_aligned"] is None
+    assert results["data"]["n_aligned"] is None and results["test"]["active_only"] is not None
+    assert results["test"]["aligned"] == results["test"]["active_only"]  # the head predicts every user
