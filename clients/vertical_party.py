@@ -114,14 +114,7 @@ def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None,
     ValueError
         If ``dataset.data_dir`` holds another number of party files than ``dataset.n_parties``.
     """
-    if data_file is None and cfg.dataset.data_dir:
-        found = [p for p in (Path(cfg.dataset.data_dir) / f"party{index}{s}" for s in (".npz", ".csv"))
-                 if p.is_file()]
-        if len(found) != 1:
-            raise FileNotFoundError(f"dataset.data_dir {cfg.dataset.data_dir} must hold exactly one of "
-                                    f"party{index}.npz / party{index}.csv, found {[p.name for p in found]}")
-        check_party_count(cfg.dataset.data_dir, cfg.dataset.n_parties)  # the folder is used whole
-        data_file = str(found[0])
+    data_file = party_file(cfg, index, data_file)
     if data_file is not None:
         path = Path(data_file)
         if path.suffix.lower() == ".csv":
@@ -136,6 +129,28 @@ def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None,
     d = cfg.dataset
     split = _split(d.name, d.n_parties, d.aligned_fraction, d.validation_fraction, d.test_fraction, cfg.seed)
     return split.parties[index]
+
+
+def party_file(cfg: VerticalConfig, index: int, data_file: str | None = None) -> str | None:
+    """The file party ``index`` reads: ``data_file`` if given, else ``party{index}.{npz,csv}`` in the
+    configured ``dataset.data_dir`` (a folder used whole), else ``None`` (the bundled split).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``dataset.data_dir`` holds neither ``party{index}.npz`` nor ``party{index}.csv``, or both.
+    ValueError
+        If ``dataset.data_dir`` holds another number of party files than ``dataset.n_parties``.
+    """
+    if data_file is not None or not cfg.dataset.data_dir:
+        return data_file
+    found = [p for p in (Path(cfg.dataset.data_dir) / f"party{index}{s}" for s in (".npz", ".csv"))
+             if p.is_file()]
+    if len(found) != 1:
+        raise FileNotFoundError(f"dataset.data_dir {cfg.dataset.data_dir} must hold exactly one of "
+                                f"party{index}.npz / party{index}.csv, found {[p.name for p in found]}")
+    check_party_count(cfg.dataset.data_dir, cfg.dataset.n_parties)  # the folder is used whole
+    return str(found[0])
 
 
 @functools.lru_cache(maxsize=2)
@@ -155,10 +170,12 @@ def node_party_data(context: Context, cfg: VerticalConfig) -> PartyData:
     """This node's party data, from ``node_config`` (``party``/``partition-id``, ``data-file`` and, for a
     CSV, ``id-column``, ``label-column``, ``classes``/``n-classes``, ``categories``); a CSV's fitted
     transform goes to the node's output folder (:func:`clients.node_output.node_output_dir`)."""
-    data_file = context.node_config.get(DATA_FILE_NODE_CONFIG_KEY)
-    return party_data(cfg, party_index(context, cfg.dataset.n_parties),
-                      None if data_file is None else str(data_file), context.node_config,
-                      output_dir=node_output_dir(context))
+    configured = context.node_config.get(DATA_FILE_NODE_CONFIG_KEY)
+    index = party_index(context, cfg.dataset.n_parties)
+    data_file = party_file(cfg, index, None if configured is None else str(configured))
+    reads_csv = data_file is not None and Path(data_file).suffix.lower() == ".csv"  # else nothing to write
+    return party_data(cfg, index, data_file, context.node_config,
+                      output_dir=node_output_dir(context) if reads_csv else None)
 
 
 def load_party(context: Context, cfg: VerticalConfig) -> ActiveParty | PassiveParty:
