@@ -105,6 +105,11 @@ def run_once(dataset: str, fraction: float, seed: int, strategy: VerticalStrateg
         name: {"aligned_ids": common} for name in link.parties})
 
 
+def _mean(values: list[float | None]) -> float | None:
+    """Mean over seeds of a metric, ``None`` if a run has it not (e.g. no active-only predictor)."""
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean / std over seeds of test and validation accuracy, attack accuracies, ε and wall time."""
     test = np.array([r["test"]["aligned"] for r in runs])
@@ -113,7 +118,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "accuracy": float(test.mean()),
         "accuracy_std": float(test.std(ddof=1)) if len(runs) > 1 else 0.0,
         "val_accuracy": float(np.mean([r["val"]["aligned"] for r in runs])),
-        "active_only_accuracy": float(np.mean([r["test"]["active_only"] for r in runs])),
+        "active_only_accuracy": _mean([r["test"].get("active_only") for r in runs]),
         "attack_exact": float(np.mean([a["exact"] for a in attack])) if all(attack) else None,
         "attack_nearest": float(np.mean([a["nearest"] for a in attack])) if all(attack) else None,
         **{f"attack_{key}": float(np.mean([a[key] for a in attack])) if all(a and key in a for a in attack)
@@ -121,11 +126,12 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "wall_s": float(np.mean([r["wall_s"] for r in runs])),
         "steps_per_exchange": runs[0]["steps_per_exchange"],
         "round_trips_per_epoch": float(np.mean([r["round_trips_per_epoch"] for r in runs])),
-        "n_aligned": float(np.mean([r["n_aligned"] for r in runs])),
+        "n_aligned": _mean([r["n_aligned"] for r in runs]),  # None: a baseline without alignment
         "fusions": [r.get("fusion") for r in runs],  # per seed: (top, head, prototype) weights used
     }
-    if any("passive_only_1" in r["test"] for r in runs):
-        out["passive_only_accuracy"] = float(np.mean([r["test"].get("passive_only_1", 0.0) for r in runs]))
+    passive_only = _mean([r["test"].get("passive_only_1") for r in runs])
+    if passive_only is not None:
+        out["passive_only_accuracy"] = passive_only
     eps = runs[0]["label_dp_epsilon"]
     out["label_dp_epsilon"] = None if math.isinf(eps) else float(eps)
     view = runs[0]["passive_view_epsilon"]

@@ -291,7 +291,9 @@ class VerticalConfig:
     """Everything one vertical run needs; validated when built (Hydra, ``run_config``, a message).
 
     ``output_dir``: where the results and every party's model go (empty: not saved by ``run_vertical``;
-    Hydra's run directory for ``python -m simulations.vertical``).
+    Hydra's run directory for ``python -m simulations.vertical``). ``verbose``: ``python -m
+    simulations.vertical`` keeps Flower's and Ray's logs and shows a refused or failed run's traceback
+    (otherwise one ``error:`` line); the protocol ignores it.
     """
 
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -299,6 +301,7 @@ class VerticalConfig:
     strategy: VerticalStrategyConfig = field(default_factory=VerticalStrategyConfig)
     seed: int = 0
     output_dir: str = ""
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -323,19 +326,21 @@ Fusion = tuple[float, float, float]
 
 
 def configured_fusion(strategy: VerticalStrategyConfig) -> Fusion:
-    """The fusion the settings describe: top model, the local head if on, prototype scores if on."""
-    return (1.0, 1.0 if strategy.local_head else 0.0,
+    """The fusion the settings describe: the top model if split learning trains it, the local head if
+    on, prototype scores if on (without split learning: the local head alone, ``(0, 1, 0)``)."""
+    return (1.0 if strategy.split_learning else 0.0, 1.0 if strategy.local_head else 0.0,
             strategy.prototype_fusion if strategy.prototypes else 0.0)
 
 
 def fusion_candidates(strategy: VerticalStrategyConfig) -> list[Fusion]:
     """The fusions the active party may choose from, the configured one first.
 
-    ``fixed`` selection has only the configured one; ``validation`` adds the same without the prototype
-    scores and, with a local head, the head alone and the head with the prototype scores.
+    ``fixed`` selection, and a run without split learning, have only the configured one; ``validation``
+    adds the same without the prototype scores and, with a local head, the head alone and the head with
+    the prototype scores.
     """
     configured = configured_fusion(strategy)
-    if strategy.fusion_selection == "fixed":
+    if strategy.fusion_selection == "fixed" or not strategy.split_learning:  # no top model to weigh
         return [configured]
     candidates = [configured, (1.0, configured[1], 0.0)]
     if strategy.local_head:

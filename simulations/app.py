@@ -22,11 +22,11 @@ from clients.pate.node import handle_describe, handle_prepare
 from clients.pate.secagg import register_secagg_handlers
 from clients.progress_log import with_progress_file
 from clients.vertical.handlers import register_vertical_handlers
-from protocol.codec import from_flat, to_flat
+from protocol.codec import from_flat
 from protocol.vertical import VerticalConfig
 from simulations.pate_config import PateConfig
 from simulations.pate_server import run_pate_server
-from simulations.results import write_results
+from simulations.results import vertical_run_record, write_results
 from strategies.grid_utils import wait_for_nodes
 from strategies.vertical_prototype import run_vertical
 
@@ -99,6 +99,6 @@ def main(grid: Grid, context: Context) -> None:
         cfg = from_flat(VerticalConfig, section(run_config, "vertical"), what="run_config")  # validated here
         results = run_vertical(grid, cfg)
         if cfg.output_dir:
-            write_results(cfg.output_dir, {"config": to_flat(cfg), "results": results})
+            write_results(cfg.output_dir, vertical_run_record(cfg, results))
     else:
         raise ValueError(f"run_config method must be one of {METHODS}, got {method!r}")

@@ -14,7 +14,7 @@ SuperLink's address and hand each site its own key and data file).
 - ``--method vertical``: one SuperNode per party, ``node_config`` ``party=k data-file=...`` with the party
   files of a bundled split written by :mod:`clients.vertical.party_files`, or with ``--data-dir DIR`` the
   files ``DIR/party{k}.csv`` (:mod:`clients.vertical.party_csv`) or ``.npz`` (each node reads only its own
-  file).
+  file), all of them: ``--parties`` defaults to their number and is refused if it disagrees.
 - ``--method pate`` (the digits smoke setting): ``--teacher-nodes`` SuperNodes with
   ``role=teacher teachers=a-b`` (contiguous groups) and one ``role=student`` SuperNode. ``pate.*`` keys of
   ``--run-config`` are composed into the run's config, so they are validated with it: digits' noise group
@@ -51,7 +51,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from clients.vertical.party_files import DATA_FILE_NODE_CONFIG_KEY
+from clients.vertical.party_files import DATA_FILE_NODE_CONFIG_KEY, check_party_count, party_files
 from clients.vertical.party_files import main as export_party_files
 from simulations.deploy_credentials import make_certificates, make_node_key
 from simulations.pate_config import run_config_overrides
@@ -77,6 +77,21 @@ def node_configs(method: str, *, parties: int, teacher_nodes: int, num_teachers:
     teachers = [f"role='teacher' teachers='{a}-{b - 1}'" for a, b in zip(bounds, bounds[1:], strict=False)]
     student = "role='student'" + own
     return [*teachers, student]
+
+
+def vertical_parties(parties: int | None, data_dir: Path | None) -> int:
+    """How many vertical parties to start: every party file of ``data_dir`` (``--parties``, if given, must
+    agree), else ``parties`` or 2 for an exported bundled split.
+
+    Raises
+    ------
+    ValueError
+        If ``data_dir`` holds no party files, a gap or a doubled party, or another number than ``parties``.
+    """
+    if data_dir is None:
+        return 2 if parties is None else parties
+    count = len(party_files(data_dir)) if parties is None else parties
+    return len(check_party_count(data_dir, count, "--parties"))
 
 
 def party_path(data_dir: Path, k: int) -> Path:
@@ -313,8 +328,8 @@ def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2
            data_dir: Path | None = None) -> int:
     """Start the SuperLink and SuperNodes, ``flwr run`` the app against them, stop everything.
 
-    Vertical parties read ``data_dir/party{k}.{csv,npz}`` if ``data_dir`` is given, else a bundled digits
-    split exported to ``WORKDIR/data``.
+    Vertical parties read ``data_dir/party{k}.{csv,npz}`` if ``data_dir`` is given (``parties`` must be
+    their number: :func:`vertical_parties`), else a bundled digits split exported to ``WORKDIR/data``.
 
     Returns 0 if the run completed, else 1 (the run's status is printed); component logs are in
     ``WORKDIR/logs``.
@@ -324,6 +339,8 @@ def deploy(method: str, workdir: Path, *, run_config: str = "", parties: int = 2
     out.mkdir(parents=True, exist_ok=True)
     if method == "vertical" and data_dir is None:
         export_party_files(["--parties", str(parties), "--out", str(workdir / "data")])
+    elif method == "vertical":  # a folder of party files is used whole
+        check_party_count(data_dir, parties, "--parties")
     data_dir = workdir / "data" if data_dir is None else data_dir.resolve()
     pate_overrides, run_config = split_pate_run_config(run_config) if method == "pate" else ((), run_config)
     settings = run_settings(method, out, parties=parties, teacher_nodes=teacher_nodes,
@@ -350,7 +367,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/deploy"))
     parser.add_argument("--run-config", default="", help="extra run_config overrides, e.g. "
                                                          "'vertical.strategy.epochs=2'")
-    parser.add_argument("--parties", type=int, default=2, help="vertical: SuperNodes (one per party)")
+    parser.add_argument("--parties", type=int, default=None,
+                        help="vertical: SuperNodes (one per party); default: every party file of --data-dir, "
+                             "else 2")
     parser.add_argument("--teacher-nodes", type=int, default=2, help="pate: teacher SuperNodes")
     parser.add_argument("--num-teachers", type=int, default=20, help="pate: teachers in all")
     parser.add_argument("--insecure", action="store_true",
@@ -360,6 +379,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="vertical: read party{k}.csv or .npz here instead of exporting a bundled split")
     args = parser.parse_args(argv)
+    try:
+        args.parties = vertical_parties(args.parties, args.data_dir) if args.method == "vertical" else 2
+    except ValueError as err:
+        parser.error(str(err))
     code = deploy(args.method, args.workdir, run_config=args.run_config, parties=args.parties,
                   teacher_nodes=args.teacher_nodes, num_teachers=args.num_teachers, tls=not args.insecure,
                   port=args.port, timeout=args.timeout, data_dir=args.data_dir)

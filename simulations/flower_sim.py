@@ -42,6 +42,7 @@ def run_flower_simulation(
     cpus_per_node: float = 1.0,
     total_cpus: int | None = None,
     verbose: bool = False,
+    quiet: bool = False,
 ) -> T:
     """Run ``server_main`` as a ServerApp against ``num_supernodes`` simulated nodes.
 
@@ -60,6 +61,9 @@ def run_flower_simulation(
         CPUs given to Ray; defaults to ``os.cpu_count()``.
     verbose : bool (default: False)
         Keep Flower's and Ray's INFO logs (otherwise only warnings are shown).
+    quiet : bool (default: False)
+        Without ``verbose``, hide Flower's error logs too (a node's exception and its traceback): for
+        callers that report the error the server's main function raises on one line of their own.
     """
     if num_supernodes < 1:
         raise ValueError(f"num_supernodes must be >= 1, got {num_supernodes}")
@@ -84,10 +88,13 @@ def run_flower_simulation(
     deprecation_filter = _HideRunSimulationDeprecation()
     flwr_logger.addFilter(deprecation_filter)
     if not verbose:
-        flwr_logger.setLevel(logging.WARNING)
+        flwr_logger.setLevel(logging.CRITICAL if quiet else logging.WARNING)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
+            if not verbose:  # Ray's notice about a future default for GPU env vars (no GPU used here)
+                warnings.filterwarnings("ignore", message="Tip: In future versions of Ray",
+                                        category=FutureWarning)
             run_simulation(
                 server_app=server_app,
                 client_app=client_app,

@@ -54,6 +54,7 @@ from protocol.psi import (
     message_type,
     positions_key,
 )
+from strategies.grid_utils import node_error
 
 logger = logging.getLogger(__name__)
 
@@ -196,9 +197,11 @@ class _Relay:
                     node_id=node_id,
                 )
             if reply.has_error():
-                raise AlignmentError(
-                    f"party {node_id} failed at {action}: {reply.error.reason}", step=action, node_id=node_id
-                )
+                reason = node_error(reply.error.reason)
+                error = AlignmentError(f"party {node_id} failed at {action}: {reason}", step=action,
+                                       node_id=node_id)
+                error.add_note(f"the node's error reply: {reply.error.reason}")
+                raise error
             if CONTENT_KEY not in reply.content.config_records:
                 raise AlignmentError(
                     f"party {node_id} sent a malformed {action} reply", step=action, node_id=node_id

@@ -5,7 +5,8 @@ active party (label holder) and the passive parties, in phases:
 
 1. **alignment** — an :data:`AlignmentPhase` (Paillier PSI over Flower, see :mod:`strategies.alignment`,
    or a direct intersection in the in-process benchmark) after which every party adopts the aligned IDs
-   in one canonical order (operation ``align``);
+   in one canonical order (operation ``align``); a run without split learning (the ``active_only``
+   baseline) uses no aligned user and skips the phase (``n_aligned`` is ``None``);
 2. **epochs** — aligned minibatches of split learning, ``steps_per_exchange`` per exchange (FedBCD), one
    prototype release per ``proto_every`` epochs (second prototypes go only to the party whose feature
    space they live in) and one local pass at the active party (local head + first loss); the passive
@@ -14,7 +15,8 @@ active party (label holder) and the passive parties, in phases:
    :meth:`PartyLink.request` is one round trip and the results count them per phase;
 3. **evaluation** — with ``fusion_selection = validation`` the active party first picks how to fuse its
    predictors on its validation users (:func:`protocol.vertical.fusion_candidates`); then validation and test
-   accuracy for aligned, active-only and passive-only users; the label-inference attacks measured at
+   accuracy for aligned, active-only and passive-only users (``None`` where no predictor of the run covers
+   them), with each one's per-class recall and confusion matrix; the label-inference attacks measured at
    every passive party (prototype and gradient attacks); the label-DP ε of the prototype releases and
    of everything a passive party receives.
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from pathlib import PurePath
 from typing import Any, Protocol
 
 import numpy as np
@@ -53,7 +56,7 @@ from protocol.vertical import (
     unpack_batch,
 )
 from strategies.alignment import AlignmentError, run_alignment
-from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, wait_for_nodes
+from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, node_error, wait_for_nodes
 from strategies.label_dp import label_dp_epsilon
 
 Payload = dict[str, Any]
@@ -120,6 +123,15 @@ def send_batches(link: PartyLink, ops: Mapping[str, list[tuple[str, Payload]]]) 
             for name, seq in ops.items()}
 
 
+def per_class(confusion: np.ndarray) -> dict[str, Any]:
+    """Recall of every class (``None`` for a class without users) and the confusion matrix (rows: true
+    class, columns: predicted class) as lists, from a matrix of counts."""
+    counts = np.asarray(confusion, dtype=np.int64)
+    users = counts.sum(axis=1)
+    recall = [float(counts[c, c] / users[c]) if users[c] else None for c in range(len(counts))]
+    return {"recall": recall, "confusion": counts.tolist()}
+
+
 def passive_names(n_parties: int) -> list[str]:
     """Names of the passive parties, ``passive1 … passive{n-1}`` (party ``k`` is data party index ``k``)."""
     return [f"passive{k}" for k in range(1, n_parties)]
@@ -137,7 +149,7 @@ class VerticalPrototype:
     """
 
     def __init__(
-        self, cfg: VerticalConfig, *, on_epoch: Callable[[int, dict[str, float]], None] | None = None
+        self, cfg: VerticalConfig, *, on_epoch: Callable[[int, dict[str, float | None]], None] | None = None
     ) -> None:
         self.cfg = cfg
         self.on_epoch = on_epoch
@@ -145,6 +157,7 @@ class VerticalPrototype:
         # per run: operations riding in each passive party's next message, its held-out predictions
         self._deferred: dict[str, list[tuple[str, Payload]]] = {}
         self._predictions: dict[str, dict[str, Payload]] = {}
+        self._per_class: dict[str, dict[str, dict[str, Any] | None]] = {}
 
     def run(self, link: PartyLink, alignment: AlignmentPhase) -> dict[str, Any]:
         """Alignment, ``cfg.strategy.epochs`` epochs, evaluation; return the results dict.
@@ -165,7 +178,10 @@ class VerticalPrototype:
         link = CountingLink(link)
         self._deferred = {name: [] for name in self.passives}
         self._predictions = {}
-        align_payloads = alignment(link)
+        if s.split_learning:
+            align_payloads = alignment(link)
+        else:  # the active_only baseline uses no alignment: no PSI; every party adopts an empty set
+            align_payloads = {name: {"aligned_ids": []} for name in link.parties}
         aligned = link.request({name: ("align", align_payloads[name]) for name in link.parties})
         n_aligned = int(aligned[ACTIVE]["n_aligned"])
         if any(int(r["n_aligned"]) != n_aligned for r in aligned.values()):
@@ -184,15 +200,19 @@ class VerticalPrototype:
         aligned_trips = link.round_trips
         history, releases = self._train(link, n_aligned, rng)
         training_trips = link.round_trips - aligned_trips
-        # without split learning the active party predicts every user with its local head alone
-        fusion = self._select_fusion(link) if s.split_learning else {"fusion": [0.0, 1.0, 0.0]}
+        # without split learning the active party predicts every user with its local head alone, the
+        # fusion it holds from its settings (the one its saved model stores)
+        fusion = self._select_fusion(link) if s.split_learning else {"fusion": list(configured_fusion(s))}
+        self._per_class = {}
         evaluation = {split: self._evaluate(link, split) for split in ("val", "test")}
         results: dict[str, Any] = {
             **fusion,
-            "n_aligned": n_aligned,
+            "data": self._data_record(aligned, n_aligned if s.split_learning else None),
+            "n_aligned": n_aligned if s.split_learning else None,  # None: no alignment was run
             "n_nonaligned": {k: int(r["n_nonaligned"]) for k, r in aligned.items()},
             "history": history,
             **evaluation,
+            "per_class": self._per_class,
             "prototype_releases": releases,
             "label_dp_epsilon": label_dp_epsilon(s.noise(), releases, len(self.passives), s.dp_delta),
             "label_dp_delta": s.dp_delta,
@@ -209,6 +229,31 @@ class VerticalPrototype:
         results["wall_s"] = time.perf_counter() - start
         return results
 
+    def _data_record(self, aligned: Mapping[str, Payload], n_aligned: int | None) -> dict[str, Any]:
+        """What the run trained on, from the parties' ``align`` replies: per party the file it read and
+        its SHA-256, its train / validation / test row counts, its reading warnings and where its fitted
+        feature transform was written (``None``: no CSV, or no output folder); the folder of
+        the files (``dataset.data_dir``, else the one folder every party's file is in, else ``None``);
+        the aligned count found. A run on the bundled split records its name and fractions instead."""
+        d = self.cfg.dataset
+        parties = {name: {"file": str(r.get("source", "")) or None,
+                          "sha256": str(r.get("sha256", "")) or None,
+                          "rows": {split: int(r[f"n_{split}"]) for split in ("train", "val", "test")},
+                          "warnings": [w for w in str(r.get("data_warnings", "")).split("\n") if w],
+                          "transform": str(r.get("transform", "")) or None}
+                   for name, r in sorted(aligned.items(), key=lambda item: item[0] != ACTIVE)}
+        files = [p["file"] for p in parties.values() if p["file"]]
+        if not files:
+            source: dict[str, Any] = {"dataset": d.name, "aligned_fraction": d.aligned_fraction,
+                                      "validation_fraction": d.validation_fraction,
+                                      "test_fraction": d.test_fraction}
+        else:
+            folders = {str(PurePath(f).parent) for f in files}
+            source = {"folder": d.data_dir or (folders.pop() if len(folders) == 1 else None)}
+        names = str(aligned[ACTIVE].get("class_names", "")) if ACTIVE in aligned else ""
+        return {**source, "n_aligned": n_aligned, "classes": names.split("\n") if names else None,
+                "parties": parties}
+
     def _train(self, link: PartyLink, n_aligned: int, rng: np.random.Generator) -> tuple[list[dict], int]:
         """Every epoch: the aligned exchanges, a prototype release every ``proto_every`` epochs and the
         active party's local pass; return the per-epoch metrics and the number of releases.
@@ -223,7 +268,7 @@ class VerticalPrototype:
         deferred = self._deferred
         history, releases = [], 0
         for epoch in range(s.epochs):
-            metrics: dict[str, float] = {"epoch": epoch}
+            metrics: dict[str, float | None] = {"epoch": epoch}
             if s.split_learning:
                 release = s.prototypes and epoch % s.proto_every == 0
                 metrics["loss"], local = self._aligned_epoch(link, rng.permutation(n_aligned), epoch,
@@ -233,7 +278,7 @@ class VerticalPrototype:
                     releases += 1
             else:
                 local = link.request({ACTIVE: ("local", {"epoch": epoch})})[ACTIVE]
-            metrics["local_loss"] = float(local["loss"])
+            metrics["local_loss"] = float(local["loss"]) if "loss" in local else None  # None: no local pass
             history.append(metrics)
             if self.on_epoch is not None:
                 self.on_epoch(epoch, metrics)
@@ -309,13 +354,20 @@ class VerticalPrototype:
             self._predictions[split] = {name: replies[name][-1] for name in self.passives}
         return self._predictions[split]
 
-    def _evaluate(self, link: PartyLink, split: str) -> dict[str, float]:
+    def _evaluate(self, link: PartyLink, split: str) -> dict[str, float | None]:
+        """Accuracy of every population on ``split``: ``aligned``, ``active_only`` and ``passive_only_k``
+        for each passive party, ``None`` where no predictor of this run covers it (e.g. passive-only
+        users without prototypes)."""
         payload: Payload = {"split": split}
         if self.cfg.strategy.split_learning:
             preds = self._passive_predictions(link, split)
             payload["passive_features"] = [preds[name]["features"] for name in self.passives]
             payload["passive_classes"] = [preds[name]["classes"] for name in self.passives]
-        return {k: float(v) for k, v in link.request({ACTIVE: ("evaluate", payload)})[ACTIVE].items()}
+        reply = link.request({ACTIVE: ("evaluate", payload)})[ACTIVE]
+        names = ["aligned", "active_only", *(f"passive_only_{k}" for k in range(1, len(self.passives) + 1))]
+        self._per_class[split] = {name: per_class(reply[f"confusion_{name}"]) if f"confusion_{name}" in reply
+                                  else None for name in names}
+        return {name: float(reply[name]) if name in reply else None for name in names}
 
     def _measure_attacks(self, link: PartyLink, releases: int) -> dict[str, float]:
         """Each passive party's attack guesses, scored by the active party (measurement only): the
@@ -367,7 +419,10 @@ class FlowerLink:
                 raise VerticalProtocolError(f"party {name} (node {self.node_of[name]}) did not reply to "
                                             f"{op!r} within {self.timeout:.0f} s: it has vanished")
             if reply.has_error():
-                raise VerticalProtocolError(f"party {name} failed operation {op!r}: {reply.error.reason}")
+                error = VerticalProtocolError(f"party {name} failed operation {op!r}: "
+                                              f"{node_error(reply.error.reason)}")
+                error.add_note(f"the node's error reply: {reply.error.reason}")  # its traceback, if any
+                raise error
             out[name] = decode_payload(reply.content)
         return out
 
@@ -439,7 +494,7 @@ def run_vertical(
     grid: Grid,
     cfg: VerticalConfig,
     *,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_epoch: Callable[[int, dict[str, float | None]], None] | None = None,
     node_wait_timeout: float = NODE_WAIT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Server function of a vertical run over Flower: discover parties, align, train, evaluate, save.
@@ -458,7 +513,7 @@ def run_vertical(
     alignment = (psi_alignment(grid, node_of, s.psi_timeout_s, s.psi_key_bits, psi_report, s.psi_backend)
                  if s.alignment == "psi" else insecure_plaintext_alignment)
     results = VerticalPrototype(cfg, on_epoch=on_epoch).run(link, alignment)
-    results["alignment"] = {"method": s.alignment, **psi_report}
+    results["alignment"] = {"method": s.alignment, **psi_report} if s.split_learning else {"method": "none"}
     if cfg.output_dir:
         saved = link.request({name: ("save", {"name": f"{name}.pt"}) for name in link.parties})
         results["models"] = {name: r["path"] for name, r in saved.items()}

@@ -50,7 +50,7 @@ def _write(path: Path, text: str) -> Path:
 
 def test_a_party_csv_is_filled_flagged_standardised_and_one_hot(tmp_path: Path) -> None:
     data = load_party_csv(_write(tmp_path / "a.csv", ACTIVE_CSV), 0, {"id-column": "id", "label-column": "label",
-                                                                     "classes": "no,yes"})
+                                                                     "classes": "no,yes"}, tmp_path / "out")
     # age over the train rows: 10, (30 = median of 10, 30, 50), 30, 50 -> mean 30, std sqrt(200)
     std = np.sqrt(200.0)
     assert data.ids.tolist() == ["u1", "u2", "u3", "u4"] and data.y.tolist() == [1, 0, 1, 0]
@@ -61,25 +61,26 @@ def test_a_party_csv_is_filled_flagged_standardised_and_one_hot(tmp_path: Path) 
     np.testing.assert_allclose(data.val_x, [[-10 / std, 0, 0, 0, 0]], rtol=1e-6)
     np.testing.assert_allclose(data.test_x, [[0, 1, 0, 1, 0]], rtol=1e-6)
     assert data.val_ids.tolist() == ["u5"] and data.test_y.tolist() == [0] and data.n_classes == 2
-    saved = FeatureTransform.from_json(transform_path(tmp_path / "a.csv").read_text())
+    saved = FeatureTransform.from_json(transform_path(tmp_path / "out", 0).read_text())
     assert [c.name for c in saved.columns] == ["age", "town"] and saved.columns[0].median == 30.0
 
 
 def test_the_saved_transform_prepares_new_rows_for_predict(wine: Path, tmp_path: Path) -> None:
     path = wine / "party1.csv"
-    data = load_party_csv(path, 1, csv_settings(path, {}))
+    data = load_party_csv(path, 1, csv_settings(path, {}), tmp_path)
     lines = path.read_text().splitlines()
     train = [line for line in lines[1:] if line.split(",")[1] == "train"]
     _write(tmp_path / "new.csv", "\n".join([lines[0], *train]) + "\n")
-    main(["--transform", str(transform_path(path)), "--csv", str(tmp_path / "new.csv"),
+    main(["--transform", str(transform_path(tmp_path, 1)), "--csv", str(tmp_path / "new.csv"),
           "--out", str(tmp_path / "x.npy")])
     np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), data.x)
     assert abs(data.x[:, 0].mean()) < 1e-6 and data.x[:, 0].std() == pytest.approx(1.0, abs=1e-5)
 
 
 def test_each_party_fits_its_transform_on_its_own_training_rows_only(wine: Path, tmp_path: Path) -> None:
-    before = load_party_csv(wine / "party1.csv", 1, csv_settings(wine / "party1.csv", {}))
-    fitted = transform_path(wine / "party1.csv").read_text()
+    out, copy_out = tmp_path / "out", tmp_path / "copy_out"  # each party writes its fit to its output folder
+    before = load_party_csv(wine / "party1.csv", 1, csv_settings(wine / "party1.csv", {}), out)
+    fitted = transform_path(out, 1).read_text()
     copy = tmp_path / "copy"
     shutil.copytree(wine, copy)
     for k in (0, 2):  # other parties' rows: halve them and change every value
@@ -87,19 +88,19 @@ def test_each_party_fits_its_transform_on_its_own_training_rows_only(wine: Path,
         (copy / f"party{k}.csv").write_text("\n".join([lines[0], *(
             ",".join(c if j < 2 or not c.replace(".", "").isdigit() else str(float(c) * 7 + 3)
                      for j, c in enumerate(line.split(","))) for line in lines[1::2])]) + "\n")
-        load_party_csv(copy / f"party{k}.csv", k, csv_settings(copy / f"party{k}.csv", {}))
+        load_party_csv(copy / f"party{k}.csv", k, csv_settings(copy / f"party{k}.csv", {}), copy_out)
     lines = (copy / "party1.csv").read_text().splitlines()  # this party's held-out rows: changed too
     held = [",".join([*line.split(",")[:2], "999", *line.split(",")[3:]]) if line.split(",")[1] != "train"
             else line for line in lines[1:]]
     (copy / "party1.csv").write_text("\n".join([lines[0], *held]) + "\n")
-    after = load_party_csv(copy / "party1.csv", 1, csv_settings(copy / "party1.csv", {}))
-    assert transform_path(copy / "party1.csv").read_text() == fitted
+    after = load_party_csv(copy / "party1.csv", 1, csv_settings(copy / "party1.csv", {}), copy_out)
+    assert transform_path(copy_out, 1).read_text() == fitted
     np.testing.assert_array_equal(after.x, before.x)
     assert not np.array_equal(after.val_x, before.val_x)
-    load_party_csv(wine / "party2.csv", 2, csv_settings(wine / "party2.csv", {}))
-    other = FeatureTransform.from_json(transform_path(copy / "party2.csv").read_text())
+    load_party_csv(wine / "party2.csv", 2, csv_settings(wine / "party2.csv", {}), out)
+    other = FeatureTransform.from_json(transform_path(copy_out, 2).read_text())
     assert other.columns[0].mean != FeatureTransform.from_json(  # the changed party's own fit did change
-        transform_path(wine / "party2.csv").read_text()).columns[0].mean
+        transform_path(out, 2).read_text()).columns[0].mean
 
 
 @pytest.mark.parametrize(("index", "text", "settings", "match"), [
@@ -144,7 +145,8 @@ def _wine_config(wine: Path, **strategy: object) -> VerticalConfig:
                           strategy=VerticalStrategyConfig(**settings), seed=0)
 
 
-def test_a_vertical_run_from_csv_party_files(wine: Path) -> None:
+def test_a_vertical_run_from_csv_party_files(wine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # nodes without node_config output-dir write under ./privkit-output
     cfg = _wine_config(wine)
     parties = [party_data(cfg, k) for k in range(3)]
     assert [p.x.shape[1] for p in parties] == [14, 12, 12] and parties[2].n_classes == 3

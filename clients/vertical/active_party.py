@@ -217,7 +217,7 @@ class ActiveParty(Party):
                 and epoch >= s.warmup_epochs and s.lam > 0)
         rows = np.arange(len(self.y)) if s.local_head else self.nonaligned_rows
         if not (s.local_head or pull) or len(rows) == 0:
-            return {"loss": 0.0}
+            return {}  # nothing to train: no loss (``None`` in the history)
         nonaligned = torch.zeros(len(self.y), dtype=torch.bool)
         nonaligned[torch.from_numpy(self.nonaligned_rows)] = True
         order = rows[torch.randperm(len(rows), generator=seeded_generator(self.cfg.seed, epoch, 1)).numpy()]
@@ -326,15 +326,24 @@ class ActiveParty(Party):
                                 self.cfg.strategy.temperature_scale)
 
     def op_evaluate(self, payload: Payload) -> Payload:
-        """Accuracies on ``split`` for aligned, active-only and passive-only users."""
+        """Accuracies on ``split`` for aligned, active-only and passive-only users, and each one's
+        confusion matrix (``confusion_<name>``: counts, rows the true class, columns the predicted one); a
+        population no predictor covers (class ``-1``: no local head nor prototype at me, no prototype at
+        passive party k) has no key."""
         split = str(payload["split"])
         x = self._split_x(split)
         y = torch.from_numpy(np.asarray(self.data.val_y if split == "val" else self.data.test_y))
         passive = self._passive_features(payload, len(x)) if self.cfg.strategy.split_learning else None
-        preds = self.predict(x, passive)
-        out: Payload = {name: float((p == y).double().mean()) for name, p in preds.items()}
+        preds = {name: p for name, p in self.predict(x, passive).items() if not bool((p < 0).any())}
         for k, classes in enumerate(payload.get("passive_classes", []), start=1):
-            out[f"passive_only_{k}"] = float((torch.as_tensor(np.asarray(classes)) == y).double().mean())
+            guesses = torch.as_tensor(np.asarray(classes))
+            if not bool((guesses < 0).any()):
+                preds[f"passive_only_{k}"] = guesses
+        out: Payload = {name: float((p == y).double().mean()) for name, p in preds.items()}
+        n = self.data.n_classes
+        for name, p in preds.items():
+            pairs = y.long() * n + p.long()
+            out[f"confusion_{name}"] = torch.bincount(pairs, minlength=n * n).reshape(n, n).numpy()
         return out
 
     def state(self) -> dict[str, Any]:

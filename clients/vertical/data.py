@@ -55,6 +55,11 @@ class PartyData:
     test_x: np.ndarray
     test_y: np.ndarray | None
     n_classes: int
+    source: str = ""  # the party file read (absolute path); "" for a bundled split
+    sha256: str = ""  # SHA-256 of that file's bytes
+    notes: tuple[str, ...] = ()  # warnings found while reading it (e.g. a free-text column)
+    transform: str = ""  # where a CSV's fitted feature transform was written (the output folder)
+    class_names: tuple[str, ...] = ()  # the label holder's class names in label order, when its file has them
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ insecure test-only plaintext mode, from the payload itself.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -32,13 +33,24 @@ import torch
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from clients.node_output import node_file, with_output_dir
+from clients.node_output import node_file, node_output_dir, with_output_dir
 from clients.psi.handlers import get_alignment, register_psi_handlers
 from clients.vertical.active_party import ActiveParty
 from clients.vertical.data import PartyData, VerticalSplit, make_vertical_split
 from clients.vertical.parties import make_party
-from clients.vertical.party_csv import csv_settings, load_party_csv
-from clients.vertical.party_files import DATA_FILE_NODE_CONFIG_KEY, load_party_file
+from clients.vertical.party_csv import (
+    FeatureTransform,
+    csv_settings,
+    read_party_csv,
+    save_transform,
+    transform_path,
+)
+from clients.vertical.party_files import (
+    DATA_FILE_NODE_CONFIG_KEY,
+    check_party_count,
+    file_sha256,
+    load_party_file,
+)
 from clients.vertical.passive_party import PassiveParty
 from protocol.codec import from_record
 from protocol.vertical import (
@@ -94,52 +106,83 @@ def _split(name: str, n_parties: int, aligned: float, val: float, test: float, s
 
 
 def party_data(cfg: VerticalConfig, index: int, data_file: str | None = None,
-               settings: Mapping[str, Any] | None = None) -> PartyData:
+               settings: Mapping[str, Any] | None = None, output_dir: str | Path | None = None) -> PartyData:
     """This party's data: its own party file if given, else ``party{index}.{npz,csv}`` in the configured
     ``dataset.data_dir``, else its own view of the configured bundled split (a node keeps only its own
-    part). ``.csv`` files are read by :func:`clients.vertical.party_csv.load_party_csv` with ``settings``
-    (``node_config``'s CSV keys), anything else by :func:`clients.vertical.party_files.load_party_file`.
+    part). ``.csv`` files are read by :func:`clients.vertical.party_csv.read_party_csv` with ``settings``
+    (``node_config``'s CSV keys), anything else by :func:`clients.vertical.party_files.load_party_file`. With
+    ``output_dir`` a CSV's fitted transform is written there (``party{index}.features.json``, and its path
+    kept in ``transform``); nothing is ever written beside the data file.
 
     Raises
     ------
     FileNotFoundError
         If ``dataset.data_dir`` holds neither ``party{index}.npz`` nor ``party{index}.csv``.
+    ValueError
+        If ``dataset.data_dir`` holds another number of party files than ``dataset.n_parties``.
     """
-    if data_file is None and cfg.dataset.data_dir:
-        found = [p for p in (Path(cfg.dataset.data_dir) / f"party{index}{s}" for s in (".npz", ".csv"))
-                 if p.is_file()]
-        if len(found) != 1:
-            raise FileNotFoundError(f"dataset.data_dir {cfg.dataset.data_dir} must hold exactly one of "
-                                    f"party{index}.npz / party{index}.csv, found {[p.name for p in found]}")
-        data_file = str(found[0])
+    data_file = party_file(cfg, index, data_file)
     if data_file is not None:
         path = Path(data_file)
         if path.suffix.lower() == ".csv":
             options = csv_settings(path, settings or {})
             mtime = os.stat(data_file).st_mtime_ns
-            return _party_csv(data_file, index, tuple(sorted(options.items())), mtime)
+            data, transform = _party_csv(data_file, index, tuple(sorted(options.items())), mtime)
+            if output_dir is None:
+                return data
+            saved = save_transform(transform, transform_path(output_dir, index))
+            return dataclasses.replace(data, transform=str(saved))
         return _party_file(data_file, index, os.stat(data_file).st_mtime_ns)
     d = cfg.dataset
     split = _split(d.name, d.n_parties, d.aligned_fraction, d.validation_fraction, d.test_fraction, cfg.seed)
     return split.parties[index]
 
 
+def party_file(cfg: VerticalConfig, index: int, data_file: str | None = None) -> str | None:
+    """The file party ``index`` reads: ``data_file`` if given, else ``party{index}.{npz,csv}`` in the
+    configured ``dataset.data_dir`` (a folder used whole), else ``None`` (the bundled split).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``dataset.data_dir`` holds neither ``party{index}.npz`` nor ``party{index}.csv``, or both.
+    ValueError
+        If ``dataset.data_dir`` holds another number of party files than ``dataset.n_parties``.
+    """
+    if data_file is not None or not cfg.dataset.data_dir:
+        return data_file
+    found = [p for p in (Path(cfg.dataset.data_dir) / f"party{index}{s}" for s in (".npz", ".csv"))
+             if p.is_file()]
+    if len(found) != 1:
+        raise FileNotFoundError(f"dataset.data_dir {cfg.dataset.data_dir} must hold exactly one of "
+                                f"party{index}.npz / party{index}.csv, found {[p.name for p in found]}")
+    check_party_count(cfg.dataset.data_dir, cfg.dataset.n_parties)  # the folder is used whole
+    return str(found[0])
+
+
 @functools.lru_cache(maxsize=2)
 def _party_file(path: str, index: int, mtime_ns: int) -> PartyData:
-    return load_party_file(path, index)  # cached per path and modification time
+    data = load_party_file(path, index)  # cached per path and modification time
+    return dataclasses.replace(data, source=str(Path(path).resolve()), sha256=file_sha256(path))
 
 
 @functools.lru_cache(maxsize=2)
-def _party_csv(path: str, index: int, settings: tuple[tuple[str, str], ...], mtime_ns: int) -> PartyData:
-    return load_party_csv(path, index, dict(settings))  # cached per path, settings and modification time
+def _party_csv(path: str, index: int, settings: tuple[tuple[str, str], ...],
+               mtime_ns: int) -> tuple[PartyData, FeatureTransform]:
+    data, transform = read_party_csv(path, index, dict(settings))  # cached per path, settings and mtime
+    return dataclasses.replace(data, source=str(Path(path).resolve()), sha256=file_sha256(path)), transform
 
 
 def node_party_data(context: Context, cfg: VerticalConfig) -> PartyData:
     """This node's party data, from ``node_config`` (``party``/``partition-id``, ``data-file`` and, for a
-    CSV, ``id-column``, ``label-column``, ``classes``/``n-classes``, ``categories``)."""
-    data_file = context.node_config.get(DATA_FILE_NODE_CONFIG_KEY)
-    return party_data(cfg, party_index(context, cfg.dataset.n_parties),
-                      None if data_file is None else str(data_file), context.node_config)
+    CSV, ``id-column``, ``label-column``, ``classes``/``n-classes``, ``categories``); a CSV's fitted
+    transform goes to the node's output folder (:func:`clients.node_output.node_output_dir`)."""
+    configured = context.node_config.get(DATA_FILE_NODE_CONFIG_KEY)
+    index = party_index(context, cfg.dataset.n_parties)
+    data_file = party_file(cfg, index, None if configured is None else str(configured))
+    reads_csv = data_file is not None and Path(data_file).suffix.lower() == ".csv"  # else nothing to write
+    return party_data(cfg, index, data_file, context.node_config,
+                      output_dir=node_output_dir(context) if reads_csv else None)
 
 
 def load_party(context: Context, cfg: VerticalConfig) -> ActiveParty | PassiveParty:

@@ -118,7 +118,19 @@ class Party:
         self.aligned_rows = np.array([position[u] for u in aligned], dtype=np.int64)
         self.nonaligned_rows = np.setdiff1d(np.arange(len(self.data.ids)), self.aligned_rows)
         return {"n_aligned": len(aligned), "n_nonaligned": len(self.nonaligned_rows),
-                "n_classes": self.data.n_classes, "held_out_digest": held_out_digest(self.data)}
+                "n_classes": self.data.n_classes, "held_out_digest": held_out_digest(self.data),
+                **self.data_description()}
+
+    def data_description(self) -> Payload:
+        """What this party's data is, for the run's record: the file read (absolute path, ``""`` for a
+        bundled split) and its SHA-256, the train / validation / test row counts, the warnings found
+        reading it (one per line), where its fitted feature transform went (``""``: none) and the class
+        names of a label holder's CSV (one per line). The paths and the digest leave the node; the
+        rows never do."""
+        d = self.data
+        return {"source": d.source, "sha256": d.sha256, "n_train": len(d.ids), "n_val": len(d.val_ids),
+                "n_test": len(d.test_ids), "data_warnings": "\n".join(d.notes), "transform": d.transform,
+                "class_names": "\n".join(d.class_names)}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Features of ``x`` without a graph."""

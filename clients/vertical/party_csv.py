@@ -9,16 +9,22 @@ A party CSV has a header row and one row per user:
 - at the label holder (party 0) only, the label column (``label-column``, default ``label``), every cell
   filled; ``classes`` (``"no,yes"``) fixes the class order, else the sorted training labels are used.
   A passive party declares ``classes`` too (it needs the class count), or ``n-classes``;
-- every other column is a feature: numeric when each filled cell parses as a number, else categorical
-  (or as ``categories`` declares: ``"colour=red|green;size=S|M|L"``). Empty cells and ``NA`` are missing.
+- every other column is a feature, unless ``drop-columns`` names it (``"Name,Ticket"``): numeric when each
+  filled cell parses as a number, else categorical, or as ``column-types`` declares
+  (``"Pclass=categorical;Fare=numeric"``: a numeric-coded category such as ``Pclass`` 1/2/3 is a number
+  unless declared) or ``categories`` fixes (``"colour=red|green;size=S|M|L"``). Empty cells and ``NA``
+  are missing. A column read as categorical without a declaration whose distinct training values
+  approach its row count (free text, an ID) is refused naming the column; one whose held-out values are
+  mostly unseen in training is warned about (:mod:`clients.vertical.columns`).
 
 :class:`FeatureTransform` is fitted on the party's ``train`` rows only (no statistic crosses parties):
 a numeric column is filled with its training median, gets a 0/1 missing flag when a training value was
 missing, and is standardised by the training mean and standard deviation of the filled column; a
 categorical column is one-hot over its training categories (a missing or unseen value: all zeros, plus
-a missing flag when training had missing values). The fitted transform is written beside the CSV as
-``<name>.features.json``; ``python -m clients.vertical.party_csv --transform T --csv NEW --out x.npy``
-applies it to new rows, the inputs of ``python -m clients.vertical.predict``.
+a missing flag when training had missing values). A node writes the fitted transform to its output
+folder (``node_config`` ``output-dir``; a simulation's run directory) as ``party{k}.features.json``,
+never beside the CSV, whose folder may be read-only; ``python -m clients.vertical.party_csv --transform
+T --csv NEW --out x.npy`` applies it to new rows, the inputs of ``python -m clients.vertical.predict``.
 
 Reading settings come from ``node_config``; in a ``dataset.data_dir`` run (no per-node config) from an
 optional ``<name>.json`` beside the CSV (``{"id-column": "PassengerId", "classes": "0,1"}``).
@@ -31,6 +37,7 @@ import csv
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +45,22 @@ from typing import Any
 
 import numpy as np
 
+from clients.vertical.columns import (
+    CATEGORICAL,
+    COLUMN_KEYS,
+    NUMERIC,
+    UnseenCategoryWarning,
+    check_not_id_like,
+    column_types,
+    dropped_columns,
+    setting_text,
+    unseen_note,
+)
 from clients.vertical.data import PartyData
 
 ID_COLUMN_KEY, LABEL_COLUMN_KEY, CLASSES_KEY, N_CLASSES_KEY, CATEGORIES_KEY = (
     "id-column", "label-column", "classes", "n-classes", "categories")
-CSV_KEYS = (ID_COLUMN_KEY, LABEL_COLUMN_KEY, CLASSES_KEY, N_CLASSES_KEY, CATEGORIES_KEY)
+CSV_KEYS = (ID_COLUMN_KEY, LABEL_COLUMN_KEY, CLASSES_KEY, N_CLASSES_KEY, CATEGORIES_KEY, *COLUMN_KEYS)
 """``node_config`` keys (or keys of the settings file beside the CSV) that say how to read it."""
 DEFAULTS = {ID_COLUMN_KEY: "id", LABEL_COLUMN_KEY: "label"}
 SPLIT_COLUMN = "split"
@@ -119,18 +137,35 @@ class FeatureTransform:
 
 
 def fit_transform(table: Table, features: Sequence[str], train_rows: Sequence[int],
-                  declared: Mapping[str, tuple[str, ...]]) -> FeatureTransform:
-    """Fit every feature column's preparation on ``train_rows`` only (see the module docstring)."""
+                  declared: Mapping[str, tuple[str, ...]],
+                  types: Mapping[str, str] | None = None) -> FeatureTransform:
+    """Fit every feature column's preparation on ``train_rows`` only (see the module docstring).
+
+    A column is categorical when ``declared`` fixes its categories, ``types`` declares it so, or (not
+    declared ``numeric``) a filled training cell is not a number; else numeric.
+
+    Raises
+    ------
+    ValueError
+        If a column has no training value, a declared category list misses a value, or a column read as
+        categorical without a declaration looks like free text or an ID
+        (:func:`clients.vertical.columns.check_not_id_like`).
+    """
+    types = types or {}
     columns = []
     for name in features:
         j = table.index(name)
         values = [table.rows[i][j] for i in train_rows]
         filled = [v for v in values if v not in MISSING]
         flag = len(filled) < len(values)
-        if name in declared or not all(_is_number(v) for v in filled):
-            cats = declared.get(name) or tuple(sorted(set(filled)))
+        kind = types.get(name)
+        inferred = kind is None and not all(_is_number(v) for v in filled)
+        if name in declared or kind == CATEGORICAL or inferred:
+            cats = declared.get(name) or tuple(sorted(set(filled), key=_category_order))
             if not cats:
                 raise ValueError(f"party file {table.path}: column {name!r} has no value in the train rows")
+            if name not in declared and kind is None:
+                check_not_id_like(table.path, name, len(cats), len(filled))
             stray = next((i for i in range(len(table.rows)) if table.rows[i][j] not in MISSING
                           and name in declared and table.rows[i][j] not in cats), None)
             if stray is not None:
@@ -209,14 +244,27 @@ def csv_settings(path: Path, node_config: Mapping[str, Any]) -> dict[str, str]:
         if not isinstance(loaded, dict) or set(loaded) - set(CSV_KEYS):
             raise ValueError(f"settings file {side} must be a JSON object with keys from {list(CSV_KEYS)}, "
                              f"got {loaded!r}")
-        settings.update({k: str(v) for k, v in loaded.items()})
-    settings.update({k: str(v) for k, v in node_config.items() if k in CSV_KEYS})
+        settings.update({k: setting_text(v) for k, v in loaded.items()})
+    settings.update({k: setting_text(v) for k, v in node_config.items() if k in CSV_KEYS})
     return settings
 
 
-def load_party_csv(path: str | Path, index: int, settings: Mapping[str, Any]) -> PartyData:
-    """Read party ``index``'s CSV (see the module docstring), fit its transform on its training rows, write
-    the transform beside the file, and return the party's data.
+def load_party_csv(path: str | Path, index: int, settings: Mapping[str, Any],
+                   output_dir: str | Path | None = None) -> PartyData:
+    """Read party ``index``'s CSV and fit its transform (:func:`read_party_csv`); with ``output_dir``, write
+    the transform there as ``party{index}.features.json`` (:func:`transform_path`; never beside the CSV,
+    whose folder may be read-only). Return the party's data.
+    """
+    data, transform = read_party_csv(path, index, settings)
+    if output_dir is not None:
+        save_transform(transform, transform_path(output_dir, index))
+    return data
+
+
+def read_party_csv(path: str | Path, index: int,
+                   settings: Mapping[str, Any]) -> tuple[PartyData, FeatureTransform]:
+    """Read party ``index``'s CSV (see the module docstring) and fit its transform on its training rows;
+    return the party's data and the transform. Writes nothing.
 
     Raises
     ------
@@ -266,35 +314,54 @@ def load_party_csv(path: str | Path, index: int, settings: Mapping[str, Any]) ->
                              f"{label_col!r} is missing or not a class of {list(classes)}")
         labels = np.array([lookup[v] for v in column], dtype=np.int64)
     n_classes = len(classes) if classes else _n_classes(settings, path)
-    features = [c for c in table.header if c not in {id_col, SPLIT_COLUMN, label_col}]
+    reserved = {id_col, SPLIT_COLUMN, label_col}
+    dropped = dropped_columns(settings, table.header, reserved, f"party file {path}")
+    features = [c for c in table.header if c not in reserved | dropped]
     if not features:
         raise ValueError(f"party file {path}: no feature column (columns: {list(table.header)})")
-    transform = fit_transform(table, features, rows["train"], _declared_categories(settings))
-    save_transform(transform, transform_path(path))
+    declared = _declared_categories(settings)
+    types = column_types(settings, table.header, f"party file {path}")
+    clash = sorted(c for c in declared if types.get(c) == NUMERIC)
+    if clash:
+        raise ValueError(f"party file {path}: columns {clash} have categories but are declared numeric")
+    transform = fit_transform(table, features, rows["train"], declared, types)
+    held_out = rows["val"] + rows["test"]
+    notes = [note for col in transform.columns if col.categories is not None and col.name not in declared
+             and (note := unseen_note(path, col.name, col.categories, [
+                 v for v in (table.rows[i][table.index(col.name)] for i in held_out) if v not in MISSING]))]
+    for note in notes:
+        warnings.warn(note, UnseenCategoryWarning, stacklevel=2)
     parts = {}
     for s, members in rows.items():
         order = members if s == "train" else sorted(members, key=lambda r: ids[r])
         parts[s] = (np.array([ids[r] for r in order], dtype=str), transform.apply(table, order),
                     None if labels is None else labels[order])
-    return PartyData(index=index, role="active" if active else "passive",
+    data = PartyData(index=index, role="active" if active else "passive",
                      ids=parts["train"][0], x=parts["train"][1], y=parts["train"][2],
                      val_ids=parts["val"][0], val_x=parts["val"][1], val_y=parts["val"][2],
                      test_ids=parts["test"][0], test_x=parts["test"][1], test_y=parts["test"][2],
-                     n_classes=n_classes)
+                     n_classes=n_classes, notes=tuple(notes), class_names=tuple(classes) if active else ())
+    return data, transform
 
 
-def transform_path(csv_path: str | Path) -> Path:
-    """Where the transform fitted on ``csv_path`` is saved: ``<name>.features.json`` beside it."""
-    path = Path(csv_path)
-    return path.with_name(path.stem + TRANSFORM_SUFFIX)
+def transform_path(output_dir: str | Path, index: int) -> Path:
+    """Where party ``index``'s fitted transform is saved: ``party{index}.features.json`` in ``output_dir``
+    (the run's or the node's output folder)."""
+    return Path(output_dir) / f"party{index}{TRANSFORM_SUFFIX}"
 
 
-def save_transform(transform: FeatureTransform, path: Path) -> None:
-    """Write ``transform`` atomically (a reader never sees half a file)."""
+def save_transform(transform: FeatureTransform, path: Path) -> Path:
+    """Write ``transform`` to ``path`` atomically (a reader never sees half a file) unless ``path``
+    already holds it; create the folder if needed; return ``path``."""
+    text = transform.to_json()
+    if path.is_file() and path.read_text() == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(handle, "w") as out:
-        out.write(transform.to_json())
+        out.write(text)
     os.replace(temporary, path)
+    return path
 
 
 def _classes(settings: Mapping[str, Any], path: Path) -> tuple[str, ...]:
@@ -338,6 +405,11 @@ def _declared_categories(settings: Mapping[str, Any]) -> dict[str, tuple[str, ..
     return declared
 
 
+def _category_order(value: str) -> tuple[int, float, str]:
+    """Sort key of categories: numeric codes by value (``2`` before ``10``), then text."""
+    return (0, float(value), value) if _is_number(value) else (1, 0.0, value)
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -360,7 +432,8 @@ def _number(table: Table, row: int, column: str, text: str) -> float:
 def main(argv: list[str] | None = None) -> None:
     """Apply a saved transform to new rows: the inputs ``python -m clients.vertical.predict`` predicts on."""
     parser = argparse.ArgumentParser(description="prepare a party's new CSV rows with its saved transform")
-    parser.add_argument("--transform", type=Path, required=True, help="<name>.features.json of the party")
+    parser.add_argument("--transform", type=Path, required=True,
+                        help="party{k}.features.json of the party (in the run's or node's output folder)")
     parser.add_argument("--csv", type=Path, required=True, help="rows with the party's feature columns")
     parser.add_argument("--out", type=Path, required=True, help="output .npy, (N, width)")
     args = parser.parse_args(argv)

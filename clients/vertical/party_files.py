@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,52 @@ from clients.vertical.data import PartyData, make_vertical_split
 DATA_FILE_NODE_CONFIG_KEY = "data-file"
 """``node_config`` key naming this node's party file."""
 LABEL_KEYS = ("y", "val_y", "test_y")
+PARTY_FILE = re.compile(r"party(\d+)\.(npz|csv)")
+"""Names of party files in a data folder: ``party{k}.npz`` or ``party{k}.csv``."""
+
+
+def party_files(folder: str | Path) -> list[Path]:
+    """The party files of a data folder, in party order: ``party0 … party{K-1}``, each ``.npz`` or ``.csv``.
+
+    Raises
+    ------
+    ValueError
+        If the folder does not exist, holds no ``party0`` file, a party has both an ``.npz`` and a
+        ``.csv``, or the indices have a gap (e.g. ``party0``, ``party2``); the message names the files.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"data folder {folder} does not exist")
+    found: dict[int, list[str]] = {}
+    for entry in sorted(folder.iterdir()):
+        match = PARTY_FILE.fullmatch(entry.name)
+        if match and entry.is_file():
+            found.setdefault(int(match.group(1)), []).append(entry.name)
+    names = sorted(n for group in found.values() for n in group)
+    doubled = [group for group in found.values() if len(group) > 1]
+    if doubled:
+        raise ValueError(f"data folder {folder} holds two files of one party: {doubled[0]}; keep one")
+    if not found or sorted(found) != list(range(len(found))):
+        raise ValueError(f"data folder {folder} must hold party0, party1, … (.npz or .csv) without gaps, "
+                         f"found {names or 'none'}")
+    return [folder / found[k][0] for k in range(len(found))]
+
+
+def check_party_count(folder: str | Path, n_parties: int, setting: str = "dataset.n_parties") -> list[Path]:
+    """The folder's party files, refused unless there are exactly ``n_parties`` (a run uses all of them).
+
+    Raises
+    ------
+    ValueError
+        Naming the files and ``setting`` if the folder holds another number of party files.
+    """
+    files = party_files(folder)
+    if len(files) != n_parties:
+        raise ValueError(f"data folder {folder} holds {len(files)} party files "
+                         f"({', '.join(f.name for f in files)}) but {setting}={n_parties}: a run uses every "
+                         f"party file of its folder; set {setting}={len(files)} (or leave it unset), or move "
+                         "the extra files out")
+    return files
 
 
 def save_party_file(data: PartyData, path: str | Path) -> Path:
@@ -154,6 +201,15 @@ def _checked_labels(y: np.ndarray, n: int, n_classes: int, what: str) -> np.ndar
     if n and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"{what} must lie in [0, {n_classes}), got [{y.min()}, {y.max()}]")
     return y.astype(np.int64)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of the bytes of the file at ``path`` (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def held_out_digest(data: PartyData) -> str:

@@ -72,10 +72,12 @@ config used the earlier key names (:data:`RENAMED_KEYS`), load too.
         top = build_top_model(cfg.dataset.n_parties, m.feature_dim, m.top_hidden, n_classes)
         top.load_state_dict(record["modules"]["top"])
         head_logp = torch.log_softmax(head(features), dim=1)
-        if cfg.strategy.local_head or prototypes is None:
+        if cfg.strategy.local_head:  # as the active party predicts (ActiveParty.predict)
             active_only = head_logp.argmax(dim=1)
-        else:
+        elif prototypes is not None:
             active_only = nearest_prototype(features, prototypes, valid)
+        else:  # no predictor of active-only users in this run: -1, as the results' null
+            active_only = torch.full((len(xt),), -1, dtype=torch.long)
         out = {"active_only": active_only.numpy()}
         if passive_features is not None:
             passive = [torch.as_tensor(np.asarray(f, dtype=np.float32)) for f in passive_features]
@@ -88,6 +90,8 @@ config used the earlier key names (:data:`RENAMED_KEYS`), load too.
                 "proto": prototype_scores(passive, private, n_classes, cfg.strategy.temperature_scale),
             }
             fusion = record.get("fusion") or configured_fusion(cfg.strategy)
+            if not cfg.strategy.split_learning:  # files of earlier releases stored (1, 1, 0) here
+                fusion = configured_fusion(cfg.strategy)
             out["aligned"] = fuse(components, (fusion[0], fusion[1], fusion[2])).argmax(dim=1).numpy()
     return out
 
