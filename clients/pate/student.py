@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from clients.encoders import Classifier, build_classifier
+from clients.encoders import Classifier
 from clients.node_output import node_file
 from clients.pate.semi_supervised import FixMatchConfig, train_fixmatch
 from clients.pate.sites import student_data
 from clients.pate.student_model import main, save_student
-from clients.pate.teacher_ensemble import train_teacher_alone
+from clients.pate.teacher_ensemble import new_teacher_model, train_teacher_alone
 from clients.progress_log import WorkMeter
 from clients.training import TrainConfig, accuracy, predict_logits, train_classifier
 from protocol.codec import from_record
@@ -131,9 +131,8 @@ def train_student(
         raise ValueError(f"student method must be one of {STUDENT_METHODS}, got {method!r}")
     settings = settings if settings is not None else StudentSettings()
 
-    def new_model() -> Classifier:
-        return build_classifier(tuple(x_labeled.shape[1:]), n_classes, kind=spec.encoder,
-                                feature_dim=spec.feature_dim, hidden=spec.hidden)
+    def new_model() -> Classifier:  # initialised from ``seed``: a rerun trains the same student
+        return new_teacher_model(tuple(x_labeled.shape[1:]), n_classes, spec, seed=seed)
 
     if method == "fixmatch":
         model = new_model()
