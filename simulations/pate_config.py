@@ -68,7 +68,7 @@ class PateStrategyConfig:
     query_batch_size: int = 128
     max_queries: int = 0
     min_teachers: int = 0  # 0: a majority of data.num_teachers (majority_of); see PateConfig
-    seed: int = 0
+    seed: int | None = None  # None: secret noise; an integer pins it (tests, benchmarks)
     noise_at: str = "server"
     rr_epsilon: float = 1.0
     secagg_threshold: int = 0
@@ -121,7 +121,7 @@ class NoiseScaleError(ValueError):
 
 
 STRATEGY_FLOATS = ("sigma", "sigma1", "threshold", "gamma", "epsilon_budget", "delta", "rr_epsilon")
-STRATEGY_INTS = ("query_batch_size", "max_queries", "min_teachers", "seed", "secagg_threshold")
+STRATEGY_INTS = ("query_batch_size", "max_queries", "min_teachers", "secagg_threshold")
 
 
 def _type_problem(value: object, kind: type) -> str:
@@ -203,6 +203,8 @@ class PateConfig:
                 problem = _type_problem(getattr(s, name), kind)
                 if problem:
                     raise ValueError(f"strategy.{name} must be {problem}")
+        if s.seed is not None and (_type_problem(s.seed, int) or s.seed < 0):
+            raise ValueError(f"strategy.seed must be null (secret noise) or an integer >= 0, got {s.seed!r}")
         rules: list[tuple[str, object, bool, str]] = [
             ("data.dataset", d.dataset, d.dataset in (*DATASETS, SITE_DATA),
              f"one of {DATASETS}, or {SITE_DATA!r} (every node brings its own data-file)"),

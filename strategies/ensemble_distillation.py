@@ -57,7 +57,7 @@ from protocol.pate import (
 )
 from strategies.accounting import PrivacyLedger
 from strategies.distributed_noise import SecureVoting
-from strategies.fusion import ConfidentGNMax, GNMax, LNMax, Majority, Mechanism, noise_misfit
+from strategies.fusion import ConfidentGNMax, GNMax, LNMax, Majority, Mechanism, noise_generator, noise_misfit
 from strategies.local_rr import LocalRR
 from strategies.pate_replies import (
     check_batch,
@@ -131,8 +131,9 @@ class EnsembleDistillation(Strategy):
         Stop after this many queries were checked (None: the whole pool).
     min_teachers : int (default: 1)
         Stop with :class:`EnsembleTooSmallError` when fewer teachers remain.
-    seed : int (default: 0)
-        Seeds the fusion noise generator.
+    seed : int or None (default: None)
+        None: the fusion noise comes from OS entropy (:func:`strategies.fusion.noise_generator`). An
+        integer pins it, for tests and benchmarks only (a :class:`PrivacyWarning` says so).
     timeout : float (default: 600.0)
         Seconds to wait for the replies of a training step (teachers, student).
     step_timeout : float (default: 120.0)
@@ -157,7 +158,7 @@ class EnsembleDistillation(Strategy):
         query_batch_size: int = 128,
         max_queries: int | None = None,
         min_teachers: int = 1,
-        seed: int = 0,
+        seed: int | None = None,
         timeout: float = 600.0,
         step_timeout: float = 120.0,
         on_progress: Callable[[ProgressEvent], None] | None = None,
@@ -187,7 +188,7 @@ class EnsembleDistillation(Strategy):
         self.step_timeout = step_timeout
         self.on_progress = on_progress
         self.resume = resume
-        self._rng = np.random.default_rng(seed)
+        self._rng = noise_generator(seed)
         self._ensemble: _Ensemble | None = None
         self._n_classes: int | None = None  # pinned by the student's first query reply
         self._teacher_metrics: dict[int, dict[str, float]] = {}

@@ -2,7 +2,8 @@
 
 All mechanisms work on a whole batch at once: ``votes`` is a ``(Q, C)`` array of per-query vote
 counts (each row sums to the number of teachers) and randomness comes from a caller-supplied
-``numpy.random.Generator`` so runs can be pinned.
+``numpy.random.Generator``: :func:`noise_generator` gives a secret one (OS entropy) unless a test or a
+benchmark pins it with a seed.
 
 - :class:`Majority` — plain plurality, no noise: the non-private baseline.
 - :class:`LNMax` — Laplace noise of scale ``1/gamma`` on every count, then argmax
@@ -21,6 +22,8 @@ charge.
 
 from __future__ import annotations
 
+import secrets
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -28,10 +31,28 @@ from typing import ClassVar
 import numpy as np
 from scipy.stats import norm
 
-from strategies.rdp_analysis import validate_votes
+from strategies.rdp_analysis import PrivacyWarning, validate_votes
 
 UNANSWERED = -1
 MECHANISMS = ("majority", "lnmax", "gnmax", "confident_gnmax")
+
+
+def noise_generator(seed: int | None) -> np.random.Generator:
+    """The generator the privacy noise is drawn from.
+
+    ``None`` (every default): seeded from 128 bits of OS entropy (:func:`secrets.randbits`), so no one can
+    reproduce the draws — the DP guarantee assumes the noise is unknown to whoever sees the labels. An
+    integer pins the draws for a test or a benchmark, with a :class:`PrivacyWarning`: anyone who knows
+    the seed (and the code is public) can subtract the noise.
+    """
+    if seed is None:
+        return np.random.default_rng(secrets.randbits(128))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"the noise seed must be None (secret noise) or an integer >= 0, got {seed!r}")
+    warnings.warn(f"privacy noise seeded with seed={seed}: reproducible, and removable by anyone who knows "
+                  "the seed; leave it unset (None) outside tests and benchmarks", PrivacyWarning,
+                  stacklevel=2)
+    return np.random.default_rng(int(seed))
 
 
 @dataclass(frozen=True)

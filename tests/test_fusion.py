@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from strategies.fusion import UNANSWERED, ConfidentGNMax, GNMax, LNMax, Majority, make_mechanism
+from simulations.pate_config import PateConfig, PateStrategyConfig
+from strategies.fusion import (
+    UNANSWERED,
+    ConfidentGNMax,
+    GNMax,
+    LNMax,
+    Majority,
+    make_mechanism,
+    noise_generator,
+)
+from strategies.rdp_analysis import PrivacyWarning
 
 VOTES = np.array([[8, 1, 1], [0, 10, 0], [3, 3, 4], [5, 5, 0]])
 
@@ -133,3 +143,21 @@ def test_strategy_refuses_a_ledger_for_other_noise_than_the_fusion(ledger_mechan
         EnsembleDistillation(mechanism=GNMax(sigma=40.0), ledger=ledger, data=DataSpec(dataset="digits"),
                              teacher_model=ModelSpec(), student_model=ModelSpec())
     ledger.check_mechanism(ledger_mechanism)  # its own mechanism passes
+
+
+def test_noise_is_secret_by_default_and_a_seed_pins_it_with_a_warning():
+    # two unseeded generators (every default) draw different noise: nobody can replay it
+    assert not np.array_equal(noise_generator(None).normal(size=8), noise_generator(None).normal(size=8))
+    with pytest.warns(PrivacyWarning, match="seed=7: reproducible, and removable"):
+        a = noise_generator(7).normal(size=8)
+    with pytest.warns(PrivacyWarning):
+        np.testing.assert_array_equal(a, noise_generator(7).normal(size=8))
+    for bad in (-1, True, "3", 1.5):
+        with pytest.raises(ValueError, match=f"the noise seed must be None .* got {bad!r}"):
+            noise_generator(bad)
+
+
+def test_the_run_config_leaves_the_noise_secret_unless_seeded():
+    assert PateConfig().strategy.seed is None
+    with pytest.raises(ValueError, match="strategy.seed must be null .* got -1"):
+        PateConfig(strategy=PateStrategyConfig(seed=-1))

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from flwr.common.config import parse_config_args
 
 from clients.pate.site_files import (
@@ -69,9 +68,8 @@ def run(tmp_path: Path, nodes: dict[int, dict], name: str, data: DataSpec = DATA
                            sigma=2.0)
     strategy = EnsembleDistillation(
         mechanism=GNMax(sigma=2.0), ledger=ledger, data=data, teacher_model=FAST, student_model=FAST,
-        query_batch_size=40, max_queries=120, student=StudentSettings(method="supervised", **kwargs))
+        query_batch_size=40, max_queries=120, seed=0, student=StudentSettings(method="supervised", **kwargs))
     grid = InProcessGrid(client_app, nodes)
-    torch.manual_seed(0)  # the student's initial weights come from torch's global generator
     return strategy.start(grid).report, grid
 
 
