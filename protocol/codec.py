@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -33,6 +34,9 @@ Scalar = bool | int | float | str
 def to_flat(config: Any, prefix: str = "") -> dict[str, Scalar]:
     """Dotted-key scalars of a (nested) dataclass instance, in field order.
 
+    A field that is ``None`` (allowed only where the schema says ``X | None``) is left out: Flower's
+    records hold no null, and :func:`from_flat` gives a missing optional key its ``None`` back.
+
     Raises
     ------
     TypeError
@@ -44,6 +48,8 @@ def to_flat(config: Any, prefix: str = "") -> dict[str, Scalar]:
         key = f"{prefix}{field.name}"
         if dataclasses.is_dataclass(value):
             flat.update(to_flat(value, f"{key}."))
+        elif value is None and optional_inner(typing.get_type_hints(type(config))[field.name]) is not None:
+            continue
         elif isinstance(value, bool | int | float | str):
             flat[key] = value
         else:
@@ -51,13 +57,24 @@ def to_flat(config: Any, prefix: str = "") -> dict[str, Scalar]:
     return flat
 
 
-def schema_keys(schema: type, prefix: str = "") -> list[str]:
-    """Every dotted scalar key of ``schema``, in field order."""
+def optional_inner(kind: Any) -> Any:
+    """``X`` for a hint ``X | None`` (or ``Optional[X]``), else None."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None))
+    return None
+
+
+def schema_keys(schema: type, prefix: str = "", *, required_only: bool = False) -> list[str]:
+    """Every dotted scalar key of ``schema``, in field order (``required_only``: not the optional ones)."""
     hints = typing.get_type_hints(schema)
     out: list[str] = []
     for field in dataclasses.fields(schema):  # type: ignore[arg-type]
         kind, name = hints[field.name], f"{prefix}{field.name}"
-        out += schema_keys(kind, f"{name}.") if dataclasses.is_dataclass(kind) else [name]
+        if dataclasses.is_dataclass(kind):
+            out += schema_keys(kind, f"{name}.", required_only=required_only)
+        elif not (required_only and optional_inner(kind) is not None):
+            out.append(name)
     return out
 
 
@@ -76,7 +93,7 @@ def from_flat(schema: type[T], flat: Mapping[str, Any], *, require_all: bool = F
     if unknown:
         raise ValueError(f"unknown configuration keys {unknown} for {schema.__name__} ({what})")
     if require_all:
-        missing = [k for k in known if k not in flat]
+        missing = [k for k in schema_keys(schema, required_only=True) if k not in flat]
         if missing:
             raise ValueError(f"{schema.__name__} {what} lacks keys {missing}")
     return _build(schema, flat, "", what)
@@ -90,7 +107,7 @@ def _build(schema: type[T], flat: Mapping[str, Any], prefix: str, what: str) -> 
         if dataclasses.is_dataclass(kind):
             values[field.name] = _build(kind, flat, f"{key}.", what)  # type: ignore[arg-type]
         elif key in flat:
-            values[field.name] = _cast(key, flat[key], kind, what)
+            values[field.name] = _cast(key, flat[key], optional_inner(kind) or kind, what)
     return schema(**values)
 
 

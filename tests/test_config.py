@@ -14,7 +14,7 @@ import simulations.pate  # noqa: F401  (registers the schema in Hydra's ConfigSt
 from protocol.codec import from_flat, to_flat
 from protocol.vertical import VerticalConfig
 from simulations.app import section
-from simulations.pate_config import PateConfig
+from simulations.pate_config import PateConfig, PateStrategyConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,3 +115,13 @@ def test_pate_group_files_hold_only_changes_to_the_schema():
             restated = {k: v for k, v in flat.items() if flat_defaults.get(k) == v and k != "strategy.mechanism"}
             assert not restated, f"{group}/{path.name} restates schema defaults {restated}"
             assert set(flat) <= set(flat_defaults), f"{group}/{path.name} sets unknown keys"
+
+
+def test_an_unset_optional_setting_travels_as_a_missing_key_and_comes_back_none():
+    flat = to_flat(PateConfig())
+    assert "strategy.seed" not in flat  # Flower's records hold no null
+    assert from_flat(PateConfig, flat, require_all=True).strategy.seed is None
+    seeded = to_flat(PateConfig(strategy=PateStrategyConfig(seed=4)))
+    assert from_flat(PateConfig, seeded, require_all=True).strategy.seed == 4
+    with pytest.raises(ValueError, match="lacks keys \\['strategy.sigma'\\]"):  # a required key still is
+        from_flat(PateConfig, {k: v for k, v in flat.items() if k != "strategy.sigma"}, require_all=True)
