@@ -54,7 +54,7 @@ from protocol.psi import (
     message_type,
     positions_key,
 )
-from strategies.grid_utils import node_error
+from strategies.grid_utils import node_error, send_and_receive
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class _Relay:
                 )
             )
         replies = {
-            reply.metadata.src_node_id: reply for reply in self.grid.send_and_receive(messages, timeout=wait)
+            reply.metadata.src_node_id: reply for reply in send_and_receive(self.grid, messages, timeout=wait)
         }
         out: dict[int, Config] = {}
         for node_id, (action, _) in requests.items():
@@ -597,7 +597,7 @@ def _abort_everywhere(relay: _Relay, parties: Sequence[int]) -> None:
         for node_id in parties
     ]
     try:
-        replies = list(relay.grid.send_and_receive(messages, timeout=min(relay.timeout, ABORT_TIMEOUT_S)))
+        replies = list(send_and_receive(relay.grid, messages, timeout=min(relay.timeout, ABORT_TIMEOUT_S)))
     except Exception as exc:
         logger.warning("psi_abort could not be sent: %s", exc)
         return

@@ -58,6 +58,7 @@ from protocol.pate import (
 from strategies.accounting import PrivacyLedger
 from strategies.distributed_noise import SecureVoting
 from strategies.fusion import ConfidentGNMax, GNMax, LNMax, Majority, Mechanism, noise_generator, noise_misfit
+from strategies.grid_utils import send_and_receive
 from strategies.local_rr import LocalRR
 from strategies.pate_replies import (
     check_batch,
@@ -291,7 +292,7 @@ class EnsembleDistillation(Strategy):
         self._ensemble = self._describe(grid)
         self._emit("teacher training")
         student = self._ensemble.student
-        replies = grid.send_and_receive(  # the student prepares its data while the teachers train
+        replies = send_and_receive(grid,   # the student prepares its data while the teachers train
             [*self.configure_train(1, ArrayRecord(), ConfigRecord(), grid),
              self._message(student, MSG_PREPARE_DATA)], timeout=self.timeout)
         self._check_prepared([r for r in replies if r.metadata.src_node_id == student])
@@ -306,7 +307,7 @@ class EnsembleDistillation(Strategy):
                                "threshold left the student nothing to learn from")
         self._emit("student training", checked, len(labels), pool_size)
         bill = self._privacy_bill()
-        student_replies = grid.send_and_receive(
+        student_replies = send_and_receive(grid,
             self.configure_evaluate(1, array_record(positions=positions, labels=labels),
                                     ConfigRecord(bill), grid), timeout=self.timeout)
         eval_metrics = self.aggregate_evaluate(1, student_replies)
@@ -328,7 +329,7 @@ class EnsembleDistillation(Strategy):
         """Ask every connected node its role; check one student, a teacher covering the run, and that every
         node's samples have the student's input shape, feature schema and classes."""
         nodes = sorted(grid.get_node_ids())
-        replies = grid.send_and_receive([self._message(n, MSG_DESCRIBE) for n in nodes],
+        replies = send_and_receive(grid, [self._message(n, MSG_DESCRIBE) for n in nodes],
                                         timeout=self.step_timeout)
         hosts: dict[int, list[int]] = {}
         students: list[int] = []
@@ -438,7 +439,7 @@ class EnsembleDistillation(Strategy):
         self, grid: Grid, student: int, offset: int, count: int
     ) -> tuple[np.ndarray, np.ndarray, int]:
         request = ConfigRecord({"offset": offset, "count": count})
-        replies = grid.send_and_receive([self._message(student, MSG_NEXT_QUERIES, request=request)],
+        replies = send_and_receive(grid, [self._message(student, MSG_NEXT_QUERIES, request=request)],
                                         timeout=self.step_timeout)
         reply = next(iter(replies), None)
         if reply is None or reply.has_error():
@@ -476,7 +477,7 @@ class EnsembleDistillation(Strategy):
         ldp = {LDP: ConfigRecord(self.mechanism.request())} if isinstance(self.mechanism, LocalRR) else {}
         msgs = [self._message(node, MSG_VOTES, model=to_record(self.teacher_model), queries=queries, **ldp)
                 for node in sorted(ensemble.teacher_hosts)]
-        by_node = self._collect(grid.send_and_receive(msgs, timeout=self.step_timeout),
+        by_node = self._collect(send_and_receive(grid, msgs, timeout=self.step_timeout),
                                 set(ensemble.teacher_hosts), "voting", self.step_timeout)
         total = np.zeros((len(batch_x), 0), dtype=np.int64)
         for node, reply in sorted(by_node.items()):

@@ -58,6 +58,7 @@ from protocol.secagg_crypto import (
     share_value,
     tag_ok,
 )
+from strategies.grid_utils import send_and_receive
 
 MessageFn = Callable[..., Message]
 """``make_message(node, message_type, **records)``: the strategy's message builder."""
@@ -269,7 +270,7 @@ class SecAggServer:
         """One message per node; returns the good replies, records errors and silence in ``failed``."""
         msgs = [make_message(node, message_type, **records[node]) for node in sorted(records)]
         good: dict[int, Message] = {}
-        for reply in grid.send_and_receive(msgs, timeout=self.timeout):
+        for reply in send_and_receive(grid, msgs, timeout=self.timeout):
             node = reply.metadata.src_node_id
             if node not in records:
                 continue

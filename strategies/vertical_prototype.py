@@ -56,7 +56,7 @@ from protocol.vertical import (
     unpack_batch,
 )
 from strategies.alignment import AlignmentError, run_alignment
-from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, node_error, wait_for_nodes
+from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, node_error, send_and_receive, wait_for_nodes
 from strategies.label_dp import label_dp_epsilon
 
 Payload = dict[str, Any]
@@ -410,7 +410,7 @@ class FlowerLink:
         messages = [Message(encode_payload(payload, self.config if op == "describe" else None),
                             dst_node_id=self.node_of[name],
                             message_type=MESSAGE_TYPES[op]) for name, (op, payload) in calls.items()]
-        received = self.grid.send_and_receive(messages, timeout=self.timeout)
+        received = send_and_receive(self.grid, messages, timeout=self.timeout)
         replies = {r.metadata.src_node_id: r for r in received}
         out = {}
         for name, (op, _) in calls.items():
