@@ -15,7 +15,8 @@ dataset (``clients.data``), which only rehearses a deployment.
 - student: ``x`` the unlabeled pool (a ``y`` is refused: the pool has no labels), ``val_x`` / ``val_y``
   and ``test_x`` / ``test_y`` its labelled held-out samples, ``classes``.
 
-CSV files (``clients.pate.site_csv``: ``label-column``, optional ``id-column``, ``classes``, ``categories``;
+CSV files (``clients.pate.site_csv``: ``label-column``, optional ``id-column``, ``classes``, ``categories``,
+``drop-columns``, ``column-types``;
 numeric or categorical features): a teacher's one file; the student's unlabeled pool (no label column) as
 ``data-file`` and its labelled held-out samples as ``validation-file`` and ``test-file``.
 
