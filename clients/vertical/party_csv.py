@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="party{k}.features.json of the party (in the run's or node's output folder)")
     parser.add_argument("--csv", type=Path, required=True, help="rows with the party's feature columns")
     parser.add_argument("--out", type=Path, required=True,
-                        help="output .npy, (N, width); a name without .npy gets it appended")
+                        help="output .npy, (N, width), written to this exact path (suffix or not)")
     parser.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     args = parser.parse_args(argv)
     try:
@@ -307,8 +307,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def prepare_rows(transform: Path, csv: Path, out: Path) -> Path:
-    """Apply the transform saved at ``transform`` to the rows of ``csv``; save them at ``out`` (``.npy``
-    appended when missing) and return that path.
+    """Apply the transform saved at ``transform`` to the rows of ``csv``; save them as ``.npy`` at exactly
+    ``out`` (no suffix appended) and return it.
 
     Raises
     ------
@@ -328,8 +328,8 @@ def prepare_rows(transform: Path, csv: Path, out: Path) -> Path:
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"transform file {transform}: {err}") from None
     features = fitted.apply(read_table(csv, "party file"), missing=MISSING)
-    out = out if out.suffix == ".npy" else out.with_name(out.name + ".npy")
-    np.save(out, features)
+    with out.open("wb") as handle:  # the name as given: np.save(name) would append .npy
+        np.save(handle, features)
     return out
 
 
