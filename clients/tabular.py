@@ -319,7 +319,7 @@ def check_not_id_like(table: Table, name: str, values: Sequence[str], kind: str,
         steps = np.diff(np.array([int(v) for v in values], dtype=np.float64))
         if not ((steps > 0).all() or (steps < 0).all()):
             return
-        what = "a row ID (distinct integers in file order)"
+        what = "a row ID, distinct integers in file order"
         keep = f"as a number ({COLUMN_TYPES_KEY}: \"{name}={NUMERIC}\")"
         effect = ""
     side = table.path.with_suffix(".json").name
