@@ -15,6 +15,24 @@ import torch
 from torch import nn
 
 ENCODER_KINDS = ("mlp", "cnn", "cnn1d", "convbase1d", "convbase1d_wide")
+MAX_PARAMETERS = 100_000_000
+"""The most weights a model may have (400 MB as float32): sizes read from a file or a config that ask for
+more are refused before anything is allocated."""
+
+
+def check_model_size(*layers: tuple[int, int], what: str = "model") -> None:
+    """Refuse a model whose linear ``layers`` (``(inputs, outputs)`` each) exceed :data:`MAX_PARAMETERS`.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what``, the layer sizes and the total.
+    """
+    total = sum(int(a) * int(b) for a, b in layers)
+    if total > MAX_PARAMETERS:
+        sizes = [f"{a}x{b}" for a, b in layers]
+        raise ValueError(f"{what}: layers {sizes} would hold {total:.3g} weights, more than the "
+                         f"{MAX_PARAMETERS:.0e} allowed")
 
 
 class AddChannel(nn.Module):
@@ -36,6 +54,10 @@ def build_encoder(
     """
     if feature_dim < 1 or hidden < 1:
         raise ValueError(f"feature_dim and hidden must be >= 1, got {feature_dim} and {hidden}")
+    inputs = math.prod(input_shape)  # the convolutional kinds end in a layer of at most 64 channels per input
+    layers = ([(inputs, hidden), (hidden, feature_dim)] if kind == "mlp"
+              else [(64 * inputs + 512, feature_dim)])
+    check_model_size(*layers, what=f"{kind} encoder of input {tuple(input_shape)}")
     if kind == "mlp":
         return nn.Sequential(
             nn.Flatten(),
@@ -107,6 +129,13 @@ def build_classifier(
     feature_dim: int = 64,
     hidden: int = 128,
 ) -> Classifier:
-    """A :class:`Classifier` with an encoder from :func:`build_encoder`."""
+    """A :class:`Classifier` with an encoder from :func:`build_encoder`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`build_encoder`; also if the sizes ask for more than :data:`MAX_PARAMETERS` weights.
+    """
+    check_model_size((feature_dim, n_classes), what=f"classifier head of {n_classes} classes")
     encoder = build_encoder(input_shape, kind=kind, feature_dim=feature_dim, hidden=hidden)
     return Classifier(encoder, feature_dim, n_classes)

@@ -47,6 +47,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -378,15 +379,47 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before the run is abandoned")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="vertical: read party{k}.csv or .npz here instead of exporting a bundled split")
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     args = parser.parse_args(argv)
     try:
         args.parties = vertical_parties(args.parties, args.data_dir) if args.method == "vertical" else 2
-    except ValueError as err:
-        parser.error(str(err))
-    code = deploy(args.method, args.workdir, run_config=args.run_config, parties=args.parties,
-                  teacher_nodes=args.teacher_nodes, num_teachers=args.num_teachers, tls=not args.insecure,
-                  port=args.port, timeout=args.timeout, data_dir=args.data_dir)
+        check_arguments(args.method, parties=args.parties, teacher_nodes=args.teacher_nodes,
+                        num_teachers=args.num_teachers, port=args.port, timeout=args.timeout)
+        try:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OSError(f"cannot create --workdir {args.workdir}: {err.strerror or err}") from None
+        code = deploy(args.method, args.workdir, run_config=args.run_config, parties=args.parties,
+                      teacher_nodes=args.teacher_nodes, num_teachers=args.num_teachers, tls=not args.insecure,
+                      port=args.port, timeout=args.timeout, data_dir=args.data_dir)
+    except (ValueError, OSError) as err:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code)
+
+
+def check_arguments(method: str, *, parties: int, teacher_nodes: int, num_teachers: int, port: int,
+                    timeout: float) -> None:
+    """Refuse settings no deployment can run, before anything starts.
+
+    Raises
+    ------
+    ValueError
+        Naming the flag and its value: fewer than 2 vertical parties, teacher nodes outside
+        ``[1, --num-teachers]``, a port outside ``[1, 65535]`` or a timeout that is not a positive number.
+    """
+    if method == "vertical" and parties < 2:
+        raise ValueError(f"--parties {parties}: a vertical run needs >= 2 parties")
+    if method == "pate" and num_teachers < 1:
+        raise ValueError(f"--num-teachers {num_teachers}: must be >= 1")
+    if method == "pate" and not 1 <= teacher_nodes <= num_teachers:
+        raise ValueError(f"--teacher-nodes {teacher_nodes}: must be in [1, --num-teachers {num_teachers}]")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port {port}: must be in [1, 65535]")
+    if not 0 < timeout < float("inf"):
+        raise ValueError(f"--timeout {timeout}: must be a positive number of seconds")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def test_no_test_module_imports_another_test_module():
 # clients/ by method: one subpackage per method, what they share at the top, and who imports whom
 # --------------------------------------------------------------------------------------------------
 
-CLIENTS_SHARED = {"data", "data_cache", "encoders", "training", "node_output", "progress_log"}
+CLIENTS_SHARED = {"data", "data_cache", "encoders", "training", "node_output", "progress_log", "tabular",
+                  "tabular_transform"}
 """The modules at the top of ``clients/``: what more than one method (or the simulations) use."""
 # method subpackage -> the other method subpackages it may import (the vertical parties align by PSI)
 CLIENTS_METHODS: dict[str, set[str]] = {"pate": set(), "psi": set(), "vertical": {"psi"}}

@@ -1,17 +1,21 @@
 """CSV site files of PATE nodes: columns to features, labels to class indices (``clients.pate.site_files``).
 
-A CSV has a header row and one row per sample. The node's ``node_config`` says how to read it:
-``label-column``; optional ``id-column`` (non-empty unique IDs, not a feature), ``classes`` (the run's
-class names in label order; default: the sorted labels the node holds) and ``categories``
-(``"colour=red|green|blue;size=S|M|L"``: a categorical column's categories in one-hot order). A column not
-declared is numeric when every value parses as a number, else categorical over its sorted values. Every
-cell must be filled; NaN/inf, an unknown class or category are refused with the file, row and column.
-Numeric values are used as they are: no statistic is shared between sites.
+A CSV has a header row and one row per sample, read by :mod:`clients.tabular`. The node's ``node_config``
+says how to read it: ``label-column``; optional ``id-column`` (non-empty unique IDs, not a feature),
+``classes`` (the run's class names in label order; default: the sorted labels the node holds),
+``categories`` (``"colour=red|green|blue;size=S|M|L"``: a categorical column's categories in one-hot
+order), ``drop-columns`` (columns that are not features) and ``column-types``
+(``"code=categorical;count=numeric"``). A column not declared is numeric when every value parses as a
+number, categorical over its sorted values when most do not; a column of numbers with a stray text cell,
+or one that looks like an ID, is refused (:func:`clients.tabular.column_kind`,
+:func:`clients.tabular.check_not_id_like`). Every cell must be filled; a number not finite in float32, an
+unknown class or category are refused with the file, row and column. Numeric values are used as they
+are (:func:`clients.tabular_transform.fit_transform` without statistics): no statistic is shared between
+sites.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,11 +24,28 @@ from typing import Any
 
 import numpy as np
 
-LABEL_COLUMN_KEY = "label-column"
-ID_COLUMN_KEY = "id-column"
-CLASSES_KEY = "classes"
-CATEGORIES_KEY = "categories"
-CSV_KEYS = (LABEL_COLUMN_KEY, ID_COLUMN_KEY, CLASSES_KEY, CATEGORIES_KEY)
+from clients.tabular import (
+    CATEGORICAL,
+    CATEGORIES_KEY,
+    CLASSES_KEY,
+    COLUMN_KEYS,
+    COLUMN_TYPES_KEY,
+    ID_COLUMN_KEY,
+    LABEL_COLUMN_KEY,
+    NUMERIC,
+    Table,
+    check_not_id_like,
+    column_kind,
+    column_types,
+    declared_categories,
+    declared_classes,
+    dropped_columns,
+    read_table,
+    sorted_classes,
+)
+from clients.tabular_transform import fit_transform
+
+CSV_KEYS = (LABEL_COLUMN_KEY, ID_COLUMN_KEY, CLASSES_KEY, CATEGORIES_KEY, *COLUMN_KEYS)
 """``node_config`` keys that say how a node reads its CSV files."""
 
 
@@ -58,16 +79,15 @@ def read_teacher_csv(
     Raises
     ------
     ValueError
-        If the file is empty, lacks the label, ID or a feature column, has an empty cell, NaN/inf, a
+        If the file is empty or not UTF-8, lacks the label, ID or a feature column, has an empty cell, a
+        number not finite in float32, a stray text cell in a numeric column, an ID-like feature column, a
         repeated ID, or an unknown class or category (named with the file and row).
     """
     label = _label_column(settings, path)
     table = _read_csv(path)
-    classes = _declared_classes(settings) or _sorted_labels([table], label)
-    schema = _infer_schema([table], settings, exclude={label, settings.get(ID_COLUMN_KEY)})
-    x = _encode(table, schema, path)
-    y = _encode_labels(table, label, classes, path)
-    return x, y, classes, schema
+    classes = declared_classes(settings, "node_config ") or _sorted_labels([table], label)
+    schema = _infer_schema([table], settings, label)
+    return _encode(table, schema), _encode_labels(table, label, classes), classes, schema
 
 
 def read_student_csv(path: Path, held_out: Sequence[Path], settings: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -89,45 +109,22 @@ def read_student_csv(path: Path, held_out: Sequence[Path], settings: Mapping[str
     for table in (val, test):
         if label not in table.header:
             raise ValueError(f"site file {table.path}: no label column {label!r} (columns: {table.header})")
-    classes = _declared_classes(settings) or _sorted_labels([val, test], label)
-    exclude = {label, settings.get(ID_COLUMN_KEY)}
-    schema = _infer_schema([pool, val, test], settings, exclude=exclude)
-    pool_x, val_x, test_x = (_encode(t, schema, t.path) for t in (pool, val, test))
-    return (pool_x, val_x, _encode_labels(val, label, classes, val.path), test_x,
-            _encode_labels(test, label, classes, test.path), classes, schema)
+    classes = declared_classes(settings, "node_config ") or _sorted_labels([val, test], label)
+    schema = _infer_schema([pool, val, test], settings, label)
+    pool_x, val_x, test_x = (_encode(t, schema) for t in (pool, val, test))
+    return (pool_x, val_x, _encode_labels(val, label, classes), test_x, _encode_labels(test, label, classes),
+            classes, schema)
 
 
-@dataclass(frozen=True)
-class _Table:
-    path: Path
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    line_numbers: tuple[int, ...]  # of each row in the file (1 = the header), for error messages
-
-    def column(self, name: str) -> list[str]:
-        j = self.header.index(name)
-        return [row[j] for row in self.rows]
-
-
-def _read_csv(path: Path) -> _Table:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        numbered = [(reader.line_num, [cell.strip() for cell in row]) for row in reader
-                    if any(cell.strip() for cell in row)]
-    if not numbered:
-        raise ValueError(f"site file {path} is empty (no header row)")
-    header = tuple(numbered[0][1])
-    if "" in header or len(set(header)) != len(header):
-        raise ValueError(f"site file {path}: header has empty or repeated column names: {list(header)}")
-    if len(numbered) == 1:
-        raise ValueError(f"site file {path} has a header but no samples")
-    for line, row in numbered[1:]:
-        if len(row) != len(header):
-            raise ValueError(f"site file {path}, row {line}: {len(row)} cells, the header has {len(header)}")
-        if "" in row:
-            raise ValueError(f"site file {path}, row {line}: empty cell in column {header[row.index('')]!r} "
-                             "(missing values are not allowed)")
-    return _Table(path, header, tuple(tuple(r) for _, r in numbered[1:]), tuple(n for n, _ in numbered[1:]))
+def _read_csv(path: Path) -> Table:
+    """The CSV at ``path`` with every cell filled."""
+    table = read_table(path, "site file", unit="samples")
+    empty = (table.frame == "").to_numpy()
+    if empty.any():
+        row, col = (int(i[0]) for i in np.nonzero(empty))
+        raise ValueError(f"{table.where(row)}: empty cell in column {table.header[col]!r} "
+                         "(missing values are not allowed)")
+    return table
 
 
 def _label_column(settings: Mapping[str, Any], path: Path) -> str:
@@ -136,124 +133,89 @@ def _label_column(settings: Mapping[str, Any], path: Path) -> str:
     return str(settings[LABEL_COLUMN_KEY])
 
 
-def _declared_classes(settings: Mapping[str, Any]) -> tuple[str, ...]:
-    if CLASSES_KEY not in settings:
-        return ()
-    names = tuple(c.strip() for c in str(settings[CLASSES_KEY]).split(","))
-    if len(names) < 2 or "" in names or len(set(names)) != len(names):
-        raise ValueError(f"node_config {CLASSES_KEY!r} must name >= 2 distinct classes, got "
-                         f"{settings[CLASSES_KEY]!r}")
-    return names
-
-
-def _sorted_labels(tables: Sequence[_Table], label: str) -> tuple[str, ...]:
+def _sorted_labels(tables: Sequence[Table], label: str) -> tuple[str, ...]:
     for table in tables:
         if label not in table.header:
             raise ValueError(f"site file {table.path}: no label column {label!r} "
                              f"(columns: {list(table.header)})")
-    values = sorted({v for t in tables for v in t.column(label)})
-    if all(_is_int(v) for v in values):
-        values.sort(key=int)
+    values = sorted_classes(v for t in tables for v in t.column(label))
     if len(values) < 2:
         raise ValueError(f"site file {tables[0].path}: the labels hold one class only ({values}); declare "
                          f"the run's classes with node_config {CLASSES_KEY!r}")
     return tuple(values)
 
 
-def _declared_categories(settings: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
-    text = str(settings.get(CATEGORIES_KEY, "")).strip()
-    declared: dict[str, tuple[str, ...]] = {}
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        name, _, values = part.partition("=")
-        cats = tuple(v.strip() for v in values.split("|"))
-        if not name.strip() or "" in cats or len(set(cats)) != len(cats):
-            raise ValueError(f"node_config {CATEGORIES_KEY!r} must read 'column=a|b|c;other=x|y' with "
-                             f"distinct categories, got {text!r}")
-        declared[name.strip()] = cats
-    return declared
-
-
-def _infer_schema(tables: Sequence[_Table], settings: Mapping[str, Any], *, exclude: set) -> FeatureSchema:
+def _infer_schema(tables: Sequence[Table], settings: Mapping[str, Any], label: str) -> FeatureSchema:
     """Feature columns of the first table (in header order), typed over all ``tables``."""
     first = tables[0]
     id_column = settings.get(ID_COLUMN_KEY)
-    features = [c for c in first.header if c not in exclude]
     if id_column is not None and id_column not in first.header:
         raise ValueError(f"site file {first.path}: no ID column {id_column!r} "
                          f"(columns: {list(first.header)})")
+    where = f"site file {first.path}"
+    reserved = {label, id_column}
+    dropped = dropped_columns(settings, first.header, reserved - {None}, where)
+    features = [c for c in first.header if c not in reserved | dropped]
     for table in tables:
         if id_column is not None:
             ids = table.column(id_column) if id_column in table.header else []
-            if len(set(ids)) != len(table.rows):
+            if len(set(ids)) != len(table.frame):
                 raise ValueError(f"site file {table.path}: ID column {id_column!r} is missing or repeats IDs")
-        other = [c for c in table.header if c not in exclude]
+        other = [c for c in table.header if c not in reserved | dropped]
         if other != features:
             raise ValueError(f"site file {table.path}: feature columns {other} differ from {first.path}'s "
                              f"{features}")
     if not features:
         raise ValueError(f"site file {first.path}: no feature column (columns: {list(first.header)})")
-    declared = _declared_categories(settings)
+    declared = declared_categories(settings, "node_config ")
     unknown = sorted(set(declared) - set(features))
     if unknown:
         raise ValueError(f"node_config {CATEGORIES_KEY!r} names columns {unknown} that {first.path} lacks")
+    types = column_types(settings, first.header, where)
+    clash = sorted(c for c in declared if types.get(c) == NUMERIC)
+    if clash:
+        raise ValueError(f"{where}: columns {clash} have categories but are declared numeric "
+                         f"({COLUMN_TYPES_KEY!r})")
     columns: list[tuple[str, tuple[str, ...] | None]] = []
     for name in features:
-        values = {v for t in tables for v in t.column(name)}
         if name in declared:
             columns.append((name, declared[name]))
-        elif all(_is_number(v) for v in values):
-            columns.append((name, None))
-        else:
-            columns.append((name, tuple(sorted(values))))
+            continue
+        kind = types.get(name) or _kind_over(tables, name)
+        values = [v for t in tables for v in t.column(name)]
+        if name not in types:
+            check_not_id_like(first, name, values, kind)
+        columns.append((name, None if kind == NUMERIC else tuple(sorted(set(values)))))
     width = sum(1 if c is None else len(c) for _, c in columns)
     return FeatureSchema((width,), tuple(columns))
 
 
-def _encode(table: _Table, schema: FeatureSchema, path: Path) -> np.ndarray:
+def _kind_over(tables: Sequence[Table], name: str) -> str:
+    """One kind for column ``name`` over all ``tables``: categorical if any table's cells are mostly text."""
+    kinds = {column_kind(t, name, range(len(t.frame))) for t in tables}
+    return CATEGORICAL if CATEGORICAL in kinds else NUMERIC
+
+
+def _encode(table: Table, schema: FeatureSchema) -> np.ndarray:
     """Numeric columns as they are, categorical ones one-hot in the schema's category order."""
-    blocks = []
     for name, categories in schema.columns:
-        values = table.column(name)
-        if categories is None:
-            column = np.array([float(v) for v in values], dtype=np.float64)
-            bad = np.flatnonzero(~np.isfinite(column))
-            if len(bad):
-                raise ValueError(f"site file {path}, row {table.line_numbers[bad[0]]}: column {name!r} is "
-                                 f"{values[bad[0]]!r} (NaN/inf are not allowed)")
-            blocks.append(column[:, None])
-        else:
-            index = {c: i for i, c in enumerate(categories)}
-            stray = next((i for i, v in enumerate(values) if v not in index), None)
+        if categories is not None:
+            values = table.column(name)
+            stray = next((i for i, v in enumerate(values) if v not in set(categories)), None)
             if stray is not None:
-                raise ValueError(f"site file {path}, row {table.line_numbers[stray]}: unknown category "
-                                 f"{values[stray]!r} in column {name!r} (categories: {list(categories)})")
-            blocks.append(np.eye(len(categories))[[index[v] for v in values]])
-    return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+                raise ValueError(f"{table.where(stray)}: unknown category {values[stray]!r} in column "
+                                 f"{name!r} (categories: {list(categories)})")
+    transform = fit_transform(table, dict(schema.columns), range(len(table.frame)), standardise=False)
+    return transform.apply(table)
 
 
-def _encode_labels(table: _Table, label: str, classes: tuple[str, ...], path: Path) -> np.ndarray:
+def _encode_labels(table: Table, label: str, classes: tuple[str, ...]) -> np.ndarray:
     if label not in table.header:
-        raise ValueError(f"site file {path}: no label column {label!r} (columns: {list(table.header)})")
+        raise ValueError(f"site file {table.path}: no label column {label!r} (columns: {list(table.header)})")
     index = {c: i for i, c in enumerate(classes)}
     values = table.column(label)
     stray = next((i for i, v in enumerate(values) if v not in index), None)
     if stray is not None:
-        raise ValueError(f"site file {path}, row {table.line_numbers[stray]}: unknown class "
-                         f"{values[stray]!r} in column {label!r} (classes: {list(classes)})")
+        raise ValueError(f"{table.where(stray)}: unknown class {values[stray]!r} in column {label!r} "
+                         f"(classes: {list(classes)})")
     return np.array([index[v] for v in values], dtype=np.int64)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True

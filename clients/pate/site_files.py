@@ -15,7 +15,8 @@ dataset (``clients.data``), which only rehearses a deployment.
 - student: ``x`` the unlabeled pool (a ``y`` is refused: the pool has no labels), ``val_x`` / ``val_y``
   and ``test_x`` / ``test_y`` its labelled held-out samples, ``classes``.
 
-CSV files (``clients.pate.site_csv``: ``label-column``, optional ``id-column``, ``classes``, ``categories``;
+CSV files (``clients.pate.site_csv``: ``label-column``, optional ``id-column``, ``classes``, ``categories``,
+``drop-columns``, ``column-types``;
 numeric or categorical features): a teacher's one file; the student's unlabeled pool (no label column) as
 ``data-file`` and its labelled held-out samples as ``validation-file`` and ``test-file``.
 
@@ -34,6 +35,9 @@ import argparse
 import csv
 import dataclasses
 import functools
+import sys
+import traceback
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,6 +235,9 @@ def _npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
     except ValueError as err:  # object arrays, or not an npz at all
         raise ValueError(f"site file {path}: not a readable .npz of plain arrays ({err}); store class names "
                          "as str and features as numbers") from None
+    except (EOFError, OSError, zipfile.BadZipFile) as err:  # an empty or truncated file
+        raise ValueError(f"site file {path}: not a readable .npz archive ({type(err).__name__}: {err}); "
+                         "write it with numpy.savez") from None
     missing = [k for k in required if k not in arrays]
     if missing:
         raise ValueError(f"site file {path} lacks {missing} (has {sorted(arrays)})")
@@ -343,7 +350,8 @@ def _write_csv(path: Path, x: np.ndarray, ids: np.ndarray, y: np.ndarray | None)
 
 def main(argv: list[str] | None = None) -> None:
     """Write a bundled PATE split as site files; print each node's ``--node-config`` and the server's
-    matching run-config keys."""
+    matching run-config keys. A bad setting or an ``--out`` that cannot be written ends with one ``error:``
+    line naming it and exit status 2 (``--verbose``: with the traceback)."""
     parser = argparse.ArgumentParser(description="write a bundled PATE split as per-site data files")
     for field in dataclasses.fields(DataSpec):  # the split's settings, as the server's run config names them
         default = getattr(DataSpec, field.name)
@@ -354,10 +362,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--node-shards", action="store_true",
                         help="leave the dealing of samples to teachers to the nodes (no 'teacher' array)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     args = parser.parse_args(argv)
-    spec = DataSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DataSpec)})
-    for config in export_bundled(spec, args.teacher_nodes, args.out, fmt=args.format,
-                                 node_shards=args.node_shards):
+    try:
+        spec = DataSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DataSpec)})
+        teacher_ranges(spec.num_teachers, args.teacher_nodes)  # refused before the dataset is loaded
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OSError(f"cannot write --out {args.out}: {err.strerror or err}") from None
+        configs = export_bundled(spec, args.teacher_nodes, args.out, fmt=args.format,
+                                 node_shards=args.node_shards)
+    except (ValueError, OSError) as err:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for config in configs:
         print(f'--node-config "{config}"')
     keys = f"pate.data.num_teachers={spec.num_teachers} pate.data.seed={spec.seed}"
     print(f'# the server: --run-config "{keys}" (the seed seeds every teacher\'s training)')

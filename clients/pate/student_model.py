@@ -160,14 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     pred = sub.add_parser("predict", help="classify samples from a .npy file")
     pred.add_argument("--model", required=True, type=Path, help="student_model.json written by a run")
     pred.add_argument("--input", required=True, type=Path, help=".npy array of shape (N, *input_shape)")
-    pred.add_argument("--output", type=Path, help="write labels to this .npy (default: print them)")
+    pred.add_argument("--output", type=Path,
+                      help="write labels as .npy to this exact path, suffix or not (default: print them)")
     args = parser.parse_args(argv)
     try:
         if args.output is not None and not args.output.resolve().parent.is_dir():
             raise ValueError(f"output folder {args.output.resolve().parent} does not exist")
         labels = predict(args.model, _load_samples(args.input))
         if args.output is not None:
-            np.save(args.output, labels)
+            with args.output.open("wb") as handle:  # the name as given: np.save(name) would append .npy
+                np.save(handle, labels)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ users (``split`` = ``val`` / ``test``, 15 % each) at every party, and of the tra
 ``--aligned-fraction`` at every party, the rest at one party each. No statistic is computed across parties.
 ``--names`` adds a free-text column to party 1, ``name`` (a made-up label per wine, one distinct value
 per user, like a passenger's name): the reader refuses it until ``party1.json`` drops it or declares it
-(``clients.vertical.columns``).
+(``clients.tabular``).
 """
 
 from __future__ import annotations

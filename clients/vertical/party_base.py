@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clients.encoders import build_encoder
+from clients.encoders import build_encoder, check_model_size
 from clients.training import check_inputs
 from clients.vertical.data import PartyData
 from clients.vertical.party_files import held_out_digest
@@ -39,6 +39,7 @@ SPLITS = ("val", "test")
 def build_top_model(n_parties: int, feature_dim: int, hidden: int, n_classes: int) -> nn.Module:
     """Active party's top model on the concatenated party features (``hidden = 0``: linear)."""
     width = n_parties * feature_dim
+    check_model_size((width, max(hidden, 1)), (max(hidden, 1), n_classes), what="top model")
     if hidden == 0:
         return nn.Linear(width, n_classes)
     return nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))

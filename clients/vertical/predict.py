@@ -11,6 +11,9 @@ configuration and the fusion it chose); this module serves it locally, per role:
 from __future__ import annotations
 
 import argparse
+import pickle
+import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +51,20 @@ config used the earlier key names (:data:`RENAMED_KEYS`), load too.
 
     Raises
     ------
+    FileNotFoundError
+        If the model file does not exist.
     ValueError
-        If ``x`` does not match the saved input shape or holds NaN/inf.
+        If it is not a saved party model, its sizes ask for a model beyond
+        :data:`clients.encoders.MAX_PARAMETERS` weights, or ``x`` does not match the saved input shape or
+        holds NaN/inf.
     """
-    record = torch.load(Path(path), weights_only=True)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        record = torch.load(Path(path), weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"model file {path} is not a saved party model: {reason}") from None
     saved = {RENAMED_KEYS.get(key, key): value for key, value in record["config"].items()}
     cfg = from_flat(VerticalConfig, saved, what="saved model config")
     shape, n_classes = tuple(record["input_shape"]), int(record["n_classes"])
@@ -103,16 +116,56 @@ def main(argv: list[str] | None = None) -> None:
     passive party's ``features`` (to hand to the active party) and nearest-prototype ``classes``;
     ``python -m clients.vertical.predict --model active.pt --inputs x.npy --passive-features passive1.npz
     --out active.npz`` writes ``active_only`` and, with every passive party's features, ``aligned`` classes.
+    A bad input (a missing or unreadable file, a model too large or not fitting its sizes, inputs of the
+    wrong shape, a missing output folder) ends with one ``error:`` line and exit status 2.
     """
     parser = argparse.ArgumentParser(description="predict with a saved vertical party model")
     parser.add_argument("--model", required=True, help="a .pt file written by the save operation")
     parser.add_argument("--inputs", required=True, help=".npy of this party's columns, (N, *input_shape)")
     parser.add_argument("--passive-features", nargs="*", default=None,
                         help="active party only: each passive party's .npz output, in party order")
-    parser.add_argument("--out", required=True, help="output .npz")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output .npz, written to this exact path (suffix or not)")
+    parser.add_argument("--verbose", action="store_true", help="print the traceback of an error")
     args = parser.parse_args(argv)
-    passive = [np.load(p)["features"] for p in args.passive_features] if args.passive_features else None
-    np.savez(args.out, **predict_saved(args.model, np.load(args.inputs), passive))
+    try:
+        if not args.out.resolve().parent.is_dir():
+            raise FileNotFoundError(f"output folder {args.out.resolve().parent} of --out does not exist")
+        passive = ([_load(p, "passive features file", "features") for p in args.passive_features]
+                   if args.passive_features else None)
+        out = predict_saved(args.model, _load(args.inputs, "inputs file"), passive)
+        with args.out.open("wb") as handle:  # the name as given: np.savez(name) would append .npz
+            np.savez(handle, **out)
+    except (ValueError, OSError, KeyError, RuntimeError) as err:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _load(path: str, what: str, key: str | None = None) -> np.ndarray:
+    """The array of a ``.npy`` file, or array ``key`` of an ``.npz`` file (no pickles).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If it is not such a file or lacks ``key``.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if key is None:
+            if not isinstance(loaded, np.ndarray):
+                raise ValueError("an .npz archive, expected one .npy array")
+            return loaded
+        with loaded:
+            return loaded[key]
+    except (ValueError, OSError, EOFError, KeyError) as err:
+        raise ValueError(f"{what} {path} is not readable{'' if key is None else f' (array {key!r})'}: "
+                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 
 
 if __name__ == "__main__":
