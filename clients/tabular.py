@@ -21,6 +21,9 @@ float32, the dtype the models use (``1e39`` or ``inf`` is refused naming the cel
 like an identifier is refused, never made a feature (:func:`check_not_id_like`): free text or IDs with
 nearly one distinct value per row, or integers that are all distinct and run in file order (a row
 counter); drop it, name it as the ID column, or declare its type to keep it.
+
+pandas is imported inside the functions that read or inspect a table, not at the top: every message of a
+deployment starts a new process, and one that reads no table should not pay for pandas.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import csv
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a table is read or inspected: see the module docstring
+    import pandas as pd
 
 ID_COLUMN_KEY, LABEL_COLUMN_KEY = "id-column", "label-column"
 CLASSES_KEY, CATEGORIES_KEY = "classes", "categories"
@@ -91,6 +96,7 @@ def read_table(path: Path, what: str, *, unit: str = "rows") -> Table:
         If the file is not UTF-8 text, is empty, its header has empty or repeated names, it has no rows
         (``has a header but no {unit}``), or a row has another number of cells than the header.
     """
+    import pandas as pd  # deferred, like every heavy import here (module docstring)
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
@@ -247,6 +253,7 @@ def numbers(table: Table, name: str, rows: Sequence[int], missing: Iterable[str]
         Naming the file, row, column and cell, at the first cell that is not a number or not finite as
         float32 (NaN, inf, or beyond ±3.4e38).
     """
+    import pandas as pd
     cells = pd.Series(table.column(name, rows), dtype=object)
     absent = cells.isin(frozenset(missing)).to_numpy()
     values = np.array([np.nan if a else _float_or_nan(c) for a, c in zip(absent, cells, strict=True)])
@@ -277,6 +284,7 @@ def column_kind(table: Table, name: str, rows: Sequence[int], missing: Iterable[
         If more than half the filled cells are numbers but one is not: naming that cell, and how to keep
         the column as categories (``column-types``).
     """
+    import pandas as pd
     cells = pd.Series(table.column(name, rows), dtype=object)
     filled = ~cells.isin(frozenset(missing))
     numeric = cells.map(is_number) & filled
@@ -305,6 +313,7 @@ def check_not_id_like(table: Table, name: str, values: Sequence[str], kind: str,
     ValueError
         Naming the file, the column, its counts, and how to drop it or keep it (declared).
     """
+    import pandas as pd
     distinct = pd.Series(values, dtype=object).nunique()
     if kind == CATEGORICAL:
         if distinct <= max(ID_LIKE_MIN_VALUES, ID_LIKE_RATIO * len(values)):

@@ -1,37 +1,32 @@
-"""The Flower ServerApp and ClientApp of flwr-privkit, for ``flwr run .`` and deployments.
+"""The Flower ClientApp of flwr-privkit, for ``flwr run .``, deployments and the simulations.
 
-``[tool.flwr.app.config]`` in ``pyproject.toml`` holds the defaults (a test keeps them equal to the
-typed schemas); ``flwr run . --run-config "pate.strategy.sigma=40"`` overrides them. The key
-``method`` selects what the ServerApp runs.
+It imports nothing heavy: each handler's module is imported by the first message of its type
+(:mod:`clients.lazy_handlers`). The ServerApp is :mod:`simulations.server_app`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from flwr.app import Context
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
-from flwr.serverapp import Grid, ServerApp
 
+from clients.lazy_handlers import Handler, LazyHandler, LazyRegistration
 from clients.node_output import with_output_dir
-from clients.pate import student, teacher
-from clients.pate.node import handle_describe, handle_prepare
-from clients.pate.secagg import register_secagg_handlers
 from clients.progress_log import with_progress_file
-from clients.vertical.handlers import register_vertical_handlers
-from protocol.codec import from_flat
-from protocol.vertical import VerticalConfig
-from simulations.pate_config import PateConfig
-from simulations.pate_server import run_pate_server
-from simulations.results import vertical_run_record, write_results
-from strategies.grid_utils import wait_for_nodes
-from strategies.vertical_prototype import run_vertical
-
-METHODS = ("pate", "vertical")
-
+from protocol.pate import (
+    MSG_DESCRIBE,
+    MSG_NEXT_QUERIES,
+    MSG_PREPARE_DATA,
+    MSG_TRAIN_STUDENT,
+    MSG_TRAIN_TEACHERS,
+    MSG_VOTES,
+)
+from protocol.psi import ACTIONS as PSI_ACTIONS
+from protocol.psi import MESSAGE_TYPE_PREFIX as PSI_PREFIX
+from protocol.secagg import MSG_SECAGG_KEYS, MSG_SECAGG_MASKED, MSG_SECAGG_SHARES, MSG_SECAGG_UNMASK
+from protocol.vertical import MESSAGE_TYPES as VERTICAL_MESSAGE_TYPES
 
 
 def build_client_app(
@@ -53,52 +48,38 @@ def build_client_app(
     accept Paillier keys below 2048 bits) and ``allow_plaintext_ids`` (the vertical ``ids`` operation
     answers) are for tests and rehearsals only (:func:`clients.vertical.handlers.register_vertical_handlers`).
     ``mods`` wrap every handler (e.g. :mod:`simulations.fault_app`'s fault injection).
+
+    Each handler's module is imported on the first message of its type (:mod:`clients.lazy_handlers`):
+    in a deployment every message is a new process, and a ``describe`` should not pay for torch.
     """
-    app = ClientApp(mods=list(mods))
-    app.query("describe")(handle_describe)
-    prepare, train_teachers, train_student = handle_prepare, teacher.handle_train, student.handle_train
+    handlers: dict[str, Handler] = {
+        MSG_DESCRIBE: LazyHandler("clients.pate.node:handle_describe"),
+        MSG_PREPARE_DATA: LazyHandler("clients.pate.node:handle_prepare"),
+        MSG_TRAIN_TEACHERS: LazyHandler("clients.pate.teacher:handle_train"),
+        MSG_VOTES: LazyHandler("clients.pate.teacher:handle_votes"),
+        MSG_NEXT_QUERIES: LazyHandler("clients.pate.student:handle_queries"),
+        MSG_TRAIN_STUDENT: LazyHandler("clients.pate.student:handle_train"),
+    }
     if output_dir is not None:
-        train_student = with_output_dir(train_student, output_dir)
+        handlers[MSG_TRAIN_STUDENT] = with_output_dir(handlers[MSG_TRAIN_STUDENT], output_dir)
     if progress_file is not None:  # the long steps: data preparation and training
-        prepare = with_progress_file(prepare, progress_file)
-        train_teachers = with_progress_file(train_teachers, progress_file)
-        train_student = with_progress_file(train_student, progress_file)
-    app.query("prepare")(prepare)
-    app.train("teachers")(train_teachers)
-    app.query("votes")(teacher.handle_votes)
-    app.query("queries")(student.handle_queries)
-    app.train("student")(train_student)
-    register_secagg_handlers(app)  # query.secagg_*: noised votes under secure aggregation
-    register_vertical_handlers(app, allow_insecure_psi_keys=allow_insecure_psi_keys,  # vfl_*, psi_*
-                               allow_plaintext_ids=allow_plaintext_ids, output_dir=output_dir)
+        for long_step in (MSG_PREPARE_DATA, MSG_TRAIN_TEACHERS, MSG_TRAIN_STUDENT):
+            handlers[long_step] = with_progress_file(handlers[long_step], progress_file)
+    secagg = LazyRegistration("clients.pate.secagg:register_secagg_handlers")  # noised votes, secure sum
+    for message_type in (MSG_SECAGG_KEYS, MSG_SECAGG_SHARES, MSG_SECAGG_MASKED, MSG_SECAGG_UNMASK):
+        handlers[message_type] = secagg.handler(message_type)
+    vertical = LazyRegistration(  # vfl_* and psi_*
+        "clients.vertical.handlers:register_vertical_handlers",
+        allow_insecure_psi_keys=allow_insecure_psi_keys, allow_plaintext_ids=allow_plaintext_ids,
+        output_dir=output_dir)
+    for message_type in (*VERTICAL_MESSAGE_TYPES.values(), *(PSI_PREFIX + a for a in PSI_ACTIONS)):
+        handlers[message_type] = vertical.handler(message_type)
+    app = ClientApp(mods=list(mods))
+    registrars = {"query": app.query, "train": app.train, "evaluate": app.evaluate}
+    for message_type, handler in handlers.items():
+        kind, _, name = message_type.partition(".")
+        registrars[kind](name)(handler)
     return app
 
 
 client_app = build_client_app()
-
-server_app = ServerApp()
-
-
-def section(run_config: dict[str, Any], name: str) -> dict[str, Any]:
-    """The ``name.``-prefixed keys of ``run_config``, with the prefix removed."""
-    prefix = f"{name}."
-    return {k[len(prefix):]: v for k, v in run_config.items() if k.startswith(prefix)}
-
-
-@server_app.main()
-def main(grid: Grid, context: Context) -> None:
-    """Dispatch on ``run_config["method"]``. A PATE run first waits for its ``federation.teacher_nodes``
-    teacher nodes and the student to connect (the vertical run waits for its parties)."""
-    run_config = dict(context.run_config)
-    method = str(run_config.get("method", "pate"))
-    if method == "pate":
-        cfg = from_flat(PateConfig, section(run_config, "pate"), what="run_config")
-        wait_for_nodes(grid, cfg.federation.teacher_nodes + 1)  # a late SuperNode would silently sit out
-        run_pate_server(grid, cfg)
-    elif method == "vertical":
-        cfg = from_flat(VerticalConfig, section(run_config, "vertical"), what="run_config")  # validated here
-        results = run_vertical(grid, cfg)
-        if cfg.output_dir:
-            write_results(cfg.output_dir, vertical_run_record(cfg, results))
-    else:
-        raise ValueError(f"run_config method must be one of {METHODS}, got {method!r}")

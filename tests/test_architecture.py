@@ -92,7 +92,7 @@ def test_no_test_module_imports_another_test_module():
 # --------------------------------------------------------------------------------------------------
 
 CLIENTS_SHARED = {"data", "data_cache", "encoders", "training", "node_output", "progress_log", "tabular",
-                  "tabular_transform"}
+                  "tabular_transform", "lazy_handlers"}
 """The modules at the top of ``clients/``: what more than one method (or the simulations) use."""
 # method subpackage -> the other method subpackages it may import (the vertical parties align by PSI)
 CLIENTS_METHODS: dict[str, set[str]] = {"pate": set(), "psi": set(), "vertical": {"psi"}}

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 import simulations.pate  # noqa: F401  (registers the schema in Hydra's ConfigStore)
 from protocol.codec import from_flat, to_flat
 from protocol.vertical import VerticalConfig
-from simulations.app import section
 from simulations.pate_config import PateConfig, PateStrategyConfig
+from simulations.server_app import section
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import Context
@@ -23,8 +23,10 @@ from clients.data import Dataset, PateSplit, bundled_inputs, load_pate_data
 from clients.data_cache import NODE_CONFIG_KEY as CACHE_DIR_KEY
 from clients.pate.site_csv import FeatureSchema, array_schema
 from clients.pate.site_files import DATA_FILE_KEY, read_student_site, read_teacher_site, site_shards
-from clients.pate.teacher_ensemble import TeacherEnsemble
 from protocol.pate import ROLE_TEACHER, SITE_DATA, DataSpec
+
+if TYPE_CHECKING:  # the describe and prepare handlers import this module without torch
+    from clients.pate.teacher_ensemble import TeacherEnsemble
 
 
 @dataclass(frozen=True)
