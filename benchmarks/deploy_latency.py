@@ -1,4 +1,10 @@
-"""Per-round latency of one small PATE job in Flower's simulation engine and in a loopback deployment.
+"""Per-round latency of one small PATE job in Flower's simulation engine and in a loopback deployment,
+beside Flower's own floor.
+
+The floor: a trivial ClientApp's round trip (:mod:`benchmarks.latency_apps`: it answers ``query.describe``
+at once and imports only Flower), one node at a time, timed by a probe ServerApp; the project's own
+``query.describe`` is timed the same way on the same kind of deployment, so its ratio to the floor is what
+the project adds per message.
 
 The job: the digits smoke setting, 20 teachers on 2 teacher nodes plus the student, 6 query rounds of
 40 queries (``max_queries=240``, a budget large enough never to stop it). A *round* is one query batch:
@@ -7,7 +13,7 @@ fusion and the ledger charge. It is timed between consecutive charges: in simula
 progress events, in deployment by polling the ledger file (which is rewritten at every charge) every
 0.1 s. The deployment runs with TLS and SuperNode authentication (:mod:`simulations.deploy_local`).
 
-    python -m benchmarks.deploy_latency --out benchmarks/results/deploy_latency.json
+    python -m benchmarks.deploy_latency --out benchmarks/results/deploy_latency.json  # ≈ 10 min
 """
 
 from __future__ import annotations
@@ -54,6 +60,43 @@ def simulation(workdir: Path) -> dict[str, Any]:
     return _summary(marks, time.perf_counter() - t0)
 
 
+PROBE_APPS = ("benchmarks/__init__.py", "benchmarks/latency_apps.py")
+PROBE_SERVERAPP = "benchmarks.latency_apps:probe_server_app"
+TRIVIAL_CLIENTAPP = "benchmarks.latency_apps:trivial_client_app"
+PROJECT_CLIENTAPP = "simulations.app:client_app"
+
+
+def describe_round_trips(workdir: Path, port: int, clientapp: str, repeats: int) -> dict[str, Any]:
+    """``query.describe`` round trips, one node at a time, to 3 SuperNodes running ``clientapp``."""
+    from benchmarks.latency_apps import PROBE_OUT_ENV, PROBE_SPEC_ENV
+    from simulations.deploy_local import COMPLETED, LocalDeployment, node_configs, run_settings, stage_app
+
+    app = stage_app(workdir / "app", clientapp, serverapp=PROBE_SERVERAPP, extra_files=PROBE_APPS)
+    out = workdir / "probe.json"
+    with LocalDeployment(workdir, port=port) as local:
+        local.env[PROBE_OUT_ENV] = str(out)
+        local.env[PROBE_SPEC_ENV] = json.dumps({"nodes": 3, "repeats": repeats,
+                                                "data": {"dataset": "digits", "num_teachers": 20}})
+        local.start_superlink()
+        configs = node_configs("pate", parties=0, teacher_nodes=2, num_teachers=20, data_dir=workdir,
+                               output_dir=workdir / "out")
+        for k, config in enumerate(configs):
+            local.start_supernode(f"supernode{k}", config)
+        local.wait_online(len(configs))
+        run = local.start_run(run_settings("pate", workdir / "out", parties=0, teacher_nodes=2,
+                                           num_teachers=20), app=app)
+        status = local.finish_run(run, timeout=600)
+        if status != COMPLETED:
+            raise RuntimeError(f"the probe ended {status}:\n{local.log('flwr_run')[-3000:]}")
+    rows = json.loads(out.read_text())
+    failed = [r for r in rows if r["error"] is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(rows)} describe round trips failed, e.g. {failed[0]}")
+    seconds = [float(r["seconds"]) for r in rows]
+    return {"clientapp": clientapp, "round_trip_s": seconds, "median_s": statistics.median(seconds),
+            "mean_s": statistics.mean(seconds), "min_s": min(seconds), "max_s": max(seconds)}
+
+
 def deployment(workdir: Path, port: int) -> dict[str, Any]:
     """The job on a loopback deployment (SuperLink + 3 SuperNodes + ``flwr run``, TLS and node auth)."""
     from simulations.deploy_local import COMPLETED, LocalDeployment, node_configs, run_settings
@@ -94,21 +137,38 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/deploy_latency.json"))
     parser.add_argument("--port", type=int, default=9390)
+    parser.add_argument("--repeats", type=int, default=3, help="describe round trips per node (default 3)")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"job": ["dataset=digits", "data.num_teachers=20", "federation.teacher_nodes=2",
                                        *JOB]}
     with tempfile.TemporaryDirectory() as tmp:
         results["load_average_1min_at_start"] = os.getloadavg()[0]  # the cores may be shared
-        results["deployment"] = deployment(Path(tmp) / "deployment", args.port)
+        results["floor"] = describe_round_trips(Path(tmp) / "floor", args.port, TRIVIAL_CLIENTAPP,
+                                                args.repeats)
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        results["describe"] = describe_round_trips(Path(tmp) / "describe", args.port + 10, PROJECT_CLIENTAPP,
+                                                   args.repeats)
+        results["describe"]["ratio_to_floor"] = results["describe"]["median_s"] / results["floor"]["median_s"]
+        args.out.write_text(json.dumps(results, indent=2))
+        results["deployment"] = deployment(Path(tmp) / "deployment", args.port + 20)
+        # a round is two round trips (the student's queries, then every teacher node's votes at once)
+        results["deployment"]["ratio_to_two_floors"] = (results["deployment"]["round_mean_s"]
+                                                        / (2 * results["floor"]["median_s"]))
         args.out.write_text(json.dumps(results, indent=2))
         results["simulation"] = simulation(Path(tmp) / "simulation")
         results["load_average_1min_at_end"] = os.getloadavg()[0]
     args.out.write_text(json.dumps(results, indent=2))
+    for name in ("floor", "describe"):
+        r = results[name]
+        print(f"{name:>10}: round trip median {r['median_s']:.2f} s (min {r['min_s']:.2f}, "
+              f"max {r['max_s']:.2f})"
+              + (f", {r['ratio_to_floor']:.2f} x the floor" if "ratio_to_floor" in r else ""))
     for name in ("simulation", "deployment"):
         r = results[name]
         print(f"{name:>10}: round {r['round_mean_s']:.2f} s (min {r['round_min_s']:.2f}, max "
-              f"{r['round_max_s']:.2f}) over {r['charges'] - 1} rounds; wall {r['wall_s']:.0f} s")
+              f"{r['round_max_s']:.2f}) over {r['charges'] - 1} rounds; wall {r['wall_s']:.0f} s"
+              + (f"; {r['ratio_to_two_floors']:.2f} x two floor round trips" if name == "deployment" else ""))
 
 
 if __name__ == "__main__":

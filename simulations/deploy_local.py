@@ -102,24 +102,30 @@ def party_path(data_dir: Path, k: int) -> Path:
     return csv_file if csv_file.is_file() else data_dir / f"party{k}.npz"
 
 
-def stage_app(directory: Path, clientapp: str) -> Path:
-    """Copy the app into ``directory`` with ``clientapp`` (``module:attribute``) as its ClientApp."""
+def stage_app(directory: Path, clientapp: str, *, serverapp: str | None = None,
+              extra_files: Sequence[str] = ()) -> Path:
+    """Copy the app into ``directory`` with ``clientapp`` (``module:attribute``) as its ClientApp and,
+    if given, ``serverapp`` as its ServerApp; ``extra_files`` (paths under the project root, e.g. a
+    benchmark's apps) are copied beside :data:`APP_FILES`."""
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
-    for name in APP_FILES:
-        source = ROOT / name
+    for name in (*APP_FILES, *extra_files):
+        source, target = ROOT / name, directory / name
         if source.is_dir():
-            shutil.copytree(source, directory / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy2(source, directory / name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
     pyproject = directory / "pyproject.toml"
-    default = 'clientapp = "simulations.app:client_app"'
     text = pyproject.read_text()
-    if default not in text:
-        raise RuntimeError(f"{ROOT / 'pyproject.toml'} does not declare {default!r}: "
-                           "cannot swap the ClientApp")
-    pyproject.write_text(text.replace(default, f'clientapp = "{clientapp}"'))
+    swaps = {"clientapp": clientapp, "serverapp": serverapp}
+    for key, target in ((k, v) for k, v in swaps.items() if v is not None):
+        match = re.search(rf'^{key} = "[^"]*"$', text, flags=re.MULTILINE)
+        if match is None:
+            raise RuntimeError(f"{ROOT / 'pyproject.toml'} declares no {key}: cannot swap it")
+        text = text.replace(match.group(0), f'{key} = "{target}"')
+    pyproject.write_text(text)
     return directory
 
 
