@@ -16,6 +16,7 @@ from clients.psi.ecdh_groups import (
     GROUPS,
     HASH_DOMAIN,
     POINT_BYTES,
+    X25519_HASH_DOMAIN,
     ecdh_group,
     hash_to_edwards,
     hash_to_x25519,
@@ -41,13 +42,16 @@ def test_hash_to_edwards_is_a_deterministic_point_of_the_prime_order_group_per_s
     assert point == sodium.crypto_core_ed25519_add(first, second) != first
 
 
-def test_hash_to_x25519_is_the_birational_map_of_the_edwards_hash() -> None:
-    # libsodium's own Ed25519 -> X25519 conversion (checks the prime-order subgroup) agrees with ours
+def test_hash_to_x25519_is_one_elligator_map_then_the_birational_map() -> None:
+    # H(x) = u(F(d[:32])) under its own domain; libsodium's Ed25519 -> X25519 conversion (which also
+    # checks the prime-order subgroup) agrees with our birational map
     for data in (b"suser-1", b"i7", b"s"):
-        edwards = hash_to_edwards("s1", data)
+        digest = hashlib.sha512(X25519_HASH_DOMAIN + (2).to_bytes(2, "big") + b"s1" + data).digest()
+        edwards = sodium.crypto_core_ed25519_from_uniform(digest[:32])
         u = hash_to_x25519("s1", data)
         assert u == montgomery_u(edwards) == sodium.crypto_sign_ed25519_pk_to_curve25519(edwards)
         assert int.from_bytes(u, "little") < FIELD_PRIME
+        assert u != montgomery_u(hash_to_edwards("s1", data))  # not the edwards25519 group's hash
     assert hash_to_x25519("s2", b"suser-1") != hash_to_x25519("s1", b"suser-1")
     with pytest.raises(ZeroDivisionError):  # the identity has no u-coordinate
         montgomery_u((1).to_bytes(32, "little"))
@@ -68,10 +72,10 @@ def test_x25519_scalars_are_fresh_32_byte_strings() -> None:
 def test_double_exponentiation_commutes(name: str) -> None:
     group = ecdh_group(name)
     a, b = group.random_scalar(), group.random_scalar()
-    point = group.hash_to_group("s", b"sx")
-    via_a = group.multiply(b, group.multiply(a, point))
-    via_b = group.multiply(a, group.multiply(b, point))
-    assert via_a == via_b != point and group.multiply(a, point) != group.multiply(b, point)
+    point = group.encoder("s")(b"sx")
+    via_a = group.multiplier(b)(group.multiplier(a)(point))
+    via_b = group.multiplier(a)(group.multiplier(b)(point))
+    assert via_a == via_b != point and group.multiplier(a)(point) != group.multiplier(b)(point)
 
 
 @pytest.mark.parametrize("name", ECDH_GROUPS)
@@ -79,10 +83,10 @@ def test_hot_loops_agree_with_the_single_operations(name: str) -> None:
     group = ecdh_group(name)
     scalar, ids = group.random_scalar(), [b"sa", b"sb", b"i3"]
     blinded = group.hash_and_blind((scalar, "s", ids))
-    assert blinded == b"".join(group.multiply(scalar, group.hash_to_group("s", data)) for data in ids)
+    assert blinded == b"".join(group.multiplier(scalar)(group.encoder("s")(data)) for data in ids)
     other = group.random_scalar()
     assert group.exponentiate((other, blinded, 0, "chunk")) == b"".join(
-        group.multiply(other, blinded[i : i + 32]) for i in range(0, len(blinded), 32)
+        group.multiplier(other)(blinded[i : i + 32]) for i in range(0, len(blinded), 32)
     )
 
 
@@ -101,13 +105,15 @@ X25519_REFUSALS = {
 @pytest.mark.parametrize("case", X25519_REFUSALS)
 def test_x25519_refuses_malformed_and_small_order_points_by_position_and_value(case: str) -> None:
     group, (bad, reason) = ecdh_group("x25519"), X25519_REFUSALS[case]
-    good = group.hash_to_group("s", b"sx")
+    good = group.encoder("s")(b"sx")
     with pytest.raises(PSIError, match=rf"^chunk 7: point 12 \(u = {bad.hex()}\) {reason}"):
         group.exponentiate((group.random_scalar(), good * 2 + bad + good, 10, "chunk 7"))
 
 
 def test_unknown_group_is_refused() -> None:
-    with pytest.raises(ValueError, match=r"ECDH group must be one of \('x25519', 'edwards25519'\), got 'p256'"):
+    with pytest.raises(
+        ValueError, match=r"ECDH group must be one of \('x25519', 'edwards25519'\), got 'p256'"
+    ):
         ECDHReceiver(["a"], peer_size=1, group="p256")
 
 
@@ -166,9 +172,7 @@ def test_process_pool_and_small_chunks_give_the_same_alignment(group: str) -> No
     assert pooled.ids == one.ids and len(one.ids) == 150
 
 
-def _pair(
-    ids_a: list[object], ids_b: list[object], group: str = "x25519"
-) -> tuple[ECDHReceiver, ECDHSender]:
+def _pair(ids_a: list[object], ids_b: list[object], group: str = "x25519") -> tuple[ECDHReceiver, ECDHSender]:
     receiver = ECDHReceiver(ids_a, peer_size=len(set(ids_b)), session_id="s", group=group)
     sender = ECDHSender(ids_b, peer_size=len(set(ids_a)), session_id="s", group=group)
     receiver.blind(chunk_bytes=2 * POINT_BYTES)
