@@ -58,7 +58,7 @@ ECDH_GROUPS = ("x25519", "edwards25519")
 """The groups of the ECDH backend (``clients.psi.ecdh_groups``): X25519 on curve25519's Montgomery
 u-coordinate (RFC 7748) and the prime-order group of edwards25519."""
 DEFAULT_ECDH_GROUP = "x25519"
-"""The ECDH group unless told otherwise: about 2.5 times faster per ID than edwards25519."""
+"""The ECDH group unless told otherwise: about 2.5 times less CPU per ID than edwards25519."""
 DEFAULT_KEY_BITS = 2048
 """Paillier modulus size: 2048-bit factoring moduli give about 112-bit security (NIST SP 800-57
 Part 1 Rev. 5, Table 2), acceptable until 2030; use 3072 bits (python-paillier's ``DEFAULT_KEYSIZE``)

@@ -8,7 +8,7 @@ wire vocabulary of :mod:`protocol.psi`. Two backends, one interface (``docs/psi.
   2004) over Paillier encryption (EUROCRYPT 1999) with hashing into bins. The server relays the
   receiver's public key, encrypted coefficients and encrypted replies.
 - ``ecdh``: Diffie–Hellman PSI (Meadows 1986; Huberman, Franklin, Hogg 1999) over X25519 (RFC 7748;
-  ``ecdh_group="edwards25519"``: the prime-order group of edwards25519), about 500× less CPU per ID.
+  ``ecdh_group="edwards25519"``: the prime-order group of edwards25519), about 200× less CPU per ID.
   The server relays blinded points H(x)^a, H(y)^b and H(x)^(ab).
 
 Either way it also relays reply positions (indices into a party's secret shuffle) and never holds a

@@ -60,7 +60,7 @@ d = SHA-512(domain ‖ len(session_id) ‖ session_id ‖ canonical ID bytes), w
   bytes reduced modulo L); scalar multiplication ``crypto_scalarmult_ed25519_noclamp``, which refuses
   every point outside the prime-order subgroup (non-canonical, off the curve, small order, a
   small-order component: with unclamped scalars such a component would leak the scalar modulo 8).
-  About 2.5 times the CPU per ID of ``x25519`` (``docs/psi.md``).
+  About 2.5 times the CPU per ID of ``x25519`` (``docs/psi.md``, measured).
 """
 
 from __future__ import annotations
