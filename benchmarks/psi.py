@@ -2,10 +2,10 @@
 
 n × n IDs with 50 % overlap. Variants, all measured in the same run on the same machine:
 
-- ``ecdh``: :mod:`clients.psi.ecdh` (Diffie–Hellman PSI over edwards25519, both roles in this process,
-  each step in the process pool) at 10^3, 10^4, 10^5 with ``--ecdh`` (10^6 with ``--ecdh-1e6``);
-  ``floor-ecdh`` is n times two parties' primitive cost per ID measured in this run on one core: one
-  hash into the group and two checked scalar multiplications (the own point, the peer's point).
+- ``ecdh-<group>``: :mod:`clients.psi.ecdh` (Diffie–Hellman PSI over ``--ecdh-group``, default
+  x25519; both roles in this process, each step in the process pool) at 10^4, 10^5 with ``--ecdh``
+  (10^6 with ``--ecdh-1e6``), beside ``floor-ecdh-<group>``, both parties' primitive cost measured
+  in this run on one core (:mod:`benchmarks.psi_ecdh`).
 
 - ``fnp-bins``: :mod:`clients.psi` (bins, CRT encryption, mod-p decryption, precomputed randomness,
   gmpy2 loops, process pool); also split into ``fnp-bins-precompute`` (data-independent: key
@@ -29,8 +29,9 @@ closes). Each row records the wall and CPU seconds of every step and the machine
     python -m benchmarks.psi --out psi.json                # n = 1e3 and 1e4 (phe at both)
     python -m benchmarks.psi --large --out psi.json        # adds n = 1e5 (bins only)
     python -m benchmarks.psi --sizes 10000 --no-phe        # chosen sizes (rows are saved as they come)
-    python -m benchmarks.psi --ecdh --ecdh-only --out benchmarks/results/psi_ecdh.json   # ECDH 1e3-1e5
+    python -m benchmarks.psi --ecdh --ecdh-only --out benchmarks/results/psi_ecdh.json   # ECDH 1e4, 1e5
     python -m benchmarks.psi --ecdh --ecdh-1e6 --ecdh-only --out ...                     # and 1e6
+    python -m benchmarks.psi --ecdh --ecdh-only --ecdh-group edwards25519 ...            # the other group
 """
 
 from __future__ import annotations
@@ -39,76 +40,20 @@ import argparse
 import json
 import os
 import secrets
-import statistics
-import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gmpy2
-import nacl.bindings as sodium
 from gmpy2 import mpz
 from phe import paillier
 
+from benchmarks.psi_ecdh import ECDH_SIZES, ecdh_rows, measure_ecdh_floor, run_ecdh
+from benchmarks.psi_meter import FLOOR_REPEATS, Meter, id_sets, make_row, median_s
 from clients import psi
-from clients.psi import ecdh
 from clients.psi.paillier import bin_coefficients, crt_randomisers
 from clients.psi.pool import flatten, pool_map, pool_size
-
-FLOOR_REPEATS = 40
-
-
-# --------------------------------------------------------------------------------------------------
-# Measuring wall and CPU time, pool workers included
-# --------------------------------------------------------------------------------------------------
-
-
-def _process_cpu_s(pid: int) -> float:
-    """utime + stime of a live process (Linux ``/proc``), 0 elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class Meter:
-    """Wall and CPU seconds per named step; each step gets its own process pool."""
-
-    workers: int
-    steps: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[Executor | None]:
-        wall, cpu = time.perf_counter(), time.process_time()
-        workers_cpu = 0.0
-        with psi.process_pool(self.workers) as pool:
-            yield pool
-            if pool is not None:
-                workers_cpu = sum(_process_cpu_s(pid) for pid in getattr(pool, "_processes", {}) or {})
-        self.steps[name] = {
-            "wall_s": time.perf_counter() - wall,
-            "cpu_s": time.process_time() - cpu + workers_cpu,
-        }
-
-    def total(self, names: list[str] | None = None) -> tuple[float, float]:
-        chosen = [self.steps[name] for name in (names or list(self.steps))]
-        return sum(s["wall_s"] for s in chosen), sum(s["cpu_s"] for s in chosen)
-
-
-def id_sets(n: int) -> tuple[list[str], list[str]]:
-    """n IDs each, half of them shared, in shuffled row order."""
-    rng = secrets.SystemRandom()
-    receiver = [f"user-{i:08d}" for i in range(n)]
-    sender = [f"user-{i:08d}" for i in range(n // 2, n + n // 2)]
-    rng.shuffle(receiver)
-    rng.shuffle(sender)
-    return receiver, sender
-
 
 # --------------------------------------------------------------------------------------------------
 # The primitive floor
@@ -135,15 +80,6 @@ class Floor:
         )
 
 
-def _median_s(fn: Callable[[], object], repeats: int = FLOOR_REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure_floor(key_bits: int, id_bits: int) -> Floor:
     """Time each primitive with the same gmpy2 calls the protocol uses."""
     _, private_key = paillier.generate_paillier_keypair(n_length=key_bits)
@@ -155,11 +91,11 @@ def measure_floor(key_bits: int, id_bits: int) -> Floor:
     y = mpz(secrets.randbits(id_bits))
     coeff = mpz(secrets.randbelow(int(n)))
     return Floor(
-        full_exponentiation=_median_s(lambda: gmpy2.powmod(c, r, nsq)),
-        horner_step=_median_s(lambda: gmpy2.powmod(c, y, nsq) * c % nsq, 4 * FLOOR_REPEATS),
-        encryption=_median_s(lambda: (1 + coeff * n) * crt_randomisers((p, q, 1))[0] % nsq),
-        mod_p_decryption=_median_s(lambda: (gmpy2.powmod(c, p - 1, psq) - 1) // p * hp % p),
-        rerandomiser=_median_s(lambda: gmpy2.powmod(r, n, nsq)),
+        full_exponentiation=median_s(lambda: gmpy2.powmod(c, r, nsq)),
+        horner_step=median_s(lambda: gmpy2.powmod(c, y, nsq) * c % nsq, 4 * FLOOR_REPEATS),
+        encryption=median_s(lambda: (1 + coeff * n) * crt_randomisers((p, q, 1))[0] % nsq),
+        mod_p_decryption=median_s(lambda: (gmpy2.powmod(c, p - 1, psq) - 1) // p * hp % p),
+        rerandomiser=median_s(lambda: gmpy2.powmod(r, n, nsq)),
     )
 
 
@@ -294,91 +230,9 @@ def run_phe(
     return Outcome(meter, num_bins, degree, matches)
 
 
-@dataclass(frozen=True)
-class ECDHFloor:
-    """Median single-core seconds of the ECDH primitives (PyNaCl calls, as the protocol makes them)."""
-
-    hash_to_group: float
-    scalar_multiplication: float
-
-    def per_id(self) -> float:
-        """Both parties' cost per ID of an n × n run: one hash and two checked multiplications each."""
-        return 2 * (self.hash_to_group + 2 * self.scalar_multiplication)
-
-
-def measure_ecdh_floor() -> ECDHFloor:
-    scalar = ecdh.random_scalar()
-    data = psi.canonical_id_bytes("user-00000001")
-    point = ecdh.hash_to_group("floor", data)
-    return ECDHFloor(
-        hash_to_group=_median_s(lambda: ecdh.hash_to_group("floor", data), 4 * FLOOR_REPEATS),
-        scalar_multiplication=_median_s(
-            lambda: sodium.crypto_scalarmult_ed25519_noclamp(scalar, point), 4 * FLOOR_REPEATS
-        ),
-    )
-
-
-ECDH_SIZES = [1000, 10_000, 100_000]
-
-
-def run_ecdh(n: int, workers: int, chunk_bytes: int = psi.DEFAULT_CHUNK_BYTES) -> Meter:
-    """clients.psi.ecdh end to end, step by step, both roles in this process (``align_ecdh``'s order)."""
-    receiver_ids, sender_ids = id_sets(n)
-    meter = Meter(workers)
-    with meter.step("prepare"):
-        receiver_prepared, sender_prepared = psi.prepare_ids(receiver_ids), psi.prepare_ids(sender_ids)
-        session_id = secrets.token_hex(16)
-        receiver = ecdh.ECDHReceiver(receiver_prepared, peer_size=n, session_id=session_id)
-        sender = ecdh.ECDHSender(sender_prepared, peer_size=n, session_id=session_id)
-    with meter.step("receiver_blind") as pool:
-        receiver.blind(pool, chunk_bytes)
-    with meter.step("sender_blind") as pool:
-        sender.blind(pool, chunk_bytes)
-    with meter.step("sender_exponentiate") as pool:
-        for index in range(receiver.num_chunks):
-            doubled = sender.exponentiate_peer(session_id, index, receiver.point_chunk(index), pool)
-            receiver.receive_doubled(session_id, index, doubled)
-    with meter.step("receiver_exponentiate") as pool:
-        for index in range(sender.num_chunks):
-            receiver.exponentiate_peer(session_id, index, sender.point_chunk(index), pool)
-    with meter.step("finish"):
-        receiver.finish()
-    with meter.step("share"):
-        alignment = sender.conclude(receiver.intersection_message())
-    if len(alignment.ids) != n - n // 2:
-        raise RuntimeError(f"wrong intersection size {len(alignment.ids)} for n = {n}")
-    return meter
-
-
-def ecdh_rows(n: int, meter: Meter, floor: ECDHFloor, workers: int) -> list[dict[str, Any]]:
-    """The ``ecdh`` row (its steps, cost per ID) and the ``floor-ecdh`` row of size n."""
-    floor_s = n * floor.per_id()
-    wall, cpu = meter.total()
-    steps = {name: {k: round(v, 3) for k, v in s.items()} for name, s in meter.steps.items()}
-    per_id = {"cpu_us_per_id": round(cpu / n * 1e6, 1), "floor_cpu_s": round(floor_s, 3)}
-    return [
-        make_row(n, "floor-ecdh", floor_s / workers, floor_s, floor_s),
-        make_row(n, "ecdh", wall, cpu, floor_s, steps=steps, **per_id),
-    ]
-
-
 # --------------------------------------------------------------------------------------------------
 # Rows, table, main
 # --------------------------------------------------------------------------------------------------
-
-
-def make_row(
-    n: int, variant: str, wall_s: float, cpu_s: float, floor_s: float, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "n": n,
-        "variant": variant,
-        "wall_s": round(wall_s, 3),
-        "cpu_s": round(cpu_s, 3),
-        "ids_per_s": round(n / wall_s, 2) if wall_s > 0 else None,
-        "ratio_to_floor": round(cpu_s / floor_s, 3) if floor_s > 0 else None,
-        **extra,
-    }
 
 
 def outcome_rows(n: int, variant: str, outcome: Outcome, floor: Floor) -> list[dict[str, Any]]:
@@ -437,7 +291,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--key-bits", type=int, default=psi.DEFAULT_KEY_BITS)
     parser.add_argument("--textbook-n", type=int, default=500)
     parser.add_argument("--no-phe", action="store_true", help="skip the phe-object variant")
-    parser.add_argument("--ecdh", action="store_true", help="add ECDH rows at n = 1e3, 1e4, 1e5")
+    parser.add_argument("--ecdh", action="store_true", help="add ECDH rows at n = 1e4, 1e5")
+    parser.add_argument("--ecdh-group", choices=psi.ECDH_GROUPS, default=psi.DEFAULT_ECDH_GROUP)
     parser.add_argument("--ecdh-1e6", action="store_true", help="add the ECDH row at n = 1e6 (minutes)")
     parser.add_argument(
         "--ecdh-only", action="store_true", help="skip every Paillier variant (--sizes: the ECDH sizes)"
@@ -463,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ecdh_sizes = args.sizes or ecdh_sizes  # --sizes then picks the ECDH sizes
         sizes, phe_sizes = [], []
     floor = measure_floor(args.key_bits, psi.DEFAULT_ID_BITS)
-    ecdh_floor = measure_ecdh_floor() if ecdh_sizes else None
+    ecdh_floor = measure_ecdh_floor(args.ecdh_group) if ecdh_sizes else None
     print(
         f"floor (ms, 1 core, {args.key_bits}-bit): full exp {floor.full_exponentiation * 1e3:.2f}, "
         f"Horner step {floor.horner_step * 1e3:.3f}, CRT encryption {floor.encryption * 1e3:.2f}, "
@@ -474,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "rows": [],
         "floor_ms": {k: round(v * 1e3, 4) for k, v in vars(floor).items()},
-        "ecdh_floor_ms": {k: round(v * 1e3, 4) for k, v in vars(ecdh_floor).items()} if ecdh_floor else None,
+        "ecdh_floor": {"group": args.ecdh_group, **ecdh_floor.summary()} if ecdh_floor else None,
         "machine": machine,
         "key_bits": args.key_bits,
         "precompute_weight": args.precompute_weight,
@@ -501,12 +356,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             record(outcome_rows(n, "fnp-phe", phe_outcome, floor))
     if ecdh_floor is not None:
         print(
-            f"ECDH floor (us, 1 core): hash to group {ecdh_floor.hash_to_group * 1e6:.1f}, "
-            f"scalar multiplication {ecdh_floor.scalar_multiplication * 1e6:.1f}",
+            f"ECDH floor ({args.ecdh_group}, 1 core): {ecdh_floor.summary()}",
             flush=True,
         )
     for n in ecdh_sizes:
-        record(ecdh_rows(n, run_ecdh(n, workers), ecdh_floor, workers))  # type: ignore[arg-type]
+        record(ecdh_rows(n, run_ecdh(n, workers, args.ecdh_group), ecdh_floor, workers))  # type: ignore[arg-type]
     if not args.ecdh_only:
         textbook = run_fnp(args.textbook_n, workers, args.key_bits, num_bins=1)
         record([floor_row(args.textbook_n, 1, textbook.degree, floor, workers, "floor-textbook")])

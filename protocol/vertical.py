@@ -176,7 +176,7 @@ class VerticalStrategyConfig:
 
     ``alignment`` is ``psi`` (private set intersection, ``docs/psi.md``) or ``insecure_plaintext`` (raw IDs
     to the server; tests only); ``psi_backend`` picks the PSI protocol (``paillier``: FNP over Paillier,
-    the default; ``ecdh``: Diffie–Hellman PSI over edwards25519, fast at 10^6 IDs; ``docs/psi.md``);
+    the default; ``ecdh``: Diffie–Hellman PSI over X25519, fast at 10^6 IDs; ``docs/psi.md``);
     ``psi_key_bits`` is the Paillier modulus (nodes refuse < 2048 unless built for tests; unused by
     ``ecdh``) and ``psi_timeout_s`` bounds each PSI step; ``timeout_s`` bounds every other round trip.
     ``split_learning`` / ``local_head`` / ``prototypes`` switch the method's parts on and off, which is

@@ -23,7 +23,7 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.psi import canonical_id_bytes, choose_bins, hash_id
-from clients.psi.ecdh import hash_to_group
+from clients.psi.ecdh_groups import FIELD_PRIME, hash_to_edwards, hash_to_x25519, montgomery_u
 from clients.psi.handlers import (
     ALIGNMENT_STATE_KEY,
     CONTENT_KEY,
@@ -417,26 +417,37 @@ def test_zero_reply_is_rejected_by_the_receiver() -> None:
 
 
 SMALL_ORDER_POINT = bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05")  # order 8
+X25519_ORDER_8 = montgomery_u(SMALL_ORDER_POINT)  # its u-coordinate on curve25519
+TWIST_POINT = (2).to_bytes(32, "little")  # 2^3 + 486662·2^2 + 2 is not a square mod p: u = 2 is on the twist
 
 
 def _mixed_order_point() -> bytes:
     """A curve point with a component of order 8: valid encoding, outside the prime-order group."""
-    return sodium.crypto_core_ed25519_add(hash_to_group("s", b"x"), SMALL_ORDER_POINT)
+    return sodium.crypto_core_ed25519_add(hash_to_edwards("s", b"x"), SMALL_ORDER_POINT)
+
+
+EDWARDS_REFUSAL = "is not a valid point of the prime-order edwards25519 group"
 
 
 @pytest.mark.parametrize(
-    ("node", "bad", "what"),
+    ("group", "node", "bad", "message"),
     [
-        pytest.param(101, b"\xff" * 32, "non-canonical", id="sender_refuses_garbage"),
-        pytest.param(101, bytes(32), "zero", id="sender_refuses_zero"),
-        pytest.param(100, SMALL_ORDER_POINT, "small-order", id="receiver_refuses_small_order"),
-        pytest.param(100, None, "mixed-order", id="receiver_refuses_mixed_order"),
+        pytest.param("edwards25519", 101, b"\xff" * 32, EDWARDS_REFUSAL, id="edwards_sender_refuses_garbage"),
+        pytest.param("edwards25519", 101, bytes(32), EDWARDS_REFUSAL, id="edwards_sender_refuses_zero"),
+        pytest.param("edwards25519", 100, SMALL_ORDER_POINT, EDWARDS_REFUSAL, id="edwards_receiver_refuses_small_order"),
+        pytest.param("edwards25519", 100, None, EDWARDS_REFUSAL, id="edwards_receiver_refuses_mixed_order"),
+        pytest.param("x25519", 101, b"\xff" * 32, r"is not a canonical u-coordinate \(u >= 2\^255 - 19\)", id="x25519_sender_refuses_top_bit"),
+        pytest.param("x25519", 101, FIELD_PRIME.to_bytes(32, "little"), "is not a canonical u-coordinate", id="x25519_sender_refuses_p"),
+        pytest.param("x25519", 101, bytes(32), r"is of small order \(X25519 gives the all-zero output", id="x25519_sender_refuses_zero"),
+        pytest.param("x25519", 100, X25519_ORDER_8, "is of small order", id="x25519_receiver_refuses_order_8"),
+        pytest.param("x25519", 100, TWIST_POINT, r"is not on curve25519 \(it lies on the quadratic twist\)", id="x25519_receiver_refuses_twist"),
     ],
 )
-def test_malformed_point_is_refused(node: int, bad: bytes | None, what: str) -> None:
+def test_malformed_point_is_refused(group: str, node: int, bad: bytes | None, message: str) -> None:
     # Prepare: replace point 3 of the first chunk of points on its way to ``node``
     point = _mixed_order_point() if bad is None else bad
-    assert not sodium.crypto_core_ed25519_is_valid_point(point), what
+    if group == "edwards25519":
+        assert not sodium.crypto_core_ed25519_is_valid_point(point)
 
     def corrupt(node_id: int, action: str, fields: dict[str, object]) -> None:
         if action == "psi_ecdh_exponentiate" and node_id == node and fields["index"] == 0:
@@ -447,11 +458,35 @@ def test_malformed_point_is_refused(node: int, bad: bytes | None, what: str) -> 
     grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=corrupt)
     # Execute
     with pytest.raises(AlignmentError, match=rf"party {node} failed at psi_ecdh_exponentiate:.*peer point chunk 0: "
-                       r"point 3 is not a valid point of the prime-order edwards25519 group") as info:
-        align_loopback(grid, backend="ecdh")
+                       rf"point 3 \(.*{point.hex()}\) {message}") as info:
+        align_loopback(grid, backend="ecdh", ecdh_group=group)
     # Assert
     assert (info.value.node_id, info.value.step) == (node, "psi_ecdh_exponentiate")
     assert_clean(grid, THREE_PARTIES)
+
+
+def _with_order_8_component(u: bytes) -> bytes:
+    """u(P + T) for the curve25519 point P of u-coordinate ``u`` and T of order 8 (RFC 7748 §4.1 map)."""
+    value = int.from_bytes(u, "little")
+    y = (value - 1) * pow(value + 1, -1, FIELD_PRIME) % FIELD_PRIME
+    return montgomery_u(sodium.crypto_core_ed25519_add(y.to_bytes(32, "little"), SMALL_ORDER_POINT))
+
+
+def test_x25519_kills_a_small_order_component_of_a_received_point() -> None:
+    # Prepare: every receiver point gets a component of order 8 on its way to the sender
+    def corrupt(node_id: int, action: str, fields: dict[str, object]) -> None:
+        if action == "psi_ecdh_exponentiate" and node_id == 101:
+            chunk: bytes = fields["chunk"]  # type: ignore[assignment]
+            mixed = [_with_order_8_component(chunk[i : i + 32]) for i in range(0, len(chunk), 32)]
+            assert all(point != chunk[i * 32 : i * 32 + 32] for i, point in enumerate(mixed))
+            fields["chunk"] = b"".join(mixed)
+
+    grid = LoopbackGrid(make_party_app(THREE_PARTIES), 3, tamper=corrupt)
+    # Execute: the clamped scalar is a multiple of 8, so the sender's replies are unchanged
+    report = align_loopback(grid, backend="ecdh")
+    # Assert: the exact intersection, nothing refused, nothing lost
+    assert report.aligned_size == len(SHARED)
+    assert_consistent(grid, THREE_PARTIES, SHARED)
 
 
 @pytest.mark.parametrize(
@@ -496,7 +531,8 @@ def test_ecdh_server_sees_no_id_no_hash_and_no_scalar() -> None:
             data = canonical_id_bytes(identifier)
             assert data not in blob and str(identifier).encode() not in blob
             for pair in report.pairs:
-                assert hash_to_group(pair.session_id, data) not in blob
+                assert hash_to_x25519(pair.session_id, data) not in blob
+                assert hash_to_edwards(pair.session_id, data) not in blob
 
 
 def test_a_step_of_the_other_backend_is_refused() -> None:

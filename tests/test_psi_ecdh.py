@@ -1,5 +1,6 @@
-"""Tests for clients.psi.ecdh: the group, the hash, both roles in one process, and the exact
-intersection against the Paillier backend through the one interface (``clients.psi.align``)."""
+"""Tests for clients.psi.ecdh and clients.psi.ecdh_groups: both groups, the hash, the checks of received
+points, both roles in one process, and the exact intersection against the Paillier backend through
+the one interface (``clients.psi.align``), on every group."""
 
 from __future__ import annotations
 
@@ -9,28 +10,31 @@ import nacl.bindings as sodium
 import pytest
 
 from clients import psi
-from clients.psi.ecdh import (
+from clients.psi.ecdh import ECDHReceiver, ECDHSender, align_ecdh
+from clients.psi.ecdh_groups import (
+    FIELD_PRIME,
+    GROUPS,
     HASH_DOMAIN,
     POINT_BYTES,
-    ECDHReceiver,
-    ECDHSender,
-    align_ecdh,
-    hash_to_group,
-    random_scalar,
+    X25519_HASH_DOMAIN,
+    ecdh_group,
+    hash_to_edwards,
+    hash_to_x25519,
+    montgomery_u,
 )
-from protocol.psi import PSIError, SessionMismatchError
+from protocol.psi import ECDH_GROUPS, PSIError, SessionMismatchError
 
 pytestmark = pytest.mark.filterwarnings("ignore::clients.psi.InsecureParameterWarning")
 
 GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493  # L, the prime order of the group
 
 
-def test_hash_to_group_is_a_deterministic_point_of_the_prime_order_group_per_session() -> None:
-    point = hash_to_group("s1", b"suser-1")
+def test_hash_to_edwards_is_a_deterministic_point_of_the_prime_order_group_per_session() -> None:
+    point = hash_to_edwards("s1", b"suser-1")
     assert len(point) == POINT_BYTES and sodium.crypto_core_ed25519_is_valid_point(point)
-    assert hash_to_group("s1", b"suser-1") == point
-    assert hash_to_group("s2", b"suser-1") != point  # the session separates the hashes
-    assert hash_to_group("s1", b"suser-2") != point
+    assert hash_to_edwards("s1", b"suser-1") == point
+    assert hash_to_edwards("s2", b"suser-1") != point  # the session separates the hashes
+    assert hash_to_edwards("s1", b"suser-2") != point
     # H(x) is the documented construction: two Elligator maps of the halves of a domain-separated
     # SHA-512, added (RFC 9380 hash_to_curve), not one map of one half
     digest = hashlib.sha512(HASH_DOMAIN + (2).to_bytes(2, "big") + b"s1" + b"suser-1").digest()
@@ -38,18 +42,79 @@ def test_hash_to_group_is_a_deterministic_point_of_the_prime_order_group_per_ses
     assert point == sodium.crypto_core_ed25519_add(first, second) != first
 
 
-def test_random_scalars_are_nonzero_reduced_and_fresh() -> None:
-    scalars = [random_scalar() for _ in range(50)]
+def test_hash_to_x25519_is_one_elligator_map_then_the_birational_map() -> None:
+    # H(x) = u(F(d[:32])) under its own domain; libsodium's Ed25519 -> X25519 conversion (which also
+    # checks the prime-order subgroup) agrees with our birational map
+    for data in (b"suser-1", b"i7", b"s"):
+        digest = hashlib.sha512(X25519_HASH_DOMAIN + (2).to_bytes(2, "big") + b"s1" + data).digest()
+        edwards = sodium.crypto_core_ed25519_from_uniform(digest[:32])
+        u = hash_to_x25519("s1", data)
+        assert u == montgomery_u(edwards) == sodium.crypto_sign_ed25519_pk_to_curve25519(edwards)
+        assert int.from_bytes(u, "little") < FIELD_PRIME
+        assert u != montgomery_u(hash_to_edwards("s1", data))  # not the edwards25519 group's hash
+    assert hash_to_x25519("s2", b"suser-1") != hash_to_x25519("s1", b"suser-1")
+    with pytest.raises(ZeroDivisionError):  # the identity has no u-coordinate
+        montgomery_u((1).to_bytes(32, "little"))
+
+
+def test_edwards_scalars_are_nonzero_reduced_and_fresh() -> None:
+    scalars = [GROUPS["edwards25519"].random_scalar() for _ in range(50)]
     assert len(set(scalars)) == 50
     assert all(0 < int.from_bytes(scalar, "little") < GROUP_ORDER for scalar in scalars)
 
 
-def test_double_exponentiation_commutes() -> None:
-    a, b = random_scalar(), random_scalar()
-    point = hash_to_group("s", b"sx")
-    via_a = sodium.crypto_scalarmult_ed25519_noclamp(b, sodium.crypto_scalarmult_ed25519_noclamp(a, point))
-    via_b = sodium.crypto_scalarmult_ed25519_noclamp(a, sodium.crypto_scalarmult_ed25519_noclamp(b, point))
-    assert via_a == via_b != point
+def test_x25519_scalars_are_fresh_32_byte_strings() -> None:
+    scalars = [GROUPS["x25519"].random_scalar() for _ in range(50)]
+    assert len(set(scalars)) == 50 and {len(scalar) for scalar in scalars} == {32}
+
+
+@pytest.mark.parametrize("name", ECDH_GROUPS)
+def test_double_exponentiation_commutes(name: str) -> None:
+    group = ecdh_group(name)
+    a, b = group.random_scalar(), group.random_scalar()
+    point = group.encoder("s")(b"sx")
+    via_a = group.multiplier(b)(group.multiplier(a)(point))
+    via_b = group.multiplier(a)(group.multiplier(b)(point))
+    assert via_a == via_b != point and group.multiplier(a)(point) != group.multiplier(b)(point)
+
+
+@pytest.mark.parametrize("name", ECDH_GROUPS)
+def test_hot_loops_agree_with_the_single_operations(name: str) -> None:
+    group = ecdh_group(name)
+    scalar, ids = group.random_scalar(), [b"sa", b"sb", b"i3"]
+    blinded = group.hash_and_blind((scalar, "s", ids))
+    assert blinded == b"".join(group.multiplier(scalar)(group.encoder("s")(data)) for data in ids)
+    other = group.random_scalar()
+    assert group.exponentiate((other, blinded, 0, "chunk")) == b"".join(
+        group.multiplier(other)(blinded[i : i + 32]) for i in range(0, len(blinded), 32)
+    )
+
+
+X25519_REFUSALS = {
+    "top bit": (b"\xff" * 32, "is not a canonical u-coordinate"),
+    "p + 1": ((FIELD_PRIME + 1).to_bytes(32, "little"), "is not a canonical u-coordinate"),
+    "twist": ((2).to_bytes(32, "little"), "is not on curve25519"),
+    "zero": (bytes(32), "is of small order"),
+    "order 8": (
+        (325606250916557431795983626356110631294008115727848805560023387167927233504).to_bytes(32, "little"),
+        "is of small order",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", X25519_REFUSALS)
+def test_x25519_refuses_malformed_and_small_order_points_by_position_and_value(case: str) -> None:
+    group, (bad, reason) = ecdh_group("x25519"), X25519_REFUSALS[case]
+    good = group.encoder("s")(b"sx")
+    with pytest.raises(PSIError, match=rf"^chunk 7: point 12 \(u = {bad.hex()}\) {reason}"):
+        group.exponentiate((group.random_scalar(), good * 2 + bad + good, 10, "chunk 7"))
+
+
+def test_unknown_group_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match=r"ECDH group must be one of \('x25519', 'edwards25519'\), got 'p256'"
+    ):
+        ECDHReceiver(["a"], peer_size=1, group="p256")
 
 
 CASES = {
@@ -61,14 +126,23 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("backend", ["paillier", "ecdh"])
+BACKENDS = [("paillier", "x25519"), *(("ecdh", name) for name in ECDH_GROUPS)]
+
+
+@pytest.mark.parametrize(("backend", "group"), BACKENDS, ids=["paillier", *ECDH_GROUPS])
 @pytest.mark.parametrize("case", CASES)
-def test_exact_intersection_in_canonical_order_with_own_rows(backend: str, case: str) -> None:
+def test_exact_intersection_in_canonical_order_with_own_rows(backend: str, group: str, case: str) -> None:
     # Prepare
     ids_a, ids_b = CASES[case]
     # Execute
     alignment_a, alignment_b = psi.align(
-        ids_a, ids_b, backend=backend, key_bits=512, allow_insecure_key_size=True, chunk_bytes=4096
+        ids_a,
+        ids_b,
+        backend=backend,
+        ecdh_group=group,
+        key_bits=512,
+        allow_insecure_key_size=True,
+        chunk_bytes=4096,
     )
     # Assert: exactly the shared IDs (str "7" and int 7 differ), canonical order, rows into own lists
     expected = {psi.canonical_id_bytes(x) for x in ids_a} & {psi.canonical_id_bytes(x) for x in ids_b}
@@ -80,33 +154,36 @@ def test_exact_intersection_in_canonical_order_with_own_rows(backend: str, case:
     assert [ids_b[row] for row in alignment_b.rows] == list(alignment_b.ids)
 
 
-def test_both_backends_give_identical_alignments() -> None:
+@pytest.mark.parametrize("group", ECDH_GROUPS)
+def test_both_backends_give_identical_alignments(group: str) -> None:
     ids_a, ids_b = CASES["overlap"]
     paillier = psi.align(ids_a, ids_b, key_bits=512, allow_insecure_key_size=True)
-    ecdh = psi.align(ids_a, ids_b, backend="ecdh")
+    ecdh = psi.align(ids_a, ids_b, backend="ecdh", ecdh_group=group)
     assert [(x.ids, x.rows, x.num_rows, x.ids_digest) for x in paillier] == [
         (x.ids, x.rows, x.num_rows, x.ids_digest) for x in ecdh
     ]
 
 
-def test_process_pool_and_small_chunks_give_the_same_alignment() -> None:
+@pytest.mark.parametrize("group", ECDH_GROUPS)
+def test_process_pool_and_small_chunks_give_the_same_alignment(group: str) -> None:
     ids_a, ids_b = [f"p{i}" for i in range(300)], [f"p{i}" for i in range(150, 500)]
-    one, _ = align_ecdh(ids_a, ids_b)
-    pooled, _ = align_ecdh(ids_a, ids_b, workers=2, chunk_bytes=3 * POINT_BYTES + 5)
+    one, _ = align_ecdh(ids_a, ids_b, group=group)
+    pooled, _ = align_ecdh(ids_a, ids_b, workers=2, chunk_bytes=3 * POINT_BYTES + 5, group=group)
     assert pooled.ids == one.ids and len(one.ids) == 150
 
 
-def _pair(ids_a: list[object], ids_b: list[object]) -> tuple[ECDHReceiver, ECDHSender]:
-    receiver = ECDHReceiver(ids_a, peer_size=len(set(ids_b)), session_id="s")
-    sender = ECDHSender(ids_b, peer_size=len(set(ids_a)), session_id="s")
+def _pair(ids_a: list[object], ids_b: list[object], group: str = "x25519") -> tuple[ECDHReceiver, ECDHSender]:
+    receiver = ECDHReceiver(ids_a, peer_size=len(set(ids_b)), session_id="s", group=group)
+    sender = ECDHSender(ids_b, peer_size=len(set(ids_a)), session_id="s", group=group)
     receiver.blind(chunk_bytes=2 * POINT_BYTES)
     sender.blind(chunk_bytes=2 * POINT_BYTES)
     return receiver, sender
 
 
-def test_roles_survive_a_state_round_trip_between_steps() -> None:
+@pytest.mark.parametrize("group", ECDH_GROUPS)
+def test_roles_survive_a_state_round_trip_between_steps(group: str) -> None:
     # Prepare: every step on a role rebuilt from its state, as the Flower handlers do
-    receiver, sender = _pair(["a", "b", "c", "d", "e"], ["e", "c", "x"])
+    receiver, sender = _pair(["a", "b", "c", "d", "e"], ["e", "c", "x"], group)
     for index in range(receiver.num_chunks):
         sender = ECDHSender.from_state(sender.to_state())
         doubled = sender.exponentiate_peer("s", index, receiver.point_chunk(index))
@@ -122,6 +199,7 @@ def test_roles_survive_a_state_round_trip_between_steps() -> None:
     # Assert
     assert sorted(rows) == [2, 4] and set(alignment.ids) == {"c", "e"}
     assert alignment.ids == receiver.alignment().ids
+    assert receiver.group.name == group == sender.to_state()["group"]
 
 
 def test_role_errors_name_what_is_wrong() -> None:

@@ -4,7 +4,8 @@ This package is the PSI's public face: every public name of the implementation i
 ``clients.psi``, among them :func:`align` and :func:`intersect`, which run both roles in one process
 (:mod:`clients.psi.in_process`; ``backend="paillier"`` or ``"ecdh"``, one interface, the same
 :class:`Alignment`). The Paillier backend is described below; the ECDH
-backend (Meadows 1986; Huberman, Franklin, Hogg 1999; over edwards25519) in :mod:`clients.psi.ecdh`.
+backend (Meadows 1986; Huberman, Franklin, Hogg 1999; over X25519 or edwards25519) in
+:mod:`clients.psi.ecdh` and :mod:`clients.psi.ecdh_groups`.
 
 References
 ----------
@@ -28,7 +29,8 @@ Modules (one concept each; ``docs/psi.md`` walks through the protocol, its leaka
 - :mod:`clients.psi.fnp_receiver`, :mod:`clients.psi.fnp_sender`: the two FNP roles;
   :mod:`clients.psi.matching`: the end both backends' roles share (matched positions → alignment);
   :mod:`clients.psi.state_codec`: a role's parts as ``ConfigRecord`` values between Flower messages;
-- :mod:`clients.psi.ecdh`: the ECDH backend (group, hash, both roles);
+- :mod:`clients.psi.ecdh`: the ECDH backend's two roles; :mod:`clients.psi.ecdh_groups`: its groups
+  (X25519, edwards25519), the hash into them and the checks of received points;
 - :mod:`clients.psi.in_process`: both roles in one process (:func:`align`, :func:`intersect`);
 - :mod:`clients.psi.handlers`, :mod:`clients.psi.ecdh_handlers`, :mod:`clients.psi.node_state`: a
   party's Flower handlers (shared steps, ECDH session steps, what they keep in ``context.state``).
@@ -61,7 +63,8 @@ modulo p only; data-independent randomness precomputed (:meth:`PSIReceiver.preco
 
 from __future__ import annotations
 
-from clients.psi.ecdh import ECDHReceiver, ECDHSender, align_ecdh, hash_to_group, random_scalar
+from clients.psi.ecdh import ECDHReceiver, ECDHSender, align_ecdh
+from clients.psi.ecdh_groups import GROUPS, Group, ecdh_group, hash_to_edwards, hash_to_x25519
 from clients.psi.fnp_receiver import MAX_RESALTS, PSIReceiver
 from clients.psi.fnp_sender import PSISender
 from clients.psi.ids import (
@@ -101,8 +104,10 @@ from clients.psi.pool import process_pool, resolve_workers
 from clients.psi.state_codec import StateValue
 from protocol.psi import (
     DEFAULT_CHUNK_BYTES,
+    DEFAULT_ECDH_GROUP,
     DEFAULT_ID_BITS,
     DEFAULT_KEY_BITS,
+    ECDH_GROUPS,
     PRECOMPUTED_WEIGHT,
     PSI_BACKENDS,
     IntersectionMessage,
@@ -117,9 +122,12 @@ __all__ = [
     "CANONICAL_ORDER_DOMAIN",
     "COEFFICIENT_TO_HORNER_COST",
     "DEFAULT_CHUNK_BYTES",
+    "DEFAULT_ECDH_GROUP",
     "DEFAULT_ID_BITS",
     "DEFAULT_KEY_BITS",
     "DEFAULT_OVERFLOW_BITS",
+    "ECDH_GROUPS",
+    "GROUPS",
     "MAX_ID_BITS",
     "MAX_RESALTS",
     "MIN_ID_BITS",
@@ -133,6 +141,7 @@ __all__ = [
     "ECDHReceiver",
     "ECDHSender",
     "EvaluationGroup",
+    "Group",
     "Identifier",
     "InsecureParameterWarning",
     "IntersectionMessage",
@@ -154,8 +163,10 @@ __all__ = [
     "choose_bins",
     "ciphertext_width",
     "decode_ciphertexts",
+    "ecdh_group",
     "hash_id",
-    "hash_to_group",
+    "hash_to_edwards",
+    "hash_to_x25519",
     "id_from_canonical_bytes",
     "ids_digest",
     "intersect",
@@ -164,6 +175,5 @@ __all__ = [
     "padded_degree",
     "prepare_ids",
     "process_pool",
-    "random_scalar",
     "resolve_workers",
 ]

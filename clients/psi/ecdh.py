@@ -1,4 +1,4 @@
-"""Diffie–Hellman PSI over the prime-order group of edwards25519: the fast alignment backend.
+"""Diffie–Hellman PSI over X25519 (default) or edwards25519: the fast alignment backend.
 
 The receiver R (learns the intersection first) and the sender S each draw a secret scalar (a, b),
 hash their IDs into the group and exponentiate; each then exponentiates the other's points. Since
@@ -15,47 +15,34 @@ References
   Continuously Available Third Party", IEEE Symposium on Security and Privacy 1986 ("Meadows 1986");
   B. A. Huberman, M. Franklin, T. Hogg, "Enhancing Privacy and Trust in Electronic Communities",
   ACM EC 1999 ("HFH 1999"): the double exponentiation H(x)^(ab) and the shuffles.
-- RFC 9380, "Hashing to Elliptic Curves", §3 ``hash_to_curve``: a random-oracle hash into the group is
-  the sum of two map-to-curve outputs of independent field elements (Brier, Coron, Icart, Madore,
-  Randriam, Tibouchi, CRYPTO 2010); libsodium's ``crypto_core_ed25519_from_uniform`` is Elligator 2
-  (Bernstein, Hamburg, Krasnova, Lange, CCS 2013) followed by cofactor clearing, so its outputs lie in
-  the prime-order subgroup.
-- libsodium through PyNaCl: ``crypto_scalarmult_ed25519_noclamp`` (refuses a point that is not a
-  canonical encoding of a point of the prime-order subgroup, of small order, or the identity) and
-  ``crypto_core_ed25519_scalar_reduce``.
+- The groups, the hash into them and the checks of received points: :mod:`clients.psi.ecdh_groups`
+  (RFC 7748 for X25519, RFC 9380 for the hash, libsodium and OpenSSL for the arithmetic).
 
-Group, keys, hash (``docs/psi.md``, "ECDH backend")
---------------------------------------------------
-- Group: the subgroup of prime order L = 2^252 + 27742317777372353535851937790883648493 of
-  edwards25519 (about 126-bit security against discrete logarithms); points travel as 32-byte
-  compressed encodings.
-- Secret scalar: 64 uniform bytes from :mod:`secrets` reduced modulo L (bias below 2^-259), never 0,
-  fresh for every session, kept in the node's state and never put in a message.
-- Hash to the group: d = SHA-512(HASH_DOMAIN ‖ len(session_id) ‖ session_id ‖ canonical ID bytes),
-  H(x) = from_uniform(d[:32]) + from_uniform(d[32:]). The session ID separates sessions.
+Keys and checks (``docs/psi.md``, "ECDH backend")
+------------------------------------------------
+- Secret scalar: drawn by the group from :mod:`secrets`, fresh for every session, kept in the node's
+  state and never put in a message. Both parties of a session must use the same group.
+- Hash to the group: keyed by the session ID, which separates sessions.
 - Checks: every point a party exponentiates comes from the other party and is refused (with its
-  position) unless it is a valid point of the prime-order subgroup: a point with a small-order
-  component would leak the secret scalar modulo 8. The points R only compares (its own, returned by S)
-  are checked by length; a wrong value there cannot match.
+  position and value) if it is malformed or could leak the secret scalar (the group's rules). The
+  points R only compares (its own, returned by S) are checked by length; a wrong value there cannot
+  match.
 
 Leakage (semi-honest parties): R learns |Y| and X ∩ Y; S learns |X| (and, in the second phase of the
 Paillier machinery, the intersection through the positions R sends). Security: the decisional
-Diffie–Hellman assumption in the prime-order group, with H modelled as a random oracle (HFH 1999).
+Diffie–Hellman assumption in the group, with H modelled as a random oracle (HFH 1999).
 **Not secure against malicious parties**: S could exponentiate R's points with another scalar, R could
 send more points than its set holds (S refuses more than the announced ``peer_size``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from typing import Any
 
-import nacl.bindings as sodium
-import nacl.exceptions
-
+from clients.psi.ecdh_groups import POINT_BYTES, Group, ecdh_group
 from clients.psi.ids import (
     Alignment,
     DuplicatePolicy,
@@ -65,91 +52,26 @@ from clients.psi.ids import (
 from clients.psi.matching import MatchingReceiver, ShuffledSender
 from clients.psi.pool import pool_map, process_pool, split_chunks, work_slices
 from clients.psi.state_codec import StateValue, new_session_id, prepared_from_state, prepared_to_state
-from protocol.psi import DEFAULT_CHUNK_BYTES, PSIError, SessionMismatchError
+from protocol.psi import DEFAULT_CHUNK_BYTES, DEFAULT_ECDH_GROUP, PSIError, SessionMismatchError
 
-POINT_BYTES = 32
-"""Bytes of one compressed edwards25519 point (``crypto_core_ed25519_BYTES``)."""
-HASH_DOMAIN = b"flwr-privkit/psi/ecdh/hash-to-group/v1"
-"""Domain-separation tag of the hash into the group."""
-
-__all__ = [
-    "HASH_DOMAIN",
-    "POINT_BYTES",
-    "ECDHReceiver",
-    "ECDHSender",
-    "align_ecdh",
-    "hash_to_group",
-    "random_scalar",
-]
+__all__ = ["ECDHReceiver", "ECDHSender", "align_ecdh"]
 
 
 # --------------------------------------------------------------------------------------------------
-# Group operations and the hot loops (top-level so that the pool can pickle them)
+# The hot loops over slices, in the pool
 # --------------------------------------------------------------------------------------------------
-
-
-def random_scalar() -> bytes:
-    """A secret scalar uniform in [1, L): 64 random bytes reduced modulo L (bias below 2^-259)."""
-    while True:
-        scalar = sodium.crypto_core_ed25519_scalar_reduce(secrets.token_bytes(64))
-        if any(scalar):
-            return scalar
-
-
-def _hash_prefix(session_id: str) -> bytes:
-    session = session_id.encode("utf-8")
-    return HASH_DOMAIN + len(session).to_bytes(2, "big") + session
-
-
-def hash_to_group(session_id: str, data: bytes) -> bytes:
-    """H(x): the RFC 9380 random-oracle construction over libsodium's Elligator 2 map (module docstring)."""
-    digest = hashlib.sha512(_hash_prefix(session_id) + data).digest()
-    return sodium.crypto_core_ed25519_add(
-        sodium.crypto_core_ed25519_from_uniform(digest[:32]),
-        sodium.crypto_core_ed25519_from_uniform(digest[32:]),
-    )
-
-
-def _hash_and_blind(task: tuple[bytes, str, list[bytes]]) -> bytes:
-    """H(x)^scalar for each canonical ID, as concatenated 32-byte points in input order."""
-    scalar, session_id, canonical = task
-    blind = sodium.crypto_scalarmult_ed25519_noclamp
-    return b"".join(blind(scalar, hash_to_group(session_id, data)) for data in canonical)
-
-
-def _exponentiate(task: tuple[bytes, bytes, int, str]) -> bytes:
-    """point^scalar for each 32-byte point of ``blob``; a point outside the prime-order group is refused.
-
-    Raises
-    ------
-    PSIError
-        Naming the point (``offset`` + its index in ``blob``) that libsodium refused.
-    """
-    scalar, blob, offset, what = task
-    out = []
-    for start in range(0, len(blob), POINT_BYTES):
-        try:
-            out.append(sodium.crypto_scalarmult_ed25519_noclamp(scalar, blob[start : start + POINT_BYTES]))
-        except nacl.exceptions.RuntimeError:
-            index = offset + start // POINT_BYTES
-            raise PSIError(
-                f"{what}: point {index} is not a valid point of the prime-order edwards25519 group "
-                "(non-canonical, off the curve, of small order or with a small-order component)"
-            ) from None
-    return b"".join(out)
 
 
 def _exponentiate_all(
-    scalar: bytes, blob: bytes, pool: Executor | None, what: str, first_index: int = 0
+    group: Group, scalar: bytes, blob: bytes, pool: Executor | None, what: str, first_index: int
 ) -> bytes:
-    if len(blob) % POINT_BYTES:
-        raise PSIError(f"{what}: {len(blob)} bytes is not a whole number of {POINT_BYTES}-byte points")
+    """The peer's points of ``blob`` raised to ``scalar``, checked by the group, over the pool's slices."""
     count = len(blob) // POINT_BYTES
     tasks = [
         (scalar, blob[a * POINT_BYTES : b * POINT_BYTES], first_index + a, what)
         for a, b in work_slices(count, pool, 64)
     ]
-    return b"".join(pool_map(pool, _exponentiate, tasks))
+    return b"".join(pool_map(pool, group.exponentiate, tasks))
 
 
 def _points(blob: bytes) -> list[bytes]:
@@ -171,13 +93,15 @@ class _ECDHRole:
         peer_size: int,
         session_id: str | None = None,
         duplicates: DuplicatePolicy = "reject",
+        group: str = DEFAULT_ECDH_GROUP,
     ) -> None:
         if peer_size < 0:
             raise ValueError(f"peer_size must be >= 0, got {peer_size}")
         self.prepared = ids if isinstance(ids, PreparedIds) else prepare_ids(ids, duplicates)
         self.peer_size = peer_size
         self.session_id = session_id or new_session_id()
-        self._scalar = random_scalar()
+        self.group = ecdh_group(group)
+        self._scalar = self.group.random_scalar()
         self._chunks: list[bytes] = []  # own blinded points, shuffled, chunked
         self._order: list[int] = []  # position in the shuffled stream → index into prepared.canonical
         self._blinded = False
@@ -211,7 +135,7 @@ class _ECDHRole:
         canonical = self.prepared.canonical
         slices = work_slices(len(canonical), pool, 64)
         tasks = [(self._scalar, self.session_id, canonical[a:b]) for a, b in slices]
-        points = _points(b"".join(pool_map(pool, _hash_and_blind, tasks)))
+        points = _points(b"".join(pool_map(pool, self.group.hash_and_blind, tasks)))
         order = list(range(len(points)))
         secrets.SystemRandom().shuffle(order)
         self._order = order
@@ -246,7 +170,7 @@ class _ECDHRole:
         count = len(chunk) // POINT_BYTES
         if self._peer_received + count > self.peer_size:
             raise PSIError(f"the peer sent more points than the {self.peer_size} IDs it announced")
-        out = _exponentiate_all(self._scalar, chunk, pool, what, self._peer_received)
+        out = _exponentiate_all(self.group, self._scalar, chunk, pool, what, self._peer_received)
         self._peer_received += count
         self._peer_next += 1
         return out
@@ -254,6 +178,7 @@ class _ECDHRole:
     def _role_state(self) -> dict[str, StateValue]:
         return {
             "backend": "ecdh",
+            "group": self.group.name,
             "session_id": self.session_id,
             "scalar": self._scalar,
             "peer_size": self.peer_size,
@@ -267,6 +192,7 @@ class _ECDHRole:
 
     def _load_role_state(self, state: dict[str, Any]) -> None:
         self.session_id = str(state["session_id"])
+        self.group = ecdh_group(str(state["group"]))
         self._scalar = bytes(state["scalar"])
         self.peer_size = int(state["peer_size"])
         self.prepared = prepared_from_state(state)
@@ -294,6 +220,8 @@ class ECDHReceiver(MatchingReceiver, _ECDHRole):
         Shared by both parties (it is part of the hash); defaults to a fresh random hex string.
     duplicates : {"reject", "keep_first"} (default: "reject")
         See :func:`prepare_ids`.
+    group : {"x25519", "edwards25519"} (default: "x25519")
+        The group (:mod:`clients.psi.ecdh_groups`); both parties must use the same one.
     """
 
     def __init__(
@@ -303,8 +231,9 @@ class ECDHReceiver(MatchingReceiver, _ECDHRole):
         peer_size: int,
         session_id: str | None = None,
         duplicates: DuplicatePolicy = "reject",
+        group: str = DEFAULT_ECDH_GROUP,
     ) -> None:
-        super().__init__(ids, peer_size=peer_size, session_id=session_id, duplicates=duplicates)
+        super().__init__(ids, peer_size=peer_size, session_id=session_id, duplicates=duplicates, group=group)
         self._peer_doubled: list[bytes] = []  # H(y)^(ba), in the sender's shuffled order
         self._doubled: list[bytes] = []  # own H(x)^(ab), chunk by chunk as the sender returned them
         self._matches: dict[int, int] = {}  # prepared index → position in the sender's order
@@ -319,7 +248,7 @@ class ECDHReceiver(MatchingReceiver, _ECDHRole):
         ------
         SessionMismatchError, PSIError
             On another session, a chunk out of order, more points than ``peer_size``, or a point
-            outside the prime-order group (named by its position).
+            the group refuses (named by its position and value).
         """
         self._peer_doubled.append(self._exponentiate_peer(session_id, index, chunk, pool))
 
@@ -435,15 +364,17 @@ def align_ecdh(
     workers: int | None = 1,
     duplicates: DuplicatePolicy = "reject",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    group: str = DEFAULT_ECDH_GROUP,
 ) -> tuple[Alignment, Alignment]:
-    """Run DH-PSI between two ID lists in this process; ``a`` is the receiver.
+    """Run DH-PSI between two ID lists in this process over ``group``; ``a`` is the receiver.
 
     Returns ``(alignment of a, alignment of b)``: same IDs, same canonical order, own rows.
     """
     prepared_a, prepared_b = prepare_ids(ids_a, duplicates), prepare_ids(ids_b, duplicates)
     session_id = new_session_id()
-    receiver = ECDHReceiver(prepared_a, peer_size=len(prepared_b.canonical), session_id=session_id)
-    sender = ECDHSender(prepared_b, peer_size=len(prepared_a.canonical), session_id=session_id)
+    common = {"session_id": session_id, "group": group}
+    receiver = ECDHReceiver(prepared_a, peer_size=len(prepared_b.canonical), **common)
+    sender = ECDHSender(prepared_b, peer_size=len(prepared_a.canonical), **common)
     with process_pool(workers) as pool:
         receiver.blind(pool, chunk_bytes)
         sender.blind(pool, chunk_bytes)

@@ -8,11 +8,13 @@ record, the map from positions in the sender's shuffled stream to the party's ID
 
 Handlers (the fields are in :mod:`protocol.psi`)
 ------------------------------------------------
-- ``psi_ecdh_blind`` (both parties, in one exchange): draw the secret scalar, hash the running set
-  into the group, exponentiate and shuffle; the sender records its position map at once.
+- ``psi_ecdh_blind`` (both parties, in one exchange): in the group the server names (an unknown group
+  is refused), draw the secret scalar, hash the running set into the group, exponentiate and
+  shuffle; the sender records its position map at once.
 - ``psi_ecdh_points``: one chunk of the party's blinded points.
-- ``psi_ecdh_exponentiate``: raise one chunk of the peer's points to the party's scalar (points
-  outside the prime-order group are refused); the sender replies the result for the receiver.
+- ``psi_ecdh_exponentiate``: raise one chunk of the peer's points to the party's scalar (points the
+  group refuses are named, :mod:`clients.psi.ecdh_groups`); the sender replies the result for the
+  receiver.
 - ``psi_ecdh_doubled`` (receiver): store one chunk of its own points as the sender returned them.
 - ``psi_ecdh_finish`` (receiver): compare, record the matched positions, shrink the label holder's
   running set; reply the intersection size (and the positions if the sender is the label holder).
@@ -62,7 +64,10 @@ def _blind(party: PartyPolicy, config: Config, context: Context) -> Config:
     subset = list(staging["running"])  # type: ignore[arg-type]
     node_class = ECDHReceiver if role == "receiver" else ECDHSender
     node = node_class(
-        subset_ids(prepared, subset), peer_size=require_field(config, "peer_size", int), session_id=session_id
+        subset_ids(prepared, subset),
+        peer_size=require_field(config, "peer_size", int),
+        session_id=session_id,
+        group=require_field(config, "group", str),
     )
     with process_pool(party.pool_size(context)) as pool:
         count = node.blind(pool, require_field(config, "chunk_bytes", int))

@@ -16,10 +16,15 @@ from clients.psi.fnp_receiver import PSIReceiver
 from clients.psi.fnp_sender import PSISender
 from clients.psi.ids import Alignment, DuplicatePolicy, Identifier, check_not_one_string
 from clients.psi.pool import process_pool
-from protocol.psi import DEFAULT_CHUNK_BYTES, DEFAULT_ID_BITS, DEFAULT_KEY_BITS, PSI_BACKENDS
+from protocol.psi import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_ECDH_GROUP,
+    DEFAULT_ID_BITS,
+    DEFAULT_KEY_BITS,
+    PSI_BACKENDS,
+)
 
 __all__ = ["align", "intersect"]
-
 
 
 def align(
@@ -33,6 +38,7 @@ def align(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     allow_insecure_key_size: bool = False,
     backend: str = "paillier",
+    ecdh_group: str = DEFAULT_ECDH_GROUP,
 ) -> tuple[Alignment, Alignment]:
     """Run the whole protocol between two ID lists in this process; return both parties' alignments.
 
@@ -52,6 +58,8 @@ def align(
         Bound on each message's ciphertext (or point) payload.
     backend : {"paillier", "ecdh"} (default: "paillier")
         The PSI protocol; both give the same alignments.
+    ecdh_group : {"x25519", "edwards25519"} (default: "x25519")
+        The ECDH backend's group (:mod:`clients.psi.ecdh_groups`).
 
     Raises
     ------
@@ -68,7 +76,9 @@ def align(
     check_not_one_string(ids_a)
     check_not_one_string(ids_b)
     if backend == "ecdh":
-        return align_ecdh(ids_a, ids_b, workers=workers, duplicates=duplicates, chunk_bytes=chunk_bytes)
+        return align_ecdh(
+            ids_a, ids_b, workers=workers, duplicates=duplicates, chunk_bytes=chunk_bytes, group=ecdh_group
+        )
     list_a, list_b = list(ids_a), list(ids_b)
     a_receives = len(list_a) >= len(list_b)
     receiver_ids, sender_ids = (list_a, list_b) if a_receives else (list_b, list_a)
