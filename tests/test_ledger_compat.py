@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from strategies.local_rr import LocalRRLedger
-from strategies.privacy_ledger import PrivacyLedger
+from strategies.privacy_ledger import LedgerIntegrityError, PrivacyLedger
 
 V1 = Path(__file__).parent / "data" / "ledgers_v1"
 EXPECTED = json.loads((V1 / "expected.json").read_text())
@@ -23,9 +22,7 @@ def copied(tmp_path: Path, kind: str) -> Path:
     return tmp_path / f"{kind}.json"
 
 
-def load(path: Path, kind: str):
-    if kind == "local_rr":
-        return LocalRRLedger(epsilon=2.0, delta=1e-5, epsilon_budget=1e3, path=path, run=RUN)
+def load(path: Path, kind: str) -> PrivacyLedger:
     return PrivacyLedger.load(path)
 
 
@@ -51,3 +48,24 @@ def test_a_v1_ledger_refuses_an_edit(tmp_path, kind):
     path.write_text(json.dumps(stored))
     with pytest.raises(ValueError):
         load(path, kind)
+
+
+@pytest.mark.parametrize(("edit", "error"), [
+    ({"queries_checked": 0}, "queries_checked 0 differs from the 7"),
+    ({"n_classes": 100}, "n_classes 100 differs from the 3 its entries were charged at"),
+    ({"n_accepted": 2}, "entry at position 1 is out of sequence, edited"),
+])
+def test_a_v1_local_rr_journal_is_checked_as_its_writer_did(tmp_path, edit, error):
+    path = copied(tmp_path, "local_rr")
+    stored = json.loads(path.read_text())
+    for key, value in edit.items():
+        (stored["history"][0] if key == "n_accepted" else stored)[key] = value
+    path.write_text(json.dumps(stored))
+    with pytest.raises(LedgerIntegrityError, match=error):
+        PrivacyLedger.load(path)
+
+
+def test_a_v1_local_rr_journal_is_not_extended(tmp_path):
+    ledger = PrivacyLedger.load(copied(tmp_path, "local_rr"))
+    with pytest.raises(ValueError, match="loads and verifies but is not extended"):
+        ledger.charge(np.ones((1, 3)))
