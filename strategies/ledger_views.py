@@ -117,7 +117,7 @@ class LedgerViews:
 
     @property
     def params(self) -> dict[str, float]:
-        """The noise parameters charged (a copy), named as in ``Mechanism.privacy_params()``."""
+        """The noise parameters charged (a copy), named as in ``VoteRelease.privacy_params()``."""
         return dict(self._params)
 
     @property
