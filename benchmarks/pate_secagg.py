@@ -32,10 +32,10 @@ from flwr.supercore.task_identity import TaskIdentity
 from protocol.pate import DataSpec, ModelSpec, StudentSettings
 from simulations.app import build_client_app
 from simulations.pate_config import compose_config
-from strategies.distributed_noise import SecureVoting, secagg_ledger
+from strategies.distributed_noise import SecureVoting
 from strategies.ensemble_distillation import EnsembleDistillation
 from strategies.fusion import GNMax
-from strategies.local_rr import LocalRR, LocalRRLedger
+from strategies.local_rr import LocalRR
 from strategies.privacy_ledger import PrivacyLedger
 
 DELTA = 1e-5
@@ -70,16 +70,16 @@ class LocalGrid:
 def _run(data: DataSpec, teacher: ModelSpec, student: ModelSpec, mode: str, param: float, budget: float,
          max_queries: int | None = None) -> dict[str, Any]:
     """One PATE run in ``mode``; the report plus per-batch query-phase times."""
+    budget_on = None  # the mechanism's first basis: data-independent for local RR and secagg
     if mode == "local_rr":
         mechanism: Any = LocalRR(epsilon=param)
-        ledger: Any = LocalRRLedger(epsilon=param, delta=DELTA, epsilon_budget=budget)
     elif mode == "gnmax_distributed_secagg":
         mechanism = SecureVoting(GNMax(sigma=param))
-        ledger = secagg_ledger(mechanism, None, delta=DELTA, epsilon_budget=budget)
     else:
         mechanism = GNMax(sigma=param)
-        ledger = PrivacyLedger.for_mechanism(mechanism, None, delta=DELTA, epsilon_budget=budget,
-                                             budget_on=mode.removeprefix("gnmax_budget_"))
+        budget_on = mode.removeprefix("gnmax_budget_")
+    ledger = PrivacyLedger.for_mechanism(mechanism, None, delta=DELTA, epsilon_budget=budget,
+                                         budget_on=budget_on)
     strategy = _TimedStrategy(mechanism=mechanism, ledger=ledger, data=data, teacher_model=teacher,
                               student_model=student, query_batch_size=128, max_queries=max_queries,
                               student=StudentSettings(method="supervised", model_name=""))

@@ -17,11 +17,11 @@ from flwr.serverapp import Grid
 from simulations.pate_config import PateConfig, majority_of
 from simulations.results import write_results
 from strategies.accounting import PrivacyLedger
-from strategies.distributed_noise import SecureVoting, secagg_ledger
+from strategies.distributed_noise import SecureVoting
 from strategies.ensemble_distillation import EnsembleDistillation, ProgressEvent
 from strategies.fusion import make_mechanism
 from strategies.ledger_anchor import existing_ledger_files
-from strategies.local_rr import LocalRR, LocalRRLedger
+from strategies.local_rr import LocalRR
 
 DEFAULT_STUDENT_MODEL_NAME = "student_model"
 """What the student node saves its model as (``.pt`` + ``.json``) in its output folder, unless set."""
@@ -83,17 +83,8 @@ def build_ledger(cfg: PateConfig) -> Any:
                          "before its labels are released")
     mechanism = build_mechanism(cfg)
     run = run_binding(cfg)
-    ledger: Any
-    if s.noise_at == "votes":  # local randomised response: its own journal
-        ledger = LocalRRLedger(epsilon=s.rr_epsilon, delta=s.delta, epsilon_budget=s.epsilon_budget,
-                               conversion=s.conversion, path=path, run=run)
-    elif isinstance(mechanism, SecureVoting):
-        ledger = secagg_ledger(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
-                               conversion=s.conversion, run=run)
-    else:
-        ledger = PrivacyLedger.for_mechanism(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
-                                             budget_on=s.budget_on, conversion=s.conversion, run=run)
-    return ledger
+    return PrivacyLedger.for_mechanism(mechanism, path, delta=s.delta, epsilon_budget=s.epsilon_budget,
+                                       budget_on=s.budget_on, conversion=s.conversion, run=run)
 
 
 def _recorded_charges(path: Path) -> str:

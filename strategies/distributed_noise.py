@@ -18,7 +18,8 @@ What is charged, and why (the server sees the *noisy histogram*, not only the ar
   ``α/(2σ1²)`` (which releases one noisy maximum). The ledger is built with ``sigma1 = σ1/√2`` so that
   its threshold charge ``α/(2·(σ1/√2)²)`` is this vector release exactly; the answer step costs ``α/σ2²``.
 
-So the ledger runs ``budget_on="data_independent"`` (:func:`secagg_ledger`) and is handed, instead of
+So the ledger runs ``budget_on="data_independent"`` (``PrivacyLedger.for_mechanism(voting, ...)``: the
+only basis in :attr:`SecureVoting.budget_bases`) and is handed, instead of
 votes it does not have, a stand-in histogram at which Theorem 6 gives no saving (every count equal to T,
 or 1e-6·σ1 at T = 0 since a row without votes is refused; resp. equal counts: q >= 1/2, where its
 conditions fail), so both of its totals equal the data-independent bound (:meth:`SecureVoting.stand_in`);
@@ -54,20 +55,21 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from protocol.pate import array_record
 from protocol.secagg import SCALE, encode
-from strategies.fusion import UNANSWERED, ConfidentGNMax, FusionResult, GNMax
-from strategies.ledger_costs import worst_case_query
-from strategies.privacy_ledger import PrivacyLedger
-from strategies.rdp_analysis import DEFAULT_ORDERS, FloatArray
-from strategies.rdp_conversion import _epsilon_curve
+from strategies.fusion import ConfidentGNMax, GNMax
+from strategies.rdp_analysis import DEFAULT_ORDERS, ArrayLike, FloatArray
+from strategies.rdp_conversion import epsilon_curve
 from strategies.secagg import MessageFn, SecAggServer
+from strategies.smooth_sensitivity import SmoothSensitivityRelease
+from strategies.vote_release import UNANSWERED, Ballot, ChargingLedger, FusionResult
 
 MAX_ROUNDING_SLACK = 1e-30
 """A step refuses a noise level whose fixed-point rounding slack (total variation) exceeds this."""
@@ -118,9 +120,11 @@ class _ServerView:
 class SecureVoting:
     """GNMax or Confident-GNMax with the noise added at the teacher nodes and the votes summed under secagg.
 
-    Hand it to :class:`strategies.ensemble_distillation.EnsembleDistillation` as the ``mechanism`` with a
-    :func:`secagg_ledger`; the strategy's ``_gather_votes`` then calls :meth:`gather`, and ``fuse``
-    returns the labels decided there.
+    A :class:`strategies.vote_release.VoteRelease`: hand it to
+    :class:`strategies.ensemble_distillation.EnsembleDistillation` as the ``mechanism`` with
+    ``PrivacyLedger.for_mechanism(voting, ...)``; the strategy then calls :meth:`gather`, and ``fuse``
+    returns the labels decided there. It is charged as its central mechanism with ``σ1/√2`` (module
+    docstring), data-independently only.
 
     Parameters
     ----------
@@ -139,6 +143,8 @@ class SecureVoting:
         If ``threshold`` is neither None nor an int (a bool is refused).
     """
 
+    budget_bases: ClassVar[tuple[str, ...]] = ("data_independent",)  # no one holds the clean votes
+
     def __init__(self, central: GNMax | ConfidentGNMax, threshold: int | None = None,
                  rng: np.random.Generator | None = None) -> None:
         if not isinstance(central, (GNMax, ConfidentGNMax)):
@@ -149,7 +155,10 @@ class SecureVoting:
                             f"({type(threshold).__name__})")  # checked now, not when the first batch is due
         self.central = central
         self.name = central.name
+        self.ledger_params = central.ledger_params
+        self.charged = type(central).from_params(self.privacy_params())  # what the ledger charges
         self.secagg_threshold = threshold
+        self._ledger: ChargingLedger | None = None
         self._rng = rng or np.random.default_rng(secrets.randbits(128))
         self._server: SecAggServer | None = None
         self._pending: tuple[np.ndarray, FusionResult] | None = None
@@ -167,28 +176,64 @@ class SecureVoting:
         return {"sigma": float(self.central.sigma2), "sigma1": float(self.central.sigma1) / math.sqrt(2.0),
                 "threshold": float(self.central.threshold)}
 
-    # -- the strategy's two calls -------------------------------------------------------------------
+    # -- its costs: those of the central mechanism it charges as ------------------------------------
 
-    def gather(self, grid: Grid, make_message: MessageFn, hosts: dict[int, list[int]],
-               drop: Callable[[int, str], None], queries: np.ndarray, model: ConfigRecord,
-               n_classes: int, timeout: float) -> np.ndarray:
+    def check_answered(self, answered: ArrayLike | None, n_queries: int) -> npt.NDArray[np.bool_]:
+        """As the central mechanism's."""
+        return self.charged.check_answered(answered, n_queries)
+
+    def rdp_costs(self, votes: FloatArray, answered: npt.NDArray[np.bool_],
+                  orders: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The central mechanism's costs with ``σ1/√2`` (module docstring), at the stand-in votes."""
+        return self.charged.rdp_costs(votes, answered, orders)
+
+    def worst_case_rdp(self, orders: FloatArray, n_classes: int) -> FloatArray:
+        """As the charged central mechanism's."""
+        return self.charged.worst_case_rdp(orders, n_classes)
+
+    def pure_epsilon(self) -> float | None:
+        """None: it is charged in RDP only."""
+        return None
+
+    def smooth_sensitivity(self, votes: FloatArray, delta: float,
+                           orders: FloatArray) -> SmoothSensitivityRelease | None:
+        """None: there are no clean votes to analyse."""
+        return None
+
+    def release_epsilon(self, ledger: ChargingLedger, rng: np.random.Generator) -> dict[str, Any] | None:
+        """No data-dependent release: the ε charged is data-independent already."""
+        return {"error": "no smooth-sensitivity release: under secure aggregation the server never sees the "
+                         "clean votes"}
+
+    def misfit(self, n_teachers: int) -> tuple[str, str] | None:
+        """The central mechanism's rule (the noise the sum carries is its own)."""
+        return self.central.misfit(n_teachers)
+
+    # -- the strategy's calls -----------------------------------------------------------------------
+
+    def gather(self, ballot: Ballot, queries: np.ndarray) -> np.ndarray:
         """Run the batch's aggregation steps; return the stand-in histogram the ledger is charged on.
 
-        ``hosts`` maps the remaining teacher nodes to their teachers; ``drop(node, reason)`` removes a
-        node from the ensemble.
+        The ensemble is checked before the batch is aggregated, not after: the server decodes the noisy
+        sums here, so a batch whose nodes dropped out mid-way is released to it and must be charged (the
+        top-up keeps the central noise); the next batch's check then stops the run.
 
         Raises
         ------
         protocol.secagg_crypto.SecAggError
             If fewer than the threshold of nodes take part in a step.
         """
+        ballot.check_ensemble()
+        grid, make_message, hosts, drop = ballot.grid, ballot.make_message, ballot.hosts, ballot.drop
+        model, n_classes = ballot.model, ballot.n_classes
         t0 = time.perf_counter()
         if self._server is None:
-            self._server = SecAggServer(sorted(hosts), threshold=self.secagg_threshold, timeout=timeout)
+            self._server = SecAggServer(sorted(hosts), threshold=self.secagg_threshold,
+                                        timeout=ballot.timeout)
             for node, reason in self._server.setup(grid, make_message).items():
                 drop(node, f"secure-aggregation setup: {reason}")
             self.setup_seconds = time.perf_counter() - t0
-        q, fits = len(queries), self._queries_that_fit(len(queries))
+        q, fits = len(queries), self._queries_that_fit(len(queries), n_classes)
         queries = queries[:fits]  # what the budget cannot pay for is never aggregated nor seen
         first_sigma = self.central.sigma if isinstance(self.central, GNMax) else self.central.sigma1
         first = self._noisy_sum(grid, make_message, drop, queries, model, n_classes, first_sigma) if fits \
@@ -225,26 +270,20 @@ class SecureVoting:
         count = float(self.central.threshold) or 1e-6 * float(self.central.sigma1)
         return np.full((n_queries, n_classes), count)
 
-    def bind(self, ledger: PrivacyLedger) -> None:
+    def bind(self, ledger: ChargingLedger) -> None:
         """The ledger whose budget decides how much of a batch is aggregated at all."""
         self._ledger = ledger
 
-    def _queries_that_fit(self, n: int) -> int:
+    def _queries_that_fit(self, n: int, n_classes: int) -> int:
         """How many of ``n`` queries the budget pays for at their data-independent (worst-case) cost.
 
         Computed before aggregating, so the server never sees a noisy histogram the ledger would cut
         from the batch (at the worst case, Confident-GNMax's unanswered queries may leave room for more,
         which the ledger then charges as checked and unanswered: never released, never aggregated).
         """
-        ledger = getattr(self, "_ledger", None)
-        if ledger is None:
+        if self._ledger is None:
             raise RuntimeError("SecureVoting is not bound to a ledger (EnsembleDistillation binds it)")
-        worst = worst_case_query(self.name, ledger.params, ledger.orders)
-        steps = np.arange(1, n + 1)[:, None]
-        curve = _epsilon_curve(ledger.orders, ledger.rdp_data_independent[None, :] + steps * worst[None, :],
-                               ledger.delta, ledger.conversion)
-        over = curve.min(axis=1) > ledger.epsilon_budget
-        return int(np.argmax(over)) if over.any() else n
+        return self._ledger.fitting_queries(n, n_classes)
 
     def fuse(self, votes: np.ndarray, rng: np.random.Generator) -> FusionResult:
         """The labels :meth:`gather` decided for the stand-in ``votes`` it returned.
@@ -297,7 +336,7 @@ class SecureVoting:
         if not self._view.steps:
             return 0.0
         rdp = self._view.rdp(colluding, DEFAULT_ORDERS)
-        return float(np.min(_epsilon_curve(DEFAULT_ORDERS, rdp, delta, conversion)))
+        return float(np.min(epsilon_curve(DEFAULT_ORDERS, rdp, delta, conversion)))
 
     def report(self, delta: float) -> dict[str, Any]:
         """What a results file carries about the distributed mode."""
@@ -309,12 +348,3 @@ class SecureVoting:
             "secagg_setup_s": self.setup_seconds,
             "rounding_resolution": 1.0 / SCALE,
         }
-
-
-def secagg_ledger(voting: SecureVoting, path: Any, *, delta: float, epsilon_budget: float,
-                  conversion: str = "mironov", run: dict[str, Any] | None = None) -> PrivacyLedger:
-    """The ledger of a :class:`SecureVoting` run: its charged parameters, ``budget_on="data_independent"``
-    (``run``: as :class:`strategies.privacy_ledger.PrivacyLedger`)."""
-    return PrivacyLedger(path, mechanism=voting.name, delta=delta, epsilon_budget=epsilon_budget,
-                         budget_on="data_independent", conversion=conversion, run=run,
-                         **voting.privacy_params())

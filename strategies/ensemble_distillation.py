@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import Any
 
@@ -36,10 +35,9 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Result, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from protocol.codec import to_record
-from protocol.local_rr import LDP
 from protocol.pate import (
     MSG_DESCRIBE,
     MSG_NEXT_QUERIES,
@@ -55,11 +53,8 @@ from protocol.pate import (
     array_record,
     read_array,
 )
-from strategies.accounting import PrivacyLedger
-from strategies.distributed_noise import SecureVoting
-from strategies.fusion import ConfidentGNMax, GNMax, LNMax, Majority, Mechanism, noise_generator, noise_misfit
+from strategies.fusion import noise_generator
 from strategies.grid_utils import send_and_receive
-from strategies.local_rr import LocalRR
 from strategies.pate_replies import (
     check_batch,
     check_histogram,
@@ -67,46 +62,9 @@ from strategies.pate_replies import (
     check_sites_agree,
     prepared_pool_digest,
 )
-
-
-class EnsembleTooSmallError(RuntimeError):
-    """Fewer teachers remain than the configured minimum, or than the mechanism's noise is meant for."""
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """A progress update for live displays.
-
-    ``phase`` is ``teacher training`` (it starts), ``querying`` (the query phase starts; a resumed run's
-    counts are already past 0), ``queries`` (after each batch), ``student training`` (it starts) or
-    ``done``.
-    """
-
-    phase: str
-    queries_checked: int = 0
-    queries_answered: int = 0
-    pool_size: int = 0
-    epsilon: float = 0.0
-
-
-@dataclass
-class PateResult(Result):
-    """Flower's ``Result`` plus the full PATE report (:meth:`EnsembleDistillation.report`)."""
-
-    report: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Ensemble:
-    """Server-side view of who is who; the teachers' hosts shrink when nodes fail."""
-
-    student: int
-    teacher_hosts: dict[int, list[int]]
-    dropped: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def num_teachers(self) -> int:
-        return sum(len(t) for t in self.teacher_hosts.values())
+from strategies.pate_run import Ensemble, EnsembleTooSmallError, PateResult, ProgressEvent
+from strategies.privacy_ledger import PrivacyLedger
+from strategies.vote_release import Ballot, VoteRelease, check_budget_basis
 
 
 class EnsembleDistillation(Strategy):
@@ -114,12 +72,14 @@ class EnsembleDistillation(Strategy):
 
     Parameters
     ----------
-    mechanism : Mechanism
-        Vote fusion (``strategies.fusion``): ``Majority`` (non-private), ``LNMax``, ``GNMax``,
-        ``ConfidentGNMax``.
+    mechanism : VoteRelease
+        How the votes are gathered, fused and charged (:mod:`strategies.vote_release`): the central
+        ``Majority`` (non-private), ``LNMax``, ``GNMax``, ``ConfidentGNMax`` (``strategies.fusion``), noise
+        at the teachers under secure aggregation (``SecureVoting``) or local randomised response
+        (``LocalRR``).
     ledger : PrivacyLedger or None
-        The privacy ledger to charge; required for every mechanism but ``Majority`` (which must get
-        None: it has no privacy guarantee to account).
+        The privacy ledger to charge (``PrivacyLedger.for_mechanism(mechanism, ...)``); required for every
+        private mechanism, None for a non-private one (empty ``budget_bases``: Majority).
     data : DataSpec
         Dataset and split every node reconstructs.
     teacher_model, student_model : ModelSpec
@@ -150,7 +110,7 @@ class EnsembleDistillation(Strategy):
     def __init__(
         self,
         *,
-        mechanism: Mechanism,
+        mechanism: VoteRelease,
         ledger: PrivacyLedger | None,
         data: DataSpec,
         teacher_model: ModelSpec,
@@ -165,11 +125,12 @@ class EnsembleDistillation(Strategy):
         on_progress: Callable[[ProgressEvent], None] | None = None,
         resume: bool = False,
     ) -> None:
-        if isinstance(mechanism, Majority) != (ledger is None):
+        if (not mechanism.budget_bases) != (ledger is None):
             raise ValueError("a ledger is required for every private mechanism, and Majority (non-private) "
                              f"takes none; got {type(mechanism).__name__} with ledger={ledger!r}")
         if ledger is not None:
-            ledger.check_mechanism(mechanism)  # name and every noise parameter (σ, σ1, T, γ)
+            ledger.check_mechanism(mechanism)  # name and every noise parameter (σ, σ1, T, γ, ε0)
+            check_budget_basis(mechanism, ledger.budget_on)  # e.g. noise no one sees: data-independent
         if query_batch_size < 1:
             raise ValueError(f"query_batch_size must be >= 1, got {query_batch_size}")
         if max_queries is not None and max_queries < 1:
@@ -190,18 +151,13 @@ class EnsembleDistillation(Strategy):
         self.on_progress = on_progress
         self.resume = resume
         self._rng = noise_generator(seed)
-        self._ensemble: _Ensemble | None = None
+        self._ensemble: Ensemble | None = None
         self._n_classes: int | None = None  # pinned by the student's first query reply
         self._teacher_metrics: dict[int, dict[str, float]] = {}
         self._student_metrics: dict[str, float] = {}
-        if isinstance(mechanism, SecureVoting):  # the server never sees the votes the release would need
-            if ledger is None or ledger.budget_on != "data_independent":
-                raise ValueError("noise at the teachers (SecureVoting) is charged data-independently: the "
-                                 "ledger needs budget_on='data_independent', got "
-                                 f"{None if ledger is None else ledger.budget_on!r}")
-            self._release_info = {"error": "no smooth-sensitivity release: under secure aggregation the "
-                                           "server never sees the clean votes"}
-            mechanism.bind(ledger)  # aggregates only what the budget pays for
+        self._released: dict[str, Any] | None = None  # the data-dependent ε's release, once made ({}: none)
+        if ledger is not None:
+            mechanism.bind(ledger)  # e.g. SecureVoting aggregates only what the budget pays for
 
     # -- Flower's five hooks ------------------------------------------------------------------------
 
@@ -325,7 +281,7 @@ class EnsembleDistillation(Strategy):
         if self.ledger is not None:
             self.ledger.bind_pool(digest)
 
-    def _describe(self, grid: Grid) -> _Ensemble:
+    def _describe(self, grid: Grid) -> Ensemble:
         """Ask every connected node its role; check one student, a teacher covering the run, and that every
         node's samples have the student's input shape, feature schema and classes."""
         nodes = sorted(grid.get_node_ids())
@@ -363,7 +319,7 @@ class EnsembleDistillation(Strategy):
         if missing:
             log(WARNING, "teachers %s are not hosted by any connected node; the ensemble has %d of %d",
                 missing, len(hosted), self.data.num_teachers)
-        ensemble = _Ensemble(student=students[0], teacher_hosts=hosts, dropped=dropped)
+        ensemble = Ensemble(student=students[0], teacher_hosts=hosts, dropped=dropped)
         self._ensemble = ensemble
         self._check_ensemble_size()
         return ensemble
@@ -459,30 +415,29 @@ class EnsembleDistillation(Strategy):
         return x, pos.astype(np.int64), pool_size
 
     def _gather_votes(self, grid: Grid, batch_x: np.ndarray) -> np.ndarray:
-        """Sum the vote histograms of all remaining teacher nodes for one batch of queries.
-
-        With a :class:`strategies.distributed_noise.SecureVoting` mechanism the nodes noise their votes
-        and the sum is taken under secure aggregation; the histogram returned is then its stand-in.
-        """
+        """The votes of one batch of queries, as the mechanism gathers them (:meth:`VoteRelease.gather`)."""
         ensemble = self._require_ensemble()
-        if isinstance(self.mechanism, SecureVoting):
-            # Checked before the batch is aggregated, not after: the server decodes the noisy sums during
-            # gather, so a batch whose nodes dropped out mid-way is released to it and must be charged
-            # (the top-up keeps the central noise); the next batch's check then stops the run.
-            self._check_ensemble_size()
-            return self.mechanism.gather(grid, self._message, ensemble.teacher_hosts, self._drop, batch_x,
-                                         to_record(self.teacher_model), int(self._n_classes),
-                                         self.step_timeout)
+        ballot = Ballot(grid=grid, make_message=self._message, hosts=ensemble.teacher_hosts, drop=self._drop,
+                        model=to_record(self.teacher_model), n_classes=int(self._n_classes),
+                        timeout=self.step_timeout,
+                        count_votes=lambda x, records: self._count_votes(grid, x, records),
+                        check_ensemble=self._check_ensemble_size)
+        return self.mechanism.gather(ballot, batch_x)
+
+    def _count_votes(self, grid: Grid, batch_x: np.ndarray, records: dict[str, ConfigRecord]) -> np.ndarray:
+        """Sum the vote histograms of all remaining teacher nodes for one batch (``records`` added to each
+        request); a node whose reply is malformed leaves the ensemble, which is checked after the round."""
+        ensemble = self._require_ensemble()
         queries = array_record(x=batch_x)
-        ldp = {LDP: ConfigRecord(self.mechanism.request())} if isinstance(self.mechanism, LocalRR) else {}
-        msgs = [self._message(node, MSG_VOTES, model=to_record(self.teacher_model), queries=queries, **ldp)
+        model = to_record(self.teacher_model)
+        msgs = [self._message(node, MSG_VOTES, model=model, queries=queries, **records)
                 for node in sorted(ensemble.teacher_hosts)]
         by_node = self._collect(send_and_receive(grid, msgs, timeout=self.step_timeout),
                                 set(ensemble.teacher_hosts), "voting", self.step_timeout)
         total = np.zeros((len(batch_x), 0), dtype=np.int64)
         for node, reply in sorted(by_node.items()):
             problem, votes = check_histogram(reply, len(batch_x), len(ensemble.teacher_hosts[node]),
-                                                   self._n_classes)
+                                             self._n_classes)
             if problem:
                 self._drop(node, f"malformed vote histogram: {problem}")
                 continue
@@ -535,8 +490,8 @@ class EnsembleDistillation(Strategy):
 
         Called after ``describe`` (against the teachers the nodes host, which may be fewer than
         ``data.num_teachers``) and after every step that may drop a node (with the noise at the teachers,
-        before each batch: see :meth:`_gather_votes`). The noise rule
-        (:func:`strategies.fusion.noise_misfit`): a threshold or noise scale meant relative to the
+        before each batch: see ``SecureVoting.gather``). The noise rule (:meth:`VoteRelease.misfit`, e.g.
+        :func:`strategies.fusion.noise_misfit`): a threshold or noise scale meant relative to the
         ensemble that n teachers cannot reach would have every later query charged for (almost) no
         answer or a label the noise decides.
         """
@@ -546,16 +501,14 @@ class EnsembleDistillation(Strategy):
             raise EnsembleTooSmallError(
                 f"only {n} teachers remain (min_teachers={self.min_teachers}); "
                 f"dropped nodes: {ensemble.dropped}")
-        central = getattr(self.mechanism, "central", self.mechanism)  # SecureVoting: noise at the teachers
-        if not isinstance(central, (GNMax, ConfidentGNMax, LNMax)):
-            return  # Majority has no noise; LocalRR's ε0 per vote is not relative to the ensemble
-        misfit = noise_misfit(central.name, n, central.privacy_params())
+        misfit = self.mechanism.misfit(n)  # None for Majority (no noise) and LocalRR (ε0 is per vote)
         if misfit is not None:
             raise EnsembleTooSmallError(
-                f"the noise of {central.name} does not fit the ensemble's {n} teachers (data.num_teachers="
+                f"the noise of {self.mechanism.name} does not fit the ensemble's {n} teachers ("
+                f"data.num_teachers="
                 f"{self.data.num_teachers}): {misfit[1]}; dropped nodes: {ensemble.dropped}")
 
-    def _require_ensemble(self) -> _Ensemble:
+    def _require_ensemble(self) -> Ensemble:
         if self._ensemble is None:
             raise RuntimeError("the ensemble is unknown: start() describes the nodes first")
         return self._ensemble
@@ -563,9 +516,10 @@ class EnsembleDistillation(Strategy):
     def _privacy_bill(self) -> dict[str, float | str]:
         """The ε the run spent; on first call after the query phase, also releases the data-dependent ε.
 
-        The release is [P18]'s smooth-sensitivity mechanism (``PrivacyLedger.release``), done once
-        per run with a generator spawned from the strategy seed; a release the analysis refuses
-        (e.g. conditions C5-C6 fail) is logged and reported as ``{"error": ...}``.
+        The release is the mechanism's (:meth:`VoteRelease.release_epsilon`: [P18]'s smooth-sensitivity
+        mechanism, ``PrivacyLedger.release``, for GNMax and Confident-GNMax), done once per run with a
+        generator spawned from the strategy seed; a release the analysis refuses (e.g. conditions C5-C6
+        fail) is logged and reported as ``{"error": ...}``.
         """
         bill: dict[str, float | str] = {"mechanism": self.mechanism.name}
         if self.ledger is not None:
@@ -573,15 +527,15 @@ class EnsembleDistillation(Strategy):
             bill.update(epsilon_data_dependent=eps["data_dependent"],
                         epsilon_data_independent=eps["data_independent"],
                         delta=self.ledger.delta)
-            if not hasattr(self, "_release_info"):
+            if self._released is None:
                 try:
-                    self._release_info = self.ledger.release(self._rng.spawn(1)[0])
+                    self._released = self.mechanism.release_epsilon(self.ledger, self._rng.spawn(1)[0]) or {}
                 except ValueError as err:
                     log(WARNING, "smooth-sensitivity release of the data-dependent ε refused: %s", err)
-                    self._release_info = {"error": str(err)}
-            if self._release_info is not None and "epsilon_released" in self._release_info:
-                bill.update(epsilon_released=self._release_info["epsilon_released"],
-                            epsilon_released_draw=self._release_info["epsilon_released_draw"])
+                    self._released = {"error": str(err)}
+            if "epsilon_released" in self._released:
+                bill.update(epsilon_released=self._released["epsilon_released"],
+                            epsilon_released_draw=self._released["epsilon_released_draw"])
         return bill
 
     def _emit(self, phase: str, checked: int = 0, answered: int = 0, pool_size: int = 0) -> None:
@@ -594,9 +548,9 @@ class EnsembleDistillation(Strategy):
         """Everything a results file needs about the run (no raw data, no per-query labels)."""
         ensemble = self._require_ensemble()
         eps = self.ledger.epsilon() if self.ledger is not None else None
-        if self.ledger is not None and self.ledger.queries_checked and not hasattr(self, "_release_info"):
+        if self.ledger is not None and self.ledger.queries_checked and self._released is None:
             self._privacy_bill()  # the smooth-sensitivity release happens once, when the ε is billed
-        released: dict[str, Any] = getattr(self, "_release_info", None) or {}
+        released: dict[str, Any] = self._released or {}
         return {
             "mechanism": self.mechanism.name,
             "teachers": {str(t): m for t, m in sorted(self._teacher_metrics.items())},
@@ -617,6 +571,5 @@ class EnsembleDistillation(Strategy):
             "ledger_path": str(self.ledger.path) if self.ledger is not None and self.ledger.path else None,
             "student": dict(self._student_metrics),
             "wall_s": wall_s,
-            **(self.mechanism.report(self.ledger.delta) if isinstance(self.mechanism, SecureVoting)
-               and self.ledger is not None else {}),
+            **(self.mechanism.report(self.ledger.delta) if self.ledger is not None else {}),
         }

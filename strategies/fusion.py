@@ -29,11 +29,29 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import numpy.typing as npt
 from scipy.stats import norm
 
-from strategies.rdp_analysis import PrivacyWarning, validate_votes
+from strategies.rdp_analysis import (
+    ArrayLike,
+    FloatArray,
+    PrivacyWarning,
+    rdp_gnmax_data_dependent,
+    rdp_gnmax_data_independent,
+    rdp_threshold,
+    rdp_threshold_data_independent,
+    validate_votes,
+)
+from strategies.rdp_lnmax import rdp_lnmax_data_dependent, rdp_lnmax_data_independent_exact
+from strategies.smooth_sensitivity import SmoothSensitivityRelease, smooth_sensitivity_release
+from strategies.vote_release import (
+    UNANSWERED,
+    CentralRelease,
+    FusionResult,
+    check_answered_shape,
+    register,
+)
 
-UNANSWERED = -1
 MECHANISMS = ("majority", "lnmax", "gnmax", "confident_gnmax")
 
 
@@ -53,17 +71,6 @@ def noise_generator(seed: int | None) -> np.random.Generator:
                   "the seed; leave it unset (None) outside tests and benchmarks", PrivacyWarning,
                   stacklevel=2)
     return np.random.default_rng(int(seed))
-
-
-@dataclass(frozen=True)
-class FusionResult:
-    """Labels for one batch: ``labels[i] == UNANSWERED`` exactly where ``answered[i]`` is False."""
-
-    labels: np.ndarray  # int64, (Q,)
-    answered: np.ndarray  # bool, (Q,)
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def _real(name: str, value: object) -> float:
@@ -90,11 +97,13 @@ def _noisy_argmax(votes: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return np.argmax(votes + noise, axis=1).astype(np.int64)
 
 
+@register
 @dataclass(frozen=True)
-class Majority:
+class Majority(CentralRelease):
     """Noiseless plurality vote (non-private baseline; ties go to the lowest class index)."""
 
     name: ClassVar[str] = "majority"
+    budget_bases: ClassVar[tuple[str, ...]] = ()  # not private: no ledger
 
     def privacy_params(self) -> dict[str, float]:
         """The noise parameters a privacy ledger charges for (none: Majority is not private)."""
@@ -106,12 +115,14 @@ class Majority:
         return FusionResult(labels, np.ones(len(labels), dtype=bool))
 
 
+@register
 @dataclass(frozen=True)
-class LNMax:
+class LNMax(CentralRelease):
     """Laplacian noisy max: ``argmax_j n_j + Lap(1/gamma)`` (PATE 2017, Eq. 1)."""
 
     gamma: float
     name: ClassVar[str] = "lnmax"
+    ledger_params: ClassVar[tuple[str, ...]] = ("gamma",)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gamma", _positive("gamma", self.gamma))
@@ -125,13 +136,29 @@ class LNMax:
         labels = _noisy_argmax(votes, rng.laplace(0.0, 1.0 / self.gamma, size=votes.shape))
         return FusionResult(labels, np.ones(len(labels), dtype=bool))
 
+    def rdp_costs(self, votes: FloatArray, answered: npt.NDArray[np.bool_],
+                  orders: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Per-query RDP: data-dependent [P17] Theorem 3 (by way of [P18] Theorem 6's bound), never above the
+        data-independent exact Laplace RDP of the two counts that move ([M17] Table II), which is tighter
+        than the pure-ε/zCDP bound ([P17] Theorem 3 premise)."""
+        di_answer = rdp_lnmax_data_independent_exact(self.gamma, orders)
+        dd = np.minimum(rdp_lnmax_data_dependent(votes, self.gamma, orders), di_answer[None, :])
+        return dd * answered[:, None], answered[:, None] * di_answer[None, :]
 
+    def misfit(self, n_teachers: int) -> tuple[str, str] | None:
+        """:func:`noise_misfit` of this mechanism."""
+        return noise_misfit(self.name, n_teachers, self.privacy_params())
+
+
+@register
 @dataclass(frozen=True)
-class GNMax:
+class GNMax(CentralRelease):
     """Gaussian noisy max: ``argmax_j n_j + N(0, sigma^2)`` (PATE 2018, §4.1)."""
 
     sigma: float
     name: ClassVar[str] = "gnmax"
+    budget_bases: ClassVar[tuple[str, ...]] = ("data_dependent", "data_independent", "released")
+    ledger_params: ClassVar[tuple[str, ...]] = ("sigma",)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigma", _positive("sigma", self.sigma))
@@ -145,9 +172,27 @@ class GNMax:
         labels = _noisy_argmax(votes, rng.normal(0.0, self.sigma, size=votes.shape))
         return FusionResult(labels, np.ones(len(labels), dtype=bool))
 
+    def rdp_costs(self, votes: FloatArray, answered: npt.NDArray[np.bool_],
+                  orders: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Per-query RDP of an answer: [P18] Theorem 6 (data-dependent) and Proposition 8 (``α/σ²``)."""
+        dd = rdp_gnmax_data_dependent(votes, self.sigma, orders)
+        di_answer = rdp_gnmax_data_independent(self.sigma, orders)
+        return dd * answered[:, None], answered[:, None] * di_answer[None, :]
 
+    def smooth_sensitivity(self, votes: FloatArray, delta: float,
+                           orders: FloatArray) -> SmoothSensitivityRelease | None:
+        """[P18] §4.3's release of the data-dependent ε of ``votes``."""
+        return smooth_sensitivity_release(votes, threshold=None, sigma1=None, sigma2=self.sigma, delta=delta,
+                                          orders=orders)
+
+    def misfit(self, n_teachers: int) -> tuple[str, str] | None:
+        """:func:`noise_misfit` of this mechanism."""
+        return noise_misfit(self.name, n_teachers, self.privacy_params())
+
+
+@register
 @dataclass(frozen=True)
-class ConfidentGNMax:
+class ConfidentGNMax(CentralRelease):
     """Confident GNMax (PATE 2018, Algorithm 1).
 
     A query is answered iff ``max_j n_j + N(0, sigma1^2) >= threshold``; answered queries get
@@ -158,6 +203,8 @@ class ConfidentGNMax:
     sigma1: float
     sigma2: float
     name: ClassVar[str] = "confident_gnmax"
+    budget_bases: ClassVar[tuple[str, ...]] = ("data_dependent", "data_independent", "released")
+    ledger_params: ClassVar[tuple[str, ...]] = ("sigma", "sigma1", "threshold")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigma1", _positive("sigma1", self.sigma1))
@@ -171,6 +218,39 @@ class ConfidentGNMax:
         """The noise parameters a privacy ledger charges for; ``sigma`` is σ2 of the answering step."""
         return {"sigma": float(self.sigma2), "sigma1": float(self.sigma1), "threshold": float(self.threshold)}
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, float]) -> ConfidentGNMax:
+        """The mechanism of ledger parameters ``params`` (``sigma`` is σ2)."""
+        return cls(threshold=params["threshold"], sigma1=params["sigma1"], sigma2=params["sigma"])
+
+    def check_answered(self, answered: ArrayLike | None, n_queries: int) -> npt.NDArray[np.bool_]:
+        """The threshold outcomes, required."""
+        if answered is None:
+            raise ValueError("answered is required for mechanism 'confident_gnmax' (the threshold outcomes)")
+        return check_answered_shape(answered, n_queries)
+
+    def rdp_costs(self, votes: FloatArray, answered: npt.NDArray[np.bool_],
+                  orders: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Per-query RDP: the threshold check on every query ([P18] Proposition 7 data-dependently,
+        ``α/(2σ1²)`` data-independently), plus GNMax at σ2 on the answered ones ([P18] Theorem 6,
+        Proposition 8)."""
+        dd = rdp_gnmax_data_dependent(votes, self.sigma2, orders) * answered[:, None]
+        di = answered[:, None] * rdp_gnmax_data_independent(self.sigma2, orders)[None, :]
+        dd = dd + rdp_threshold(votes, self.threshold, self.sigma1, orders)
+        di = di + rdp_threshold_data_independent(self.sigma1, orders)[None, :]
+        return dd, di
+
+    def smooth_sensitivity(self, votes: FloatArray, delta: float,
+                           orders: FloatArray) -> SmoothSensitivityRelease | None:
+        """[P18] §4.3's release of the expected data-dependent ε of ``votes`` (over the threshold
+        outcomes)."""
+        return smooth_sensitivity_release(votes, threshold=self.threshold, sigma1=self.sigma1,
+                                          sigma2=self.sigma2, delta=delta, orders=orders)
+
+    def misfit(self, n_teachers: int) -> tuple[str, str] | None:
+        """:func:`noise_misfit` of this mechanism."""
+        return noise_misfit(self.name, n_teachers, self.privacy_params())
+
     def fuse(self, votes: np.ndarray, rng: np.random.Generator) -> FusionResult:
         votes = validate_votes(votes)
         answered = votes.max(axis=1) + rng.normal(0.0, self.sigma1, size=len(votes)) >= self.threshold
@@ -179,6 +259,7 @@ class ConfidentGNMax:
 
 
 Mechanism = Majority | LNMax | GNMax | ConfidentGNMax
+"""The central mechanisms (each a :class:`strategies.vote_release.VoteRelease`)."""
 
 
 MECHANISM_REGISTRY: dict[str, type[Mechanism]] = {

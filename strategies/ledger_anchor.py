@@ -110,10 +110,10 @@ def check_head(path: Path, journal: Sequence[dict[str, Any]], head: Sequence[tup
                 f"{expected[:12]}…: the journal was rewritten or belongs to another ledger; {recovery(path)}")
 
 
-def append_head(path: Path, journal: Sequence[dict[str, Any]]) -> None:
-    """Append to ``path``'s head log the entries of ``journal`` it does not record yet (after the JSON
-    that holds them was committed; the caller holds the ledger's lock)."""
-    known = len(read_head(path))
+def append_head(path: Path, journal: Sequence[dict[str, Any]], known: int) -> None:
+    """Append to ``path``'s head log the entries of ``journal`` after its first ``known`` (the entries the
+    log records, as the ledger last read or appended it under the same lock: the log is not re-read), after
+    the JSON that holds them was committed; the caller holds the ledger's lock."""
     lines = "".join(f"{entry['seq']} {entry['hash']}\n" for entry in journal[known:])
     if not lines:
         return
@@ -123,6 +123,20 @@ def append_head(path: Path, journal: Sequence[dict[str, Any]]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def refuse_vanished(path: Path, checked: int, journal: Sequence[dict[str, Any]]) -> None:
+    """Refuse to go on with ledger ``path`` if its file is gone after this process charged or adopted
+    ``journal`` (``checked`` queries): a ledger is never reset silently.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` does not exist and ``checked`` or ``journal`` is not empty.
+    """
+    if not path.exists() and (checked or journal):
+        raise ValueError(f"{path}: the privacy ledger file vanished after {checked} checked queries; "
+                         "refusing to charge (restore the file or start a new ledger)")
 
 
 def companions(path: Path) -> list[Path]:

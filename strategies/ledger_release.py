@@ -13,33 +13,15 @@ from typing import Any
 import numpy as np
 
 from strategies.ledger_sidecar import LedgerRows
-from strategies.ledger_store import _atomic_write_json, _ledger_lock
+from strategies.ledger_store import atomic_write_json, ledger_lock
 from strategies.rdp_analysis import FloatArray
-from strategies.smooth_sensitivity import (
-    SmoothSensitivityRelease,
-    draw_released_epsilon,
-    smooth_sensitivity_release,
-)
-
-RELEASABLE = ("gnmax", "confident_gnmax")
-"""Mechanisms whose data-dependent ε the smooth-sensitivity analysis of [P18] covers."""
-
-
-def release_of(
-    mechanism: str, params: dict[str, float], votes: FloatArray, delta: float, orders: FloatArray
-) -> SmoothSensitivityRelease:
-    """The smooth-sensitivity release of the expected data-dependent ε of ``votes`` ([P18] §4.3)."""
-    if mechanism not in RELEASABLE:
-        raise ValueError(f"the smooth-sensitivity release covers {RELEASABLE}, got mechanism {mechanism!r}")
-    confident = mechanism == "confident_gnmax"
-    return smooth_sensitivity_release(
-        votes, threshold=params["threshold"] if confident else None,
-        sigma1=params["sigma1"] if confident else None, sigma2=params["sigma"], delta=delta, orders=orders)
+from strategies.smooth_sensitivity import draw_released_epsilon
+from strategies.vote_release import VoteRelease
 
 
 def released_prefix(
-    mechanism: str, params: dict[str, float], past: FloatArray | None, batch: FloatArray, delta: float,
-    orders: FloatArray, budget: float,
+    model: VoteRelease, past: FloatArray | None, batch: FloatArray, delta: float, orders: FloatArray,
+    budget: float,
 ) -> tuple[int, float | None]:
     """Longest prefix of ``batch`` whose expected released ε (with ``past``) stays within ``budget``.
 
@@ -52,7 +34,9 @@ def released_prefix(
         rows = batch[:k] if past is None else np.concatenate((past, batch[:k]))
         if rows.shape[0] == 0:
             return None
-        return release_of(mechanism, params, rows, delta, orders).epsilon_released
+        release = model.smooth_sensitivity(rows, delta, orders)
+        assert release is not None  # the ledger budgets on "released" only for a release it covers
+        return release.epsilon_released
 
     full = released(batch.shape[0])
     if full is not None and full <= budget:
@@ -71,8 +55,7 @@ def released_prefix(
 class LedgerRelease:
     """:meth:`release` of :class:`strategies.privacy_ledger.PrivacyLedger` (a mixin, state set by it)."""
 
-    _mechanism: str
-    _params: dict[str, float]
+    _model: VoteRelease
     _path: Path | None
     _orders: FloatArray
     _delta: float
@@ -108,8 +91,9 @@ class LedgerRelease:
         dict or None
             ``queries_checked``, ``epsilon_released`` (expectation), ``epsilon_released_std``,
             ``epsilon_released_draw`` (the noisy draw) and ``smooth_sensitivity`` (the release's
-            :meth:`~strategies.smooth_sensitivity.SmoothSensitivityRelease.to_dict`); None for
-            "lnmax", which the analysis does not cover.
+            :meth:`~strategies.smooth_sensitivity.SmoothSensitivityRelease.to_dict`); None for a
+            release the analysis does not cover (LNMax, local RR: ``"released"`` not in its
+            ``budget_bases``).
 
         Raises
         ------
@@ -117,11 +101,11 @@ class LedgerRelease:
             If nothing was charged or the smooth-sensitivity conditions fail (see
             ``smooth_sensitivity_release``).
         """
-        if self._mechanism not in RELEASABLE:
+        if "released" not in self._model.budget_bases:
             return None
         if self._path is None:
             return self._do_release(rng)
-        with _ledger_lock(self._path):
+        with ledger_lock(self._path):
             self._refresh()
             return self._do_release(rng)
 
@@ -130,7 +114,8 @@ class LedgerRelease:
             return dict(self._release)
         if not self._checked:
             raise ValueError("nothing to release: the ledger has no charged queries")
-        result = release_of(self._mechanism, self._params, self._rows.votes, self._delta, self._orders)
+        result = self._model.smooth_sensitivity(self._rows.votes, self._delta, self._orders)
+        assert result is not None  # covered: "released" is in its budget_bases
         release = {
             "queries_checked": self._checked,
             "epsilon_released": result.epsilon_released,
@@ -139,6 +124,6 @@ class LedgerRelease:
             "smooth_sensitivity": result.to_dict(),
         }
         if self._path is not None:
-            _atomic_write_json(self._path, self._payload(**{**self._state(), "release": release}))
+            atomic_write_json(self._path, self._payload(**{**self._state(), "release": release}))
         self._release = release
         return dict(release)

@@ -22,6 +22,10 @@ from typing import Any
 LEDGER_FORMAT_VERSION = 2
 """2: the hash-chained journal (:mod:`strategies.ledger_journal`); 1 (no journal) is refused."""
 
+LOCAL_RR_V1_FORMAT = "flwr-privkit/local-rr-ledger/1"
+"""The journal local randomised response kept before the vote-release seam: read (and verified by
+:func:`strategies.local_rr.verify_v1_journal`), never written."""
+
 FILE_MODE = 0o600
 """Owner read/write only: a ledger holds the teachers' vote histograms and the paid-for labels."""
 
@@ -58,7 +62,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.close(dir_fd)
 
 
-def _atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
+def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` as JSON to ``path`` atomically and owner-only (:func:`atomic_write_bytes`)."""
     atomic_write_bytes(path, json.dumps(payload, indent=1, allow_nan=False).encode("utf-8"))
 
@@ -91,7 +95,7 @@ _LEDGER_KEYS = (
 
 
 @contextlib.contextmanager
-def _ledger_lock(path: Path) -> Iterator[None]:
+def ledger_lock(path: Path) -> Iterator[None]:
     """Exclusive lock on ``<path>.lock`` for one read-charge-write of a shared ledger file.
 
     Every process that charges the same ledger file takes it (POSIX ``flock``), so two runs over the
@@ -109,8 +113,9 @@ def _ledger_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _read_ledger_file(path: Path) -> dict[str, Any]:
-    """Read a persisted ledger, raising ValueError (naming the file) unless it has this version's format."""
+def read_ledger_file(path: Path) -> dict[str, Any]:
+    """Read a persisted ledger, raising ValueError (naming the file) unless it has this version's format
+    (or is a v1 local-RR journal, :data:`LOCAL_RR_V1_FORMAT`, returned as stored)."""
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
@@ -121,6 +126,8 @@ def _read_ledger_file(path: Path) -> dict[str, Any]:
                          "a copy — its head log tells which copy is the newest") from err
     except IsADirectoryError as err:
         raise ValueError(f"{path}: the ledger path is a directory, not a ledger file") from err
+    if isinstance(stored, dict) and stored.get("format") == LOCAL_RR_V1_FORMAT:
+        return stored
     if not isinstance(stored, dict) or stored.get("format_version") != LEDGER_FORMAT_VERSION:
         version = stored.get("format_version") if isinstance(stored, dict) else None
         hint = (" (format 1 has no integrity journal, so its totals cannot be verified: start a new "

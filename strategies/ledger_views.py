@@ -1,18 +1,54 @@
 """Read-only views of :class:`strategies.privacy_ledger.PrivacyLedger` (a mixin, state set by the ledger),
-and the JSON document it is persisted as."""
+the JSON document it is persisted as, and the outcome of a charge (:class:`ChargeResult`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from strategies.ledger_release import RELEASABLE
 from strategies.ledger_sidecar import LedgerRows
 from strategies.ledger_store import LEDGER_FORMAT_VERSION
 from strategies.rdp_analysis import FloatArray
+from strategies.vote_release import VoteRelease
+
+
+class BudgetExhaustedError(RuntimeError):
+    """Raised by :meth:`PrivacyLedger.charge` once the privacy budget is exhausted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ChargeResult:
+    """Outcome of one :meth:`PrivacyLedger.charge`.
+
+    Attributes
+    ----------
+    n_accepted : int
+        Length of the prefix of the batch that was charged (queries beyond it must not be answered).
+    n_answered : int
+        Queries of the accepted prefix that were answered (for Confident-GNMax, passed the check).
+    exhausted : bool
+        True if the batch was cut short, or (``budget_on="data_independent"`` only) if one more
+        query would exceed the budget. Further charges raise :class:`BudgetExhaustedError`.
+    epsilon_data_dependent, epsilon_data_independent : float
+        Total ε spent after this charge, on each accounting.
+    best_order_data_dependent, best_order_data_independent : float
+        The orders achieving those ε.
+    epsilon_released : float or None
+        Expected smooth-sensitivity released ε after this charge (``budget_on="released"`` only).
+    """
+
+    n_accepted: int
+    n_answered: int
+    exhausted: bool
+    epsilon_data_dependent: float
+    epsilon_data_independent: float
+    best_order_data_dependent: float
+    best_order_data_independent: float
+    epsilon_released: float | None = None
 
 
 class LedgerViews:
@@ -20,6 +56,7 @@ class LedgerViews:
 
     _conversion: str
     _mechanism: str
+    _model: VoteRelease
     _params: dict[str, float]
     _path: Path | None
     _orders: FloatArray
@@ -41,6 +78,9 @@ class LedgerViews:
         raise NotImplementedError
 
     def _config(self) -> dict[str, Any]:  # implemented by the ledger
+        raise NotImplementedError
+
+    def _curve(self, rdp: FloatArray) -> FloatArray:  # implemented by the ledger
         raise NotImplementedError
 
     def epsilon(self) -> dict[str, float]:
@@ -77,7 +117,7 @@ class LedgerViews:
 
     @property
     def params(self) -> dict[str, float]:
-        """The noise parameters charged (a copy), named as in ``Mechanism.privacy_params()``."""
+        """The noise parameters charged (a copy), named as in ``VoteRelease.privacy_params()``."""
         return dict(self._params)
 
     @property
@@ -196,7 +236,7 @@ class LedgerViews:
             "exhausted": exhausted,
             "history": list(history),
         }
-        if self._mechanism in RELEASABLE:
+        if "released" in self._model.budget_bases:
             payload["release"] = release
         if self._budget_on == "released":
             payload["epsilon_released"] = eps_released
@@ -205,3 +245,16 @@ class LedgerViews:
     def to_dict(self) -> dict[str, Any]:
         """The ledger as the JSON-compatible dict it is persisted as."""
         return self._payload(**self._state())
+
+    def fitting_queries(self, n: int, n_classes: int) -> int:
+        """How many of ``n`` more queries the budget pays for at their data-independent (worst-case) cost.
+
+        For a release that must decide before it sees a batch's votes how much of it to aggregate at all
+        (:class:`strategies.distributed_noise.SecureVoting`): what the ledger would cut is never aggregated.
+        """
+        worst = self._model.worst_case_rdp(self._orders, n_classes)
+        steps = np.arange(1, n + 1)[:, None]
+        curve = self._curve(self._rdp_di[None, :] + steps * worst[None, :])
+        over = curve.min(axis=1) > self._budget
+        return int(np.argmax(over)) if over.any() else n
+

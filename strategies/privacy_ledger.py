@@ -44,7 +44,7 @@ References
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from strategies.fusion import MECHANISM_REGISTRY, Mechanism
+import strategies.fusion  # noqa: F401  (registers the central mechanisms a stored ledger may name)
 from strategies.ledger_anchor import (
     append_head,
     check_head,
@@ -61,10 +61,10 @@ from strategies.ledger_anchor import (
     check_pool,
     check_settings,
     read_head,
+    refuse_vanished,
 )
-from strategies.ledger_costs import check_answered, check_params, query_costs, worst_case_query
 from strategies.ledger_journal import JournalSpec, LedgerIntegrityError, genesis_hash, seal, verify_journal
-from strategies.ledger_release import RELEASABLE, LedgerRelease, released_prefix
+from strategies.ledger_release import LedgerRelease, released_prefix
 from strategies.ledger_sidecar import (
     LedgerRows,
     batch_rows,
@@ -76,62 +76,34 @@ from strategies.ledger_sidecar import (
 )
 from strategies.ledger_store import (
     LEDGER_FORMAT_VERSION,
-    _atomic_write_json,
-    _ledger_lock,
-    _read_ledger_file,
+    LOCAL_RR_V1_FORMAT,
+    atomic_write_json,
+    ledger_lock,
+    read_ledger_file,
     remove_orphan_temps,
 )
-from strategies.ledger_views import LedgerViews
+from strategies.ledger_views import BudgetExhaustedError, ChargeResult, LedgerViews
+from strategies.local_rr import v1_settings, verify_v1_journal
 from strategies.rdp_analysis import (
     DEFAULT_ORDERS,
     ArrayLike,
     FloatArray,
-    _check_delta,
-    _check_orders,
-    _check_positive,
+    check_delta,
+    check_orders,
+    check_positive,
     validate_votes,
 )
-from strategies.rdp_conversion import _check_conversion, _epsilon_curve, _warn_if_edge
+from strategies.rdp_conversion import check_conversion, epsilon_curve, warn_if_edge
+from strategies.vote_release import (
+    BUDGET_BASES,
+    RELEASES,
+    VoteRelease,
+    check_budget_basis,
+    check_params,
+    private_releases,
+)
 
 __all__ = ["BudgetExhaustedError", "ChargeResult", "LedgerIntegrityError", "PrivacyLedger"]
-
-_MECHANISMS = ("gnmax", "confident_gnmax", "lnmax")
-_BUDGET_BASES = ("data_dependent", "data_independent", "released")
-
-
-class BudgetExhaustedError(RuntimeError):
-    """Raised by :meth:`PrivacyLedger.charge` once the privacy budget is exhausted."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ChargeResult:
-    """Outcome of one :meth:`PrivacyLedger.charge`.
-
-    Attributes
-    ----------
-    n_accepted : int
-        Length of the prefix of the batch that was charged (queries beyond it must not be answered).
-    n_answered : int
-        Queries of the accepted prefix that were answered (for Confident-GNMax, passed the check).
-    exhausted : bool
-        True if the batch was cut short, or (``budget_on="data_independent"`` only) if one more
-        query would exceed the budget. Further charges raise :class:`BudgetExhaustedError`.
-    epsilon_data_dependent, epsilon_data_independent : float
-        Total ε spent after this charge, on each accounting.
-    best_order_data_dependent, best_order_data_independent : float
-        The orders achieving those ε.
-    epsilon_released : float or None
-        Expected smooth-sensitivity released ε after this charge (``budget_on="released"`` only).
-    """
-
-    n_accepted: int
-    n_answered: int
-    exhausted: bool
-    epsilon_data_dependent: float
-    epsilon_data_independent: float
-    best_order_data_dependent: float
-    best_order_data_independent: float
-    epsilon_released: float | None = None
 
 
 class PrivacyLedger(LedgerViews, LedgerRelease):
@@ -149,20 +121,18 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         exists it is reloaded (its journal verified and its totals recomputed), and its mechanism,
         parameters and orders must equal the ones given, else ValueError: a ledger is never reset
         silently.
-    mechanism : {"gnmax", "confident_gnmax", "lnmax"}
-        The fusion mechanism being charged.
+    mechanism : str
+        The name of the release being charged, a private one of
+        :data:`strategies.vote_release.RELEASES` ("gnmax", "confident_gnmax", "lnmax", "local_rr", ...):
+        its costs come from the release rebuilt from the parameters (:meth:`VoteRelease.rdp_costs`).
     delta : float
         Target δ in (0, 1).
     epsilon_budget : float
         Largest total ε (on ``budget_on``) the ledger lets the queries spend (> 0).
-    sigma : float or None, default None
-        GNMax noise σ ("gnmax"), or σ2 of the answering step ("confident_gnmax").
-    sigma1 : float or None, default None
-        Threshold noise σ1 ("confident_gnmax" only).
-    threshold : float or None, default None
-        Threshold T ("confident_gnmax" only).
-    gamma : float or None, default None
-        Laplace inverse scale γ ("lnmax" only).
+    **params : float or None
+        The release's noise, named as its ``privacy_params()``: ``sigma`` (GNMax's σ, σ2 of
+        Confident-GNMax), ``sigma1`` and ``threshold`` (Confident-GNMax), ``gamma`` (LNMax), ``epsilon``
+        (local RR's ε0); None counts as not given.
     orders : array_like, default DEFAULT_ORDERS
         Rényi orders α > 1.
     budget_on : {"data_dependent", "data_independent", "released"}, default "data_dependent"
@@ -201,28 +171,28 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         mechanism: str,
         delta: float,
         epsilon_budget: float,
-        sigma: float | None = None,
-        sigma1: float | None = None,
-        threshold: float | None = None,
-        gamma: float | None = None,
         orders: ArrayLike = DEFAULT_ORDERS,
         budget_on: str = "data_dependent",
         conversion: str = "mironov",
         run: dict[str, Any] | None = None,
+        **params: float | None,
     ) -> None:
-        if mechanism not in _MECHANISMS:
-            raise ValueError(f"mechanism must be one of {_MECHANISMS}, got {mechanism!r}")
-        if budget_on not in _BUDGET_BASES:
-            raise ValueError(f"budget_on must be one of {_BUDGET_BASES}, got {budget_on!r}")
-        if budget_on == "released" and mechanism not in RELEASABLE:
-            raise ValueError(f"budget_on='released' needs a mechanism in {RELEASABLE}, got {mechanism!r}")
-        self._conversion = _check_conversion(conversion)
-        self._params = check_params(mechanism, sigma=sigma, sigma1=sigma1, threshold=threshold, gamma=gamma)
+        if mechanism not in private_releases():
+            raise ValueError(f"mechanism must be one of {private_releases()}, got {mechanism!r}")
+        if budget_on not in BUDGET_BASES:
+            raise ValueError(f"budget_on must be one of {BUDGET_BASES}, got {budget_on!r}")
+        model_cls = RELEASES[mechanism]
+        if budget_on == "released" and "released" not in model_cls.budget_bases:
+            releasable = tuple(n for n, c in RELEASES.items() if "released" in c.budget_bases)
+            raise ValueError(f"budget_on='released' needs a mechanism in {releasable}, got {mechanism!r}")
+        self._conversion = check_conversion(conversion)
+        self._params = check_params(mechanism, params)
+        self._model: VoteRelease = model_cls.from_params(self._params)
         self._mechanism = mechanism
-        self._delta = _check_delta(delta)
-        self._budget = _check_positive("epsilon_budget", epsilon_budget)
+        self._delta = check_delta(delta)
+        self._budget = check_positive("epsilon_budget", epsilon_budget)
         self._budget_on = budget_on
-        self._orders = _check_orders(orders).copy()
+        self._orders = check_orders(orders).copy()
         floor = float(np.min(self._curve(np.zeros_like(self._orders))))
         if self._budget < floor:  # below it, no query could ever fit
             raise ValueError(
@@ -244,17 +214,22 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         self._rows = LedgerRows.empty()  # one row per charged query
         self._eps_released: float | None = None
         self._release: dict[str, Any] | None = None
-        if self._path is not None and self._path.exists():
-            head = read_head(self._path)  # before the journal (strategies.ledger_anchor.check_head)
-            self._restore(_read_ledger_file(self._path), head)
-        elif self._path is not None:
-            check_no_orphans(self._path)
+        self._head_entries = 0  # entries the head log records, as last read or appended
+        self._v1 = False  # adopted a v1 local-RR journal (read-only)
+        if self._path is not None:
+            self._sync()
 
     # -- construction helpers ----------------------------------------------------------------------
 
     def _curve(self, rdp: FloatArray) -> FloatArray:
         """ε at every order (along the last axis) by this ledger's conversion."""
-        return _epsilon_curve(self._orders, rdp, self._delta, self._conversion)
+        return epsilon_curve(self._orders, rdp, self._delta, self._conversion)
+
+    def _pure_below(self, eps: FloatArray, checked: FloatArray) -> FloatArray:
+        """``eps`` (the RDP-converted ε after ``checked`` queries), capped by the release's pure ε if it has
+        one: ``checked·ε0`` by basic composition (Dwork and Roth 2014, Theorem 3.14), which also holds."""
+        pure = self._model.pure_epsilon()
+        return eps if pure is None else np.minimum(eps, checked * pure)
 
     def _config(self) -> dict[str, Any]:
         """The settings a stored ledger must match to be reloaded."""
@@ -277,8 +252,8 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
     def _costs(self, votes: FloatArray, answered: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
         """Per-query RDP of charged rows on both accountings (ValueError if they are invalid)."""
         votes = validate_votes(votes)
-        return query_costs(self._mechanism, self._params, self._orders, votes,
-                           check_answered(self._mechanism, answered, votes.shape[0]))
+        answered = self._model.check_answered(answered, votes.shape[0])
+        return self._model.rdp_costs(votes, answered, self._orders)
 
     def _restore(self, stored: dict[str, Any], head: Sequence[tuple[int, str]]) -> None:
         """Adopt a stored ledger after checking it matches this one and its journal adds up.
@@ -300,54 +275,81 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         totals, rows = verify_journal(path, stored, self._spec(), lambda n: read_sidecar(path, n),
                                       known=self._history)
         check_head(path, stored["history"], head, sidecar_row_count(path), totals.checked)
+        self._head_entries = len(head)
         self._rdp_dd, self._rdp_di = totals.rdp_data_dependent, totals.rdp_data_independent
         self._checked, self._answered, self._exhausted = totals.checked, totals.answered, totals.exhausted
         self._history, self._rows = list(stored["history"]), rows
         self._eps_released = totals.epsilon_released
         self._release = stored.get("release")
 
+    def _adopt_v1(self, stored: dict[str, Any], head: Sequence[tuple[int, str]]) -> None:
+        """Adopt a v1 local-RR journal (:func:`strategies.local_rr.verify_v1_journal`): its ε is the same
+        min(Q·ε0, RDP) of Q queries, its paid labels are kept; it is not extended (:meth:`_charge`)."""
+        assert self._path is not None
+        if self._mechanism != "local_rr" or not np.array_equal(self._orders, DEFAULT_ORDERS):
+            raise ValueError(f"{self._path}: stored ledger has mechanism='local_rr' (a v1 local randomised-"
+                             f"response journal), but this ledger was created with mechanism="
+                             f"{self._mechanism!r} on {self._orders.size} orders")
+        mine = v1_settings(self._params, self._delta, self._budget, self._conversion, self._run)
+        check_settings(self._path, mine, stored.get("config"),
+                       intro="stored ledger has settings of another run or mechanism: ")
+        v1 = verify_v1_journal(self._path, stored, mine, head, self._history)
+        n_classes = v1.n_classes or 0
+        per_query = self._model.worst_case_rdp(self._orders, n_classes) if n_classes else self._rdp_di * 0
+        self._rdp_dd, self._rdp_di = v1.checked * per_query, v1.checked * per_query
+        self._checked = self._answered = v1.checked
+        self._history, self._head_entries, self._v1 = v1.history, len(head), True
+        votes = np.full((v1.checked, n_classes), np.nan)  # a v1 journal kept no votes: none are needed
+        self._rows = LedgerRows(votes, np.ones(v1.checked, dtype=bool), v1.query_ids, v1.labels)
+        after_next = self._best((v1.checked + 1) * per_query, v1.checked + 1)[0]
+        self._exhausted = bool(v1.history) and after_next > self._budget
+
     @classmethod
     def for_mechanism(
         cls,
-        mechanism: Mechanism,
+        mechanism: VoteRelease,
         path: str | Path | None,
         *,
         delta: float,
         epsilon_budget: float,
         orders: ArrayLike = DEFAULT_ORDERS,
-        budget_on: str = "data_dependent",
+        budget_on: str | None = None,
         conversion: str = "mironov",
         run: dict[str, Any] | None = None,
     ) -> PrivacyLedger:
-        """The ledger of the fusion ``mechanism``: its name and noise parameters are taken from it.
+        """The ledger of the vote release ``mechanism``: its name and noise parameters are taken from it.
 
-        This is the construction to use: σ, σ1, T and γ are given once, by the mechanism that adds
-        the noise, so the ledger cannot charge for other noise than the fusion's.
+        This is the construction to use: σ, σ1, T, γ, ε0 are given once, by the release that adds the
+        noise, so the ledger cannot charge for other noise than the release's.
 
         Parameters
         ----------
-        mechanism : GNMax, ConfidentGNMax or LNMax
-            A mechanism of :data:`strategies.fusion.MECHANISM_REGISTRY`.
-        path, delta, epsilon_budget, orders, budget_on, conversion, run
+        mechanism : VoteRelease
+            A registered private release (:data:`strategies.vote_release.RELEASES`), or one that charges
+            as one (:class:`strategies.distributed_noise.SecureVoting`).
+        budget_on : str or None, default None
+            As for the constructor; None: the first of the release's ``budget_bases`` ("data_dependent"
+            for the central mechanisms, "data_independent" for noise at the teachers or the votes).
+        path, delta, epsilon_budget, orders, conversion, run
             As for the constructor.
 
         Raises
         ------
         ValueError
-            If ``mechanism`` is not a registered private mechanism (e.g. Majority), or as the
-            constructor.
+            If ``mechanism`` is not a registered private release (e.g. Majority), or its accounting cannot
+            bound ``budget_on``, or as the constructor.
         """
         name = getattr(mechanism, "name", None)
-        registered = MECHANISM_REGISTRY.get(name) if isinstance(name, str) else None
-        if registered is None or not isinstance(mechanism, registered):
-            raise ValueError(f"mechanism must be a registered mechanism {tuple(MECHANISM_REGISTRY)}, "
-                             f"got {mechanism!r}")
-        if name not in _MECHANISMS:
+        if not isinstance(name, str) or name not in RELEASES or isinstance(mechanism, type):
+            raise ValueError(f"mechanism must be a registered mechanism {tuple(RELEASES)}, got {mechanism!r}")
+        if not mechanism.budget_bases:
             raise ValueError(f"mechanism {name!r} is not private and needs no privacy ledger")
+        basis = budget_on or mechanism.budget_bases[0]
+        check_budget_basis(mechanism, basis)
         return cls(path, mechanism=name, delta=delta, epsilon_budget=epsilon_budget, orders=orders,
-                   budget_on=budget_on, conversion=conversion, run=run, **mechanism.privacy_params())
+                   budget_on=basis, conversion=conversion, run=run, **mechanism.privacy_params())
 
-    def check_mechanism(self, mechanism: Mechanism) -> None:
+    def check_mechanism(self, mechanism: VoteRelease) -> None:
         """Raise ValueError unless this ledger charges exactly ``mechanism``'s name and noise.
 
         Raises
@@ -374,7 +376,12 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         ValueError
             If the file is not a ledger this version can read.
         """
-        stored = _read_ledger_file(Path(path))
+        stored = read_ledger_file(Path(path))
+        if stored.get("format") == LOCAL_RR_V1_FORMAT:
+            config = stored.get("config") if isinstance(stored.get("config"), dict) else {}
+            return cls(path, mechanism="local_rr", budget_on="data_independent",
+                       epsilon=config.get("epsilon0"),
+                       **{key: config.get(key) for key in ("delta", "epsilon_budget", "conversion", "run")})
         return cls(path, orders=stored["orders"], **stored["config"])
 
     def bind_pool(self, digest: str) -> None:
@@ -450,7 +457,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         """
         if self._path is None:
             return self._charge(votes, answered, labels, query_ids)
-        with _ledger_lock(self._path):
+        with ledger_lock(self._path):
             self._refresh()
             return self._charge(votes, answered, labels, query_ids)
 
@@ -469,13 +476,21 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         """
         assert self._path is not None
         remove_orphan_temps(self._path, sidecar_path(self._path))
+        self._sync()
+
+    def _sync(self) -> None:
+        """Adopt what the ledger file holds (checked against its head log), or check that it may be
+        started afresh: the one way both the constructor and :meth:`_refresh` read the file."""
+        assert self._path is not None
         if self._path.exists():
-            head = read_head(self._path)
-            self._restore(_read_ledger_file(self._path), head)
+            head = read_head(self._path)  # before the journal (strategies.ledger_anchor.check_head)
+            stored = read_ledger_file(self._path)
+            if stored.get("format") == LOCAL_RR_V1_FORMAT:
+                self._adopt_v1(stored, head)
+            else:
+                self._restore(stored, head)
             return
-        if self._checked or self._history:
-            raise ValueError(f"{self._path}: the privacy ledger file vanished after {self._checked} checked "
-                             "queries; refusing to charge (restore the file or start a new ledger)")
+        refuse_vanished(self._path, self._checked, self._history)
         check_no_orphans(self._path)
 
     def _charge(
@@ -483,6 +498,9 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         query_ids: ArrayLike | None,
     ) -> ChargeResult:
         """:meth:`charge` on the current state (the caller holds the ledger file's lock)."""
+        if self._v1:
+            raise ValueError(f"{self._path}: a v1 local randomised-response journal loads and verifies but "
+                             "is not extended; start a new run in another output folder")
         if self._exhausted:
             spent = self.epsilon()[self._budget_on]
             raise BudgetExhaustedError(
@@ -490,22 +508,23 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
                 f"{self._budget} at δ={self._delta}"
             )
         votes = validate_votes(votes)
-        answered_arr = check_answered(self._mechanism, answered, votes.shape[0])
+        answered_arr = self._model.check_answered(answered, votes.shape[0])
         batch = batch_rows(votes, answered_arr, labels, query_ids)
         self._rows.extended(batch[:0])  # the number of classes must not change
 
         # Dry run: cumulative totals after each prefix, nothing changes until the prefix is chosen.
-        cost_dd, cost_di = query_costs(self._mechanism, self._params, self._orders, votes, answered_arr)
+        cost_dd, cost_di = self._model.rdp_costs(votes, answered_arr, self._orders)
         sum_dd, sum_di = np.cumsum(cost_dd, axis=0), np.cumsum(cost_di, axis=0)
         cum_dd, cum_di = self._rdp_dd + sum_dd, self._rdp_di + sum_di
         eps_released = self._eps_released
         if self._budget_on == "released":
             past = self._rows.votes if len(self._rows) else None
-            n_accepted, eps_released = released_prefix(self._mechanism, self._params, past, votes,
-                                                       self._delta, self._orders, self._budget)
+            n_accepted, eps_released = released_prefix(self._model, past, votes, self._delta, self._orders,
+                                                       self._budget)
         else:
             cum = cum_dd if self._budget_on == "data_dependent" else cum_di
-            over = np.min(self._curve(cum), axis=1) > self._budget
+            counts = self._checked + np.arange(1, votes.shape[0] + 1)
+            over = self._pure_below(np.min(self._curve(cum), axis=1), counts) > self._budget
             n_accepted = int(np.argmax(over)) if over.any() else votes.shape[0]
         # The committed totals are the very rows the decision was made on (no re-summation); the
         # journal records the batch's cost, which a reader adds to the previous total the same way.
@@ -521,8 +540,9 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         # the votes are: a high-consensus query may still fit, so only a cut batch exhausts it.
         exhausted = n_accepted < votes.shape[0]
         if self._budget_on == "data_independent":
-            worst = worst_case_query(self._mechanism, self._params, self._orders)
-            exhausted = exhausted or bool(np.min(self._curve(rdp_di + worst)) > self._budget)
+            worst = self._model.worst_case_rdp(self._orders, votes.shape[1])
+            next_eps = self._pure_below(np.min(self._curve(rdp_di + worst)), np.float64(checked + 1))
+            exhausted = exhausted or bool(next_eps > self._budget)
         (eps_dd, order_dd), (eps_di, order_di) = self._best(rdp_dd, checked), self._best(rdp_di, checked)
 
         new_rows = batch[:n_accepted]
@@ -535,8 +555,8 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
             "exhausted": exhausted,
             "epsilon_data_dependent": eps_dd,
             "epsilon_data_independent": eps_di,
-            "best_order_data_dependent": order_dd,
-            "best_order_data_independent": order_di,
+            "best_order_data_dependent": order_dd if math.isfinite(order_dd) else None,  # None: pure ε
+            "best_order_data_independent": order_di if math.isfinite(order_di) else None,
             "cost_data_dependent": batch_dd.tolist(),
             "cost_data_independent": batch_di.tolist(),
             "rows_sha256": rows_digest(new_rows) if n_accepted else None,
@@ -552,16 +572,17 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
             payload = self._payload(rdp_dd=rdp_dd, rdp_di=rdp_di, checked=checked, answered=answered_total,
                                     exhausted=exhausted, history=history, eps_released=eps_released,
                                     release=self._release)
-            _atomic_write_json(self._path, payload)
-            append_head(self._path, history)  # after the commit: a crash leaves the head behind, never ahead
+            atomic_write_json(self._path, payload)
+            append_head(self._path, history, self._head_entries)  # after the commit: never ahead of it
+            self._head_entries = len(history)
         self._rdp_dd, self._rdp_di = rdp_dd, rdp_di
         self._checked, self._answered = checked, answered_total
         self._exhausted, self._history = exhausted, history
         self._rows, self._eps_released = rows, eps_released
 
         if checked:  # an empty ledger's ε is exactly 0, whatever the grid
-            _warn_if_edge(order_dd, self._orders, "data-dependent ε")
-            _warn_if_edge(order_di, self._orders, "data-independent ε")
+            warn_if_edge(order_dd, self._orders, "data-dependent ε")
+            warn_if_edge(order_di, self._orders, "data-independent ε")
         return ChargeResult(
             n_accepted=n_accepted,
             n_answered=n_answered,
@@ -581,6 +602,9 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         """
         eps = self._curve(rdp)
         best = int(np.argmin(eps))
+        pure = self._model.pure_epsilon()
+        if checked and pure is not None and checked * pure <= eps[best]:
+            return checked * pure, math.inf  # pure DP by basic composition beats the RDP curve
         return (float(eps[best]) if checked else 0.0), float(self._orders[best])
 
     # -- persistence -------------------------------------------------------------------------------

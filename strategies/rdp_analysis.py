@@ -76,7 +76,7 @@ class PrivacyWarning(UserWarning):
 # ---------------------------------------------------------------------------------------------------
 
 
-def _check_positive(name: str, value: float) -> float:
+def check_positive(name: str, value: float) -> float:
     """Return ``value`` as a float if it is finite and > 0, else raise ValueError."""
     value = float(value)
     if math.isnan(value) or value <= 0:
@@ -86,7 +86,7 @@ def _check_positive(name: str, value: float) -> float:
     return value
 
 
-def _check_finite(name: str, value: float) -> float:
+def check_finite(name: str, value: float) -> float:
     """Return ``value`` as a float if it is finite, else raise ValueError."""
     value = float(value)
     if not math.isfinite(value):
@@ -94,7 +94,7 @@ def _check_finite(name: str, value: float) -> float:
     return value
 
 
-def _check_delta(delta: float) -> float:
+def check_delta(delta: float) -> float:
     """Return ``delta`` as a float if 0 < delta < 1, else raise ValueError."""
     delta = float(delta)
     if not 0.0 < delta < 1.0:
@@ -102,7 +102,7 @@ def _check_delta(delta: float) -> float:
     return delta
 
 
-def _check_orders(orders: ArrayLike) -> FloatArray:
+def check_orders(orders: ArrayLike) -> FloatArray:
     """Return ``orders`` as a 1-D float array of finite orders > 1, else raise ValueError."""
     arr = np.asarray(orders, dtype=float)
     if arr.ndim != 1 or arr.size == 0:
@@ -220,8 +220,8 @@ def rdp_gnmax_data_independent(sigma: float, orders: ArrayLike = DEFAULT_ORDERS)
     ValueError
         If ``sigma <= 0`` or an order is <= 1.
     """
-    sigma = _check_positive("sigma", sigma)
-    return _check_orders(orders) / sigma**2
+    sigma = check_positive("sigma", sigma)
+    return check_orders(orders) / sigma**2
 
 
 def _logq_gnmax(votes: FloatArray, sigma: float) -> FloatArray:
@@ -330,8 +330,8 @@ def rdp_gnmax_data_dependent(
         If ``votes`` is malformed, ``sigma <= 0`` or an order is <= 1.
     """
     votes = validate_votes(votes, answerable=False)
-    sigma = _check_positive("sigma", sigma)
-    orders = _check_orders(orders)
+    sigma = check_positive("sigma", sigma)
+    orders = check_orders(orders)
     return _rdp_gaussian_from_logq(_logq_gnmax(votes, sigma), sigma**2, orders)
 
 
@@ -366,8 +366,8 @@ def log_pr_answered(votes: ArrayLike, threshold: float, sigma1: float) -> FloatA
         If ``votes`` is malformed, ``threshold`` is not finite or ``sigma1 <= 0``.
     """
     votes = validate_votes(votes, answerable=False)
-    threshold = _check_finite("threshold", threshold)
-    sigma1 = _check_positive("sigma1", sigma1)
+    threshold = check_finite("threshold", threshold)
+    sigma1 = check_positive("sigma1", sigma1)
     return stats.norm.logsf(threshold - votes.max(axis=1), scale=sigma1)
 
 
@@ -395,8 +395,8 @@ def rdp_threshold_data_independent(sigma1: float, orders: ArrayLike = DEFAULT_OR
     ValueError
         If ``sigma1 <= 0`` or an order is <= 1.
     """
-    sigma1 = _check_positive("sigma1", sigma1)
-    return _check_orders(orders) / (2.0 * sigma1**2)
+    sigma1 = check_positive("sigma1", sigma1)
+    return check_orders(orders) / (2.0 * sigma1**2)
 
 
 def rdp_threshold(
@@ -431,7 +431,7 @@ def rdp_threshold(
         If ``votes`` is malformed, ``threshold`` is not finite, ``sigma1 <= 0`` or an order <= 1.
     """
     log_p = log_pr_answered(votes, threshold, sigma1)
-    orders = _check_orders(orders)
+    orders = check_orders(orders)
     logq = np.minimum(log_p, _log1mexp(log_p))
     return _rdp_gaussian_from_logq(logq, 2.0 * float(sigma1) ** 2, orders)
 

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from strategies.rdp_analysis import ArrayLike, FloatArray, PrivacyWarning, _check_delta, _check_orders
+from strategies.rdp_analysis import ArrayLike, FloatArray, PrivacyWarning, check_delta, check_orders
 
 __all__ = ["CONVERSIONS", "rdp_to_epsilon"]
 
@@ -34,14 +34,14 @@ CONVERSIONS = ("mironov", "dp_accounting")
 # ---------------------------------------------------------------------------------------------------
 
 
-def _check_conversion(conversion: str) -> str:
+def check_conversion(conversion: str) -> str:
     """Return ``conversion`` if it is one of :data:`CONVERSIONS`, else raise ValueError."""
     if conversion not in CONVERSIONS:
         raise ValueError(f"conversion must be one of {CONVERSIONS}, got {conversion!r}")
     return conversion
 
 
-def _epsilon_curve(
+def epsilon_curve(
     orders: FloatArray, rdp: FloatArray, delta: float, conversion: str = "mironov"
 ) -> FloatArray:
     """ε at every order along the last axis, by ``conversion`` (see the module docstring)."""
@@ -51,7 +51,7 @@ def _epsilon_curve(
     return np.maximum(eps, 0.0)
 
 
-def _warn_if_edge(order: float, orders: FloatArray, what: str) -> None:
+def warn_if_edge(order: float, orders: FloatArray, what: str) -> None:
     """Warn with :class:`PrivacyWarning` when ``order`` is the smallest or largest of ``orders``."""
     if order in (orders.min(), orders.max()):
         side = "smallest" if order == orders.min() else "largest"
@@ -101,18 +101,18 @@ def rdp_to_epsilon(
     PrivacyWarning
         If the best order is the smallest or the largest of the grid.
     """
-    orders = _check_orders(orders)
+    orders = check_orders(orders)
     rdp = np.asarray(rdp, dtype=float)
-    delta = _check_delta(delta)
-    conversion = _check_conversion(conversion)
+    delta = check_delta(delta)
+    conversion = check_conversion(conversion)
     if rdp.shape != orders.shape:
         raise ValueError(f"rdp must have the same shape as orders, got {rdp.shape} and {orders.shape}")
     if np.any(np.isnan(rdp)) or np.any(rdp < 0):
         bad = rdp[np.isnan(rdp) | (rdp < 0)][0]
         raise ValueError(f"rdp must be >= 0 (inf allowed), got {bad}")
-    eps = _epsilon_curve(orders, rdp, delta, conversion)
+    eps = epsilon_curve(orders, rdp, delta, conversion)
     if np.all(np.isinf(eps)):
         return math.inf, math.nan
     best = int(np.argmin(eps))
-    _warn_if_edge(float(orders[best]), orders, "rdp_to_epsilon")
+    warn_if_edge(float(orders[best]), orders, "rdp_to_epsilon")
     return float(eps[best]), float(orders[best])

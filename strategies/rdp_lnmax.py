@@ -25,10 +25,10 @@ from strategies.rdp_analysis import (
     DEFAULT_ORDERS,
     ArrayLike,
     FloatArray,
-    _check_orders,
-    _check_positive,
     _log1mexp,
     _logsumexp_excluding_argmax,
+    check_orders,
+    check_positive,
     validate_votes,
 )
 
@@ -64,8 +64,8 @@ def rdp_lnmax_data_independent(gamma: float, orders: ArrayLike = DEFAULT_ORDERS)
     ValueError
         If ``gamma <= 0`` or an order is <= 1.
     """
-    pure_eps = 2.0 * _check_positive("gamma", gamma)
-    orders = _check_orders(orders)
+    pure_eps = 2.0 * check_positive("gamma", gamma)
+    orders = check_orders(orders)
     return np.minimum(0.5 * pure_eps**2 * orders, pure_eps)
 
 
@@ -119,7 +119,7 @@ def rdp_lnmax_data_dependent(
     """
     votes = validate_votes(votes, answerable=False)
     independent = rdp_lnmax_data_independent(gamma, orders)
-    orders = _check_orders(orders)
+    orders = check_orders(orders)
     pure_eps = 2.0 * float(gamma)
     logq = _logq_lnmax(votes, float(gamma))
     rdp = np.tile(independent, (logq.shape[0], 1))
@@ -169,8 +169,8 @@ def rdp_lnmax_data_independent_exact(gamma: float, orders: ArrayLike = DEFAULT_O
     ValueError
         If ``gamma <= 0`` or an order is <= 1.
     """
-    gamma = _check_positive("gamma", gamma)
-    orders = _check_orders(orders)
+    gamma = check_positive("gamma", gamma)
+    orders = check_orders(orders)
     log_terms = np.logaddexp(np.log(orders / (2.0 * orders - 1.0)) + (orders - 1.0) * gamma,
                              np.log((orders - 1.0) / (2.0 * orders - 1.0)) - orders * gamma)
     exact = 2.0 * log_terms / (orders - 1.0)

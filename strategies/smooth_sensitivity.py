@@ -49,10 +49,10 @@ from strategies.rdp_analysis import (
     DEFAULT_ORDERS,
     ArrayLike,
     FloatArray,
-    _check_delta,
-    _check_finite,
-    _check_positive,
     _rdp_gaussian_from_logq,
+    check_delta,
+    check_finite,
+    check_positive,
     rdp_confident_gnmax_expected,
     rdp_gnmax_data_dependent,
     validate_votes,
@@ -454,11 +454,11 @@ def smooth_sensitivity_release(
     if (threshold is None) != (sigma1 is None):
         raise ValueError(f"threshold and sigma1 must be given together, got threshold={threshold!r} "
                          f"and sigma1={sigma1!r}")
-    sigma2 = _check_positive("sigma2", sigma2)
-    delta = _check_delta(delta)
+    sigma2 = check_positive("sigma2", sigma2)
+    delta = check_delta(delta)
     if threshold is not None and sigma1 is not None:
-        threshold = _check_finite("threshold", threshold)
-        sigma1 = _check_positive("sigma1", sigma1)
+        threshold = check_finite("threshold", threshold)
+        sigma1 = check_positive("sigma1", sigma1)
     teachers = _check_integer_votes(votes)
     num_teachers = int(teachers.max())
     num_classes = votes.shape[1]

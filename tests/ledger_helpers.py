@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from strategies.accounting import PrivacyLedger
+from strategies.local_rr import LocalRR
 
 SETTINGS: dict[str, Any] = {"mechanism": "confident_gnmax", "delta": 1e-5, "epsilon_budget": 20.0,
                             "sigma": 40.0, "sigma1": 150.0, "threshold": 200.0}
@@ -35,3 +36,8 @@ def charge_all(ledger: PrivacyLedger, batches: range | list[int] = range(3)) -> 
     for i in batches:
         ledger.charge(**batch(i, offset))
         offset += len(BATCHES[i][0])
+
+
+def local_rr_ledger(*, epsilon: float, path: Path | None = None, **settings: Any) -> PrivacyLedger:
+    """The ledger of local randomised response at ε0 = ``epsilon`` (``delta``, ``epsilon_budget``, ``run``...)."""
+    return PrivacyLedger.for_mechanism(LocalRR(epsilon=epsilon), path, **settings)

@@ -1026,16 +1026,16 @@ def test_release_is_none_for_lnmax_and_refused_before_any_charge() -> None:
 
 @IGNORE_EDGE
 def test_budget_on_released_stops_at_the_expected_released_epsilon() -> None:
-    from strategies.ledger_release import release_of
+    from strategies.fusion import ConfidentGNMax
 
     votes = _mnist_votes(128)
     ledger = make_ledger(None, epsilon_budget=1.0, budget_on="released")
     result = ledger.charge(votes, _answered(votes))
     k = result.n_accepted
     assert 64 <= k < 128 and result.exhausted  # released(64) = 0.854, released(128) = 1.175
-    params = {"sigma": 40.0, "sigma1": 150.0, "threshold": 200.0}
-    inside = release_of("confident_gnmax", params, votes[:k], 1e-5, DEFAULT_ORDERS).epsilon_released
-    outside = release_of("confident_gnmax", params, votes[:k + 1], 1e-5, DEFAULT_ORDERS).epsilon_released
+    mechanism = ConfidentGNMax(threshold=200.0, sigma1=150.0, sigma2=40.0)
+    inside = mechanism.smooth_sensitivity(votes[:k], 1e-5, DEFAULT_ORDERS).epsilon_released
+    outside = mechanism.smooth_sensitivity(votes[:k + 1], 1e-5, DEFAULT_ORDERS).epsilon_released
     assert result.epsilon_released == inside == ledger.epsilon()["released"]
     assert inside <= 1.0 < outside
     assert ledger.remaining == pytest.approx(1.0 - inside)

@@ -367,7 +367,7 @@ def test_a_batch_with_another_number_of_classes_is_refused(journal: Path) -> Non
         make_ledger(journal).charge(np.array([[250.0, 0.0]]), np.array([True]))
 
 
-@pytest.mark.parametrize("failing", ["_atomic_write_json", "write_sidecar"])
+@pytest.mark.parametrize("failing", ["atomic_write_json", "write_sidecar"])
 def test_labels_and_their_charge_are_written_in_one_step(
     journal: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
@@ -393,7 +393,7 @@ def test_labels_and_their_charge_are_written_in_one_step(
         assert view.to_dict() == before_state
         for got, want in zip(view.paid_labels(), before_labels, strict=True):
             np.testing.assert_array_equal(got, want)
-    if failing == "_atomic_write_json":  # the row store holds the unpaid rows; they are ignored
+    if failing == "atomic_write_json":  # the row store holds the unpaid rows; they are ignored
         with np.load(sidecar_path(journal)) as data:
             assert len(data["labels"]) == 9 + 4
     # and the ledger goes on from where it was

@@ -15,11 +15,12 @@ from protocol.pate import DataSpec, ModelSpec, StudentSettings
 from simulations.app import client_app
 from strategies.ensemble_distillation import EnsembleDistillation
 from strategies.ledger_journal import LedgerIntegrityError
-from strategies.local_rr import LocalRR, LocalRRLedger, rdp_randomised_response
+from strategies.local_rr import LocalRR, rdp_randomised_response
 from strategies.privacy_ledger import BudgetExhaustedError
 from strategies.rdp_analysis import DEFAULT_ORDERS, PrivacyWarning
-from strategies.rdp_conversion import _epsilon_curve
+from strategies.rdp_conversion import epsilon_curve
 from tests.fake_grid import InProcessGrid, simulation_nodes
+from tests.ledger_helpers import local_rr_ledger
 
 
 def test_rr_keeps_the_vote_with_probability_p_and_spreads_the_rest_evenly():
@@ -44,16 +45,16 @@ def test_rdp_is_the_exact_renyi_divergence_of_two_inputs(name, epsilon, classes)
 
 
 def test_ledger_stops_at_the_budget_with_the_smaller_of_pure_and_rdp_epsilon():
-    ledger = LocalRRLedger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0)
+    ledger = local_rr_ledger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0)
     result = ledger.charge(np.full((10, 10), 5.0))
     assert (result.n_accepted, result.exhausted) == (6, True)  # 6 × 0.5 = 3.0 (pure beats RDP this early)
     assert ledger.epsilon()["data_independent"] == pytest.approx(3.0)
     with pytest.raises(BudgetExhaustedError):
         ledger.charge(np.full((1, 10), 5.0))
-    many = LocalRRLedger(epsilon=0.1, delta=1e-5, epsilon_budget=1e6)
+    many = local_rr_ledger(epsilon=0.1, delta=1e-5, epsilon_budget=1e6)
     many.charge(np.full((5000, 10), 5.0))
     rdp = 5000 * rdp_randomised_response(0.1, 10)
-    expected = float(np.min(_epsilon_curve(DEFAULT_ORDERS, rdp, 1e-5)))
+    expected = float(np.min(epsilon_curve(DEFAULT_ORDERS, rdp, 1e-5)))
     assert many.epsilon()["data_independent"] == pytest.approx(expected) and expected < 5000 * 0.1
 
 
@@ -64,7 +65,7 @@ def test_ledger_stops_at_the_budget_with_the_smaller_of_pure_and_rdp_epsilon():
 ])
 def test_ledger_settings_are_checked(name, kwargs, error):
     with pytest.raises(ValueError, match=error):
-        LocalRRLedger(**kwargs)
+        local_rr_ledger(**kwargs)
 
 
 def test_a_pate_run_with_randomised_votes(tmp_path, monkeypatch):
@@ -72,7 +73,7 @@ def test_a_pate_run_with_randomised_votes(tmp_path, monkeypatch):
     grid = InProcessGrid(client_app, simulation_nodes(3))
     mechanism = LocalRR(epsilon=3.0)
     strategy = EnsembleDistillation(
-        mechanism=mechanism, ledger=LocalRRLedger(epsilon=3.0, delta=1e-5, epsilon_budget=1e4),
+        mechanism=mechanism, ledger=local_rr_ledger(epsilon=3.0, delta=1e-5, epsilon_budget=1e4),
         data=DataSpec(dataset="digits", num_teachers=6, seed=3), teacher_model=ModelSpec(epochs=15),
         student_model=ModelSpec(epochs=15), query_batch_size=40, max_queries=80,
         student=StudentSettings(method="supervised", model_name=""))
@@ -82,7 +83,7 @@ def test_a_pate_run_with_randomised_votes(tmp_path, monkeypatch):
     votes_sent = [m for m in grid.sent if m.metadata.message_type == "query.votes"]
     assert len(votes_sent) == 2 * 2 and all(m.content["ldp"]["epsilon"] == 3.0 for m in votes_sent)
     assert report["answered"] == 80
-    rdp_epsilon = float(np.min(_epsilon_curve(DEFAULT_ORDERS, 80 * rdp_randomised_response(3.0, 10), 1e-5)))
+    rdp_epsilon = float(np.min(epsilon_curve(DEFAULT_ORDERS, 80 * rdp_randomised_response(3.0, 10), 1e-5)))
     assert report["epsilon_data_independent"] == pytest.approx(min(80 * 3.0, rdp_epsilon), rel=1e-12)
     assert report["student"]["fused_label_accuracy"] > 0.5  # ε0 = 3 keeps 69 % of the votes
 
@@ -90,9 +91,9 @@ def test_a_pate_run_with_randomised_votes(tmp_path, monkeypatch):
 def test_a_persisted_local_rr_ledger_survives_a_restart_and_refuses_tampering(tmp_path) -> None:
     path = tmp_path / "ledger.json"
     votes = np.tile([[3.0, 1.0, 0.0]], (5, 1))
-    first = LocalRRLedger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
+    first = local_rr_ledger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
     first.charge(votes, labels=np.array([0, 0, 1, 0, 2]), query_ids=np.arange(5))
-    again = LocalRRLedger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
+    again = local_rr_ledger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
     assert again.queries_checked == 5 and again.epsilon() == first.epsilon()
     np.testing.assert_array_equal(again.paid_labels()[1], [0, 0, 1, 0, 2])
     assert oct(path.stat().st_mode & 0o777) == "0o600"
@@ -100,20 +101,20 @@ def test_a_persisted_local_rr_ledger_survives_a_restart_and_refuses_tampering(tm
     stored = json.loads(path.read_text())
     stored["queries_checked"] = 0  # a budget that silently went down
     path.write_text(json.dumps(stored))
-    with pytest.raises(LedgerIntegrityError, match="queries_checked 0 differs from the 5"):
-        LocalRRLedger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
+    with pytest.raises(LedgerIntegrityError, match="recorded queries_checked 0 != recomputed 5"):
+        local_rr_ledger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
     stored["queries_checked"], stored["history"][0]["n_accepted"] = 2, 2
     path.write_text(json.dumps(stored))
-    with pytest.raises(LedgerIntegrityError, match="entry at position 1 is out of sequence, edited"):
-        LocalRRLedger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
-    with pytest.raises(ValueError, match="stored ledger has settings"):
-        LocalRRLedger(epsilon=1.0, delta=1e-5, epsilon_budget=3.0, path=path)
+    with pytest.raises(LedgerIntegrityError, match="entry 1: counts out of order"):
+        local_rr_ledger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
+    with pytest.raises(ValueError, match="stored ledger has epsilon=0.5, but this ledger was created with epsilon=1"):
+        local_rr_ledger(epsilon=1.0, delta=1e-5, epsilon_budget=3.0, path=path)
 
 
 def test_a_live_local_rr_ledger_refuses_a_rolled_back_file(tmp_path) -> None:
     path = tmp_path / "ledger.json"
     votes = np.tile([[3.0, 1.0, 0.0]], (2, 1))
-    ledger = LocalRRLedger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
+    ledger = local_rr_ledger(epsilon=0.5, delta=1e-5, epsilon_budget=3.0, path=path)
     ledger.charge(votes)
     old = path.read_bytes()
     ledger.charge(votes)

@@ -23,7 +23,6 @@ from strategies.accounting import (
 )
 from strategies.ensemble_distillation import EnsembleDistillation
 from strategies.fusion import GNMax
-from strategies.ledger_release import release_of
 from strategies.rdp_conversion import rdp_to_epsilon
 from strategies.smooth_sensitivity import local_sensitivity_gnmax, local_sensitivity_threshold, rdp_gnss
 from tests.fake_grid import InProcessGrid, simulation_nodes
@@ -115,7 +114,7 @@ def test_ledger_whose_second_batch_lost_teachers_releases_the_per_query_epsilon(
     assert round(release["epsilon_released"], 4) == 23.0064 and round(release["epsilon_released_std"], 4) == 5.7379
     assert round(ss["epsilon_data_dependent"], 4) == 16.4235 and ss["order"] == 2.5 and not ss["data_independent"]
     # 40 more queries cost more than the first batch alone
-    assert release["epsilon_released"] > release_of("gnmax", GNMAX, full, 1e-5, DEFAULT_ORDERS).epsilon_released
+    assert release["epsilon_released"] > GNMax(**GNMAX).smooth_sensitivity(full, 1e-5, DEFAULT_ORDERS).epsilon_released
 
 
 def test_reloaded_ledger_file_releases_the_same_after_a_dropout(batches, tmp_path: Path) -> None:
@@ -160,16 +159,16 @@ def test_equal_teacher_counts_give_exactly_the_previous_release(batches) -> None
 
 def test_budget_on_released_prefix_search_spans_the_dropout(batches) -> None:
     full, _, dropped = batches
-    first = release_of("gnmax", GNMAX, full, 1e-5, DEFAULT_ORDERS).epsilon_released
-    both = release_of("gnmax", GNMAX, np.concatenate((full, dropped)), 1e-5, DEFAULT_ORDERS).epsilon_released
+    first = GNMax(**GNMAX).smooth_sensitivity(full, 1e-5, DEFAULT_ORDERS).epsilon_released
+    both = GNMax(**GNMAX).smooth_sensitivity(np.concatenate((full, dropped)), 1e-5, DEFAULT_ORDERS).epsilon_released
     budget = (first + both) / 2
     ledger = gnmax_ledger(epsilon_budget=budget, budget_on="released")
     assert ledger.charge(full).n_accepted == 40
     result = ledger.charge(dropped)
     k = result.n_accepted
     assert 0 < k < 40 and result.exhausted
-    inside = release_of("gnmax", GNMAX, np.concatenate((full, dropped[:k])), 1e-5, DEFAULT_ORDERS)
-    outside = release_of("gnmax", GNMAX, np.concatenate((full, dropped[:k + 1])), 1e-5, DEFAULT_ORDERS)
+    inside = GNMax(**GNMAX).smooth_sensitivity(np.concatenate((full, dropped[:k])), 1e-5, DEFAULT_ORDERS)
+    outside = GNMax(**GNMAX).smooth_sensitivity(np.concatenate((full, dropped[:k + 1])), 1e-5, DEFAULT_ORDERS)
     assert result.epsilon_released == inside.epsilon_released == ledger.epsilon()["released"]
     assert inside.epsilon_released <= budget < outside.epsilon_released
 

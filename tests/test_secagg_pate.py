@@ -11,14 +11,13 @@ import pytest
 
 from protocol.pate import DataSpec, ModelSpec, StudentSettings
 from simulations.app import client_app
-from strategies.distributed_noise import SecureVoting, rounding_slack_log10, secagg_ledger
+from strategies.distributed_noise import SecureVoting, rounding_slack_log10
 from strategies.ensemble_distillation import EnsembleDistillation
 from strategies.fusion import ConfidentGNMax, GNMax, Majority
-from strategies.ledger_costs import query_costs
-from strategies.local_rr import LocalRR, LocalRRLedger
+from strategies.local_rr import LocalRR
 from strategies.privacy_ledger import PrivacyLedger
 from strategies.rdp_analysis import DEFAULT_ORDERS, PrivacyWarning
-from strategies.rdp_conversion import _epsilon_curve
+from strategies.rdp_conversion import epsilon_curve
 from tests.fake_grid import InProcessGrid, simulation_nodes
 
 DATA = DataSpec(dataset="digits", num_teachers=10, seed=3)
@@ -34,12 +33,12 @@ def _quiet(tmp_path, monkeypatch):
 
 
 def epsilon_of(rdp: np.ndarray, delta: float = 1e-5) -> float:
-    return float(np.min(_epsilon_curve(DEFAULT_ORDERS, rdp, delta)))
+    return float(np.min(epsilon_curve(DEFAULT_ORDERS, rdp, delta)))
 
 
 def run(tmp_path, voting, on_progress=None):
     grid = InProcessGrid(client_app, simulation_nodes(6))  # 5 teacher nodes (2 teachers each) + student
-    ledger = None if isinstance(voting, Majority) else secagg_ledger(
+    ledger = None if isinstance(voting, Majority) else PrivacyLedger.for_mechanism(
         voting, tmp_path / "ledger.json", delta=1e-5, epsilon_budget=1e12)
     strategy = EnsembleDistillation(mechanism=voting, ledger=ledger, data=DATA, teacher_model=FAST,
                                     student_model=FAST, query_batch_size=40, max_queries=80,
@@ -111,7 +110,7 @@ def test_the_stand_in_histogram_makes_both_accountings_data_independent(name, me
     params = voting.privacy_params()
     stand_in = np.full((4, n_classes), params.get("threshold", 25.0))
     answered = np.array([True, False, True, True]) if "threshold" in params else np.ones(4, dtype=bool)
-    dd, di = query_costs(voting.name, params, DEFAULT_ORDERS, stand_in, answered)
+    dd, di = voting.rdp_costs(stand_in, answered, DEFAULT_ORDERS)
     np.testing.assert_array_equal(dd, di)
 
 
@@ -135,7 +134,7 @@ def test_fixed_point_slack_is_negligible_and_refused_when_not():
 def test_the_server_never_aggregates_what_the_budget_cannot_pay_for(tmp_path):
     grid = InProcessGrid(client_app, simulation_nodes(6))
     voting = SecureVoting(GNMax(sigma=4.0))
-    ledger = secagg_ledger(voting, None, delta=1e-5, epsilon_budget=8.0)
+    ledger = PrivacyLedger.for_mechanism(voting, None, delta=1e-5, epsilon_budget=8.0)
     strategy = EnsembleDistillation(mechanism=voting, ledger=ledger, data=DATA, teacher_model=FAST,
                                     student_model=FAST, query_batch_size=40, max_queries=120,
                                     student=StudentSettings(method="supervised", model_name=""))
@@ -167,7 +166,7 @@ def test_noise_at_settings_are_checked(name, overrides, error):
 
 @pytest.mark.parametrize("mode, extra, mechanism, ledger", [
     ("teachers", ["strategy.mechanism=gnmax"], SecureVoting, PrivacyLedger),
-    ("votes", ["strategy.mechanism=majority"], LocalRR, LocalRRLedger),
+    ("votes", ["strategy.mechanism=majority"], LocalRR, PrivacyLedger),
 ])
 def test_the_config_builds_the_mode(tmp_path, mode, extra, mechanism, ledger):
     from simulations.pate_config import compose_config

@@ -27,12 +27,11 @@ from strategies.accounting import PrivacyLedger, PrivacyWarning
 from strategies.distributed_noise import SecureVoting
 from strategies.ensemble_distillation import EnsembleDistillation, EnsembleTooSmallError
 from strategies.fusion import ConfidentGNMax, GNMax, LNMax, Majority, make_mechanism
-from strategies.ledger_costs import query_costs
 from strategies.ledger_sidecar import sidecar_path
-from strategies.local_rr import LocalRRLedger
 from strategies.pate_replies import check_batch
 from strategies.rdp_analysis import DEFAULT_ORDERS
 from tests.fake_grid import InProcessGrid, simulation_nodes
+from tests.ledger_helpers import local_rr_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = DataSpec(dataset="digits", num_teachers=6, seed=3)
@@ -184,7 +183,7 @@ def test_every_mechanism_refuses_to_fuse_what_no_ensemble_answered(mechanism, na
 
 def _ledger(kind: str, path: Path) -> Any:
     if kind == "local_rr":
-        return LocalRRLedger(epsilon=1.0, delta=1e-5, epsilon_budget=50.0, path=path)
+        return local_rr_ledger(epsilon=1.0, delta=1e-5, epsilon_budget=50.0, path=path)
     return PrivacyLedger(path, mechanism="gnmax", delta=1e-5, epsilon_budget=50.0, sigma=1.0)
 
 
@@ -220,7 +219,7 @@ def test_secure_voting_stand_in_at_threshold_zero_has_votes_and_stays_data_indep
     stand_in = voting.stand_in(4, 3, 6)
     assert stand_in.min() > 0  # a row without votes is refused by the ledger
     answered = np.array([True, False, True, True])
-    dd, di = query_costs(voting.name, voting.privacy_params(), DEFAULT_ORDERS, stand_in, answered)
+    dd, di = voting.rdp_costs(stand_in, answered, DEFAULT_ORDERS)
     np.testing.assert_array_equal(dd, di)
     ledger = PrivacyLedger(tmp_path / "l.json", mechanism=voting.name, delta=1e-5, epsilon_budget=1e9,
                            budget_on="data_independent", **voting.privacy_params())
@@ -321,10 +320,9 @@ NOISE_MISFITS = [
 def test_noise_that_does_not_fit_the_hosted_teachers_stops_at_describe(tmp_path, name, mechanism, nodes, _, message):
     grid = InProcessGrid(client_app, nodes or simulation_nodes(3))
     if isinstance(mechanism, SecureVoting):
-        from strategies.distributed_noise import secagg_ledger
 
         strategy = EnsembleDistillation(
-            mechanism=mechanism, ledger=secagg_ledger(mechanism, tmp_path / "ledger.json", delta=1e-5,
+            mechanism=mechanism, ledger=PrivacyLedger.for_mechanism(mechanism, tmp_path / "ledger.json", delta=1e-5,
                                                       epsilon_budget=500.0),
             data=DATA, teacher_model=FAST, student_model=FAST, query_batch_size=40, max_queries=80)
     else:
@@ -389,11 +387,10 @@ def test_the_strategy_refuses_repeated_query_ids_in_a_batch(tmp_path):
 def test_with_noise_at_the_teachers_a_batch_aggregated_after_a_drop_is_charged_then_the_run_stops(tmp_path):
     # 10 teachers on 5 nodes (2 each); σ = 9 fits 10, not the 8 left once node 1002 fails in batch 2. The
     # server decoded batch 2's noisy sum, so it is charged; the check before batch 3 stops the run.
-    from strategies.distributed_noise import secagg_ledger
 
     grid = InProcessGrid(client_app, simulation_nodes(6))
     voting = SecureVoting(GNMax(sigma=9.0))
-    ledger = secagg_ledger(voting, tmp_path / "ledger.json", delta=1e-5, epsilon_budget=1e12)
+    ledger = PrivacyLedger.for_mechanism(voting, tmp_path / "ledger.json", delta=1e-5, epsilon_budget=1e12)
 
     def lose_a_node(event: Any) -> None:
         if event.phase == "queries" and event.queries_checked == 40:
