@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulations.deploy_local import TASK_POLL_ENV, TASK_POLL_S
+
 JOB = ("strategy.query_batch_size=40", "strategy.max_queries=240", "strategy.epsilon_budget=100.0")
 """On top of the digits smoke setting with 20 teachers on 2 teacher nodes."""
 
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
                                        *JOB]}
     with tempfile.TemporaryDirectory() as tmp:
         results["load_average_1min_at_start"] = os.getloadavg()[0]  # the cores may be shared
+        results["superexec_task_poll_s"] = float(os.environ.get(TASK_POLL_ENV, TASK_POLL_S))
         results["floor"] = describe_round_trips(Path(tmp) / "floor", args.port, TRIVIAL_CLIENTAPP,
                                                 args.repeats)
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,7 @@ def build_client_app(
         MSG_PREPARE_DATA: LazyHandler("clients.pate.node:handle_prepare"),
         MSG_TRAIN_TEACHERS: LazyHandler("clients.pate.teacher:handle_train"),
         MSG_VOTES: LazyHandler("clients.pate.teacher:handle_votes"),
-        MSG_NEXT_QUERIES: LazyHandler("clients.pate.student:handle_queries"),
+        MSG_NEXT_QUERIES: LazyHandler("clients.pate.node:handle_queries"),
         MSG_TRAIN_STUDENT: LazyHandler("clients.pate.student:handle_train"),
     }
     if output_dir is not None:

@@ -61,6 +61,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONNECTION = "local-deployment"
 COMPLETED = "finished:completed"
 """A run's status at the SuperLink once its ServerApp returned normally."""
+TASK_POLL_ENV, TASK_POLL_S = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1"
+"""The SuperExec's task poll (Flower's default 1 s; 0.01-60 s), unless the environment sets it."""
 APP_FILES = ("pyproject.toml", ".gitignore", "protocol", "clients", "strategies", "simulations", "conf")
 """What ``flwr run`` packs into the app (FAB) when the launcher stages a copy of it."""
 
@@ -145,7 +147,9 @@ class LocalDeployment:
         bin_dir = Path(sys.executable).parent
         self.env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
                     "FLWR_HOME": str(self.home), "FLWR_TELEMETRY_ENABLED": "0",
-                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+                    # the SuperExec looks for a new task every 1 s by default; a message waits up to that
+                    TASK_POLL_ENV: os.environ.get(TASK_POLL_ENV, TASK_POLL_S)}
         self.processes: dict[str, subprocess.Popen] = {}
         self.node_ids: dict[str, int] = {}  # SuperNode name -> the node ID its registration got
         self._handles: list[IO[bytes]] = []

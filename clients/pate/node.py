@@ -1,5 +1,6 @@
-"""What every PATE node answers, whatever its role: ``query.describe``, and ``query.prepare`` for the
-student."""
+"""What a PATE node answers without torch: ``query.describe`` (every node), and the student's
+``query.prepare`` and ``query.queries`` (in a deployment each message is a new process: these import no
+model code)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.pate.sites import describe_data, student_data
 from protocol.codec import from_record
-from protocol.pate import ROLE_STUDENT, DataSpec, node_role
+from protocol.pate import ROLE_STUDENT, DataSpec, array_record, node_role
 
 
 def handle_describe(msg: Message, context: Context) -> Message:
@@ -52,3 +53,26 @@ def handle_prepare(msg: Message, context: Context) -> Message:
     reply = ConfigRecord({"pool_size": len(data.pool_x), "pool_sha256": pool_digest(data.pool_x),
                           "prepare_s": time.perf_counter() - start})
     return Message(RecordDict({"prepared": reply}), reply_to=msg)
+
+
+def check_student(context: Context, data_spec: DataSpec) -> None:
+    """Refuse a student message at a node that is not the run's student."""
+    role, _ = node_role(dict(context.node_config), data_spec.num_teachers)
+    if role != ROLE_STUDENT:
+        raise ValueError(f"this node's role is {role!r}; student messages go to the student node only")
+
+
+def handle_queries(msg: Message, context: Context) -> Message:
+    """``query.queries``: return pool samples ``[offset, offset + count)`` (fewer at the pool's end)."""
+    data_spec = from_record(DataSpec, msg.content["data"])
+    check_student(context, data_spec)
+    offset, count = int(msg.content["request"]["offset"]), int(msg.content["request"]["count"])
+    if offset < 0 or count < 1:
+        raise ValueError(f"query request needs offset >= 0 and count >= 1, got {offset} and {count}")
+    data = student_data(context, data_spec)
+    chosen = data.pool_x[offset:offset + count]
+    content = RecordDict({
+        "queries": array_record(x=chosen, positions=np.arange(offset, offset + len(chosen))),
+        "meta": ConfigRecord({"pool_size": len(data.pool_x), "n_classes": data.n_classes}),
+    })
+    return Message(content, reply_to=msg)

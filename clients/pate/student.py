@@ -21,6 +21,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.encoders import Classifier
 from clients.node_output import node_file
+from clients.pate.node import check_student
 from clients.pate.semi_supervised import FixMatchConfig, train_fixmatch
 from clients.pate.sites import student_data
 from clients.pate.student_model import main, save_student
@@ -29,37 +30,12 @@ from clients.progress_log import WorkMeter
 from clients.training import TrainConfig, accuracy, predict_logits, train_classifier
 from protocol.codec import from_record
 from protocol.pate import (
-    ROLE_STUDENT,
     STUDENT_METHODS,
     DataSpec,
     ModelSpec,
     StudentSettings,
-    array_record,
-    node_role,
     read_array,
 )
-
-
-def _check_student(context: Context, data_spec: DataSpec) -> None:
-    role, _ = node_role(dict(context.node_config), data_spec.num_teachers)
-    if role != ROLE_STUDENT:
-        raise ValueError(f"this node's role is {role!r}; student messages go to the student node only")
-
-
-def handle_queries(msg: Message, context: Context) -> Message:
-    """``query.queries``: return pool samples ``[offset, offset + count)`` (fewer at the pool's end)."""
-    data_spec = from_record(DataSpec, msg.content["data"])
-    _check_student(context, data_spec)
-    offset, count = int(msg.content["request"]["offset"]), int(msg.content["request"]["count"])
-    if offset < 0 or count < 1:
-        raise ValueError(f"query request needs offset >= 0 and count >= 1, got {offset} and {count}")
-    data = student_data(context, data_spec)
-    chosen = data.pool_x[offset:offset + count]
-    content = RecordDict({
-        "queries": array_record(x=chosen, positions=np.arange(offset, offset + len(chosen))),
-        "meta": ConfigRecord({"pool_size": len(data.pool_x), "n_classes": data.n_classes}),
-    })
-    return Message(content, reply_to=msg)
 
 
 def self_train_labels(
@@ -179,7 +155,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     with its own ``data-file``, whose pool is unlabeled).
     """
     data_spec = from_record(DataSpec, msg.content["data"])
-    _check_student(context, data_spec)
+    check_student(context, data_spec)
     model_spec = from_record(ModelSpec, msg.content["model"])
     settings = from_record(StudentSettings, msg.content["student"])
     privacy = dict(msg.content["privacy"]) if "privacy" in msg.content else {}
