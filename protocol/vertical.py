@@ -32,6 +32,9 @@ ALIGNMENTS = ("psi", "insecure_plaintext")
 PSI_BACKENDS = ("paillier", "ecdh")
 PULL_FORMS = ("distance", "cross_entropy")
 FUSION_SELECTIONS = ("fixed", "validation")
+GUARDS = ("validation", "off")
+GUARDED_POPULATIONS = ("aligned", "active_only")
+"""The populations the guard serves: users with every party's features, users only the label holder holds."""
 
 ACTIVE = "active"
 PASSIVE = "passive"
@@ -208,6 +211,15 @@ class VerticalStrategyConfig:
     one, without the prototype scores, the local head alone, or head + prototype scores; ties keep the
     earlier one), so a passive side spoilt by strong prototype noise falls back to the active party's
     own prediction instead of dragging it down.
+
+    ``guard``: ``validation`` (the default) makes the label holder also train a local-only baseline (its
+    encoder + head on all its labelled users, exactly the ``active_only`` baseline's training, riding in
+    its local pass: no extra round trip, nothing sent to any party) and, after training, serve each
+    population of :data:`GUARDED_POPULATIONS` (aligned users; users only it holds) with whichever of the
+    method's predictor and that baseline is better on its validation users (ties: the method's), so the
+    released model is never worse on validation than the label holder alone (``clients.vertical.guard``);
+    ``off`` serves the method's predictors only. Runs without split learning (the ``active_only``
+    baseline itself) have nothing to guard.
     """
 
     epochs: int = 40
@@ -226,6 +238,7 @@ class VerticalStrategyConfig:
     lam_impute: float = 1.0
     prototype_fusion: float = 1.0
     fusion_selection: str = "validation"
+    guard: str = "validation"
     pseudo_threshold: float = 0.5
     temperature_scale: float = 0.1
     ema: float = 0.5
@@ -282,6 +295,7 @@ class VerticalStrategyConfig:
                              f"local_head={self.local_head}, prototypes={self.prototypes}")
         _one_of("strategy.pull_form", self.pull_form, PULL_FORMS)
         _one_of("strategy.fusion_selection", self.fusion_selection, FUSION_SELECTIONS)
+        _one_of("strategy.guard", self.guard, GUARDS)
         _one_of("strategy.alignment", self.alignment, ALIGNMENTS)
         _one_of("strategy.psi_backend", self.psi_backend, PSI_BACKENDS)
 

@@ -14,7 +14,10 @@ active party (label holder) and the passive parties, in phases:
    Operations that need no reply ride in the party's next message (a ``batch``); every
    :meth:`PartyLink.request` is one round trip and the results count them per phase;
 3. **evaluation** — with ``fusion_selection = validation`` the active party first picks how to fuse its
-   predictors on its validation users (:func:`protocol.vertical.fusion_candidates`); then validation and test
+   predictors on its validation users (:func:`protocol.vertical.fusion_candidates`) and, with ``guard =
+   validation``, per population (aligned users, users only it holds) the better of the method's
+   predictor and its local-only baseline on them (``clients.vertical.guard``; the same message, no
+   extra round trip when fusion is selected too; recorded under ``guard``); then validation and test
    accuracy for aligned, active-only and passive-only users (``None`` where no predictor of the run covers
    them), with each one's per-class recall and confusion matrix; the label-inference attacks measured at
    every passive party (prototype and gradient attacks); the label-DP ε of the prototype releases and
@@ -47,6 +50,7 @@ from flwr.serverapp import Grid
 from protocol.codec import to_flat
 from protocol.vertical import (
     ACTIVE,
+    GUARDED_POPULATIONS,
     MESSAGE_TYPES,
     VerticalConfig,
     configured_fusion,
@@ -334,15 +338,25 @@ class VerticalPrototype:
         return float(protos["n_valid_own"]), local
 
     def _select_fusion(self, link: PartyLink) -> dict[str, Any]:
-        """With ``fusion_selection = validation``: the active party picks its fusion on validation users."""
-        if self.cfg.strategy.fusion_selection != "validation":
-            return {"fusion": list(configured_fusion(self.cfg.strategy))}
+        """With ``fusion_selection = validation``: the active party picks its fusion on validation users;
+        with ``guard = validation`` (same message): per population, the method's predictor or its local-only
+        baseline, recorded as ``guard: {population: {chosen, method_val, local_val}}``."""
+        s = self.cfg.strategy
+        if s.fusion_selection != "validation" and s.guard != "validation":
+            return {"fusion": list(configured_fusion(s))}
         preds = self._passive_predictions(link, "val")
         reply = link.request({ACTIVE: ("select_fusion", {
             "passive_features": [preds[name]["features"] for name in self.passives]})})[ACTIVE]
-        return {"fusion": [float(w) for w in reply["fusion"]],
-                "fusion_candidates": [[float(w) for w in c] for c in reply["candidates"]],
-                "fusion_val_accuracies": [float(a) for a in reply["val_accuracies"]]}
+        out: dict[str, Any] = {"fusion": [float(w) for w in reply["fusion"]]}
+        if s.fusion_selection == "validation":
+            out["fusion_candidates"] = [[float(w) for w in c] for c in reply["candidates"]]
+            out["fusion_val_accuracies"] = [float(a) for a in reply["val_accuracies"]]
+        if s.guard == "validation":
+            out["guard"] = {population: {"chosen": str(reply[f"guard_{population}_chosen"]),
+                                         **{key: float(reply[f"guard_{population}_{key}"])
+                                            for key in ("method_val", "local_val")}}
+                            for population in GUARDED_POPULATIONS}
+        return out
 
     def _passive_predictions(self, link: PartyLink, split: str) -> dict[str, Payload]:
         """Every passive party's features and classes of the ``split`` users (asked once per split; the

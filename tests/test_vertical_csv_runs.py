@@ -169,8 +169,10 @@ def test_saved_models_store_the_reported_fusion_and_reproduce_the_reported_accur
 # --- 4. metrics that do not apply are absent ---------------------------------------------------------
 @pytest.mark.parametrize(("strategy", "absent"), [
     ({}, set()),
-    ({"local_head": False, "prototypes": False},  # vfl_aligned: no active-only nor passive-only predictor
-     {"active_only", "passive_only_1", "passive_only_2", "local_loss"}),
+    ({"local_head": False, "prototypes": False, "guard": "off"},  # vfl_aligned: no active-only nor
+     {"active_only", "passive_only_1", "passive_only_2", "local_loss"}),  # passive-only predictor
+    ({"local_head": False, "prototypes": False},  # with the guard: the label holder's baseline serves
+     {"passive_only_1", "passive_only_2", "local_loss"}),  # active-only users
     ({"prototypes": False}, {"passive_only_1", "passive_only_2"}),  # vfl_head_fusion
     ({"split_learning": False, "prototypes": False}, {"passive_only_1", "passive_only_2"}),  # active_only
 ])

@@ -16,6 +16,7 @@ from clients.vertical.gradient_attacks import (
     direction_guesses,
     score_norm_attack,
 )
+from clients.vertical.guard import apply_choice, baseline_config, choose_predictors, guarded
 from clients.vertical.label_protection import forward_corrected_loss, randomized_response, transition_matrix
 from clients.vertical.party_base import Party, Payload, build_top_model, seeded_generator
 from clients.vertical.prototype_privacy import release_prototypes
@@ -60,6 +61,10 @@ class ActiveParty(Party):
         # ... and the exact class means of its aligned features, which never leave this party
         self.private_passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.fusion: Fusion = configured_fusion(cfg.strategy)  # until ``select_fusion`` picks one
+        # the guard's local-only baseline (``clients.vertical.guard``) and, per population, the predictor
+        # ``select_fusion`` chose for it (empty until then: the method's)
+        self.baseline = ActiveParty(data, baseline_config(cfg)) if guarded(cfg) else None
+        self.guard: dict[str, str] = {}
 
     def _build_extra(self) -> None:
         m, n_classes = self.cfg.model, self.data.n_classes
@@ -210,7 +215,10 @@ class ActiveParty(Party):
         return {"prototypes": prototypes, "valid": valids, "n_valid_own": int(valid.sum())}
 
     def op_local(self, payload: Payload) -> Payload:
-        """One pass: local head on all my labelled rows, plus ``lam`` × first loss on non-aligned rows."""
+        """One pass: local head on all my labelled rows, plus ``lam`` × first loss on non-aligned rows;
+        with the guard, then one pass of the local-only baseline (its own models; the reply is mine)."""
+        if self.baseline is not None:
+            self.baseline.op_local(payload)
         s = self.cfg.strategy
         epoch = int(payload["epoch"])
         pull = (s.prototypes and self.prototypes is not None and self.valid is not None
@@ -248,7 +256,23 @@ class ActiveParty(Party):
     def predict(
         self, x: torch.Tensor, passive_features: list[torch.Tensor] | None
     ) -> dict[str, torch.Tensor]:
-        """Classes of aligned users (all parties, fused by ``self.fusion``) and of active-only users."""
+        """Classes served to aligned users and active-only users: the method's
+        (:meth:`method_predictions`), or the local-only baseline's where the guard chose it."""
+        method = self.method_predictions(x, passive_features)
+        if self.baseline is None or not self.guard:
+            return method
+        return apply_choice(method, self.baseline_predictions(x), self.guard)
+
+    def baseline_predictions(self, x: torch.Tensor) -> torch.Tensor:
+        """Classes of the local-only baseline (its head on its own encoder's features of ``x``)."""
+        assert self.baseline is not None
+        return self.baseline.components(x, None)["head"].argmax(dim=1)
+
+    def method_predictions(
+        self, x: torch.Tensor, passive_features: list[torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
+        """The method's classes of aligned users (all parties, fused by ``self.fusion``) and of active-only
+        users (local head, else nearest prototype, else ``-1``)."""
         s = self.cfg.strategy
         components = self.components(x, passive_features)
         if s.local_head:
@@ -277,15 +301,24 @@ class ActiveParty(Party):
         return out
 
     def op_select_fusion(self, payload: Payload) -> Payload:
-        """Keep the candidate fusion (``protocol.vertical.fusion_candidates``) best on my validation users."""
+        """Keep the candidate fusion (``protocol.vertical.fusion_candidates``) best on my validation users;
+        then, with the guard, per population the better of the method's predictor and the local-only
+        baseline on them (``guard_<population>_{chosen,method_val,local_val}`` in the reply)."""
         assert self.data.val_y is not None
         x = self._split_x("val")
         passive = self._passive_features(payload, len(x))
         labels = torch.from_numpy(np.asarray(self.data.val_y, dtype=np.int64))
         candidates = fusion_candidates(self.cfg.strategy)
         self.fusion, accuracies = choose_fusion(self.components(x, passive), labels, candidates)
-        return {"fusion": np.array(self.fusion), "candidates": np.array(candidates),
-                "val_accuracies": np.array(accuracies)}
+        reply: Payload = {"fusion": np.array(self.fusion), "candidates": np.array(candidates),
+                          "val_accuracies": np.array(accuracies)}
+        if self.baseline is not None:
+            record = choose_predictors(self.method_predictions(x, passive), self.baseline_predictions(x),
+                                       labels)
+            self.guard = {population: str(r["chosen"]) for population, r in record.items()}
+            reply.update({f"guard_{population}_{key}": value for population, r in record.items()
+                          for key, value in r.items()})
+        return reply
 
     def first_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Pull of my non-aligned features towards the prototypes of their labels (``pull_form``)."""
@@ -313,8 +346,15 @@ class ActiveParty(Party):
         return out
 
     def saved_extras(self) -> dict[str, Any]:
-        return {"passive_prototypes": [list(pair) for pair in self.private_passive_prototypes],
-                "fusion": list(self.fusion)}
+        """The exact passive prototypes, the fusion and, with the guard, its choice per population and the
+        local-only baseline's encoder and head (``clients.vertical.predict`` applies them)."""
+        extras: dict[str, Any] = {"fusion": list(self.fusion), "passive_prototypes": [
+            list(pair) for pair in self.private_passive_prototypes]}
+        if self.baseline is not None:
+            extras["guard"] = dict(self.guard)
+            extras["baseline"] = {"encoder": self.baseline.encoder.state_dict(),
+                                  "head": self.baseline.head.state_dict()}
+        return extras
 
     def prototype_scores(self, passive_features: list[torch.Tensor]) -> torch.Tensor:
         """Sum over passive parties of nearest-prototype log-probabilities (:func:`prototype_scores`).
@@ -352,6 +392,8 @@ class ActiveParty(Party):
         out["passive_prototypes"] = [list(pair) for pair in self.passive_prototypes]
         out["private_passive_prototypes"] = [list(pair) for pair in self.private_passive_prototypes]
         out["fusion"] = list(self.fusion)
+        out["guard"] = dict(self.guard)
+        out["baseline"] = None if self.baseline is None else self.baseline.state()
         return out
 
     def load(self, state: dict[str, Any]) -> None:
@@ -360,6 +402,9 @@ class ActiveParty(Party):
         self.passive_prototypes = [(p, v) for p, v in state["passive_prototypes"]]
         self.private_passive_prototypes = [(p, v) for p, v in state["private_passive_prototypes"]]
         self.fusion = (float(state["fusion"][0]), float(state["fusion"][1]), float(state["fusion"][2]))
+        self.guard = {str(k): str(v) for k, v in state["guard"].items()}
+        if self.baseline is not None:
+            self.baseline.load(state["baseline"])
         self._protect_labels()
 
     def op_score(self, payload: Payload) -> Payload:

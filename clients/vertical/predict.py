@@ -23,12 +23,13 @@ from torch import nn
 from clients.encoders import build_encoder
 from clients.training import check_inputs
 from clients.vertical.fusion import fuse, prototype_scores
+from clients.vertical.guard import LOCAL, apply_choice
 from clients.vertical.party_base import build_top_model
 from clients.vertical.prototypes import check_features, nearest_prototype
 from protocol.codec import from_flat
 from protocol.vertical import PASSIVE, VerticalConfig, configured_fusion
 
-__all__ = ["RENAMED_KEYS", "main", "predict_saved"]
+__all__ = ["RENAMED_KEYS", "baseline_classes", "main", "predict_saved"]
 
 RENAMED_KEYS: dict[str, str] = {
     "out_dir": "output_dir",
@@ -46,7 +47,9 @@ def predict_saved(
     A passive model returns its ``features`` (to send to the active party) and ``classes`` by nearest
     prototype; an active model returns ``active_only`` classes and, given every passive party's features
     of the same users, ``aligned`` classes (top model, local head and prototype scores fused with the
-    weights the run chose, :mod:`clients.vertical.fusion`). Model files of earlier releases, whose
+    weights the run chose, :mod:`clients.vertical.fusion`); a population for which the run's guard chose
+    the label holder's local-only baseline (:mod:`clients.vertical.guard`) gets the baseline's classes,
+    as in the run's evaluation. Model files of earlier releases, whose
 config used the earlier key names (:data:`RENAMED_KEYS`), load too.
 
     Raises
@@ -106,7 +109,28 @@ config used the earlier key names (:data:`RENAMED_KEYS`), load too.
             if not cfg.strategy.split_learning:  # files of earlier releases stored (1, 1, 0) here
                 fusion = configured_fusion(cfg.strategy)
             out["aligned"] = fuse(components, (fusion[0], fusion[1], fusion[2])).argmax(dim=1).numpy()
+        chosen = {p: c for p, c in record.get("guard", {}).items() if p in out}
+        if LOCAL in chosen.values():
+            local = baseline_classes(record["baseline"], xt, shape, cfg, n_classes)
+            out = {p: c.numpy() for p, c in apply_choice(
+                {p: torch.from_numpy(c) for p, c in out.items()}, local, chosen).items()}
     return out
+
+
+def baseline_classes(
+    modules: dict[str, dict[str, torch.Tensor]], x: torch.Tensor, shape: tuple[int, ...], cfg: VerticalConfig,
+    n_classes: int,
+) -> torch.Tensor:
+    """Classes of the label holder's local-only baseline saved beside its model (``modules``: the
+    baseline's ``encoder`` and ``head`` weights)."""
+    m = cfg.model
+    encoder = build_encoder(shape, kind=m.encoder, feature_dim=m.feature_dim, hidden=m.hidden)
+    encoder.load_state_dict(modules["encoder"])
+    encoder.eval()
+    head = nn.Linear(m.feature_dim, n_classes)
+    head.load_state_dict(modules["head"])
+    with torch.no_grad():
+        return head(encoder(x)).argmax(dim=1)
 
 
 def main(argv: list[str] | None = None) -> None:
