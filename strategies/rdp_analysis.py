@@ -174,7 +174,7 @@ def validate_votes(
 # ---------------------------------------------------------------------------------------------------
 
 
-def _log1mexp(x: FloatArray) -> FloatArray:
+def log1mexp(x: FloatArray) -> FloatArray:
     """Elementwise ``log(1 - exp(x))`` for ``x <= 0``, stable at both ends.
 
     Uses ``log1p(-exp(x))`` for x < -ln 2 and ``log(-expm1(x))`` otherwise (Mächler 2012);
@@ -185,7 +185,7 @@ def _log1mexp(x: FloatArray) -> FloatArray:
         return np.where(x < -math.log(2.0), np.log1p(-np.exp(x)), np.log(-np.expm1(x)))
 
 
-def _logsumexp_excluding_argmax(terms: FloatArray, votes: FloatArray) -> FloatArray:
+def logsumexp_excluding_argmax(terms: FloatArray, votes: FloatArray) -> FloatArray:
     """Row-wise log-sum-exp of ``terms`` over all classes but one argmax of ``votes``."""
     terms = terms.copy()
     np.put_along_axis(terms, np.argmax(votes, axis=1)[:, None], -np.inf, axis=1)
@@ -233,12 +233,12 @@ def _logq_gnmax(votes: FloatArray, sigma: float) -> FloatArray:
     """
     gaps = votes.max(axis=1, keepdims=True) - votes
     log_tails = stats.norm.logsf(gaps, scale=math.sqrt(2.0) * sigma)
-    logq = _logsumexp_excluding_argmax(log_tails, votes)
+    logq = logsumexp_excluding_argmax(log_tails, votes)
     with np.errstate(divide="ignore"):
         return np.minimum(logq, np.log1p(-1.0 / votes.shape[1]))
 
 
-def _rdp_gaussian_from_logq(logq: FloatArray, variance: float, orders: FloatArray) -> FloatArray:
+def rdp_gaussian_from_logq(logq: FloatArray, variance: float, orders: FloatArray) -> FloatArray:
     """Data-dependent RDP of a Gaussian-noise argmax given ``ln q`` per query ([P18] Theorem 6).
 
     The mechanism is assumed to be (μ, μ/σ²)-RDP for every μ, with ``variance`` = σ² (GNMax by
@@ -291,8 +291,8 @@ def _rdp_gaussian_from_logq(logq: FloatArray, variance: float, orders: FloatArra
 
     lq, m1, m2, e1, e2 = (a[rows, None] for a in (logq, mu1, mu2, eps1, eps2))
     lam_minus_1 = orders[None, :] - 1.0
-    log1q = _log1mexp(lq)  # ln(1 - q)
-    log_a = lam_minus_1 * (log1q - _log1mexp((lq + e2) * (1.0 - 1.0 / m2)))
+    log1q = log1mexp(lq)  # ln(1 - q)
+    log_a = lam_minus_1 * (log1q - log1mexp((lq + e2) * (1.0 - 1.0 / m2)))
     log_b = lam_minus_1 * (e1 - lq / (m1 - 1.0))
     bound = np.logaddexp(log1q + log_a, lq + log_b) / lam_minus_1
     applies = orders[None, :] < m1
@@ -306,7 +306,7 @@ def rdp_gnmax_data_dependent(
     """Data-dependent RDP of GNMax, per query ([P18] Theorem 6 with Proposition 7's bound on q).
 
     q is bounded by Proposition 7 (union bound over the Gaussian pairwise comparisons), then plugged
-    into Theorem 6 under its validity conditions (see ``_rdp_gaussian_from_logq``). Where they fail
+    into Theorem 6 under its validity conditions (see ``rdp_gaussian_from_logq``). Where they fail
     for an order, the data-independent bound of Proposition 8 is used, so the result never exceeds
     ``α / σ²``.
 
@@ -332,7 +332,7 @@ def rdp_gnmax_data_dependent(
     votes = validate_votes(votes, answerable=False)
     sigma = check_positive("sigma", sigma)
     orders = check_orders(orders)
-    return _rdp_gaussian_from_logq(_logq_gnmax(votes, sigma), sigma**2, orders)
+    return rdp_gaussian_from_logq(_logq_gnmax(votes, sigma), sigma**2, orders)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -432,8 +432,8 @@ def rdp_threshold(
     """
     log_p = log_pr_answered(votes, threshold, sigma1)
     orders = check_orders(orders)
-    logq = np.minimum(log_p, _log1mexp(log_p))
-    return _rdp_gaussian_from_logq(logq, 2.0 * float(sigma1) ** 2, orders)
+    logq = np.minimum(log_p, log1mexp(log_p))
+    return rdp_gaussian_from_logq(logq, 2.0 * float(sigma1) ** 2, orders)
 
 
 def rdp_confident_gnmax_expected(

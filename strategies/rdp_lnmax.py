@@ -25,10 +25,10 @@ from strategies.rdp_analysis import (
     DEFAULT_ORDERS,
     ArrayLike,
     FloatArray,
-    _log1mexp,
-    _logsumexp_excluding_argmax,
     check_orders,
     check_positive,
+    log1mexp,
+    logsumexp_excluding_argmax,
     validate_votes,
 )
 
@@ -77,7 +77,7 @@ def _logq_lnmax(votes: FloatArray, gamma: float) -> FloatArray:
     ``_logq_gnmax``).
     """
     scaled = gamma * (votes - votes.max(axis=1, keepdims=True))  # -γΔ_j <= 0
-    logq = _logsumexp_excluding_argmax(np.log(2.0 - scaled) + math.log(0.25) + scaled, votes)
+    logq = logsumexp_excluding_argmax(np.log(2.0 - scaled) + math.log(0.25) + scaled, votes)
     with np.errstate(divide="ignore"):
         return np.minimum(logq, np.log1p(-1.0 / votes.shape[1]))
 
@@ -129,9 +129,9 @@ def rdp_lnmax_data_dependent(
         return rdp
     lq = logq[rows, None]
     lam_minus_1 = orders[None, :] - 1.0
-    log1q = _log1mexp(lq)
+    log1q = log1mexp(lq)
     log_t = np.logaddexp(
-        log1q + (log1q - _log1mexp(pure_eps + lq)) * lam_minus_1, lq + pure_eps * lam_minus_1
+        log1q + (log1q - log1mexp(pure_eps + lq)) * lam_minus_1, lq + pure_eps * lam_minus_1
     )
     rdp[rows] = np.minimum(rdp[rows], log_t / lam_minus_1)
     return rdp

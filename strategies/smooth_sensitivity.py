@@ -49,11 +49,11 @@ from strategies.rdp_analysis import (
     DEFAULT_ORDERS,
     ArrayLike,
     FloatArray,
-    _rdp_gaussian_from_logq,
     check_delta,
     check_finite,
     check_positive,
     rdp_confident_gnmax_expected,
+    rdp_gaussian_from_logq,
     rdp_gnmax_data_dependent,
     validate_votes,
 )
@@ -113,7 +113,7 @@ class SmoothSensitivityRelease:
 
 def _rdp_gaussian(logq: float, variance: float, order: float) -> float:
     """[P18] Theorem 6 at one order, minimised with the data-independent bound (``rdp_analysis``)."""
-    return float(_rdp_gaussian_from_logq(np.array([logq]), variance, np.array([order]))[0, 0])
+    return float(rdp_gaussian_from_logq(np.array([logq]), variance, np.array([order]))[0, 0])
 
 
 def _mu1_mu2(sigma: float, logq: float) -> tuple[float, float]:
