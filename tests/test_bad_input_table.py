@@ -23,8 +23,8 @@ from clients.pate.site_files import main as export_main
 from clients.pate.site_files import read_teacher_site
 from clients.pate.student_model import main as student_main
 from clients.pate.student_model import save_student
-from clients.vertical.party_csv import csv_settings, load_party_csv, read_party_csv
 from clients.vertical.data import PartyData, make_vertical_split
+from clients.vertical.party_csv import csv_settings, load_party_csv, read_party_csv
 from clients.vertical.party_csv import main as transform_main
 from clients.vertical.party_files import main as party_files_main
 from clients.vertical.predict import main as vertical_predict_main
@@ -341,6 +341,10 @@ def test_parties_a_vertical_run_cannot_use_are_refused_before_it_starts(
     ("clients.vertical.party_csv", "transform not JSON"),
     ("clients.vertical.predict", "vertical predict hidden=10**9"),
     ("simulations.deploy_local", "deploy_local --parties 1"),
+    ("simulations.pate", "pate dataset=unknown"),
+    ("simulations.pate", "pate misspelt key"),
+    ("simulations.vertical", "vertical wrong type"),
+    ("simulations.report", "report malformed JSON"),
 ])
 def test_a_bad_command_line_as_a_real_process(files: dict[str, Path], module: str, case: str) -> None:
     _, _, argv, expected = next(row for row in _cli(files) if row[0] == case)
@@ -348,3 +352,36 @@ def test_a_bad_command_line_as_a_real_process(files: dict[str, Path], module: st
                           timeout=300, check=False)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and expected in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("module", "case", "change", "overrides", "expected"), [
+    ("simulations.vertical", "vertical 0 aligned users", {"ids": lambda a: np.char.add("other-", a["ids"])}, [],
+     "the parties share no training user"),
+    ("simulations.vertical", "vertical parties disagree on a validation user",
+     {"val_ids": lambda a: np.concatenate([["someone-else"], a["val_ids"][1:]])}, [],
+     "parties 0 and 1 hold different validation users: "),
+    ("simulations.vertical", "vertical encoder does not fit", {}, ["model.encoder=cnn1d"],
+     "model.encoder='cnn1d' does not fit party 0 (active), whose features have shape (8, 4)"),
+    ("simulations.vertical", "vertical unknown +key", {}, ["+strategy.foo=1"],
+     "unknown setting(s) strategy.foo; the strategy settings are epochs,"),
+    ("simulations.pate", "pate unknown +key", {}, ["dataset=digits", "+strategy.foo=1"],
+     "unknown setting(s) strategy.foo; the strategy settings are mechanism, sigma,"),
+])
+def test_a_hydra_run_refused_before_it_starts_as_a_real_process(
+        tmp_path: Path, module: str, case: str, change: dict, overrides: list[str], expected: str) -> None:
+    folder = tmp_path / "parties"
+    party_files_main(["--dataset", "digits", "--parties", "2", "--seed", "0", "--out", str(folder)])
+    arrays = _npz(folder / "party1.npz")
+    np.savez(folder / "party1.npz", **{**arrays, **{k: f(arrays) for k, f in change.items()}})
+    data = [f"dataset.data_dir={folder}"] if module == "simulations.vertical" else []
+    done = subprocess.run([sys.executable, "-m", module, *data, *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines[-1].startswith("error: ") and expected in lines[-1], done.stderr
+    assert "Traceback" not in done.stderr and sum(line.startswith("error:") for line in lines) == 1
