@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,15 @@ from rich.table import Table
 from clients.data import dataset_cache_key, load_pate_data
 from clients.data_cache import default_cache_dir, has_entry
 from protocol.pate import SITE_DATA
+from simulations.hydra_errors import check_command_line, unknown_settings
 from simulations.pate_config import NoiseScaleError, PateConfig, register_configs
 from simulations.pate_server import build_ledger, run_pate_server
 from simulations.progress import ProgressReporter
 
 register_configs()
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "pate"
+"""The Hydra config folder of ``python -m simulations.pate``."""
 
 
 def run(cfg: PateConfig, console: Console | None = None) -> dict[str, Any]:
@@ -139,10 +144,9 @@ def main(cfg: DictConfig) -> None:
     error, an exhausted budget: 1) ends with its cause, naming the node where there is one, on one
     ``error:`` line; ``run.verbose=true`` re-raises it with the traceback.
     """
-    unknown = sorted(set(cfg.keys()) - {f.name for f in dataclasses.fields(PateConfig)})
+    unknown = unknown_settings(cfg, PateConfig)
     if unknown:  # `+key=value` adds keys the schema does not have: they would be ignored silently
-        print(f"error: unknown setting(s) {', '.join(unknown)}; the top-level settings are "
-              f"{', '.join(f.name for f in dataclasses.fields(PateConfig))}", file=sys.stderr)
+        print(f"error: {unknown}", file=sys.stderr)
         sys.exit(2)
     try:
         config = OmegaConf.to_object(cfg)
@@ -160,5 +164,16 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2 if isinstance(err, ValueError) else 1)
 
 
-if __name__ == "__main__":
+def cli(argv: Sequence[str] | None = None) -> None:
+    """``python -m simulations.pate [overrides]``: a command line that does not compose (a config-group
+    choice that does not exist, a misspelt key, a value of the wrong type) is one ``error:`` line and exit
+    status 2 before anything runs (:func:`simulations.hydra_errors.check_command_line`); else :func:`main`
+    runs it. ``argv`` (default: ``sys.argv[1:]``) given replaces ``sys.argv``'s arguments for Hydra."""
+    check_command_line(CONF_DIR, PateConfig, sys.argv[1:] if argv is None else argv, "run.verbose")
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
     main()
+
+
+if __name__ == "__main__":
+    cli()

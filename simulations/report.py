@@ -324,9 +324,13 @@ def rewrite_readme(path: Path, sections: dict[str, str]) -> list[str]:
 
 
 def write_report(
-    root: str | Path, out: str | Path | None = None, readme: str | Path | None = None
+    root: str | Path,
+    out: str | Path | None = None,
+    readme: str | Path | None = None,
+    collection: Collection | None = None,
 ) -> dict[str, Any]:
-    """Read ``root``, write the tables, CSVs and plots into ``out``, rewrite ``readme``'s marker sections.
+    """Read ``root`` (or take its ``collection`` already read), write the tables, CSVs and plots into
+    ``out``, rewrite ``readme``'s marker sections.
 
     Returns the collection and the paths written.
     """
@@ -334,7 +338,7 @@ def write_report(
 
     root = Path(root)
     out = Path(out) if out is not None else (root if root.is_dir() else root.parent) / "report"
-    collection = collect(root)
+    collection = collection if collection is not None else collect(root)
     out.mkdir(parents=True, exist_ok=True)
     plots = report_plots.plot_all(collection, out)
     written = report_tables.write_tables(collection, out, plots)
@@ -349,6 +353,13 @@ def write_report(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m simulations.report DIR [--out OUT] [--readme FILE] [--verbose]``; returns 0.
+
+    A bad input — DIR or ``--readme`` missing, DIR a results file that is unreadable, malformed or of no
+    kind this report knows, a folder without a single readable results file, an ``--out`` it cannot
+    write — ends with one ``error:`` line naming it and exit status 2 (``--verbose``: the traceback).
+    Files skipped beside readable results are ``warning:`` lines, as before.
+    """
     parser = argparse.ArgumentParser(description="tables, CSVs and plots of every results JSON under DIR")
     parser.add_argument(
         "dir", type=Path, help="a benchmark results folder, a sweep, a run directory or a file"
@@ -357,16 +368,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--readme", type=Path, help="rewrite this file's <!-- report:KIND:begin/end --> sections"
     )
+    parser.add_argument("--verbose", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    if not args.dir.exists():
-        parser.error(f"DIR must exist, got {args.dir}")
-    if args.readme is not None and not args.readme.is_file():
-        parser.error(f"--readme must be an existing file, got {args.readme}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ReportWarning)
-        result = write_report(args.dir, args.out, args.readme)
+    try:
+        result, caught = report(args.dir, args.out, args.readme)
+    except (ValueError, OSError) as err:
+        if args.verbose:
+            raise
+        print(f"error: {(str(err).strip().splitlines() or [type(err).__name__])[0]}", file=sys.stderr)
+        raise SystemExit(2) from None
     for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
+        print(f"warning: {warning}", file=sys.stderr)
     collection: Collection = result["collection"]
     for kind, sources in collection.sources.items():
         print(f"{kind}: {', '.join(sources)}")
@@ -374,10 +386,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
     if args.readme is not None:
         print(f"{args.readme}: rewrote sections {', '.join(result['readme_sections']) or '(none)'}")
-    if not collection.sources:
-        print(f"no results under {args.dir}", file=sys.stderr)
-        return 1
     return 0
+
+
+def report(root: Path, out: Path | None, readme: Path | None) -> tuple[dict[str, Any], list[str]]:
+    """:func:`write_report` of the command line, with the warnings it gave; nothing is written unless
+    ``root`` holds at least one readable results file.
+
+    Raises
+    ------
+    ValueError
+        If ``root`` or ``readme`` does not exist, ``root`` holds no readable results (naming the first
+        file skipped and why), or the report cannot be written.
+    """
+    if not root.exists():
+        raise ValueError(f"DIR must exist, got {root}")
+    if readme is not None and not readme.is_file():
+        raise ValueError(f"--readme must be an existing file, got {readme}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReportWarning)
+        collection = collect(root)
+        if not collection.sources:
+            if not collection.skipped:
+                raise ValueError(f"no results under {root}: no run's results.json and no benchmark JSON")
+            name, reason = collection.skipped[0]
+            if root.is_file():
+                raise ValueError(f"{root}: {reason}")
+            more = f" (and {len(collection.skipped) - 1} more skipped)" if len(collection.skipped) > 1 else ""
+            raise ValueError(f"no results under {root}: {name}: {reason}{more}")
+        try:
+            result = write_report(root, out, readme, collection)
+        except OSError as err:
+            raise ValueError(f"cannot write the report (--out {out or 'DIR/report'}): {err}") from err
+    return result, [str(w.message) for w in caught]
 
 
 if __name__ == "__main__":

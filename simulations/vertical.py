@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -35,11 +36,16 @@ from clients.vertical.party_files import check_party_count, party_files
 from protocol.vertical import VerticalConfig
 from simulations.app import build_client_app
 from simulations.flower_sim import run_flower_simulation
+from simulations.hydra_errors import check_command_line, unknown_settings
 from simulations.results import vertical_run_record, write_results
 from simulations.vertical_config import register_configs
+from simulations.vertical_preflight import check_parties
 from strategies.vertical_prototype import run_vertical
 
 console = Console()
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "vertical"
+"""The Hydra config folder of ``python -m simulations.vertical``."""
 
 
 ABSENT = "–"
@@ -168,11 +174,16 @@ def per_class_table(results: dict[str, Any], split: str = "test") -> Table | Non
 def main(dict_cfg: DictConfig) -> None:
     """Compose the config, run the simulation, print the summary, write ``results.json``.
 
-    A refusal (a setting out of range, a data folder or party file the run cannot use) stops before Ray
-    starts: ``error: <message>`` on stderr, exit status 2. A run that fails later (a node's error, a
-    party that vanished) ends with its cause on one ``error:`` line, exit status 1. ``verbose=true``
+    A refusal (a setting out of range or unknown, a data folder or party file the run cannot use, an
+    encoder that does not fit a party's features, parties without a training user in common or with
+    different held-out users: :mod:`simulations.vertical_preflight`) stops before Ray starts:
+    ``error: <message>`` on stderr, exit status 2. A run that fails later (a node's error, a party that
+    vanished) ends with its cause on one ``error:`` line, exit status 1. ``verbose=true``
     re-raises either with its traceback and keeps Flower's and Ray's logs.
     """
+    unknown = unknown_settings(dict_cfg, VerticalConfig)
+    if unknown:  # `+key=value` adds keys the schema does not have: they would be ignored silently
+        _stop(ValueError(unknown), 2, hint=False)
     try:
         cfg: VerticalConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]  # validated here
     except (ValueError, OmegaConfBaseException) as err:
@@ -185,6 +196,7 @@ def main(dict_cfg: DictConfig) -> None:
             use_party_folder(cfg, n_parties_given=_given_on_command_line("dataset.n_parties"))
             for warning in read_party_files(cfg):
                 print(f"warning: {warning}", file=sys.stderr)
+        check_parties(cfg, [party_data(cfg, k) for k in range(cfg.dataset.n_parties)])
         results = run_vertical_simulation(cfg, verbose=True, quiet=True)
     except (ValueError, FileNotFoundError, RuntimeError, TimeoutError) as err:
         if cfg.verbose:
@@ -206,5 +218,16 @@ def _stop(err: BaseException, status: int, *, hint: bool) -> NoReturn:
 
 register_configs()
 
-if __name__ == "__main__":
+def cli(argv: Sequence[str] | None = None) -> None:
+    """``python -m simulations.vertical [overrides]``: a command line that does not compose (a config-group
+    choice that does not exist, a misspelt key, a value of the wrong type) is one ``error:`` line and exit
+    status 2 before anything runs (:func:`simulations.hydra_errors.check_command_line`); else :func:`main`
+    runs it. ``argv`` (default: ``sys.argv[1:]``) given replaces ``sys.argv``'s arguments for Hydra."""
+    check_command_line(CONF_DIR, VerticalConfig, sys.argv[1:] if argv is None else argv, "verbose")
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -7,6 +7,7 @@ point's ``main`` in process and expect one ``error:`` line on stderr, exit statu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -22,13 +23,19 @@ from clients.pate.site_files import main as export_main
 from clients.pate.site_files import read_teacher_site
 from clients.pate.student_model import main as student_main
 from clients.pate.student_model import save_student
+from clients.vertical.data import PartyData, make_vertical_split
 from clients.vertical.party_csv import csv_settings, load_party_csv, read_party_csv
 from clients.vertical.party_csv import main as transform_main
+from clients.vertical.party_files import main as party_files_main
 from clients.vertical.predict import main as vertical_predict_main
 from protocol.codec import to_flat
 from protocol.pate import ModelSpec
-from protocol.vertical import VerticalConfig
+from protocol.vertical import DatasetConfig, ModelConfig, VerticalConfig, VerticalStrategyConfig
 from simulations.deploy_local import main as deploy_main
+from simulations.pate import cli as pate_cli
+from simulations.report import main as report_main
+from simulations.vertical import cli as vertical_cli
+from simulations.vertical_preflight import check_parties
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = {"label-column": "label", "classes": "a,b"}
@@ -168,6 +175,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "bad.json").write_text("{not json")
     (root / "text.csv").write_text("id,split,age,town\nu9,test,abc,north\n")
     (root / "nocol.csv").write_text("id,split,age\nu9,test,3\n")
+    (root / "unknown.json").write_text(json.dumps({"rows": 1}))
+    for folder in ("empty", "broken"):
+        (root / folder).mkdir()
+    (root / "broken" / "cut.json").write_text('{"config": {')
     return {"root": root, "transform": root / "party0.features.json", "meta": meta}
 
 
@@ -221,6 +232,39 @@ def _cli(files: dict[str, Path]) -> list[tuple[str, Callable, list[str], str]]:
          "--parties 1: a vertical run needs >= 2 parties"),
         ("deploy_local --timeout -1", deploy_main, ["--method", "pate", "--timeout", "-1",
                                                     "--workdir", str(root / "d")], "--timeout -1.0: must be"),
+        ("pate dataset=unknown", pate_cli, ["dataset=unknown"], "dataset=unknown: there is no dataset 'unknown'; "
+         "the choices are digits, mnist1d, mnist5k (the files in conf/pate/dataset/)"),
+        ("pate noise=unknown", pate_cli, ["dataset=digits", "noise=unknown"],
+         "noise=unknown: there is no noise 'unknown'; the choices are digits, mnist1d, mnist5k"),
+        ("pate misspelt key", pate_cli, ["strategy.sigmaa=3"], "strategy.sigmaa=3: there is no setting "
+         "'strategy.sigmaa'; did you mean strategy.sigma, strategy.sigma1, strategy.gamma?"),
+        ("pate misspelt group", pate_cli, ["strateg=gnmax"],
+         "strateg=gnmax: there is no setting 'strateg'; did you mean strategy,"),
+        ("pate wrong type", pate_cli, ["strategy.sigma=abc"], "strategy.sigma=abc: strategy.sigma must be of type "
+         "float, got 'abc'"),
+        ("pate wrong type in a sweep", pate_cli, ["-m", "strategy.sigma=2,abc"],
+         "strategy.sigma=abc: strategy.sigma must be of type float, got 'abc'"),
+        ("pate data.seed not an integer", pate_cli, ["data.seed=x"], "data.seed=x: data.seed must be of type int"),
+        ("vertical dataset=unknown", vertical_cli, ["dataset=unknown"], "dataset=unknown: there is no dataset "
+         "'unknown'; the choices are breast_cancer, caravan, digits, mnist5k, mnist5k_quarters"),
+        ("vertical model=unknown", vertical_cli, ["model=rnn"], "model=rnn: there is no model 'rnn'; the choices "
+         "are cnn, mlp (the files in conf/vertical/model/)"),
+        ("vertical misspelt key", vertical_cli, ["strategy.lamm=0.5"], "strategy.lamm=0.5: there is no setting "
+         "'strategy.lamm'; did you mean strategy.lam,"),
+        ("vertical unknown section", vertical_cli, ["foo.bar=1"], "foo.bar=1: there is no setting 'foo.bar'; the "
+         "settings at the top level are dataset, model, output_dir, seed, strategy, verbose"),
+        ("vertical wrong type", vertical_cli, ["strategy.lam=x"], "strategy.lam=x: strategy.lam must be of type "
+         "float, got 'x'"),
+        ("report missing DIR", report_main, [str(root / "nowhere")], "DIR must exist, got " + str(root / "nowhere")),
+        ("report malformed JSON", report_main, [str(root / "bad.json")], str(root / "bad.json")
+         + ": not a readable JSON file (Expecting property name"),
+        ("report JSON of no known kind", report_main, [str(root / "unknown.json")],
+         str(root / "unknown.json") + ": not a results file this report knows"),
+        ("report folder of broken results", report_main, [str(root / "broken")], "no results under "
+         + str(root / "broken") + ": cut.json: not a readable JSON file"),
+        ("report empty folder", report_main, [str(root / "empty")], "no results under " + str(root / "empty")),
+        ("report unwritable --out", report_main, [str(ROOT / "tests" / "data" / "report" / "vertical_run"), "--out", "/proc/no/such"],
+         "cannot write the report (--out /proc/no/such)"),
     ]
 
 
@@ -250,12 +294,57 @@ def test_an_output_name_without_suffix_is_written_as_given(files: dict[str, Path
     assert np.load(root / "f").shape == (6, 5) and not (root / "f.npy").exists()
 
 
+# -- a vertical simulation's parties, checked before any node starts ------------------------------------
+
+
+def _renamed(party: PartyData) -> PartyData:
+    """``party`` with every training ID changed (so that no other party holds it)."""
+    return dataclasses.replace(party, ids=np.array([f"other-{u}" for u in party.ids.tolist()]))
+
+
+def _moved_validation_user(party: PartyData) -> PartyData:
+    """``party`` whose first validation user is replaced by one no other party declares."""
+    return dataclasses.replace(party, val_ids=np.array(["someone-else", *party.val_ids.tolist()[1:]]))
+
+
+# (case id, encoder, change of party 1, expected error substring)
+PARTY_SET_CASES = [
+    ("vertical 0 aligned users", "mlp", _renamed,
+     "the parties share no training user, and split learning aligns on the users every party holds: "
+     "party 0 holds"),
+    ("vertical parties disagree on a validation user", "mlp", _moved_validation_user,
+     "parties 0 and 1 hold different validation users: "),
+    ("vertical class counts differ", "mlp", lambda p: dataclasses.replace(p, n_classes=3),
+     "party 1 declares 3 classes, party 0 10"),
+    ("vertical cnn1d encoder on 2-D features", "cnn1d", lambda p: p,
+     "model.encoder='cnn1d' does not fit party 0 (active), whose features have shape (8, 4): cnn1d encoder "
+     "needs 1-D inputs"),
+]
+
+
+@pytest.mark.parametrize(("case", "encoder", "change", "expected"), PARTY_SET_CASES,
+                         ids=[c[0] for c in PARTY_SET_CASES])
+def test_parties_a_vertical_run_cannot_use_are_refused_before_it_starts(
+        case: str, encoder: str, change: Callable[[PartyData], PartyData], expected: str) -> None:
+    split = make_vertical_split("digits", n_parties=2, aligned_fraction=0.1, seed=0)
+    cfg = VerticalConfig(dataset=DatasetConfig(aligned_fraction=0.1), strategy=VerticalStrategyConfig())
+    check_parties(cfg, split.parties)  # the bundled split itself passes
+    cfg.model = ModelConfig(encoder=encoder)
+    with pytest.raises(ValueError) as err:
+        check_parties(cfg, [split.parties[0], change(split.parties[1])])
+    assert expected in str(err.value)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("module, case", [
     ("clients.pate.site_files", "export --teacher-nodes 0"),
     ("clients.vertical.party_csv", "transform not JSON"),
     ("clients.vertical.predict", "vertical predict hidden=10**9"),
     ("simulations.deploy_local", "deploy_local --parties 1"),
+    ("simulations.pate", "pate dataset=unknown"),
+    ("simulations.pate", "pate misspelt key"),
+    ("simulations.vertical", "vertical wrong type"),
+    ("simulations.report", "report malformed JSON"),
 ])
 def test_a_bad_command_line_as_a_real_process(files: dict[str, Path], module: str, case: str) -> None:
     _, _, argv, expected = next(row for row in _cli(files) if row[0] == case)
@@ -263,3 +352,36 @@ def test_a_bad_command_line_as_a_real_process(files: dict[str, Path], module: st
                           timeout=300, check=False)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and expected in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("module", "case", "change", "overrides", "expected"), [
+    ("simulations.vertical", "vertical 0 aligned users", {"ids": lambda a: np.char.add("other-", a["ids"])}, [],
+     "the parties share no training user"),
+    ("simulations.vertical", "vertical parties disagree on a validation user",
+     {"val_ids": lambda a: np.concatenate([["someone-else"], a["val_ids"][1:]])}, [],
+     "parties 0 and 1 hold different validation users: "),
+    ("simulations.vertical", "vertical encoder does not fit", {}, ["model.encoder=cnn1d"],
+     "model.encoder='cnn1d' does not fit party 0 (active), whose features have shape (8, 4)"),
+    ("simulations.vertical", "vertical unknown +key", {}, ["+strategy.foo=1"],
+     "unknown setting(s) strategy.foo; the strategy settings are epochs,"),
+    ("simulations.pate", "pate unknown +key", {}, ["dataset=digits", "+strategy.foo=1"],
+     "unknown setting(s) strategy.foo; the strategy settings are mechanism, sigma,"),
+])
+def test_a_hydra_run_refused_before_it_starts_as_a_real_process(
+        tmp_path: Path, module: str, case: str, change: dict, overrides: list[str], expected: str) -> None:
+    folder = tmp_path / "parties"
+    party_files_main(["--dataset", "digits", "--parties", "2", "--seed", "0", "--out", str(folder)])
+    arrays = _npz(folder / "party1.npz")
+    np.savez(folder / "party1.npz", **{**arrays, **{k: f(arrays) for k, f in change.items()}})
+    data = [f"dataset.data_dir={folder}"] if module == "simulations.vertical" else []
+    done = subprocess.run([sys.executable, "-m", module, *data, *overrides, f"hydra.run.dir={tmp_path / 'run'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines[-1].startswith("error: ") and expected in lines[-1], done.stderr
+    assert "Traceback" not in done.stderr and sum(line.startswith("error:") for line in lines) == 1

@@ -125,5 +125,7 @@ def test_the_command_reports_bad_arguments_and_an_empty_folder(tmp_path, capsys)
         report.main([str(tmp_path / "nowhere")])
     assert missing.value.code == 2 and "DIR must exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert report.main([str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
-    assert "no results under" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as empty:
+        report.main([str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    assert empty.value.code == 2 and "error: no results under" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
