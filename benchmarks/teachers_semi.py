@@ -4,7 +4,8 @@
 of the default regime's 250 MNIST-1D teachers (240 samples each; ``simulations.pate_config``'s
 MNIST1D_REGIME and ConvBase teacher) supervised, once, then continues them with pseudo-labels of the
 student's unlabelled pool (``clients.pate.teacher_pseudo_label``, Lee 2013; the semi-supervised teachers
-of Malek et al. 2021) for every threshold x pool size of the grid. Each row: mean teacher validation
+of Malek et al. 2021) for every ``--settings`` entry, and a control (weight 0: the same extra epochs,
+fresh Adam, on the shard alone) when asked for. Each row: mean teacher validation
 accuracy, plurality-vote validation accuracy, confident pseudo-labels per teacher and training time
 (the pseudo-label rows' time is that of steps 2-3 only; add the supervised row's for the whole).
 No setting is chosen on the test split, which is not scored.
@@ -42,10 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--teachers", type=int, default=25)
-    parser.add_argument("--thresholds", default="0.8,0.95")
-    parser.add_argument("--pools", default="1000,4000", help="pool samples per teacher (0: the whole pool)")
+    parser.add_argument("--settings", default="0.8/1000/1/1,0.8/4000/1/1,0.95/1000/1/1,0.95/4000/1/1",
+                        help="comma-separated tau/pool_per_teacher/mu/weight (pool 0: the whole pool; "
+                             "weight 0: the control, the same extra epochs on the shard alone)")
     parser.add_argument("--pl-epochs", type=int, default=TeacherSettings.pseudo_label_epochs)
-    parser.add_argument("--mu", type=int, default=TeacherSettings.pseudo_label_mu)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("TMPDIR", "/tmp")) / "privkit_bench")
@@ -67,29 +68,32 @@ def main(argv: list[str] | None = None) -> None:
     rows = [{**common, "method": "supervised", "train_s": time.perf_counter() - start,
              **score(supervised, d, n_classes), "load_average_1min": os.getloadavg()[0]}]
     print(json.dumps(rows[-1]), flush=True)
-    for tau in (float(t) for t in args.thresholds.split(",")):
-        for per_teacher in (int(p) for p in args.pools.split(",")):
-            settings = TeacherSettings(method="pseudo_label", pool_per_teacher=per_teacher,
-                                       pseudo_label_threshold=tau, pseudo_label_epochs=args.pl_epochs,
-                                       pseudo_label_mu=args.mu)
-            start = time.perf_counter()
-            ensemble, labels = continue_with_pseudo_labels(supervised, x, y, shards, ids, n_classes, spec,
-                                                           settings, pool_x, data_seed=MNIST1D.seed)
-            elapsed = time.perf_counter() - start
-            truth = y[d["query_pool"]][labels.pool_index]  # measurement only: no teacher saw these labels
-            rows.append({**common, "method": "pseudo_label", **dataclasses.asdict(settings),
-                         "train_s": elapsed, **score(ensemble, d, n_classes),
-                         "mean_confident_pseudo_labels": float(np.mean(labels.counts())),
-                         "confident_pseudo_label_accuracy": float(
-                             (labels.labels == truth)[labels.confident].mean()),
-                         "load_average_1min": os.getloadavg()[0]})
-            print(json.dumps(rows[-1]), flush=True)
+    for item in args.settings.split(","):
+        tau, per_teacher, mu, weight = item.split("/")
+        settings = TeacherSettings(method="pseudo_label", pool_per_teacher=int(per_teacher),
+                                   pseudo_label_threshold=float(tau), pseudo_label_epochs=args.pl_epochs,
+                                   pseudo_label_mu=int(mu), pseudo_label_weight=float(weight))
+        start = time.perf_counter()
+        ensemble, labels = continue_with_pseudo_labels(supervised, x, y, shards, ids, n_classes, spec,
+                                                       settings, pool_x, data_seed=MNIST1D.seed)
+        elapsed = time.perf_counter() - start
+        truth = y[d["query_pool"]][labels.pool_index]  # measurement only: no teacher saw these labels
+        right = (labels.labels == truth)[labels.confident]
+        rows.append({**common, **dataclasses.asdict(settings),
+                     "method": "pseudo_label" if settings.pseudo_label_weight else "control",
+                     "train_s": elapsed, **score(ensemble, d, n_classes),
+                     "mean_confident_pseudo_labels": float(np.mean(labels.counts())),
+                     "confident_pseudo_label_accuracy": float(right.mean()),
+                     "load_average_1min": os.getloadavg()[0]})
+        print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    print(f"{'method':<13}{'tau':>6}{'pool':>6}{'conf':>7}{'pl acc':>8}{'teacher':>9}{'plural':>8}{'s':>7}")
+    print(f"{'method':<13}{'tau':>6}{'pool':>6}{'mu':>4}{'conf':>7}{'pl acc':>8}{'teacher':>9}{'plural':>8}"
+          f"{'s':>7}")
     for r in rows:
         print(f"{r['method']:<13}{r.get('pseudo_label_threshold', float('nan')):>6.2f}"
-              f"{r.get('pool_per_teacher', 0):>6}{r.get('mean_confident_pseudo_labels', 0):>7.0f}"
+              f"{r.get('pool_per_teacher', 0):>6}{r.get('pseudo_label_mu', 0):>4}"
+              f"{r.get('mean_confident_pseudo_labels', 0):>7.0f}"
               f"{r.get('confident_pseudo_label_accuracy', float('nan')):>8.3f}"
               f"{r['mean_teacher_validation_accuracy']:>9.3f}{r['plurality_validation_accuracy']:>8.3f}"
               f"{r['train_s']:>7.0f}")
