@@ -25,6 +25,7 @@ import torch
 
 from benchmarks.teachers import MNIST1D, load_cached, plurality_accuracy
 from clients.pate.teacher_ensemble import TeacherEnsemble, train_ensemble
+from clients.pate.teacher_fixmatch import continue_with_fixmatch
 from clients.pate.teacher_pseudo_label import continue_with_pseudo_labels
 from protocol.pate import TeacherSettings
 from simulations.pate_config import CONVBASE_1D, MNIST1D_REGIME
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--teachers", type=int, default=25)
     parser.add_argument("--settings", default="0.8/1000/1/1,0.8/4000/1/1,0.95/1000/1/1,0.95/4000/1/1",
-                        help="comma-separated tau/pool_per_teacher/mu/weight (pool 0: the whole pool; "
-                             "weight 0: the control, the same extra epochs on the shard alone)")
+                        help="comma-separated tau/pool_per_teacher/mu/weight[/method] (pool 0: the whole "
+                             "pool; weight 0: the control, the same extra epochs on the shard alone; method "
+                             "pseudo_label (default) or fixmatch)")
     parser.add_argument("--pl-epochs", type=int, default=TeacherSettings.pseudo_label_epochs)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path,
@@ -69,21 +71,27 @@ def main(argv: list[str] | None = None) -> None:
              **score(supervised, d, n_classes), "load_average_1min": os.getloadavg()[0]}]
     print(json.dumps(rows[-1]), flush=True)
     for item in args.settings.split(","):
-        tau, per_teacher, mu, weight = item.split("/")
-        settings = TeacherSettings(method="pseudo_label", pool_per_teacher=int(per_teacher),
+        tau, per_teacher, mu, weight, *method = item.split("/")
+        settings = TeacherSettings(method=method[0] if method else "pseudo_label",
+                                   pool_per_teacher=int(per_teacher),
                                    pseudo_label_threshold=float(tau), pseudo_label_epochs=args.pl_epochs,
                                    pseudo_label_mu=int(mu), pseudo_label_weight=float(weight))
         start = time.perf_counter()
-        ensemble, labels = continue_with_pseudo_labels(supervised, x, y, shards, ids, n_classes, spec,
-                                                       settings, pool_x, data_seed=MNIST1D.seed)
+        if settings.method == "fixmatch":
+            ensemble = continue_with_fixmatch(supervised, x, y, shards, ids, n_classes, spec, settings,
+                                              pool_x, data_seed=MNIST1D.seed)[0]
+            extra = {}
+        else:
+            ensemble, labels = continue_with_pseudo_labels(supervised, x, y, shards, ids, n_classes, spec,
+                                                           settings, pool_x, data_seed=MNIST1D.seed)
+            truth = y[d["query_pool"]][labels.pool_index]  # measurement only: no teacher saw these labels
+            right = (labels.labels == truth)[labels.confident]
+            extra = {"mean_confident_pseudo_labels": float(np.mean(labels.counts())),
+                     "confident_pseudo_label_accuracy": float(right.mean())}
         elapsed = time.perf_counter() - start
-        truth = y[d["query_pool"]][labels.pool_index]  # measurement only: no teacher saw these labels
-        right = (labels.labels == truth)[labels.confident]
         rows.append({**common, **dataclasses.asdict(settings),
-                     "method": "pseudo_label" if settings.pseudo_label_weight else "control",
-                     "train_s": elapsed, **score(ensemble, d, n_classes),
-                     "mean_confident_pseudo_labels": float(np.mean(labels.counts())),
-                     "confident_pseudo_label_accuracy": float(right.mean()),
+                     "method": settings.method if settings.pseudo_label_weight else "control",
+                     "train_s": elapsed, **score(ensemble, d, n_classes), **extra,
                      "load_average_1min": os.getloadavg()[0]})
         print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,7 @@ class ModelSpec:
         ])
 
 
-TEACHER_METHODS = ("supervised", "pseudo_label")
+TEACHER_METHODS = ("supervised", "pseudo_label", "fixmatch")
 
 
 @dataclass
@@ -113,7 +113,9 @@ class TeacherSettings:
     ``pseudo_label_threshold`` confident, and trains on for ``pseudo_label_epochs`` passes over its shard,
     each minibatch of ``batch_size`` shard samples joined by ``pseudo_label_mu`` times as many of its
     pseudo-labelled samples, whose loss is weighted by ``pseudo_label_weight`` (Lee 2013, "Pseudo-label";
-    the semi-supervised teachers of Malek et al. 2021, PATE-FM). The pool carries no label: each teacher's
+    the semi-supervised teachers of Malek et al. 2021, PATE-FM); ``fixmatch`` instead trains on with
+    FixMatch's consistency loss on its pool subset (Sohn et al. 2020; the same threshold, mu, weight and
+    epochs; the weak view's prediction is the strong view's target). The pool carries no label: each teacher's
     labelled data stays its own disjoint shard, so the noisy aggregation's analysis is unchanged
     (``docs/semi_supervised_teachers.md``).
     """

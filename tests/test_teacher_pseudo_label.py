@@ -1,4 +1,4 @@
-"""Pseudo-labelling teachers (clients.pate.teacher_pseudo_label): each learns labels from its own shard only."""
+"""Semi-supervised teachers (clients.pate.teacher_pseudo_label, teacher_fixmatch): labels from own shard only."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from clients.pate.teacher_ensemble import train_ensemble
+from clients.pate.teacher_fixmatch import train_fixmatch_ensemble
 from clients.pate.teacher_pseudo_label import train_pseudo_label_ensemble
 from protocol.codec import from_record, to_record
 from protocol.pate import ModelSpec, TeacherSettings
@@ -50,21 +51,26 @@ def test_pseudo_labels_are_each_teachers_own_predictions_on_its_own_subset():
                for n in supervised.chunks[0].params)  # step 3 trained on
 
 
-def test_each_teachers_labelled_part_is_its_own_shard_only():
+def _train(method: str, x: np.ndarray, y: np.ndarray, shards: list[np.ndarray], ids: list[int]):
+    """The trained ensemble of ``method`` (pseudo_label or fixmatch), chunk = all teachers."""
+    settings = dataclasses.replace(SETTINGS, method=method)
+    if method == "fixmatch":
+        return train_fixmatch_ensemble(x, y, shards, ids, 4, SPEC, settings, _pool(), data_seed=0)
+    return train_pseudo_label_ensemble(x, y, shards, ids, 4, SPEC, settings, _pool(), data_seed=0)[0]
+
+
+@pytest.mark.parametrize("method", ["pseudo_label", "fixmatch"])
+def test_each_teachers_labelled_part_is_its_own_shard_only(method):
     x, y = _data()
-    batched, labels = train_pseudo_label_ensemble(x, y, SHARDS, [0, 1, 2], 4, SPEC, SETTINGS, _pool(),
-                                                  data_seed=0)
+    batched = _train(method, x, y, SHARDS, [0, 1, 2])
     outside = np.ones(len(y), dtype=bool)
     outside[SHARDS[0]] = False
     y_own = np.where(outside, -1, y)  # every label but teacher 0's shard is unusable: -1 fails cross-entropy
-    alone, labels_alone = train_pseudo_label_ensemble(x, y_own, SHARDS[:1], [0], 4, SPEC, SETTINGS, _pool(),
-                                                      data_seed=0)
-    assert np.array_equal(labels.pool_index[0], labels_alone.pool_index[0])
-    assert np.array_equal(labels.labels[0], labels_alone.labels[0])
+    alone = _train(method, x, y_own, SHARDS[:1], [0])  # the pool passed in carries no label at all
     a, b = batched.teacher(0).state_dict(), alone.teacher(0).state_dict()
     assert max(float((a[n] - b[n]).abs().max()) for n in a) < 1e-4
-    with pytest.raises((IndexError, RuntimeError), match="out of bounds"):  # the check above is real: a label outside the shard would be used
-        train_pseudo_label_ensemble(x, y_own, SHARDS[1:2], [1], 4, SPEC, SETTINGS, _pool(), data_seed=0)
+    with pytest.raises((IndexError, RuntimeError), match="out of bounds"):  # the check above is real
+        _train(method, x, y_own, SHARDS[1:2], [1])
 
 
 def test_supervised_handler_is_bit_for_bit_train_ensemble():
@@ -78,7 +84,7 @@ def test_supervised_handler_is_bit_for_bit_train_ensemble():
     data = DataSpec(dataset="digits", num_teachers=4, seed=0)
     model = ModelSpec(encoder="mlp", feature_dim=8, hidden=16, epochs=2, batch_size=16, augment_shift=1)
     results = {}
-    for method in ("supervised", "pseudo_label"):
+    for method in ("supervised", "pseudo_label", "fixmatch"):
         context = Context(run_id=1, node_id=1, node_config={"role": "teacher", "teachers": "0-3"},
                           state=RecordDict(), run_config={})
         settings = dataclasses.replace(SETTINGS, method=method, pseudo_label_threshold=0.0)
@@ -95,13 +101,14 @@ def test_supervised_handler_is_bit_for_bit_train_ensemble():
     for name, p in direct.chunks[0].params.items():
         assert np.array_equal(stored[name].numpy(), p.numpy())
     assert sum(results["pseudo_label"][1]) > 0
+    assert results["fixmatch"][1] == [0, 0, 0, 0]
 
 
 def test_teacher_settings_round_trip_and_refuse_unknown_methods():
     assert from_record(TeacherSettings, to_record(SETTINGS)) == SETTINGS
     assert TeacherSettings().method == "supervised"
     with pytest.raises(ValueError, match="method must be one of"):
-        TeacherSettings(method="fixmatch")
+        TeacherSettings(method="mixmatch")
     with pytest.raises(ValueError, match="pseudo_label_threshold"):
         TeacherSettings(pseudo_label_threshold=1.5)
     with pytest.raises(ValueError, match="unlabelled pool"):

@@ -28,6 +28,7 @@ from clients.pate.teacher_ensemble import (
     train_ensemble,
     train_teacher_alone,
 )
+from clients.pate.teacher_fixmatch import train_fixmatch_ensemble
 from clients.pate.teacher_pseudo_label import train_pseudo_label_ensemble
 from clients.progress_log import WorkMeter, format_duration
 from clients.training import check_inputs, predict_logits
@@ -118,8 +119,9 @@ def handle_train(msg: Message, context: Context) -> Message:
     The ``teacher_training`` record (``protocol.pate.TeacherSettings``) says how: ``supervised`` on the
     shard alone, or ``pseudo_label``, which then trains each teacher on with its own confident labels of
     its seeded subset of the student's unlabelled pool (``clients.pate.teacher_pseudo_label``; the pool is
-    rebuilt from the bundled split, ``clients.pate.sites.teacher_pool``). The reply's ``pseudo_labels``
-    counts each teacher's confident pseudo-labels (0 when supervised).
+    rebuilt from the bundled split, ``clients.pate.sites.teacher_pool``), or ``fixmatch``
+    (``clients.pate.teacher_fixmatch``). The reply's ``pseudo_labels`` counts each teacher's confident
+    pseudo-labels (``pseudo_label`` only; 0 otherwise).
 
     The hosted teachers train as one batched ensemble (``clients.pate.teacher_ensemble``, at most
     ``node_config['teacher-chunk']`` at a time), each on its own shard with its own seed and the
@@ -149,11 +151,17 @@ def handle_train(msg: Message, context: Context) -> Message:
         meter.begin(len(teachers) * epochs,
                     f"training {len(teachers)} teachers x {model_spec.epochs} epochs, then x "
                     f"{settings.pseudo_label_epochs} with pseudo-labels of the {len(pool)}-sample pool")
-        ensemble, labels = train_pseudo_label_ensemble(
-            data.x, data.y, shards, teachers, data.n_classes, model_spec, settings, pool,
-            data_seed=data_spec.seed, chunk=_chunk_size(context), progress=meter)
-        counts = dict(zip(labels.teacher_ids, labels.counts(), strict=True))
-        pseudo_labels = [counts[t] for t in teachers]
+        if settings.method == "pseudo_label":
+            ensemble, labels = train_pseudo_label_ensemble(
+                data.x, data.y, shards, teachers, data.n_classes, model_spec, settings, pool,
+                data_seed=data_spec.seed, chunk=_chunk_size(context), progress=meter)
+            counts = dict(zip(labels.teacher_ids, labels.counts(), strict=True))
+            pseudo_labels = [counts[t] for t in teachers]
+        else:
+            ensemble = train_fixmatch_ensemble(data.x, data.y, shards, teachers, data.n_classes, model_spec,
+                                               settings, pool, data_seed=data_spec.seed,
+                                               chunk=_chunk_size(context), progress=meter)
+            pseudo_labels = [0] * len(teachers)  # FixMatch's targets change every step: none to count
     meter.finish(f"trained in {format_duration(meter.elapsed)}; measuring accuracies")
     _store(context, ensemble)
     order = [ensemble.teacher_ids.index(t) for t in teachers]
