@@ -45,14 +45,14 @@ SELECT_SHIFTS = (3, 6)
 def load_cached(spec: DataSpec, cache_dir: Path) -> dict[str, np.ndarray]:
     """The run's data and split, cached as ``.npz`` (MNIST-1D generation takes ~25 s)."""
     key = "_".join(str(v) for v in dataclasses.asdict(spec).values())
-    path = cache_dir / f"pate_{key}.npz"
+    path = cache_dir / f"pate_{key}_pool.npz"  # "_pool": caches that hold the student's query pool too
     if path.exists():
         with np.load(path) as f:
             return dict(f)
     data, split = load_pate_data(**dataclasses.asdict(spec))
     arrays = {"x": data.x, "y": data.y, "shards": np.stack(split.teacher_shards)
               if len({len(s) for s in split.teacher_shards}) == 1 else np.array([], dtype=np.int64),
-              "validation": split.validation, "test": split.test}
+              "validation": split.validation, "test": split.test, "query_pool": split.query_pool}
     if arrays["shards"].size == 0:
         raise ValueError(f"benchmark data {spec.dataset!r} needs equal-size shards to cache them")
     cache_dir.mkdir(parents=True, exist_ok=True)

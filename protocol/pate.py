@@ -100,6 +100,52 @@ class ModelSpec:
         ])
 
 
+TEACHER_METHODS = ("supervised", "pseudo_label", "fixmatch")
+
+
+@dataclass
+class TeacherSettings:
+    """How every teacher learns: from its labelled shard alone, or also from the student's unlabelled pool.
+
+    ``method``: ``supervised`` trains each teacher on its own shard only (Papernot et al. 2017);
+    ``pseudo_label`` then lets each teacher label ``pool_per_teacher`` samples of the student's unlabelled
+    pool (its own seeded subset; 0 = the whole pool) with its OWN predictions, keeps those at least
+    ``pseudo_label_threshold`` confident, and trains on for ``pseudo_label_epochs`` passes over its shard,
+    each minibatch of ``batch_size`` shard samples joined by ``pseudo_label_mu`` times as many of its
+    pseudo-labelled samples, whose loss is weighted by ``pseudo_label_weight`` (Lee 2013, "Pseudo-label";
+    the semi-supervised teachers of Malek et al. 2021, PATE-FM); ``fixmatch`` instead trains on with
+    FixMatch's consistency loss on its pool subset (Sohn et al. 2020; the same threshold, mu, weight and
+    epochs; the weak view's prediction is the strong view's target). The pool carries no label: each teacher's
+    labelled data stays its own disjoint shard, so the noisy aggregation's analysis is unchanged
+    (``docs/semi_supervised_teachers.md``).
+    """
+
+    method: str = "supervised"
+    pool_per_teacher: int = 2000
+    pseudo_label_threshold: float = 0.9
+    pseudo_label_epochs: int = 50
+    pseudo_label_mu: int = 1
+    pseudo_label_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.method not in TEACHER_METHODS:
+            raise ValueError(f"TeacherSettings.method must be one of {TEACHER_METHODS}, got {self.method!r}")
+        _check_rules("TeacherSettings", [
+            ("pool_per_teacher", self.pool_per_teacher, _is_int(self.pool_per_teacher, 0),
+             "must be an integer >= 0 (0: the whole pool)"),
+            ("pseudo_label_threshold", self.pseudo_label_threshold,
+             _is_finite(self.pseudo_label_threshold) and 0 <= self.pseudo_label_threshold <= 1,
+             "must be in [0, 1]"),
+            ("pseudo_label_epochs", self.pseudo_label_epochs, _is_int(self.pseudo_label_epochs, 0),
+             "must be an integer >= 0"),
+            ("pseudo_label_mu", self.pseudo_label_mu, _is_int(self.pseudo_label_mu, 1),
+             "must be an integer >= 1"),
+            ("pseudo_label_weight", self.pseudo_label_weight,
+             _is_finite(self.pseudo_label_weight) and self.pseudo_label_weight >= 0,
+             "must be a finite number >= 0"),
+        ])
+
+
 STUDENT_METHODS = ("supervised", "self_training", "fixmatch")
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from clients.data import DATASETS, PARTITION_SCHEMES, dataset_size, teacher_pool_size
 from clients.encoders import ENCODER_KINDS
-from protocol.pate import SITE_DATA, DataSpec, ModelSpec, StudentSettings
+from protocol.pate import SITE_DATA, DataSpec, ModelSpec, StudentSettings, TeacherSettings
 from strategies.fusion import MECHANISMS, NOISE_RATIOS, noise_misfit
 
 TEACHER_EPOCHS = 200
@@ -189,6 +189,7 @@ class PateConfig:
 
     data: DataSpec = field(default_factory=lambda: dataclasses.replace(MNIST1D_REGIME))
     teacher: ModelSpec = field(default_factory=lambda: dataclasses.replace(CONVBASE_1D))
+    teacher_training: TeacherSettings = field(default_factory=TeacherSettings)
     student_model: ModelSpec = field(
         default_factory=lambda: dataclasses.replace(CONVBASE_1D, encoder="convbase1d_wide"))  # +5 points
     student: StudentSettings = field(default_factory=lambda: StudentSettings(method="fixmatch"))

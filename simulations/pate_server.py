@@ -106,7 +106,8 @@ def build_strategy(
         student = dataclasses.replace(student, model_name=DEFAULT_STUDENT_MODEL_NAME)
     return EnsembleDistillation(
         mechanism=mechanism, ledger=build_ledger(cfg), data=cfg.data, teacher_model=cfg.teacher,
-        student_model=cfg.student_model, student=student, query_batch_size=s.query_batch_size,
+        student_model=cfg.student_model, student=student, teacher_training=cfg.teacher_training,
+        query_batch_size=s.query_batch_size,
         max_queries=s.max_queries or None, min_teachers=s.min_teachers or majority_of(cfg.data.num_teachers),
         seed=s.seed,
         timeout=cfg.federation.timeout_s, step_timeout=cfg.federation.step_timeout_s, on_progress=on_progress,

@@ -50,6 +50,7 @@ from protocol.pate import (
     DataSpec,
     ModelSpec,
     StudentSettings,
+    TeacherSettings,
     array_record,
     read_array,
 )
@@ -86,6 +87,8 @@ class EnsembleDistillation(Strategy):
         Architectures and local training settings.
     student : StudentSettings, optional
         Student-side options.
+    teacher_training : TeacherSettings, optional
+        How every teacher learns (default: supervised on its shard alone), sent with ``train.teachers``.
     query_batch_size : int (default: 128)
         Queries per message (one message per teacher node per batch).
     max_queries : int or None (default: None)
@@ -116,6 +119,7 @@ class EnsembleDistillation(Strategy):
         teacher_model: ModelSpec,
         student_model: ModelSpec,
         student: StudentSettings | None = None,
+        teacher_training: TeacherSettings | None = None,
         query_batch_size: int = 128,
         max_queries: int | None = None,
         min_teachers: int = 1,
@@ -143,6 +147,7 @@ class EnsembleDistillation(Strategy):
         self.teacher_model = teacher_model
         self.student_model = student_model
         self.student = student or StudentSettings()
+        self.teacher_training = teacher_training or TeacherSettings()
         self.query_batch_size = query_batch_size
         self.max_queries = max_queries
         self.min_teachers = min_teachers
@@ -172,7 +177,8 @@ class EnsembleDistillation(Strategy):
     ) -> Iterable[Message]:
         """One ``train.teachers`` message per teacher node."""
         ensemble = self._require_ensemble()
-        return [self._message(node, MSG_TRAIN_TEACHERS, model=to_record(self.teacher_model))
+        return [self._message(node, MSG_TRAIN_TEACHERS, model=to_record(self.teacher_model),
+                              teacher_training=to_record(self.teacher_training))
                 for node in sorted(ensemble.teacher_hosts)]
 
     def aggregate_train(

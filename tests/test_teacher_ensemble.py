@@ -129,14 +129,15 @@ def test_node_handlers_store_stacked_chunks_report_validation_and_vote():
 
     from clients.pate.teacher import STATE_INDEX, handle_train, handle_votes
     from protocol.codec import to_record
-    from protocol.pate import MSG_TRAIN_TEACHERS, MSG_VOTES, DataSpec, array_record
+    from protocol.pate import MSG_TRAIN_TEACHERS, MSG_VOTES, DataSpec, TeacherSettings, array_record
     from tests.fake_grid import task_identity
 
     data = DataSpec(dataset="digits", num_teachers=4, seed=0)
     model = ModelSpec(encoder="mlp", feature_dim=8, hidden=16, epochs=2, batch_size=16, augment_shift=1)
     context = Context(run_id=1, node_id=1, node_config={"role": "teacher", "teachers": "0-3", "teacher-chunk": 3},
                       state=RecordDict(), run_config={})
-    spec_records = {"data": ConfigRecord(to_record(data)), "model": ConfigRecord(to_record(model))}
+    spec_records = {"data": ConfigRecord(to_record(data)), "model": ConfigRecord(to_record(model)),
+                    "teacher_training": to_record(TeacherSettings())}
     queries = np.random.default_rng(0).random((9, 8, 8)).astype(np.float32)
     with task_identity():
         vote_msg = Message(RecordDict({**spec_records, "queries": array_record(x=queries)}), dst_node_id=1,

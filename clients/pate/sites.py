@@ -123,6 +123,26 @@ def teacher_data(context: Context, spec: DataSpec, teachers: list[int]) -> Teach
                        held_out)
 
 
+def teacher_pool(context: Context, spec: DataSpec) -> np.ndarray:
+    """The student's unlabelled pool as a teacher node rebuilds it from the bundled split (no labels).
+
+    Semi-supervised teachers (``protocol.pate.TeacherSettings``) train on it; in the bundled setting every
+    node derives it from the ``DataSpec``, so nothing crosses the wire.
+
+    Raises
+    ------
+    ValueError
+        If the node reads a site file: a site's pool lives at the student and would have to be sent to the
+        teacher nodes first, which this project does not do yet.
+    """
+    if site_file(context) is not None:
+        raise ValueError("semi-supervised teachers need the student's unlabelled pool, which a site-file "
+                         "deployment does not send to teacher nodes; use "
+                         "teacher_training.method='supervised'")
+    data, split = bundled_data(context, spec)
+    return data.x[split.query_pool]
+
+
 def teacher_inputs(context: Context, spec: DataSpec) -> tuple[tuple[int, ...], int]:
     """Input shape and class count of a teacher node's samples (bundled data: known without loading)."""
     path = site_file(context)

@@ -19,7 +19,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.encoders import Classifier
 from clients.pate.local_rr import randomised_histogram
-from clients.pate.sites import teacher_data, teacher_inputs
+from clients.pate.sites import teacher_data, teacher_inputs, teacher_pool
 from clients.pate.teacher_ensemble import (
     DEFAULT_CHUNK,
     TeacherChunk,
@@ -28,11 +28,21 @@ from clients.pate.teacher_ensemble import (
     train_ensemble,
     train_teacher_alone,
 )
+from clients.pate.teacher_fixmatch import train_fixmatch_ensemble
+from clients.pate.teacher_pseudo_label import train_pseudo_label_ensemble
 from clients.progress_log import WorkMeter, format_duration
 from clients.training import check_inputs, predict_logits
 from protocol.codec import from_record
 from protocol.local_rr import LDP
-from protocol.pate import ROLE_TEACHER, DataSpec, ModelSpec, array_record, node_role, read_array
+from protocol.pate import (
+    ROLE_TEACHER,
+    DataSpec,
+    ModelSpec,
+    TeacherSettings,
+    array_record,
+    node_role,
+    read_array,
+)
 
 STATE_PREFIX = "teacher."
 STATE_INDEX = "teacher.ensemble"  # ConfigRecord: num_chunks, chunk.<j> = that chunk's teacher ids
@@ -106,6 +116,13 @@ def _load(context: Context, teachers: list[int], input_shape: tuple[int, ...], n
 def handle_train(msg: Message, context: Context) -> Message:
     """``train.teachers``: train every hosted teacher on its shard; reply with per-teacher metrics.
 
+    The ``teacher_training`` record (``protocol.pate.TeacherSettings``) says how: ``supervised`` on the
+    shard alone, or ``pseudo_label``, which then trains each teacher on with its own confident labels of
+    its seeded subset of the student's unlabelled pool (``clients.pate.teacher_pseudo_label``; the pool is
+    rebuilt from the bundled split, ``clients.pate.sites.teacher_pool``), or ``fixmatch``
+    (``clients.pate.teacher_fixmatch``). The reply's ``pseudo_labels`` counts each teacher's confident
+    pseudo-labels (``pseudo_label`` only; 0 otherwise).
+
     The hosted teachers train as one batched ensemble (``clients.pate.teacher_ensemble``, at most
     ``node_config['teacher-chunk']`` at a time), each on its own shard with its own seed and the
     ModelSpec's ``augment_shift``; a node with a ``data-file`` deals its own samples out
@@ -116,15 +133,35 @@ def handle_train(msg: Message, context: Context) -> Message:
     """
     data_spec = from_record(DataSpec, msg.content["data"])
     model_spec = from_record(ModelSpec, msg.content["model"])
+    settings = from_record(TeacherSettings, msg.content["teacher_training"])
     teachers = _hosted_teachers(context, data_spec)
     meter = WorkMeter("teachers", "teacher-epochs")
     meter.note(f"preparing data for {len(teachers)} teachers")
     data = teacher_data(context, data_spec, teachers)
     shards = data.shards
-    meter.begin(len(teachers) * model_spec.epochs,
-                f"training {len(teachers)} teachers x {model_spec.epochs} epochs")
-    ensemble = train_ensemble(data.x, data.y, shards, teachers, data.n_classes, model_spec,
-                              data_seed=data_spec.seed, chunk=_chunk_size(context), progress=meter)
+    if settings.method == "supervised":
+        meter.begin(len(teachers) * model_spec.epochs,
+                    f"training {len(teachers)} teachers x {model_spec.epochs} epochs")
+        ensemble = train_ensemble(data.x, data.y, shards, teachers, data.n_classes, model_spec,
+                                  data_seed=data_spec.seed, chunk=_chunk_size(context), progress=meter)
+        pseudo_labels = [0] * len(teachers)
+    else:
+        pool = teacher_pool(context, data_spec)
+        epochs = model_spec.epochs + settings.pseudo_label_epochs
+        meter.begin(len(teachers) * epochs,
+                    f"training {len(teachers)} teachers x {model_spec.epochs} epochs, then x "
+                    f"{settings.pseudo_label_epochs} with pseudo-labels of the {len(pool)}-sample pool")
+        if settings.method == "pseudo_label":
+            ensemble, labels = train_pseudo_label_ensemble(
+                data.x, data.y, shards, teachers, data.n_classes, model_spec, settings, pool,
+                data_seed=data_spec.seed, chunk=_chunk_size(context), progress=meter)
+            counts = dict(zip(labels.teacher_ids, labels.counts(), strict=True))
+            pseudo_labels = [counts[t] for t in teachers]
+        else:
+            ensemble = train_fixmatch_ensemble(data.x, data.y, shards, teachers, data.n_classes, model_spec,
+                                               settings, pool, data_seed=data_spec.seed,
+                                               chunk=_chunk_size(context), progress=meter)
+            pseudo_labels = [0] * len(teachers)  # FixMatch's targets change every step: none to count
     meter.finish(f"trained in {format_duration(meter.elapsed)}; measuring accuracies")
     _store(context, ensemble)
     order = [ensemble.teacher_ids.index(t) for t in teachers]
@@ -135,6 +172,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         "test_accuracy": [test[i] for i in order],
         "validation_accuracy": [validation[i] for i in order],
         "train_size": [len(s) for s in shards],
+        "pseudo_labels": pseudo_labels,
     })
     return Message(RecordDict({"metrics": reply}), reply_to=msg)
 
