@@ -77,8 +77,8 @@ def test_an_unknown_top_level_setting_is_refused_not_ignored(tmp_path: Path) -> 
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "error: unknown setting(s) foo; the top-level settings are data, teacher, student_model, student, "
-        "strategy, federation, run")
+        "error: unknown setting(s) foo; the top-level settings are data, teacher, teacher_training, student_model, "
+        "student, strategy, federation, run")
     assert not (tmp_path / "run").exists()
 
 
