@@ -18,6 +18,8 @@ covered by the end-to-end tests. Accuracy is the mean over seeds (``accuracy_std
 
     python -m benchmarks.pate --out benchmarks/results/pate.json            # the full regime
     python -m benchmarks.pate --quick --datasets digits --out /tmp/pate.json  # a smoke run
+    python -m benchmarks.pate --datasets mnist1d --teacher-method fixmatch --query-selection uncertainty \
+        --budgets 0.5,1,2 --cache /tmp/pate_cache --out /tmp/pate_fm.json
     python -m benchmarks.pate --secagg --quick --seeds 0,1,2 --out benchmarks/results/pate_secagg.json
 """
 
@@ -31,7 +33,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +42,13 @@ import torch
 
 from benchmarks import pate_secagg
 from clients.data import load_pate_data
+from clients.pate.semi_supervised import select_queries
 from clients.pate.student import train_student
 from clients.pate.teacher import train_teacher
 from clients.pate.teacher_ensemble import train_ensemble
+from clients.pate.teacher_fixmatch import train_fixmatch_ensemble
 from clients.training import accuracy
-from protocol.pate import DataSpec, ModelSpec, StudentSettings
+from protocol.pate import DataSpec, ModelSpec, StudentSettings, TeacherSettings
 from simulations.pate_config import compose_config
 from strategies.accounting import PrivacyLedger, PrivacyWarning
 from strategies.fusion import make_mechanism
@@ -64,6 +68,16 @@ class DatasetPlan:
     student_settings: StudentSettings
     budgets: tuple[float, ...]
     baseline_epochs: int
+    teacher_training: TeacherSettings = field(default_factory=TeacherSettings)
+    query_selection: str = "random"
+
+
+# The best FixMatch teachers of benchmarks/results/teachers_semi.json (50 MNIST-1D teachers, validation):
+# 4 000 pool samples each, threshold 0.8, mu 3, 150 epochs.
+FIXMATCH_TEACHERS = TeacherSettings(method="fixmatch", pool_per_teacher=4000, pseudo_label_threshold=0.8,
+                                    pseudo_label_epochs=150, pseudo_label_mu=3)
+QUERY_SELECTIONS = ("random", "uncertainty")
+WARMUP_QUERIES = 256  # asked in pool order before the student first chooses
 
 
 BUDGETS = {"mnist1d": (1.0, 2.0, 4.0), "mnist5k": (4.0, 8.0), "digits": (8.0,)}
@@ -106,24 +120,37 @@ def settings(num_teachers: int) -> list[dict[str, Any]]:
     return rows
 
 
+NextBatch = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
 def label_stream(
-    votes: np.ndarray, setting: dict[str, Any], budget: float, *, seed: int, batch: int = 128
+    votes: np.ndarray, setting: dict[str, Any], budget: float, *, seed: int, batch: int = 128,
+    next_batch: NextBatch | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Fuse ``votes`` batch by batch, charging a fresh ledger, until the pool or the budget ends.
 
-    Returns the answered positions, their labels and the privacy bill (data-dependent,
-    data-independent and, for Confident-GNMax, the smooth-sensitivity release).
+    The batches follow pool order, or ``next_batch(asked, answered_positions, answered_labels)``'s
+    choice of pool positions (never one asked before). Returns the answered positions, their labels and
+    the privacy bill (data-dependent, data-independent and, for Confident-GNMax, the smooth-sensitivity
+    release).
     """
     params = {k: v for k, v in setting.items() if k != "mechanism"}
     mechanism = make_mechanism(setting["mechanism"], **params)
     ledger = PrivacyLedger.for_mechanism(mechanism, None, delta=DELTA, epsilon_budget=budget)
     rng = np.random.default_rng(seed)
-    positions, labels = [], []
-    for start in range(0, len(votes), batch):
-        fused = mechanism.fuse(votes[start:start + batch], rng)
-        charge = ledger.charge(votes[start:start + batch], fused.answered)
+    positions: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    labels: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    asked = np.zeros(0, dtype=np.int64)
+    while len(asked) < len(votes):
+        if next_batch is None:
+            chosen = np.arange(len(asked), min(len(asked) + batch, len(votes)))
+        else:
+            chosen = next_batch(asked, np.concatenate(positions), np.concatenate(labels))[:batch]
+        fused = mechanism.fuse(votes[chosen], rng)
+        charge = ledger.charge(votes[chosen], fused.answered)
         keep = fused.answered[:charge.n_accepted]
-        positions.append(start + np.flatnonzero(keep))
+        asked = np.concatenate([asked, chosen[:charge.n_accepted]])
+        positions.append(chosen[:charge.n_accepted][keep])
         labels.append(fused.labels[:charge.n_accepted][keep])
         if charge.exhausted:
             break
@@ -142,6 +169,23 @@ def label_stream(
             bill.update(epsilon_released=release["epsilon_released"],
                         epsilon_released_std=release["epsilon_released_std"])
     return np.concatenate(positions), np.concatenate(labels), bill
+
+
+def uncertainty_batches(run: SeedRun, plan: DatasetPlan, seed: int, batch: int = 128) -> NextBatch:
+    """The student chooses: ``WARMUP_QUERIES`` in pool order, then after each batch a supervised student
+    on the answers so far ranks the unasked pool by margin (``select_queries``) and asks the top ``batch``.
+    """
+    pool_x = run.data.x[run.split.query_pool]
+
+    def next_batch(asked: np.ndarray, positions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        if len(asked) < WARMUP_QUERIES or len(positions) < 2 * run.data.n_classes:
+            unasked = np.setdiff1d(np.arange(len(pool_x)), asked)
+            return unasked[:batch]
+        model, _ = train_student(pool_x[positions], labels, pool_x[:0], run.data.n_classes, plan.student,
+                                 seed=seed + 7, method="supervised", settings=plan.student_settings)
+        return select_queries(model, pool_x, batch, strategy="margin", exclude=asked)
+
+    return next_batch
 
 
 @dataclass
@@ -165,7 +209,10 @@ def prepare_seed(
     ``cache/<dataset>_seed<seed>_<plan digest>.npz`` and reused by later runs of the same plan.
     """
     data, split = load_pate_data(**{**plan.data.__dict__, "seed": seed})
-    digest = hashlib.sha256(repr((plan.data, plan.teacher, plan.baseline_epochs)).encode()).hexdigest()[:12]
+    key: tuple[Any, ...] = (plan.data, plan.teacher, plan.baseline_epochs)
+    if plan.teacher_training.method != "supervised":  # supervised teachers keep their earlier cache files
+        key += (plan.teacher_training,)
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
     cached = cache / f"{name}_seed{seed}_{digest}.npz" if cache is not None else None
     if cached is not None and cached.exists():
         stored = np.load(cached, allow_pickle=False)
@@ -175,9 +222,16 @@ def prepare_seed(
                        stats["teacher_s"]), stats["baseline"]
     t0 = time.perf_counter()
     shards = split.teacher_shards
-    ensemble = train_ensemble(data.x, data.y, shards, list(range(len(shards))), data.n_classes, plan.teacher,
-                              data_seed=seed)
     pool_x, pool_y = data.x[split.query_pool], data.y[split.query_pool]
+    if plan.teacher_training.method == "fixmatch":
+        ensemble = train_fixmatch_ensemble(data.x, data.y, shards, list(range(len(shards))), data.n_classes,
+                                           plan.teacher, plan.teacher_training, pool_x, data_seed=seed)
+    elif plan.teacher_training.method == "supervised":
+        ensemble = train_ensemble(data.x, data.y, shards, list(range(len(shards))), data.n_classes,
+                                  plan.teacher, data_seed=seed)
+    else:
+        raise ValueError(f"benchmark teacher method must be supervised or fixmatch, got "
+                         f"{plan.teacher_training.method!r}")
     votes = ensemble.vote_histogram(pool_x, data.n_classes)
     teacher_s = time.perf_counter() - t0
     teacher_acc = float(np.mean(ensemble.accuracies(data.x[split.test], data.y[split.test])))
@@ -233,15 +287,16 @@ def aggregate(name: str, plan: DatasetPlan, key: dict[str, Any], per_seed: list[
               runs: list[SeedRun]) -> dict[str, Any]:
     """One table row: the mean (and std) over seeds of ``per_seed``, with the dataset's teacher stats."""
     row: dict[str, Any] = {"dataset": name, **key, "num_teachers": plan.data.num_teachers, "delta": DELTA,
-                           "seeds": [r["seed"] for r in per_seed]}
-    for field in ("accuracy", "validation_accuracy", "label_accuracy", "answered", "epsilon_data_dependent",
+                           "teacher_method": plan.teacher_training.method,
+                           "query_selection": plan.query_selection, "seeds": [r["seed"] for r in per_seed]}
+    for stat in ("accuracy", "validation_accuracy", "label_accuracy", "answered", "epsilon_data_dependent",
                   "epsilon_data_independent", "epsilon_released", "epsilon_released_std", "wall_s"):
-        values = [r.get(field) for r in per_seed]
+        values = [r.get(stat) for r in per_seed]
         if all(v is None for v in values):
             continue
         mean, std = _mean_std(values)
-        row[field] = mean
-        if field == "accuracy":
+        row[stat] = mean
+        if stat == "accuracy":
             row["accuracy_std"] = std
     row["teacher_accuracy"] = float(np.mean([r.teacher_accuracy for r in runs]))
     row["plurality_accuracy"] = float(np.mean([r.plurality_accuracy for r in runs]))
@@ -296,7 +351,9 @@ def budget_rows(name: str, plan: DatasetPlan, seeds: list[int], runs: list[SeedR
     streams: dict[int, list[tuple[np.ndarray, np.ndarray, dict[str, float]]]] = {}
     scores = []
     for i, setting in enumerate(candidates):
-        streams[i] = [label_stream(run.votes, setting, budget, seed=seed)
+        streams[i] = [label_stream(run.votes, setting, budget, seed=seed,
+                                   next_batch=uncertainty_batches(run, plan, seed)
+                                   if plan.query_selection == "uncertainty" else None)
                       for seed, run in zip(seeds, runs, strict=True)]
         vals = []
         for seed, run, (pos, lab, _) in zip(seeds, runs, streams[i], strict=True):
@@ -369,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mechanisms", default="gnmax,confident_gnmax")
     parser.add_argument("--no-references", action="store_true",
                         help="skip the non-private and majority rows (adding students to an earlier run)")
+    parser.add_argument("--teacher-method", choices=("supervised", "fixmatch"), default="supervised",
+                        help="fixmatch: teachers also learn from the student's pool (FIXMATCH_TEACHERS)")
+    parser.add_argument("--query-selection", choices=QUERY_SELECTIONS, default="random",
+                        help="uncertainty: the student picks its next questions (uncertainty_batches)")
     parser.add_argument("--cache", type=Path, help="keep/reuse teachers' votes and baselines in this folder")
     parser.add_argument("--prepare-only", action="store_true",
                         help="only train the teachers and baselines of --seeds into --cache")
@@ -389,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     warnings.simplefilter("ignore", PrivacyWarning)
     torch.set_num_threads(args.threads)
-    all_plans = plans(args.quick)
+    teacher_training = FIXMATCH_TEACHERS if args.teacher_method == "fixmatch" else TeacherSettings()
+    all_plans = {name: replace(plan, teacher_training=teacher_training, query_selection=args.query_selection)
+                 for name, plan in plans(args.quick).items()}
     seeds = [int(s) for s in args.seeds.split(",")]
     students = tuple(args.students.split(","))
     rows: list[dict[str, Any]] = []
