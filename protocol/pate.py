@@ -147,6 +147,7 @@ class TeacherSettings:
 
 
 STUDENT_METHODS = ("supervised", "self_training", "fixmatch")
+QUERY_SELECTIONS = ("pool_order", "uncertainty")
 
 
 @dataclass
@@ -167,6 +168,13 @@ class StudentSettings:
     pool after ``fixmatch_warmup_epochs`` passes over the labeled samples alone; label smoothing of
     the (noisy) answered labels; the decay of the weights' moving average that becomes the model; the
     weak view's shift; the strong view's shift, amplitude scaling, Gaussian noise and cutout length.
+
+    ``query_selection``: which pool samples the teachers are asked about. ``pool_order`` asks them in the
+    pool's order; ``uncertainty`` asks the first ``selection_warmup`` in pool order, then, before every
+    later batch, trains a supervised model on the answers so far and asks about the pool samples it is
+    least sure of (smallest margin between its two likeliest classes; uncertainty sampling, the
+    interactive student of Papernot et al. 2018, Section 4.3). The answers it learns from are the
+    released labels it receives anyway: choosing costs no privacy.
     """
 
     method: str = "self_training"
@@ -185,11 +193,18 @@ class StudentSettings:
     fixmatch_strong_noise: float = 0.05
     fixmatch_cutout: int = 6
     model_name: str = ""
+    query_selection: str = "pool_order"
+    selection_warmup: int = 256
 
     def __post_init__(self) -> None:
         if self.method not in STUDENT_METHODS:
             raise ValueError(f"StudentSettings.method must be one of {STUDENT_METHODS}, got {self.method!r}")
+        if self.query_selection not in QUERY_SELECTIONS:
+            raise ValueError(f"StudentSettings.query_selection must be one of {QUERY_SELECTIONS}, got "
+                             f"{self.query_selection!r}")
         _check_rules("StudentSettings", [
+            ("selection_warmup", self.selection_warmup, _is_int(self.selection_warmup, 1),
+             "must be an integer >= 1"),
             ("self_training_confidence", self.self_training_confidence,
              _is_finite(self.self_training_confidence) and 0 <= self.self_training_confidence <= 1,
              "must be in [0, 1]"),

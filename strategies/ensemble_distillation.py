@@ -333,23 +333,23 @@ class EnsembleDistillation(Strategy):
     def _query_phase(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, int, int]:
         """Label the student's pool batch by batch until the pool, ``max_queries`` or the budget ends.
 
-        Returns the answered pool positions, their fused labels, the pool size and the number of
-        queries checked.
+        The batches follow the pool's order, or, with ``student.query_selection = uncertainty``, after the
+        first ``selection_warmup`` the student's choice (:meth:`_fetch_queries`). Returns the answered pool
+        positions, their fused labels, the pool size and the number of queries checked.
         """
         ensemble = self._require_ensemble()
-        positions: list[np.ndarray] = []
-        labels: list[np.ndarray] = []
-        offset, pool_size, checked = 0, None, 0
+        asked = np.zeros(0, dtype=np.int64)
+        positions = np.zeros(0, dtype=np.int64)
+        labels = np.zeros(0, dtype=np.int64)
+        pool_size: int | None = None
         if self.resume and self.ledger is not None:
-            offset, paid_positions, paid_labels = self._resumed()
-            checked = offset
-            positions.append(paid_positions)
-            labels.append(paid_labels)
-        self._emit("querying", checked, sum(len(x) for x in labels))
+            asked, positions, labels = self._resumed()
+        self._emit("querying", len(asked), len(labels))
         limit = self.max_queries
-        while pool_size is None or offset < min(pool_size, limit or pool_size):
-            count = self.query_batch_size if limit is None else min(self.query_batch_size, limit - offset)
-            batch_x, batch_pos, pool_size = self._fetch_queries(grid, ensemble.student, offset, count)
+        while pool_size is None or len(asked) < min(pool_size, limit or pool_size):
+            count = self.query_batch_size if limit is None else min(self.query_batch_size, limit - len(asked))
+            batch_x, batch_pos, pool_size = self._fetch_queries(grid, ensemble.student, count,
+                                                                (asked, positions, labels))
             if len(batch_pos) == 0 or (self.resume and self.ledger is not None and self.ledger.exhausted):
                 break  # the pool is done, or a resumed run's ledger was already exhausted
             votes = self._gather_votes(grid, batch_x)
@@ -360,49 +360,68 @@ class EnsembleDistillation(Strategy):
                 charge = self.ledger.charge(votes, fused.answered, labels=fused.labels, query_ids=batch_pos)
                 n_keep, exhausted = charge.n_accepted, charge.exhausted
             kept = fused.answered[:n_keep]
-            positions.append(batch_pos[:n_keep][kept])
-            labels.append(fused.labels[:n_keep][kept])
-            checked += n_keep
-            offset += len(batch_pos)
-            answered = sum(len(x) for x in labels)
-            self._emit("queries", checked, answered, pool_size)
+            asked = np.concatenate([asked, batch_pos[:n_keep]])
+            positions = np.concatenate([positions, batch_pos[:n_keep][kept]])
+            labels = np.concatenate([labels, fused.labels[:n_keep][kept]])
+            self._emit("queries", len(asked), len(labels), pool_size)
             if exhausted:
-                log(INFO, "privacy budget reached after %d checked / %d answered queries", checked, answered)
+                log(INFO, "privacy budget reached after %d checked / %d answered queries", len(asked),
+                    len(labels))
                 break
-        pos = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
-        lab = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
-        return pos.astype(np.int64), lab.astype(np.int64), int(pool_size or 0), checked
+        return positions.astype(np.int64), labels.astype(np.int64), int(pool_size or 0), len(asked)
 
-    def _resumed(self) -> tuple[int, np.ndarray, np.ndarray]:
-        """What earlier runs on this ledger paid for: (the next pool position, answered positions, labels).
+    def _resumed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What earlier runs on this ledger paid for: (the asked positions, answered positions, labels).
 
-        Every query a resumed ledger charged must be a pool position of this run, charged in order
-        (0, 1, ..., n - 1) with its label; those queries are not asked again and their stored labels are
-        used as they are, so nothing is charged twice.
+        Every query a resumed ledger charged must be a pool position of this run, charged with its label;
+        in pool order these are 0, 1, ..., n - 1; with the student's choice (``uncertainty``), distinct
+        positions. Those queries are not asked again and their stored labels are used as they are, so
+        nothing is charged twice.
 
         Raises
         ------
         RuntimeError
-            If the ledger holds charges that are not this strategy's pool positions in order (charged
-            without labels, or by another kind of run).
+            If the ledger holds charges that are not this strategy's pool positions (charged without
+            labels, out of order in pool order, or by another kind of run).
         """
         assert self.ledger is not None
-        checked = self.ledger.queries_checked
-        if not np.array_equal(self.ledger.charged_query_ids, np.arange(checked)):
-            raise RuntimeError(f"cannot resume from ledger {self.ledger.path}: its {checked} charged queries "
-                               "are not pool positions 0..n-1 charged with their labels")
+        asked = np.asarray(self.ledger.charged_query_ids, dtype=np.int64)
+        in_order = np.array_equal(asked, np.arange(len(asked)))
+        chosen = self.student.query_selection == "uncertainty" and len(np.unique(asked)) == len(asked) and (
+            not len(asked) or asked.min() >= 0)
+        if not (in_order or chosen):
+            rule = "distinct pool positions" if self.student.query_selection == "uncertainty" else (
+                "pool positions 0..n-1")
+            raise RuntimeError(f"cannot resume from ledger {self.ledger.path}: its {len(asked)} charged "
+                               f"queries are not {rule} charged with their labels")
         paid_positions, paid_labels = self.ledger.paid_labels()
-        if checked:
-            log(INFO, "resuming: %d queries already checked, %d answered; their labels are reused", checked,
-                len(paid_labels))
-        return checked, paid_positions, paid_labels
+        if len(asked):
+            log(INFO, "resuming: %d queries already checked, %d answered; their labels are reused",
+                len(asked), len(paid_labels))
+        return asked, np.asarray(paid_positions, dtype=np.int64), np.asarray(paid_labels, dtype=np.int64)
 
     def _fetch_queries(
-        self, grid: Grid, student: int, offset: int, count: int
+        self, grid: Grid, student: int, count: int, so_far: tuple[np.ndarray, np.ndarray, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray, int]:
-        request = ConfigRecord({"offset": offset, "count": count})
-        replies = send_and_receive(grid, [self._message(student, MSG_NEXT_QUERIES, request=request)],
-                                        timeout=self.step_timeout)
+        """The next ``count`` query samples, their pool positions and the pool size.
+
+        In pool order (and while the asked positions are the pool's first ones, fewer than
+        ``selection_warmup``) the request names an offset; else the student chooses, from the answers
+        ``so_far`` (asked positions, answered positions, labels; :mod:`clients.pate.query_selection`).
+        """
+        asked, positions, labels = so_far
+        warmup = np.array_equal(asked, np.arange(len(asked))) and len(asked) < self.student.selection_warmup
+        if self.student.query_selection == "pool_order" or warmup:
+            offset: int | None = len(asked)
+            message = self._message(student, MSG_NEXT_QUERIES, request=ConfigRecord({"offset": offset,
+                                                                                     "count": count}))
+        else:
+            offset = None
+            message = self._message(student, MSG_NEXT_QUERIES,
+                                    request=ConfigRecord({"count": count, "select": "margin"}),
+                                    chosen=array_record(asked=asked, positions=positions, labels=labels),
+                                    model=to_record(self.student_model), student=to_record(self.student))
+        replies = send_and_receive(grid, [message], timeout=self.step_timeout)
         reply = next(iter(replies), None)
         if reply is None or reply.has_error():
             reason = "no reply" if reply is None else reply.error.reason
@@ -414,7 +433,7 @@ class EnsembleDistillation(Strategy):
             pool_size, n_classes = int(meta["pool_size"]), int(meta["n_classes"])
         except (KeyError, TypeError, ValueError) as err:
             raise RuntimeError(f"node {student} (student): malformed query reply: {err!r}") from err
-        problem = check_queries(x, pos, offset, count, pool_size, n_classes, self._n_classes)
+        problem = check_queries(x, pos, offset, count, pool_size, n_classes, self._n_classes, asked=asked)
         if problem:
             raise RuntimeError(f"node {student} (student): malformed query reply: {problem}")
         self._n_classes = n_classes

@@ -15,9 +15,10 @@ from strategies.ledger_sidecar import first_repeat
 from strategies.rdp_analysis import validate_votes
 
 
-def check_queries(x: np.ndarray, pos: np.ndarray, offset: int, count: int, pool_size: int, n_classes: int,
-                  pinned_classes: int | None) -> str:
-    """``""`` for a well-formed batch of query samples (asked: ``count`` from ``offset``), else the problem.
+def check_queries(x: np.ndarray, pos: np.ndarray, offset: int | None, count: int, pool_size: int,
+                  n_classes: int, pinned_classes: int | None, *, asked: np.ndarray | None = None) -> str:
+    """``""`` for a well-formed batch of query samples (asked: ``count`` from ``offset``, or with ``offset``
+    None ``count`` the student chose: in the pool and none of the ``asked`` ones), else the problem.
 
     ``pinned_classes`` is the class count the student reported first (None before its first reply).
     Positions are the query ids the ledger charges and stores labels under: a repeated one would be
@@ -37,8 +38,12 @@ def check_queries(x: np.ndarray, pos: np.ndarray, offset: int, count: int, pool_
     if repeat is not None:
         return (f"query ids must be distinct, got id {pos[repeat[0]]} at rows {repeat[0]} and {repeat[1]} "
                 "(each appearance would be charged, for one label)")
-    if len(pos) and not np.array_equal(pos, np.arange(offset, offset + len(pos))):
+    if offset is not None and len(pos) and not np.array_equal(pos, np.arange(offset, offset + len(pos))):
         return f"positions must be {offset}..{offset + len(pos) - 1} in order, got {pos[:5].tolist()}..."
+    if offset is None and len(pos) and (pos.min() < 0 or pos.max() >= pool_size):
+        return f"chosen positions must lie in [0, {pool_size}), got [{pos.min()}, {pos.max()}]"
+    if offset is None and asked is not None and np.isin(pos, asked).any():
+        return f"chosen position {pos[np.isin(pos, asked)][0]} was asked before (it would be charged twice)"
     if not np.issubdtype(x.dtype, np.floating) or (x.size and not np.isfinite(x).all()):
         return f"samples must be finite floats, got dtype {x.dtype} with non-finite values or not float"
     return ""

@@ -63,9 +63,15 @@ def check_student(context: Context, data_spec: DataSpec) -> None:
 
 
 def handle_queries(msg: Message, context: Context) -> Message:
-    """``query.queries``: return pool samples ``[offset, offset + count)`` (fewer at the pool's end)."""
+    """``query.queries``: return pool samples ``[offset, offset + count)`` (fewer at the pool's end), or,
+    with ``request.select``, the samples the student chooses (:mod:`clients.pate.query_selection`, which
+    imports torch: only that request pays for it)."""
     data_spec = from_record(DataSpec, msg.content["data"])
     check_student(context, data_spec)
+    if "select" in msg.content["request"]:
+        from clients.pate.query_selection import handle_chosen_queries
+
+        return handle_chosen_queries(msg, context)
     offset, count = int(msg.content["request"]["offset"]), int(msg.content["request"]["count"])
     if offset < 0 or count < 1:
         raise ValueError(f"query request needs offset >= 0 and count >= 1, got {offset} and {count}")
