@@ -12,7 +12,7 @@ Everything after the split — the column table, missing cells, numbers, distinc
 Settings (``node_config`` keys, or a party's ``<name>.json``): ``drop-columns`` (columns that are not
 features), ``column-types`` (``"Pclass=categorical;Fare=numeric"``), ``categories``
 (``"colour=red|green;size=S|M|L"``: a categorical column's categories in one-hot order) and ``classes``
-(``"no,yes"``: the run's class names in label order).
+(``"no,yes"``: the run's class names in label order); both readers take them from :func:`read_settings`.
 
 A column not declared is typed from its cells (:func:`column_kind`): numeric when every filled cell is a
 number, categorical when most are text; a column whose cells are mostly numbers but not all is refused
@@ -32,6 +32,7 @@ import csv
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -213,6 +214,46 @@ def column_types(settings: Mapping[str, Any], header: Sequence[str], where: str)
         types[name] = kind
     _known(list(types), header, COLUMN_TYPES_KEY, where)
     return types
+
+
+@dataclass(frozen=True)
+class ColumnSettings:
+    """A file's reading settings, checked against its header (:func:`read_settings`).
+
+    ``classes``: the run's class names in label order, ``()`` when not declared; ``dropped``: the columns
+    that are not features; ``categories``: column → categories in one-hot order; ``types``: column →
+    ``categorical`` / ``numeric`` as declared.
+    """
+
+    classes: tuple[str, ...]
+    dropped: frozenset[str]
+    categories: Mapping[str, tuple[str, ...]]
+    types: Mapping[str, str]
+
+
+def read_settings(settings: Mapping[str, Any], header: Sequence[str], reserved: Iterable[str], where: str, *,
+                  classes_where: str, categories_where: str, clash_note: str = "") -> ColumnSettings:
+    """The ``classes``, ``drop-columns``, ``categories`` and ``column-types`` settings of the file whose
+    header is ``header`` (:func:`declared_classes`, :func:`dropped_columns`, :func:`declared_categories`,
+    :func:`column_types`; ``reserved``: the ID, ``split`` and label columns).
+
+    ``where`` (``site file PATH``) begins the errors about the file's columns, ``classes_where`` and
+    ``categories_where`` those about the two settings' text; ``clash_note`` ends the error about a
+    column with categories declared numeric.
+
+    Raises
+    ------
+    ValueError
+        As the four readers, or if a column with categories is declared numeric.
+    """
+    classes = declared_classes(settings, classes_where)
+    dropped = dropped_columns(settings, header, reserved, where)
+    categories = declared_categories(settings, categories_where)
+    types = column_types(settings, header, where)
+    clash = sorted(c for c in categories if types.get(c) == NUMERIC)
+    if clash:
+        raise ValueError(f"{where}: columns {clash} have categories but are declared numeric{clash_note}")
+    return ColumnSettings(classes, frozenset(dropped), MappingProxyType(categories), MappingProxyType(types))
 
 
 def _known(names: Sequence[str], header: Sequence[str], key: str, where: str) -> None:

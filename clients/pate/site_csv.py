@@ -33,13 +33,11 @@ from clients.tabular import (
     ID_COLUMN_KEY,
     LABEL_COLUMN_KEY,
     NUMERIC,
+    ColumnSettings,
     Table,
     check_not_id_like,
     column_kind,
-    column_types,
-    declared_categories,
-    declared_classes,
-    dropped_columns,
+    read_settings,
     read_table,
     sorted_classes,
 )
@@ -85,8 +83,9 @@ def read_teacher_csv(
     """
     label = _label_column(settings, path)
     table = _read_csv(path)
-    classes = declared_classes(settings, "node_config ") or _sorted_labels([table], label)
-    schema = _infer_schema([table], settings, label)
+    columns = _column_settings(settings, table, label)
+    classes = columns.classes or _sorted_labels([table], label)
+    schema = _infer_schema([table], columns, settings.get(ID_COLUMN_KEY), label)
     return _encode(table, schema), _encode_labels(table, label, classes), classes, schema
 
 
@@ -109,8 +108,9 @@ def read_student_csv(path: Path, held_out: Sequence[Path], settings: Mapping[str
     for table in (val, test):
         if label not in table.header:
             raise ValueError(f"site file {table.path}: no label column {label!r} (columns: {table.header})")
-    classes = declared_classes(settings, "node_config ") or _sorted_labels([val, test], label)
-    schema = _infer_schema([pool, val, test], settings, label)
+    columns = _column_settings(settings, pool, label)
+    classes = columns.classes or _sorted_labels([val, test], label)
+    schema = _infer_schema([pool, val, test], columns, settings.get(ID_COLUMN_KEY), label)
     pool_x, val_x, test_x = (_encode(t, schema) for t in (pool, val, test))
     return (pool_x, val_x, _encode_labels(val, label, classes), test_x, _encode_labels(test, label, classes),
             classes, schema)
@@ -133,6 +133,14 @@ def _label_column(settings: Mapping[str, Any], path: Path) -> str:
     return str(settings[LABEL_COLUMN_KEY])
 
 
+def _column_settings(settings: Mapping[str, Any], first: Table, label: str) -> ColumnSettings:
+    """The node_config's reading settings (:func:`clients.tabular.read_settings`) for ``first``'s header."""
+    reserved = {label, settings.get(ID_COLUMN_KEY)} - {None}
+    return read_settings(settings, first.header, reserved, f"site file {first.path}",
+                         classes_where="node_config ", categories_where="node_config ",
+                         clash_note=f" ({COLUMN_TYPES_KEY!r})")
+
+
 def _sorted_labels(tables: Sequence[Table], label: str) -> tuple[str, ...]:
     for table in tables:
         if label not in table.header:
@@ -145,16 +153,14 @@ def _sorted_labels(tables: Sequence[Table], label: str) -> tuple[str, ...]:
     return tuple(values)
 
 
-def _infer_schema(tables: Sequence[Table], settings: Mapping[str, Any], label: str) -> FeatureSchema:
+def _infer_schema(tables: Sequence[Table], settings: ColumnSettings, id_column: str | None,
+                  label: str) -> FeatureSchema:
     """Feature columns of the first table (in header order), typed over all ``tables``."""
     first = tables[0]
-    id_column = settings.get(ID_COLUMN_KEY)
     if id_column is not None and id_column not in first.header:
         raise ValueError(f"site file {first.path}: no ID column {id_column!r} "
                          f"(columns: {list(first.header)})")
-    where = f"site file {first.path}"
-    reserved = {label, id_column}
-    dropped = dropped_columns(settings, first.header, reserved - {None}, where)
+    reserved, dropped = {label, id_column}, settings.dropped
     features = [c for c in first.header if c not in reserved | dropped]
     for table in tables:
         if id_column is not None:
@@ -167,15 +173,10 @@ def _infer_schema(tables: Sequence[Table], settings: Mapping[str, Any], label: s
                              f"{features}")
     if not features:
         raise ValueError(f"site file {first.path}: no feature column (columns: {list(first.header)})")
-    declared = declared_categories(settings, "node_config ")
+    declared, types = settings.categories, settings.types
     unknown = sorted(set(declared) - set(features))
     if unknown:
         raise ValueError(f"node_config {CATEGORIES_KEY!r} names columns {unknown} that {first.path} lacks")
-    types = column_types(settings, first.header, where)
-    clash = sorted(c for c in declared if types.get(c) == NUMERIC)
-    if clash:
-        raise ValueError(f"{where}: columns {clash} have categories but are declared numeric "
-                         f"({COLUMN_TYPES_KEY!r})")
     columns: list[tuple[str, tuple[str, ...] | None]] = []
     for name in features:
         if name in declared:

@@ -23,6 +23,14 @@ Each teacher's training equals training it alone (:func:`train_teacher_alone`):
 
 Teachers must not hold buffers that training updates (batch-norm statistics); the encoders of
 ``clients.encoders`` hold none.
+
+The semi-supervised teachers of PATE-FM (Malek et al. 2021, "Antipodes of label differential privacy:
+PATE and ALIBI") train on after this supervised training, each on its shard plus its own seeded subset
+of the student's unlabelled pool (:func:`pool_subsets`). :func:`train_on_pool` and
+:func:`continue_on_pool` drive that for any such method: they check the pool, draw the subsets, stack
+each chunk's shards, count the progress and assemble the ensemble; the method supplies only its
+per-chunk training step (pseudo-labelling, Lee 2013: ``clients.pate.teacher_pseudo_label``; FixMatch,
+Sohn et al. 2020: ``clients.pate.teacher_fixmatch``).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -39,11 +48,13 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from clients.encoders import Classifier, build_classifier
 from clients.pate.augment import apply_shifts, draw_shifts, random_shift
-from protocol.pate import ModelSpec
+from protocol.pate import ModelSpec, TeacherSettings
 
 TEACHER_SEED_STRIDE = 100_003
 DEFAULT_CHUNK = 250  # teachers trained as one batch: bounds memory (stacked weights, Adam state, batches)
 QUERY_BLOCK = 2048  # queries per vectorised forward when voting
+POOL_STREAM = 1  # SeedSequence key of a teacher's pool subset, beside its seed
+TRAIN_STREAM = 2  # SeedSequence key of a teacher's generator when it trains on with the pool
 
 
 def teacher_seed(data_seed: int, teacher: int) -> int:
@@ -305,3 +316,166 @@ def train_ensemble(
             finished += len(ids) * spec.epochs
     assert template is not None
     return TeacherEnsemble(template, chunks)
+
+
+# -- training on with the unlabelled pool (semi-supervised teachers) -------------------------------------
+
+
+def derived_seed(seed: int, stream: int) -> int:
+    """A 63-bit seed for stream ``stream`` of the teacher whose seed is ``seed`` (independent streams)."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def pool_subsets(pool_size: int, per_teacher: int, seeds: Sequence[int]) -> np.ndarray:
+    """Each teacher's sorted subset of ``min(per_teacher, pool_size)`` pool indices (0: the whole pool).
+
+    Drawn without replacement from the teacher's own seed; ``(K, m)`` int64.
+    """
+    m = pool_size if per_teacher == 0 else min(per_teacher, pool_size)
+    return np.stack([np.sort(np.random.default_rng(derived_seed(s, POOL_STREAM)).choice(
+        pool_size, size=m, replace=False)) for s in seeds]).astype(np.int64)
+
+
+def check_pool(x: np.ndarray, pool_x: np.ndarray) -> None:
+    """Refuse an empty pool or one whose samples are not shaped like the shards' ``x`` (ValueError)."""
+    if len(pool_x) == 0 or tuple(pool_x.shape[1:]) != tuple(x.shape[1:]):
+        raise ValueError(f"the unlabelled pool must be non-empty samples shaped like the shards' "
+                         f"{tuple(x.shape[1:])}, got {tuple(pool_x.shape)}")
+
+
+@dataclass(frozen=True)
+class ChunkInputs:
+    """What a per-chunk training step gets from :func:`continue_on_pool`: one chunk of the supervised
+    ensemble with its teachers' stacked shards.
+
+    ``rows`` are the chunk's rows in ensemble order (of the pool subsets and of what the method's set-up
+    computed); ``xs`` ``(K, n, *S)``, ``ys`` ``(K, n)`` the shards; ``pool`` the whole unlabelled pool;
+    ``seeds`` each teacher's seed (:func:`teacher_seed`); ``base`` the architecture on the meta device, in
+    training mode; ``on_epoch(epoch)`` is to be called after each of the chunk's epochs.
+    """
+
+    chunk: TeacherChunk
+    rows: slice
+    xs: torch.Tensor
+    ys: torch.Tensor
+    pool: torch.Tensor
+    seeds: list[int]
+    base: nn.Module
+    input_rank: int
+    on_epoch: Callable[[int], None]
+
+
+ChunkStep = Callable[[ChunkInputs], dict[str, torch.Tensor]]
+"""A method's training on of one chunk: its teachers' trained-on weights, stacked as the chunk's."""
+Extra = TypeVar("Extra")
+PoolSetup = Callable[[TeacherEnsemble, np.ndarray], tuple[ChunkStep, Extra]]
+"""``setup(supervised, subsets)``: a method's per-chunk step, and what it reports besides the ensemble,
+given the supervised ensemble and each teacher's pool subset ``(K, m)`` (rows in ensemble order)."""
+
+
+def continue_on_pool(
+    supervised: TeacherEnsemble,
+    x: np.ndarray,
+    y: np.ndarray,
+    shards: Sequence[np.ndarray],
+    teacher_ids: Sequence[int],
+    n_classes: int,
+    spec: ModelSpec,
+    settings: TeacherSettings,
+    pool_x: np.ndarray,
+    setup: PoolSetup[Extra],
+    *,
+    data_seed: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[TeacherEnsemble, Extra]:
+    """Train the teachers ``supervised`` (trained on ``shards`` of ``(x, y)``) on with the pool ``pool_x``,
+    chunk by chunk with the step ``setup`` returns; the ensemble keeps its chunks.
+
+    Every teacher draws its pool subset (:func:`pool_subsets`, ``settings.pool_per_teacher``) from its
+    seed :func:`teacher_seed` ``(data_seed, id)``. ``pool_x`` holds unlabelled samples only. Returns the
+    trained-on ensemble and ``setup``'s report. ``progress(done)``, if given, counts the teacher-epochs
+    (``settings.pseudo_label_epochs`` per teacher) done so far.
+
+    Raises
+    ------
+    ValueError
+        If the pool is empty or its samples' shape differs from ``x``'s.
+    """
+    check_pool(x, pool_x)
+    return _continue(supervised, x, y, shards, teacher_ids, n_classes, spec, settings, pool_x, setup,
+                     data_seed=data_seed, progress=progress)
+
+
+def _continue(
+    supervised: TeacherEnsemble, x: np.ndarray, y: np.ndarray, shards: Sequence[np.ndarray],
+    teacher_ids: Sequence[int], n_classes: int, spec: ModelSpec, settings: TeacherSettings,
+    pool_x: np.ndarray, setup: PoolSetup[Extra], *, data_seed: int, progress: Callable[[int], None] | None,
+) -> tuple[TeacherEnsemble, Extra]:
+    """:func:`continue_on_pool` once the pool is checked."""
+    seeds = [teacher_seed(data_seed, t) for t in supervised.teacher_ids]
+    step, extra = setup(supervised, pool_subsets(len(pool_x), settings.pool_per_teacher, seeds))
+    input_shape = tuple(x.shape[1:])
+    base = new_teacher_model(input_shape, n_classes, spec, seed=0).to("meta").train()
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    pool = torch.from_numpy(np.asarray(pool_x, dtype=np.float32))
+    shard_of = {int(t): np.asarray(s, dtype=np.int64) for t, s in zip(teacher_ids, shards, strict=True)}
+    chunks, row, done = [], 0, 0
+    for c in supervised.chunks:
+        rows = slice(row, row + len(c.teacher_ids))
+        row += len(c.teacher_ids)
+        index = torch.stack([torch.from_numpy(shard_of[t]) for t in c.teacher_ids])
+
+        def tick(epoch: int, before: int = done, width: int = len(c.teacher_ids)) -> None:
+            if progress is not None:
+                progress(before + epoch * width)
+
+        params = step(ChunkInputs(c, rows, xt[index], yt[index], pool, seeds[rows], base, len(input_shape),
+                                  tick))
+        chunks.append(TeacherChunk(list(c.teacher_ids), params))
+        done += len(c.teacher_ids) * settings.pseudo_label_epochs
+    return TeacherEnsemble(supervised.teacher(supervised.teacher_ids[0]), chunks), extra
+
+
+def train_on_pool(
+    x: np.ndarray,
+    y: np.ndarray,
+    shards: Sequence[np.ndarray],
+    teacher_ids: Sequence[int],
+    n_classes: int,
+    spec: ModelSpec,
+    settings: TeacherSettings,
+    pool_x: np.ndarray,
+    setup: PoolSetup[Extra],
+    *,
+    data_seed: int,
+    chunk: int = DEFAULT_CHUNK,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[TeacherEnsemble, Extra]:
+    """Supervised training (:func:`train_ensemble`), then :func:`continue_on_pool` with ``setup``.
+
+    ``progress(done, total)``, if given, counts the teacher-epochs of both
+    (``len(teacher_ids) * (spec.epochs + settings.pseudo_label_epochs)``).
+
+    Raises
+    ------
+    ValueError
+        As :func:`train_ensemble` and :func:`continue_on_pool` (the pool is checked first, before the
+        costly supervised training).
+    """
+    check_pool(x, pool_x)
+    total = len(teacher_ids) * (spec.epochs + settings.pseudo_label_epochs)
+    first = len(teacher_ids) * spec.epochs
+
+    def supervised_part(done: int, _: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    def pool_part(done: int) -> None:
+        if progress is not None:
+            progress(first + done, total)
+
+    supervised = train_ensemble(x, y, shards, teacher_ids, n_classes, spec, data_seed=data_seed, chunk=chunk,
+                                progress=supervised_part)
+    return _continue(supervised, x, y, shards, teacher_ids, n_classes, spec, settings, pool_x, setup,
+                     data_seed=data_seed, progress=pool_part)

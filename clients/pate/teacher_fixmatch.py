@@ -6,7 +6,7 @@ confidence") on their own labelled shard plus the shared unlabelled pool. Here, 
 training of :func:`clients.pate.teacher_ensemble.train_ensemble`, every teacher trains on for
 ``pseudo_label_epochs`` passes over its shard; each step joins a minibatch of its shard (randomly shifted
 as in the supervised training) with ``mu`` times as many samples of its own seeded pool subset
-(:func:`clients.pate.teacher_pseudo_label.pool_subsets`). The loss is FixMatch's (Sohn et al. 2020,
+(:func:`clients.pate.teacher_ensemble.pool_subsets`). The loss is FixMatch's (Sohn et al. 2020,
 Eq. 2-4): the shard's cross-entropy plus ``pseudo_label_weight`` times the cross-entropy of the strong
 view's prediction with the weak view's predicted class, where the teacher's own weak-view confidence
 reaches ``pseudo_label_threshold`` (averaged over the whole unlabelled batch). The weak and strong views
@@ -15,6 +15,8 @@ MNIST-1D). The pool carries no label: every target is the teacher's own predicti
 
 Teachers train ``chunk`` at a time as one stacked model (``torch.func.vmap``); every draw comes from the
 teacher's own generator, so a teacher's result does not depend on its chunk-mates (up to float rounding).
+The shared driver (:func:`clients.pate.teacher_ensemble.train_on_pool`) does the rest; this module holds
+FixMatch's per-chunk step.
 """
 
 from __future__ import annotations
@@ -30,26 +32,27 @@ from clients.pate.augment import apply_shifts, draw_shifts
 from clients.pate.semi_supervised import FixMatchConfig, strong_augment
 from clients.pate.teacher_ensemble import (
     DEFAULT_CHUNK,
-    TeacherChunk,
+    TRAIN_STREAM,
+    ChunkInputs,
+    ChunkStep,
+    PoolSetup,
     TeacherEnsemble,
-    new_teacher_model,
-    teacher_seed,
-    train_ensemble,
+    continue_on_pool,
+    derived_seed,
+    train_on_pool,
 )
-from clients.pate.teacher_pseudo_label import TRAIN_STREAM, check_pool, derived_seed, pool_subsets
 from protocol.pate import ModelSpec, TeacherSettings
 
 AUGMENT = FixMatchConfig()  # the weak and strong views' strengths
 
 
-def _train_chunk(
-    chunk: TeacherChunk, base: torch.nn.Module, xs: torch.Tensor, ys: torch.Tensor, us: torch.Tensor,
-    seeds: Sequence[int], spec: ModelSpec, settings: TeacherSettings, input_rank: int,
-    on_epoch: Callable[[int], None],
-) -> dict[str, torch.Tensor]:
-    """FixMatch steps for one chunk: shards ``(xs, ys)`` ``(K, n, ...)``, pool subsets ``us`` ``(K, m, ...)``.
+def _train_chunk(part: ChunkInputs, us: torch.Tensor, spec: ModelSpec,
+                 settings: TeacherSettings) -> dict[str, torch.Tensor]:
+    """FixMatch steps for one chunk: shards ``part.xs``, ``part.ys`` ``(K, n, ...)``, pool subsets ``us``
+    ``(K, m, ...)``.
     """
-    params = {name: p.detach().clone().requires_grad_(True) for name, p in chunk.params.items()}
+    base, input_rank = part.base, part.input_rank
+    params = {name: p.detach().clone().requires_grad_(True) for name, p in part.chunk.params.items()}
 
     def loss_one(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor,
                  sb: torch.Tensor) -> torch.Tensor:
@@ -61,8 +64,9 @@ def _train_chunk(
         return labelled + settings.pseudo_label_weight * unlabelled
 
     batched_loss = vmap(loss_one)
-    generators = [torch.Generator().manual_seed(derived_seed(s, TRAIN_STREAM)) for s in seeds]
+    generators = [torch.Generator().manual_seed(derived_seed(s, TRAIN_STREAM)) for s in part.seeds]
     optimiser = torch.optim.Adam(list(params.values()), lr=spec.lr, weight_decay=spec.weight_decay)
+    xs, ys = part.xs, part.ys
     k, n = ys.shape
     m = us.shape[1]
     teacher_rows = torch.arange(k)[:, None]
@@ -83,8 +87,17 @@ def _train_chunk(
             optimiser.zero_grad()
             batched_loss(params, xb, yb, wb, sb).sum().backward()
             optimiser.step()
-        on_epoch(epoch + 1)
+        part.on_epoch(epoch + 1)
     return {name: p.detach() for name, p in params.items()}
+
+
+def _setup(spec: ModelSpec, settings: TeacherSettings) -> PoolSetup[np.ndarray]:
+    """The driver's set-up: FixMatch on each teacher's pool subset; the subsets are the report."""
+    def setup(_: TeacherEnsemble, subsets: np.ndarray) -> tuple[ChunkStep, np.ndarray]:
+        def step(part: ChunkInputs) -> dict[str, torch.Tensor]:
+            return _train_chunk(part, part.pool[torch.from_numpy(subsets[part.rows])], spec, settings)
+        return step, subsets
+    return setup
 
 
 def continue_with_fixmatch(
@@ -110,33 +123,10 @@ def continue_with_fixmatch(
     Raises
     ------
     ValueError
-        If the pool is empty or its samples' shape differs from ``x``'s.
+        As :func:`clients.pate.teacher_ensemble.continue_on_pool` (an empty or misshapen pool).
     """
-    check_pool(x, pool_x)
-    seeds = [teacher_seed(data_seed, t) for t in supervised.teacher_ids]
-    subsets = pool_subsets(len(pool_x), settings.pool_per_teacher, seeds)
-    input_shape = tuple(x.shape[1:])
-    base = new_teacher_model(input_shape, n_classes, spec, seed=0).to("meta").train()
-    xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    pool = torch.from_numpy(np.asarray(pool_x, dtype=np.float32))
-    shard_of = {int(t): np.asarray(s, dtype=np.int64) for t, s in zip(teacher_ids, shards, strict=True)}
-    chunks, row, done = [], 0, 0
-    for c in supervised.chunks:
-        rows = slice(row, row + len(c.teacher_ids))
-        row += len(c.teacher_ids)
-        index = torch.stack([torch.from_numpy(shard_of[t]) for t in c.teacher_ids])
-
-        def tick(epoch: int, before: int = done, width: int = len(c.teacher_ids)) -> None:
-            if progress is not None:
-                progress(before + epoch * width)
-
-        us = pool[torch.from_numpy(subsets[rows])]
-        params = _train_chunk(c, base, xt[index], yt[index], us, seeds[rows], spec, settings,
-                              len(input_shape), tick)
-        chunks.append(TeacherChunk(list(c.teacher_ids), params))
-        done += len(c.teacher_ids) * settings.pseudo_label_epochs
-    return TeacherEnsemble(supervised.teacher(supervised.teacher_ids[0]), chunks), subsets
+    return continue_on_pool(supervised, x, y, shards, teacher_ids, n_classes, spec, settings, pool_x,
+                            _setup(spec, settings), data_seed=data_seed, progress=progress)
 
 
 def train_fixmatch_ensemble(
@@ -159,21 +149,7 @@ def train_fixmatch_ensemble(
     Raises
     ------
     ValueError
-        As :func:`~clients.pate.teacher_ensemble.train_ensemble` and :func:`continue_with_fixmatch`.
+        As :func:`~clients.pate.teacher_ensemble.train_on_pool`.
     """
-    check_pool(x, pool_x)  # before the costly supervised training
-    total = len(teacher_ids) * (spec.epochs + settings.pseudo_label_epochs)
-    first = len(teacher_ids) * spec.epochs
-
-    def step1(done: int, _: int) -> None:
-        if progress is not None:
-            progress(done, total)
-
-    def step2(done: int) -> None:
-        if progress is not None:
-            progress(first + done, total)
-
-    supervised = train_ensemble(x, y, shards, teacher_ids, n_classes, spec, data_seed=data_seed, chunk=chunk,
-                                progress=step1)
-    return continue_with_fixmatch(supervised, x, y, shards, teacher_ids, n_classes, spec, settings, pool_x,
-                                  data_seed=data_seed, progress=step2)[0]
+    return train_on_pool(x, y, shards, teacher_ids, n_classes, spec, settings, pool_x, _setup(spec, settings),
+                         data_seed=data_seed, chunk=chunk, progress=progress)[0]

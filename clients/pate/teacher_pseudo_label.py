@@ -8,9 +8,9 @@ privacy cost. This module implements the cheapest such teacher, pseudo-labelling
 
 1. every teacher trains supervised on its own shard (:func:`clients.pate.teacher_ensemble.train_ensemble`,
    unchanged);
-2. every teacher draws its own seeded subset of the pool (:func:`pool_subsets`) and labels it with its
-   OWN predictions, keeping those at least ``pseudo_label_threshold`` confident (:func:`pseudo_label`) —
-   the pool carries no label, and no teacher sees another's predictions;
+2. every teacher draws its own seeded subset of the pool (:func:`clients.pate.teacher_ensemble.pool_subsets`)
+   and labels it with its OWN predictions, keeping those at least ``pseudo_label_threshold`` confident
+   (:func:`pseudo_label`) — the pool carries no label, and no teacher sees another's predictions;
 3. every teacher trains on (fresh Adam, same learning rate and weight decay) for ``pseudo_label_epochs``
    passes over its shard: each step joins a minibatch of its shard (as in step 1) with ``mu`` times as
    many of its own confident pseudo-labelled samples drawn uniformly with replacement; the loss is the
@@ -21,7 +21,8 @@ Teachers are trained ``chunk`` at a time as one stacked model (``torch.func.vmap
 1; teachers keep different numbers of confident pseudo-labels, which the per-teacher sampling absorbs
 (no padding enters a loss). Minibatch order, pseudo-label draws and shifts come from each teacher's own
 generator, so a teacher's result does not depend on which other teachers share its chunk (up to float
-rounding).
+rounding). The shared driver (:func:`clients.pate.teacher_ensemble.train_on_pool`) does the rest; this
+module holds steps 2 and 3 for one chunk.
 """
 
 from __future__ import annotations
@@ -39,16 +40,16 @@ from clients.pate.augment import apply_shifts, draw_shifts
 from clients.pate.teacher_ensemble import (
     DEFAULT_CHUNK,
     QUERY_BLOCK,
-    TeacherChunk,
+    TRAIN_STREAM,
+    ChunkInputs,
+    ChunkStep,
+    PoolSetup,
     TeacherEnsemble,
-    new_teacher_model,
-    teacher_seed,
-    train_ensemble,
+    continue_on_pool,
+    derived_seed,
+    train_on_pool,
 )
 from protocol.pate import ModelSpec, TeacherSettings
-
-POOL_STREAM = 1  # SeedSequence key of a teacher's pool subset, beside its seed
-TRAIN_STREAM = 2  # SeedSequence key of a teacher's pseudo-label training generator
 
 
 @dataclass(frozen=True)
@@ -68,28 +69,6 @@ class PseudoLabels:
     def counts(self) -> list[int]:
         """Confident pseudo-labels per teacher, in ``teacher_ids`` order."""
         return [int(c) for c in self.confident.sum(axis=1)]
-
-
-def derived_seed(seed: int, stream: int) -> int:
-    """A 63-bit seed for stream ``stream`` of the teacher whose seed is ``seed`` (independent streams)."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-def pool_subsets(pool_size: int, per_teacher: int, seeds: Sequence[int]) -> np.ndarray:
-    """Each teacher's sorted subset of ``min(per_teacher, pool_size)`` pool indices (0: the whole pool).
-
-    Drawn without replacement from the teacher's own seed; ``(K, m)`` int64.
-    """
-    m = pool_size if per_teacher == 0 else min(per_teacher, pool_size)
-    return np.stack([np.sort(np.random.default_rng(derived_seed(s, POOL_STREAM)).choice(
-        pool_size, size=m, replace=False)) for s in seeds]).astype(np.int64)
-
-
-def check_pool(x: np.ndarray, pool_x: np.ndarray) -> None:
-    """Refuse an empty pool or one whose samples are not shaped like the shards' ``x`` (ValueError)."""
-    if len(pool_x) == 0 or tuple(pool_x.shape[1:]) != tuple(x.shape[1:]):
-        raise ValueError(f"the unlabelled pool must be non-empty samples shaped like the shards' "
-                         f"{tuple(x.shape[1:])}, got {tuple(pool_x.shape)}")
 
 
 @torch.no_grad()
@@ -121,17 +100,17 @@ def pseudo_label(
                         torch.cat(confident).numpy())
 
 
-def _train_on(
-    chunk: TeacherChunk, base: torch.nn.Module, xs: torch.Tensor, ys: torch.Tensor, pool: torch.Tensor,
-    pool_rows: torch.Tensor, pool_labels: torch.Tensor, counts: torch.Tensor, seeds: Sequence[int],
-    spec: ModelSpec, settings: TeacherSettings, input_rank: int, on_epoch: Callable[[int], None],
-) -> dict[str, torch.Tensor]:
-    """Step 3 for one chunk: shard minibatches ``(xs, ys)`` joined by confident pseudo-labelled ones.
-
-    ``pool_rows`` ``(K, m)`` pool indices with each teacher's ``counts[k]`` confident ones first,
-    ``pool_labels`` their labels.
-    """
-    params = {name: p.detach().clone().requires_grad_(True) for name, p in chunk.params.items()}
+def _train_on(part: ChunkInputs, labels: PseudoLabels, spec: ModelSpec,
+              settings: TeacherSettings) -> dict[str, torch.Tensor]:
+    """Step 3 for one chunk: shard minibatches ``(part.xs, part.ys)`` joined by confident pseudo-labelled
+    ones of the chunk's rows of ``labels``."""
+    confident = torch.from_numpy(labels.confident[part.rows])
+    first_confident = torch.argsort((~confident).to(torch.int8), dim=1, stable=True)
+    pool_rows = torch.from_numpy(labels.pool_index[part.rows]).gather(1, first_confident)  # confident first
+    pool_labels = torch.from_numpy(labels.labels[part.rows]).gather(1, first_confident)
+    counts = confident.sum(1)
+    base, pool, input_rank = part.base, part.pool, part.input_rank
+    params = {name: p.detach().clone().requires_grad_(True) for name, p in part.chunk.params.items()}
 
     def loss_one(p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor, ub: torch.Tensor,
                  vb: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
@@ -140,8 +119,9 @@ def _train_on(
         return labelled + settings.pseudo_label_weight * has * pseudo
 
     batched_loss = vmap(loss_one)
-    generators = [torch.Generator().manual_seed(derived_seed(s, TRAIN_STREAM)) for s in seeds]
+    generators = [torch.Generator().manual_seed(derived_seed(s, TRAIN_STREAM)) for s in part.seeds]
     optimiser = torch.optim.Adam(list(params.values()), lr=spec.lr, weight_decay=spec.weight_decay)
+    xs, ys = part.xs, part.ys
     k, n = ys.shape
     teacher_rows = torch.arange(k)[:, None]
     has = (counts > 0).float()
@@ -162,8 +142,20 @@ def _train_on(
             optimiser.zero_grad()
             batched_loss(params, xb, yb, ub, vb, has).sum().backward()
             optimiser.step()
-        on_epoch(epoch + 1)
+        part.on_epoch(epoch + 1)
     return {name: p.detach() for name, p in params.items()}
+
+
+def _setup(pool_x: np.ndarray, spec: ModelSpec, settings: TeacherSettings) -> PoolSetup[PseudoLabels]:
+    """The driver's set-up: step 2 over the whole ensemble, then step 3 per chunk; the labels are the report.
+    """
+    def setup(supervised: TeacherEnsemble, subsets: np.ndarray) -> tuple[ChunkStep, PseudoLabels]:
+        labels = pseudo_label(supervised, pool_x, subsets, settings.pseudo_label_threshold)
+
+        def step(part: ChunkInputs) -> dict[str, torch.Tensor]:
+            return _train_on(part, labels, spec, settings)
+        return step, labels
+    return setup
 
 
 def continue_with_pseudo_labels(
@@ -189,37 +181,10 @@ def continue_with_pseudo_labels(
     Raises
     ------
     ValueError
-        If the pool is empty or its samples' shape differs from ``x``'s.
+        As :func:`clients.pate.teacher_ensemble.continue_on_pool` (an empty or misshapen pool).
     """
-    check_pool(x, pool_x)
-    seeds = [teacher_seed(data_seed, t) for t in supervised.teacher_ids]
-    labels = pseudo_label(supervised, pool_x, pool_subsets(len(pool_x), settings.pool_per_teacher, seeds),
-                          settings.pseudo_label_threshold)
-    input_shape = tuple(x.shape[1:])
-    base = new_teacher_model(input_shape, n_classes, spec, seed=0).to("meta").train()
-    xt = torch.from_numpy(np.asarray(x, dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    pool = torch.from_numpy(np.asarray(pool_x, dtype=np.float32))
-    shard_of = {int(t): np.asarray(s, dtype=np.int64) for t, s in zip(teacher_ids, shards, strict=True)}
-    chunks, row, done = [], 0, 0
-    for c in supervised.chunks:
-        rows = slice(row, row + len(c.teacher_ids))
-        row += len(c.teacher_ids)
-        confident = torch.from_numpy(labels.confident[rows])
-        first_confident = torch.argsort((~confident).to(torch.int8), dim=1, stable=True)
-        pool_rows = torch.from_numpy(labels.pool_index[rows]).gather(1, first_confident)
-        pool_labels = torch.from_numpy(labels.labels[rows]).gather(1, first_confident)
-        index = torch.stack([torch.from_numpy(shard_of[t]) for t in c.teacher_ids])
-
-        def tick(epoch: int, before: int = done, width: int = len(c.teacher_ids)) -> None:
-            if progress is not None:
-                progress(before + epoch * width)
-
-        params = _train_on(c, base, xt[index], yt[index], pool, pool_rows, pool_labels, confident.sum(1),
-                           seeds[rows], spec, settings, len(input_shape), tick)
-        chunks.append(TeacherChunk(list(c.teacher_ids), params))
-        done += len(c.teacher_ids) * settings.pseudo_label_epochs
-    return TeacherEnsemble(supervised.teacher(supervised.teacher_ids[0]), chunks), labels
+    return continue_on_pool(supervised, x, y, shards, teacher_ids, n_classes, spec, settings, pool_x,
+                            _setup(pool_x, spec, settings), data_seed=data_seed, progress=progress)
 
 
 def train_pseudo_label_ensemble(
@@ -245,21 +210,7 @@ def train_pseudo_label_ensemble(
     Raises
     ------
     ValueError
-        As :func:`~clients.pate.teacher_ensemble.train_ensemble` and :func:`continue_with_pseudo_labels`.
+        As :func:`~clients.pate.teacher_ensemble.train_on_pool`.
     """
-    check_pool(x, pool_x)  # before the costly step 1
-    total = len(teacher_ids) * (spec.epochs + settings.pseudo_label_epochs)
-    first = len(teacher_ids) * spec.epochs
-
-    def step1(done: int, _: int) -> None:
-        if progress is not None:
-            progress(done, total)
-
-    def step3(done: int) -> None:
-        if progress is not None:
-            progress(first + done, total)
-
-    supervised = train_ensemble(x, y, shards, teacher_ids, n_classes, spec, data_seed=data_seed, chunk=chunk,
-                                progress=step1)
-    return continue_with_pseudo_labels(supervised, x, y, shards, teacher_ids, n_classes, spec, settings,
-                                       pool_x, data_seed=data_seed, progress=step3)
+    return train_on_pool(x, y, shards, teacher_ids, n_classes, spec, settings, pool_x,
+                         _setup(pool_x, spec, settings), data_seed=data_seed, chunk=chunk, progress=progress)

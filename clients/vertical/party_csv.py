@@ -61,11 +61,8 @@ from clients.tabular import (
     Table,
     check_not_id_like,
     column_kind,
-    column_types,
-    declared_categories,
-    declared_classes,
-    dropped_columns,
     is_number,
+    read_settings,
     read_table,
     setting_text,
     sorted_classes,
@@ -199,7 +196,10 @@ def read_party_csv(path: str | Path, index: int,
     if not active and label_col in table.header:
         raise ValueError(f"party file {path}: a passive party must not hold labels, found column "
                          f"{label_col!r}")
-    classes = declared_classes(settings, f"party file {path}: ")
+    reserved = {id_col, SPLIT_COLUMN, label_col}
+    columns = read_settings(settings, table.header, reserved, f"party file {path}",
+                            classes_where=f"party file {path}: ", categories_where="")
+    classes = columns.classes
     labels = None
     if active:
         column = table.column(label_col)
@@ -211,17 +211,11 @@ def read_party_csv(path: str | Path, index: int,
                              f"{label_col!r} is missing or not a class of {list(classes)}")
         labels = np.array([lookup[v] for v in column], dtype=np.int64)
     n_classes = len(classes) if classes else _n_classes(settings, path)
-    reserved = {id_col, SPLIT_COLUMN, label_col}
-    dropped = dropped_columns(settings, table.header, reserved, f"party file {path}")
-    features = [c for c in table.header if c not in reserved | dropped]
+    features = [c for c in table.header if c not in reserved | columns.dropped]
     if not features:
         raise ValueError(f"party file {path}: no feature column (columns: {list(table.header)})")
-    declared = declared_categories(settings, "")
-    types = column_types(settings, table.header, f"party file {path}")
-    clash = sorted(c for c in declared if types.get(c) == NUMERIC)
-    if clash:
-        raise ValueError(f"party file {path}: columns {clash} have categories but are declared numeric")
-    transform = fit_party_transform(table, features, rows["train"], declared, types)
+    declared = columns.categories
+    transform = fit_party_transform(table, features, rows["train"], declared, columns.types)
     held_out = rows["val"] + rows["test"]
     notes = [note for col in transform.columns if col.categories is not None and col.name not in declared
              and (note := unseen_note(path, col.name, col.categories, [
