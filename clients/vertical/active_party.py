@@ -41,6 +41,8 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
         self.train_y = self.y
         self.noisy = torch.zeros(len(self.y), dtype=torch.bool)
         self.transition: torch.Tensor | None = None
+        # the run's secret seed of the privacy noise, drawn at ``align`` (``active_labels``): state only
+        self.noise_seed: int | None = None
         self.releases = 0
         # what each passive party holds after smoothing the prototypes released to it (same EMA) ...
         self.passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -155,6 +157,7 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
 
     def state(self) -> dict[str, Any]:
         out = super().state()
+        out["noise_seed"] = self.noise_seed
         out["releases"] = self.releases
         out["passive_prototypes"] = [list(pair) for pair in self.passive_prototypes]
         out["private_passive_prototypes"] = [list(pair) for pair in self.private_passive_prototypes]
@@ -165,6 +168,7 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
+        self.noise_seed = None if state["noise_seed"] is None else int(state["noise_seed"])
         self.releases = int(state["releases"])
         self.passive_prototypes = [(p, v) for p, v in state["passive_prototypes"]]
         self.private_passive_prototypes = [(p, v) for p, v in state["private_passive_prototypes"]]
