@@ -37,6 +37,8 @@ import json
 import math
 import multiprocessing
 import time
+import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ from rich.table import Table
 
 from clients.vertical.data import make_vertical_split
 from clients.vertical.parties import make_party
+from protocol.privacy_noise import PrivacyWarning
 from protocol.vertical import DatasetConfig, ModelConfig, VerticalConfig, VerticalStrategyConfig
 from simulations.results import json_safe
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype
@@ -92,17 +95,46 @@ MODEL_BY_DATASET: dict[str, dict[str, Any]] = {
 schema's MLP for digits' 8 × 4 halves."""
 
 
-def run_once(dataset: str, fraction: float, seed: int, strategy: VerticalStrategyConfig) -> dict[str, Any]:
-    """One in-process run; returns the protocol's results dict."""
+def method_strategy(method: str, **settings: Any) -> VerticalStrategyConfig:
+    """The strategy of ``method`` (its switches in :data:`METHODS`) over the schema's defaults and
+    ``settings`` (the one way every vertical benchmark builds a method's settings)."""
+    return dataclasses.replace(VerticalStrategyConfig(**settings), **METHODS[method])
+
+
+def prepare_run(
+    dataset: str, fraction: float, seed: int, strategy: VerticalStrategyConfig
+) -> tuple[VerticalConfig, dict[str, Any], list[str]]:
+    """The configuration, the in-process parties and the aligned IDs (canonical order) of one run.
+
+    A benchmark must be reproducible, so the label holder's privacy noise is pinned (``noise_seed``, unless
+    ``strategy`` sets one) to the run's ``seed``: the same draws the recorded results were made with.
+    Outside a benchmark it is secret (:mod:`protocol.privacy_noise`).
+    """
+    if strategy.noise_seed is None:
+        strategy = dataclasses.replace(strategy, noise_seed=seed)
     cfg = VerticalConfig(dataset=DatasetConfig(name=dataset, aligned_fraction=fraction),
                          model=ModelConfig(**MODEL_BY_DATASET.get(dataset, {})), strategy=strategy,
                          seed=seed)  # validated here
     split = make_vertical_split(dataset, n_parties=cfg.dataset.n_parties, aligned_fraction=fraction,
                                 seed=seed)
     parties = {p.name: make_party(p, cfg) for p in split.parties}
-    common = sorted(set.intersection(*(set(p.ids.tolist()) for p in split.parties)))
-    return VerticalPrototype(cfg).run(InProcessLink(parties), lambda link: {
-        name: {"aligned_ids": common} for name in link.parties})
+    return cfg, parties, split.aligned_ids.tolist()  # sorted: every party's training IDs intersected
+
+
+def run_prepared(
+    cfg: VerticalConfig, parties: dict[str, Any], aligned_ids: list[str],
+    on_epoch: Callable[[int, dict[str, float | None]], None] | None = None,
+) -> dict[str, Any]:
+    """Run :func:`prepare_run`'s output over an in-process link; returns the protocol's results dict."""
+    with warnings.catch_warnings():  # the noise seed is pinned on purpose: no PrivacyWarning per run
+        warnings.simplefilter("ignore", PrivacyWarning)
+        return VerticalPrototype(cfg, on_epoch=on_epoch).run(InProcessLink(parties), lambda link: {
+            name: {"aligned_ids": aligned_ids} for name in link.parties})
+
+
+def run_once(dataset: str, fraction: float, seed: int, strategy: VerticalStrategyConfig) -> dict[str, Any]:
+    """One in-process run (:func:`prepare_run`, then :func:`run_prepared`); the protocol's results dict."""
+    return run_prepared(*prepare_run(dataset, fraction, seed, strategy))
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -323,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         result = benchmark(datasets, fractions, seeds, base, protection_fractions, args.jobs, methods,
                            settings, raw_out=args.raw)
     result["settings"] = {"seeds": seeds, "strategy": dataclasses.asdict(base), "proto": PROTO_BY_DATASET,
+                          "noise_seed": "each run's seed (pinned for reproducibility: benchmarks only)",
                           "model": {"default": dataclasses.asdict(ModelConfig()), **MODEL_BY_DATASET},
                           "total_wall_s": time.perf_counter() - start}
     for table in [exchange_table(result)] if args.exchange else tables(result):

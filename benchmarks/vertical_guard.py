@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -29,15 +28,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.vertical import METHODS, run_once
-from protocol.vertical import VerticalStrategyConfig
+from benchmarks.vertical import method_strategy, run_once
+from benchmarks.vertical_scale import SCALE_CASE
 from simulations.results import json_safe
 
 CASES: dict[str, dict[str, Any]] = {
     "digits_f0.05": {"dataset": "digits", "fraction": 0.05, "epochs": 40, "steps_per_exchange": 1},
     "digits_f0.1": {"dataset": "digits", "fraction": 0.1, "epochs": 40, "steps_per_exchange": 1},
-    "synthetic10k": {"dataset": "synthetic10k", "fraction": 0.1, "epochs": 5, "steps_per_exchange": 0},
-    "synthetic100k": {"dataset": "synthetic100k", "fraction": 0.1, "epochs": 5, "steps_per_exchange": 0},
+    "synthetic10k": {"dataset": "synthetic10k", **SCALE_CASE},
+    "synthetic100k": {"dataset": "synthetic100k", **SCALE_CASE},
 }
 """Settings per case: digits as ``benchmarks.vertical``, synthetic as ``benchmarks.vertical_scale``."""
 RUNS = (("active_only", "off"), ("proto", "off"), ("proto", "validation"))
@@ -50,9 +49,8 @@ def guard_run(case: str, method: str, guard: str, seed: int) -> dict[str, Any]:
     """One in-process run of ``method`` with ``guard`` on ``case``; accuracies per population."""
     torch.set_num_threads(1)
     c = CASES[case]
-    strategy = dataclasses.replace(
-        VerticalStrategyConfig(epochs=c["epochs"], steps_per_exchange=c["steps_per_exchange"], guard=guard),
-        **METHODS[method], attack=False)
+    strategy = method_strategy(method, epochs=c["epochs"], steps_per_exchange=c["steps_per_exchange"],
+                               guard=guard, attack=False)
     result = run_once(c["dataset"], c["fraction"], seed, strategy)
     return {"case": case, **c, "method": method, "guard_setting": guard, "seed": seed,
             "test": {p: result["test"][p] for p in POPULATIONS},

@@ -17,7 +17,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import multiprocessing
 import resource
@@ -29,31 +28,25 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from benchmarks.vertical import METHODS
-from clients.vertical.data import make_vertical_split
-from clients.vertical.parties import make_party
-from protocol.vertical import DatasetConfig, VerticalConfig, VerticalStrategyConfig
+from benchmarks.vertical import METHODS, method_strategy, prepare_run, run_prepared
 from simulations.results import json_safe
-from strategies.vertical_prototype import InProcessLink, VerticalPrototype
 
 SCALE_METHODS = ("active_only", "vfl_head_fusion", "proto")
+SCALE_CASE: dict[str, Any] = {"fraction": 0.1, "epochs": 5, "steps_per_exchange": 0}
+"""The runs' settings: 10 % aligned, the whole epoch in one exchange, 5 epochs (``--epochs``)."""
 console = Console()
 
 
 def scale_run(dataset: str, method: str, seed: int, epochs: int) -> dict[str, Any]:
     """One in-process run of ``method`` on ``dataset``; its results plus the timing and memory measured."""
     torch.set_num_threads(1)
-    strategy = dataclasses.replace(VerticalStrategyConfig(epochs=epochs, steps_per_exchange=0),
-                                   **METHODS[method], attack=method == "proto")
-    cfg = VerticalConfig(dataset=DatasetConfig(name=dataset), strategy=strategy, seed=seed)
+    strategy = method_strategy(method, epochs=epochs, steps_per_exchange=SCALE_CASE["steps_per_exchange"],
+                               attack=method == "proto")
     start = time.perf_counter()
-    split = make_vertical_split(dataset, n_parties=2, aligned_fraction=0.1, seed=seed)
-    parties = {p.name: make_party(p, cfg) for p in split.parties}
+    cfg, parties, aligned_ids = prepare_run(dataset, SCALE_CASE["fraction"], seed, strategy)
     setup_s = time.perf_counter() - start
     stamps = [time.perf_counter()]
-    result = VerticalPrototype(cfg, on_epoch=lambda *_: stamps.append(time.perf_counter())).run(
-        InProcessLink(parties), lambda link: {name: {"aligned_ids": split.aligned_ids.tolist()}
-                                              for name in link.parties})
+    result = run_prepared(cfg, parties, aligned_ids, on_epoch=lambda *_: stamps.append(time.perf_counter()))
     epoch_s = [b - a for a, b in zip(stamps[1:-1], stamps[2:], strict=True)] or [stamps[-1] - stamps[0]]
     users = {name: len(p.data.ids) for name, p in parties.items()}
     return {
@@ -77,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="synthetic10k,synthetic100k")
     parser.add_argument("--methods", default=",".join(SCALE_METHODS))
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=SCALE_CASE["epochs"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes: one run each)")
     parser.add_argument("--out", type=Path, help="JSON, rewritten after every run")

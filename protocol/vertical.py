@@ -203,7 +203,11 @@ class VerticalStrategyConfig:
     label-DP ε reported at ``dp_delta``; ``label_rr_epsilon`` > 0 trains on ε-randomised-response
     labels of the aligned users with forward-corrected losses (``clients.vertical.label_protection``),
     which makes everything a passive party receives ε-label-DP, gradients included (0: off); ``attack``
-    measures the label-inference attacks (prototype and gradient).
+    measures the label-inference attacks (prototype and gradient). ``noise_seed``: ``None`` (the default)
+    draws that privacy noise (randomised response, prototype noise) from a secret seed the label holder
+    takes from OS entropy once per run and keeps in its node state; an integer pins it for tests and
+    benchmarks, with a ``PrivacyWarning`` (:func:`protocol.privacy_noise.privacy_noise_seed`). Everything
+    else random (initial weights, minibatch orders) follows ``seed``.
 
     ``fusion_selection``: ``fixed`` predicts aligned users with the configured fusion (top model + local
     head + ``prototype_fusion`` × passive prototype scores); ``validation`` lets the active party pick,
@@ -250,6 +254,7 @@ class VerticalStrategyConfig:
     dp_delta: float = 1e-5
     min_count: int = 1
     label_rr_epsilon: float = 0.0
+    noise_seed: int | None = None  # None: secret noise; an integer pins it (tests, benchmarks)
     attack: bool = True
     alignment: str = "psi"
     psi_backend: str = "paillier"
@@ -280,6 +285,10 @@ class VerticalStrategyConfig:
                     "dp_clip", "dp_noise", "dp_count_noise", "label_rr_epsilon"):
             _at_least(f"strategy.{key}", getattr(self, key), 0.0)
         _at_least("strategy.min_count", self.min_count, 1)
+        seed = self.noise_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"strategy.noise_seed must be null (secret noise) or an integer >= 0, "
+                             f"got {seed!r}")
         if self.dp_noise > 0 and self.dp_clip == 0:
             raise ValueError(f"strategy.dp_noise > 0 needs strategy.dp_clip > 0 (the noise scale is "
                              f"dp_noise × clip norm), got dp_noise={self.dp_noise!r}, dp_clip=0")

@@ -22,8 +22,6 @@ charge.
 
 from __future__ import annotations
 
-import secrets
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -32,10 +30,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import norm
 
+from protocol.privacy_noise import privacy_noise_seed
 from strategies.rdp_analysis import (
     ArrayLike,
     FloatArray,
-    PrivacyWarning,
     rdp_gnmax_data_dependent,
     rdp_gnmax_data_independent,
     rdp_threshold,
@@ -56,21 +54,15 @@ MECHANISMS = ("majority", "lnmax", "gnmax", "confident_gnmax")
 
 
 def noise_generator(seed: int | None) -> np.random.Generator:
-    """The generator the privacy noise is drawn from.
+    """The generator the privacy noise is drawn from, seeded by
+    :func:`protocol.privacy_noise.privacy_noise_seed`.
 
-    ``None`` (every default): seeded from 128 bits of OS entropy (:func:`secrets.randbits`), so no one can
-    reproduce the draws — the DP guarantee assumes the noise is unknown to whoever sees the labels. An
-    integer pins the draws for a test or a benchmark, with a :class:`PrivacyWarning`: anyone who knows
-    the seed (and the code is public) can subtract the noise.
+    ``None`` (every default): seeded from 128 bits of OS entropy, so no one can reproduce the draws — the
+    DP guarantee assumes the noise is unknown to whoever sees the labels. An integer pins the draws for a
+    test or a benchmark, with a :class:`PrivacyWarning`: anyone who knows the seed (and the code is
+    public) can subtract the noise.
     """
-    if seed is None:
-        return np.random.default_rng(secrets.randbits(128))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"the noise seed must be None (secret noise) or an integer >= 0, got {seed!r}")
-    warnings.warn(f"privacy noise seeded with seed={seed}: reproducible, and removable by anyone who knows "
-                  "the seed; leave it unset (None) outside tests and benchmarks", PrivacyWarning,
-                  stacklevel=2)
-    return np.random.default_rng(int(seed))
+    return np.random.default_rng(privacy_noise_seed(seed, stacklevel=3))
 
 
 def _real(name: str, value: object) -> float:

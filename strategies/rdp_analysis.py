@@ -35,6 +35,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
 
+from protocol.privacy_noise import PrivacyWarning  # defined on the ground floor: the parties raise it too
+
 __all__ = [
     "DEFAULT_ORDERS",
     "PrivacyWarning",
@@ -64,11 +66,6 @@ which also has 298 entries but holds 100 twice and puts 100.5 before 100 (unsort
 orders below 100, where the paper's optima lie (e.g. 14 for MNIST), are identical.
 """
 DEFAULT_ORDERS.setflags(write=False)
-
-
-class PrivacyWarning(UserWarning):
-    """A legal but degenerate privacy setting, e.g. the best order sits at the edge of the grid."""
-
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ def test_normal_run_records_the_guard_and_keeps_it_through_state_and_save(tmp_pa
         assert res["val"][population] == pytest.approx(max(r["local_val"], r["method_val"]))
     active = parties[ACTIVE]
     assert isinstance(active, ActiveParty) and active.baseline is not None
+    assert set(active.state()["baseline"]) == {"encoder", "head", "optimiser"}  # no top model, prototypes …
     clone = make_party(active.data, active.cfg, active.state_bytes())
     assert isinstance(clone, ActiveParty) and clone.guard == active.guard and clone.baseline is not None
     for a, b in zip(active.baseline.parameters(), clone.baseline.parameters(), strict=True):

@@ -1,6 +1,15 @@
 """The active party's labels in training: ε-randomised response on its aligned users' labels, the loss
-that corrects for it, and the labels its prototypes are computed from (a mixin of
-:class:`clients.vertical.active_party.ActiveParty`; plain torch)."""
+that corrects for it, the labels its prototypes are computed from, and the secret seed of its privacy
+noise (a mixin of :class:`clients.vertical.active_party.ActiveParty`; plain torch).
+
+The privacy noise (the randomised response here, the prototype noise of
+:mod:`clients.vertical.active_prototypes`) is drawn from a per-run secret: 128 bits of OS entropy the
+label holder takes when it first aligns (:func:`protocol.privacy_noise.privacy_noise_seed`) and keeps in
+its node state, never in a message. A public seed would let anyone replay the draws and strip the noise
+(the DP guarantee assumes the noise unknown, Dwork & Roth 2014, §3); redrawing in every message (a
+Flower node rebuilds its party per message) would re-randomise the labels and leak them by averaging,
+so the same draw is reused from the state for the whole run.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +19,7 @@ from torch import nn
 
 from clients.vertical.label_protection import forward_corrected_loss, randomized_response, transition_matrix
 from clients.vertical.party_base import Party, Payload, seeded_generator
+from protocol.privacy_noise import privacy_noise_seed
 
 
 class ActiveLabels(Party):
@@ -21,22 +31,39 @@ class ActiveLabels(Party):
     noisy: torch.Tensor
     transition: torch.Tensor | None
     head: nn.Module
+    noise_seed: int | None
 
     def op_align(self, payload: Payload) -> Payload:
         reply = super().op_align(payload)
+        s = self.cfg.strategy
+        if self.noise_seed is None and (s.label_rr_epsilon > 0 or s.dp_noise > 0 or s.dp_count_noise > 0):
+            # once per run (a new run starts from a fresh state): never redrawn, so nothing averages out
+            self.noise_seed = privacy_noise_seed(s.noise_seed, stacklevel=3)
         self._protect_labels()
         return reply
 
+    def privacy_generator(self, *purpose: int) -> torch.Generator:
+        """The generator of one privacy-noise draw (``purpose``: what it is for), seeded by the run's secret.
+
+        Raises
+        ------
+        RuntimeError
+            If no noise seed was drawn (no privacy noise configured, or before ``align``).
+        """
+        if self.noise_seed is None:
+            raise RuntimeError("no privacy noise seed: none is configured, or the party is not aligned yet")
+        return seeded_generator(self.noise_seed, *purpose)
+
     def _protect_labels(self) -> None:
         """With ``label_rr_epsilon > 0``: the aligned users' training labels through ε-randomised
-        response, drawn once per run from the run's seed (:mod:`clients.vertical.label_protection`)."""
+        response, drawn once per run from the secret noise seed (:mod:`clients.vertical.label_protection`)."""
         epsilon = self.cfg.strategy.label_rr_epsilon
         if epsilon == 0 or self.aligned_rows is None:
             return
         rows = torch.from_numpy(self.aligned_rows)
         self.train_y = self.y.clone()
         self.train_y[rows] = randomized_response(self.y[rows], self.data.n_classes, epsilon,
-                                                 seeded_generator(self.cfg.seed, 4))
+                                                 self.privacy_generator(4))
         self.noisy = torch.zeros(len(self.y), dtype=torch.bool)
         self.noisy[rows] = True
         self.transition = transition_matrix(epsilon, self.data.n_classes)

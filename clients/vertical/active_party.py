@@ -14,7 +14,7 @@ from clients.vertical.active_labels import ActiveLabels
 from clients.vertical.active_prototypes import ActivePrototypes
 from clients.vertical.active_serving import ActiveServing
 from clients.vertical.data import PartyData
-from clients.vertical.guard import baseline_config, guarded
+from clients.vertical.guard import LocalBaseline, guarded
 from clients.vertical.party_base import Payload, build_top_model, seeded_generator
 from clients.vertical.prototypes import check_features
 from protocol.vertical import ACTIVE, Fusion, VerticalConfig, configured_fusion
@@ -41,6 +41,8 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
         self.train_y = self.y
         self.noisy = torch.zeros(len(self.y), dtype=torch.bool)
         self.transition: torch.Tensor | None = None
+        # the run's secret seed of the privacy noise, drawn at ``align`` (``active_labels``): state only
+        self.noise_seed: int | None = None
         self.releases = 0
         # what each passive party holds after smoothing the prototypes released to it (same EMA) ...
         self.passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -49,7 +51,7 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
         self.fusion: Fusion = configured_fusion(cfg.strategy)  # until ``select_fusion`` picks one
         # the guard's local-only baseline (``clients.vertical.guard``) and, per population, the predictor
         # ``select_fusion`` chose for it (empty until then: the method's)
-        self.baseline = ActiveParty(data, baseline_config(cfg)) if guarded(cfg) else None
+        self.baseline = LocalBaseline(self.encoder, self.head, cfg) if guarded(cfg) else None
         self.guard: dict[str, str] = {}
 
     def _build_extra(self) -> None:
@@ -105,11 +107,11 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
 
     def op_local(self, payload: Payload) -> Payload:
         """One pass: local head on all my labelled rows, plus ``lam`` × first loss on non-aligned rows;
-        with the guard, then one pass of the local-only baseline (its own models; the reply is mine)."""
-        if self.baseline is not None:
-            self.baseline.op_local(payload)
+        with the guard, also one pass of the local-only baseline (its own models; the reply is mine)."""
         s = self.cfg.strategy
         epoch = int(payload["epoch"])
+        if self.baseline is not None:
+            self.baseline.train_pass(self.x, self.y, epoch)
         pull = (s.prototypes and self.prototypes is not None and self.valid is not None
                 and epoch >= s.warmup_epochs and s.lam > 0)
         rows = np.arange(len(self.y)) if s.local_head else self.nonaligned_rows
@@ -149,12 +151,12 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
             list(pair) for pair in self.private_passive_prototypes]}
         if self.baseline is not None:
             extras["guard"] = dict(self.guard)
-            extras["baseline"] = {"encoder": self.baseline.encoder.state_dict(),
-                                  "head": self.baseline.head.state_dict()}
+            extras["baseline"] = {name: m.state_dict() for name, m in self.baseline.modules().items()}
         return extras
 
     def state(self) -> dict[str, Any]:
         out = super().state()
+        out["noise_seed"] = self.noise_seed
         out["releases"] = self.releases
         out["passive_prototypes"] = [list(pair) for pair in self.passive_prototypes]
         out["private_passive_prototypes"] = [list(pair) for pair in self.private_passive_prototypes]
@@ -165,6 +167,7 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
+        self.noise_seed = None if state["noise_seed"] is None else int(state["noise_seed"])
         self.releases = int(state["releases"])
         self.passive_prototypes = [(p, v) for p, v in state["passive_prototypes"]]
         self.private_passive_prototypes = [(p, v) for p, v in state["private_passive_prototypes"]]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from clients.vertical.fusion import prototype_scores
-from clients.vertical.party_base import Party, Payload, seeded_generator
+from clients.vertical.party_base import Party, Payload
 from clients.vertical.prototype_privacy import release_prototypes
 from clients.vertical.prototypes import (
     class_prototypes,
@@ -28,6 +28,9 @@ class ActivePrototypes(Party):
     private_passive_prototypes: list[tuple[torch.Tensor, torch.Tensor]]
     head: torch.nn.Module
     train_y: torch.Tensor
+
+    def privacy_generator(self, *purpose: int) -> torch.Generator:
+        raise NotImplementedError  # :class:`clients.vertical.active_labels.ActiveLabels` seeds it
 
     def aligned_prototype_loss(
         self, own: torch.Tensor, passive: list[torch.Tensor], labels: torch.Tensor, epoch: int
@@ -68,9 +71,10 @@ class ActivePrototypes(Party):
         prototypes, valids = [], []
         mirrored, private = [], []
         ema = self.cfg.strategy.ema
+        noised = noise.noise_multiplier > 0 or noise.count_noise > 0
         for k, feats in enumerate(passive, start=1):
-            protos, ok = release_prototypes(feats, labels, self.data.n_classes, noise,
-                                            seeded_generator(self.cfg.seed, self.releases, k, 3))
+            generator = self.privacy_generator(self.releases, k, 3) if noised else None
+            protos, ok = release_prototypes(feats, labels, self.data.n_classes, noise, generator)
             prototypes.append(protos.numpy())
             valids.append(ok.numpy())
             before = self.passive_prototypes[k - 1] if len(self.passive_prototypes) >= k else (None, None)

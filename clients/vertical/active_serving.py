@@ -10,7 +10,7 @@ import torch
 
 from clients.vertical.fusion import choose_fusion, fuse
 from clients.vertical.gradient_attacks import direction_guesses, score_norm_attack
-from clients.vertical.guard import apply_choice, choose_predictors
+from clients.vertical.guard import LocalBaseline, apply_choice, choose_predictors
 from clients.vertical.party_base import Party, Payload
 from clients.vertical.prototypes import nearest_prototype
 from protocol.vertical import Fusion, fusion_candidates
@@ -23,7 +23,7 @@ class ActiveServing(Party):
     y: torch.Tensor
     fusion: Fusion
     guard: dict[str, str]
-    baseline: ActiveServing | None
+    baseline: LocalBaseline | None
     head: torch.nn.Module
     top: torch.nn.Module
 
@@ -40,7 +40,7 @@ class ActiveServing(Party):
     def baseline_predictions(self, x: torch.Tensor) -> torch.Tensor:
         """Classes of the local-only baseline (its head on its own encoder's features of ``x``)."""
         assert self.baseline is not None
-        return self.baseline.components(x, None)["head"].argmax(dim=1)
+        return self.baseline.predict(x)
 
     def method_predictions(
         self, x: torch.Tensor, passive_features: list[torch.Tensor] | None

@@ -21,11 +21,16 @@ as they are.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
+from clients.vertical.party_base import seeded_generator
 from protocol.vertical import GUARDED_POPULATIONS, VerticalConfig
 
 METHOD, LOCAL = "method", "local"
@@ -46,6 +51,60 @@ def baseline_config(cfg: VerticalConfig) -> VerticalConfig:
     strategy = dataclasses.replace(cfg.strategy, split_learning=False, prototypes=False, local_head=True,
                                    label_rr_epsilon=0.0, guard="off")
     return dataclasses.replace(cfg, strategy=strategy)  # validated again by __post_init__
+
+
+class LocalBaseline:
+    """The local-only baseline itself: an encoder, a local head and their optimiser, nothing else.
+
+    It starts from copies of the label holder's *initial* encoder and head, which are the ``active_only``
+    baseline's initial weights (both are built from the same seed and model settings), and trains as that
+    baseline's local pass does (:meth:`train_pass`): every labelled row in the seeded order of the epoch,
+    plain cross-entropy on the true labels, Adam with the same settings. Its state is those two modules
+    and the optimiser's moments (no top model, alignment or prototypes, which it never uses).
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, cfg: VerticalConfig) -> None:
+        self.cfg = baseline_config(cfg)
+        self.encoder, self.head = copy.deepcopy(encoder), copy.deepcopy(head)
+        s = self.cfg.strategy
+        self.optimiser = torch.optim.Adam(self.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [*self.encoder.parameters(), *self.head.parameters()]
+
+    def train_pass(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        """One epoch of the baseline on every labelled row ``x``, ``y`` of the label holder."""
+        s = self.cfg.strategy
+        rows = np.arange(len(y))
+        order = rows[torch.randperm(len(rows), generator=seeded_generator(self.cfg.seed, epoch, 1)).numpy()]
+        self.encoder.train()
+        for start in range(0, len(order), s.local_batch_size):
+            batch = torch.from_numpy(order[start:start + s.local_batch_size])
+            features = self.encoder(x[batch])
+            loss = features.sum() * 0.0 + nn.functional.cross_entropy(self.head(features), y[batch])
+            self.optimiser.zero_grad()
+            loss.backward()
+            self.optimiser.step()
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Classes of ``x``: the head on the encoder's features."""
+        self.encoder.eval()
+        self.head.eval()
+        with torch.no_grad():
+            return torch.log_softmax(self.head(self.encoder(x)), dim=1).argmax(dim=1)
+
+    def modules(self) -> dict[str, nn.Module]:
+        """What the saved model keeps of it (``clients.vertical.predict`` applies them)."""
+        return {"encoder": self.encoder, "head": self.head}
+
+    def state(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.state_dict(), "head": self.head.state_dict(),
+                "optimiser": self.optimiser.state_dict()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.encoder.load_state_dict(state["encoder"])
+        self.head.load_state_dict(state["head"])
+        self.optimiser.load_state_dict(state["optimiser"])
 
 
 def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
