@@ -113,9 +113,9 @@ def settings(num_teachers: int) -> list[dict[str, Any]]:
     Papernot et al. 2018, Table 2).
     """
     n = num_teachers
-    rows: list[dict[str, Any]] = [{"mechanism": "gnmax", "sigma": round(f * n, 2)} for f in (0.1, 0.2, 0.4)]
+    rows: list[dict[str, Any]] = [{"mechanism": "gnmax", "sigma2": round(f * n, 2)} for f in (0.1, 0.2, 0.4)]
     rows += [{"mechanism": "confident_gnmax", "threshold": round(t * n, 2), "sigma1": round(s1 * n, 2),
-              "sigma": round(s2 * n, 2)}
+              "sigma2": round(s2 * n, 2)}
              for t, s1, s2 in ((0.8, 0.6, 0.16), (0.7, 0.5, 0.16), (0.8, 0.4, 0.12), (0.7, 0.25, 0.1))]
     return rows
 
@@ -318,7 +318,7 @@ def run_dataset(
         run, base = prepare_seed(name, plan, seed, cache)
         runs.append(run)
         baselines.append({**base, "seed": seed})
-    no_privacy = {"sigma": None, "epsilon_data_dependent": math.inf, "epsilon_data_independent": math.inf}
+    no_privacy = {"sigma2": None, "epsilon_data_dependent": math.inf, "epsilon_data_independent": math.inf}
     rows = [aggregate(name, plan, {"method": "non_private_all_data", "student": "supervised", **no_privacy},
                       baselines, runs)]
     majority = []
@@ -371,7 +371,7 @@ def budget_rows(name: str, plan: DatasetPlan, seeds: list[int], runs: list[SeedR
                 "accuracy": None, "validation_accuracy": None, "answered": 0}
             per_seed.append({**result, **bill, "seed": seed})
         setting = candidates[best]
-        row = aggregate(name, plan, {"method": mechanism, "student": student, "sigma": setting["sigma"],
+        row = aggregate(name, plan, {"method": mechanism, "student": student, "sigma2": setting["sigma2"],
                                      "budget": budget, "setting": setting, "selected": True}, per_seed, runs)
         row["selection"] = {"candidates": candidates, "validation_accuracy": scores}
         print(f"[{name}] {mechanism} ε ≤ {budget:g} {student}: test {row.get('accuracy', math.nan):.4f} "

@@ -74,9 +74,9 @@ def _run(data: DataSpec, teacher: ModelSpec, student: ModelSpec, mode: str, para
     if mode == "local_rr":
         mechanism: Any = LocalRR(epsilon=param)
     elif mode == "gnmax_distributed_secagg":
-        mechanism = SecureVoting(GNMax(sigma=param))
+        mechanism = SecureVoting(GNMax(sigma2=param))
     else:
-        mechanism = GNMax(sigma=param)
+        mechanism = GNMax(sigma2=param)
         budget_on = mode.removeprefix("gnmax_budget_")
     ledger = PrivacyLedger.for_mechanism(mechanism, None, delta=DELTA, epsilon_budget=budget,
                                          budget_on=budget_on)
@@ -123,7 +123,7 @@ def accuracy_rows(seeds: list[int], quick: bool, budget: float = 8.0) -> list[di
         for param, chosen in results.items():  # every candidate's row; `selected` marks validation's choice
             rows.append({
                 "dataset": "digits", "method": method, "student": "supervised", "budget": budget,
-                "budget_on": budget_on, "sigma": None if mode == "local_rr" else param,
+                "budget_on": budget_on, "sigma2": None if mode == "local_rr" else param,
                 "rr_epsilon": param if mode == "local_rr" else None, "selected": param == best,
                 "num_teachers": cfg.data.num_teachers, "teacher_nodes": TEACHER_NODES, "delta": DELTA,
                 "seeds": seeds, "validation_accuracy": scores[param],
@@ -184,7 +184,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'method':<25} {'budget_on':<17} {'σ/ε0':>6} {'acc':>13} {'lbl_acc':>7} {'answered':>8} "
           f"{'eps_dd':>7} {'eps_di':>7} {'eps_srv':>7}")
     for r in (r for r in rows if r["method"] != "secagg_overhead"):
-        param = r["sigma"] if r["sigma"] is not None else r["rr_epsilon"]
+        param = r["sigma2"] if r["sigma2"] is not None else r["rr_epsilon"]
         print(f"{r['method']:<25} {r['budget_on']:<17} {param:>5g}{'*' if r['selected'] else ' '} "
               f"{fmt(r['accuracy']) + '±' + fmt(r.get('accuracy_std')):>13} {fmt(r['label_accuracy']):>7} "
               f"{fmt(r['answered'], '.0f'):>8} {fmt(r['epsilon_data_dependent']):>7} "

@@ -78,6 +78,17 @@ def schema_keys(schema: type, prefix: str = "", *, required_only: bool = False) 
     return out
 
 
+def renamed_key(schema: type, key: str, value: object) -> str | None:
+    """The one-line refusal of ``key`` if it is the earlier name of a setting of ``schema`` — listed in its
+    class attribute ``renamed_keys`` as ``old: (new, what it is)`` — naming the new key and ``value``; None
+    for any other key."""
+    renamed: Mapping[str, tuple[str, str]] = getattr(schema, "renamed_keys", {})
+    if key not in renamed:
+        return None
+    new, what = renamed[key]
+    return f"{key} was renamed: set {new} ({what}); got {value}"
+
+
 def from_flat(schema: type[T], flat: Mapping[str, Any], *, require_all: bool = False,
               what: str = "config") -> T:
     """Build ``schema`` from dotted keys; missing keys keep the schema's defaults unless ``require_all``.
@@ -85,9 +96,14 @@ def from_flat(schema: type[T], flat: Mapping[str, Any], *, require_all: bool = F
     Raises
     ------
     ValueError
-        If ``flat`` holds a key the schema does not know, lacks one while ``require_all``, or holds a
-        value of the wrong type (the message names the key and the value).
+        If ``flat`` holds a key the schema does not know (an earlier name of a setting: :func:`renamed_key`),
+        lacks one while ``require_all``, or holds a value of the wrong type (the message names the key and
+        the value).
     """
+    for key, value in flat.items():
+        refusal = renamed_key(schema, key, value)
+        if refusal is not None:
+            raise ValueError(refusal)
     known = schema_keys(schema)
     unknown = sorted(set(flat) - set(known))
     if unknown:

@@ -24,6 +24,17 @@ class PrivacyWarning(UserWarning):
     privacy noise is pinned by a seed (reproducible, so removable by anyone who knows it)."""
 
 
+def check_noise_seed(seed: object, name: str = "the noise seed", unset: str = "None") -> int | None:
+    """``seed`` if it is a valid noise seed — unset (secret noise) or an integer >= 0, a bool refused —
+    else ValueError naming it ``name`` and its unset value ``unset`` (the run's configuration: "null").
+    The one rule for :func:`privacy_noise_seed` and the runs' ``strategy.seed`` / ``strategy.noise_seed``."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{name} must be {unset} (secret noise) or an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
 def privacy_noise_seed(seed: int | None, *, stacklevel: int = 2) -> int:
     """The seed privacy noise is drawn from.
 
@@ -37,10 +48,8 @@ def privacy_noise_seed(seed: int | None, *, stacklevel: int = 2) -> int:
     ValueError
         If ``seed`` is neither ``None`` nor an integer >= 0 (a bool is not one).
     """
-    if seed is None:
+    if check_noise_seed(seed) is None:
         return secrets.randbits(SECRET_BITS)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"the noise seed must be None (secret noise) or an integer >= 0, got {seed!r}")
     warnings.warn(f"privacy noise seeded with seed={seed}: reproducible, and removable by anyone who knows "
                   "the seed; leave it unset (None) outside tests and benchmarks", PrivacyWarning,
                   stacklevel=stacklevel + 1)

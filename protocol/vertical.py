@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
+from protocol.privacy_noise import check_noise_seed
+
 ALIGNMENTS = ("psi", "insecure_plaintext")
 PSI_BACKENDS = ("paillier", "ecdh")
 PULL_FORMS = ("distance", "cross_entropy")
@@ -285,10 +287,7 @@ class VerticalStrategyConfig:
                     "dp_clip", "dp_noise", "dp_count_noise", "label_rr_epsilon"):
             _at_least(f"strategy.{key}", getattr(self, key), 0.0)
         _at_least("strategy.min_count", self.min_count, 1)
-        seed = self.noise_seed
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"strategy.noise_seed must be null (secret noise) or an integer >= 0, "
-                             f"got {seed!r}")
+        check_noise_seed(self.noise_seed, "strategy.noise_seed", unset="null")
         if self.dp_noise > 0 and self.dp_clip == 0:
             raise ValueError(f"strategy.dp_noise > 0 needs strategy.dp_clip > 0 (the noise scale is "
                              f"dp_noise × clip norm), got dp_noise={self.dp_noise!r}, dp_clip=0")

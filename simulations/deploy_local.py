@@ -20,7 +20,7 @@ SuperLink's address and hand each site its own key and data file).
   ``--run-config`` are composed into the run's config, so they are validated with it: digits' noise group
   is written for 20 teachers, and a ``--num-teachers`` it does not fit (fewer than 13) is refused unless
   the noise is set for it, e.g. ``--num-teachers 6 --run-config "pate.strategy.threshold=4.8
-  pate.strategy.sigma1=3.6 pate.strategy.sigma=0.96"`` (issue 24 §4; the error names the values).
+  pate.strategy.sigma1=3.6 pate.strategy.sigma2=0.96"`` (issue 24 §4; the error names the values).
 
 Usage::
 
@@ -323,7 +323,7 @@ def run_settings(method: str, out: Path, *, parties: int, teacher_nodes: int, nu
 
 def split_pate_run_config(run_config: str) -> tuple[list[str], str]:
     """``(Hydra overrides, the rest)``: the ``pate.*`` keys of a ``--run-config`` text as Hydra overrides
-    of the composed PATE config (``pate.strategy.sigma=2`` → ``strategy.sigma=2``), so that they are
+    of the composed PATE config (``pate.strategy.sigma2=2`` → ``strategy.sigma2=2``), so that they are
     validated together with the rehearsal's own settings (e.g. the noise against ``--num-teachers``)."""
     overrides, rest = [], []
     for token in shlex.split(run_config, posix=False):  # quotes kept: flwr run needs them on strings

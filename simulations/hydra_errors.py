@@ -6,7 +6,9 @@ command line asks for before Hydra runs it and, if that fails, prints one line n
 is wrong with it and what would be valid — the group's choices (the files of its folder), the close
 valid keys, the setting's type — and exits with status 2. With the entry point's verbose setting on the
 command line it re-raises Hydra's exception instead (the traceback). A sweep (``-m``) is checked value by
-value. Keys the schema has not, added with ``+key=value``, compose: the entry point's ``main`` refuses
+value. A setting by an earlier name (the schema's ``renamed_keys``: ``strategy.sigma``, now
+``strategy.sigma2``) is refused before composing, naming the new key (Hydra would only say there is no
+such key). Keys the schema has not, added with ``+key=value``, compose: the entry point's ``main`` refuses
 them (:func:`unknown_settings`), and settings that break a rule of the schema, also on one line.
 """
 
@@ -25,12 +27,14 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from protocol.codec import renamed_key
+
 TRUE = ("true", "yes", "on", "1")
 MULTIRUN = ("-m", "--multirun")
 
 
 def schema_keys(schema: type, prefix: str = "") -> list[str]:
-    """Every dotted setting of the dataclass ``schema``, nested dataclasses included (``strategy.sigma``)."""
+    """Every dotted setting of the dataclass ``schema``, nested dataclasses included (``strategy.sigma2``)."""
     keys: list[str] = []
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
@@ -158,6 +162,12 @@ def check_command_line(conf_dir: Path, schema: type, argv: Sequence[str], verbos
     if any(a.startswith("-") and a not in MULTIRUN for a in argv):
         return
     overrides = [a for a in argv if a not in MULTIRUN and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    for override in overrides:  # an earlier name: Hydra would say only that there is no such setting
+        key, _, value = override.lstrip("+~").partition("=")
+        refusal = renamed_key(schema, key, value)
+        if refusal is not None:
+            print(f"error: {refusal}", file=sys.stderr)
+            sys.exit(2)
     verbose = any(o.lstrip("+").lower() in {f"{verbose_key}={t}" for t in TRUE} for o in overrides)
     try:
         runs = concrete_runs(overrides, any(a in MULTIRUN for a in argv))

@@ -1,8 +1,8 @@
 """Hydra entry point: ensemble-label distillation (PATE) in Flower's simulation engine.
 
     python -m simulations.pate
-    python -m simulations.pate dataset=mnist5k strategy=gnmax strategy.sigma=40
-    python -m simulations.pate -m strategy.sigma=2,4,8
+    python -m simulations.pate dataset=mnist5k strategy=gnmax strategy.sigma2=40
+    python -m simulations.pate -m strategy.sigma2=2,4,8
 
 Shows live progress (``simulations.progress``: a rich bar on a terminal, a line per phase, query batch
 and training update in a log), ends with a summary table and writes

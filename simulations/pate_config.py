@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from clients.data import DATASETS, PARTITION_SCHEMES, dataset_size, teacher_pool_size
 from clients.encoders import ENCODER_KINDS
 from protocol.pate import SITE_DATA, DataSpec, ModelSpec, StudentSettings, TeacherSettings
+from protocol.privacy_noise import check_noise_seed
 from strategies.fusion import MECHANISMS, NOISE_RATIOS, noise_misfit
+from strategies.vote_release import RENAMED_PARAMS
 
 TEACHER_EPOCHS = 200
 TEACHER_LR = 1e-2
@@ -25,15 +28,18 @@ TEACHER_LR = 1e-2
 class PateStrategyConfig:
     """Fusion mechanism, its noise, the privacy budget and the query stream.
 
-    ``sigma`` is GNMax's σ (σ2 for Confident-GNMax); ``sigma1`` and ``threshold`` are used by
-    Confident-GNMax only, ``gamma`` by LNMax only. ``max_queries`` 0 means the whole pool.
+    The noise scales have the paper's names (Papernot et al. 2018, Algorithm 1): ``sigma2`` is the
+    answer noise σ2 of GNMax and of Confident-GNMax; ``sigma1`` (the threshold check's noise σ1) and
+    ``threshold`` are used by Confident-GNMax only, ``gamma`` by LNMax only. The earlier name
+    ``strategy.sigma`` is refused, naming ``strategy.sigma2`` (:data:`PateConfig.renamed_keys`).
+    ``max_queries`` 0 means the whole pool.
     The defaults are the paper's MNIST setting for 250 teachers (T=200, σ1=150, σ2=40; Papernot et
     al. 2018, Table 2) at ε ≤ 2; ``conf/pate/noise/`` scales it to the other datasets' teacher counts
     (T = 0.8 n, σ1 = 0.6 n, σ2 = 0.16 n: 20 teachers for digits, 50 for mnist5k).
 
     The noise must fit ``data.num_teachers`` (n), or the run is refused before any node starts
     (:func:`strategies.fusion.noise_misfit`): Confident-GNMax needs T < n + σ1 (a unanimous vote
-    must pass the check with probability above Φ(-1) = 16 %) and σ1 < n; GNMax's σ (σ2) < n; LNMax's
+    must pass the check with probability above Φ(-1) = 16 %) and σ1 < n; σ2 < n; LNMax's
     1/γ < n. Changing ``data.num_teachers`` does *not* rescale the noise group's values: a count that
     they do not fit is refused, naming the setting, the noise group it came from, and the values the
     groups' ratios give for n (set them on the command line). Noise parameters are privacy settings —
@@ -57,7 +63,7 @@ class PateStrategyConfig:
     """
 
     mechanism: str = "confident_gnmax"
-    sigma: float = 40.0
+    sigma2: float = 40.0
     sigma1: float = 150.0
     threshold: float = 200.0
     gamma: float = 0.1
@@ -120,7 +126,7 @@ class NoiseScaleError(ValueError):
         self.field = field
 
 
-STRATEGY_FLOATS = ("sigma", "sigma1", "threshold", "gamma", "epsilon_budget", "delta", "rr_epsilon")
+STRATEGY_FLOATS = ("sigma2", "sigma1", "threshold", "gamma", "epsilon_budget", "delta", "rr_epsilon")
 STRATEGY_INTS = ("query_batch_size", "max_queries", "min_teachers", "secagg_threshold")
 
 
@@ -139,8 +145,8 @@ def noise_fits(s: PateStrategyConfig, n_teachers: int) -> None:
     The rules are :func:`strategies.fusion.noise_misfit`'s; the message adds what to set for n teachers.
     Majority (noise at the votes: randomised response per vote) has no noise scale relative to n.
     """
-    params = {"confident_gnmax": {"sigma": s.sigma, "sigma1": s.sigma1, "threshold": s.threshold},
-              "gnmax": {"sigma": s.sigma}, "lnmax": {"gamma": s.gamma}}.get(s.mechanism)
+    params = {"confident_gnmax": {"sigma2": s.sigma2, "sigma1": s.sigma1, "threshold": s.threshold},
+              "gnmax": {"sigma2": s.sigma2}, "lnmax": {"gamma": s.gamma}}.get(s.mechanism)
     misfit = None if params is None else noise_misfit(s.mechanism, n_teachers, params)
     if misfit is None:
         return
@@ -148,14 +154,14 @@ def noise_fits(s: PateStrategyConfig, n_teachers: int) -> None:
     n = n_teachers
     scaled = {k: round(r * n, 4) for k, r in NOISE_RATIOS.items()}
     if s.mechanism == "confident_gnmax":
-        hint = (f"set strategy.threshold, strategy.sigma1 and strategy.sigma for {n} teachers (the noise "
+        hint = (f"set strategy.threshold, strategy.sigma1 and strategy.sigma2 for {n} teachers (the noise "
                 f"groups' ratios T = 0.8 n, σ1 = 0.6 n, σ2 = 0.16 n give {scaled['threshold']:g}, "
-                f"{scaled['sigma1']:g}, {scaled['sigma']:g})")
+                f"{scaled['sigma1']:g}, {scaled['sigma2']:g})")
     elif s.mechanism == "gnmax":
-        hint = f"set strategy.sigma for {n} teachers (the noise groups' σ2 = 0.16 n is {scaled['sigma']:g})"
+        hint = f"set strategy.sigma2 for {n} teachers (the noise groups' σ2 = 0.16 n is {scaled['sigma2']:g})"
     else:
         hint = (f"set strategy.gamma above {1 / n:.4g} for {n} teachers (a Laplace scale 1/γ = 0.16 n is "
-                f"γ = {1 / scaled['sigma']:.4g})")
+                f"γ = {1 / scaled['sigma2']:.4g})")
     raise NoiseScaleError(f"strategy.{name}={getattr(s, name)!r} does not fit data.num_teachers={n}: {why}; "
                           f"{hint}", f"strategy.{name}")
 
@@ -196,6 +202,11 @@ class PateConfig:
     strategy: PateStrategyConfig = field(default_factory=PateStrategyConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    renamed_keys: ClassVar[dict[str, tuple[str, str]]] = {
+        f"strategy.{old}": (f"strategy.{new}", what) for old, (new, what) in RENAMED_PARAMS.items()}
+    """Settings of earlier versions, ``old: (new, what it is)``: refused with a message naming the new key
+    (:func:`protocol.codec.renamed_key`) by the ``run_config`` decoding, the Hydra command line and
+    :func:`compose_config` alike."""
 
     def __post_init__(self) -> None:
         s, d, f = self.strategy, self.data, self.federation
@@ -204,8 +215,7 @@ class PateConfig:
                 problem = _type_problem(getattr(s, name), kind)
                 if problem:
                     raise ValueError(f"strategy.{name} must be {problem}")
-        if s.seed is not None and (_type_problem(s.seed, int) or s.seed < 0):
-            raise ValueError(f"strategy.seed must be null (secret noise) or an integer >= 0, got {s.seed!r}")
+        check_noise_seed(s.seed, "strategy.seed", unset="null")
         rules: list[tuple[str, object, bool, str]] = [
             ("data.dataset", d.dataset, d.dataset in (*DATASETS, SITE_DATA),
              f"one of {DATASETS}, or {SITE_DATA!r} (every node brings its own data-file)"),
@@ -214,7 +224,7 @@ class PateConfig:
             ("strategy.mechanism", s.mechanism, s.mechanism in MECHANISMS, f"one of {MECHANISMS}"),
             ("strategy.budget_on", s.budget_on, s.budget_on in BUDGET_BASES, f"one of {BUDGET_BASES}"),
             ("strategy.conversion", s.conversion, s.conversion in CONVERSIONS, f"one of {CONVERSIONS}"),
-            ("strategy.sigma", s.sigma, s.sigma > 0, "> 0"),
+            ("strategy.sigma2", s.sigma2, s.sigma2 > 0, "> 0"),
             ("strategy.sigma1", s.sigma1, s.sigma1 > 0, "> 0"),
             ("strategy.threshold", s.threshold, s.threshold >= 0, ">= 0"),
             ("strategy.gamma", s.gamma, s.gamma > 0, "> 0"),
@@ -271,12 +281,25 @@ class PateConfig:
 
 
 def compose_config(*hydra_overrides: str) -> PateConfig:
-    """The :class:`PateConfig` that ``python -m simulations.pate <hydra_overrides>`` runs (``conf/pate``)."""
+    """The :class:`PateConfig` that ``python -m simulations.pate <hydra_overrides>`` runs (``conf/pate``).
+
+    Raises
+    ------
+    ValueError
+        For a setting by its earlier name (:data:`PateConfig.renamed_keys`), naming the new one.
+    """
     from pathlib import Path
 
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from protocol.codec import renamed_key
+
+    for override in hydra_overrides:  # Hydra would only say there is no such key
+        key, _, value = override.lstrip("+~").partition("=")
+        refusal = renamed_key(PateConfig, key, value)
+        if refusal is not None:
+            raise ValueError(refusal)
     register_configs()
     conf_dir = Path(__file__).resolve().parents[1] / "conf" / "pate"
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):

@@ -34,7 +34,7 @@ def build_mechanism(cfg: PateConfig) -> Any:
     s = cfg.strategy
     if s.noise_at == "votes":
         return LocalRR(epsilon=s.rr_epsilon)
-    central = make_mechanism(s.mechanism, sigma=s.sigma, sigma1=s.sigma1, threshold=s.threshold,
+    central = make_mechanism(s.mechanism, sigma1=s.sigma1, sigma2=s.sigma2, threshold=s.threshold,
                              gamma=s.gamma)
     if s.noise_at == "teachers":
         return SecureVoting(central, threshold=s.secagg_threshold or None)

@@ -200,7 +200,7 @@ def run_tables(runs: list[Run], root: Path, collection: Collection) -> None:
     """Group the runs by setting (seeds averaged) and add them to ``collection`` as pate/vertical records.
 
     Each record's ``label`` names the settings that tell it from the other runs of its method and are
-    not columns of its table (e.g. ``strategy.sigma=4.0`` in a σ sweep).
+    not columns of its table (e.g. ``strategy.sigma2=4.0`` in a σ2 sweep).
     """
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:

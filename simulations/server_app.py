@@ -1,8 +1,13 @@
 """The Flower ServerApp of flwr-privkit, for ``flwr run .`` and deployments.
 
 ``[tool.flwr.app.config]`` in ``pyproject.toml`` holds the defaults (a test keeps them equal to the
-typed schemas); ``flwr run . --run-config "pate.strategy.sigma=40"`` overrides them. The key
+typed schemas); ``flwr run . --run-config "pate.strategy.sigma2=40"`` overrides them. The key
 ``method`` selects what the ServerApp runs. The nodes' ClientApp is :mod:`simulations.app`.
+
+A setting's earlier name (a schema's ``renamed_keys``, e.g. ``pate.strategy.sigma``, now
+``pate.strategy.sigma2``) stays in the table with the empty string, which means unset: Flower refuses an
+override of a key the table lacks with its own message, so the old name is let through to
+:func:`protocol.codec.from_flat`, which refuses it naming the new key and the value given.
 """
 
 from __future__ import annotations
@@ -25,10 +30,16 @@ METHODS = ("pate", "vertical")
 server_app = ServerApp()
 
 
+SCHEMAS: dict[str, type] = {"pate": PateConfig, "vertical": VerticalConfig}
+
+
 def section(run_config: dict[str, Any], name: str) -> dict[str, Any]:
-    """The ``name.``-prefixed keys of ``run_config``, with the prefix removed."""
+    """The ``name.``-prefixed keys of ``run_config``, with the prefix removed; an earlier name of a setting
+    left unset (the empty string of ``[tool.flwr.app.config]``) is left out."""
     prefix = f"{name}."
-    return {k[len(prefix):]: v for k, v in run_config.items() if k.startswith(prefix)}
+    renamed = getattr(SCHEMAS.get(name), "renamed_keys", {})
+    return {k[len(prefix):]: v for k, v in run_config.items()
+            if k.startswith(prefix) and not (k[len(prefix):] in renamed and v == "")}
 
 
 @server_app.main()

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simulations.results import json_safe
+from strategies.vote_release import RENAMED_PARAMS
 
 SEED_KEYS = ("seed", "data.seed", "strategy.seed")
 """Configuration keys that only pick a seed: runs differing in them are repetitions, averaged."""
@@ -51,6 +52,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def load_run(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``(method, flat config, flat metrics)`` of one ``results.json`` (PATE or vertical layout).
 
+    A PATE run's settings by their earlier names (``strategy.sigma``, written before it was renamed
+    ``strategy.sigma2``: :data:`strategies.vote_release.RENAMED_PARAMS`) are read by the current ones.
+
     Raises
     ------
     ValueError
@@ -60,7 +64,11 @@ def load_run(path: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
     if "results" in data and "test" in data["results"]:
         return "vertical", flatten(data["config"]), flatten(data["results"])
     if "student" in data and "config" in data:
-        return "pate", flatten(data["config"]), flatten({k: v for k, v in data.items() if k != "config"})
+        config = flatten(data["config"])
+        for old, (new, _) in RENAMED_PARAMS.items():
+            if f"strategy.{old}" in config and f"strategy.{new}" not in config:
+                config[f"strategy.{new}"] = config.pop(f"strategy.{old}")
+        return "pate", config, flatten({k: v for k, v in data.items() if k != "config"})
     raise ValueError(f"{path} is neither a PATE nor a vertical results file")
 
 

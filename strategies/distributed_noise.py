@@ -10,8 +10,8 @@ answered queries only, the answer step (σ2, then argmax).
 
 What is charged, and why (the server sees the *noisy histogram*, not only the argmax):
 
-- GNMax: releasing ``n + N(0, σ² I)`` is the Gaussian mechanism with L2 sensitivity √2 (one teacher
-  moves two counts by 1), RDP ``α/σ²`` ([M17] Mironov 2017, Table II) — exactly [P18] Proposition 8,
+- GNMax: releasing ``n + N(0, σ2² I)`` is the Gaussian mechanism with L2 sensitivity √2 (one teacher
+  moves two counts by 1), RDP ``α/σ2²`` ([M17] Mironov 2017, Table II) — exactly [P18] Proposition 8,
   the central data-independent charge. The data-dependent bound ([P18] Theorem 6) is *not* available:
   it needs the clean histogram, which no one holds, and it covers releasing the argmax only.
 - Confident-GNMax threshold step: the released vector at σ1 costs ``α/σ1²``, twice the central check's
@@ -170,10 +170,11 @@ class SecureVoting:
         return f"SecureVoting({self.central!r})"
 
     def privacy_params(self) -> dict[str, float]:
-        """What the ledger charges: σ (σ2); for Confident-GNMax ``sigma1 = σ1/√2`` (the vector release)."""
+        """What the ledger charges: σ2; for Confident-GNMax also T and ``sigma1 = σ1/√2`` (the vector
+        release)."""
         if isinstance(self.central, GNMax):
-            return {"sigma": float(self.central.sigma)}
-        return {"sigma": float(self.central.sigma2), "sigma1": float(self.central.sigma1) / math.sqrt(2.0),
+            return {"sigma2": float(self.central.sigma2)}
+        return {"sigma2": float(self.central.sigma2), "sigma1": float(self.central.sigma1) / math.sqrt(2.0),
                 "threshold": float(self.central.threshold)}
 
     # -- its costs: those of the central mechanism it charges as ------------------------------------
@@ -235,7 +236,7 @@ class SecureVoting:
             self.setup_seconds = time.perf_counter() - t0
         q, fits = len(queries), self._queries_that_fit(len(queries), n_classes)
         queries = queries[:fits]  # what the budget cannot pay for is never aggregated nor seen
-        first_sigma = self.central.sigma if isinstance(self.central, GNMax) else self.central.sigma1
+        first_sigma = self.central.sigma2 if isinstance(self.central, GNMax) else self.central.sigma1
         first = self._noisy_sum(grid, make_message, drop, queries, model, n_classes, first_sigma) if fits \
             else np.zeros((0, n_classes))
         if isinstance(self.central, GNMax):

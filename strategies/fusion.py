@@ -8,10 +8,14 @@ benchmark pins it with a seed.
 - :class:`Majority` — plain plurality, no noise: the non-private baseline.
 - :class:`LNMax` — Laplace noise of scale ``1/gamma`` on every count, then argmax
   (Papernot et al., ICLR 2017, "Semi-supervised Knowledge Transfer ... (PATE)", §2.1).
-- :class:`GNMax` — Gaussian noise ``N(0, sigma^2)`` on every count, then argmax
+- :class:`GNMax` — Gaussian noise ``N(0, sigma2^2)`` on every count, then argmax
   (Papernot et al., ICLR 2018, "Scalable Private Learning with PATE", §4.1).
 - :class:`ConfidentGNMax` — answer only if ``max_j n_j + N(0, sigma1^2) >= threshold``, then GNMax
   with ``sigma2`` (Papernot et al. 2018, Algorithm 1). Unanswered queries get label ``-1``.
+
+The noise scales keep the paper's names everywhere (mechanism fields, :func:`make_mechanism`, the ledger,
+the run's configuration): ``sigma1`` is σ1, the threshold check's noise, and ``sigma2`` is σ2, the answer
+noise of GNMax and of Confident-GNMax's second step.
 
 Every ``fuse`` refuses histograms that no ensemble answered (:func:`strategies.rdp_analysis.validate_votes`:
 fewer than 2 classes, or a row without votes). Noise parameters must be real numbers (a bool or a string is
@@ -68,7 +72,7 @@ def noise_generator(seed: int | None) -> np.random.Generator:
 def _real(name: str, value: object) -> float:
     """``value`` as a float if it is a real number (int or float, numpy's too), else TypeError naming it.
 
-    A bool is refused although Python counts it as an int: ``sigma=True`` is a slip, not σ = 1.
+    A bool is refused although Python counts it as an int: ``sigma2=True`` is a slip, not σ2 = 1.
     """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number (int or float), got {value!r} "
@@ -145,36 +149,38 @@ class LNMax(CentralRelease):
 @register
 @dataclass(frozen=True)
 class GNMax(CentralRelease):
-    """Gaussian noisy max: ``argmax_j n_j + N(0, sigma^2)`` (PATE 2018, §4.1)."""
+    """Gaussian noisy max: ``argmax_j n_j + N(0, sigma2^2)`` (PATE 2018, §4.1).
 
-    sigma: float
+    ``sigma2`` is named σ2 as the answer noise of Confident-GNMax, whose second step this is."""
+
+    sigma2: float
     name: ClassVar[str] = "gnmax"
     budget_bases: ClassVar[tuple[str, ...]] = ("data_dependent", "data_independent", "released")
-    ledger_params: ClassVar[tuple[str, ...]] = ("sigma",)
+    ledger_params: ClassVar[tuple[str, ...]] = ("sigma2",)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sigma", _positive("sigma", self.sigma))
+        object.__setattr__(self, "sigma2", _positive("sigma2", self.sigma2))
 
     def privacy_params(self) -> dict[str, float]:
-        """The noise parameters a privacy ledger charges for: ``{"sigma": σ}``."""
-        return {"sigma": float(self.sigma)}
+        """The noise parameters a privacy ledger charges for: ``{"sigma2": σ2}``."""
+        return {"sigma2": float(self.sigma2)}
 
     def fuse(self, votes: np.ndarray, rng: np.random.Generator) -> FusionResult:
         votes = validate_votes(votes)
-        labels = _noisy_argmax(votes, rng.normal(0.0, self.sigma, size=votes.shape))
+        labels = _noisy_argmax(votes, rng.normal(0.0, self.sigma2, size=votes.shape))
         return FusionResult(labels, np.ones(len(labels), dtype=bool))
 
     def rdp_costs(self, votes: FloatArray, answered: npt.NDArray[np.bool_],
                   orders: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Per-query RDP of an answer: [P18] Theorem 6 (data-dependent) and Proposition 8 (``α/σ²``)."""
-        dd = rdp_gnmax_data_dependent(votes, self.sigma, orders)
-        di_answer = rdp_gnmax_data_independent(self.sigma, orders)
+        """Per-query RDP of an answer: [P18] Theorem 6 (data-dependent) and Proposition 8 (``α/σ2²``)."""
+        dd = rdp_gnmax_data_dependent(votes, self.sigma2, orders)
+        di_answer = rdp_gnmax_data_independent(self.sigma2, orders)
         return dd * answered[:, None], answered[:, None] * di_answer[None, :]
 
     def smooth_sensitivity(self, votes: FloatArray, delta: float,
                            orders: FloatArray) -> SmoothSensitivityRelease | None:
         """[P18] §4.3's release of the data-dependent ε of ``votes``."""
-        return smooth_sensitivity_release(votes, threshold=None, sigma1=None, sigma2=self.sigma, delta=delta,
+        return smooth_sensitivity_release(votes, threshold=None, sigma1=None, sigma2=self.sigma2, delta=delta,
                                           orders=orders)
 
     def misfit(self, n_teachers: int) -> tuple[str, str] | None:
@@ -196,7 +202,7 @@ class ConfidentGNMax(CentralRelease):
     sigma2: float
     name: ClassVar[str] = "confident_gnmax"
     budget_bases: ClassVar[tuple[str, ...]] = ("data_dependent", "data_independent", "released")
-    ledger_params: ClassVar[tuple[str, ...]] = ("sigma", "sigma1", "threshold")
+    ledger_params: ClassVar[tuple[str, ...]] = ("sigma2", "sigma1", "threshold")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sigma1", _positive("sigma1", self.sigma1))
@@ -207,13 +213,9 @@ class ConfidentGNMax(CentralRelease):
         object.__setattr__(self, "threshold", threshold)
 
     def privacy_params(self) -> dict[str, float]:
-        """The noise parameters a privacy ledger charges for; ``sigma`` is σ2 of the answering step."""
-        return {"sigma": float(self.sigma2), "sigma1": float(self.sigma1), "threshold": float(self.threshold)}
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, float]) -> ConfidentGNMax:
-        """The mechanism of ledger parameters ``params`` (``sigma`` is σ2)."""
-        return cls(threshold=params["threshold"], sigma1=params["sigma1"], sigma2=params["sigma"])
+        """The noise parameters a privacy ledger charges for: σ2, σ1 and T."""
+        return {"sigma2": float(self.sigma2), "sigma1": float(self.sigma1),
+                "threshold": float(self.threshold)}
 
     def check_answered(self, answered: ArrayLike | None, n_queries: int) -> npt.NDArray[np.bool_]:
         """The threshold outcomes, required."""
@@ -261,15 +263,15 @@ MECHANISM_REGISTRY: dict[str, type[Mechanism]] = {
 assert tuple(MECHANISM_REGISTRY) == MECHANISMS
 
 
-NOISE_RATIOS: dict[str, float] = {"threshold": 0.8, "sigma1": 0.6, "sigma": 0.16}
+NOISE_RATIOS: dict[str, float] = {"threshold": 0.8, "sigma1": 0.6, "sigma2": 0.16}
 """The noise groups' settings (``conf/pate/noise/``) as fractions of the ensemble size n: [P18] Table 2's
-MNIST setting, T = 200, σ1 = 150, σ2 = 40 for 250 teachers. ``sigma`` is GNMax's σ, σ2 for Confident-GNMax."""
+MNIST setting, T = 200, σ1 = 150, σ2 = 40 for 250 teachers (σ2 is GNMax's noise too)."""
 
 
 def noise_misfit(mechanism: str, n_teachers: int, params: Mapping[str, float]) -> tuple[str, str] | None:
     """The first noise setting of ``mechanism`` that means nothing for an ensemble of ``n_teachers``.
 
-    ``params`` holds the mechanism's noise as :meth:`privacy_params` names it (``sigma``, ``sigma1``,
+    ``params`` holds the mechanism's noise as :meth:`privacy_params` names it (``sigma2``, ``sigma1``,
     ``threshold``, ``gamma``). Returns ``(parameter, why)``, or None when every setting fits. The rules,
     each about noise that is meant relative to the ensemble (a count is at most n, the widest gap
     between two counts is n, a unanimous vote):
@@ -285,9 +287,9 @@ def noise_misfit(mechanism: str, n_teachers: int, params: Mapping[str, float]) -
     * Confident-GNMax ``sigma1`` σ1 < n: the max count ranges over [n/C, n]; threshold noise at
       least that wide makes whether a query is answered depend on the noise more than on the votes
       ([P18] uses σ1 = 0.1 n to 0.8 n).
-    * GNMax ``sigma`` (σ2 of Confident-GNMax) σ < n, and LNMax's Laplace scale 1/γ < n: noise as
-      large as the widest gap a vote can show (n, a unanimous vote) overturns even unanimous labels
-      (at σ = n with 10 classes, two in three of them), while each answer is charged ([P18] uses
+    * ``sigma2`` σ2 < n (GNMax, and Confident-GNMax's answers), and LNMax's Laplace scale 1/γ < n: noise
+      as large as the widest gap a vote can show (n, a unanimous vote) overturns even unanimous labels
+      (at σ2 = n with 10 classes, two in three of them), while each answer is charged ([P18] uses
       σ2 = 0.02 n to 0.16 n, [P17] 1/γ = 0.08 n).
     """
     n = n_teachers
@@ -305,9 +307,8 @@ def noise_misfit(mechanism: str, n_teachers: int, params: Mapping[str, float]) -
                    "count (n/C to n) decides which queries are answered more than the votes do, while every "
                    "check is charged")
             return "sigma1", why
-    if mechanism in ("gnmax", "confident_gnmax") and params["sigma"] >= n:
-        name = "σ2" if mechanism == "confident_gnmax" else "σ"
-        return "sigma", (f"{name}={params['sigma']:g} must be < n = {n}: noise as large as the widest gap a "
+    if mechanism in ("gnmax", "confident_gnmax") and params["sigma2"] >= n:
+        return "sigma2", (f"σ2={params['sigma2']:g} must be < n = {n}: noise as large as the widest gap a "
                          f"vote can show ({n}, a unanimous vote) overturns even unanimous labels, while each "
                          "answer is charged")
     if mechanism == "lnmax" and 1.0 / params["gamma"] >= n:
@@ -320,15 +321,16 @@ def noise_misfit(mechanism: str, n_teachers: int, params: Mapping[str, float]) -
 def make_mechanism(
     name: str,
     *,
-    sigma: float | None = None,
     sigma1: float | None = None,
+    sigma2: float | None = None,
     threshold: float | None = None,
     gamma: float | None = None,
 ) -> Mechanism:
     """Build a mechanism by name from :data:`MECHANISM_REGISTRY`.
 
-    ``sigma`` is GNMax's sigma, or sigma2 for Confident-GNMax; parameters the mechanism does not use
-    are ignored (a config carries all of them).
+    ``sigma2`` is the answer noise σ2 (GNMax's, and Confident-GNMax's second step), ``sigma1`` and
+    ``threshold`` Confident-GNMax's check ([P18] Algorithm 1); parameters the mechanism does not use are
+    ignored (a config carries all of them).
 
     Raises
     ------
@@ -343,8 +345,8 @@ def make_mechanism(
     if cls is LNMax:
         return LNMax(gamma=_positive("gamma", gamma))
     if cls is GNMax:
-        return GNMax(sigma=_positive("sigma", sigma))
+        return GNMax(sigma2=_positive("sigma2", sigma2))
     if threshold is None:
         raise ValueError("confident_gnmax needs a threshold, got None")
     return ConfidentGNMax(threshold=threshold, sigma1=_positive("sigma1", sigma1),
-                          sigma2=_positive("sigma", sigma))
+                          sigma2=_positive("sigma2", sigma2))

@@ -77,7 +77,7 @@ class LedgerViews:
     def _best(self, rdp: FloatArray, checked: int) -> tuple[float, float]:  # implemented by the ledger
         raise NotImplementedError
 
-    def _config(self) -> dict[str, Any]:  # implemented by the ledger
+    def _described(self) -> dict[str, Any]:  # implemented by the ledger
         raise NotImplementedError
 
     def _curve(self, rdp: FloatArray) -> FloatArray:  # implemented by the ledger
@@ -227,7 +227,7 @@ class LedgerViews:
         """The JSON document for a ledger state (the totals in it are derived from ``history``)."""
         payload: dict[str, Any] = {
             "format_version": LEDGER_FORMAT_VERSION,
-            "config": self._config(),
+            "config": self._described(),
             "orders": self._orders.tolist(),
             "rdp_data_dependent": rdp_dd.tolist(),
             "rdp_data_independent": rdp_di.tolist(),

@@ -97,9 +97,11 @@ from strategies.rdp_conversion import check_conversion, epsilon_curve, warn_if_e
 from strategies.vote_release import (
     BUDGET_BASES,
     RELEASES,
+    RENAMED_PARAMS,
     VoteRelease,
     check_budget_basis,
     check_params,
+    current_param_names,
     private_releases,
 )
 
@@ -130,9 +132,9 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
     epsilon_budget : float
         Largest total ε (on ``budget_on``) the ledger lets the queries spend (> 0).
     **params : float or None
-        The release's noise, named as its ``privacy_params()``: ``sigma`` (GNMax's σ, σ2 of
-        Confident-GNMax), ``sigma1`` and ``threshold`` (Confident-GNMax), ``gamma`` (LNMax), ``epsilon``
-        (local RR's ε0); None counts as not given.
+        The release's noise, named as its ``privacy_params()``: ``sigma2`` (answer noise σ2 of GNMax and
+        Confident-GNMax), ``sigma1`` and ``threshold`` (Confident-GNMax's check σ1, T: [P18] Algorithm 1),
+        ``gamma`` (LNMax), ``epsilon`` (local RR's ε0); None counts as not given (``sigma``: refused).
     orders : array_like, default DEFAULT_ORDERS
         Rényi orders α > 1.
     budget_on : {"data_dependent", "data_independent", "released"}, default "data_dependent"
@@ -216,6 +218,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         self._release: dict[str, Any] | None = None
         self._head_entries = 0  # entries the head log records, as last read or appended
         self._v1 = False  # adopted a v1 local-RR journal (read-only)
+        self._written_names: dict[str, str] = {}  # parameter -> its earlier name, as the adopted file has it
         if self._path is not None:
             self._sync()
 
@@ -232,7 +235,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         return eps if pure is None else np.minimum(eps, checked * pure)
 
     def _config(self) -> dict[str, Any]:
-        """The settings a stored ledger must match to be reloaded."""
+        """The settings a stored ledger must match to be reloaded (its parameters by their current names)."""
         return {
             "mechanism": self._mechanism,
             "delta": self._delta,
@@ -243,9 +246,16 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
             **self._params,
         }
 
-    def _spec(self) -> JournalSpec:
-        """What the journal checks need of this ledger."""
-        genesis = genesis_hash(LEDGER_FORMAT_VERSION, self._config(), self._orders.tolist())
+    def _described(self, written_names: dict[str, str] | None = None) -> dict[str, Any]:
+        """:meth:`_config` as the file records it and its genesis binds it: by the current names, or a
+        renamed parameter's earlier one (``written_names``, default the adopted file's, whose chain starts
+        there)."""
+        names = self._written_names if written_names is None else written_names
+        return {names.get(key, key): value for key, value in self._config().items()}
+
+    def _spec(self, written_names: dict[str, str] | None = None) -> JournalSpec:
+        """What the journal checks need of this ledger (``written_names``: as :meth:`_described`)."""
+        genesis = genesis_hash(LEDGER_FORMAT_VERSION, self._described(written_names), self._orders.tolist())
         return JournalSpec(genesis=genesis, orders=self._orders, costs=self._costs, spent=self._best,
                            budget=self._budget, budget_on=self._budget_on)
 
@@ -259,9 +269,11 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         """Adopt a stored ledger after checking it matches this one and its journal adds up.
 
         The file must extend the journal this ledger last wrote or adopted (no rollback); the entries
-        already verified skip the cost recomputation.
+        already verified skip the cost recomputation. A file with an earlier name (``sigma``: ``sigma2``) is
+        verified as stored, then read by the current names, and keeps its own (:meth:`_described`).
         """
-        check_settings(self._path, self._config(), stored["config"])
+        check_settings(self._path, self._config(), current_param_names(stored["config"]))
+        written = {new: old for old, (new, _) in RENAMED_PARAMS.items() if old in stored["config"]}
         stored_orders = np.asarray(stored["orders"], dtype=float)
         if not np.array_equal(stored_orders, self._orders):
             raise ValueError(
@@ -272,13 +284,13 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
             )
         assert self._path is not None
         path = self._path
-        totals, rows = verify_journal(path, stored, self._spec(), lambda n: read_sidecar(path, n),
+        totals, rows = verify_journal(path, stored, self._spec(written), lambda n: read_sidecar(path, n),
                                       known=self._history)
         check_head(path, stored["history"], head, sidecar_row_count(path), totals.checked)
         self._head_entries = len(head)
         self._rdp_dd, self._rdp_di = totals.rdp_data_dependent, totals.rdp_data_independent
         self._checked, self._answered, self._exhausted = totals.checked, totals.answered, totals.exhausted
-        self._history, self._rows = list(stored["history"]), rows
+        self._history, self._rows, self._written_names = list(stored["history"]), rows, written
         self._eps_released = totals.epsilon_released
         self._release = stored.get("release")
 
@@ -355,7 +367,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         Raises
         ------
         ValueError
-            Naming the first field that differs, e.g. ``sigma``.
+            Naming the first field that differs, e.g. ``sigma2``.
         """
         if mechanism.name != self._mechanism:
             raise ValueError(f"ledger charges {self._mechanism!r} but the mechanism is {mechanism.name!r}")
@@ -382,7 +394,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
             return cls(path, mechanism="local_rr", budget_on="data_independent",
                        epsilon=config.get("epsilon0"),
                        **{key: config.get(key) for key in ("delta", "epsilon_budget", "conversion", "run")})
-        return cls(path, orders=stored["orders"], **stored["config"])
+        return cls(path, orders=stored["orders"], **current_param_names(stored["config"]))
 
     def bind_pool(self, digest: str) -> None:
         """Charge from now on for the student pool of SHA-256 ``digest`` (recorded in every entry).

@@ -221,6 +221,31 @@ def check_answered_shape(answered: ArrayLike | None, n_queries: int) -> npt.NDAr
     return arr
 
 
+RENAMED_PARAMS: dict[str, tuple[str, str]] = {
+    "sigma": ("sigma2", "the answer noise σ2 of GNMax / Confident-GNMax"),
+}
+"""Noise parameter names of earlier versions: ``old: (new, what it is)``. ``sigma`` (GNMax's σ,
+Confident-GNMax's σ2) is ``sigma2``, the answer noise σ2 of Papernot et al. 2018, Algorithm 1. A stored
+ledger's description is read with either (:func:`current_param_names`); a new one is written with the new."""
+
+
+def current_param_names(described: Mapping[str, Any]) -> dict[str, Any]:
+    """``described`` (a stored ledger's settings) with every :data:`RENAMED_PARAMS` key under its new name.
+
+    Raises
+    ------
+    ValueError
+        If it holds a parameter under both names (a file that was edited or merged).
+    """
+    out = dict(described)
+    for old, (new, _) in RENAMED_PARAMS.items():
+        if old in out:
+            if new in out:
+                raise ValueError(f"a ledger description holds both {old} (the earlier name) and {new}")
+            out[new] = out.pop(old)
+    return out
+
+
 RELEASES: dict[str, type[Any]] = {}
 """The registered releases by name: :func:`release_from_params` and the run's configuration build from it."""
 
@@ -254,6 +279,9 @@ def check_params(name: str, given: Mapping[str, float | None]) -> dict[str, floa
     cls = RELEASES.get(name)
     if cls is None or not cls.budget_bases:
         raise ValueError(f"mechanism must be one of {private_releases()}, got {name!r}")
+    for old, (new, what) in RENAMED_PARAMS.items():
+        if given.get(old) is not None:
+            raise ValueError(f"{old} was renamed: give {new} ({what}); got {old}={given[old]!r}")
     needed = cls.ledger_params
     params: dict[str, float] = {}
     for key, value in given.items():

@@ -11,7 +11,7 @@ from strategies.accounting import PrivacyLedger
 from strategies.local_rr import LocalRR
 
 SETTINGS: dict[str, Any] = {"mechanism": "confident_gnmax", "delta": 1e-5, "epsilon_budget": 20.0,
-                            "sigma": 40.0, "sigma1": 150.0, "threshold": 200.0}
+                            "sigma2": 40.0, "sigma1": 150.0, "threshold": 200.0}
 BATCHES = [  # (votes, answered): three charges of the journal every case starts from
     ([[240, 5, 5], [100, 90, 60], [250, 0, 0]], [True, False, True]),
     ([[5, 240, 5], [0, 0, 250]], [True, True]),

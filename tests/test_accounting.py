@@ -60,7 +60,7 @@ def make_ledger(path: Path | None, **overrides: Any) -> PrivacyLedger:
         "mechanism": "confident_gnmax",
         "delta": 1e-5,
         "epsilon_budget": 2.0,
-        "sigma": 40.0,
+        "sigma2": 40.0,
         "sigma1": 150.0,
         "threshold": 200.0,
     }
@@ -525,7 +525,7 @@ def test_invalid_input_raises_value_error(call: Any, match: str) -> None:
 # ln(1/δ)/(α-1) = 1. So ε after n >= 1 queries is n + 1 (data-independent), and 0 after none.
 HAND = {
     "mechanism": "gnmax",
-    "sigma": math.sqrt(3.0),
+    "sigma2": math.sqrt(3.0),
     "delta": math.exp(-2.0),
     "orders": [3.0],
     "budget_on": "data_independent",
@@ -610,7 +610,7 @@ def test_ledger_charges_threshold_for_every_query_and_gnmax_only_for_answered() 
     [
         pytest.param(
             "gnmax",
-            {"sigma": 40.0},
+            {"sigma2": 40.0},
             lambda v: rdp_gnmax_data_dependent(v, 40.0),
             lambda: rdp_gnmax_data_independent(40.0),
             id="gnmax",
@@ -677,8 +677,8 @@ def test_ledger_persists_and_reloads(tmp_path: Path) -> None:
     ("overrides", "match"),
     [
         pytest.param(
-            {"sigma": 41.0},
-            r"stored ledger has sigma=40.0, but this ledger was created with sigma=41.0",
+            {"sigma2": 41.0},
+            r"stored ledger has sigma2=40.0, but this ledger was created with sigma2=41.0",
             id="sigma",
         ),
         pytest.param({"threshold": 190.0}, r"threshold=200.0", id="threshold"),
@@ -783,7 +783,7 @@ def test_ledger_epsilon_and_remaining() -> None:
         pytest.param(
             {"gamma": 0.1}, r"gamma is not used by mechanism 'confident_gnmax', got 0.1", id="superfluous"
         ),
-        pytest.param({"sigma": -1.0}, r"^sigma must be > 0, got -1.0$", id="sigma"),
+        pytest.param({"sigma2": -1.0}, r"^sigma2 must be > 0, got -1.0$", id="sigma"),
         pytest.param({"delta": 2.0}, r"delta must be in \(0, 1\), got 2.0", id="delta"),
         pytest.param({"epsilon_budget": 0.0}, r"epsilon_budget must be > 0, got 0.0", id="budget"),
         pytest.param(
@@ -893,7 +893,7 @@ def test_data_dependent_budget_keeps_answering_cheap_queries_past_the_worst_case
     # Prepare: sigma=1, 250 unanimous teachers -> each query is nearly free on the data-dependent
     # accounting, while one query at its data-independent cost (alpha / sigma^2) would not fit.
     unanimous = make_votes(*([[250, 0, 0]] * 50))
-    ledger = PrivacyLedger(None, mechanism="gnmax", delta=1e-5, epsilon_budget=1.0, sigma=1.0)
+    ledger = PrivacyLedger(None, mechanism="gnmax", delta=1e-5, epsilon_budget=1.0, sigma2=1.0)
     worst_case_alone, _ = rdp_to_epsilon(DEFAULT_ORDERS, rdp_gnmax_data_independent(1.0), 1e-5)
     assert worst_case_alone > 1.0
     # Execute

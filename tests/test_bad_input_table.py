@@ -182,6 +182,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "transform": root / "party0.features.json", "meta": meta}
 
 
+RENAMED = "strategy.sigma was renamed: set strategy.sigma2 (the answer noise σ2 of GNMax / Confident-GNMax); "
+"""The refusal of the earlier name of ``strategy.sigma2`` (issue 23 §1), before the value given."""
+
+
 def _cli(files: dict[str, Path]) -> list[tuple[str, Callable, list[str], str]]:
     root, transform = files["root"], str(files["transform"])
     return [
@@ -237,13 +241,16 @@ def _cli(files: dict[str, Path]) -> list[tuple[str, Callable, list[str], str]]:
         ("pate noise=unknown", pate_cli, ["dataset=digits", "noise=unknown"],
          "noise=unknown: there is no noise 'unknown'; the choices are digits, mnist1d, mnist5k"),
         ("pate misspelt key", pate_cli, ["strategy.sigmaa=3"], "strategy.sigmaa=3: there is no setting "
-         "'strategy.sigmaa'; did you mean strategy.sigma, strategy.sigma1, strategy.gamma?"),
+         "'strategy.sigmaa'; did you mean strategy.sigma2, strategy.sigma1, strategy.gamma?"),
+        ("pate renamed key", pate_cli, ["strategy.sigma=40"], RENAMED + "got 40"),
+        ("pate renamed key in a sweep", pate_cli, ["-m", "strategy.sigma=2,4"], RENAMED + "got 2,4"),
+        ("pate renamed key added", pate_cli, ["+strategy.sigma=40"], RENAMED + "got 40"),
         ("pate misspelt group", pate_cli, ["strateg=gnmax"],
          "strateg=gnmax: there is no setting 'strateg'; did you mean strategy,"),
-        ("pate wrong type", pate_cli, ["strategy.sigma=abc"], "strategy.sigma=abc: strategy.sigma must be of type "
+        ("pate wrong type", pate_cli, ["strategy.sigma2=abc"], "strategy.sigma2=abc: strategy.sigma2 must be of type "
          "float, got 'abc'"),
-        ("pate wrong type in a sweep", pate_cli, ["-m", "strategy.sigma=2,abc"],
-         "strategy.sigma=abc: strategy.sigma must be of type float, got 'abc'"),
+        ("pate wrong type in a sweep", pate_cli, ["-m", "strategy.sigma2=2,abc"],
+         "strategy.sigma2=abc: strategy.sigma2 must be of type float, got 'abc'"),
         ("pate data.seed not an integer", pate_cli, ["data.seed=x"], "data.seed=x: data.seed must be of type int"),
         ("vertical dataset=unknown", vertical_cli, ["dataset=unknown"], "dataset=unknown: there is no dataset "
          "'unknown'; the choices are breast_cancer, caravan, digits, mnist5k, mnist5k_quarters"),
@@ -343,6 +350,7 @@ def test_parties_a_vertical_run_cannot_use_are_refused_before_it_starts(
     ("simulations.deploy_local", "deploy_local --parties 1"),
     ("simulations.pate", "pate dataset=unknown"),
     ("simulations.pate", "pate misspelt key"),
+    ("simulations.pate", "pate renamed key"),
     ("simulations.vertical", "vertical wrong type"),
     ("simulations.report", "report malformed JSON"),
 ])
@@ -371,7 +379,7 @@ def _npz(path: Path) -> dict[str, np.ndarray]:
     ("simulations.vertical", "vertical unknown +key", {}, ["+strategy.foo=1"],
      "unknown setting(s) strategy.foo; the strategy settings are epochs,"),
     ("simulations.pate", "pate unknown +key", {}, ["dataset=digits", "+strategy.foo=1"],
-     "unknown setting(s) strategy.foo; the strategy settings are mechanism, sigma,"),
+     "unknown setting(s) strategy.foo; the strategy settings are mechanism, sigma2,"),
 ])
 def test_a_hydra_run_refused_before_it_starts_as_a_real_process(
         tmp_path: Path, module: str, case: str, change: dict, overrides: list[str], expected: str) -> None:

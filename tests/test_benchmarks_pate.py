@@ -14,7 +14,7 @@ def test_quick_benchmark_writes_documented_rows(tmp_path):
     out = tmp_path / "pate.json"
     assert pate.main(["--quick", "--datasets", "digits", "--seeds", "0", "--budgets", "8", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    keys = {"dataset", "method", "sigma", "accuracy", "epsilon_data_dependent", "epsilon_data_independent",
+    keys = {"dataset", "method", "sigma2", "accuracy", "epsilon_data_dependent", "epsilon_data_independent",
             "delta", "answered", "wall_s"}
     assert all(keys <= set(r) for r in rows)
     methods = {r["method"] for r in rows}

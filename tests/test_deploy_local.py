@@ -42,14 +42,18 @@ def test_pate_node_configs_cover_every_teacher_once() -> None:
 def test_pate_run_config_keys_are_composed_with_the_rehearsal_and_its_noise_checked() -> None:
     # digits' noise group is written for 20 teachers: 6 need their own noise (issue 24 §4)
     overrides, rest = split_pate_run_config('pate.strategy.threshold=4.8 pate.strategy.sigma1=3.6 '
-                                            'pate.strategy.sigma=0.96 other.key="a b"')
-    assert overrides == ["strategy.threshold=4.8", "strategy.sigma1=3.6", "strategy.sigma=0.96"]
+                                            'pate.strategy.sigma2=0.96 other.key="a b"')
+    assert overrides == ["strategy.threshold=4.8", "strategy.sigma1=3.6", "strategy.sigma2=0.96"]
     assert rest == 'other.key="a b"'
     settings = run_settings("pate", Path("out"), parties=0, teacher_nodes=2, num_teachers=6,
                             pate_overrides=overrides)
     assert "pate.strategy.threshold=4.8 " in settings and "pate.data.num_teachers=6 " in settings
     with pytest.raises(ValueError, match=r"^strategy.sigma1=12.0 does not fit data.num_teachers=6: "):
         run_settings("pate", Path("out"), parties=0, teacher_nodes=2, num_teachers=6)
+    overrides, _ = split_pate_run_config("pate.strategy.sigma=0.96")  # the earlier name of sigma2
+    with pytest.raises(ValueError, match=r"^strategy.sigma was renamed: set strategy.sigma2 \(the answer noise "
+                                         r"σ2 of GNMax / Confident-GNMax\); got 0.96$"):
+        run_settings("pate", Path("out"), parties=0, teacher_nodes=2, num_teachers=6, pate_overrides=overrides)
 
 
 def test_vertical_node_configs_name_each_party_and_its_file(tmp_path: Path) -> None:

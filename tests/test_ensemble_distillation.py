@@ -34,11 +34,11 @@ def _quiet_edge_warnings():
 
 
 def make_strategy(tmp_path, *, mechanism=None, budget=500.0, ledger_path=None, **kwargs):
-    mechanism = mechanism or GNMax(sigma=2.0)
+    mechanism = mechanism or GNMax(sigma2=2.0)
     ledger = None
     if not isinstance(mechanism, Majority):
-        params = {"sigma": mechanism.sigma} if isinstance(mechanism, GNMax) else {
-            "sigma": mechanism.sigma2, "sigma1": mechanism.sigma1, "threshold": mechanism.threshold}
+        params = {"sigma2": mechanism.sigma2} if isinstance(mechanism, GNMax) else {
+            "sigma2": mechanism.sigma2, "sigma1": mechanism.sigma1, "threshold": mechanism.threshold}
         ledger = PrivacyLedger(ledger_path or tmp_path / "ledger.json", mechanism=mechanism.name, delta=1e-5,
                                epsilon_budget=budget, **params)
     kwargs.setdefault("student", StudentSettings(method="supervised", model_name="student"))
@@ -191,14 +191,14 @@ def test_majority_baseline_runs_without_ledger(tmp_path):
     ("kwargs", "match"),
     [
         ({"mechanism": Majority(), "ledger": object()}, "a ledger is required"),
-        ({"mechanism": GNMax(sigma=1.0), "ledger": None}, "a ledger is required"),
+        ({"mechanism": GNMax(sigma2=1.0), "ledger": None}, "a ledger is required"),
         ({"query_batch_size": 0}, "query_batch_size must be >= 1"),
         ({"min_teachers": 7}, r"min_teachers must be in \[1, 6\]"),
     ],
 )
 def test_constructor_rejects_bad_settings(tmp_path, kwargs, match):
-    base = {"mechanism": GNMax(sigma=1.0),
-            "ledger": PrivacyLedger(None, mechanism="gnmax", delta=1e-5, epsilon_budget=5, sigma=1.0)}
+    base = {"mechanism": GNMax(sigma2=1.0),
+            "ledger": PrivacyLedger(None, mechanism="gnmax", delta=1e-5, epsilon_budget=5, sigma2=1.0)}
     with pytest.raises(ValueError, match=match):
         EnsembleDistillation(data=DATA, teacher_model=FAST, student_model=FAST, **{**base, **kwargs})
 
@@ -236,8 +236,8 @@ def test_a_run_whose_student_failed_resumes_without_asking_or_charging_again(tmp
     grid.faulty[student] = fail_training
     with pytest.raises(RuntimeError, match="out of memory"):
         EnsembleDistillation(
-            mechanism=GNMax(sigma=2.0), ledger=PrivacyLedger(tmp_path / "ledger.json", mechanism="gnmax",
-                                                             delta=1e-5, epsilon_budget=500.0, sigma=2.0),
+            mechanism=GNMax(sigma2=2.0), ledger=PrivacyLedger(tmp_path / "ledger.json", mechanism="gnmax",
+                                                             delta=1e-5, epsilon_budget=500.0, sigma2=2.0),
             data=DATA, teacher_model=FAST, student_model=FAST, query_batch_size=40, max_queries=80,
             student=StudentSettings(method="supervised")).start(grid)
     first_ids, first_labels = PrivacyLedger.load(tmp_path / "ledger.json").paid_labels()

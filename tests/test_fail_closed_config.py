@@ -109,7 +109,7 @@ def test_the_command_refuses_an_earlier_runs_ledger_before_ray_starts(tmp_path: 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
     ((), 11),  # digits: 20 teachers, a majority is 11
-    (("data.num_teachers=7", "strategy.threshold=5", "strategy.sigma1=4", "strategy.sigma=1"), 4),
+    (("data.num_teachers=7", "strategy.threshold=5", "strategy.sigma1=4", "strategy.sigma2=1"), 4),
     (("strategy.min_teachers=1",), 1),
 ])
 def test_min_teachers_defaults_to_a_majority_of_the_teachers(tmp_path: Path, overrides: tuple, expected: int) -> None:

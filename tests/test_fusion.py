@@ -27,18 +27,18 @@ def test_majority_is_plain_argmax_with_low_index_ties():
     assert result.answered.all()
 
 
-@pytest.mark.parametrize("mechanism", [GNMax(sigma=1e-6), LNMax(gamma=1e6)], ids=["gnmax", "lnmax"])
+@pytest.mark.parametrize("mechanism", [GNMax(sigma2=1e-6), LNMax(gamma=1e6)], ids=["gnmax", "lnmax"])
 def test_vanishing_noise_equals_majority_where_no_tie(mechanism):
     labels = mechanism.fuse(VOTES[:3], np.random.default_rng(1)).labels
     assert labels.tolist() == [0, 1, 2]
 
 
 def test_gnmax_flip_rate_matches_gaussian_theory():
-    # Two classes with a margin of 2: P(flip) = P(N(0, 2 sigma^2) > 2) = Phi(-2 / (sigma sqrt 2)).
-    sigma, n = 2.0, 200_000
+    # Two classes with a margin of 2: P(flip) = P(N(0, 2 sigma2^2) > 2) = Phi(-2 / (sigma2 sqrt 2)).
+    sigma2, n = 2.0, 200_000
     votes = np.tile([[6, 4]], (n, 1))
-    flips = np.mean(GNMax(sigma=sigma).fuse(votes, np.random.default_rng(2)).labels == 1)
-    assert flips == pytest.approx(norm.cdf(-2 / (sigma * np.sqrt(2))), abs=0.005)
+    flips = np.mean(GNMax(sigma2=sigma2).fuse(votes, np.random.default_rng(2)).labels == 1)
+    assert flips == pytest.approx(norm.cdf(-2 / (sigma2 * np.sqrt(2))), abs=0.005)
 
 
 def test_lnmax_flip_rate_matches_laplace_theory():
@@ -65,7 +65,7 @@ def test_confident_gnmax_answer_rate_matches_theory():
 
 
 def test_same_seed_same_labels():
-    mech = GNMax(sigma=3.0)
+    mech = GNMax(sigma2=3.0)
     a = mech.fuse(VOTES, np.random.default_rng(7)).labels
     b = mech.fuse(VOTES, np.random.default_rng(7)).labels
     np.testing.assert_array_equal(a, b)
@@ -74,11 +74,11 @@ def test_same_seed_same_labels():
 @pytest.mark.parametrize(
     ("name", "params", "match"),
     [
-        ("gnmax", {}, "sigma must be a finite number > 0, got None"),
-        ("gnmax", {"sigma": -1.0}, "sigma must be a finite number > 0, got -1.0"),
+        ("gnmax", {}, "sigma2 must be a finite number > 0, got None"),
+        ("gnmax", {"sigma2": -1.0}, "sigma2 must be a finite number > 0, got -1.0"),
         ("lnmax", {"gamma": 0.0}, "gamma must be a finite number > 0"),
-        ("confident_gnmax", {"sigma": 1.0, "sigma1": 1.0}, "needs a threshold"),
-        ("confident_gnmax", {"sigma": 1.0, "sigma1": float("nan"), "threshold": 3}, "sigma1 must be"),
+        ("confident_gnmax", {"sigma2": 1.0, "sigma1": 1.0}, "needs a threshold"),
+        ("confident_gnmax", {"sigma2": 1.0, "sigma1": float("nan"), "threshold": 3}, "sigma1 must be"),
         ("softmax", {}, "unknown fusion mechanism 'softmax'"),
     ],
 )
@@ -98,7 +98,7 @@ def test_make_mechanism_rejects_bad_parameters(name, params, match):
 )
 def test_fusion_rejects_malformed_votes(votes, match):
     with pytest.raises(ValueError, match=match):
-        GNMax(sigma=1.0).fuse(votes, np.random.default_rng(0))
+        GNMax(sigma2=1.0).fuse(votes, np.random.default_rng(0))
 
 
 # -- one registry, and the ledger built from the mechanism it charges ---------------------------------
@@ -108,8 +108,8 @@ def test_registry_maps_every_name_to_its_class_and_make_mechanism_uses_it():
     from strategies.fusion import MECHANISM_REGISTRY, MECHANISMS
 
     assert tuple(MECHANISM_REGISTRY) == MECHANISMS
-    built = {"majority": {}, "lnmax": {"gamma": 0.1}, "gnmax": {"sigma": 3.0},
-             "confident_gnmax": {"sigma": 3.0, "sigma1": 12.0, "threshold": 16.0}}
+    built = {"majority": {}, "lnmax": {"gamma": 0.1}, "gnmax": {"sigma2": 3.0},
+             "confident_gnmax": {"sigma2": 3.0, "sigma1": 12.0, "threshold": 16.0}}
     for name, params in built.items():
         mechanism = make_mechanism(name, **params)
         assert type(mechanism) is MECHANISM_REGISTRY[name]
@@ -122,7 +122,7 @@ def test_ledger_for_mechanism_takes_the_noise_from_the_mechanism():
     ledger = PrivacyLedger.for_mechanism(ConfidentGNMax(threshold=200.0, sigma1=150.0, sigma2=40.0), None,
                                          delta=1e-5, epsilon_budget=5.0)
     assert ledger.mechanism == "confident_gnmax"
-    assert ledger.params == {"sigma": 40.0, "sigma1": 150.0, "threshold": 200.0}
+    assert ledger.params == {"sigma2": 40.0, "sigma1": 150.0, "threshold": 200.0}
     with pytest.raises(ValueError, match="not private"):
         PrivacyLedger.for_mechanism(Majority(), None, delta=1e-5, epsilon_budget=5.0)
     with pytest.raises(ValueError, match="registered mechanism"):
@@ -131,16 +131,16 @@ def test_ledger_for_mechanism_takes_the_noise_from_the_mechanism():
 
 @pytest.mark.parametrize(
     ("ledger_mechanism", "match"),
-    [(GNMax(sigma=30.0), "sigma=30.0 but the gnmax mechanism has sigma=40.0"),
+    [(GNMax(sigma2=30.0), "sigma2=30.0 but the gnmax mechanism has sigma2=40.0"),
      (LNMax(gamma=0.1), "ledger charges 'lnmax' but the mechanism is 'gnmax'")],
-    ids=["other-sigma", "other-mechanism"])
+    ids=["other-sigma2", "other-mechanism"])
 def test_strategy_refuses_a_ledger_for_other_noise_than_the_fusion(ledger_mechanism, match):
     from strategies.accounting import PrivacyLedger
     from strategies.ensemble_distillation import DataSpec, EnsembleDistillation, ModelSpec
 
     ledger = PrivacyLedger.for_mechanism(ledger_mechanism, None, delta=1e-5, epsilon_budget=5.0)
     with pytest.raises(ValueError, match=match):
-        EnsembleDistillation(mechanism=GNMax(sigma=40.0), ledger=ledger, data=DataSpec(dataset="digits"),
+        EnsembleDistillation(mechanism=GNMax(sigma2=40.0), ledger=ledger, data=DataSpec(dataset="digits"),
                              teacher_model=ModelSpec(), student_model=ModelSpec())
     ledger.check_mechanism(ledger_mechanism)  # its own mechanism passes
 

@@ -228,7 +228,7 @@ def test_a_live_ledger_still_adopts_what_another_process_appended(tmp_path: Path
 
 def test_an_empty_ledger_reports_epsilon_zero(tmp_path: Path) -> None:
     # Prepare: one order α = 3, σ² = 3, δ = e^-2: a query costs RDP 1 and the δ term is 1.
-    hand = {"mechanism": "gnmax", "sigma": 3.0**0.5, "delta": float(np.exp(-2.0)), "orders": [3.0],
+    hand = {"mechanism": "gnmax", "sigma2": 3.0**0.5, "delta": float(np.exp(-2.0)), "orders": [3.0],
             "budget_on": "data_independent"}
     path = tmp_path / "ledger.json"
     empty = PrivacyLedger(None, epsilon_budget=1.5, **hand)
@@ -306,7 +306,7 @@ def test_orphan_temp_files_are_cleaned_under_the_lock(journal: Path) -> None:
 def test_paid_labels_are_the_accepted_answered_prefix_and_survive_load(tmp_path: Path) -> None:
     # Prepare: the second batch is cut by the budget (18 queries of 30 teachers at σ1 = 8, σ = 4 fit, not 50)
     path = tmp_path / "ledger.json"
-    ledger = PrivacyLedger(path, mechanism="confident_gnmax", delta=1e-5, epsilon_budget=3.0, sigma=4.0,
+    ledger = PrivacyLedger(path, mechanism="confident_gnmax", delta=1e-5, epsilon_budget=3.0, sigma2=4.0,
                            sigma1=8.0, threshold=20.0)
     votes = np.tile([[30.0, 0.0, 0.0]], (50, 1))
     votes[::3] = [10.0, 10.0, 10.0]  # not confident: unanswered

@@ -36,7 +36,7 @@ def test_fifty_teachers_on_two_nodes_label_a_student_and_the_ledger_matches_the_
     monkeypatch.chdir(tmp_path)  # the student node writes under ./privkit-output
     # Prepare: 2 teacher nodes (25 teachers each) + the student node
     grid = InProcessGrid(client_app, simulation_nodes(3))
-    mechanism = GNMax(sigma=4.0)
+    mechanism = GNMax(sigma2=4.0)
     ledger = PrivacyLedger.for_mechanism(mechanism, tmp_path / "ledger.json", delta=1e-5, epsilon_budget=500.0)
     strategy = EnsembleDistillation(
         mechanism=mechanism, ledger=ledger, data=DATA, teacher_model=TEACHER, student_model=STUDENT,

@@ -65,9 +65,9 @@ def node_config(text: str) -> dict[str, str]:
 def run(tmp_path: Path, nodes: dict[int, dict], name: str, data: DataSpec = DATA,
         **kwargs) -> tuple[dict, InProcessGrid]:
     ledger = PrivacyLedger(tmp_path / f"{name}.json", mechanism="gnmax", delta=1e-5, epsilon_budget=500.0,
-                           sigma=2.0)
+                           sigma2=2.0)
     strategy = EnsembleDistillation(
-        mechanism=GNMax(sigma=2.0), ledger=ledger, data=data, teacher_model=FAST, student_model=FAST,
+        mechanism=GNMax(sigma2=2.0), ledger=ledger, data=data, teacher_model=FAST, student_model=FAST,
         query_batch_size=40, max_queries=120, seed=0, student=StudentSettings(method="supervised", **kwargs))
     grid = InProcessGrid(client_app, nodes)
     return strategy.start(grid).report, grid
@@ -289,7 +289,7 @@ def test_sites_read_their_files_on_an_authenticated_tls_deployment(tmp_path):
         "strategy.query_batch_size=40", "strategy.max_queries=120", "strategy.epsilon_budget=100.0",
         "teacher.epochs=15", "federation.timeout_s=1200.0",  # 2 shared cores: a node may train for minutes
         # digits' noise group is written for 20 teachers (T = 16, σ1 = 12 do not fit 6: refused, issue 24 §4)
-        "strategy.threshold=4.8", "strategy.sigma1=3.6", "strategy.sigma=0.96"))
+        "strategy.threshold=4.8", "strategy.sigma1=3.6", "strategy.sigma2=0.96"))
     with LocalDeployment(tmp_path, port=9420) as deployment:
         deployment.start_superlink()
         for k, config in enumerate(configs):

@@ -18,7 +18,7 @@ from simulations.pate_config import run_config_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["dataset=digits", "data.num_teachers=6", "teacher.epochs=15", "student_model.epochs=15", "strategy.max_queries=80",
-         "strategy.query_batch_size=40", "strategy=gnmax", "strategy.sigma=2.0", "strategy.epsilon_budget=500"]
+         "strategy.query_batch_size=40", "strategy=gnmax", "strategy.sigma2=2.0", "strategy.epsilon_budget=500"]
 
 
 def stop_processes_with_env(marker: str) -> None:

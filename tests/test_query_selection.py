@@ -37,8 +37,8 @@ def _node_output_under_tmp(tmp_path, monkeypatch):
 
 def run(tmp_path, grid, *, max_queries=120, resume=False):
     ledger = PrivacyLedger(tmp_path / "ledger.json", mechanism="gnmax", delta=1e-5, epsilon_budget=500.0,
-                           sigma=2.0) if not resume else PrivacyLedger.load(tmp_path / "ledger.json")
-    return EnsembleDistillation(mechanism=GNMax(sigma=2.0), ledger=ledger, data=DATA, teacher_model=FAST,
+                           sigma2=2.0) if not resume else PrivacyLedger.load(tmp_path / "ledger.json")
+    return EnsembleDistillation(mechanism=GNMax(sigma2=2.0), ledger=ledger, data=DATA, teacher_model=FAST,
                                 student_model=FAST, student=CHOOSING, query_batch_size=40,
                                 max_queries=max_queries, seed=0, resume=resume).start(grid)
 
@@ -112,8 +112,8 @@ def test_an_unknown_query_selection_is_refused():
 
 def test_pool_order_requests_never_carry_answers(tmp_path):
     grid = InProcessGrid(client_app, simulation_nodes(3))
-    EnsembleDistillation(mechanism=GNMax(sigma=2.0), ledger=PrivacyLedger(
-        tmp_path / "ledger.json", mechanism="gnmax", delta=1e-5, epsilon_budget=500.0, sigma=2.0),
+    EnsembleDistillation(mechanism=GNMax(sigma2=2.0), ledger=PrivacyLedger(
+        tmp_path / "ledger.json", mechanism="gnmax", delta=1e-5, epsilon_budget=500.0, sigma2=2.0),
         data=DATA, teacher_model=FAST, student_model=FAST, student=StudentSettings(method="supervised"),
         query_batch_size=40, max_queries=80, seed=0).start(grid)
     assert [sorted(m.content.keys()) for m in query_requests(grid)] == [["data", "request"]] * 2

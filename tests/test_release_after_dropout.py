@@ -30,8 +30,8 @@ from tests.fake_grid import InProcessGrid, simulation_nodes
 pytestmark = pytest.mark.filterwarnings("ignore::strategies.accounting.PrivacyWarning")
 
 FAST = ModelSpec(epochs=15, batch_size=32)
-GNMAX = {"sigma": 3.0}
-CONFIDENT = {"sigma": 3.0, "sigma1": 4.0, "threshold": 14.0}
+GNMAX = {"sigma2": 3.0}
+CONFIDENT = {"sigma2": 3.0, "sigma1": 4.0, "threshold": 14.0}
 
 
 def histograms(rng: np.random.Generator, queries: int, teachers: int, classes: int = 10) -> np.ndarray:
@@ -61,7 +61,7 @@ def pr_answered(row: np.ndarray, params: dict[str, float]) -> float:
 def by_hand(votes: np.ndarray, teachers: list[int], params: dict[str, float]) -> tuple[float, float]:
     """The released ε and its std, recomputed from the per-query terms ([P18] §4.3, App. B)."""
     confident = "threshold" in params
-    sigma2, big_n = params["sigma"], max(teachers)
+    sigma2, big_n = params["sigma2"], max(teachers)
     rdp = np.zeros(DEFAULT_ORDERS.shape)
     ls_total = np.zeros(big_n)
     for row in votes:
@@ -196,9 +196,9 @@ def test_strategy_run_losing_a_node_after_the_first_batch_reports_the_released_e
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrivacyWarning)
         ledger = PrivacyLedger(tmp_path / "ledger.json", mechanism="gnmax", delta=1e-5, epsilon_budget=500.0,
-                               sigma=1.0)
+                               sigma2=1.0)
         strategy = EnsembleDistillation(
-            mechanism=GNMax(sigma=1.0), ledger=ledger, data=DataSpec(dataset="digits", num_teachers=6, seed=3),
+            mechanism=GNMax(sigma2=1.0), ledger=ledger, data=DataSpec(dataset="digits", num_teachers=6, seed=3),
             teacher_model=FAST, student_model=FAST, query_batch_size=40, max_queries=120,
             student=StudentSettings(method="supervised", model_name="student"))
         report = strategy.start(grid).report

@@ -58,8 +58,8 @@ def drop_after_first_batch(grid, event):
 
 
 def test_gnmax_under_secagg_labels_as_the_plurality_and_tops_up_a_dropout(tmp_path):
-    sigma = 1e-3  # tiny noise: the securely summed labels must be the remaining teachers' plurality
-    voting = SecureVoting(GNMax(sigma=sigma))
+    sigma2 = 1e-3  # tiny noise: the securely summed labels must be the remaining teachers' plurality
+    voting = SecureVoting(GNMax(sigma2=sigma2))
     grid, report, ledger = run(tmp_path, voting, drop_after_first_batch)
     plain_grid, plain, _ = run(tmp_path / "plain", Majority(), drop_after_first_batch)
     agree = np.mean(student_labels(grid) == student_labels(plain_grid))
@@ -70,16 +70,16 @@ def test_gnmax_under_secagg_labels_as_the_plurality_and_tops_up_a_dropout(tmp_pa
     assert report["queries_checked"] == 80 and report["answered"] == 80
     assert "secure aggregation" in report["dropped_nodes"]["1002"] and report["teachers_remaining"] == 8
     # the released labels carry σ² in every batch (the server topped up), so the ledger charges central GNMax
-    central = epsilon_of(80 * DEFAULT_ORDERS / sigma**2)
+    central = epsilon_of(80 * DEFAULT_ORDERS / sigma2**2)
     assert report["epsilon_data_independent"] == pytest.approx(central, rel=1e-12)
     assert report["epsilon_data_dependent"] == pytest.approx(central, rel=1e-12)  # no data-dependent claim
     assert "never sees the clean votes" in report["smooth_sensitivity"]["error"]
     # the server knows its own top-up: batch 2's histogram had 4/5 of the variance from its point of view
-    server_view = epsilon_of(40 * DEFAULT_ORDERS / sigma**2 + 40 * DEFAULT_ORDERS / (sigma**2 * 0.8))
+    server_view = epsilon_of(40 * DEFAULT_ORDERS / sigma2**2 + 40 * DEFAULT_ORDERS / (sigma2**2 * 0.8))
     assert report["epsilon_server_view"] == pytest.approx(server_view, rel=1e-12)
     assert report["noise_at"] == "teachers" and report["secagg_threshold"] == 3
     # a colluding node also subtracts its own share σ²/5 (of the 5 asked in either batch)
-    colluding = epsilon_of(40 * DEFAULT_ORDERS / (sigma**2 * 0.8) + 40 * DEFAULT_ORDERS / (sigma**2 * 0.6))
+    colluding = epsilon_of(40 * DEFAULT_ORDERS / (sigma2**2 * 0.8) + 40 * DEFAULT_ORDERS / (sigma2**2 * 0.6))
     assert voting.server_view_epsilon(1e-5, colluding=1) == pytest.approx(colluding, rel=1e-12)
     assert voting.server_view_epsilon(1e-5, colluding=4) == math.inf  # batch 2: the coalition holds all noise
     assert ledger.budget_on == "data_independent"
@@ -100,8 +100,8 @@ def test_confident_gnmax_under_secagg_charges_the_vector_releases(tmp_path):
 
 
 @pytest.mark.parametrize("name, mechanism, n_classes", [
-    ("gnmax 10 classes", GNMax(sigma=40.0), 10),
-    ("gnmax 2 classes", GNMax(sigma=1.0), 2),
+    ("gnmax 10 classes", GNMax(sigma2=40.0), 10),
+    ("gnmax 2 classes", GNMax(sigma2=1.0), 2),
     ("confident T=200", ConfidentGNMax(threshold=200.0, sigma1=150.0, sigma2=40.0), 10),
     ("confident T=0", ConfidentGNMax(threshold=0.0, sigma1=5.0, sigma2=2.0), 3),
 ])
@@ -115,8 +115,8 @@ def test_the_stand_in_histogram_makes_both_accountings_data_independent(name, me
 
 
 def test_secure_voting_needs_a_data_independent_ledger(tmp_path):
-    voting = SecureVoting(GNMax(sigma=2.0))
-    ledger = PrivacyLedger(None, mechanism="gnmax", sigma=2.0, delta=1e-5, epsilon_budget=5.0)
+    voting = SecureVoting(GNMax(sigma2=2.0))
+    ledger = PrivacyLedger(None, mechanism="gnmax", sigma2=2.0, delta=1e-5, epsilon_budget=5.0)
     with pytest.raises(ValueError, match="budget_on='data_independent', got 'data_dependent'"):
         EnsembleDistillation(mechanism=voting, ledger=ledger, data=DATA, teacher_model=FAST,
                              student_model=FAST)
@@ -133,7 +133,7 @@ def test_fixed_point_slack_is_negligible_and_refused_when_not():
 
 def test_the_server_never_aggregates_what_the_budget_cannot_pay_for(tmp_path):
     grid = InProcessGrid(client_app, simulation_nodes(6))
-    voting = SecureVoting(GNMax(sigma=4.0))
+    voting = SecureVoting(GNMax(sigma2=4.0))
     ledger = PrivacyLedger.for_mechanism(voting, None, delta=1e-5, epsilon_budget=8.0)
     strategy = EnsembleDistillation(mechanism=voting, ledger=ledger, data=DATA, teacher_model=FAST,
                                     student_model=FAST, query_batch_size=40, max_queries=120,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.sweep_summary import summarize, write_summary
+from simulations.sweep_summary import load_run, summarize, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,14 +44,14 @@ def test_vertical_sweep_is_grouped_by_setting_and_averaged_over_seeds(tmp_path: 
 
 
 def test_pate_layout_and_refused_directories(tmp_path: Path) -> None:
-    for job, sigma in enumerate((2.0, 4.0)):
+    for job, sigma2 in enumerate((2.0, 4.0)):
         (tmp_path / str(job)).mkdir()
-        config = {"strategy": {"sigma": sigma, "seed": job}, "run": {"output_dir": str(tmp_path / str(job))}}
+        config = {"strategy": {"sigma2": sigma2, "seed": job}, "run": {"output_dir": str(tmp_path / str(job))}}
         (tmp_path / str(job) / "results.json").write_text(json.dumps({
-            "config": config, "student": {"test_accuracy": 0.5 + sigma / 10}, "answered": 10,
+            "config": config, "student": {"test_accuracy": 0.5 + sigma2 / 10}, "answered": 10,
             "epsilon_data_dependent": 1.0, "epsilon_data_independent": 2.0, "wall_s": 1.0}))
     summary = summarize(tmp_path)
-    assert summary["method"] == "pate" and summary["varying"] == ["strategy.sigma"]
+    assert summary["method"] == "pate" and summary["varying"] == ["strategy.sigma2"]
     assert [r["student.test_accuracy"] for r in summary["rows"]] == pytest.approx([0.7, 0.9])
     _vertical_run(tmp_path, 2, 0.1, 0, 0.9)
     with pytest.raises(ValueError, match="mixes methods"):
@@ -64,14 +64,27 @@ def test_pate_layout_and_refused_directories(tmp_path: Path) -> None:
         summarize(tmp_path)
 
 
+def test_a_pate_run_written_before_sigma2_was_named_is_read_by_the_new_name(tmp_path: Path) -> None:
+    # issue 23 §1: results.json files whose config says strategy.sigma (GNMax's σ, Confident-GNMax's σ2)
+    for job, (strategy, accuracy) in enumerate([({"sigma": 2.0, "seed": 0}, 0.6), ({"sigma2": 2.0, "seed": 1}, 0.8),
+                                                 ({"sigma2": 4.0, "seed": 0}, 0.9)]):
+        (tmp_path / str(job)).mkdir()
+        (tmp_path / str(job) / "results.json").write_text(json.dumps({
+            "config": {"strategy": strategy}, "student": {"test_accuracy": accuracy}, "answered": 10}))
+    assert load_run(tmp_path / "0" / "results.json")[1] == {"strategy.sigma2": 2.0, "strategy.seed": 0}
+    summary = summarize(tmp_path)
+    assert summary["varying"] == ["strategy.sigma2"] and [r["runs"] for r in summary["rows"]] == [2, 1]
+    assert summary["rows"][0]["student.test_accuracy"] == pytest.approx(0.7)
+
+
 @pytest.mark.slow
 def test_hydra_multirun_writes_a_summary(tmp_path: Path) -> None:
     small = ["data.num_teachers=4", "teacher.epochs=5", "student_model.epochs=5", "strategy.max_queries=40",
              "strategy.query_batch_size=40", "strategy=gnmax", "strategy.epsilon_budget=500"]
-    proc = subprocess.run([sys.executable, "-m", "simulations.pate", "-m", *small, "strategy.sigma=1,3",
+    proc = subprocess.run([sys.executable, "-m", "simulations.pate", "-m", *small, "strategy.sigma2=1,3",
                            f"hydra.sweep.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
                           timeout=1200, env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["varying"] == ["strategy.sigma"] and summary["runs"] == 2
+    assert summary["varying"] == ["strategy.sigma2"] and summary["runs"] == 2
     assert (tmp_path / "summary.png").is_file()

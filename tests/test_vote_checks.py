@@ -41,7 +41,7 @@ ZERO_ROW = ("votes row 1 is all zero: no teacher voted on that query, so its lab
             "would be charged")
 ONE_CLASS = ("votes must have >= 2 classes (columns), got 1: with one class the label is fixed whatever the "
              "teachers vote, yet every query would be charged")
-CONFIDENT_HINT_20 = ("set strategy.threshold, strategy.sigma1 and strategy.sigma for 20 teachers (the noise groups' "
+CONFIDENT_HINT_20 = ("set strategy.threshold, strategy.sigma1 and strategy.sigma2 for 20 teachers (the noise groups' "
                      "ratios T = 0.8 n, σ1 = 0.6 n, σ2 = 0.16 n give 16, 12, 3.2)")
 
 
@@ -57,15 +57,15 @@ def _quiet(tmp_path, monkeypatch):
 
 CONFIG_REFUSALS = [
     ("T out of reach of 4 teachers (the issue's smoke run)", ["dataset=digits", "data.num_teachers=4"],
-     "strategy.threshold=16.0 does not fit data.num_teachers=4: T=16 must be < n + σ1 = 4 + 12 = 16: even a unanimous vote (max count 4) passes the check max count + N(0, σ1²) >= T with probability Φ((n - T)/σ1) = 15.9%, while every check is charged; set strategy.threshold, strategy.sigma1 and strategy.sigma for 4 teachers (the noise groups' ratios T = 0.8 n, σ1 = 0.6 n, σ2 = 0.16 n give 3.2, 2.4, 0.64)"),
+     "strategy.threshold=16.0 does not fit data.num_teachers=4: T=16 must be < n + σ1 = 4 + 12 = 16: even a unanimous vote (max count 4) passes the check max count + N(0, σ1²) >= T with probability Φ((n - T)/σ1) = 15.9%, while every check is charged; set strategy.threshold, strategy.sigma1 and strategy.sigma2 for 4 teachers (the noise groups' ratios T = 0.8 n, σ1 = 0.6 n, σ2 = 0.16 n give 3.2, 2.4, 0.64)"),
     ("T far above n (threshold=1000)", ["dataset=digits", "strategy.threshold=1000"],
      "strategy.threshold=1000.0 does not fit data.num_teachers=20: T=1000 must be < n + σ1 = 20 + 12 = 32: even a unanimous vote (max count 20) passes the check max count + N(0, σ1²) >= T with probability Φ((n - T)/σ1) < 0.1%, while every check is charged; " + CONFIDENT_HINT_20),
     ("σ1 at least n", ["dataset=digits", "data.num_teachers=6"],
-     "strategy.sigma1=12.0 does not fit data.num_teachers=6: σ1=12 must be < n = 6: threshold noise as wide as the whole range of the max count (n/C to n) decides which queries are answered more than the votes do, while every check is charged; set strategy.threshold, strategy.sigma1 and strategy.sigma for 6 teachers (the noise groups' ratios T = 0.8 n, σ1 = 0.6 n, σ2 = 0.16 n give 4.8, 3.6, 0.96)"),
-    ("σ2 at least n", ["dataset=digits", "strategy.sigma=20"],
-     "strategy.sigma=20.0 does not fit data.num_teachers=20: σ2=20 must be < n = 20: noise as large as the widest gap a vote can show (20, a unanimous vote) overturns even unanimous labels, while each answer is charged; " + CONFIDENT_HINT_20),
+     "strategy.sigma1=12.0 does not fit data.num_teachers=6: σ1=12 must be < n = 6: threshold noise as wide as the whole range of the max count (n/C to n) decides which queries are answered more than the votes do, while every check is charged; set strategy.threshold, strategy.sigma1 and strategy.sigma2 for 6 teachers (the noise groups' ratios T = 0.8 n, σ1 = 0.6 n, σ2 = 0.16 n give 4.8, 3.6, 0.96)"),
+    ("σ2 at least n", ["dataset=digits", "strategy.sigma2=20"],
+     "strategy.sigma2=20.0 does not fit data.num_teachers=20: σ2=20 must be < n = 20: noise as large as the widest gap a vote can show (20, a unanimous vote) overturns even unanimous labels, while each answer is charged; " + CONFIDENT_HINT_20),
     ("GNMax σ at least n (the schema's 250-teacher σ with 20)", ["data.num_teachers=20", "strategy=gnmax"],
-     "strategy.sigma=40.0 does not fit data.num_teachers=20: σ=40 must be < n = 20: noise as large as the widest gap a vote can show (20, a unanimous vote) overturns even unanimous labels, while each answer is charged; set strategy.sigma for 20 teachers (the noise groups' σ2 = 0.16 n is 3.2)"),
+     "strategy.sigma2=40.0 does not fit data.num_teachers=20: σ2=40 must be < n = 20: noise as large as the widest gap a vote can show (20, a unanimous vote) overturns even unanimous labels, while each answer is charged; set strategy.sigma2 for 20 teachers (the noise groups' σ2 = 0.16 n is 3.2)"),
     ("LNMax scale 1/γ at least n", ["dataset=digits", "strategy=lnmax", "data.num_teachers=8"],
      "strategy.gamma=0.1 does not fit data.num_teachers=8: γ=0.1 must be > 1/n = 0.125: Laplace noise of scale 1/γ = 10 as large as the widest gap a vote can show (8, a unanimous vote) overturns even unanimous labels, while each answer is charged; set strategy.gamma above 0.125 for 8 teachers (a Laplace scale 1/γ = 0.16 n is γ = 0.7812)"),
     ("noise at the teachers: the same rule", ["dataset=digits", "strategy.noise_at=teachers", "strategy.budget_on=data_independent", "strategy.threshold=40"],
@@ -95,8 +95,8 @@ def test_the_config_accepts_noise_that_fits(name, overrides):
 
 
 TYPE_REFUSALS = [
-    ("sigma True", {"sigma": True}, "strategy.sigma must be a finite number, got True (bool)"),
-    ("sigma a string", {"sigma": "2"}, "strategy.sigma must be a finite number, got '2' (str)"),
+    ("sigma2 True", {"sigma2": True}, "strategy.sigma2 must be a finite number, got True (bool)"),
+    ("sigma2 a string", {"sigma2": "2"}, "strategy.sigma2 must be a finite number, got '2' (str)"),
     ("threshold inf", {"threshold": float("inf")}, "strategy.threshold must be a finite number, got inf"),
     ("gamma None", {"gamma": None}, "strategy.gamma must be a finite number, got None (NoneType)"),
     ("max_queries a float", {"max_queries": 1.5}, "strategy.max_queries must be an integer, got 1.5 (float)"),
@@ -113,8 +113,8 @@ def test_the_config_type_checks_the_strategy_numbers(name, strategy, message):
 
 def test_flwr_run_config_refuses_a_bool_for_a_number():
     with pytest.raises(ValueError) as caught:
-        from_flat(PateConfig, {"strategy.sigma": True}, what="run_config")
-    assert str(caught.value) == "run_config strategy.sigma must be float, got True"
+        from_flat(PateConfig, {"strategy.sigma2": True}, what="run_config")
+    assert str(caught.value) == "run_config strategy.sigma2 must be float, got True"
 
 
 ENTRY_POINT = [
@@ -138,13 +138,13 @@ def test_the_entry_point_names_where_the_refused_noise_came_from(tmp_path, name,
 # -- 2. the mechanisms' own numeric settings ----------------------------------------------------------------
 
 MECHANISM_TYPES = [
-    ("GNMax sigma True", lambda: GNMax(sigma=True), "sigma must be a real number (int or float), got True (bool)"),
-    ("GNMax sigma a string", lambda: GNMax(sigma="2"), "sigma must be a real number (int or float), got '2' (str)"),
+    ("GNMax sigma2 True", lambda: GNMax(sigma2=True), "sigma2 must be a real number (int or float), got True (bool)"),
+    ("GNMax sigma2 a string", lambda: GNMax(sigma2="2"), "sigma2 must be a real number (int or float), got '2' (str)"),
     ("LNMax gamma numpy bool", lambda: LNMax(gamma=np.bool_(True)), "gamma must be a real number (int or float), got np.True_ (bool)"),
     ("Confident threshold a string", lambda: ConfidentGNMax(threshold="16", sigma1=12.0, sigma2=3.2), "threshold must be a real number (int or float), got '16' (str)"),
     ("Confident sigma1 True", lambda: ConfidentGNMax(threshold=16.0, sigma1=True, sigma2=3.2), "sigma1 must be a real number (int or float), got True (bool)"),
-    ("make_mechanism threshold True", lambda: make_mechanism("confident_gnmax", sigma=3.2, sigma1=12.0, threshold=True), "threshold must be a real number (int or float), got True (bool)"),
-    ("SecureVoting secagg threshold a float", lambda: SecureVoting(GNMax(sigma=1.0), threshold=2.5), "threshold (secure aggregation) must be an int or None, got 2.5 (float)"),
+    ("make_mechanism threshold True", lambda: make_mechanism("confident_gnmax", sigma2=3.2, sigma1=12.0, threshold=True), "threshold must be a real number (int or float), got True (bool)"),
+    ("SecureVoting secagg threshold a float", lambda: SecureVoting(GNMax(sigma2=1.0), threshold=2.5), "threshold (secure aggregation) must be an int or None, got 2.5 (float)"),
 ]
 
 
@@ -156,9 +156,9 @@ def test_mechanisms_type_check_their_numbers(name, build, message):
 
 
 def test_mechanisms_keep_numbers_as_floats():
-    assert GNMax(sigma=np.float32(2)).privacy_params() == {"sigma": 2.0}
+    assert GNMax(sigma2=np.float32(2)).privacy_params() == {"sigma2": 2.0}
     assert ConfidentGNMax(threshold=16, sigma1=12, sigma2=3).privacy_params() == {
-        "sigma": 3.0, "sigma1": 12.0, "threshold": 16.0}
+        "sigma2": 3.0, "sigma1": 12.0, "threshold": 16.0}
 
 
 # -- 3. a batch handed to a mechanism or a ledger directly --------------------------------------------------
@@ -170,7 +170,7 @@ BATCH_REFUSALS = [
     ("repeated query ids", np.array([[3, 1, 0], [0, 4, 0], [2, 2, 0]]), np.array([7, 8, 7]),
      "query_ids must be distinct within a batch, got id 7 at indices 0 and 2: each appearance would be charged, for one label"),
 ]
-MECHANISMS = [Majority(), LNMax(gamma=0.5), GNMax(sigma=1.0), ConfidentGNMax(threshold=3.0, sigma1=1.0, sigma2=1.0)]
+MECHANISMS = [Majority(), LNMax(gamma=0.5), GNMax(sigma2=1.0), ConfidentGNMax(threshold=3.0, sigma1=1.0, sigma2=1.0)]
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS, ids=lambda m: m.name)
@@ -184,7 +184,7 @@ def test_every_mechanism_refuses_to_fuse_what_no_ensemble_answered(mechanism, na
 def _ledger(kind: str, path: Path) -> Any:
     if kind == "local_rr":
         return local_rr_ledger(epsilon=1.0, delta=1e-5, epsilon_budget=50.0, path=path)
-    return PrivacyLedger(path, mechanism="gnmax", delta=1e-5, epsilon_budget=50.0, sigma=1.0)
+    return PrivacyLedger(path, mechanism="gnmax", delta=1e-5, epsilon_budget=50.0, sigma2=1.0)
 
 
 def _files(path: Path) -> dict[str, bytes]:
@@ -230,7 +230,7 @@ def test_secure_voting_stand_in_at_threshold_zero_has_votes_and_stays_data_indep
 
 def make_strategy(tmp_path: Path, mechanism: Any = None, *, cls: type = EnsembleDistillation,
                   data: DataSpec = DATA) -> EnsembleDistillation:
-    mechanism = mechanism or GNMax(sigma=2.0)
+    mechanism = mechanism or GNMax(sigma2=2.0)
     ledger = PrivacyLedger.for_mechanism(mechanism, tmp_path / "ledger.json", delta=1e-5, epsilon_budget=500.0)
     return cls(mechanism=mechanism, ledger=ledger, data=data, teacher_model=FAST, student_model=FAST,
                query_batch_size=40, max_queries=80, student=StudentSettings(method="supervised", model_name=""))
@@ -308,9 +308,9 @@ NOISE_MISFITS = [
      "the noise of confident_gnmax does not fit the ensemble's 6 teachers (data.num_teachers=6): T=1000 must be < n + σ1 = 6 + 3 = 9: even a unanimous vote (max count 6) passes the check max count + N(0, σ1²) >= T with probability Φ((n - T)/σ1) < 0.1%, while every check is charged; dropped nodes: {}"),
     ("noise at the teachers, σ1 at least n", SecureVoting(ConfidentGNMax(threshold=4.0, sigma1=6.0, sigma2=1.0)), None, None,
      "the noise of confident_gnmax does not fit the ensemble's 6 teachers (data.num_teachers=6): σ1=6 must be < n = 6: threshold noise as wide as the whole range of the max count (n/C to n) decides which queries are answered more than the votes do, while every check is charged; dropped nodes: {}"),
-    ("fewer teachers hosted than the run has", GNMax(sigma=4.0),
+    ("fewer teachers hosted than the run has", GNMax(sigma2=4.0),
      {1: {"role": "teacher", "teachers": "0-2"}, 2: {"role": "student"}}, None,
-     "the noise of gnmax does not fit the ensemble's 3 teachers (data.num_teachers=6): σ=4 must be < n = 3: noise as large as the widest gap a vote can show (3, a unanimous vote) overturns even unanimous labels, while each answer is charged; dropped nodes: {}"),
+     "the noise of gnmax does not fit the ensemble's 3 teachers (data.num_teachers=6): σ2=4 must be < n = 3: noise as large as the widest gap a vote can show (3, a unanimous vote) overturns even unanimous labels, while each answer is charged; dropped nodes: {}"),
     ("LNMax at describe", LNMax(gamma=0.1), None, None,
      "the noise of lnmax does not fit the ensemble's 6 teachers (data.num_teachers=6): γ=0.1 must be > 1/n = 0.1667: Laplace noise of scale 1/γ = 10 as large as the widest gap a vote can show (6, a unanimous vote) overturns even unanimous labels, while each answer is charged; dropped nodes: {}"),
 ]
@@ -347,11 +347,11 @@ def test_a_drop_that_leaves_the_noise_above_the_ensemble_stops_before_the_next_c
         return reply
 
     grid.faulty[1001] = fail_second_batch
-    strategy = make_strategy(tmp_path, GNMax(sigma=4.0))
+    strategy = make_strategy(tmp_path, GNMax(sigma2=4.0))
     with pytest.raises(EnsembleTooSmallError) as caught:
         strategy.start(grid)
     assert str(caught.value) == (
-        "the noise of gnmax does not fit the ensemble's 3 teachers (data.num_teachers=6): σ=4 must be < n = 3: "
+        "the noise of gnmax does not fit the ensemble's 3 teachers (data.num_teachers=6): σ2=4 must be < n = 3: "
         "noise as large as the widest gap a vote can show (3, a unanimous vote) overturns even unanimous labels, "
         "while each answer is charged; dropped nodes: {1001: 'error in voting: ValueError: disk gone'}")
     stored = PrivacyLedger.load(tmp_path / "ledger.json")
@@ -389,7 +389,7 @@ def test_with_noise_at_the_teachers_a_batch_aggregated_after_a_drop_is_charged_t
     # server decoded batch 2's noisy sum, so it is charged; the check before batch 3 stops the run.
 
     grid = InProcessGrid(client_app, simulation_nodes(6))
-    voting = SecureVoting(GNMax(sigma=9.0))
+    voting = SecureVoting(GNMax(sigma2=9.0))
     ledger = PrivacyLedger.for_mechanism(voting, tmp_path / "ledger.json", delta=1e-5, epsilon_budget=1e12)
 
     def lose_a_node(event: Any) -> None:
@@ -403,7 +403,7 @@ def test_with_noise_at_the_teachers_a_batch_aggregated_after_a_drop_is_charged_t
     with pytest.raises(EnsembleTooSmallError) as caught:
         strategy.start(grid)
     assert str(caught.value).startswith(
-        "the noise of gnmax does not fit the ensemble's 8 teachers (data.num_teachers=10): σ=9 must be < n = 8: "
+        "the noise of gnmax does not fit the ensemble's 8 teachers (data.num_teachers=10): σ2=9 must be < n = 8: "
         "noise as large as the widest gap a vote can show (8, a unanimous vote) overturns even unanimous labels, "
         "while each answer is charged; dropped nodes: {1002: ")
     stored = PrivacyLedger.load(tmp_path / "ledger.json")
