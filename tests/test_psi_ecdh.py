@@ -4,7 +4,9 @@ the one interface (``clients.psi.align``), on every group."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import pickle
 
 import nacl.bindings as sodium
 import pytest
@@ -88,6 +90,18 @@ def test_hot_loops_agree_with_the_single_operations(name: str) -> None:
     assert group.exponentiate((other, blinded, 0, "chunk")) == b"".join(
         group.multiplier(other)(blinded[i : i + 32]) for i in range(0, len(blinded), 32)
     )
+
+
+@pytest.mark.parametrize("name", ECDH_GROUPS)
+def test_the_hot_loops_pickle_as_the_group_name(name: str) -> None:
+    # the process pool sends group.hash_and_blind / group.exponentiate: the group travels as its name
+    group = ecdh_group(name)
+    for loop in (group.hash_and_blind, group.exponentiate):
+        data = pickle.dumps(loop)
+        assert name.encode() in data and b"_scalar" not in data
+        assert pickle.loads(data).__self__ is group
+    with pytest.raises(pickle.PicklingError, match="only the groups of GROUPS pickle"):
+        pickle.dumps(dataclasses.replace(group, point_label="?"))
 
 
 X25519_REFUSALS = {

@@ -3,7 +3,9 @@
 :mod:`clients.psi.ecdh` runs the Diffie–Hellman PSI (Meadows 1986; Huberman, Franklin, Hogg 1999)
 over either group through a :class:`Group`: a secret scalar, a hash of an ID into the group followed
 by a scalar multiplication (the own points H(x)^a), and a checked scalar multiplication of the
-peer's points. The hot loops are top-level functions so that the process pool can pickle them.
+peer's points. The two hot loops (:meth:`Group.hash_and_blind`, :meth:`Group.exponentiate`) are
+shared by both groups and call the group's encoder, multiplier and point check; a :class:`Group`
+pickles as its name, so the process pool sends the workers the loop and the group's name.
 
 References
 ----------
@@ -67,6 +69,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import pickle
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,40 +187,16 @@ def _x25519_multiplier(scalar: bytes) -> Callable[[bytes], bytes]:
     return lambda point: exchange(load(point))
 
 
-def _x25519_hash_and_blind(task: BlindTask) -> bytes:
-    """X25519(scalar, H(x)) for each canonical ID, as concatenated 32-byte points in input order."""
-    scalar, session_id, canonical = task
-    multiply = _x25519_multiplier(scalar)
-    encode = _x25519_encoder(session_id)
-    return b"".join([multiply(encode(data)) for data in canonical])
-
-
-def _x25519_exponentiate(task: ExponentiateTask) -> bytes:
-    """X25519(scalar, u) for each 32-byte u of ``blob``; malformed and small-order points are refused.
-
-    Raises
-    ------
-    PSIError
-        Naming the point (``offset`` + its index in ``blob``) and its value.
-    """
-    scalar, blob, offset, what = task
-    multiply = _x25519_multiplier(scalar)
-    out = []
-    for start in range(0, len(blob), POINT_BYTES):
-        point = blob[start : start + POINT_BYTES]
-        u = int.from_bytes(point, "little")
-        if u >= FIELD_PRIME:
-            reason = "is not a canonical u-coordinate (u >= 2^255 - 19)"
-        elif gmpy2.jacobi(u * (u * u + MONTGOMERY_A * u + 1) % _PRIME, _PRIME) < 0:
-            reason = "is not on curve25519 (it lies on the quadratic twist)"
-        else:
-            try:
-                out.append(multiply(point))
-                continue
-            except ValueError:
-                reason = "is of small order (X25519 gives the all-zero output, RFC 7748 §6.1)"
-        raise PSIError(f"{what}: point {offset + start // POINT_BYTES} (u = {point.hex()}) {reason}")
-    return b"".join(out)
+def _x25519_check(point: bytes) -> str | None:
+    """Why the 32-byte ``point`` is refused before X25519, or ``None``: it must be a canonical
+    u-coordinate (u < p; X25519 would silently mask or reduce it, RFC 7748 §5) of a point of curve25519
+    rather than of its twist (u^3 + A u^2 + u not a non-square mod p: Legendre symbol ≠ -1)."""
+    u = int.from_bytes(point, "little")
+    if u >= FIELD_PRIME:
+        return "is not a canonical u-coordinate (u >= 2^255 - 19)"
+    if gmpy2.jacobi(u * (u * u + MONTGOMERY_A * u + 1) % _PRIME, _PRIME) < 0:
+        return "is not on curve25519 (it lies on the quadratic twist)"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -239,46 +218,16 @@ def _edwards_multiplier(scalar: bytes) -> Callable[[bytes], bytes]:
     return functools.partial(sodium.crypto_scalarmult_ed25519_noclamp, scalar)
 
 
-def _edwards_hash_and_blind(task: BlindTask) -> bytes:
-    """P(x)^scalar for each canonical ID, as concatenated 32-byte points in input order."""
-    scalar, session_id, canonical = task
-    multiply = _edwards_multiplier(scalar)
-    encode = _edwards_encoder(session_id)
-    return b"".join([multiply(encode(data)) for data in canonical])
-
-
-def _edwards_exponentiate(task: ExponentiateTask) -> bytes:
-    """point^scalar for each 32-byte point of ``blob``; a point outside the prime-order group is refused.
-
-    Raises
-    ------
-    PSIError
-        Naming the point (``offset`` + its index in ``blob``) and its value.
-    """
-    scalar, blob, offset, what = task
-    multiply = _edwards_multiplier(scalar)
-    out = []
-    for start in range(0, len(blob), POINT_BYTES):
-        point = blob[start : start + POINT_BYTES]
-        try:
-            out.append(multiply(point))
-        except nacl.exceptions.RuntimeError:
-            raise PSIError(
-                f"{what}: point {offset + start // POINT_BYTES} ({point.hex()}) is not a valid point of the "
-                "prime-order edwards25519 group (non-canonical, off the curve, of small order or with a "
-                "small-order component)"
-            ) from None
-    return b"".join(out)
-
-
 # --------------------------------------------------------------------------------------------------
-# The registry
+# The groups, their two hot loops, and the registry
 # --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Group:
-    """One group of the ECDH backend: its name and operations (module docstring)."""
+    """One group of the ECDH backend: its name and operations (module docstring), and the two hot loops
+    over them. Pickles as its name (:meth:`__reduce__`): the pool's workers look the group up in
+    :data:`GROUPS`."""
 
     name: str
     random_scalar: Callable[[], bytes]
@@ -289,10 +238,53 @@ class Group:
     multiplier: Callable[[bytes], Callable[[bytes], bytes]]
     """scalar ↦ the library's multiplication of one point by it, as the hot loops call it (unchecked;
     the primitive whose cost the benchmark's floor measures)."""
-    hash_and_blind: Callable[[BlindTask], bytes]
-    """The blinding hot loop: H(x)^scalar for a slice of IDs."""
-    exponentiate: Callable[[ExponentiateTask], bytes]
-    """The checked hot loop on the peer's points."""
+    check: Callable[[bytes], str | None] | None
+    """point ↦ why a received point is refused before the multiplication, or ``None`` if it may be
+    multiplied; ``None`` when the multiplication checks everything itself."""
+    refused: type[Exception]
+    """What the multiplication raises on a point it refuses."""
+    refusal: str
+    """Why, as :meth:`exponentiate`'s error states it."""
+    point_label: str
+    """What precedes a point's hex value in the errors (``"u = "`` for a u-coordinate)."""
+
+    def __reduce__(self) -> tuple[Callable[[str], Group], tuple[str]]:
+        if GROUPS.get(self.name) is not self:
+            raise pickle.PicklingError(f"only the groups of GROUPS pickle (by name), not {self!r}")
+        return ecdh_group, (self.name,)
+
+    def hash_and_blind(self, task: BlindTask) -> bytes:
+        """The blinding hot loop: H(x)^scalar for each canonical ID of a slice, as concatenated 32-byte
+        points in input order."""
+        scalar, session_id, canonical = task
+        multiply = self.multiplier(scalar)
+        encode = self.encoder(session_id)
+        return b"".join([multiply(encode(data)) for data in canonical])
+
+    def exponentiate(self, task: ExponentiateTask) -> bytes:
+        """The checked hot loop on the peer's points: point^scalar for each 32-byte point of ``blob``,
+        each first checked by :attr:`check`, then by the multiplication itself.
+
+        Raises
+        ------
+        PSIError
+            Naming the first refused point (``offset`` + its index in ``blob``), its value and why.
+        """
+        scalar, blob, offset, what = task
+        multiply, check, refused = self.multiplier(scalar), self.check, self.refused
+        out = []
+        for start in range(0, len(blob), POINT_BYTES):
+            point = blob[start : start + POINT_BYTES]
+            reason = check(point) if check else None
+            if reason is None:
+                try:
+                    out.append(multiply(point))
+                    continue
+                except refused:
+                    reason = self.refusal
+            index = offset + start // POINT_BYTES
+            raise PSIError(f"{what}: point {index} ({self.point_label}{point.hex()}) {reason}")
+        return b"".join(out)
 
 
 GROUPS: dict[str, Group] = {
@@ -301,16 +293,23 @@ GROUPS: dict[str, Group] = {
         _x25519_scalar,
         _x25519_encoder,
         _x25519_multiplier,
-        _x25519_hash_and_blind,
-        _x25519_exponentiate,
+        check=_x25519_check,
+        refused=ValueError,  # OpenSSL's all-zero output
+        refusal="is of small order (X25519 gives the all-zero output, RFC 7748 §6.1)",
+        point_label="u = ",
     ),
     "edwards25519": Group(
         "edwards25519",
         _edwards_scalar,
         _edwards_encoder,
         _edwards_multiplier,
-        _edwards_hash_and_blind,
-        _edwards_exponentiate,
+        check=None,  # crypto_scalarmult_ed25519_noclamp checks the prime-order subgroup itself
+        refused=nacl.exceptions.RuntimeError,
+        refusal=(
+            "is not a valid point of the prime-order edwards25519 group (non-canonical, off the curve, of "
+            "small order or with a small-order component)"
+        ),
+        point_label="",
     ),
 }
 """Every group of :data:`protocol.psi.ECDH_GROUPS`, by name."""
