@@ -52,7 +52,7 @@ from clients.vertical.party_files import (
     load_party_file,
 )
 from clients.vertical.passive_party import PassiveParty
-from protocol.codec import from_record
+from protocol.codec import from_record, to_flat
 from protocol.vertical import (
     ACTIVE,
     MESSAGE_TYPES,
@@ -260,6 +260,8 @@ def _handler(op: str, *, allow_plaintext_ids: bool) -> Callable[[Message, Contex
             reply = party.handle(op, payload)
             if alignment_id is not None:
                 reply["alignment_id"] = alignment_id
+        if op == "reset":  # the settings it now trains with, for this run's later messages
+            context.state[CONFIG_STATE_KEY] = ConfigRecord(to_flat(party.cfg))
         if op not in READ_ONLY_OPS:
             context.state[STATE_KEY] = ConfigRecord({"blob": party.state_bytes()})
         return Message(encode_payload(reply), reply_to=msg)
