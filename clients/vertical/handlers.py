@@ -11,7 +11,9 @@ rows — from its own party file when ``node_config`` names one (``data-file``: 
 ``dataset.data_dir`` holds ``party{k}.npz``/``.csv``, else from the configured bundled dataset
 (:func:`clients.vertical.data.make_vertical_split`, deterministic in the seed) — and rebuilds its party
 (:mod:`clients.vertical.parties`) from ``context.state``; after a state-changing operation the party's
-state is written back there. Nothing is kept in module globals except caches of the loaded data and of
+state is written back there. A ``reset`` (``strategy.tune = auto``: one tuning trial, or the run after
+them) replaces the kept configuration by the party's new settings, so the run's later messages train
+with them. Nothing is kept in module globals except caches of the loaded data and of
 decoded configurations.
 
 Alignment: the ``align`` operation takes the aligned IDs either from the PSI run (payload
