@@ -37,7 +37,7 @@ PULL_FORMS = ("distance", "cross_entropy")
 FUSION_SELECTIONS = ("fixed", "validation")
 GUARDS = ("validation", "off")
 TUNES = ("off", "auto")
-RESET_KEYS = ("epochs", "prototypes", "lam", "lam_passive", "lam_aligned", "attack")
+RESET_KEYS = ("epochs", "lam", "lam_passive", "lam_aligned", "lam_impute", "attack")
 """The settings a ``reset`` (one tuning trial, or the run after them) carries, all of them every time:
 absolute values, so a party needs no memory of earlier trials (:func:`with_settings`)."""
 PRIVACY_NOISE_KEYS = ("label_rr_epsilon", "dp_noise", "dp_count_noise")
@@ -234,6 +234,19 @@ class VerticalStrategyConfig:
     released model is never worse on validation than the label holder alone (``clients.vertical.guard``);
     ``off`` serves the method's predictors only. Runs without split learning (the ``active_only``
     baseline itself) have nothing to guard.
+
+    ``tune``: ``off`` (the default, for now: ``auto`` would change every pinned result) trains the
+    configured weights; ``auto`` lets the label holder choose them first by successive halving (Jamieson
+    & Talwalkar, AISTATS 2016) over a stated grid of short runs from fresh models — the configured
+    prototype weights, VFL + head fusion (every prototype weight 0: prototypes still released, so it
+    serves passive-only users too) and the three weights ``lam``, ``lam_passive``, ``lam_aligned`` × 0.3
+    and × 3 — each scored on the label holder's validation users per population (never a test user),
+    then trains the winner for ``epochs`` (``strategies.vertical_tune`` states the schedule, the score
+    and the cost). The first rung runs ``max(ceil(tune_fraction × epochs), warmup_epochs + 1)`` epochs.
+    It needs split learning, prototypes and ``guard = validation`` (the local-only fallback stays the
+    per-population last word), and refuses privacy noise (:data:`PRIVACY_NOISE_KEYS`): every trial
+    releases gradients and prototypes of the same aligned users again, which the reported ε does not
+    charge.
     """
 
     epochs: int = 40

@@ -1,23 +1,26 @@
 """``strategy.tune = auto``: the label holder picks the prototype method's weights on its validation users.
 
-The grid (:func:`tune_grid`), stated and small: the configured weights; VFL + head fusion (split learning
-+ the local head, prototypes off: the ``vfl_head_fusion`` baseline); the three prototype weights
-``lam``, ``lam_passive``, ``lam_aligned`` all × 0.3; all × 3. The schedule is successive halving
-(Jamieson & Talwalkar, "Non-stochastic best arm identification and hyperparameter optimization",
-AISTATS 2016; :func:`halving_schedule`): every trial runs ``e0`` epochs from fresh models, the better
-half runs again for ``2·e0`` (capped at ``epochs``), and so on until one is left; the winner is then
-trained from fresh models for the run's ``epochs`` (that run is the released model). Every trial starts
-from the same seeded initial weights and minibatch orders, so when the configured weights win, the
-released model is exactly the one ``tune = off`` trains.
+The grid (:func:`tune_grid`), stated and small: the configured weights; VFL + head fusion (every
+prototype weight — ``lam``, ``lam_passive``, ``lam_aligned``, ``lam_impute`` — 0: its encoders, top
+model and head train as the ``vfl_head_fusion`` baseline's, and the prototypes are still computed and
+released, so its passive parties serve their passive-only users by nearest prototype and the fusion
+choice on validation users includes the baseline's own fusion, top model + head); the three pull
+weights ``lam``, ``lam_passive``, ``lam_aligned`` all × 0.3; all × 3 (``lam_impute`` as configured).
+The schedule is successive halving (Jamieson & Talwalkar, "Non-stochastic best arm identification and
+hyperparameter optimization", AISTATS 2016; :func:`halving_schedule`): every trial runs ``e0`` epochs
+from fresh models, the better half runs again for ``2·e0`` (capped at ``epochs``), and so on until one
+is left; the winner is then trained from fresh models for the run's ``epochs`` (that run is the released
+model). Every trial starts from the same seeded initial weights and minibatch orders, so when the
+configured weights win, the released model is exactly the one ``tune = off`` trains.
 
 Score (:func:`trial_score`): per population the label holder serves — aligned users, users only it
 holds, users only passive party ``k`` holds — the accuracy on its **validation** users of what would be
-served: for the guarded populations the better of the trial's predictor and the local-only baseline
-(the guard trains it inside every trial too, at the trial's length), for passive-only users the passive
-party's nearest-prototype classes (0 where the trial serves none, e.g. VFL + head fusion, which has no
-prototypes). A trial's score is the mean over the populations; ties keep the earlier trial of the grid
-(the configured weights first). Trials read validation users only: they run ``select_fusion`` and
-``evaluate`` on split ``val``, never ``test``.
+served: for the guarded populations the better of the trial's predictor and the local-only baseline (the
+guard trains it inside every trial too, at the trial's length), for passive-only users the passive
+party's nearest-prototype classes (0 where the trial serves none: no valid prototype). A trial's score
+is the mean over the populations; ties keep the earlier trial of the grid (the configured weights
+first). Trials read validation users only: they run ``select_fusion`` and ``evaluate`` on split ``val``,
+never ``test``.
 
 What it guarantees: after the chosen setting's full run, the guard still serves each of the label
 holder's populations with the better, on its validation users, of that run and the local-only baseline.
@@ -54,9 +57,9 @@ SCALED_KEYS = ("lam", "lam_passive", "lam_aligned")
 
 def tune_grid(s: VerticalStrategyConfig) -> list[tuple[str, dict[str, Any]]]:
     """The trials as ``(name, settings)``, the configured weights first; settings hold the prototype
-    switch and weights (the epochs and the attack switch are added per rung)."""
-    configured = {"prototypes": True, **{key: float(getattr(s, key)) for key in SCALED_KEYS}}
-    grid = [("configured", configured), ("vfl_head_fusion", {**configured, "prototypes": False})]
+    weights (the epochs and the attack switch are added per rung)."""
+    configured = {key: float(getattr(s, key)) for key in (*SCALED_KEYS, "lam_impute")}
+    grid = [("configured", configured), ("vfl_head_fusion", dict.fromkeys(configured, 0.0))]
     grid += [(f"weights_x{f:g}", {**configured, **{key: f * configured[key] for key in SCALED_KEYS}})
              for f in SCALES]
     return grid

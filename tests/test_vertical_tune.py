@@ -69,7 +69,8 @@ def test_schedule_and_grid_are_the_stated_ones() -> None:
     assert first_rung_epochs(dataclasses.replace(s, epochs=5, warmup_epochs=2)) == 3  # a prototype epoch
     grid = dict(tune_grid(s))
     assert list(grid) == ["configured", "vfl_head_fusion", "weights_x0.3", "weights_x3"]
-    assert grid["vfl_head_fusion"]["prototypes"] is False
+    assert grid["vfl_head_fusion"] == {"lam": 0.0, "lam_passive": 0.0, "lam_aligned": 0.0, "lam_impute": 0.0}
+    assert grid["weights_x3"]["lam_impute"] == s.lam_impute
     assert grid["weights_x3"]["lam"] == pytest.approx(3 * s.lam)
     assert grid["weights_x0.3"]["lam_aligned"] == pytest.approx(0.3 * s.lam_aligned)
 
@@ -88,7 +89,7 @@ def test_run_tuning_keeps_the_better_half_and_chooses_the_argmax() -> None:
     quality = {0.25: 0.5, 0.075: 0.7, 0.75: 0.6}  # by lam: configured, ×0.3, ×3; VFL + fusion: 0.65
 
     def trial(settings: dict) -> dict:
-        acc = 0.65 if not settings["prototypes"] else quality[round(settings["lam"], 3)]
+        acc = 0.65 if not settings["lam"] else quality[round(settings["lam"], 3)]
         acc += 0.01 * settings["epochs"]  # longer trials score higher: only the same rung is compared
         return {"val": {"aligned": acc, "active_only": acc, "passive_only_1": acc}, "guard": None,
                 "round_trips": 10 * settings["epochs"], "passive_view": {}, "prototype_releases": 0}
@@ -98,7 +99,7 @@ def test_run_tuning_keeps_the_better_half_and_chooses_the_argmax() -> None:
     assert rungs[0] == ["configured", "vfl_head_fusion", "weights_x0.3", "weights_x3"]
     assert rungs[1] == ["weights_x0.3", "vfl_head_fusion"]  # the better half, best first
     assert record["chosen"] == "weights_x0.3"
-    assert record["settings"] == {"prototypes": True, "lam": pytest.approx(0.075),
+    assert record["settings"] == {"lam_impute": s.lam_impute, "lam": pytest.approx(0.075),
                                   "lam_passive": pytest.approx(0.075), "lam_aligned": pytest.approx(0.3),
                                   "epochs": s.epochs, "attack": s.attack}
     assert record["round_trips"] == sum(10 * t["epochs"] for t in record["trials"])
@@ -141,8 +142,7 @@ def test_round_trips_of_the_trials_are_counted_in_the_totals(tuned) -> None:
         view = t["passive_view"]["passive1"]
         assert view["resets"] == 1 and view["validation_requests"] == 1
         assert view["feature_batches"] == view["gradient_batches"] > 0
-        assert view["prototype_releases"] == t["prototype_releases"] == (
-            t["epochs"] if t["settings"]["prototypes"] else 0)
+        assert view["prototype_releases"] == t["prototype_releases"] == t["epochs"]  # proto_every 1
 
 
 def test_released_run_is_the_tune_off_run_of_the_chosen_settings(tuned) -> None:
@@ -204,3 +204,14 @@ def test_tune_over_flower_handlers_matches_the_in_process_run(flower_task_identi
     assert over_flower["test"] == pytest.approx(direct["test"])
     phases = ("tuning", "training", "evaluation")  # alignment differs: plaintext IDs over Flower
     assert {k: over_flower["round_trips"][k] for k in phases} == {k: direct["round_trips"][k] for k in phases}
+
+
+def test_the_vfl_head_fusion_trial_trains_as_that_baseline() -> None:
+    # every prototype weight 0: same encoders, top model and head as prototypes off; prototypes only served
+    runs = [_run(small_config(attack=False, guard="off", **settings))[0] for settings in (
+        {"prototypes": False}, dict(tune_grid(small_config().strategy))["vfl_head_fusion"])]
+    accuracies = [dict(zip(map(tuple, r["fusion_candidates"]), r["fusion_val_accuracies"], strict=True))
+                  for r in runs]
+    assert set(accuracies[0]) < set(accuracies[1])
+    assert {c: accuracies[1][c] for c in accuracies[0]} == accuracies[0]
+    assert runs[0]["val"]["passive_only_1"] is None and runs[1]["val"]["passive_only_1"] is not None
