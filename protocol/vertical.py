@@ -21,6 +21,7 @@ the server reports the configured fusion and the active party chooses among the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,12 @@ PSI_BACKENDS = ("paillier", "ecdh")
 PULL_FORMS = ("distance", "cross_entropy")
 FUSION_SELECTIONS = ("fixed", "validation")
 GUARDS = ("validation", "off")
+TUNES = ("off", "auto")
+RESET_KEYS = ("epochs", "lam", "lam_passive", "lam_aligned", "lam_impute", "attack")
+"""The settings a ``reset`` (one tuning trial, or the run after them) carries, all of them every time:
+absolute values, so a party needs no memory of earlier trials (:func:`with_settings`)."""
+PRIVACY_NOISE_KEYS = ("label_rr_epsilon", "dp_noise", "dp_count_noise")
+"""The settings that put privacy noise on what passive parties see; ``tune = auto`` refuses them."""
 GUARDED_POPULATIONS = ("aligned", "active_only")
 """The populations the guard serves: users with every party's features, users only the label holder holds."""
 
@@ -60,6 +67,7 @@ MESSAGE_TYPES: dict[str, str] = {
     "attack": "query.vfl_attack",
     "score": "query.vfl_score",
     "save": "query.vfl_save",
+    "reset": "train.vfl_reset",
     "batch": "train.vfl_batch",
 }
 """Every protocol operation and the Flower message type that carries it."""
@@ -226,6 +234,19 @@ class VerticalStrategyConfig:
     released model is never worse on validation than the label holder alone (``clients.vertical.guard``);
     ``off`` serves the method's predictors only. Runs without split learning (the ``active_only``
     baseline itself) have nothing to guard.
+
+    ``tune``: ``off`` (the default, for now: ``auto`` would change every pinned result) trains the
+    configured weights; ``auto`` lets the label holder choose them first by successive halving (Jamieson
+    & Talwalkar, AISTATS 2016) over a stated grid of short runs from fresh models — the configured
+    prototype weights, VFL + head fusion (every prototype weight 0: prototypes still released, so it
+    serves passive-only users too) and the three weights ``lam``, ``lam_passive``, ``lam_aligned`` × 0.3
+    and × 3 — each scored on the label holder's validation users per population (never a test user),
+    then trains the winner for ``epochs`` (``strategies.vertical_tune`` states the schedule, the score
+    and the cost). The first rung runs ``max(ceil(tune_fraction × epochs), warmup_epochs + 1)`` epochs.
+    It needs split learning, prototypes and ``guard = validation`` (the local-only fallback stays the
+    per-population last word), and refuses privacy noise (:data:`PRIVACY_NOISE_KEYS`): every trial
+    releases gradients and prototypes of the same aligned users again, which the reported ε does not
+    charge.
     """
 
     epochs: int = 40
@@ -245,6 +266,8 @@ class VerticalStrategyConfig:
     prototype_fusion: float = 1.0
     fusion_selection: str = "validation"
     guard: str = "validation"
+    tune: str = "off"
+    tune_fraction: float = 0.125
     pseudo_threshold: float = 0.5
     temperature_scale: float = 0.1
     ema: float = 0.5
@@ -268,6 +291,22 @@ class VerticalStrategyConfig:
         """The prototype-release protection these settings describe."""
         return PrototypeNoise(clip=self.dp_clip, noise_multiplier=self.dp_noise,
                               count_noise=self.dp_count_noise, min_count=self.min_count)
+
+    def _check_tunable(self) -> None:
+        """The rules of ``tune = auto`` (see the class docstring)."""
+        if not (self.split_learning and self.prototypes):
+            raise ValueError("strategy.tune=auto tunes the prototype method's weights: it needs "
+                             "strategy.split_learning and strategy.prototypes true, got "
+                             f"split_learning={self.split_learning}, prototypes={self.prototypes}")
+        if self.guard != "validation":
+            raise ValueError("strategy.tune=auto keeps the local-only baseline as the per-population "
+                             f"fallback: it needs strategy.guard=validation, got {self.guard!r}")
+        noisy = [f"strategy.{key}={getattr(self, key)!r}" for key in PRIVACY_NOISE_KEYS
+                 if getattr(self, key) > 0]
+        if noisy:
+            raise ValueError(f"strategy.tune=auto refuses privacy noise ({', '.join(noisy)}): every trial "
+                             "releases gradients and prototypes of the same aligned users again, which the "
+                             "reported label-DP epsilon does not charge; set strategy.tune=off")
 
     def validate(self) -> None:
         """Check every field and the cross-field rules.
@@ -304,6 +343,11 @@ class VerticalStrategyConfig:
         _one_of("strategy.pull_form", self.pull_form, PULL_FORMS)
         _one_of("strategy.fusion_selection", self.fusion_selection, FUSION_SELECTIONS)
         _one_of("strategy.guard", self.guard, GUARDS)
+        _one_of("strategy.tune", self.tune, TUNES)
+        if not 0.0 < self.tune_fraction <= 1.0:
+            raise ValueError(f"strategy.tune_fraction must be in (0, 1], got {self.tune_fraction!r}")
+        if self.tune == "auto":
+            self._check_tunable()
         _one_of("strategy.alignment", self.alignment, ALIGNMENTS)
         _one_of("strategy.psi_backend", self.psi_backend, PSI_BACKENDS)
 
@@ -352,6 +396,22 @@ def configured_fusion(strategy: VerticalStrategyConfig) -> Fusion:
     on, prototype scores if on (without split learning: the local head alone, ``(0, 1, 0)``)."""
     return (1.0 if strategy.split_learning else 0.0, 1.0 if strategy.local_head else 0.0,
             strategy.prototype_fusion if strategy.prototypes else 0.0)
+
+
+def with_settings(cfg: VerticalConfig, settings: Mapping[str, Any]) -> VerticalConfig:
+    """``cfg`` with the strategy's :data:`RESET_KEYS` set to ``settings`` (every one of them) and ``tune``
+    off: the fixed settings of one tuning trial, or of the run trained after them (validated).
+
+    Raises
+    ------
+    ValueError
+        If ``settings`` lacks a key of :data:`RESET_KEYS` or holds another one, or a value is out of range.
+    """
+    if set(settings) != set(RESET_KEYS):
+        raise ValueError(f"reset settings must be exactly {RESET_KEYS}, got {sorted(settings)}")
+    s = cfg.strategy
+    values = {key: type(getattr(s, key))(settings[key]) for key in RESET_KEYS}
+    return dataclasses.replace(cfg, strategy=dataclasses.replace(s, **values, tune="off"))
 
 
 def fusion_candidates(strategy: VerticalStrategyConfig) -> list[Fusion]:

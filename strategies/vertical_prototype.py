@@ -7,13 +7,17 @@ active party (label holder) and the passive parties, in phases:
    or a direct intersection in the in-process benchmark) after which every party adopts the aligned IDs
    in one canonical order (operation ``align``); a run without split learning (the ``active_only``
    baseline) uses no aligned user and skips the phase (``n_aligned`` is ``None``);
-2. **epochs** — aligned minibatches of split learning, ``steps_per_exchange`` per exchange (FedBCD), one
+2. **tuning** (``tune = auto`` only) — successive halving over a small grid of the method's weights,
+   every trial a short run from fresh models (operation ``reset``) scored on the label holder's
+   validation users; then every party is reset to the chosen settings (:mod:`strategies.vertical_tune`;
+   recorded under ``tune``, its round trips under ``round_trips["tuning"]``);
+3. **epochs** — aligned minibatches of split learning, ``steps_per_exchange`` per exchange (FedBCD), one
    prototype release per ``proto_every`` epochs (second prototypes go only to the party whose feature
    space they live in) and one local pass at the active party (local head + first loss); the passive
    parties' third loss rides on their split-learning steps (see :mod:`clients.vertical`).
    Operations that need no reply ride in the party's next message (a ``batch``); every
    :meth:`PartyLink.request` is one round trip and the results count them per phase;
-3. **evaluation** — with ``fusion_selection = validation`` the active party first picks how to fuse its
+4. **evaluation** — with ``fusion_selection = validation`` the active party first picks how to fuse its
    predictors on its validation users (:func:`protocol.vertical.fusion_candidates`) and, with ``guard =
    validation``, per population (aligned users, users only it holds) the better of the method's
    predictor and its local-only baseline on them (``clients.vertical.guard``; the same message, no
@@ -58,10 +62,12 @@ from protocol.vertical import (
     encode_payload,
     pack_batch,
     unpack_batch,
+    with_settings,
 )
 from strategies.alignment import AlignmentError, run_alignment
 from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, node_error, send_and_receive, wait_for_nodes
 from strategies.label_dp import label_dp_epsilon
+from strategies.vertical_tune import PassiveView, run_tuning
 
 Payload = dict[str, Any]
 Calls = Mapping[str, tuple[str, Payload]]
@@ -200,10 +206,15 @@ class VerticalPrototype:
             raise VerticalProtocolError(f"parties hold different PSI alignments: {sorted(alignment_ids)}")
         if n_aligned == 0 and s.split_learning:
             raise VerticalProtocolError("the alignment found no common user: split learning needs some")
-        rng = np.random.default_rng(self.cfg.seed)
         aligned_trips = link.round_trips
+        tuning = self._tune(link, n_aligned) if s.tune == "auto" else None
+        if tuning is not None:  # the released run: the chosen settings, fresh models
+            self.cfg = with_settings(self.cfg, tuning["settings"])
+            s = self.cfg.strategy
+        tuning_trips = link.round_trips - aligned_trips
+        rng = np.random.default_rng(self.cfg.seed)
         history, releases = self._train(link, n_aligned, rng)
-        training_trips = link.round_trips - aligned_trips
+        training_trips = link.round_trips - aligned_trips - tuning_trips
         # without split learning the active party predicts every user with its local head alone, the
         # fusion it holds from its settings (the one its saved model stores)
         fusion = self._select_fusion(link) if s.split_learning else {"fusion": list(configured_fusion(s))}
@@ -227,11 +238,45 @@ class VerticalPrototype:
         if s.attack and s.split_learning:
             results["attack"] = self._measure_attacks(link, releases)
         results["steps_per_exchange"] = s.steps_per_exchange
+        evaluation_trips = link.round_trips - aligned_trips - tuning_trips - training_trips
         results["round_trips"] = {"alignment": aligned_trips, "training": training_trips,
-                                  "evaluation": link.round_trips - aligned_trips - training_trips}
+                                  "evaluation": evaluation_trips}
+        if tuning is not None:
+            tuning["round_trips"] = tuning_trips  # the trials' and the released run's reset
+            results["round_trips"]["tuning"] = tuning_trips
+            results["tune"] = tuning
         results["round_trips_per_epoch"] = training_trips / s.epochs
         results["wall_s"] = time.perf_counter() - start
         return results
+
+    def _tune(self, link: CountingLink, n_aligned: int) -> dict[str, Any]:
+        """``tune = auto``: successive halving over the grid (:func:`strategies.vertical_tune.run_tuning`),
+        each trial from fresh models at every party; then every party reset to the chosen settings."""
+        tuning = run_tuning(self.cfg.strategy, lambda settings: self._trial(link, n_aligned, settings))
+        self._reset(link, tuning["settings"], n_aligned)
+        return tuning
+
+    def _reset(self, link: PartyLink, settings: Payload, n_aligned: int) -> None:
+        """Every party starts over with fresh models and ``settings`` (one round trip)."""
+        replies = link.request({name: ("reset", dict(settings)) for name in link.parties})
+        if any(int(r["n_aligned"]) != n_aligned for r in replies.values()):
+            raise VerticalProtocolError(f"parties lost their alignment at reset: "
+                                        f"{ {k: r['n_aligned'] for k, r in replies.items()} }")
+
+    def _trial(self, link: CountingLink, n_aligned: int, settings: Payload) -> dict[str, Any]:
+        """One tuning trial: reset, train with ``settings``, choose the fusion (and the guard) and evaluate
+        on validation users only; its accuracies, guard record, round trips and the passive view."""
+        start = link.round_trips
+        view = PassiveView(link, self.passives)
+        self._reset(view, settings, n_aligned)
+        trial = VerticalPrototype(with_settings(self.cfg, settings))
+        trial._deferred = {name: [] for name in self.passives}
+        _, releases = trial._train(view, n_aligned, np.random.default_rng(self.cfg.seed))
+        selected = trial._select_fusion(view)
+        val = trial._evaluate(view, "val")
+        return {"val": val, "guard": selected.get("guard"), "fusion": selected["fusion"],
+                "prototype_releases": releases, "round_trips": link.round_trips - start,
+                "passive_view": view.counts}
 
     def _data_record(self, aligned: Mapping[str, Payload], n_aligned: int | None) -> dict[str, Any]:
         """What the run trained on, from the parties' ``align`` replies: per party the file it read and

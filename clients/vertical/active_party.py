@@ -30,7 +30,8 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
 
     role = ACTIVE
     OPS = ("describe", "align", "step", "prototypes", "local", "select_fusion", "evaluate", "score", "save",
-           "batch")
+           "batch", "reset")
+    KEPT_ON_RESET = ("noise_seed",)  # one secret draw per run, never redrawn (``active_labels``)
 
     def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
         if data.y is None or data.val_y is None or data.test_y is None:

@@ -46,10 +46,10 @@ def guarded(cfg: VerticalConfig) -> bool:
 def baseline_config(cfg: VerticalConfig) -> VerticalConfig:
     """The settings of the local-only baseline: ``cfg`` as the ``active_only`` baseline (no split learning,
     no prototypes, local head on; no label protection, which only concerns what passive parties see;
-    no guard of its own). Same seed, model, epochs, optimiser and batch size, so its training is that
-    baseline's run."""
+    no guard or tuning of its own). Same seed, model, epochs, optimiser and batch size, so its training is
+    that baseline's run."""
     strategy = dataclasses.replace(cfg.strategy, split_learning=False, prototypes=False, local_head=True,
-                                   label_rr_epsilon=0.0, guard="off")
+                                   label_rr_epsilon=0.0, guard="off", tune="off")
     return dataclasses.replace(cfg, strategy=strategy)  # validated again by __post_init__
 
 

@@ -11,7 +11,9 @@ rows — from its own party file when ``node_config`` names one (``data-file``: 
 ``dataset.data_dir`` holds ``party{k}.npz``/``.csv``, else from the configured bundled dataset
 (:func:`clients.vertical.data.make_vertical_split`, deterministic in the seed) — and rebuilds its party
 (:mod:`clients.vertical.parties`) from ``context.state``; after a state-changing operation the party's
-state is written back there. Nothing is kept in module globals except caches of the loaded data and of
+state is written back there. A ``reset`` (``strategy.tune = auto``: one tuning trial, or the run after
+them) replaces the kept configuration by the party's new settings, so the run's later messages train
+with them. Nothing is kept in module globals except caches of the loaded data and of
 decoded configurations.
 
 Alignment: the ``align`` operation takes the aligned IDs either from the PSI run (payload
@@ -52,7 +54,7 @@ from clients.vertical.party_files import (
     load_party_file,
 )
 from clients.vertical.passive_party import PassiveParty
-from protocol.codec import from_record
+from protocol.codec import from_record, to_flat
 from protocol.vertical import (
     ACTIVE,
     MESSAGE_TYPES,
@@ -260,6 +262,8 @@ def _handler(op: str, *, allow_plaintext_ids: bool) -> Callable[[Message, Contex
             reply = party.handle(op, payload)
             if alignment_id is not None:
                 reply["alignment_id"] = alignment_id
+        if op == "reset":  # the settings it now trains with, for this run's later messages
+            context.state[CONFIG_STATE_KEY] = ConfigRecord(to_flat(party.cfg))
         if op not in READ_ONLY_OPS:
             context.state[STATE_KEY] = ConfigRecord({"blob": party.state_bytes()})
         return Message(encode_payload(reply), reply_to=msg)

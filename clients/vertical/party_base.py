@@ -30,6 +30,7 @@ from protocol.vertical import (
     VerticalConfig,
     pack_replies,
     unpack_batch,
+    with_settings,
 )
 
 Payload = dict[str, Any]
@@ -55,6 +56,8 @@ class Party:
 
     role = ""
     OPS: tuple[str, ...] = ()
+    KEPT_ON_RESET: tuple[str, ...] = ()
+    """State a ``reset`` keeps besides the data and the alignment (the label holder: its noise seed)."""
 
     def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
         if data.role != self.role:
@@ -121,6 +124,20 @@ class Party:
         return {"n_aligned": len(aligned), "n_nonaligned": len(self.nonaligned_rows),
                 "n_classes": self.data.n_classes, "held_out_digest": held_out_digest(self.data),
                 **self.data_description()}
+
+    def op_reset(self, payload: Payload) -> Payload:
+        """Start over with fresh models (the same seeded initial weights) and the strategy's
+        :data:`protocol.vertical.RESET_KEYS` set to ``payload`` (:func:`protocol.vertical.with_settings`),
+        keeping the data and the alignment: one tuning trial, or the run trained after them. Returns the
+        aligned count (the server checks the parties agree)."""
+        assert self.aligned_rows is not None
+        cfg = with_settings(self.cfg, payload)  # validated before anything is dropped
+        aligned = self.data.ids[self.aligned_rows].tolist()
+        kept = {name: getattr(self, name) for name in self.KEPT_ON_RESET}
+        self.__init__(self.data, cfg)  # type: ignore[misc]  # fresh models, as when the run started
+        self.__dict__.update(kept)
+        reply = self.op_align({"aligned_ids": aligned})
+        return {"n_aligned": reply["n_aligned"]}
 
     def data_description(self) -> Payload:
         """What this party's data is, for the run's record: the file read (absolute path, ``""`` for a

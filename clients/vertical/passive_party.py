@@ -34,7 +34,7 @@ class PassiveParty(Party):
     """A party without labels: an encoder, the prototypes it receives, and (for measurement) its logs."""
 
     role = PASSIVE
-    OPS = ("describe", "align", "step", "snapshot", "receive", "predict", "attack", "save", "batch")
+    OPS = ("describe", "align", "step", "snapshot", "receive", "predict", "attack", "save", "batch", "reset")
 
     def __init__(self, data: PartyData, cfg: VerticalConfig) -> None:
         if data.y is not None or data.val_y is not None or data.test_y is not None:

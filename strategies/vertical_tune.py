@@ -1,0 +1,175 @@
+"""``strategy.tune = auto``: the label holder picks the prototype method's weights on its validation users.
+
+The grid (:func:`tune_grid`), stated and small: the configured weights; VFL + head fusion (every
+prototype weight — ``lam``, ``lam_passive``, ``lam_aligned``, ``lam_impute`` — 0: its encoders, top
+model and head train as the ``vfl_head_fusion`` baseline's, and the prototypes are still computed and
+released, so its passive parties serve their passive-only users by nearest prototype and the fusion
+choice on validation users includes the baseline's own fusion, top model + head); the three pull
+weights ``lam``, ``lam_passive``, ``lam_aligned`` all × 0.3; all × 3 (``lam_impute`` as configured).
+The schedule is successive halving (Jamieson & Talwalkar, "Non-stochastic best arm identification and
+hyperparameter optimization", AISTATS 2016; :func:`halving_schedule`): every trial runs ``e0`` epochs
+from fresh models, the better half runs again for ``2·e0`` (capped at ``epochs``), and so on until one
+is left; the winner is then trained from fresh models for the run's ``epochs`` (that run is the released
+model). Every trial starts from the same seeded initial weights and minibatch orders, so when the
+configured weights win, the released model is exactly the one ``tune = off`` trains.
+
+Score (:func:`trial_score`): per population the label holder serves — aligned users, users only it
+holds, users only passive party ``k`` holds — the accuracy on its **validation** users of what would be
+served: for the guarded populations the better of the trial's predictor and the local-only baseline (the
+guard trains it inside every trial too, at the trial's length), for passive-only users the passive
+party's nearest-prototype classes (0 where the trial serves none: no valid prototype). A trial's score
+is the mean over the populations; ties keep the earlier trial of the grid (the configured weights
+first). Trials read validation users only: they run ``select_fusion`` and ``evaluate`` on split ``val``,
+never ``test``.
+
+What it guarantees: after the chosen setting's full run, the guard still serves each of the label
+holder's populations with the better, on its validation users, of that run and the local-only baseline.
+Against VFL + head fusion the comparison is made at trial length only: its trained model is not kept
+as a per-population candidate of the released run (it would take a second set of models at every party
+for the rest of the run).
+
+Cost, charged in the run's totals (``round_trips["tuning"]``): per trial one ``reset`` round trip, its
+training round trips (as many per epoch as the run's), one to select the fusion and one to evaluate on
+validation users; one more ``reset`` before the released run. What a passive party sees per trial is
+logged (:class:`PassiveView`): its settings (the reset), the gradients of the aligned minibatches of
+each exchange, every prototype release, and the requests for its features of the validation users. The
+trials reuse the same aligned users, so every trial adds to what the passive parties learn about their
+labels: ``tune = auto`` refuses privacy noise (``protocol.vertical.PRIVACY_NOISE_KEYS``), since the
+reported ε would not charge the trials; without noise a passive party's view is not ε-label-DP anyway
+(``passive_view_epsilon = inf``), and the trials give it more of the same, plus the chosen setting (at
+most log2 of the grid size bits chosen by the validation labels). The attack measurement covers the
+released run only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from protocol.vertical import GUARDED_POPULATIONS, RESET_KEYS, VerticalStrategyConfig, unpack_batch
+
+Payload = dict[str, Any]
+SCALES = (0.3, 3.0)
+"""Factors of the prototype weights the grid tries beside the configured ones."""
+SCALED_KEYS = ("lam", "lam_passive", "lam_aligned")
+
+
+def tune_grid(s: VerticalStrategyConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The trials as ``(name, settings)``, the configured weights first; settings hold the prototype
+    weights (the epochs and the attack switch are added per rung)."""
+    configured = {key: float(getattr(s, key)) for key in (*SCALED_KEYS, "lam_impute")}
+    grid = [("configured", configured), ("vfl_head_fusion", dict.fromkeys(configured, 0.0))]
+    grid += [(f"weights_x{f:g}", {**configured, **{key: f * configured[key] for key in SCALED_KEYS}})
+             for f in SCALES]
+    return grid
+
+
+def first_rung_epochs(s: VerticalStrategyConfig) -> int:
+    """``max(ceil(tune_fraction × epochs), warmup_epochs + 1)``, at most ``epochs``: every trial has at
+    least one epoch of prototype losses."""
+    return min(s.epochs, max(math.ceil(s.tune_fraction * s.epochs), s.warmup_epochs + 1))
+
+
+def halving_schedule(n_trials: int, first_epochs: int, epochs: int) -> list[tuple[int, int]]:
+    """Successive halving: ``(trials kept, epochs)`` per rung, ``n`` trials at ``e0`` epochs, then
+    ``ceil(n/2)`` at ``2·e0`` (at most ``epochs``) … while more than one trial is left."""
+    out, kept, length = [], n_trials, first_epochs
+    while kept > 1:
+        out.append((kept, min(length, epochs)))
+        kept, length = math.ceil(kept / 2), 2 * length
+    return out or [(1, min(first_epochs, epochs))]
+
+
+def served_validation(val: Mapping[str, float | None], guard: Mapping[str, Mapping[str, Any]] | None
+                      ) -> dict[str, float]:
+    """Per population, the validation accuracy of what would be served: with the guard's record, the
+    better of the method's and the local-only baseline's on its populations; 0 where nothing serves."""
+    out = {name: 0.0 if acc is None else float(acc) for name, acc in val.items()}
+    for population in GUARDED_POPULATIONS if guard else ():
+        out[population] = max(float(guard[population]["method_val"]), float(guard[population]["local_val"]))
+    return out
+
+
+def trial_score(served: Mapping[str, float]) -> float:
+    """The mean over the populations of the served validation accuracies."""
+    return sum(served.values()) / len(served)
+
+
+class PassiveView:
+    """A :class:`strategies.vertical_prototype.PartyLink` wrapper counting, per passive party, what it
+    receives and sends: ``resets`` (settings received), ``feature_batches`` (features of aligned
+    minibatches sent), ``gradient_batches`` (gradients of aligned minibatches received),
+    ``snapshots`` (features of all aligned users sent for a prototype release), ``prototype_releases``
+    (prototype sets received) and ``validation_requests`` (features of the validation users sent)."""
+
+    KEYS = ("resets", "feature_batches", "gradient_batches", "snapshots", "prototype_releases",
+            "validation_requests")
+
+    def __init__(self, link: Any, passives: list[str]) -> None:
+        self._link = link
+        self.parties = link.parties
+        self.counts = {name: dict.fromkeys(self.KEYS, 0) for name in passives}
+
+    def request(self, calls: Mapping[str, tuple[str, Payload]]) -> dict[str, Payload]:
+        for name, (op, payload) in calls.items():
+            for sub_op, sub in unpack_batch(payload) if op == "batch" else [(op, payload)]:
+                if sub_op in ("predict", "evaluate") and sub.get("split") != "val":
+                    raise RuntimeError(f"a tuning trial asked {name} about {sub.get('split')!r} users: "
+                                       "trials read validation users only")
+                if name in self.counts:
+                    self._count(self.counts[name], sub_op, sub)
+        return self._link.request(calls)
+
+    @staticmethod
+    def _count(counts: dict[str, int], op: str, payload: Payload) -> None:
+        if op == "reset":
+            counts["resets"] += 1
+        elif op == "step":
+            counts["feature_batches"] += len(payload.get("positions", []))
+            counts["gradient_batches"] += len(payload.get("grad_positions", []))
+        elif op == "snapshot":
+            counts["snapshots"] += 1
+        elif op == "receive":
+            counts["prototype_releases"] += 1
+        elif op == "predict":
+            counts["validation_requests"] += 1
+
+
+Trial = Callable[[dict[str, Any]], dict[str, Any]]
+"""Runs one trial from fresh models with the given :data:`protocol.vertical.RESET_KEYS` settings;
+returns ``val`` (accuracy per population), ``guard`` (the guard's record or ``None``), ``round_trips``,
+``passive_view`` (:class:`PassiveView` counts) and ``prototype_releases``."""
+
+
+def run_tuning(s: VerticalStrategyConfig, trial: Trial) -> dict[str, Any]:
+    """Successive halving over :func:`tune_grid` with ``trial``; the ``tune`` record of the results:
+    ``grid``, ``schedule`` (trials kept, epochs per rung), every trial's log (``rung``, ``name``,
+    ``settings``, ``epochs``, ``round_trips``, ``val``, ``guard``, ``served_val``, ``score``,
+    ``passive_view``, ``prototype_releases``), ``chosen`` (its name) and ``settings`` (its full-length
+    :data:`protocol.vertical.RESET_KEYS` settings for the released run), the trials' ``round_trips``."""
+    grid = tune_grid(s)
+    schedule = halving_schedule(len(grid), first_rung_epochs(s), s.epochs)
+    alive = list(range(len(grid)))
+    log: list[dict[str, Any]] = []
+    for rung, (kept, epochs) in enumerate(schedule):
+        scores = {}
+        for i in alive[:kept]:
+            name, weights = grid[i]
+            settings = {**weights, "epochs": epochs, "attack": False}
+            done = trial(settings)
+            served = served_validation(done["val"], done.get("guard"))
+            scores[i] = trial_score(served)
+            log.append({"rung": rung, "name": name, "settings": settings, "epochs": epochs,
+                        "round_trips": done["round_trips"], "val": done["val"], "guard": done.get("guard"),
+                        "served_val": served, "score": scores[i], "passive_view": done["passive_view"],
+                        "prototype_releases": done["prototype_releases"]})
+        alive = sorted(scores, key=lambda i: (-scores[i], i))  # ties: the earlier in the grid
+    chosen = alive[0]
+    name, weights = grid[chosen]
+    assert set(weights) | {"epochs", "attack"} == set(RESET_KEYS)
+    return {"grid": [{"name": n, **w} for n, w in grid], "schedule": [list(r) for r in schedule],
+            "criterion": "mean over populations of the served validation accuracy",
+            "trials": log, "chosen": name,
+            "settings": {**weights, "epochs": s.epochs, "attack": s.attack},
+            "round_trips": sum(t["round_trips"] for t in log)}

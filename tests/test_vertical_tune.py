@@ -1,0 +1,217 @@
+"""``strategy.tune = auto`` (issue 26 §1): successive halving over a stated grid of short trials scored on
+the label holder's validation users, the trials logged and charged, privacy noise refused."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from protocol.vertical import RESET_KEYS, VerticalConfig, unpack_batch, with_settings
+from strategies.vertical_prototype import CountingLink, InProcessLink, VerticalPrototype, run_vertical
+from strategies.vertical_tune import (
+    first_rung_epochs,
+    halving_schedule,
+    run_tuning,
+    served_validation,
+    trial_score,
+    tune_grid,
+)
+from tests.fake_grid import task_identity
+from tests.vertical_helpers import flower_config, party_grid, run_in_process, small_config, split_parties
+
+torch.set_num_threads(1)  # tiny models: extra intra-op threads only contend on the shared cores
+
+
+def _config(**strategy: Any) -> VerticalConfig:
+    cfg = small_config(attack=False, **strategy)
+    return dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, epochs=4))
+
+
+class SpyLink(InProcessLink):
+    """An in-process link logging every call as ``(party, op, split)`` (``split`` of a batch's parts too)."""
+
+    def __init__(self, parties: Any) -> None:
+        super().__init__(parties)
+        self.calls: list[tuple[str, str, str | None]] = []
+
+    def request(self, calls):  # type: ignore[no-untyped-def]
+        for name, (op, payload) in calls.items():
+            for sub_op, sub in unpack_batch(payload) if op == "batch" else [(op, payload)]:
+                self.calls.append((name, sub_op, sub.get("split")))
+        return super().request(calls)
+
+
+def _run(cfg: VerticalConfig) -> tuple[dict, SpyLink, dict]:
+    parties, common = split_parties(cfg)
+    link = SpyLink(parties)
+    counted = CountingLink(link)
+    res = VerticalPrototype(cfg).run(counted, lambda _: {n: {"aligned_ids": common} for n in link.parties})
+    res["_total_round_trips"] = counted.round_trips
+    return res, link, parties
+
+
+@pytest.fixture(scope="module")
+def tuned() -> tuple[dict, SpyLink, dict]:
+    return _run(_config(tune="auto"))
+
+
+def test_schedule_and_grid_are_the_stated_ones() -> None:
+    assert halving_schedule(4, 5, 40) == [(4, 5), (2, 10)]
+    assert halving_schedule(4, 3, 5) == [(4, 3), (2, 5)]  # capped at the run's epochs
+    assert halving_schedule(5, 1, 40) == [(5, 1), (3, 2), (2, 4)]
+    s = _config(tune="auto").strategy
+    assert first_rung_epochs(s) == 1  # ceil(0.125 × 4); warm-up 0
+    assert first_rung_epochs(dataclasses.replace(s, epochs=40, warmup_epochs=2)) == 5
+    assert first_rung_epochs(dataclasses.replace(s, epochs=5, warmup_epochs=2)) == 3  # a prototype epoch
+    grid = dict(tune_grid(s))
+    assert list(grid) == ["configured", "vfl_head_fusion", "weights_x0.3", "weights_x3"]
+    assert grid["vfl_head_fusion"] == {"lam": 0.0, "lam_passive": 0.0, "lam_aligned": 0.0, "lam_impute": 0.0}
+    assert grid["weights_x3"]["lam_impute"] == s.lam_impute
+    assert grid["weights_x3"]["lam"] == pytest.approx(3 * s.lam)
+    assert grid["weights_x0.3"]["lam_aligned"] == pytest.approx(0.3 * s.lam_aligned)
+
+
+def test_served_validation_counts_the_guard_and_unserved_populations() -> None:
+    val = {"aligned": 0.6, "active_only": 0.5, "passive_only_1": None}
+    guard = {"aligned": {"method_val": 0.6, "local_val": 0.7}, "active_only": {"method_val": 0.5,
+                                                                              "local_val": 0.4}}
+    served = served_validation(val, guard)
+    assert served == {"aligned": 0.7, "active_only": 0.5, "passive_only_1": 0.0}
+    assert trial_score(served) == pytest.approx(1.2 / 3)
+
+
+def test_run_tuning_keeps_the_better_half_and_chooses_the_argmax() -> None:
+    s = _config(tune="auto").strategy
+    quality = {0.25: 0.5, 0.075: 0.7, 0.75: 0.6}  # by lam: configured, ×0.3, ×3; VFL + fusion: 0.65
+
+    def trial(settings: dict) -> dict:
+        acc = 0.65 if not settings["lam"] else quality[round(settings["lam"], 3)]
+        acc += 0.01 * settings["epochs"]  # longer trials score higher: only the same rung is compared
+        return {"val": {"aligned": acc, "active_only": acc, "passive_only_1": acc}, "guard": None,
+                "round_trips": 10 * settings["epochs"], "passive_view": {}, "prototype_releases": 0}
+
+    record = run_tuning(s, trial)
+    rungs = [[t["name"] for t in record["trials"] if t["rung"] == r] for r in (0, 1)]
+    assert rungs[0] == ["configured", "vfl_head_fusion", "weights_x0.3", "weights_x3"]
+    assert rungs[1] == ["weights_x0.3", "vfl_head_fusion"]  # the better half, best first
+    assert record["chosen"] == "weights_x0.3"
+    assert record["settings"] == {"lam_impute": s.lam_impute, "lam": pytest.approx(0.075),
+                                  "lam_passive": pytest.approx(0.075), "lam_aligned": pytest.approx(0.3),
+                                  "epochs": s.epochs, "attack": s.attack}
+    assert record["round_trips"] == sum(10 * t["epochs"] for t in record["trials"])
+
+
+def test_ties_keep_the_configured_weights() -> None:
+    record = run_tuning(_config(tune="auto").strategy, lambda settings: {
+        "val": {"aligned": 0.5}, "guard": None, "round_trips": 1, "passive_view": {}, "prototype_releases": 0})
+    assert record["chosen"] == "configured"
+
+
+def test_chosen_trial_is_the_argmax_of_validation_at_the_last_rung(tuned) -> None:
+    res, _, _ = tuned
+    record = res["tune"]
+    last = max(t["rung"] for t in record["trials"])
+    final = [t for t in record["trials"] if t["rung"] == last]
+    best = max(final, key=lambda t: t["score"])
+    assert record["chosen"] == best["name"]
+    for t in record["trials"]:
+        assert t["score"] == pytest.approx(trial_score(served_validation(t["val"], t["guard"])))
+        assert set(t["val"]) == {"aligned", "active_only", "passive_only_1"}
+    assert [t["epochs"] for t in record["trials"]] == [1, 1, 1, 1, 2, 2]
+
+
+def test_trials_never_read_test_users(tuned) -> None:
+    _, link, _ = tuned
+    resets = [i for i, (_, op, _) in enumerate(link.calls) if op == "reset"]
+    assert len(resets) == 2 * 7  # six trials and the released run, two parties each
+    before = link.calls[:resets[-1]]
+    assert {split for _, op, split in before if op in ("predict", "evaluate")} == {"val"}
+    assert any(split == "test" for _, _, split in link.calls[resets[-1]:])  # the released run's evaluation
+
+
+def test_round_trips_of_the_trials_are_counted_in_the_totals(tuned) -> None:
+    res, _, _ = tuned
+    trips = res["round_trips"]
+    assert trips["tuning"] == res["tune"]["round_trips"] == sum(t["round_trips"] for t in res["tune"]["trials"]) + 1
+    assert sum(trips.values()) == res["_total_round_trips"]
+    for t in res["tune"]["trials"]:
+        view = t["passive_view"]["passive1"]
+        assert view["resets"] == 1 and view["validation_requests"] == 1
+        assert view["feature_batches"] == view["gradient_batches"] > 0
+        assert view["prototype_releases"] == t["prototype_releases"] == t["epochs"]  # proto_every 1
+
+
+def test_released_run_is_the_tune_off_run_of_the_chosen_settings(tuned) -> None:
+    res, _, parties = tuned
+    settings = res["tune"]["settings"]
+    assert set(settings) == set(RESET_KEYS)
+    assert {k: getattr(parties["passive1"].cfg.strategy, k) for k in settings} == pytest.approx(settings)
+    fixed, _, _ = _run(with_settings(_config(tune="auto"), settings))
+    assert fixed["val"] == pytest.approx(res["val"]) and fixed["test"] == pytest.approx(res["test"])
+    assert fixed["round_trips"]["training"] == res["round_trips"]["training"]
+    assert "tune" not in fixed and "tuning" not in fixed["round_trips"]
+
+
+def test_released_model_is_never_below_the_local_baseline_on_validation(tuned) -> None:
+    res, _, _ = tuned
+    for population, record in res["guard"].items():
+        assert res["val"][population] == pytest.approx(max(record["method_val"], record["local_val"]))
+
+
+@pytest.mark.parametrize(("setting", "match"), [
+    ({"label_rr_epsilon": 1.0}, "strategy.label_rr_epsilon=1.0"),
+    ({"dp_clip": 1.0, "dp_noise": 2.0}, "strategy.dp_noise=2.0"),
+    ({"dp_count_noise": 1.0}, "strategy.dp_count_noise=1.0"),
+    ({"guard": "off"}, "strategy.guard=validation"),
+    ({"prototypes": False}, "strategy.prototypes true"),
+    ({"tune_fraction": 0.0}, "strategy.tune_fraction"),
+    ({"tune": "grid"}, "strategy.tune"),
+])
+def test_refused_settings_name_the_setting(setting: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        small_config(**({"tune": "auto"} | setting))
+
+
+def test_privacy_noise_is_allowed_with_tune_off() -> None:
+    small_config(tune="off", label_rr_epsilon=1.0, dp_clip=1.0, dp_noise=2.0)
+
+
+def test_reset_settings_must_be_complete() -> None:
+    cfg = _config()
+    with pytest.raises(ValueError, match="exactly"):
+        with_settings(cfg, {"lam": 1.0})
+    assert with_settings(_config(tune="auto"), {**dict(tune_grid(cfg.strategy))["vfl_head_fusion"],
+                                                 "epochs": 2, "attack": False}).strategy.tune == "off"
+
+
+@pytest.fixture
+def flower_task_identity() -> Iterator[None]:
+    with task_identity():
+        yield
+
+
+def test_tune_over_flower_handlers_matches_the_in_process_run(flower_task_identity) -> None:
+    cfg = flower_config(epochs=2, tune="auto", attack=False)
+    over_flower = run_vertical(party_grid(2), cfg, node_wait_timeout=1)  # type: ignore[arg-type]
+    direct = run_in_process(cfg)
+    assert over_flower["tune"]["chosen"] == direct["tune"]["chosen"]
+    assert [t["score"] for t in over_flower["tune"]["trials"]] == pytest.approx(
+        [t["score"] for t in direct["tune"]["trials"]])
+    assert over_flower["test"] == pytest.approx(direct["test"])
+    phases = ("tuning", "training", "evaluation")  # alignment differs: plaintext IDs over Flower
+    assert {k: over_flower["round_trips"][k] for k in phases} == {k: direct["round_trips"][k] for k in phases}
+
+
+def test_the_vfl_head_fusion_trial_trains_as_that_baseline() -> None:
+    # every prototype weight 0: same encoders, top model and head as prototypes off; prototypes only served
+    runs = [_run(small_config(attack=False, guard="off", **settings))[0] for settings in (
+        {"prototypes": False}, dict(tune_grid(small_config().strategy))["vfl_head_fusion"])]
+    accuracies = [dict(zip(map(tuple, r["fusion_candidates"]), r["fusion_val_accuracies"], strict=True))
+                  for r in runs]
+    assert set(accuracies[0]) < set(accuracies[1])
+    assert {c: accuracies[1][c] for c in accuracies[0]} == accuracies[0]
+    assert runs[0]["val"]["passive_only_1"] is None and runs[1]["val"]["passive_only_1"] is not None
