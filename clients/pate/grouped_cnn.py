@@ -9,11 +9,11 @@ groups that see only their own group's channels; ResNeXt, Xie et al. 2017, made 
 design axis): the K teachers' images lie side by side along the channel axis, ``(B, K*C_in, H, W)``,
 and ``conv2d(..., groups=K)`` with the K weights concatenated, ``(K*C_out, C_in, kh, kw)``, applies
 teacher ``k``'s filters to teacher ``k``'s channels only. Activations are kept in channels-last memory
-layout, for which oneDNN's CPU kernels are fastest. Linear layers become one batched matrix product
-(``torch.baddbmm``) over the teacher axis. Every sample of a batch row ``b`` belongs to a different
-teacher (row ``b`` of teacher ``k`` is teacher ``k``'s own ``b``-th minibatch sample), so no teacher
-ever sees another teacher's data: each teacher's logits and gradients are those of the plain network
-up to float rounding.
+layout, for which oneDNN's CPU kernels are fastest; a ReLU right before a max-pooling runs after it
+(``max`` and ReLU are both monotone, so values and gradients are the same) on fewer values. Linear
+layers become one batched matrix product (``torch.baddbmm``) over the teacher axis. Channel group ``k``
+holds teacher ``k``'s own minibatch only, so no teacher ever sees another teacher's data: each
+teacher's logits and gradients are those of the plain network up to float rounding.
 
 :func:`supports` says whether a network is a 2-D CNN made of layers this module runs (the ``cnn`` encoder
 of ``clients.encoders`` with its linear head); :func:`grouped_logits` is the stacked forward and
@@ -85,7 +85,10 @@ def grouped_logits(model: nn.Module, params: dict[str, torch.Tensor], x: torch.T
     b = x.shape[1]
     h = x.transpose(0, 1)  # (B, K, H, W): teacher k's images on channel k
     flat = False  # False: (B, K*C, H, W) channels of the grouped layers; True: (K, B, F) features
-    for prefix, layer in _layers(model):
+    layers = _layers(model)
+    for i, (prefix, layer) in enumerate(layers):
+        if isinstance(layer, nn.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1][1], nn.MaxPool2d):
+            continue  # ReLU then max-pooling equals max-pooling then ReLU (both monotone): see below
         if isinstance(layer, AddChannel):
             h = h.contiguous(memory_format=torch.channels_last)
         elif isinstance(layer, nn.Conv2d):
@@ -97,6 +100,8 @@ def grouped_logits(model: nn.Module, params: dict[str, torch.Tensor], x: torch.T
         elif isinstance(layer, nn.MaxPool2d):
             h = F.max_pool2d(h, layer.kernel_size, layer.stride, layer.padding, layer.dilation,
                              ceil_mode=layer.ceil_mode)
+            if i > 0 and isinstance(layers[i - 1][1], nn.ReLU):
+                h = F.relu(h)  # the ReLU before the pooling, on the pooled (4x fewer) values
         elif isinstance(layer, nn.AdaptiveAvgPool2d):
             h = F.adaptive_avg_pool2d(h, layer.output_size)
         elif isinstance(layer, nn.Flatten):
