@@ -6,6 +6,11 @@
 same torch thread setting, a subsample of the same teachers with the reference loop
 (``train_teacher_alone``); it prints a table and writes one JSON row per setting.
 
+``--dataset mnist5k`` instead times the 2-D CNN (``cnn`` encoder) on MNIST-5k at 50 teachers (60 samples
+each): a short run of ``--timing-epochs`` epochs with the ``vmap`` path and one with the path
+``train_ensemble`` chooses (the grouped convolutions of ``clients.pate.grouped_cnn``), each beside the
+loop, then the full ``CNN2D`` epochs for the accuracies; the rows are appended to ``--out`` if it exists.
+
 ``--select`` instead trains a subset of the teachers for each learning rate x shift and scores the
 teachers after 60 / 100 / 200 epochs (one run per pair: the learning rate is constant, so the
 teachers after epoch ``e`` are those of an ``e``-epoch run) on the VALIDATION split, which no teacher
@@ -19,12 +24,16 @@ import dataclasses
 import json
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
 
 from clients.data import load_pate_data
+from clients.encoders import build_classifier
+from clients.pate import grouped_cnn
 from clients.pate.teacher_ensemble import TeacherEnsemble, teacher_seed, train_ensemble, train_teacher_alone
 from protocol.pate import DataSpec, ModelSpec
 
@@ -66,14 +75,23 @@ def plurality_accuracy(ensemble: TeacherEnsemble, x: np.ndarray, y: np.ndarray, 
 
 
 def speed_row(d: dict[str, np.ndarray], spec: ModelSpec, model_name: str, dataset: str, num_teachers: int,
-              loop_teachers: int, chunk: int) -> dict[str, object]:
-    """Time batched training of ``num_teachers`` and the loop on the first ``loop_teachers`` of them."""
+              loop_teachers: int, chunk: int, *, force_vmap: bool = False) -> dict[str, object]:
+    """Time batched training of ``num_teachers`` and the loop on the first ``loop_teachers`` of them.
+
+    ``force_vmap`` trains the batch under ``vmap`` even where ``train_ensemble`` would choose the grouped
+    2-D path (``clients.pate.grouped_cnn.supports`` patched to refuse), to time the two side by side.
+    """
     x, y = d["x"], d["y"]
     n_classes = int(y.max()) + 1
     shards = list(d["shards"][:num_teachers])
     ids = list(range(num_teachers))
+    grouped = not force_vmap and grouped_cnn.supports(
+        build_classifier(tuple(x.shape[1:]), n_classes, kind=spec.encoder, feature_dim=spec.feature_dim,
+                         hidden=spec.hidden), x.ndim - 1)
+    load_start = os.getloadavg()[0]
     start = time.perf_counter()
-    ensemble = train_ensemble(x, y, shards, ids, n_classes, spec, data_seed=0, chunk=chunk)
+    with mock.patch.object(grouped_cnn, "supports", return_value=False) if force_vmap else nullcontext():
+        ensemble = train_ensemble(x, y, shards, ids, n_classes, spec, data_seed=0, chunk=chunk)
     batched = time.perf_counter() - start
     start = time.perf_counter()
     alone = [train_teacher_alone(x[shards[t]], y[shards[t]], n_classes, spec, seed=teacher_seed(0, t))
@@ -94,11 +112,14 @@ def speed_row(d: dict[str, np.ndarray], spec: ModelSpec, model_name: str, datase
         "augment_shift": spec.augment_shift, "chunk": chunk, "torch_threads": torch.get_num_threads(),
         "loop_s_per_teacher": loop, "batched_s_per_teacher": batched / num_teachers,
         "speedup": loop / (batched / num_teachers), "loop_teachers_timed": loop_teachers,
+        "batched_path": "grouped_conv2d" if grouped else "vmap",
+        "loop_s_per_teacher_epoch": loop / max(spec.epochs, 1),
+        "batched_s_per_teacher_epoch": batched / num_teachers / max(spec.epochs, 1),
         "batched_total_s": batched, "max_logit_gap_batched_vs_loop": gap,
         "mean_teacher_accuracy": float(np.mean(test_acc)), "std_teacher_accuracy": float(np.std(test_acc)),
         "mean_teacher_validation_accuracy": float(np.mean(val_acc)),
         "plurality_validation_accuracy": plurality_accuracy(ensemble, x[val], y[val], n_classes),
-        "load_average_1min": os.getloadavg()[0],
+        "load_average_1min": os.getloadavg()[0], "load_average_1min_start": load_start,
     }
 
 
@@ -128,6 +149,31 @@ def select_rows(d: dict[str, np.ndarray], base: ModelSpec, num_teachers: int, ch
     return rows
 
 
+def mnist5k_rows(args: argparse.Namespace) -> None:
+    """The 2-D CNN at 50 MNIST-5k teachers: vmap and grouped paths beside the loop, appended to ``--out``."""
+    d = load_cached(MNIST5K, args.cache)
+    short = dataclasses.replace(CNN2D, epochs=args.timing_epochs)
+    runs = [(short, True), (short, False), (CNN2D, False)]
+    rows = []
+    for spec, force_vmap in runs:
+        rows.append(speed_row(d, spec, "cnn", "mnist5k", MNIST5K.num_teachers, args.loop_teachers, args.chunk,
+                              force_vmap=force_vmap))
+        if spec.epochs != CNN2D.epochs:
+            rows[-1]["note"] = (f"timing row: {spec.epochs} epochs instead of CNN2D's {CNN2D.epochs}; its "
+                                "accuracies are those of under-trained teachers")
+        print(json.dumps(rows[-1]), flush=True)
+    result = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    result["rows"] = [*result["rows"], *rows]
+    print(f"{'path':<16}{'epochs':>7}{'loop s/t-ep':>12}{'batch s/t-ep':>13}{'speedup':>9}{'acc':>7}"
+          f"{'load':>6}")
+    for r in rows:
+        print(f"{r['batched_path']:<16}{r['epochs']:>7}{r['loop_s_per_teacher_epoch']:>12.3f}"
+              f"{r['batched_s_per_teacher_epoch']:>13.4f}{r['speedup']:>9.1f}{r['mean_teacher_accuracy']:>7.3f}"
+              f"{r['load_average_1min']:>6.1f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -143,10 +189,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mnist5k", action="store_true", help="add the 2-D cnn row (mnist5k, 50 teachers)")
+    parser.add_argument("--dataset", choices=("mnist1d", "mnist5k"), default="mnist1d",
+                        help="mnist5k: only the 2-D cnn rows (vmap vs grouped vs loop), appended to --out")
+    parser.add_argument("--timing-epochs", type=int, default=3,
+                        help="epochs of the mnist5k vmap-vs-grouped timing rows (accuracy rows: CNN2D's)")
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("TMPDIR", "/tmp")) / "privkit_bench")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.dataset == "mnist5k":
+        mnist5k_rows(args)
+        return
     d = load_cached(MNIST1D, args.cache)
     base = dataclasses.replace(CONVBASE, epochs=args.epochs, lr=args.lr, augment_shift=args.shift)
     if args.select:
