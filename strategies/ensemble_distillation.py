@@ -257,7 +257,9 @@ class EnsembleDistillation(Strategy):
         replies = send_and_receive(grid,   # the student prepares its data while the teachers train
             [*self.configure_train(1, ArrayRecord(), ConfigRecord(), grid),
              self._message(student, MSG_PREPARE_DATA)], timeout=self.timeout)
-        self._check_prepared([r for r in replies if r.metadata.src_node_id == student])
+        replied = {r.metadata.src_node_id for r in replies}
+        self._check_prepared([r for r in replies if r.metadata.src_node_id == student],
+                             sorted(set(self._ensemble.teacher_hosts) - replied))
         _, train_metrics = self.aggregate_train(1, [r for r in replies if r.metadata.src_node_id != student])
         if train_metrics is not None:
             result.train_metrics_clientapp[1] = train_metrics
@@ -280,10 +282,12 @@ class EnsembleDistillation(Strategy):
                                     wall_s=time.monotonic() - t0)
         return result
 
-    def _check_prepared(self, replies: list[Message]) -> None:
-        """The student's reply to ``query.prepare``: its data is ready (else the run stops naming why), and
-        the ledger is bound to its pool before any charge (its paid labels belong to that pool only)."""
-        digest = prepared_pool_digest(replies, self._require_ensemble().student, self.timeout)
+    def _check_prepared(self, replies: list[Message], teachers_training: list[int]) -> None:
+        """The student's reply to ``query.prepare``: its data is ready (else the run stops naming why, and
+        names the ``teachers_training`` that had not replied either), and the ledger is bound to its pool
+        before any charge (its paid labels belong to that pool only)."""
+        digest = prepared_pool_digest(replies, self._require_ensemble().student, self.timeout,
+                                      teachers_training)
         if self.ledger is not None:
             self.ledger.bind_pool(digest)
 

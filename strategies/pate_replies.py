@@ -7,6 +7,8 @@ every query, so there is nothing to fall back on. Both happen before the batch i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from flwr.app import Message
 
@@ -105,14 +107,26 @@ def check_batch(votes: np.ndarray, query_ids: np.ndarray) -> None:
                            f"or charging it: {err}") from err
 
 
-def prepared_pool_digest(replies: list[Message], student: int, timeout: float) -> str:
+def prepared_pool_digest(replies: list[Message], student: int, timeout: float,
+                         teachers_training: Sequence[int] = ()) -> str:
     """The SHA-256 of the student's pool from its reply to ``query.prepare``.
+
+    ``query.prepare`` runs in the same step as ``train.teachers``; ``teachers_training`` are the teacher
+    nodes that had not replied either when the step ran out of time. Then the teachers' training is what
+    ran out of time: a simulation runs as many node messages at once as it has actors (one per CPU by
+    default), so the student's preparation can wait behind the teachers' training.
 
     Raises
     ------
     RuntimeError
         If the student did not reply within ``timeout``, replied with an error, or sent no valid digest.
     """
+    if not replies and teachers_training:
+        raise RuntimeError(f"the teachers' training did not finish within {timeout:.0f} s "
+                           f"(federation.timeout_s): no reply to train.teachers from teacher nodes "
+                           f"{sorted(teachers_training)}, nor to query.prepare from student node {student}, "
+                           "which runs in the same step (in a simulation it can wait for a free actor "
+                           "behind the teachers); raise federation.timeout_s or train fewer teacher-epochs")
     if not replies:
         raise RuntimeError(f"student node {student} did not finish preparing its data within "
                            f"{timeout:.0f} s (federation.timeout_s)")

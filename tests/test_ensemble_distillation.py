@@ -301,3 +301,26 @@ def test_a_resume_on_another_student_pool_is_refused_before_any_charge(tmp_path)
     # Assert: nothing asked, nothing charged, the paid labels untouched
     assert not [m for m in again.sent if m.metadata.message_type in ("query.queries", "query.votes")]
     assert ledger_file.read_bytes() == before
+
+
+@pytest.mark.parametrize(("teachers_replied", "expected"), [
+    (False, r"the teachers' training did not finish within 600 s \(federation.timeout_s\): no reply to "
+            r"train.teachers from teacher nodes \[\d+, \d+\], nor to query.prepare from student node \d+"),
+    (True, r"student node \d+ did not finish preparing its data within 600 s \(federation.timeout_s\)"),
+])
+def test_training_step_timeout_names_what_ran_out_of_time(tmp_path, teachers_replied, expected):
+    # Prepare: the step that trains the teachers and prepares the student's data runs out of time
+    grid = InProcessGrid(client_app, simulation_nodes(3))
+    original = grid.send_and_receive
+
+    def out_of_time(messages, *, timeout=None):
+        messages = list(messages)
+        replies = original(messages, timeout=timeout)
+        if any(m.metadata.message_type == "query.prepare" for m in messages):
+            return [r for r in replies if teachers_replied and r.metadata.message_type == "train.teachers"]
+        return replies
+
+    grid.send_and_receive = out_of_time
+    # Execute / Assert: no ledger charge, an error naming the step that ran out of time
+    with pytest.raises(RuntimeError, match=expected):
+        make_strategy(tmp_path).start(grid)
