@@ -26,6 +26,7 @@ import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import NamedTuple
 from unittest import mock
 
 import numpy as np
@@ -49,6 +50,46 @@ CNN2D = ModelSpec(encoder="cnn", feature_dim=64, epochs=40, batch_size=32, lr=1e
 SELECT_EPOCHS = (60, 100, 200)
 SELECT_LRS = (1e-3, 3e-3)
 SELECT_SHIFTS = (3, 6)
+
+
+
+class Column(NamedTuple):
+    """One column of a printed table: its ``header``, the row's ``key``, the ``width`` spec (alignment and
+    width, e.g. ``">9"``) of header and value, and the value's ``precision`` spec (e.g. ``".1f"``)."""
+
+    header: str
+    key: str
+    width: str
+    precision: str = ""
+
+
+SPEED_COLUMNS = (
+    Column("model", "model", "<11"),
+    Column("K", "num_teachers", ">5"),
+    Column("loop s/t", "loop_s_per_teacher", ">10", ".2f"),
+    Column("batch s/t", "batched_s_per_teacher", ">11", ".3f"),
+    Column("speedup", "speedup", ">9", ".1f"),
+    Column("total s", "batched_total_s", ">9", ".0f"),
+    Column("acc", "mean_teacher_accuracy", ">7", ".3f"),
+)
+"""The MNIST-1D speed rows' table: seconds per teacher, loop against batched."""
+PATH_COLUMNS = (
+    Column("path", "batched_path", "<16"),
+    Column("epochs", "epochs", ">7"),
+    Column("loop s/t-ep", "loop_s_per_teacher_epoch", ">12", ".3f"),
+    Column("batch s/t-ep", "batched_s_per_teacher_epoch", ">13", ".4f"),
+    Column("speedup", "speedup", ">9", ".1f"),
+    Column("acc", "mean_teacher_accuracy", ">7", ".3f"),
+    Column("load", "load_average_1min", ">6", ".1f"),
+)
+"""The MNIST-5k rows' table: seconds per teacher-epoch by batched path, and the load average."""
+
+
+def print_table(rows: list[dict[str, object]], columns: tuple[Column, ...]) -> None:
+    """Print ``rows`` as a plain-text table: a header line, then one line per row."""
+    print("".join(f"{c.header:{c.width}}" for c in columns))
+    for r in rows:
+        print("".join(f"{r[c.key]:{c.width}{c.precision}}" for c in columns))
 
 
 def load_cached(spec: DataSpec, cache_dir: Path) -> dict[str, np.ndarray]:
@@ -164,12 +205,7 @@ def mnist5k_rows(args: argparse.Namespace) -> None:
         print(json.dumps(rows[-1]), flush=True)
     result = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
     result["rows"] = [*result["rows"], *rows]
-    print(f"{'path':<16}{'epochs':>7}{'loop s/t-ep':>12}{'batch s/t-ep':>13}{'speedup':>9}{'acc':>7}"
-          f"{'load':>6}")
-    for r in rows:
-        print(f"{r['batched_path']:<16}{r['epochs']:>7}{r['loop_s_per_teacher_epoch']:>12.3f}"
-              f"{r['batched_s_per_teacher_epoch']:>13.4f}{r['speedup']:>9.1f}{r['mean_teacher_accuracy']:>7.3f}"
-              f"{r['load_average_1min']:>6.1f}")
+    print_table(rows, PATH_COLUMNS)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -218,11 +254,7 @@ def main(argv: list[str] | None = None) -> None:
                                   args.loop_teachers, args.chunk))
             print(json.dumps(rows[-1]), flush=True)
         result = {"rows": rows}
-        print(f"{'model':<11}{'K':>5}{'loop s/t':>10}{'batch s/t':>11}{'speedup':>9}{'total s':>9}{'acc':>7}")
-        for r in rows:
-            print(f"{r['model']:<11}{r['num_teachers']:>5}{r['loop_s_per_teacher']:>10.2f}"
-                  f"{r['batched_s_per_teacher']:>11.3f}{r['speedup']:>9.1f}{r['batched_total_s']:>9.0f}"
-                  f"{r['mean_teacher_accuracy']:>7.3f}")
+        print_table(rows, SPEED_COLUMNS)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -38,7 +38,7 @@ import math
 import multiprocessing
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -246,6 +246,43 @@ def exchange_benchmark(datasets: list[str], fraction: float, seeds: list[int], b
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(result, indent=2))
     return result
+
+
+def case_runs_main(argv: list[str] | None, *, description: str, cases: Mapping[str, Any], default_cases: str,
+                   runs: Sequence[tuple[str, ...]], run: Callable[..., dict[str, Any]],
+                   describe: Callable[[dict[str, Any]], str],
+                   summary: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+                   ) -> list[dict[str, Any]]:
+    """The command line of a per-case benchmark (``benchmarks.vertical_guard``, ``benchmarks.vertical_tune``):
+    ``--cases``, ``--seed``, ``--jobs``, ``--out FILE.json`` (rewritten after every run).
+
+    Every run of ``runs`` on every chosen case of ``cases`` is ``run(case, *that_run, seed)`` in a spawned
+    process; each row is printed with ``describe`` as it arrives. The JSON holds ``rows`` and, with
+    ``summary``, ``summary(rows)``. Returns the rows in task order.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cases", default=default_cases)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    parser.add_argument("--out", type=Path, help="JSON, rewritten after every run")
+    args = parser.parse_args(argv)
+    chosen = args.cases.split(",")
+    unknown = set(chosen) - set(cases)
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; choose from {list(cases)}")
+    tasks = [(case, *settings, args.seed) for case in chosen for settings in runs]
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for row in pool.map(run, *zip(*tasks, strict=True)):
+            rows.append(row)
+            console.print(describe(row))
+            if args.out:
+                record: dict[str, Any] = {"rows": rows}
+                if summary is not None:
+                    record["summary"] = summary(rows)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(json_safe(record), indent=2))
+    return rows
 
 
 def _describe(row: dict[str, Any]) -> str:

@@ -17,20 +17,14 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.vertical import method_strategy, run_once
+from benchmarks.vertical import case_runs_main, method_strategy, run_once
 from benchmarks.vertical_scale import SCALE_CASE
-from simulations.results import json_safe
 
 CASES: dict[str, dict[str, Any]] = {
     "digits_f0.05": {"dataset": "digits", "fraction": 0.05, "epochs": 40, "steps_per_exchange": 1},
@@ -86,28 +80,18 @@ def table(rows: list[dict[str, Any]]) -> Table:
     return out
 
 
+def describe(row: dict[str, Any]) -> str:
+    """One run's progress line: its case, method, guard setting, test accuracies, guard record, wall time."""
+    return (f"{row['case']:14s} {row['method']:12s} guard={row['guard_setting']:10s} test "
+            f"{row['test']}  guard {row['guard']}  {row['wall_s']:.0f} s")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``--cases``, ``--seed``, ``--jobs``, ``--out FILE.json`` (rewritten after every run)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default="digits_f0.05,digits_f0.1,synthetic10k")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
-    parser.add_argument("--out", type=Path, help="JSON, rewritten after every run")
-    args = parser.parse_args(argv)
-    cases = args.cases.split(",")
-    unknown = set(cases) - set(CASES)
-    if unknown:
-        parser.error(f"unknown cases {sorted(unknown)}; choose from {list(CASES)}")
-    tasks = [(case, method, guard, args.seed) for case in cases for method, guard in RUNS]
-    rows: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for row in pool.map(guard_run, *zip(*tasks, strict=True)):
-            rows.append(row)
-            console.print(f"{row['case']:14s} {row['method']:12s} guard={row['guard_setting']:10s} test "
-                          f"{row['test']}  guard {row['guard']}  {row['wall_s']:.0f} s")
-            if args.out:
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(json_safe({"rows": rows, "summary": summary(rows)}), indent=2))
+    """Command line of :func:`benchmarks.vertical.case_runs_main`; the JSON adds :func:`summary`, printed
+    as :func:`table` at the end."""
+    rows = case_runs_main(argv, description=__doc__.split("\n\n")[0], cases=CASES,
+                          default_cases="digits_f0.05,digits_f0.1,synthetic10k", runs=RUNS, run=guard_run,
+                          describe=describe, summary=summary)
     console.print(table(rows))
 
 

@@ -17,20 +17,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 
-from benchmarks.vertical import method_strategy, run_once
+from benchmarks.vertical import case_runs_main, method_strategy, run_once
 from benchmarks.vertical_scale import SCALE_CASE
-from simulations.results import json_safe
 
 CASES: dict[str, dict[str, Any]] = {
     "digits_f0.1": {"dataset": "digits", "fraction": 0.1, "epochs": 40, "steps_per_exchange": 1},
@@ -40,7 +33,6 @@ RUNS = (("active_only", "off", "off"), ("vfl_head_fusion", "off", "off"), ("prot
         ("proto", "validation", "auto"))
 """(method, guard, tune) per case."""
 POPULATIONS = ("aligned", "active_only", "passive_only_1")
-console = Console()
 
 
 def tune_run(case: str, method: str, guard: str, tune: str, seed: int) -> dict[str, Any]:
@@ -58,29 +50,17 @@ def tune_run(case: str, method: str, guard: str, tune: str, seed: int) -> dict[s
             "tune": result.get("tune"), "wall_s": result["wall_s"], "loadavg_at_start": load}
 
 
+def describe(row: dict[str, Any]) -> str:
+    """One run's progress line: its case, method, tune setting, accuracies, chosen trial, wall time."""
+    chosen = row["tune"]["chosen"] if row["tune"] else "-"
+    return (f"{row['case']:13s} {row['method']:16s} tune={row['tune_setting']:4s} "
+            f"test {row['test']} val {row['val']} chosen {chosen} {row['wall_s']:.0f} s")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``--cases``, ``--seed``, ``--jobs``, ``--out FILE.json`` (rewritten after every run)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
-    parser.add_argument("--out", type=Path, help="JSON, rewritten after every run")
-    args = parser.parse_args(argv)
-    cases = args.cases.split(",")
-    unknown = set(cases) - set(CASES)
-    if unknown:
-        parser.error(f"unknown cases {sorted(unknown)}; choose from {list(CASES)}")
-    tasks = [(case, *run, args.seed) for case in cases for run in RUNS]
-    rows: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for row in pool.map(tune_run, *zip(*tasks, strict=True)):
-            rows.append(row)
-            chosen = row["tune"]["chosen"] if row["tune"] else "-"
-            console.print(f"{row['case']:13s} {row['method']:16s} tune={row['tune_setting']:4s} "
-                          f"test {row['test']} val {row['val']} chosen {chosen} {row['wall_s']:.0f} s")
-            if args.out:
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(json_safe({"rows": rows}), indent=2))
+    """Command line of :func:`benchmarks.vertical.case_runs_main`, every case by default."""
+    case_runs_main(argv, description=__doc__.split("\n\n")[0], cases=CASES, default_cases=",".join(CASES),
+                   runs=RUNS, run=tune_run, describe=describe)
 
 
 if __name__ == "__main__":

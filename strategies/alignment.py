@@ -26,6 +26,8 @@ Faults: an error reply, a party that does not answer within ``timeout`` or a mal
 :class:`AlignmentError` naming the party and the step, after the server sent ``psi_abort`` to every
 party (which clears the staging and undoes a commit of this alignment). Nodes write their stored
 alignment only in the final ``psi_commit`` step.
+
+The relay of one message per party and its faults are :mod:`strategies.alignment_relay`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
@@ -51,36 +53,18 @@ from protocol.psi import (
     PRECOMPUTED_WEIGHT,
     PSI_BACKENDS,
     SESSION_ID_KEY,
-    has_field_type,
     header_fields,
     message_type,
     positions_key,
 )
-from strategies.grid_utils import node_error, send_and_receive
+from strategies.alignment_relay import AlignmentError, Config, Relay, reply_field
+from strategies.grid_utils import send_and_receive
 
 logger = logging.getLogger(__name__)
 
-Config = dict[str, Any]
 RolePolicy = Literal["label_holder", "larger_set"]
 Backend = Literal["paillier", "ecdh"]
 ABORT_TIMEOUT_S = 30.0
-
-
-class AlignmentError(RuntimeError):
-    """The alignment phase failed; nothing was committed (or the commit was rolled back).
-
-    Attributes
-    ----------
-    node_id : int or None
-        The party that failed, if one did.
-    step : str
-        The protocol step (message action, e.g. ``"psi_setup"``).
-    """
-
-    def __init__(self, message: str, *, step: str, node_id: int | None = None) -> None:
-        super().__init__(message)
-        self.node_id = node_id
-        self.step = step
 
 
 @dataclass(frozen=True)
@@ -159,69 +143,6 @@ class AlignmentReport:
     bytes_relayed: int
     wall_s: float
     backend: str = "paillier"
-
-
-class _Relay:
-    """Send one message per node, wait for all replies, turn faults into :class:`AlignmentError`."""
-
-    def __init__(self, grid: Grid, alignment_id: str, timeout: float) -> None:
-        self.grid = grid
-        self.alignment_id = alignment_id
-        self.timeout = timeout
-        self.bytes_relayed = 0
-
-    def exchange(
-        self, requests: dict[int, tuple[str, Config]], timeout: float | None = None
-    ) -> dict[int, Config]:
-        """Send ``{node: (action, fields)}``; return ``{node: reply fields}``."""
-        wait = self.timeout if timeout is None else timeout
-        messages = []
-        for node_id, (action, fields) in requests.items():
-            content = RecordDict({CONTENT_KEY: ConfigRecord({ALIGNMENT_ID_KEY: self.alignment_id, **fields})})
-            messages.append(
-                Message(
-                    content,
-                    dst_node_id=node_id,
-                    message_type=message_type(action),
-                    group_id=self.alignment_id,
-                )
-            )
-        replies = {
-            reply.metadata.src_node_id: reply for reply in send_and_receive(self.grid, messages, timeout=wait)
-        }
-        out: dict[int, Config] = {}
-        for node_id, (action, _) in requests.items():
-            reply = replies.get(node_id)
-            if reply is None:
-                raise AlignmentError(
-                    f"party {node_id} did not reply to {action} within {wait:g} s",
-                    step=action,
-                    node_id=node_id,
-                )
-            if reply.has_error():
-                reason = node_error(reply.error.reason)
-                error = AlignmentError(f"party {node_id} failed at {action}: {reason}", step=action,
-                                       node_id=node_id)
-                error.add_note(f"the node's error reply: {reply.error.reason}")
-                raise error
-            if CONTENT_KEY not in reply.content.config_records:
-                raise AlignmentError(
-                    f"party {node_id} sent a malformed {action} reply", step=action, node_id=node_id
-                )
-            out[node_id] = dict(reply.content.config_records[CONTENT_KEY])
-        return out
-
-    def one(self, node_id: int, action: str, fields: Config) -> Config:
-        return self.exchange({node_id: (action, fields)})[node_id]
-
-
-def _get(reply: Config, key: str, kind: type, step: str, node_id: int) -> Any:
-    value = reply.get(key)
-    if not has_field_type(value, kind):
-        raise AlignmentError(
-            f"party {node_id} sent a malformed {step} reply ({key!r})", step=step, node_id=node_id
-        )
-    return value
 
 
 def run_alignment(
@@ -310,14 +231,16 @@ def run_alignment(
     if not 0.0 < precompute_weight <= 1.0:
         raise ValueError(f"precompute_weight must be in (0, 1], got {precompute_weight}")
     started = time.monotonic()
-    relay = _Relay(grid, secrets.token_hex(16), timeout)
+    relay = Relay(grid, secrets.token_hex(16), timeout)
     try:
         connected = set(grid.get_node_ids())
         for node_id in parties:
             if node_id not in connected:
                 raise AlignmentError(f"party {node_id} is not connected", step="connect", node_id=node_id)
         begun = relay.exchange({node_id: ("psi_begin", {}) for node_id in parties})
-        sizes = {node_id: _get(begun[node_id], "size", int, "psi_begin", node_id) for node_id in parties}
+        sizes = {
+            node_id: reply_field(begun[node_id], "size", int, "psi_begin", node_id) for node_id in parties
+        }
         for node_id in parties:
             if sizes[node_id] == 0 and not allow_empty:
                 raise AlignmentError(f"party {node_id} has no IDs", step="psi_begin", node_id=node_id)
@@ -374,7 +297,7 @@ def run_alignment(
 
 
 def _run_pair(
-    relay: _Relay,
+    relay: Relay,
     *,
     leader: int,
     peer: int,
@@ -403,11 +326,11 @@ def _run_pair(
             "precompute_weight": float(precompute_weight),
         },
     )
-    modulus = _get(keys, "modulus", bytes, "psi_keygen", receiver)
+    modulus = reply_field(keys, "modulus", bytes, "psi_keygen", receiver)
     lap("keygen")
     header = relay.one(receiver, "psi_setup", {**session, "chunk_bytes": chunk_bytes})
-    num_chunks = _get(header, "num_chunks", int, "psi_setup", receiver)
-    if _get(header, SESSION_ID_KEY, str, "psi_setup", receiver) != session_id or num_chunks < 1:
+    num_chunks = reply_field(header, "num_chunks", int, "psi_setup", receiver)
+    if reply_field(header, SESSION_ID_KEY, str, "psi_setup", receiver) != session_id or num_chunks < 1:
         raise AlignmentError(
             f"party {receiver} sent a malformed psi_setup reply", step="psi_setup", node_id=receiver
         )
@@ -421,7 +344,7 @@ def _run_pair(
             sender: ("psi_precompute", {**session, "modulus": modulus}),
         }
     )
-    chunk = _get(first[receiver], "chunk", bytes, "psi_coefficients", receiver)
+    chunk = reply_field(first[receiver], "chunk", bytes, "psi_coefficients", receiver)
     coefficient_bytes = 0
     for index in range(num_chunks):
         evaluate: Config = {**session, "index": index, "chunk": chunk}
@@ -433,18 +356,18 @@ def _run_pair(
         coefficient_bytes += len(chunk)
         replies = relay.exchange(requests)
         if index + 1 < num_chunks:
-            chunk = _get(replies[receiver], "chunk", bytes, "psi_coefficients", receiver)
+            chunk = reply_field(replies[receiver], "chunk", bytes, "psi_coefficients", receiver)
     lap("evaluate")
 
     responded = relay.one(sender, "psi_respond", {**session, "chunk_bytes": chunk_bytes})
-    count = _get(responded, "count", int, "psi_respond", sender)
-    response_chunks = _get(responded, "num_chunks", int, "psi_respond", sender)
+    count = reply_field(responded, "count", int, "psi_respond", sender)
+    response_chunks = reply_field(responded, "num_chunks", int, "psi_respond", sender)
     lap("respond")
 
     response_bytes = 0
     if response_chunks:
         reply = relay.one(sender, "psi_responses", {**session, "index": 0})
-        chunk = _get(reply, "chunk", bytes, "psi_responses", sender)
+        chunk = reply_field(reply, "chunk", bytes, "psi_responses", sender)
     for index in range(response_chunks):
         requests = {receiver: ("psi_decrypt", {**session, "index": index, "count": count, "chunk": chunk})}
         if index + 1 < response_chunks:
@@ -452,7 +375,7 @@ def _run_pair(
         response_bytes += len(chunk)
         replies = relay.exchange(requests)
         if index + 1 < response_chunks:
-            chunk = _get(replies[sender], "chunk", bytes, "psi_responses", sender)
+            chunk = reply_field(replies[sender], "chunk", bytes, "psi_responses", sender)
     lap("decrypt")
 
     size = _finish_pair(relay, receiver, sender, leader_receives, "psi_finish", {**session, "count": count})
@@ -464,8 +387,8 @@ def _run_pair(
         sender_node=sender,
         receiver_size=sizes[receiver],
         sender_size=sizes[sender],
-        num_bins=_get(header, "num_bins", int, "psi_setup", receiver),
-        degree=_get(header, "degree", int, "psi_setup", receiver),
+        num_bins=reply_field(header, "num_bins", int, "psi_setup", receiver),
+        degree=reply_field(header, "degree", int, "psi_setup", receiver),
         coefficient_chunks=num_chunks,
         coefficient_bytes=coefficient_bytes,
         response_chunks=response_chunks,
@@ -476,7 +399,7 @@ def _run_pair(
 
 
 def _finish_pair(
-    relay: _Relay, receiver: int, sender: int, leader_receives: bool, action: str, fields: Config
+    relay: Relay, receiver: int, sender: int, leader_receives: bool, action: str, fields: Config
 ) -> int:
     """The receiver closes the session; if the sender is the label holder, it gets the matched positions."""
     finished = relay.one(
@@ -484,16 +407,16 @@ def _finish_pair(
         action,
         {**fields, "receiver_is_leader": leader_receives, "sender_is_leader": not leader_receives},
     )
-    size = _get(finished, "size", int, action, receiver)
+    size = reply_field(finished, "size", int, action, receiver)
     if not leader_receives:
-        positions = _get(finished, "positions", list, action, receiver)
+        positions = reply_field(finished, "positions", list, action, receiver)
         relay.bytes_relayed += 8 * len(positions)
         relay.one(sender, "psi_matched", {SESSION_ID_KEY: fields[SESSION_ID_KEY], "positions": positions})
     return size
 
 
 def _run_ecdh_pair(
-    relay: _Relay,
+    relay: Relay,
     *,
     leader: int,
     peer: int,
@@ -531,8 +454,8 @@ def _run_ecdh_pair(
     )
     chunks: dict[int, int] = {}
     for node in roles:
-        count = _get(blinded[node], "count", int, "psi_ecdh_blind", node)
-        chunks[node] = _get(blinded[node], "num_chunks", int, "psi_ecdh_blind", node)
+        count = reply_field(blinded[node], "count", int, "psi_ecdh_blind", node)
+        chunks[node] = reply_field(blinded[node], "num_chunks", int, "psi_ecdh_blind", node)
         if count != sizes[node] or chunks[node] < (1 if count else 0):
             raise AlignmentError(
                 f"party {node} blinded {count} IDs in {chunks[node]} chunks, announced {sizes[node]} IDs",
@@ -547,12 +470,12 @@ def _run_ecdh_pair(
         fetched = relay.exchange({node: ("psi_ecdh_points", {**session, "index": index}) for node in active})
         work: dict[int, tuple[str, Config]] = {}
         for node in active:
-            chunk = _get(fetched[node], "chunk", bytes, "psi_ecdh_points", node)
+            chunk = reply_field(fetched[node], "chunk", bytes, "psi_ecdh_points", node)
             sent[node] += len(chunk)
             work[roles[node][1]] = ("psi_ecdh_exponentiate", {**session, "index": index, "chunk": chunk})
         done = relay.exchange(work)
         if receiver in active:
-            doubled = _get(done[sender], "chunk", bytes, "psi_ecdh_exponentiate", sender)
+            doubled = reply_field(done[sender], "chunk", bytes, "psi_ecdh_exponentiate", sender)
             sent[receiver] += len(doubled)
             relay.one(receiver, "psi_ecdh_doubled", {**session, "index": index, "chunk": doubled})
     lap("exponentiate")
@@ -578,14 +501,14 @@ def _run_ecdh_pair(
     )
 
 
-def _commit_everywhere(relay: _Relay, leader: int, pairs: Iterable[PairReport]) -> int:
+def _commit_everywhere(relay: Relay, leader: int, pairs: Iterable[PairReport]) -> int:
     """Order at the label holder, prepare at the others, then commit everywhere (two phases)."""
     ordered = relay.one(leader, "psi_order", {})
-    size = _get(ordered, "size", int, "psi_order", leader)
+    size = reply_field(ordered, "size", int, "psi_order", leader)
     prepare: dict[int, tuple[str, Config]] = {}
     for pair in pairs:
         peer = pair.sender_node if pair.receiver_node == leader else pair.receiver_node
-        positions = _get(ordered, positions_key(pair.session_id), list, "psi_order", leader)
+        positions = reply_field(ordered, positions_key(pair.session_id), list, "psi_order", leader)
         if len(positions) != size:
             raise AlignmentError(
                 f"party {leader} sent a malformed psi_order reply", step="psi_order", node_id=leader
@@ -594,7 +517,7 @@ def _commit_everywhere(relay: _Relay, leader: int, pairs: Iterable[PairReport]) 
         prepare[peer] = ("psi_prepare", {SESSION_ID_KEY: pair.session_id, "positions": positions})
     prepared = relay.exchange(prepare)
     for node_id, reply in prepared.items():
-        if _get(reply, "size", int, "psi_prepare", node_id) != size:
+        if reply_field(reply, "size", int, "psi_prepare", node_id) != size:
             raise AlignmentError(
                 f"party {node_id} prepared a different set size", step="psi_prepare", node_id=node_id
             )
@@ -602,7 +525,7 @@ def _commit_everywhere(relay: _Relay, leader: int, pairs: Iterable[PairReport]) 
     return size
 
 
-def _abort_everywhere(relay: _Relay, parties: Sequence[int]) -> None:
+def _abort_everywhere(relay: Relay, parties: Sequence[int]) -> None:
     """Best effort: tell every party to drop this alignment's staging (and undo its commit)."""
     messages = [
         Message(
