@@ -52,6 +52,7 @@ from protocol.pate import (
     StudentSettings,
     TeacherSettings,
     array_record,
+    asks_in_pool_order,
     read_array,
 )
 from strategies.fusion import noise_generator
@@ -406,11 +407,12 @@ class EnsembleDistillation(Strategy):
         """The next ``count`` query samples, their pool positions and the pool size.
 
         In pool order (and while the asked positions are the pool's first ones, fewer than
-        ``selection_warmup``) the request names an offset; else the student chooses, from the answers
+        ``selection_warmup``: :func:`protocol.pate.asks_in_pool_order`) the request names an offset; else
+        the student chooses, from the answers
         ``so_far`` (asked positions, answered positions, labels; :mod:`clients.pate.query_selection`).
         """
         asked, positions, labels = so_far
-        warmup = np.array_equal(asked, np.arange(len(asked))) and len(asked) < self.student.selection_warmup
+        warmup = asks_in_pool_order(asked, len(positions), self.student.selection_warmup)
         if self.student.query_selection == "pool_order" or warmup:
             offset: int | None = len(asked)
             message = self._message(student, MSG_NEXT_QUERIES, request=ConfigRecord({"offset": offset,
