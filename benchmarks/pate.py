@@ -43,7 +43,7 @@ import torch
 from benchmarks import pate_secagg
 from clients.data import load_pate_data
 from clients.pate.query_selection import choose_queries
-from clients.pate.student import train_student
+from clients.pate.student import STUDENT_SEED_OFFSET, train_student
 from clients.pate.teacher import train_teacher
 from clients.pate.teacher_ensemble import train_ensemble
 from clients.pate.teacher_fixmatch import train_fixmatch_ensemble
@@ -269,8 +269,8 @@ def student_row(run: SeedRun, plan: DatasetPlan, positions: np.ndarray, labels: 
     if student in WIDE_STUDENTS:
         spec, method = replace(plan.student, encoder=WIDE_STUDENTS[student]), "fixmatch"
     model, n_pseudo = train_student(data.x[pool[positions]], labels, data.x[pool[unlabeled]], data.n_classes,
-                                    spec, seed=seed + 7,
-                                    method=method, settings=replace(plan.student_settings, method=method))
+                                    spec, seed=seed + STUDENT_SEED_OFFSET, method=method,
+                                    settings=replace(plan.student_settings, method=method))
     return {"accuracy": accuracy(model, data.x[split.test], data.y[split.test]),
             "validation_accuracy": accuracy(model, data.x[split.validation], data.y[split.validation]),
             "label_accuracy": float(np.mean(data.y[pool[positions]] == labels)) if len(labels) else math.nan,

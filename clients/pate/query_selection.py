@@ -13,7 +13,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.pate.semi_supervised import select_queries
 from clients.pate.sites import student_data
-from clients.pate.student import train_student
+from clients.pate.student import STUDENT_SEED_OFFSET, train_student
 from protocol.codec import from_record
 from protocol.pate import DataSpec, ModelSpec, StudentSettings, array_record, read_array
 
@@ -56,8 +56,8 @@ def choose_queries(
     ``strategy``). Whether the student chooses at all is the caller's rule
     (:func:`protocol.pate.asks_in_pool_order`).
     """
-    model, _ = train_student(pool_x[positions], labels, pool_x[:0], n_classes, spec, seed=seed + 7,
-                             method="supervised", settings=settings)
+    model, _ = train_student(pool_x[positions], labels, pool_x[:0], n_classes, spec,
+                             seed=seed + STUDENT_SEED_OFFSET, method="supervised", settings=settings)
     return select_queries(model, pool_x, count, strategy=strategy, exclude=asked)
 
 
