@@ -42,13 +42,13 @@ import torch
 
 from benchmarks import pate_secagg
 from clients.data import load_pate_data
-from clients.pate.semi_supervised import select_queries
-from clients.pate.student import train_student
+from clients.pate.query_selection import choose_queries
+from clients.pate.student import STUDENT_SEED_OFFSET, train_student
 from clients.pate.teacher import train_teacher
 from clients.pate.teacher_ensemble import train_ensemble
 from clients.pate.teacher_fixmatch import train_fixmatch_ensemble
 from clients.training import accuracy
-from protocol.pate import DataSpec, ModelSpec, StudentSettings, TeacherSettings
+from protocol.pate import DataSpec, ModelSpec, StudentSettings, TeacherSettings, asks_in_pool_order
 from simulations.pate_config import compose_config
 from strategies.accounting import PrivacyLedger, PrivacyWarning
 from strategies.fusion import make_mechanism
@@ -172,18 +172,19 @@ def label_stream(
 
 
 def uncertainty_batches(run: SeedRun, plan: DatasetPlan, seed: int, batch: int = 128) -> NextBatch:
-    """The student chooses: ``WARMUP_QUERIES`` in pool order, then after each batch a supervised student
-    on the answers so far ranks the unasked pool by margin (``select_queries``) and asks the top ``batch``.
+    """The student chooses as the Flower student does (``choose_queries`` by margin, the top ``batch``)
+    once ``WARMUP_QUERIES`` were asked in pool order and at least 2 × n_classes of them were answered
+    (``asks_in_pool_order``; that answer floor is the benchmark's own, the Flower strategy sets none).
     """
     pool_x = run.data.x[run.split.query_pool]
+    n_classes = run.data.n_classes
 
     def next_batch(asked: np.ndarray, positions: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        if len(asked) < WARMUP_QUERIES or len(positions) < 2 * run.data.n_classes:
+        if asks_in_pool_order(asked, len(positions), WARMUP_QUERIES, min_answered=2 * n_classes):
             unasked = np.setdiff1d(np.arange(len(pool_x)), asked)
             return unasked[:batch]
-        model, _ = train_student(pool_x[positions], labels, pool_x[:0], run.data.n_classes, plan.student,
-                                 seed=seed + 7, method="supervised", settings=plan.student_settings)
-        return select_queries(model, pool_x, batch, strategy="margin", exclude=asked)
+        return choose_queries(pool_x, asked, positions, labels, n_classes, batch, plan.student,
+                              plan.student_settings, seed=seed)
 
     return next_batch
 
@@ -268,8 +269,8 @@ def student_row(run: SeedRun, plan: DatasetPlan, positions: np.ndarray, labels: 
     if student in WIDE_STUDENTS:
         spec, method = replace(plan.student, encoder=WIDE_STUDENTS[student]), "fixmatch"
     model, n_pseudo = train_student(data.x[pool[positions]], labels, data.x[pool[unlabeled]], data.n_classes,
-                                    spec, seed=seed + 7,
-                                    method=method, settings=replace(plan.student_settings, method=method))
+                                    spec, seed=seed + STUDENT_SEED_OFFSET, method=method,
+                                    settings=replace(plan.student_settings, method=method))
     return {"accuracy": accuracy(model, data.x[split.test], data.y[split.test]),
             "validation_accuracy": accuracy(model, data.x[split.validation], data.y[split.validation]),
             "label_accuracy": float(np.mean(data.y[pool[positions]] == labels)) if len(labels) else math.nan,

@@ -229,6 +229,16 @@ class StudentSettings:
         ])
 
 
+def asks_in_pool_order(asked: np.ndarray, n_answered: int, warmup: int, min_answered: int = 0) -> bool:
+    """Whether a choosing student's (``query_selection = uncertainty``) next batch still follows pool order.
+
+    It does while the ``asked`` positions are the pool's first ones and either fewer than ``warmup`` were
+    asked or fewer than ``min_answered`` were answered (too few labels for the student that chooses).
+    """
+    is_pool_prefix = np.array_equal(asked, np.arange(len(asked)))
+    return is_pool_prefix and (len(asked) < warmup or n_answered < min_answered)
+
+
 def _is_int(value: object, minimum: int) -> bool:
     """Whether ``value`` is an integer (not a bool) of at least ``minimum``."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum

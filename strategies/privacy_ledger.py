@@ -45,7 +45,6 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,22 +55,19 @@ import numpy.typing as npt
 import strategies.fusion  # noqa: F401  (registers the central mechanisms a stored ledger may name)
 from strategies.ledger_anchor import (
     append_head,
-    check_head,
     check_no_orphans,
     check_pool,
-    check_settings,
     read_head,
     refuse_vanished,
 )
-from strategies.ledger_journal import JournalSpec, LedgerIntegrityError, genesis_hash, seal, verify_journal
+from strategies.ledger_journal import JournalSpec, LedgerIntegrityError, genesis_hash, seal
 from strategies.ledger_release import LedgerRelease, released_prefix
+from strategies.ledger_restore import LedgerRestore
 from strategies.ledger_sidecar import (
     LedgerRows,
     batch_rows,
-    read_sidecar,
     rows_digest,
     sidecar_path,
-    sidecar_row_count,
     write_sidecar,
 )
 from strategies.ledger_store import (
@@ -83,7 +79,6 @@ from strategies.ledger_store import (
     remove_orphan_temps,
 )
 from strategies.ledger_views import BudgetExhaustedError, ChargeResult, LedgerViews
-from strategies.local_rr import v1_settings, verify_v1_journal
 from strategies.rdp_analysis import (
     DEFAULT_ORDERS,
     ArrayLike,
@@ -97,7 +92,6 @@ from strategies.rdp_conversion import check_conversion, epsilon_curve, warn_if_e
 from strategies.vote_release import (
     BUDGET_BASES,
     RELEASES,
-    RENAMED_PARAMS,
     VoteRelease,
     check_budget_basis,
     check_params,
@@ -108,7 +102,7 @@ from strategies.vote_release import (
 __all__ = ["BudgetExhaustedError", "ChargeResult", "LedgerIntegrityError", "PrivacyLedger"]
 
 
-class PrivacyLedger(LedgerViews, LedgerRelease):
+class PrivacyLedger(LedgerViews, LedgerRelease, LedgerRestore):
     """RDP privacy ledger for PATE vote fusion, persisted atomically as JSON.
 
     The ledger only does bookkeeping: costs come from the analysis functions of this module. It
@@ -264,57 +258,6 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         votes = validate_votes(votes)
         answered = self._model.check_answered(answered, votes.shape[0])
         return self._model.rdp_costs(votes, answered, self._orders)
-
-    def _restore(self, stored: dict[str, Any], head: Sequence[tuple[int, str]]) -> None:
-        """Adopt a stored ledger after checking it matches this one and its journal adds up.
-
-        The file must extend the journal this ledger last wrote or adopted (no rollback); the entries
-        already verified skip the cost recomputation. A file with an earlier name (``sigma``: ``sigma2``) is
-        verified as stored, then read by the current names, and keeps its own (:meth:`_described`).
-        """
-        check_settings(self._path, self._config(), current_param_names(stored["config"]))
-        written = {new: old for old, (new, _) in RENAMED_PARAMS.items() if old in stored["config"]}
-        stored_orders = np.asarray(stored["orders"], dtype=float)
-        if not np.array_equal(stored_orders, self._orders):
-            raise ValueError(
-                f"{self._path}: stored ledger has a different order grid "
-                f"({stored_orders.size} orders in [{stored_orders.min():g}, {stored_orders.max():g}]) "
-                f"than this one ({self._orders.size} orders in [{self._orders.min():g}, "
-                f"{self._orders.max():g}])"
-            )
-        assert self._path is not None
-        path = self._path
-        totals, rows = verify_journal(path, stored, self._spec(written), lambda n: read_sidecar(path, n),
-                                      known=self._history)
-        check_head(path, stored["history"], head, sidecar_row_count(path), totals.checked)
-        self._head_entries = len(head)
-        self._rdp_dd, self._rdp_di = totals.rdp_data_dependent, totals.rdp_data_independent
-        self._checked, self._answered, self._exhausted = totals.checked, totals.answered, totals.exhausted
-        self._history, self._rows, self._written_names = list(stored["history"]), rows, written
-        self._eps_released = totals.epsilon_released
-        self._release = stored.get("release")
-
-    def _adopt_v1(self, stored: dict[str, Any], head: Sequence[tuple[int, str]]) -> None:
-        """Adopt a v1 local-RR journal (:func:`strategies.local_rr.verify_v1_journal`): its ε is the same
-        min(Q·ε0, RDP) of Q queries, its paid labels are kept; it is not extended (:meth:`_charge`)."""
-        assert self._path is not None
-        if self._mechanism != "local_rr" or not np.array_equal(self._orders, DEFAULT_ORDERS):
-            raise ValueError(f"{self._path}: stored ledger has mechanism='local_rr' (a v1 local randomised-"
-                             f"response journal), but this ledger was created with mechanism="
-                             f"{self._mechanism!r} on {self._orders.size} orders")
-        mine = v1_settings(self._params, self._delta, self._budget, self._conversion, self._run)
-        check_settings(self._path, mine, stored.get("config"),
-                       intro="stored ledger has settings of another run or mechanism: ")
-        v1 = verify_v1_journal(self._path, stored, mine, head, self._history)
-        n_classes = v1.n_classes or 0
-        per_query = self._model.worst_case_rdp(self._orders, n_classes) if n_classes else self._rdp_di * 0
-        self._rdp_dd, self._rdp_di = v1.checked * per_query, v1.checked * per_query
-        self._checked = self._answered = v1.checked
-        self._history, self._head_entries, self._v1 = v1.history, len(head), True
-        votes = np.full((v1.checked, n_classes), np.nan)  # a v1 journal kept no votes: none are needed
-        self._rows = LedgerRows(votes, np.ones(v1.checked, dtype=bool), v1.query_ids, v1.labels)
-        after_next = self._best((v1.checked + 1) * per_query, v1.checked + 1)[0]
-        self._exhausted = bool(v1.history) and after_next > self._budget
 
     @classmethod
     def for_mechanism(
@@ -618,5 +561,3 @@ class PrivacyLedger(LedgerViews, LedgerRelease):
         if checked and pure is not None and checked * pure <= eps[best]:
             return checked * pure, math.inf  # pure DP by basic composition beats the RDP curve
         return (float(eps[best]) if checked else 0.0), float(self._orders[best])
-
-    # -- persistence -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from flwr.app import Context, RecordDict
 from clients.pate.query_selection import check_choice_inputs
 from clients.pate.semi_supervised import select_queries
 from clients.pate.sites import student_data
-from clients.pate.student import train_student
+from clients.pate.student import STUDENT_SEED_OFFSET, train_student
 from protocol.pate import DataSpec, ModelSpec, StudentSettings
 from simulations.app import client_app
 from strategies.accounting import PrivacyLedger, PrivacyWarning
@@ -64,8 +64,8 @@ def test_after_the_warmup_the_student_asks_about_what_it_is_least_sure_of(tmp_pa
     pool = student_data(Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={}),
                         DATA).pool_x
     positions, labels = chosen["positions"].numpy(), chosen["labels"].numpy()
-    model, _ = train_student(pool[positions], labels, pool[:0], 10, FAST, seed=DATA.seed + 7,
-                             method="supervised", settings=CHOOSING)
+    model, _ = train_student(pool[positions], labels, pool[:0], 10, FAST,
+                             seed=DATA.seed + STUDENT_SEED_OFFSET, method="supervised", settings=CHOOSING)
     np.testing.assert_array_equal(ids[40:80], select_queries(model, pool, 40, exclude=np.arange(40)))
     assert not np.array_equal(ids[40:80], np.arange(40, 80))
 

@@ -13,7 +13,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.pate.semi_supervised import select_queries
 from clients.pate.sites import student_data
-from clients.pate.student import train_student
+from clients.pate.student import STUDENT_SEED_OFFSET, train_student
 from protocol.codec import from_record
 from protocol.pate import DataSpec, ModelSpec, StudentSettings, array_record, read_array
 
@@ -44,6 +44,23 @@ def check_choice_inputs(asked: np.ndarray, positions: np.ndarray, labels: np.nda
         raise ValueError("an answered position was never asked")
 
 
+def choose_queries(
+    pool_x: np.ndarray, asked: np.ndarray, positions: np.ndarray, labels: np.ndarray, n_classes: int,
+    count: int, spec: ModelSpec, settings: StudentSettings, *, seed: int, strategy: str = "margin",
+) -> np.ndarray:
+    """Up to ``count`` pool positions the student asks about next, none of them ``asked`` before.
+
+    A supervised student (``spec``, ``settings``; seeded from the run's ``seed`` as the student that
+    learns from the final labels) trains on the ``labels`` answered at pool ``positions``; the unasked
+    pool samples it is least sure of come first (:func:`clients.pate.semi_supervised.select_queries` by
+    ``strategy``). Whether the student chooses at all is the caller's rule
+    (:func:`protocol.pate.asks_in_pool_order`).
+    """
+    model, _ = train_student(pool_x[positions], labels, pool_x[:0], n_classes, spec,
+                             seed=seed + STUDENT_SEED_OFFSET, method="supervised", settings=settings)
+    return select_queries(model, pool_x, count, strategy=strategy, exclude=asked)
+
+
 def handle_chosen_queries(msg: Message, context: Context) -> Message:
     """``query.queries`` with ``request.select``: up to ``request.count`` pool samples the student chose.
 
@@ -70,9 +87,8 @@ def handle_chosen_queries(msg: Message, context: Context) -> Message:
     positions = read_array(msg.content, "chosen", "positions")
     labels = read_array(msg.content, "chosen", "labels")
     check_choice_inputs(asked, positions, labels, len(data.pool_x), data.n_classes)
-    model, _ = train_student(data.pool_x[positions], labels, data.pool_x[:0], data.n_classes, spec,
-                             seed=data_spec.seed + 7, method="supervised", settings=settings)
-    chosen = select_queries(model, data.pool_x, count, strategy=select, exclude=asked)
+    chosen = choose_queries(data.pool_x, asked, positions, labels, data.n_classes, count, spec, settings,
+                            seed=data_spec.seed, strategy=select)
     content = RecordDict({
         "queries": array_record(x=data.pool_x[chosen], positions=chosen),
         "meta": ConfigRecord({"pool_size": len(data.pool_x), "n_classes": data.n_classes}),

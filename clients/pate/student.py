@@ -37,6 +37,8 @@ from protocol.pate import (
     read_array,
 )
 
+STUDENT_SEED_OFFSET = 7  # student seed = data seed + 7: its weights and batches apart from the split's draw
+
 
 def self_train_labels(
     model: Classifier, x_unlabeled: np.ndarray, confidence: float
@@ -180,7 +182,8 @@ def handle_train(msg: Message, context: Context) -> Message:
                 "samples")
     model, n_pseudo = train_student(
         data.pool_x[positions], labels, data.pool_x[unlabeled], data.n_classes, model_spec,
-        seed=data_spec.seed + 7, self_training_confidence=confidence if confidence > 0 else None,
+        seed=data_spec.seed + STUDENT_SEED_OFFSET,
+        self_training_confidence=confidence if confidence > 0 else None,
         method="fixmatch" if settings.method == "fixmatch" else None, settings=settings, progress=meter)
     meter.finish()
     if data.pool_y is None:

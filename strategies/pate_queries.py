@@ -1,0 +1,213 @@
+"""The query phase of :class:`strategies.ensemble_distillation.EnsembleDistillation` (a mixin, state set
+by the strategy): batches of the student's pool, in pool order or the student's choice, go to every
+teacher node; the summed vote histograms are fused and charged to the ledger until the pool,
+``max_queries`` or the budget ends. A resumed run first takes what its ledger already paid for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from logging import INFO
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Message
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from protocol.codec import to_record
+from protocol.pate import (
+    MSG_NEXT_QUERIES,
+    MSG_VOTES,
+    ModelSpec,
+    StudentSettings,
+    array_record,
+    asks_in_pool_order,
+    read_array,
+)
+from strategies.grid_utils import send_and_receive
+from strategies.pate_replies import check_batch, check_histogram, check_queries
+from strategies.pate_run import Ensemble
+from strategies.privacy_ledger import PrivacyLedger
+from strategies.vote_release import Ballot, VoteRelease
+
+
+class QueryPhase:
+    """:meth:`_query_phase` and the steps it takes: fetch a batch of queries, gather their votes."""
+
+    mechanism: VoteRelease
+    ledger: PrivacyLedger | None
+    teacher_model: ModelSpec
+    student_model: ModelSpec
+    student: StudentSettings
+    query_batch_size: int
+    max_queries: int | None
+    step_timeout: float
+    resume: bool
+    _rng: np.random.Generator
+    _n_classes: int | None
+
+    # the strategy's bookkeeping, implemented by EnsembleDistillation
+
+    def _require_ensemble(self) -> Ensemble:
+        raise NotImplementedError
+
+    def _message(self, node: int, message_type: str, **records: Any) -> Message:
+        raise NotImplementedError
+
+    def _collect(
+        self, replies: Iterable[Message], expected: set[int], step: str, timeout: float | None = None
+    ) -> dict[int, Message]:
+        raise NotImplementedError
+
+    def _drop(self, node: int, reason: str) -> None:
+        raise NotImplementedError
+
+    def _check_ensemble_size(self) -> None:
+        raise NotImplementedError
+
+    def _emit(self, phase: str, checked: int = 0, answered: int = 0, pool_size: int = 0) -> None:
+        raise NotImplementedError
+
+    # -- the query phase ----------------------------------------------------------------------------
+
+    def _query_phase(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Label the student's pool batch by batch until the pool, ``max_queries`` or the budget ends.
+
+        The batches follow the pool's order, or, with ``student.query_selection = uncertainty``, after the
+        first ``selection_warmup`` the student's choice (:meth:`_fetch_queries`). Returns the answered pool
+        positions, their fused labels, the pool size and the number of queries checked.
+        """
+        ensemble = self._require_ensemble()
+        asked = np.zeros(0, dtype=np.int64)
+        positions = np.zeros(0, dtype=np.int64)
+        labels = np.zeros(0, dtype=np.int64)
+        pool_size: int | None = None
+        if self.resume and self.ledger is not None:
+            asked, positions, labels = self._resumed()
+        self._emit("querying", len(asked), len(labels))
+        limit = self.max_queries
+        while pool_size is None or len(asked) < min(pool_size, limit or pool_size):
+            count = self.query_batch_size if limit is None else min(self.query_batch_size, limit - len(asked))
+            batch_x, batch_pos, pool_size = self._fetch_queries(grid, ensemble.student, count,
+                                                                (asked, positions, labels))
+            if len(batch_pos) == 0 or (self.resume and self.ledger is not None and self.ledger.exhausted):
+                break  # the pool is done, or a resumed run's ledger was already exhausted
+            votes = self._gather_votes(grid, batch_x)
+            check_batch(votes, batch_pos)
+            fused = self.mechanism.fuse(votes, self._rng)
+            n_keep, exhausted = len(fused), False
+            if self.ledger is not None:
+                charge = self.ledger.charge(votes, fused.answered, labels=fused.labels, query_ids=batch_pos)
+                n_keep, exhausted = charge.n_accepted, charge.exhausted
+            kept = fused.answered[:n_keep]
+            asked = np.concatenate([asked, batch_pos[:n_keep]])
+            positions = np.concatenate([positions, batch_pos[:n_keep][kept]])
+            labels = np.concatenate([labels, fused.labels[:n_keep][kept]])
+            self._emit("queries", len(asked), len(labels), pool_size)
+            if exhausted:
+                log(INFO, "privacy budget reached after %d checked / %d answered queries", len(asked),
+                    len(labels))
+                break
+        return positions.astype(np.int64), labels.astype(np.int64), int(pool_size or 0), len(asked)
+
+    def _resumed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What earlier runs on this ledger paid for: (the asked positions, answered positions, labels).
+
+        Every query a resumed ledger charged must be a pool position of this run, charged with its label;
+        in pool order these are 0, 1, ..., n - 1; with the student's choice (``uncertainty``), distinct
+        positions. Those queries are not asked again and their stored labels are used as they are, so
+        nothing is charged twice.
+
+        Raises
+        ------
+        RuntimeError
+            If the ledger holds charges that are not this strategy's pool positions (charged without
+            labels, out of order in pool order, or by another kind of run).
+        """
+        assert self.ledger is not None
+        asked = np.asarray(self.ledger.charged_query_ids, dtype=np.int64)
+        in_order = np.array_equal(asked, np.arange(len(asked)))
+        chosen = self.student.query_selection == "uncertainty" and len(np.unique(asked)) == len(asked) and (
+            not len(asked) or asked.min() >= 0)
+        if not (in_order or chosen):
+            rule = "distinct pool positions" if self.student.query_selection == "uncertainty" else (
+                "pool positions 0..n-1")
+            raise RuntimeError(f"cannot resume from ledger {self.ledger.path}: its {len(asked)} charged "
+                               f"queries are not {rule} charged with their labels")
+        paid_positions, paid_labels = self.ledger.paid_labels()
+        if len(asked):
+            log(INFO, "resuming: %d queries already checked, %d answered; their labels are reused",
+                len(asked), len(paid_labels))
+        return asked, np.asarray(paid_positions, dtype=np.int64), np.asarray(paid_labels, dtype=np.int64)
+
+    def _fetch_queries(
+        self, grid: Grid, student: int, count: int, so_far: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The next ``count`` query samples, their pool positions and the pool size.
+
+        In pool order (and while the asked positions are the pool's first ones, fewer than
+        ``selection_warmup``: :func:`protocol.pate.asks_in_pool_order`) the request names an offset; else
+        the student chooses, from the answers
+        ``so_far`` (asked positions, answered positions, labels; :mod:`clients.pate.query_selection`).
+        """
+        asked, positions, labels = so_far
+        warmup = asks_in_pool_order(asked, len(positions), self.student.selection_warmup)
+        if self.student.query_selection == "pool_order" or warmup:
+            offset: int | None = len(asked)
+            message = self._message(student, MSG_NEXT_QUERIES, request=ConfigRecord({"offset": offset,
+                                                                                     "count": count}))
+        else:
+            offset = None
+            message = self._message(student, MSG_NEXT_QUERIES,
+                                    request=ConfigRecord({"count": count, "select": "margin"}),
+                                    chosen=array_record(asked=asked, positions=positions, labels=labels),
+                                    model=to_record(self.student_model), student=to_record(self.student))
+        replies = send_and_receive(grid, [message], timeout=self.step_timeout)
+        reply = next(iter(replies), None)
+        if reply is None or reply.has_error():
+            reason = "no reply" if reply is None else reply.error.reason
+            raise RuntimeError(f"student node {student} failed to supply queries: {reason}")
+        try:
+            x = read_array(reply.content, "queries", "x")
+            pos = read_array(reply.content, "queries", "positions")
+            meta = reply.content["meta"]
+            pool_size, n_classes = int(meta["pool_size"]), int(meta["n_classes"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise RuntimeError(f"node {student} (student): malformed query reply: {err!r}") from err
+        problem = check_queries(x, pos, offset, count, pool_size, n_classes, self._n_classes, asked=asked)
+        if problem:
+            raise RuntimeError(f"node {student} (student): malformed query reply: {problem}")
+        self._n_classes = n_classes
+        return x, pos.astype(np.int64), pool_size
+
+    def _gather_votes(self, grid: Grid, batch_x: np.ndarray) -> np.ndarray:
+        """The votes of one batch of queries, as the mechanism gathers them (:meth:`VoteRelease.gather`)."""
+        ensemble = self._require_ensemble()
+        ballot = Ballot(grid=grid, make_message=self._message, hosts=ensemble.teacher_hosts, drop=self._drop,
+                        model=to_record(self.teacher_model), n_classes=int(self._n_classes),
+                        timeout=self.step_timeout,
+                        count_votes=lambda x, records: self._count_votes(grid, x, records),
+                        check_ensemble=self._check_ensemble_size)
+        return self.mechanism.gather(ballot, batch_x)
+
+    def _count_votes(self, grid: Grid, batch_x: np.ndarray, records: dict[str, ConfigRecord]) -> np.ndarray:
+        """Sum the vote histograms of all remaining teacher nodes for one batch (``records`` added to each
+        request); a node whose reply is malformed leaves the ensemble, which is checked after the round."""
+        ensemble = self._require_ensemble()
+        queries = array_record(x=batch_x)
+        model = to_record(self.teacher_model)
+        msgs = [self._message(node, MSG_VOTES, model=model, queries=queries, **records)
+                for node in sorted(ensemble.teacher_hosts)]
+        by_node = self._collect(send_and_receive(grid, msgs, timeout=self.step_timeout),
+                                set(ensemble.teacher_hosts), "voting", self.step_timeout)
+        total = np.zeros((len(batch_x), 0), dtype=np.int64)
+        for node, reply in sorted(by_node.items()):
+            problem, votes = check_histogram(reply, len(batch_x), len(ensemble.teacher_hosts[node]),
+                                             self._n_classes)
+            if problem:
+                self._drop(node, f"malformed vote histogram: {problem}")
+                continue
+            total = votes if total.shape[1] == 0 else total + votes
+        self._check_ensemble_size()
+        return total
