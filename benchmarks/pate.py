@@ -77,7 +77,6 @@ class DatasetPlan:
 FIXMATCH_TEACHERS = TeacherSettings(method="fixmatch", pool_per_teacher=4000, pseudo_label_threshold=0.8,
                                     pseudo_label_epochs=150, pseudo_label_mu=3)
 QUERY_SELECTIONS = ("random", "uncertainty")
-WARMUP_QUERIES = 256  # asked in pool order before the student first chooses
 
 
 BUDGETS = {"mnist1d": (1.0, 2.0, 4.0), "mnist5k": (4.0, 8.0), "digits": (8.0,)}
@@ -173,14 +172,14 @@ def label_stream(
 
 def uncertainty_batches(run: SeedRun, plan: DatasetPlan, seed: int, batch: int = 128) -> NextBatch:
     """The student chooses as the Flower student does (``choose_queries`` by margin, the top ``batch``)
-    once ``WARMUP_QUERIES`` were asked in pool order and at least 2 × n_classes of them were answered
-    (``asks_in_pool_order``; that answer floor is the benchmark's own, the Flower strategy sets none).
+    once the student's ``selection_warmup`` were asked in pool order and enough of them were answered
+    (``asks_in_pool_order``, the Flower strategy's rule).
     """
     pool_x = run.data.x[run.split.query_pool]
     n_classes = run.data.n_classes
 
     def next_batch(asked: np.ndarray, positions: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        if asks_in_pool_order(asked, len(positions), WARMUP_QUERIES, min_answered=2 * n_classes):
+        if asks_in_pool_order(asked, len(positions), plan.student_settings.selection_warmup, n_classes):
             unasked = np.setdiff1d(np.arange(len(pool_x)), asked)
             return unasked[:batch]
         return choose_queries(pool_x, asked, positions, labels, n_classes, batch, plan.student,

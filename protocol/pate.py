@@ -229,13 +229,19 @@ class StudentSettings:
         ])
 
 
-def asks_in_pool_order(asked: np.ndarray, n_answered: int, warmup: int, min_answered: int = 0) -> bool:
+MIN_ANSWERS_PER_CLASS_TO_CHOOSE = 2
+"""A choosing student needs at least this many answers per class before it trains on them to choose."""
+
+
+def asks_in_pool_order(asked: np.ndarray, n_answered: int, warmup: int, n_classes: int | None) -> bool:
     """Whether a choosing student's (``query_selection = uncertainty``) next batch still follows pool order.
 
     It does while the ``asked`` positions are the pool's first ones and either fewer than ``warmup`` were
-    asked or fewer than ``min_answered`` were answered (too few labels for the student that chooses).
+    asked or fewer than :data:`MIN_ANSWERS_PER_CLASS_TO_CHOOSE` × ``n_classes`` were answered (too few
+    labels for the student that chooses; ``n_classes`` is ``None`` before the first batch is known).
     """
     is_pool_prefix = np.array_equal(asked, np.arange(len(asked)))
+    min_answered = MIN_ANSWERS_PER_CLASS_TO_CHOOSE * (n_classes or 0)
     return is_pool_prefix and (len(asked) < warmup or n_answered < min_answered)
 
 

@@ -147,12 +147,13 @@ class QueryPhase:
         """The next ``count`` query samples, their pool positions and the pool size.
 
         In pool order (and while the asked positions are the pool's first ones, fewer than
-        ``selection_warmup``: :func:`protocol.pate.asks_in_pool_order`) the request names an offset; else
+        ``selection_warmup`` or too few of them answered: :func:`protocol.pate.asks_in_pool_order`) the
+        request names an offset; else
         the student chooses, from the answers
         ``so_far`` (asked positions, answered positions, labels; :mod:`clients.pate.query_selection`).
         """
         asked, positions, labels = so_far
-        warmup = asks_in_pool_order(asked, len(positions), self.student.selection_warmup)
+        warmup = asks_in_pool_order(asked, len(positions), self.student.selection_warmup, self._n_classes)
         if self.student.query_selection == "pool_order" or warmup:
             offset: int | None = len(asked)
             message = self._message(student, MSG_NEXT_QUERIES, request=ConfigRecord({"offset": offset,

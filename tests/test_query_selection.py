@@ -14,11 +14,11 @@ from clients.pate.query_selection import check_choice_inputs
 from clients.pate.semi_supervised import select_queries
 from clients.pate.sites import student_data
 from clients.pate.student import STUDENT_SEED_OFFSET, train_student
-from protocol.pate import DataSpec, ModelSpec, StudentSettings
+from protocol.pate import DataSpec, ModelSpec, StudentSettings, asks_in_pool_order
 from simulations.app import client_app
 from strategies.accounting import PrivacyLedger, PrivacyWarning
 from strategies.ensemble_distillation import EnsembleDistillation
-from strategies.fusion import GNMax
+from strategies.fusion import ConfidentGNMax, GNMax
 from strategies.pate_replies import check_queries
 from tests.fake_grid import InProcessGrid, simulation_nodes
 
@@ -117,3 +117,32 @@ def test_pool_order_requests_never_carry_answers(tmp_path):
         data=DATA, teacher_model=FAST, student_model=FAST, student=StudentSettings(method="supervised"),
         query_batch_size=40, max_queries=80, seed=0).start(grid)
     assert [sorted(m.content.keys()) for m in query_requests(grid)] == [["data", "request"]] * 2
+
+
+@pytest.mark.parametrize(("asked", "answered", "n_classes", "expected"), [
+    (np.arange(0), 0, None, True),       # nothing asked yet: the first batch is by offset
+    (np.arange(39), 39, 10, True),       # inside the warmup
+    (np.arange(40), 19, 10, True),       # past it, but fewer than 2 answers per class
+    (np.arange(40), 20, 10, False),      # past it with 2 answers per class: the student chooses
+    (np.array([0, 5]), 2, 2, False),     # once it chose, never back to pool order
+])
+def test_a_choosing_student_waits_for_the_warmup_and_two_answers_per_class(asked, answered, n_classes,
+                                                                            expected):
+    assert asks_in_pool_order(asked, answered, 40, n_classes) is expected
+
+
+def test_too_few_answers_after_the_warmup_keep_pool_order_instead_of_failing(tmp_path):
+    # Prepare: a threshold even a unanimous vote of the 6 teachers passes only 18 % of the time
+    grid = InProcessGrid(client_app, simulation_nodes(3))
+    strategy = EnsembleDistillation(
+        mechanism=ConfidentGNMax(threshold=6.9, sigma1=1.0, sigma2=2.0), data=DATA, teacher_model=FAST,
+        student_model=FAST, student=CHOOSING, query_batch_size=40, max_queries=120, seed=0,
+        ledger=PrivacyLedger(tmp_path / "ledger.json", mechanism="confident_gnmax", delta=1e-5,
+                             epsilon_budget=500.0, sigma2=2.0, sigma1=1.0, threshold=6.9))
+    # Execute
+    report = strategy.start(grid).report
+    # Assert: fewer than 2 answers per class by the last request, so every request stayed in pool order
+    requests = query_requests(grid)
+    assert report["queries_checked"] == 120 and 0 < report["answered"] < 20
+    assert all("select" not in r.content["request"] for r in requests)
+    assert [r.content["request"]["offset"] for r in requests] == [0, 40, 80]
