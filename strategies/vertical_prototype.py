@@ -24,8 +24,8 @@ active party (label holder) and the passive parties, in phases:
    extra round trip when fusion is selected too; recorded under ``guard``); then validation and test
    accuracy for aligned, active-only and passive-only users (``None`` where no predictor of the run covers
    them), with each one's per-class recall and confusion matrix; the label-inference attacks measured at
-   every passive party (prototype and gradient attacks); the label-DP ε of the prototype releases and
-   of everything a passive party receives.
+   every passive party (prototype, gradient and forward-embedding attacks); the label-DP ε of the
+   prototype releases and of everything a passive party receives.
 
 At alignment the parties also report their number of classes and a digest of their validation/test
 IDs; a run whose parties disagree stops with :class:`VerticalProtocolError` (e.g. nodes given data
@@ -71,6 +71,10 @@ from strategies.vertical_tune import PassiveView, run_tuning
 
 Payload = dict[str, Any]
 Calls = Mapping[str, tuple[str, Payload]]
+ATTACK_KEYS = ("exact", "nearest", "grad_norm", "grad_direction", "grad_direction_chance", "fwd_cluster",
+               "fwd_cluster_untrained", "fwd_cluster_best", "fwd_cluster_best_chance")
+"""The attack measurements reported per passive party and as the worst case over them
+(``clients.vertical.active_serving.ActiveServing.op_score`` defines each)."""
 
 
 class VerticalProtocolError(RuntimeError):
@@ -430,7 +434,8 @@ class VerticalPrototype:
 
     def _measure_attacks(self, link: PartyLink, releases: int) -> dict[str, float]:
         """Each passive party's attack guesses, scored by the active party (measurement only): the
-        gradient attacks always, the prototype attacks after a release; per party and the worst case."""
+        gradient and forward-embedding attacks always, the prototype attacks after a release; per party
+        and the worst case (the largest value over parties of every key in :data:`ATTACK_KEYS`)."""
         guesses = link.request({name: ("attack", {}) for name in self.passives})
         out: dict[str, float] = {}
         for name in self.passives:
@@ -438,7 +443,7 @@ class VerticalPrototype:
             if not releases:
                 score = {k: v for k, v in score.items() if k not in ("exact", "nearest")}
             out.update({f"{name}_{k}": float(v) for k, v in score.items()})
-        for key in ("exact", "nearest", "grad_norm", "grad_direction", "grad_direction_chance"):
+        for key in ATTACK_KEYS:
             values = [out[f"{n}_{key}"] for n in self.passives if f"{n}_{key}" in out]
             if values:
                 out[key] = max(values)
