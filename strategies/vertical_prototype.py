@@ -66,7 +66,7 @@ from protocol.vertical import (
 )
 from strategies.alignment import AlignmentError, run_alignment
 from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, node_error, send_and_receive, wait_for_nodes
-from strategies.label_dp import label_dp_epsilon
+from strategies.label_dp import gradient_batch_epsilon, label_dp_epsilon
 from strategies.vertical_tune import PassiveView, run_tuning
 
 Payload = dict[str, Any]
@@ -235,6 +235,9 @@ class VerticalPrototype:
             "prototype_releases": releases,
             "label_dp_epsilon": label_dp_epsilon(s.noise(), releases, len(self.passives), s.dp_delta),
             "label_dp_delta": s.dp_delta,
+            # one gradient batch returned to one passive party (clipped and noised), given the label
+            # holder's state at that step: no composition over the run (``gradient_protection``)
+            "grad_batch_epsilon": gradient_batch_epsilon(s.grad_noise, s.dp_delta),
             # everything a passive party receives (gradients too): ε of the labels' randomised response
             "passive_view_epsilon": (0.0 if not s.split_learning else
                                      s.label_rr_epsilon if s.label_rr_epsilon > 0 else math.inf),
