@@ -77,6 +77,9 @@ PROTECTION: dict[str, dict[str, Any]] = {
     **{f"gn_z{z:g}": {"grad_clip": GRAD_CLIP, "grad_noise": float(z)} for z in (0.5, 1, 4)},
     **{f"dp_z{z}_gn_z1": {"dp_clip": 1.0, "dp_noise": float(z), "dp_count_noise": float(z), "min_count": 3,
                           "grad_clip": GRAD_CLIP, "grad_noise": 1.0} for z in (4, 16)},
+    "no_prototypes": {"prototypes": False},
+    **{f"gn_z{z:g}_no_prototypes": {"grad_clip": GRAD_CLIP, "grad_noise": float(z), "prototypes": False}
+       for z in (1, 4)},
 }
 """Protected settings. With noised prototypes the aligned nearest-prototype loss pulls the passive
 features towards noise, so every DP level also runs without it (``_no_aligned_loss``); pick between
@@ -87,7 +90,8 @@ the aligned nearest-prototype loss, whose labels would be the responses (on digi
 it collapsed two of three runs to chance; without it: 0.85 / 0.91 / 0.88). ``gn_z*`` clip every gradient
 row returned to a passive party to :data:`GRAD_CLIP` and add ``N(0, (z·GRAD_CLIP)²)``
 (``clients.vertical.gradient_protection``: label-DP per released batch, ``grad_batch_epsilon``);
-``dp_z*_gn_z*`` also noise the prototypes."""
+``dp_z*_gn_z*`` also noise the prototypes; ``*no_prototypes`` release none (the ``vfl_head_fusion``
+baseline: no prototype channel, so no prototype attack)."""
 PROTO_BY_DATASET: dict[str, dict[str, Any]] = {"digits": {}, "mnist5k": {}}
 """The prototype method's weights per dataset on top of the schema defaults (empty: the defaults).
 The defaults were chosen on the *validation* users of digits (seeds 0–3, aligned fractions 0.05 and
@@ -160,10 +164,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "accuracy_std": float(test.std(ddof=1)) if len(runs) > 1 else 0.0,
         "val_accuracy": float(np.mean([r["val"]["aligned"] for r in runs])),
         "active_only_accuracy": _mean([r["test"].get("active_only") for r in runs]),
-        "attack_exact": float(np.mean([a["exact"] for a in attack])) if all(attack) else None,
-        "attack_nearest": float(np.mean([a["nearest"] for a in attack])) if all(attack) else None,
         **{f"attack_{key}": float(np.mean([a[key] for a in attack])) if all(a and key in a for a in attack)
-           else None for key in ATTACK_KEYS if key not in ("exact", "nearest")},
+           else None for key in ATTACK_KEYS},  # None: not measured (no attack, or no prototype release)
         "wall_s": float(np.mean([r["wall_s"] for r in runs])),
         "steps_per_exchange": runs[0]["steps_per_exchange"],
         "round_trips_per_epoch": float(np.mean([r["round_trips_per_epoch"] for r in runs])),
@@ -263,6 +265,8 @@ def _describe(row: dict[str, Any]) -> str:
     what = row.get("method") or f"protection {row['setting']}"
     attack = "" if row["attack_exact"] is None else (f"  attack exact {row['attack_exact']:.3f} "
                                                      f"nearest {row['attack_nearest']:.3f}")
+    if row.get("attack_grad_direction") is not None and row["attack_exact"] is None:
+        attack = "  no prototype attack"
     if row.get("attack_grad_direction") is not None:
         attack += (f" grad norm AUC {row['attack_grad_norm']:.3f} direction "
                    f"{row['attack_grad_direction']:.3f} (chance {row['attack_grad_direction_chance']:.3f})")
@@ -306,7 +310,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
             view = "∞" if r["passive_view_epsilon"] is None else f"{r['passive_view_epsilon']:.3g}"
             grad = "∞" if r.get("grad_batch_epsilon") is None else f"{r['grad_batch_epsilon']:.3g}"
             table.add_row(r["dataset"], f"{r['aligned_fraction']:g}", r["setting"], _cell(r),
-                          f"{100 * r['attack_exact']:.1f}", f"{100 * r['attack_nearest']:.1f}",
+                          _pct(r["attack_exact"]), _pct(r["attack_nearest"]),
                           f"{r['attack_grad_norm']:.3f}", f"{100 * r['attack_grad_direction']:.1f} "
                           f"({100 * r['attack_grad_direction_chance']:.0f})", _fwd(r, "", "untrained"),
                           _fwd(r, "best", "best_chance"), eps, grad, view)
@@ -324,6 +328,10 @@ def exchange_table(result: dict[str, Any]) -> Table:
                       f"{r['round_trips_per_epoch']:.2f}", _cell(r), f"{100 * r['val_accuracy']:.1f}",
                       f"{r['wall_s']:.1f}")
     return table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def _fwd(row: dict[str, Any], key: str, beside: str) -> str:
