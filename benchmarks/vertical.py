@@ -53,7 +53,7 @@ from clients.vertical.parties import make_party
 from protocol.privacy_noise import PrivacyWarning
 from protocol.vertical import DatasetConfig, ModelConfig, VerticalConfig, VerticalStrategyConfig
 from simulations.results import json_safe
-from strategies.vertical_prototype import InProcessLink, VerticalPrototype
+from strategies.vertical_prototype import ATTACK_KEYS, InProcessLink, VerticalPrototype
 
 METHODS: dict[str, dict[str, Any]] = {
     "active_only": {"split_learning": False, "prototypes": False},
@@ -62,6 +62,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "proto": {},
     "full_alignment": {"local_head": False, "prototypes": False},
 }
+GRAD_CLIP = 0.01
+"""Clip norm of the returned gradient rows in the ``gn_z*`` settings: about the median row norm of the
+unprotected digits run's gradients (0.005–0.017 at the logged epochs; seed 0, f = 0.1, 40 epochs)."""
 PROTECTION: dict[str, dict[str, Any]] = {
     "none": {},
     "min_count_5": {"min_count": 5},
@@ -71,6 +74,12 @@ PROTECTION: dict[str, dict[str, Any]] = {
     **{f"dp_z{z}_no_aligned_loss": {"dp_clip": 1.0, "dp_noise": float(z), "dp_count_noise": float(z),
                                     "min_count": 3, "lam_aligned": 0.0} for z in (1, 4, 16, 64)},
     **{f"rr_eps{e:g}": {"label_rr_epsilon": float(e), "lam_aligned": 0.0} for e in (0.25, 1, 2, 4, 8)},
+    **{f"gn_z{z:g}": {"grad_clip": GRAD_CLIP, "grad_noise": float(z)} for z in (0.5, 1, 4)},
+    **{f"dp_z{z}_gn_z1": {"dp_clip": 1.0, "dp_noise": float(z), "dp_count_noise": float(z), "min_count": 3,
+                          "grad_clip": GRAD_CLIP, "grad_noise": 1.0} for z in (4, 16)},
+    "no_prototypes": {"prototypes": False},
+    **{f"gn_z{z:g}_no_prototypes": {"grad_clip": GRAD_CLIP, "grad_noise": float(z), "prototypes": False}
+       for z in (1, 4)},
 }
 """Protected settings. With noised prototypes the aligned nearest-prototype loss pulls the passive
 features towards noise, so every DP level also runs without it (``_no_aligned_loss``); pick between
@@ -78,7 +87,11 @@ the two on validation accuracy (both are reported). ``rr_eps*`` train on randomi
 the aligned users (``clients.vertical.label_protection``): ε-label-DP for everything a passive party receives,
 the split-learning gradients included, which the prototype noise alone does not cover; they run without
 the aligned nearest-prototype loss, whose labels would be the responses (on digits, seeds 0–2 at ε = 1,
-it collapsed two of three runs to chance; without it: 0.85 / 0.91 / 0.88)."""
+it collapsed two of three runs to chance; without it: 0.85 / 0.91 / 0.88). ``gn_z*`` clip every gradient
+row returned to a passive party to :data:`GRAD_CLIP` and add ``N(0, (z·GRAD_CLIP)²)``
+(``clients.vertical.gradient_protection``: label-DP per released batch, ``grad_batch_epsilon``);
+``dp_z*_gn_z*`` also noise the prototypes; ``*no_prototypes`` release none (the ``vfl_head_fusion``
+baseline: no prototype channel, so no prototype attack)."""
 PROTO_BY_DATASET: dict[str, dict[str, Any]] = {"digits": {}, "mnist5k": {}}
 """The prototype method's weights per dataset on top of the schema defaults (empty: the defaults).
 The defaults were chosen on the *validation* users of digits (seeds 0–3, aligned fractions 0.05 and
@@ -151,10 +164,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "accuracy_std": float(test.std(ddof=1)) if len(runs) > 1 else 0.0,
         "val_accuracy": float(np.mean([r["val"]["aligned"] for r in runs])),
         "active_only_accuracy": _mean([r["test"].get("active_only") for r in runs]),
-        "attack_exact": float(np.mean([a["exact"] for a in attack])) if all(attack) else None,
-        "attack_nearest": float(np.mean([a["nearest"] for a in attack])) if all(attack) else None,
         **{f"attack_{key}": float(np.mean([a[key] for a in attack])) if all(a and key in a for a in attack)
-           else None for key in ("grad_norm", "grad_direction", "grad_direction_chance")},
+           else None for key in ATTACK_KEYS},  # None: not measured (no attack, or no prototype release)
         "wall_s": float(np.mean([r["wall_s"] for r in runs])),
         "steps_per_exchange": runs[0]["steps_per_exchange"],
         "round_trips_per_epoch": float(np.mean([r["round_trips_per_epoch"] for r in runs])),
@@ -166,6 +177,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["passive_only_accuracy"] = passive_only
     eps = runs[0]["label_dp_epsilon"]
     out["label_dp_epsilon"] = None if math.isinf(eps) else float(eps)
+    grad = runs[0]["grad_batch_epsilon"]
+    out["grad_batch_epsilon"] = None if math.isinf(grad) else float(grad)
     view = runs[0]["passive_view_epsilon"]
     out["passive_view_epsilon"] = None if math.isinf(view) else float(view)
     return out
@@ -289,9 +302,15 @@ def _describe(row: dict[str, Any]) -> str:
     what = row.get("method") or f"protection {row['setting']}"
     attack = "" if row["attack_exact"] is None else (f"  attack exact {row['attack_exact']:.3f} "
                                                      f"nearest {row['attack_nearest']:.3f}")
+    if row.get("attack_grad_direction") is not None and row["attack_exact"] is None:
+        attack = "  no prototype attack"
     if row.get("attack_grad_direction") is not None:
         attack += (f" grad norm AUC {row['attack_grad_norm']:.3f} direction "
                    f"{row['attack_grad_direction']:.3f} (chance {row['attack_grad_direction_chance']:.3f})")
+    if row.get("attack_fwd_cluster") is not None:
+        attack += (f" fwd cluster {row['attack_fwd_cluster']:.3f} (untrained "
+                   f"{row['attack_fwd_cluster_untrained']:.3f}) best {row['attack_fwd_cluster_best']:.3f} "
+                   f"(chance {row['attack_fwd_cluster_best_chance']:.3f})")
     return (f"{row['dataset']:8s} f={row['aligned_fraction']:<5g} {what:24s} test {row['accuracy']:.4f} "
             f"± {row['accuracy_std']:.4f}  val {row['val_accuracy']:.4f}{attack}  "
             f"K={row['steps_per_exchange']} {row['round_trips_per_epoch']:.1f} round trips/epoch  "
@@ -320,15 +339,18 @@ def tables(result: dict[str, Any]) -> list[Table]:
     if result["protection"]:
         table = Table(title="prototype protection: accuracy vs label-inference attacks")
         for column in ("dataset", "f", "setting", "accuracy %", "attack exact %", "attack nearest %",
-                       "grad norm AUC", "grad direction % (chance)", "prototype ε (δ=1e-5)", "view ε"):
+                       "grad norm AUC", "grad direction % (chance)", "fwd cluster % (untrained)",
+                       "fwd best-map % (chance)", "prototype ε (δ=1e-5)", "grad batch ε", "view ε"):
             table.add_column(column, justify="right")
         for r in result["protection"]:
             eps = "∞" if r["label_dp_epsilon"] is None else f"{r['label_dp_epsilon']:.3g}"
             view = "∞" if r["passive_view_epsilon"] is None else f"{r['passive_view_epsilon']:.3g}"
+            grad = "∞" if r.get("grad_batch_epsilon") is None else f"{r['grad_batch_epsilon']:.3g}"
             table.add_row(r["dataset"], f"{r['aligned_fraction']:g}", r["setting"], _cell(r),
-                          f"{100 * r['attack_exact']:.1f}", f"{100 * r['attack_nearest']:.1f}",
+                          _pct(r["attack_exact"]), _pct(r["attack_nearest"]),
                           f"{r['attack_grad_norm']:.3f}", f"{100 * r['attack_grad_direction']:.1f} "
-                          f"({100 * r['attack_grad_direction_chance']:.0f})", eps, view)
+                          f"({100 * r['attack_grad_direction_chance']:.0f})", _fwd(r, "", "untrained"),
+                          _fwd(r, "best", "best_chance"), eps, grad, view)
         out.append(table)
     return out
 
@@ -343,6 +365,19 @@ def exchange_table(result: dict[str, Any]) -> Table:
                       f"{r['round_trips_per_epoch']:.2f}", _cell(r), f"{100 * r['val_accuracy']:.1f}",
                       f"{r['wall_s']:.1f}")
     return table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _fwd(row: dict[str, Any], key: str, beside: str) -> str:
+    """``attack_fwd_cluster[_key]`` with ``attack_fwd_cluster_<beside>`` in brackets, in % (``-``: not
+    measured, as in results older than the forward-embedding attack)."""
+    value = row.get("attack_fwd_cluster" + (f"_{key}" if key else ""))
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f} ({100 * row[f'attack_fwd_cluster_{beside}']:.0f})"
 
 
 def _cell(row: dict[str, Any]) -> str:

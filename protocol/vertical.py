@@ -40,7 +40,7 @@ TUNES = ("off", "auto")
 RESET_KEYS = ("epochs", "lam", "lam_passive", "lam_aligned", "lam_impute", "attack")
 """The settings a ``reset`` (one tuning trial, or the run after them) carries, all of them every time:
 absolute values, so a party needs no memory of earlier trials (:func:`with_settings`)."""
-PRIVACY_NOISE_KEYS = ("label_rr_epsilon", "dp_noise", "dp_count_noise")
+PRIVACY_NOISE_KEYS = ("label_rr_epsilon", "dp_noise", "dp_count_noise", "grad_noise")
 """The settings that put privacy noise on what passive parties see; ``tune = auto`` refuses them."""
 GUARDED_POPULATIONS = ("aligned", "active_only")
 """The populations the guard serves: users with every party's features, users only the label holder holds."""
@@ -212,9 +212,13 @@ class VerticalStrategyConfig:
     ``dp_count_noise`` and ``min_count`` protect the release (:class:`PrototypeNoise`), with the
     label-DP ε reported at ``dp_delta``; ``label_rr_epsilon`` > 0 trains on ε-randomised-response
     labels of the aligned users with forward-corrected losses (``clients.vertical.label_protection``),
-    which makes everything a passive party receives ε-label-DP, gradients included (0: off); ``attack``
-    measures the label-inference attacks (prototype and gradient). ``noise_seed``: ``None`` (the default)
-    draws that privacy noise (randomised response, prototype noise) from a secret seed the label holder
+    which makes everything a passive party receives ε-label-DP, gradients included (0: off);
+    ``grad_clip`` > 0 clips every gradient row returned to a passive party to that L2 norm and
+    ``grad_noise`` = z adds ``N(0, (z·grad_clip)²)`` to each coordinate
+    (``clients.vertical.gradient_protection``: label-DP per released gradient batch, reported at
+    ``dp_delta``); ``attack`` measures the label-inference attacks (prototype, gradient and
+    forward-embedding). ``noise_seed``: ``None`` (the default) draws that privacy noise (randomised
+    response, prototype noise, gradient noise) from a secret seed the label holder
     takes from OS entropy once per run and keeps in its node state; an integer pins it for tests and
     benchmarks, with a ``PrivacyWarning`` (:func:`protocol.privacy_noise.privacy_noise_seed`). Everything
     else random (initial weights, minibatch orders) follows ``seed``.
@@ -279,6 +283,8 @@ class VerticalStrategyConfig:
     dp_delta: float = 1e-5
     min_count: int = 1
     label_rr_epsilon: float = 0.0
+    grad_clip: float = 0.0
+    grad_noise: float = 0.0
     noise_seed: int | None = None  # None: secret noise; an integer pins it (tests, benchmarks)
     attack: bool = True
     alignment: str = "psi"
@@ -323,13 +329,16 @@ class VerticalStrategyConfig:
         for key in ("lr", "temperature_scale", "timeout_s", "psi_timeout_s"):
             _positive(f"strategy.{key}", getattr(self, key))
         for key in ("weight_decay", "lam", "lam_passive", "lam_aligned", "lam_impute", "prototype_fusion",
-                    "dp_clip", "dp_noise", "dp_count_noise", "label_rr_epsilon"):
+                    "dp_clip", "dp_noise", "dp_count_noise", "label_rr_epsilon", "grad_clip", "grad_noise"):
             _at_least(f"strategy.{key}", getattr(self, key), 0.0)
         _at_least("strategy.min_count", self.min_count, 1)
         check_noise_seed(self.noise_seed, "strategy.noise_seed", unset="null")
         if self.dp_noise > 0 and self.dp_clip == 0:
             raise ValueError(f"strategy.dp_noise > 0 needs strategy.dp_clip > 0 (the noise scale is "
                              f"dp_noise × clip norm), got dp_noise={self.dp_noise!r}, dp_clip=0")
+        if self.grad_noise > 0 and self.grad_clip == 0:
+            raise ValueError(f"strategy.grad_noise > 0 needs strategy.grad_clip > 0 (the noise scale is "
+                             f"grad_noise × grad_clip), got grad_noise={self.grad_noise!r}, grad_clip=0")
         if not 0.0 <= self.pseudo_threshold <= 1.0:
             raise ValueError(f"strategy.pseudo_threshold must be in [0, 1], got {self.pseudo_threshold!r}")
         if not 0.0 <= self.ema < 1.0:

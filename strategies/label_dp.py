@@ -13,6 +13,9 @@ Scope: the guarantee covers the prototype channel only, conditional on the featu
 split-learning gradients returned to passive parties also carry label information (Li et al., "Label
 leakage and protection in two-party split learning", ICLR 2022); that channel is *not* covered.
 
+The gradients returned to passive parties, when perturbed (``clients.vertical.gradient_protection``),
+are accounted per released batch: :func:`gradient_batch_epsilon`.
+
 Pure ``math``: the server imports this without torch.
 """
 
@@ -45,6 +48,21 @@ def zcdp_to_epsilon(rho: float, delta: float) -> float:
     if math.isinf(rho):
         return math.inf
     return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
+
+
+def gradient_batch_epsilon(noise_multiplier: float, delta: float) -> float:
+    """ε of one released gradient batch to one passive party, rows clipped to ``C`` with noise
+    ``N(0, (z·C)² I)``: one label changes one row by at most ``Δ = 2C``, so ρ = Δ² / (2σ²) = 2 / z²
+    (Bun & Steinke 2016, Prop. 1.6) and ε = ρ + 2·√(ρ·ln(1/δ)) (Prop. 1.3); ∞ without noise.
+
+    Raises
+    ------
+    ValueError
+        If ``noise_multiplier`` < 0 or ``delta`` is outside (0, 1).
+    """
+    if noise_multiplier < 0:
+        raise ValueError(f"noise_multiplier must be >= 0, got {noise_multiplier}")
+    return zcdp_to_epsilon(math.inf if noise_multiplier == 0 else 2.0 / noise_multiplier**2, delta)
 
 
 def label_dp_epsilon(noise: PrototypeNoise, releases: int, parties: int, delta: float) -> float:

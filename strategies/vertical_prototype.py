@@ -24,8 +24,8 @@ active party (label holder) and the passive parties, in phases:
    extra round trip when fusion is selected too; recorded under ``guard``); then validation and test
    accuracy for aligned, active-only and passive-only users (``None`` where no predictor of the run covers
    them), with each one's per-class recall and confusion matrix; the label-inference attacks measured at
-   every passive party (prototype and gradient attacks); the label-DP ε of the prototype releases and
-   of everything a passive party receives.
+   every passive party (prototype, gradient and forward-embedding attacks); the label-DP ε of the
+   prototype releases and of everything a passive party receives.
 
 At alignment the parties also report their number of classes and a digest of their validation/test
 IDs; a run whose parties disagree stops with :class:`VerticalProtocolError` (e.g. nodes given data
@@ -66,11 +66,15 @@ from protocol.vertical import (
 )
 from strategies.alignment import AlignmentError, run_alignment
 from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, node_error, send_and_receive, wait_for_nodes
-from strategies.label_dp import label_dp_epsilon
+from strategies.label_dp import gradient_batch_epsilon, label_dp_epsilon
 from strategies.vertical_tune import PassiveView, run_tuning
 
 Payload = dict[str, Any]
 Calls = Mapping[str, tuple[str, Payload]]
+ATTACK_KEYS = ("exact", "nearest", "grad_norm", "grad_direction", "grad_direction_chance", "fwd_cluster",
+               "fwd_cluster_untrained", "fwd_cluster_best", "fwd_cluster_best_chance")
+"""The attack measurements reported per passive party and as the worst case over them
+(``clients.vertical.active_serving.ActiveServing.op_score`` defines each)."""
 
 
 class VerticalProtocolError(RuntimeError):
@@ -231,6 +235,9 @@ class VerticalPrototype:
             "prototype_releases": releases,
             "label_dp_epsilon": label_dp_epsilon(s.noise(), releases, len(self.passives), s.dp_delta),
             "label_dp_delta": s.dp_delta,
+            # one gradient batch returned to one passive party (clipped and noised), given the label
+            # holder's state at that step: no composition over the run (``gradient_protection``)
+            "grad_batch_epsilon": gradient_batch_epsilon(s.grad_noise, s.dp_delta),
             # everything a passive party receives (gradients too): ε of the labels' randomised response
             "passive_view_epsilon": (0.0 if not s.split_learning else
                                      s.label_rr_epsilon if s.label_rr_epsilon > 0 else math.inf),
@@ -430,7 +437,8 @@ class VerticalPrototype:
 
     def _measure_attacks(self, link: PartyLink, releases: int) -> dict[str, float]:
         """Each passive party's attack guesses, scored by the active party (measurement only): the
-        gradient attacks always, the prototype attacks after a release; per party and the worst case."""
+        gradient and forward-embedding attacks always, the prototype attacks after a release; per party
+        and the worst case (the largest value over parties of every key in :data:`ATTACK_KEYS`)."""
         guesses = link.request({name: ("attack", {}) for name in self.passives})
         out: dict[str, float] = {}
         for name in self.passives:
@@ -438,7 +446,7 @@ class VerticalPrototype:
             if not releases:
                 score = {k: v for k, v in score.items() if k not in ("exact", "nearest")}
             out.update({f"{name}_{k}": float(v) for k, v in score.items()})
-        for key in ("exact", "nearest", "grad_norm", "grad_direction", "grad_direction_chance"):
+        for key in ATTACK_KEYS:
             values = [out[f"{n}_{key}"] for n in self.passives if f"{n}_{key}" in out]
             if values:
                 out[key] = max(values)

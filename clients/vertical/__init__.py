@@ -29,8 +29,10 @@ Modules
 - the parties: :mod:`~clients.vertical.party_base`, :mod:`~clients.vertical.active_party`,
   :mod:`~clients.vertical.passive_party`, :mod:`~clients.vertical.parties` (one by role);
 - what they compute with: :mod:`~clients.vertical.prototypes`, :mod:`~clients.vertical.prototype_privacy`,
-  :mod:`~clients.vertical.label_protection`, :mod:`~clients.vertical.fusion`;
-- the attack measurements: :mod:`~clients.vertical.label_attacks`, :mod:`~clients.vertical.gradient_attacks`;
+  :mod:`~clients.vertical.label_protection`, :mod:`~clients.vertical.gradient_protection`,
+  :mod:`~clients.vertical.fusion`;
+- the attack measurements: :mod:`~clients.vertical.label_attacks`, :mod:`~clients.vertical.gradient_attacks`,
+  :mod:`~clients.vertical.embedding_attacks`;
 - their data: :mod:`~clients.vertical.data` (splits with per-party IDs), :mod:`~clients.vertical.party_files`
   (``.npz``), :mod:`~clients.vertical.party_csv` (CSV and its feature transform),
   :mod:`~clients.vertical.csv_example`;

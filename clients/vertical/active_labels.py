@@ -20,6 +20,7 @@ from torch import nn
 from clients.vertical.label_protection import forward_corrected_loss, randomized_response, transition_matrix
 from clients.vertical.party_base import Party, Payload, seeded_generator
 from protocol.privacy_noise import privacy_noise_seed
+from protocol.vertical import PRIVACY_NOISE_KEYS
 
 
 class ActiveLabels(Party):
@@ -36,7 +37,7 @@ class ActiveLabels(Party):
     def op_align(self, payload: Payload) -> Payload:
         reply = super().op_align(payload)
         s = self.cfg.strategy
-        if self.noise_seed is None and (s.label_rr_epsilon > 0 or s.dp_noise > 0 or s.dp_count_noise > 0):
+        if self.noise_seed is None and any(getattr(s, key) > 0 for key in PRIVACY_NOISE_KEYS):
             # once per run (a new run starts from a fresh state): never redrawn, so nothing averages out
             self.noise_seed = privacy_noise_seed(s.noise_seed, stacklevel=3)
         self._protect_labels()

@@ -14,6 +14,7 @@ from clients.vertical.active_labels import ActiveLabels
 from clients.vertical.active_prototypes import ActivePrototypes
 from clients.vertical.active_serving import ActiveServing
 from clients.vertical.data import PartyData
+from clients.vertical.gradient_protection import perturb_gradients
 from clients.vertical.guard import LocalBaseline, guarded
 from clients.vertical.party_base import Payload, build_top_model, seeded_generator
 from clients.vertical.prototypes import check_features
@@ -89,6 +90,7 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
         batches = self._positions(payload, "positions")
         features = self._passive_features(payload, sum(len(rows) for rows in batches))
         targets = [self.prototype_labels(rows) for rows in batches]
+        epoch = int(payload.get("epoch", 0))
         self.encoder.train()
         self.top.train()
         losses, grads, start = [], [[] for _ in features], 0
@@ -98,13 +100,26 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
             own = self.encoder(self.x[rows])
             loss = self.label_loss(self.top(torch.cat([own, *passive], dim=1)), rows)
             losses.append(float(loss.detach()))
-            loss = loss + self.aligned_prototype_loss(own, passive, labels, int(payload.get("epoch", 0)))
+            loss = loss + self.aligned_prototype_loss(own, passive, labels, epoch)
             self.optimiser.zero_grad()
             loss.backward()
             self.optimiser.step()
-            for out, f in zip(grads, passive, strict=True):
-                out.append(f.grad.numpy())  # type: ignore[union-attr]
+            for k, (out, f) in enumerate(zip(grads, passive, strict=True)):
+                assert f.grad is not None
+                out.append(self.released_gradients(f.grad, epoch, int(rows[0]), k).numpy())
         return {"losses": np.array(losses), "grads": [np.concatenate(g) for g in grads]}
+
+    def released_gradients(
+        self, grad: torch.Tensor, epoch: int, first_row: int, party: int
+    ) -> torch.Tensor:
+        """What passive party ``party`` receives of a batch's gradients: clipped and noised as
+        ``grad_clip`` and ``grad_noise`` say (:mod:`clients.vertical.gradient_protection`), the noise
+        drawn from the run's secret seed (batch named by its epoch and first row), else exact."""
+        s = self.cfg.strategy
+        if s.grad_clip == 0:
+            return grad
+        generator = self.privacy_generator(5, epoch, first_row, party) if s.grad_noise > 0 else None
+        return perturb_gradients(grad, s.grad_clip, s.grad_noise, generator)
 
     def op_local(self, payload: Payload) -> Payload:
         """One pass: local head on all my labelled rows, plus ``lam`` × first loss on non-aligned rows;

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from clients.vertical.embedding_attacks import best_mapping_accuracy, cluster_guesses, permutation_chance
 from clients.vertical.fusion import choose_fusion, fuse
 from clients.vertical.gradient_attacks import direction_guesses, score_norm_attack
 from clients.vertical.guard import LocalBaseline, apply_choice, choose_predictors
@@ -121,7 +122,11 @@ class ActiveServing(Party):
 
         ``grad_norm``: AUC of the norm scores; ``grad_direction``: accuracy of the direction guesses on
         the users the attacker did not know, beside ``grad_direction_chance`` (the largest class share
-        among them).
+        among them, the chance level of ``fwd_cluster`` too). The forward-embedding attack
+        (:mod:`clients.vertical.embedding_attacks`): ``fwd_cluster`` (clusters labelled by the known
+        users, scored on the others) and ``fwd_cluster_untrained`` (the same on the untrained encoder's
+        embeddings), ``fwd_cluster_best`` (best one-to-one mapping on every user: an upper bound) beside
+        ``fwd_cluster_best_chance`` (its value for randomly permuted labels).
         """
         assert self.aligned_rows is not None
         truth = self.y[self.aligned_rows].numpy()
@@ -140,4 +145,22 @@ class ActiveServing(Party):
             out["grad_direction"] = max(float(np.mean(direction_guesses(
                 np.asarray(c)[unknown], truth[known], n_classes) == truth[unknown])) for c in cosines)
             out["grad_direction_chance"] = float(np.bincount(truth[unknown]).max() / len(unknown))
+        if "fwd_clusters" in payload and len(unknown):
+            out.update(self._score_clusters(payload, truth, known, unknown))
+        return out
+
+    def _score_clusters(self, payload: Payload, truth: np.ndarray, known: np.ndarray,
+                        unknown: np.ndarray) -> dict[str, float]:
+        """The forward-embedding attack's accuracies (see :meth:`op_score`)."""
+        n_classes = self.data.n_classes
+        out = {}
+        for key in ("fwd_clusters", "fwd_clusters_untrained"):
+            clusters = np.asarray(payload[key], dtype=np.int64)
+            if clusters.shape != truth.shape:
+                raise ValueError(f"{key} must have shape {truth.shape}, got {clusters.shape}")
+            guesses = cluster_guesses(clusters, known, truth[known], n_classes)
+            out[key.replace("clusters", "cluster")] = float(np.mean(guesses[unknown] == truth[unknown]))
+        clusters = np.asarray(payload["fwd_clusters"], dtype=np.int64)
+        out["fwd_cluster_best"] = best_mapping_accuracy(clusters, truth, n_classes)
+        out["fwd_cluster_best_chance"] = permutation_chance(clusters, truth, n_classes, self.cfg.seed)
         return out

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from clients.vertical.data import PartyData
+from clients.vertical.embedding_attacks import kmeans
 from clients.vertical.gradient_attacks import (
     attack_epochs,
     gradient_scores,
@@ -48,6 +49,18 @@ class PassiveParty(Party):
         self.grad_buffer: torch.Tensor | None = None
         self.grad_norm_log: list[torch.Tensor] = []
         self.grad_cosine_log: list[torch.Tensor] = []
+        # the aligned users' embeddings by the encoder before any update: the forward-embedding attack's
+        # baseline (what my own features give away without the protocol)
+        self.untrained_embeddings: torch.Tensor | None = None
+
+    def op_align(self, payload: Payload) -> Payload:
+        """Adopt the aligned IDs; with the attack measurement on, keep the untrained encoder's embeddings
+        of them."""
+        reply = super().op_align(payload)
+        if self.cfg.strategy.attack:
+            assert self.aligned_rows is not None
+            self.untrained_embeddings = self.encode(self.x[self.aligned_rows])
+        return reply
 
     def op_step(self, payload: Payload) -> Payload:
         """Apply the gradients of the previous exchange (if any); return the features of the next one's
@@ -160,14 +173,22 @@ class PassiveParty(Party):
         return nearest_prototype(features, self.prototypes, self.valid)
 
     def op_attack(self, payload: Payload) -> Payload:
-        """Label guesses for the aligned users by both prototype attacks, and the gradient attacks'
-        scores per logged epoch with the positions of the users whose labels the attacker knows (a
-        measurement, never a protocol step)."""
+        """Label guesses for the aligned users by both prototype attacks, the gradient attacks' scores
+        per logged epoch with the positions of the users whose labels the attacker knows, and the
+        forward-embedding attack's k-means clusters of the aligned users' embeddings by my final and my
+        untrained encoder (``fwd_clusters``, ``fwd_clusters_untrained``; with fewer aligned users than
+        classes, none) — a measurement, never a protocol step."""
         self._score_logged_gradients()
-        n = 0 if self.aligned_rows is None else len(self.aligned_rows)
+        assert self.aligned_rows is not None
+        n, n_classes = len(self.aligned_rows), self.data.n_classes
         out: Payload = {"grad_norm": [g.numpy() for g in self.grad_norm_log],
                         "grad_cosine": [c.numpy() for c in self.grad_cosine_log],
-                        "grad_known": known_users(n, self.data.n_classes, self.cfg.seed)}
+                        "grad_known": known_users(n, n_classes, self.cfg.seed)}
+        if n >= n_classes and self.untrained_embeddings is not None:
+            out["fwd_clusters"] = kmeans(self.encode(self.x[self.aligned_rows]).numpy(), n_classes,
+                                         self.cfg.seed)
+            out["fwd_clusters_untrained"] = kmeans(self.untrained_embeddings.numpy(), n_classes,
+                                                   self.cfg.seed)
         if not self.feature_log:
             return {**out, "exact": np.full(n, -1), "nearest": np.full(n, -1)}
         feats = [f.numpy() for f in self.feature_log]
@@ -181,9 +202,11 @@ class PassiveParty(Party):
         out = super().state()
         out["logs"] = [self.feature_log, self.prototype_log, self.valid_log]
         out["grad_logs"] = [self.grad_epoch, self.grad_buffer, self.grad_norm_log, self.grad_cosine_log]
+        out["untrained_embeddings"] = self.untrained_embeddings
         return out
 
     def load(self, state: dict[str, Any]) -> None:
         super().load(state)
         self.feature_log, self.prototype_log, self.valid_log = state["logs"]
         self.grad_epoch, self.grad_buffer, self.grad_norm_log, self.grad_cosine_log = state["grad_logs"]
+        self.untrained_embeddings = state["untrained_embeddings"]
