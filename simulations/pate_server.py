@@ -9,9 +9,11 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable
+from logging import INFO
 from pathlib import Path
 from typing import Any
 
+from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from simulations.pate_config import PateConfig, majority_of
@@ -112,6 +114,21 @@ def build_strategy(
         seed=s.seed,
         timeout=cfg.federation.timeout_s, step_timeout=cfg.federation.step_timeout_s, on_progress=on_progress,
         resume=cfg.run.resume)
+
+
+PHASE_LOG_PREFIX = "PATE phase: "
+"""What :func:`log_progress` puts before a phase's name (``teacher training``, ``querying``, ...)."""
+
+
+def log_progress(event: ProgressEvent) -> None:
+    """Log a run's progress at INFO: each phase as it starts (``PATE phase: teacher training``), and each
+    charged query batch. The ServerApp of a deployment has no live display; ``flwr run --stream`` and
+    ``flwr log`` show these lines."""
+    if event.phase == "queries":
+        log(INFO, "PATE queries: %d checked, %d answered, %d in the pool, data-dependent ε %.4g",
+            event.queries_checked, event.queries_answered, event.pool_size, event.epsilon)
+    else:
+        log(INFO, "%s%s", PHASE_LOG_PREFIX, event.phase)
 
 
 def run_pate_server(

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from protocol.codec import from_flat
 from protocol.vertical import VerticalConfig
 from simulations.pate_config import PateConfig
-from simulations.pate_server import run_pate_server
+from simulations.pate_server import log_progress, run_pate_server
 from simulations.results import vertical_run_record, write_results
 from strategies.grid_utils import wait_for_nodes
 from strategies.vertical_prototype import run_vertical
@@ -45,13 +45,14 @@ def section(run_config: dict[str, Any], name: str) -> dict[str, Any]:
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     """Dispatch on ``run_config["method"]``. A PATE run first waits for its ``federation.teacher_nodes``
-    teacher nodes and the student to connect (the vertical run waits for its parties)."""
+    teacher nodes and the student to connect (the vertical run waits for its parties), and logs its
+    progress (:func:`simulations.pate_server.log_progress`)."""
     run_config = dict(context.run_config)
     method = str(run_config.get("method", "pate"))
     if method == "pate":
         cfg = from_flat(PateConfig, section(run_config, "pate"), what="run_config")
         wait_for_nodes(grid, cfg.federation.teacher_nodes + 1)  # a late SuperNode would silently sit out
-        run_pate_server(grid, cfg)
+        run_pate_server(grid, cfg, log_progress)
     elif method == "vertical":
         cfg = from_flat(VerticalConfig, section(run_config, "vertical"), what="run_config")  # validated here
         results = run_vertical(grid, cfg)
