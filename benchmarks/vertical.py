@@ -65,6 +65,9 @@ METHODS: dict[str, dict[str, Any]] = {
 GRAD_CLIP = 0.01
 """Clip norm of the returned gradient rows in the ``gn_z*`` settings: about the median row norm of the
 unprotected digits run's gradients (0.005–0.017 at the logged epochs; seed 0, f = 0.1, 40 epochs)."""
+DCOR_WEIGHTS = (0.1, 0.3, 1, 3)
+"""Weights ``strategy.dcor_weight`` of the ``dcor_w*`` settings (distance-correlation decorrelation of the
+passive embeddings from the labels, Sun et al. 2022)."""
 PROTECTION: dict[str, dict[str, Any]] = {
     "none": {},
     "min_count_5": {"min_count": 5},
@@ -80,6 +83,15 @@ PROTECTION: dict[str, dict[str, Any]] = {
     "no_prototypes": {"prototypes": False},
     **{f"gn_z{z:g}_no_prototypes": {"grad_clip": GRAD_CLIP, "grad_noise": float(z), "prototypes": False}
        for z in (1, 4)},
+    **{f"dcor_w{w:g}": {"dcor_weight": float(w)} for w in DCOR_WEIGHTS},
+    **{f"dcor_w{w:g}_gn_z1": {"dcor_weight": float(w), "grad_clip": GRAD_CLIP, "grad_noise": 1.0}
+       for w in DCOR_WEIGHTS},
+    **{f"dcor_w{w:g}_dp_z16_gn_z1": {"dcor_weight": float(w), "dp_clip": 1.0, "dp_noise": 16.0,
+                                     "dp_count_noise": 16.0, "min_count": 3, "grad_clip": GRAD_CLIP,
+                                     "grad_noise": 1.0} for w in DCOR_WEIGHTS},
+    **{f"dcor_w{w:g}_no_prototypes": {"dcor_weight": float(w), "prototypes": False} for w in DCOR_WEIGHTS},
+    **{f"dcor_w{w:g}_gn_z1_no_prototypes": {"dcor_weight": float(w), "grad_clip": GRAD_CLIP,
+                                            "grad_noise": 1.0, "prototypes": False} for w in DCOR_WEIGHTS},
 }
 """Protected settings. With noised prototypes the aligned nearest-prototype loss pulls the passive
 features towards noise, so every DP level also runs without it (``_no_aligned_loss``); pick between
@@ -91,7 +103,10 @@ it collapsed two of three runs to chance; without it: 0.85 / 0.91 / 0.88). ``gn_
 row returned to a passive party to :data:`GRAD_CLIP` and add ``N(0, (z·GRAD_CLIP)²)``
 (``clients.vertical.gradient_protection``: label-DP per released batch, ``grad_batch_epsilon``);
 ``dp_z*_gn_z*`` also noise the prototypes; ``*no_prototypes`` release none (the ``vfl_head_fusion``
-baseline: no prototype channel, so no prototype attack)."""
+baseline: no prototype channel, so no prototype attack). ``dcor_w*`` add :data:`DCOR_WEIGHTS` × the
+distance correlation of the passive embeddings with the labels to the label holder's objective
+(``clients.vertical.embedding_protection``, against the forward-embedding attack; no ε), alone and
+with the gradient noise, prototype noise and no-prototype settings above."""
 PROTO_BY_DATASET: dict[str, dict[str, Any]] = {"digits": {}, "mnist5k": {}}
 """The prototype method's weights per dataset on top of the schema defaults (empty: the defaults).
 The defaults were chosen on the *validation* users of digits (seeds 0–3, aligned fractions 0.05 and

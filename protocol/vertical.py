@@ -22,6 +22,7 @@ the server reports the configured fusion and the active party chooses among the 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,7 +217,11 @@ class VerticalStrategyConfig:
     ``grad_clip`` > 0 clips every gradient row returned to a passive party to that L2 norm and
     ``grad_noise`` = z adds ``N(0, (z·grad_clip)²)`` to each coordinate
     (``clients.vertical.gradient_protection``: label-DP per released gradient batch, reported at
-    ``dp_delta``); ``attack`` measures the label-inference attacks (prototype, gradient and
+    ``dp_delta``); ``dcor_weight`` = α > 0 adds α × the distance correlation between each passive
+    party's forward embeddings of a minibatch and its labels to the label holder's objective, so the
+    returned gradients decorrelate the passive embeddings from the labels (Sun et al. 2022;
+    ``clients.vertical.embedding_protection``: an empirical defence against the forward-embedding
+    attack, no DP guarantee, 0: off); ``attack`` measures the label-inference attacks (prototype, gradient and
     forward-embedding). ``noise_seed``: ``None`` (the default) draws that privacy noise (randomised
     response, prototype noise, gradient noise) from a secret seed the label holder
     takes from OS entropy once per run and keeps in its node state; an integer pins it for tests and
@@ -250,7 +255,9 @@ class VerticalStrategyConfig:
     It needs split learning, prototypes and ``guard = validation`` (the local-only fallback stays the
     per-population last word), and refuses privacy noise (:data:`PRIVACY_NOISE_KEYS`): every trial
     releases gradients and prototypes of the same aligned users again, which the reported ε does not
-    charge.
+    charge. It accepts ``dcor_weight``, which is no noise and has no ε to undercharge: every trial and
+    the released run train with the configured weight (it is not tuned), and as without protection the
+    trials give the passive parties more of the same gradients.
     """
 
     epochs: int = 40
@@ -285,6 +292,7 @@ class VerticalStrategyConfig:
     label_rr_epsilon: float = 0.0
     grad_clip: float = 0.0
     grad_noise: float = 0.0
+    dcor_weight: float = 0.0
     noise_seed: int | None = None  # None: secret noise; an integer pins it (tests, benchmarks)
     attack: bool = True
     alignment: str = "psi"
@@ -331,6 +339,8 @@ class VerticalStrategyConfig:
         for key in ("weight_decay", "lam", "lam_passive", "lam_aligned", "lam_impute", "prototype_fusion",
                     "dp_clip", "dp_noise", "dp_count_noise", "label_rr_epsilon", "grad_clip", "grad_noise"):
             _at_least(f"strategy.{key}", getattr(self, key), 0.0)
+        if not (math.isfinite(self.dcor_weight) and self.dcor_weight >= 0):
+            raise ValueError(f"strategy.dcor_weight must be finite and >= 0, got {self.dcor_weight!r}")
         _at_least("strategy.min_count", self.min_count, 1)
         check_noise_seed(self.noise_seed, "strategy.noise_seed", unset="null")
         if self.dp_noise > 0 and self.dp_clip == 0:

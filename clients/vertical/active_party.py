@@ -14,6 +14,7 @@ from clients.vertical.active_labels import ActiveLabels
 from clients.vertical.active_prototypes import ActivePrototypes
 from clients.vertical.active_serving import ActiveServing
 from clients.vertical.data import PartyData
+from clients.vertical.embedding_protection import label_decorrelation_loss
 from clients.vertical.gradient_protection import perturb_gradients
 from clients.vertical.guard import LocalBaseline, guarded
 from clients.vertical.party_base import Payload, build_top_model, seeded_generator
@@ -85,7 +86,10 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
         The passive features of one exchange were all computed before its first step (FedBCD, Liu et al.
         2022: the passive side is stale within an exchange; my own encoder and top model are not). With
         ``lam_aligned > 0`` (after warm-up) the loss also holds the nearest-prototype classification loss
-        of the batch in every party's space, so the passive gradients carry it too.
+        of the batch in every party's space, so the passive gradients carry it too; with ``dcor_weight``
+        > 0 it also holds that weight × the distance correlation of each passive party's features of the
+        batch with the batch's (prototype) labels (:mod:`clients.vertical.embedding_protection`), which
+        reaches the passive gradients only.
         """
         batches = self._positions(payload, "positions")
         features = self._passive_features(payload, sum(len(rows) for rows in batches))
@@ -101,6 +105,9 @@ class ActiveParty(ActiveLabels, ActivePrototypes, ActiveServing):
             loss = self.label_loss(self.top(torch.cat([own, *passive], dim=1)), rows)
             losses.append(float(loss.detach()))
             loss = loss + self.aligned_prototype_loss(own, passive, labels, epoch)
+            if self.cfg.strategy.dcor_weight > 0:
+                loss = loss + self.cfg.strategy.dcor_weight * label_decorrelation_loss(
+                    passive, labels, self.data.n_classes)
             self.optimiser.zero_grad()
             loss.backward()
             self.optimiser.step()
