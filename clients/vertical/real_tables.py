@@ -19,6 +19,7 @@ import argparse
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +41,16 @@ def hashed_ids(table: str, n: int) -> np.ndarray:
     return np.array([f"u{hashlib.sha256(f'{table}:{i}'.encode()).hexdigest()[:16]}" for i in range(n)])
 
 
-def _breast_cancer() -> SourceTable:
-    from sklearn.datasets import load_breast_cancer
+def _sklearn_table(name: str, label_column: str) -> SourceTable:
+    """scikit-learn's bundled ``load_<name>()`` set: columns named without spaces or slashes, the target
+    names as labels."""
+    from sklearn import datasets
 
-    bunch = load_breast_cancer()
-    names = [n.replace(" ", "_") for n in bunch.feature_names]
+    bunch = getattr(datasets, f"load_{name}")()
+    names = [n.replace(" ", "_").replace("/", "_") for n in bunch.feature_names]
     return SourceTable(features=dict(zip(names, bunch.data.T, strict=True)),
                        labels=np.array(bunch.target_names)[bunch.target], classes=tuple(bunch.target_names),
-                       label_column="diagnosis", ids=hashed_ids("breast_cancer", len(bunch.data)))
+                       label_column=label_column, ids=hashed_ids(name, len(bunch.data)))
 
 
 AUTO_COLUMNS = ("cylinders", "displacement", "horsepower", "weight", "acceleration", "model_year")
@@ -63,16 +66,6 @@ def _auto_mpg() -> SourceTable:
                        classes=AUTO_ORIGINS, label_column="origin", ids=hashed_ids("auto_mpg", len(mpg)))
 
 
-def _wine() -> SourceTable:
-    from sklearn.datasets import load_wine
-
-    bunch = load_wine()
-    names = [n.replace("/", "_") for n in bunch.feature_names]
-    return SourceTable(features=dict(zip(names, bunch.data.T, strict=True)),
-                       labels=np.array(bunch.target_names)[bunch.target], classes=tuple(bunch.target_names),
-                       label_column="cultivar", ids=hashed_ids("wine", len(bunch.data)))
-
-
 def _measures(*kinds: str) -> tuple[str, ...]:
     """The breast cancer columns of ``kinds``: each as mean, standard error and worst value."""
     return tuple(c for k in kinds for c in (f"mean_{k}", f"{k}_error", f"worst_{k}"))
@@ -80,7 +73,7 @@ def _measures(*kinds: str) -> tuple[str, ...]:
 
 TABLES: dict[str, TableSplit] = {
     "breast_cancer": TableSplit(
-        _breast_cancer,
+        partial(_sklearn_table, "breast_cancer", "diagnosis"),
         (PartyColumns("patient_id", _measures("texture", "smoothness", "symmetry", "fractal_dimension")),
          PartyColumns("scan_ref", _measures("radius", "perimeter", "area")),
          PartyColumns("record_key", _measures("compactness", "concavity", "concave_points"))),
@@ -99,7 +92,7 @@ TABLES: dict[str, TableSplit] = {
         "factors (weight, horsepower, cylinders) and the bank's fuel-card arm its running costs "
         "(mpg, engine displacement)"),
     "wine": TableSplit(
-        _wine,
+        partial(_sklearn_table, "wine", "cultivar"),
         (PartyColumns("lot_id", ("alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium")),
          PartyColumns("sample_ref", ("total_phenols", "flavanoids", "nonflavanoid_phenols",
                                      "proanthocyanins")),
