@@ -281,16 +281,18 @@ def case_runs_main(argv: list[str] | None, *, description: str, cases: Mapping[s
                    describe: Callable[[dict[str, Any]], str],
                    summary: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
                    ) -> list[dict[str, Any]]:
-    """The command line of a per-case benchmark (``benchmarks.vertical_guard``, ``benchmarks.vertical_tune``):
-    ``--cases``, ``--seed``, ``--jobs``, ``--out FILE.json`` (rewritten after every run).
+    """The command line of a per-case benchmark (``benchmarks.vertical_guard``, ``benchmarks.vertical_tune``,
+    ``benchmarks.vertical_tables``): ``--cases``, ``--seed`` (or ``--seeds``, a comma-separated list),
+    ``--jobs``, ``--out FILE.json`` (rewritten after every run).
 
-    Every run of ``runs`` on every chosen case of ``cases`` is ``run(case, *that_run, seed)`` in a spawned
-    process; each row is printed with ``describe`` as it arrives. The JSON holds ``rows`` and, with
-    ``summary``, ``summary(rows)``. Returns the rows in task order.
+    Every run of ``runs`` on every chosen case of ``cases`` is ``run(case, *that_run, seed)`` for every seed
+    in a spawned process; each row is printed with ``describe`` as it arrives. The JSON holds ``rows`` and,
+    with ``summary``, ``summary(rows)``. Returns the rows in task order (case, run, seed).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--cases", default=default_cases)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", help="comma-separated seeds, every run once per seed (overrides --seed)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--out", type=Path, help="JSON, rewritten after every run")
     args = parser.parse_args(argv)
@@ -298,7 +300,8 @@ def case_runs_main(argv: list[str] | None, *, description: str, cases: Mapping[s
     unknown = set(chosen) - set(cases)
     if unknown:
         parser.error(f"unknown cases {sorted(unknown)}; choose from {list(cases)}")
-    tasks = [(case, *settings, args.seed) for case in chosen for settings in runs]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    tasks = [(case, *settings, seed) for case in chosen for settings in runs for seed in seeds]
     rows: list[dict[str, Any]] = []
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for row in pool.map(run, *zip(*tasks, strict=True)):

@@ -9,20 +9,20 @@ users (``split`` = ``val`` / ``test``, 15 % each) at every party, and of the tra
 ``--aligned-fraction`` at every party, the rest at one party each. No statistic is computed across parties.
 ``--names`` adds a free-text column to party 1, ``name`` (a made-up label per wine, one distinct value
 per user, like a passenger's name): the reader refuses it until ``party1.json`` drops it or declares it
-(``clients.tabular``).
+(``clients.tabular``). The files are written by
+:func:`clients.vertical.party_export.write_party_csvs`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
+from clients.vertical.party_export import PartyColumns, SourceTable, write_party_csvs
+
 MISSING_RATE = 0.05
-HELD_OUT = 0.15
 
 
 NAME_WORDS = (("Old", "Red", "Dry", "Late", "Wild", "Stone"),
@@ -40,45 +40,20 @@ def write_wine_parties(out: Path, *, parties: int = 3, aligned_fraction: float =
         raise ValueError(f"need 2..4 parties and aligned_fraction in (0, 1], got {parties}, "
                          f"{aligned_fraction}")
     bunch = load_wine()
-    x, columns_of = bunch.data, [n.replace("/", "_") for n in bunch.feature_names]
-    labels = np.array(bunch.target_names)[bunch.target]
-    rng = np.random.default_rng(seed)
-    n = len(x)
-    order = rng.permutation(n)
-    n_val = n_test = round(HELD_OUT * n)
-    split = np.full(n, "train", dtype=object)
-    split[order[:n_val]], split[order[n_val:n_val + n_test]] = "val", "test"
-    train = order[n_val + n_test:]
-    n_aligned = round(aligned_fraction * len(train))
-    owner = np.full(n, -1)  # -1: at every party
-    owner[train[n_aligned:]] = rng.integers(0, parties, len(train) - n_aligned)
-    blocks = np.array_split(np.arange(x.shape[1]), parties)
-    paths = []
-    for k, columns in enumerate(blocks):
-        first = columns_of[columns[0]]
-        band = np.digitize(x[:, columns[0]], np.quantile(x[:, columns[0]], [1 / 3, 2 / 3]))
-        text_column = names and k == 1
-        header = ["id", "split", *(columns_of[j] for j in columns), f"{first}_band",
-                  *(["cultivar"] if k == 0 else []), *(["name"] if text_column else [])]
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"party{k}.csv"
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            for i in rng.permutation(n):  # every site stores its rows in its own order
-                if owner[i] not in (-1, k):
-                    continue
-                cells = [f"{x[i, j]:.4g}" if rng.random() >= MISSING_RATE else "" for j in columns]
-                text_band = ("low", "mid", "high")[band[i]] if rng.random() >= MISSING_RATE else ""
-                name = [f"{NAME_WORDS[0][i % 6]} {NAME_WORDS[1][i // 6 % 6]} No. {i}"] if text_column else []
-                writer.writerow([f"w{i:04d}", split[i], *cells, text_band, *([labels[i]] if k == 0 else []),
-                                 *name])
-        settings = {"id-column": "id", "classes": ",".join(bunch.target_names)}
-        if k == 0:
-            settings["label-column"] = "cultivar"
-        path.with_suffix(".json").write_text(json.dumps(settings))
-        paths.append(path)
-    return paths
+    columns_of = [n.replace("/", "_") for n in bunch.feature_names]
+    table = SourceTable(features=dict(zip(columns_of, bunch.data.T, strict=True)),
+                        labels=np.array(bunch.target_names)[bunch.target], classes=tuple(bunch.target_names),
+                        label_column="cultivar", ids=np.array([f"w{i:04d}" for i in range(len(bunch.data))]))
+    blocks = np.array_split(np.arange(len(columns_of)), parties)
+    columns = [PartyColumns("id", tuple(columns_of[j] for j in block)) for block in blocks]
+    extra = {1: ("name", _wine_name)} if names else None
+    return write_party_csvs(out, table, columns, aligned_fraction=aligned_fraction, seed=seed,
+                            missing_rate=MISSING_RATE, bands=True, extra=extra)
+
+
+def _wine_name(i: int) -> str:
+    """Wine ``i``'s made-up name (:data:`NAME_WORDS`)."""
+    return f"{NAME_WORDS[0][i % 6]} {NAME_WORDS[1][i // 6 % 6]} No. {i}"
 
 
 def main(argv: list[str] | None = None) -> None:
