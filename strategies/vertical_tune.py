@@ -83,11 +83,13 @@ def halving_schedule(n_trials: int, first_epochs: int, epochs: int) -> list[tupl
 
 def served_validation(val: Mapping[str, float | None], guard: Mapping[str, Mapping[str, Any]] | None
                       ) -> dict[str, float]:
-    """Per population, the validation accuracy of what would be served: with the guard's record, the
-    better of the method's and the local-only baseline's on its populations; 0 where nothing serves."""
+    """Per population, the validation accuracy of what would be served: with the guard's record, that of
+    the predictor it chose (the method's or the local-only baseline's) on its populations; 0 where nothing
+    serves."""
     out = {name: 0.0 if acc is None else float(acc) for name, acc in val.items()}
     for population in GUARDED_POPULATIONS if guard else ():
-        out[population] = max(float(guard[population]["method_val"]), float(guard[population]["local_val"]))
+        record = guard[population]
+        out[population] = float(record["local_val" if record["chosen"] == "local" else "method_val"])
     return out
 
 

@@ -38,17 +38,22 @@ def _run(cfg: VerticalConfig, noise_passive: bool = False) -> tuple[dict, dict]:
     return res, parties
 
 
-def test_choice_keeps_the_method_on_ties_and_the_baseline_when_better() -> None:
-    labels = torch.tensor([0, 1, 2, 1])
-    method = {"aligned": torch.tensor([0, 1, 2, 0]), "active_only": torch.tensor([-1, -1, -1, -1])}
-    local = torch.tensor([0, 1, 0, 0])  # 2/4 right
+def test_choice_needs_a_gain_beyond_noise_and_keeps_the_baseline_on_ties() -> None:
+    labels = torch.tensor([0, 1, 2, 1, 0, 1, 2, 1])
+    local = torch.tensor([0, 1, 0, 0, 0, 1, 0, 0])  # 4/8 right
+    method = {"aligned": labels.clone(),  # 4 users only it gets right, none only the baseline: 4 > sqrt(4)
+              "active_only": torch.full((8,), -1)}  # no predictor
     record = choose_predictors(method, local, labels)
-    assert record["aligned"] == {"chosen": "method", "method_val": 0.75, "local_val": 0.5}
+    assert record["aligned"] == {"chosen": "method", "method_val": 1.0, "local_val": 0.5}
     assert record["active_only"] == {"chosen": "local", "method_val": 0.0, "local_val": 0.5}
-    tie = choose_predictors({"aligned": local, "active_only": local}, local.clone(), labels)
-    assert {r["chosen"] for r in tie.values()} == {"method"}
     served = apply_choice(method, local, {p: str(r["chosen"]) for p, r in record.items()})
     assert torch.equal(served["aligned"], method["aligned"]) and torch.equal(served["active_only"], local)
+    # a tie, or a gain inside the noise of the paired comparison (3 vs 1: 2 <= sqrt(4)), keeps the baseline
+    tie = choose_predictors({"aligned": local, "active_only": local}, local.clone(), labels)
+    assert {r["chosen"] for r in tie.values()} == {"local"}
+    narrow = torch.tensor([0, 1, 2, 1, 0, 0, 2, 0])  # right 5/8: users 2, 3, 6 only it, user 5 only local
+    assert choose_predictors({"aligned": narrow, "active_only": narrow}, local, labels)["aligned"][
+        "chosen"] == "local"
     with pytest.raises(ValueError, match="no baseline"):
         apply_choice(method, None, {"aligned": "local"})
 
@@ -131,3 +136,18 @@ def test_guard_with_fixed_fusion_and_no_guard_without_split_learning() -> None:
     assert fixed["guard"]["active_only"]["chosen"] == "local"
     alone, parties = _run(small_config(split_learning=False, prototypes=False))
     assert "guard" not in alone and parties[ACTIVE].baseline is None  # type: ignore[union-attr]
+
+
+def test_a_head_answering_one_class_for_everyone_never_serves() -> None:
+    # Prepare: a skewed validation set where "always class 0" is more accurate than the baseline
+    labels = torch.tensor([0] * 14 + [1, 2])
+    always_zero = torch.zeros(16, dtype=torch.long)  # 14/16 right
+    local = torch.tensor([0] * 8 + [1] * 6 + [1, 2])  # 10/16 right, recalls every class
+    # Execute
+    record = choose_predictors({"aligned": always_zero, "active_only": always_zero}, local, labels)
+    # Assert: the one-class head loses although it is more accurate; a baseline collapsed too does not count
+    assert {r["chosen"] for r in record.values()} == {"local"}
+    assert record["aligned"]["method_val"] == 0.875 and record["aligned"]["local_val"] == 0.625
+    both = choose_predictors({"aligned": always_zero, "active_only": always_zero},
+                             torch.ones(16, dtype=torch.long), labels)
+    assert {r["chosen"] for r in both.values()} == {"method"}
