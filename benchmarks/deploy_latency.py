@@ -18,6 +18,7 @@ round with one floor round trip (what a pipelined round is made of, plus the tea
 SuperNode authentication (:mod:`simulations.deploy_local`).
 
     python -m benchmarks.deploy_latency --out benchmarks/results/deploy_latency.json  # ≈ 10 min
+    python -m benchmarks.deploy_latency --sequential --out /tmp/sequential.json  # the same, unpipelined
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ from typing import Any
 
 from simulations.deploy_local import TASK_POLL_ENV, TASK_POLL_S
 
-JOB = ("strategy.query_batch_size=40", "strategy.max_queries=240", "strategy.epsilon_budget=100.0",
-       "federation.pipeline_queries=true")
-"""On top of the digits smoke setting with 20 teachers on 2 teacher nodes."""
+JOB = ("strategy.query_batch_size=40", "strategy.max_queries=240", "strategy.epsilon_budget=100.0")
+"""On top of the digits smoke setting with 20 teachers on 2 teacher nodes (plus ``pipeline_queries``)."""
+
+
+def job(pipelined: bool) -> tuple[str, ...]:
+    """:data:`JOB` with the query phase pipelined or sequential (``--sequential``)."""
+    return (*JOB, f"federation.pipeline_queries={str(pipelined).lower()}")
 
 
 def _summary(marks: list[float], wall_s: float) -> dict[str, Any]:
@@ -44,7 +49,7 @@ def _summary(marks: list[float], wall_s: float) -> dict[str, Any]:
             "round_min_s": min(rounds), "round_max_s": max(rounds), "wall_s": wall_s}
 
 
-def simulation(workdir: Path) -> dict[str, Any]:
+def simulation(workdir: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
     """The job in Flower's simulation engine (Ray actors, in-memory messages)."""
     from simulations.app import build_client_app
     from simulations.flower_sim import run_flower_simulation
@@ -52,7 +57,7 @@ def simulation(workdir: Path) -> dict[str, Any]:
     from simulations.pate_server import run_pate_server
     from strategies.ensemble_distillation import ProgressEvent
 
-    cfg = compose_config("dataset=digits", "data.num_teachers=20", "federation.teacher_nodes=2", *JOB,
+    cfg = compose_config("dataset=digits", "data.num_teachers=20", "federation.teacher_nodes=2", *overrides,
                          f"run.output_dir={workdir}")
     marks: list[float] = []
 
@@ -104,13 +109,14 @@ def describe_round_trips(workdir: Path, port: int, clientapp: str, repeats: int)
             "mean_s": statistics.mean(seconds), "min_s": min(seconds), "max_s": max(seconds)}
 
 
-def deployment(workdir: Path, port: int) -> dict[str, Any]:
+def deployment(workdir: Path, port: int, overrides: tuple[str, ...]) -> dict[str, Any]:
     """The job on a loopback deployment (SuperLink + 3 SuperNodes + ``flwr run``, TLS and node auth)."""
     from simulations.deploy_local import COMPLETED, LocalDeployment, node_configs, run_settings
 
     out = workdir / "out"
     ledger = out / "privacy_ledger.json"
-    settings = run_settings("pate", out, parties=0, teacher_nodes=2, num_teachers=20, pate_overrides=JOB)
+    settings = run_settings("pate", out, parties=0, teacher_nodes=2, num_teachers=20,
+                            pate_overrides=overrides)
     marks: list[float] = []
     t0 = time.perf_counter()
     with LocalDeployment(workdir, port=port) as local:
@@ -145,9 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/deploy_latency.json"))
     parser.add_argument("--port", type=int, default=9390)
     parser.add_argument("--repeats", type=int, default=3, help="describe round trips per node (default 3)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="ask the student only after each charge (federation.pipeline_queries=false)")
     args = parser.parse_args(argv)
+    overrides = job(pipelined=not args.sequential)
     results: dict[str, Any] = {"job": ["dataset=digits", "data.num_teachers=20", "federation.teacher_nodes=2",
-                                       *JOB]}
+                                       *overrides]}
     with tempfile.TemporaryDirectory() as tmp:
         results["load_average_1min_at_start"] = os.getloadavg()[0]  # the cores may be shared
         results["superexec_task_poll_s"] = float(os.environ.get(TASK_POLL_ENV, TASK_POLL_S))
@@ -159,14 +168,14 @@ def main(argv: list[str] | None = None) -> None:
                                                    args.repeats)
         results["describe"]["ratio_to_floor"] = results["describe"]["median_s"] / results["floor"]["median_s"]
         args.out.write_text(json.dumps(results, indent=2))
-        results["deployment"] = deployment(Path(tmp) / "deployment", args.port + 20)
+        results["deployment"] = deployment(Path(tmp) / "deployment", args.port + 20, overrides)
         # pipelined, a round is one round trip (every teacher node's votes with the student's next
         # queries); sequential, two (the student's queries, then the votes)
         floor = results["floor"]["median_s"]
         results["deployment"]["ratio_to_floor"] = results["deployment"]["round_mean_s"] / floor
         results["deployment"]["ratio_to_two_floors"] = results["deployment"]["round_mean_s"] / (2 * floor)
         args.out.write_text(json.dumps(results, indent=2))
-        results["simulation"] = simulation(Path(tmp) / "simulation")
+        results["simulation"] = simulation(Path(tmp) / "simulation", overrides)
         results["load_average_1min_at_end"] = os.getloadavg()[0]
     args.out.write_text(json.dumps(results, indent=2))
     for name in ("floor", "describe"):

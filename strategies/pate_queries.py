@@ -51,7 +51,7 @@ class QueryRider:
     batch's ``query.votes`` round (module docstring).
 
     ``sent`` once a plain round carried ``message``; ``reply`` is then the student's reply to it (or the
-    SuperLink's error for it), None if none came in time. Neither is read before the batch is due.
+    SuperLink's error for it), None if none came in time; the reply is read only when its batch is due.
     """
 
     message: Message

@@ -10,14 +10,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flwr.app import Message, RecordDict
+from flwr.app import Error, Message, RecordDict
 
 from protocol.pate import DataSpec, ModelSpec, StudentSettings, array_record
 from simulations.app import client_app
 from strategies.accounting import PrivacyLedger, PrivacyWarning
 from strategies.ensemble_distillation import EnsembleDistillation
 from strategies.fusion import GNMax
-from tests.fake_grid import InProcessGrid, simulation_nodes
+from strategies.pate_queries import QueryRider
+from tests.fake_grid import InProcessGrid, simulation_nodes, task_identity
 
 DATA = DataSpec(dataset="digits", num_teachers=6, seed=3)
 FAST = ModelSpec(epochs=15, batch_size=32)
@@ -144,3 +145,19 @@ def test_a_malformed_prefetched_batch_stops_the_run_after_the_batch_before_it(tm
     np.testing.assert_array_equal(PrivacyLedger.load(tmp_path / "run" / "ledger.json").charged_query_ids,
                                   np.arange(40))
     assert len(voted_queries(grid)) == 2
+
+
+def test_the_superlink_error_for_the_student_request_is_set_aside_with_it():
+    # Prepare: a round's messages, pushed (the grid gave them ids); the student's node went away
+    with task_identity():
+        request = Message(RecordDict(), dst_node_id=1002, message_type="query.queries")
+        votes = Message(RecordDict(), dst_node_id=1000, message_type="query.votes")
+        request.metadata.__dict__["_message_id"], votes.metadata.__dict__["_message_id"] = "q", "v"
+        teacher_reply = Message(RecordDict(), reply_to=votes)
+        teacher_reply.metadata.__dict__["_src_node_id"] = 1000
+        unavailable = Message(Error(code=3, reason="node 1002 unavailable"), reply_to=request)
+        unavailable.metadata.__dict__["_src_node_id"] = 1  # the SuperLink answers for it
+    rider = QueryRider(request, offset=40, count=40, sent=True)
+    # Execute / Assert: the error is the request's reply, not an unattributed error among the votes
+    assert rider.take_reply([teacher_reply, unavailable], student=1002) == [teacher_reply]
+    assert rider.reply is unavailable
