@@ -8,12 +8,17 @@ the project adds per message.
 
 The job: the digits smoke setting, 20 teachers on 2 teacher nodes plus the student, 6 query rounds of
 40 queries (``max_queries=240``, a budget large enough never to stop it). A *round* is one query batch:
-the ``query.queries`` round trip to the student, the ``query.votes`` round trip to every teacher node,
-fusion and the ledger charge. It is timed between consecutive charges: in simulation by the strategy's
-progress events, in deployment by polling the ledger file (which is rewritten at every charge) every
-0.1 s. The deployment runs with TLS and SuperNode authentication (:mod:`simulations.deploy_local`).
+the ``query.votes`` round trip to every teacher node, fusion and the ledger charge; pipelined
+(``federation.pipeline_queries``, :mod:`strategies.pate_queries`), the student's ``query.queries`` for the
+next batch rides in the same round trip, so a round is one round trip (the longer of the two), not two. It
+is timed between consecutive charges: in simulation by the strategy's progress events, in deployment by
+polling the ledger file (which is rewritten at every charge) every 0.1 s. ``ratio_to_floor`` compares a
+round with one floor round trip (what a pipelined round is made of, plus the teachers' votes);
+``ratio_to_two_floors`` with two (a sequential round's two round trips). The deployment runs with TLS and
+SuperNode authentication (:mod:`simulations.deploy_local`).
 
     python -m benchmarks.deploy_latency --out benchmarks/results/deploy_latency.json  # ≈ 10 min
+    python -m benchmarks.deploy_latency --sequential --out /tmp/sequential.json  # the same, unpipelined
 
 ``--regime default`` runs what ``python -m simulations.pate`` runs (MNIST-1D, 250 teachers on 2 teacher
 nodes, the FixMatch student; ``--student`` picks another student, ``--quick`` scales the data and epochs
@@ -56,6 +61,11 @@ JOB = ("strategy.query_batch_size=40", "strategy.max_queries=240", "strategy.eps
 """On top of the digits smoke setting with 20 teachers on 2 teacher nodes."""
 LATENCY_JOB = ("dataset=digits", "data.num_teachers=20", "federation.teacher_nodes=2", *JOB)
 """The latency job's Hydra overrides of ``conf/pate``."""
+
+
+def latency_job(pipelined: bool) -> tuple[str, ...]:
+    """:data:`LATENCY_JOB` with the query phase pipelined or sequential (``--sequential``)."""
+    return (*LATENCY_JOB, f"federation.pipeline_queries={str(pipelined).lower()}")
 QUICK = ("data.mnist1d_samples=10000", "data.teacher_samples=6000", "teacher.epochs=5",
          "student_model.epochs=20")
 """``--quick``: the default regime scaled down (still 250 teachers on 2 nodes, 24 signals each, 5 epochs;
@@ -297,9 +307,10 @@ def _write(path: Path, results: dict[str, Any]) -> None:
     path.write_text(json.dumps(results, indent=2))
 
 
-def latency(out: Path, port: int, repeats: int) -> None:
+def latency(out: Path, port: int, repeats: int, pipelined: bool = True) -> None:
     """The default mode: the floor, ``describe``, and the small job's rounds in deployment and simulation."""
-    results: dict[str, Any] = {"job": list(LATENCY_JOB)}
+    job = latency_job(pipelined)
+    results: dict[str, Any] = {"job": list(job)}
     with tempfile.TemporaryDirectory() as tmp:
         results["load_average_1min_at_start"] = os.getloadavg()[0]  # the cores may be shared
         results["superexec_task_poll_s"] = float(os.environ.get(TASK_POLL_ENV, TASK_POLL_S))
@@ -309,14 +320,16 @@ def latency(out: Path, port: int, repeats: int) -> None:
                                                    repeats)
         results["describe"]["ratio_to_floor"] = results["describe"]["median_s"] / results["floor"]["median_s"]
         _write(out, results)
-        deployed = deploy(LATENCY_JOB, Path(tmp) / "deployment", port + 20)
+        deployed = deploy(job, Path(tmp) / "deployment", port + 20)
         results["deployment"] = _summary(deployed.charges, deployed.end - deployed.start)
         results["deployment"]["run_s"] = deployed.end - deployed.run_start
-        # a round is two round trips (the student's queries, then every teacher node's votes at once)
-        results["deployment"]["ratio_to_two_floors"] = (results["deployment"]["round_mean_s"]
-                                                        / (2 * results["floor"]["median_s"]))
+        # pipelined, a round is one round trip (every teacher node's votes with the student's next
+        # queries); sequential, two (the student's queries, then the votes)
+        floor = results["floor"]["median_s"]
+        results["deployment"]["ratio_to_floor"] = results["deployment"]["round_mean_s"] / floor
+        results["deployment"]["ratio_to_two_floors"] = results["deployment"]["round_mean_s"] / (2 * floor)
         _write(out, results)
-        simulated = simulate(LATENCY_JOB, Path(tmp) / "simulation")
+        simulated = simulate(job, Path(tmp) / "simulation")
         results["simulation"] = _summary(simulated.charges, simulated.end - simulated.start)
         results["load_average_1min_at_end"] = os.getloadavg()[0]
     _write(out, results)
@@ -329,7 +342,8 @@ def latency(out: Path, port: int, repeats: int) -> None:
         r = results[name]
         print(f"{name:>10}: round {r['round_mean_s']:.2f} s (min {r['round_min_s']:.2f}, max "
               f"{r['round_max_s']:.2f}) over {r['charges'] - 1} rounds; wall {r['wall_s']:.0f} s"
-              + (f"; {r['ratio_to_two_floors']:.2f} x two floor round trips" if name == "deployment" else ""))
+              + (f"; {r['ratio_to_floor']:.2f} x one floor round trip ({r['ratio_to_two_floors']:.2f} x two)"
+                 if name == "deployment" else ""))
 
 
 def regime(out: Path, port: int, student: str | None, quick: bool) -> None:
@@ -389,11 +403,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="--regime default: the student's method (default: the regime's, fixmatch)")
     parser.add_argument("--quick", action="store_true",
                         help="--regime default: scaled down (QUICK) to prove the code path in minutes")
+    parser.add_argument("--sequential", action="store_true",
+                        help="latency: ask the student only after each charge (federation.pipeline_queries="
+                             "false)")
     args = parser.parse_args(argv)
     if args.regime == "latency":
         if args.student is not None or args.quick:
             parser.error("--student and --quick apply to --regime default only")
-        latency(args.out or Path("benchmarks/results/deploy_latency.json"), args.port, args.repeats)
+        latency(args.out or Path("benchmarks/results/deploy_latency.json"), args.port, args.repeats,
+                pipelined=not args.sequential)
+    elif args.sequential:
+        parser.error("--sequential applies to --regime latency only")
     else:
         regime(args.out or Path("benchmarks/results/deploy_regime.json"), args.port, args.student, args.quick)
 

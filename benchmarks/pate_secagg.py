@@ -36,6 +36,7 @@ from strategies.distributed_noise import SecureVoting
 from strategies.ensemble_distillation import EnsembleDistillation
 from strategies.fusion import GNMax
 from strategies.local_rr import LocalRR
+from strategies.pate_queries import QueryRider
 from strategies.privacy_ledger import PrivacyLedger
 
 DELTA = 1e-5
@@ -82,7 +83,8 @@ def _run(data: DataSpec, teacher: ModelSpec, student: ModelSpec, mode: str, para
                                          budget_on=budget_on)
     strategy = _TimedStrategy(mechanism=mechanism, ledger=ledger, data=data, teacher_model=teacher,
                               student_model=student, query_batch_size=128, max_queries=max_queries,
-                              student=StudentSettings(method="supervised", model_name=""))
+                              student=StudentSettings(method="supervised", model_name=""),
+                              pipeline_queries=False)  # batch_s times the votes alone, in every mode
     t0 = time.perf_counter()
     grid = LocalGrid(build_client_app(), TEACHER_NODES + 1)
     report = strategy.start(grid).report
@@ -96,9 +98,9 @@ class _TimedStrategy(EnsembleDistillation):
 
     gather_s: list[float]
 
-    def _gather_votes(self, grid: Any, batch_x: np.ndarray) -> np.ndarray:
+    def _gather_votes(self, grid: Any, batch_x: np.ndarray, rider: QueryRider | None = None) -> np.ndarray:
         t0 = time.perf_counter()
-        votes = super()._gather_votes(grid, batch_x)
+        votes = super()._gather_votes(grid, batch_x, rider)
         self.gather_s = [*getattr(self, "gather_s", []), time.perf_counter() - t0]
         return votes
 

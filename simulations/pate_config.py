@@ -85,13 +85,16 @@ class FederationConfig:
     """Simulation layout: teachers are spread over ``teacher_nodes`` nodes, plus one student node.
 
     ``timeout_s`` bounds a training step (teachers, student); ``step_timeout_s`` a quick one (describe,
-    a query batch, a batch of votes), after which a vanished node is dropped.
+    a query batch, a batch of votes), after which a vanished node is dropped. ``pipeline_queries``: request
+    the student's next batch (pool order) with the current batch's votes, one round trip per batch
+    (``EnsembleDistillation``); false asks after each charge.
     """
 
     teacher_nodes: int = 2
     cpus_per_node: float = 1.0
     timeout_s: float = 1800.0
     step_timeout_s: float = 120.0
+    pipeline_queries: bool = True
 
 
 @dataclass

@@ -113,7 +113,7 @@ def build_strategy(
         max_queries=s.max_queries or None, min_teachers=s.min_teachers or majority_of(cfg.data.num_teachers),
         seed=s.seed,
         timeout=cfg.federation.timeout_s, step_timeout=cfg.federation.step_timeout_s, on_progress=on_progress,
-        resume=cfg.run.resume)
+        resume=cfg.run.resume, pipeline_queries=cfg.federation.pipeline_queries)
 
 
 PHASE_LOG_PREFIX = "PATE phase: "

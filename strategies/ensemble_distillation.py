@@ -10,7 +10,8 @@ Phases (Papernot et al. 2018, Section 2), driven by :meth:`EnsembleDistillation.
    node per batch); the server sums the nodes' vote histograms, fuses them with the configured
    mechanism (``strategies.fusion``) and charges the privacy ledger (``strategies.accounting``),
    which accepts only the prefix of a batch that fits the budget; answering stops at the budget
-   (:mod:`strategies.pate_queries`);
+   (:mod:`strategies.pate_queries`). In pool order the student's next batch is requested in the same round
+   as the current batch's votes (``pipeline_queries``), so a batch costs one round trip, not two;
 4. *student training* (``configure_evaluate`` / ``aggregate_evaluate``) — the fused labels go to the
    student, which trains, evaluates and saves its model.
 
@@ -104,6 +105,11 @@ class EnsembleDistillation(QueryPhase, Strategy):
     resume : bool (default: False)
         Continue a run that stopped after charges: the queries ``ledger`` already charged are not asked
         again, and the labels stored with their charges go to the student with the new ones.
+    pipeline_queries : bool (default: True)
+        Request the student's next batch (in pool order) in the same round as the current batch's votes:
+        one round trip per batch instead of two. The same queries, charges and labels; the server may hold
+        one batch of the student's samples that no teacher is asked about (:mod:`strategies.pate_queries`).
+        False: each request waits for the previous batch's charge.
     """
 
     def __init__(
@@ -124,6 +130,7 @@ class EnsembleDistillation(QueryPhase, Strategy):
         step_timeout: float = 120.0,
         on_progress: Callable[[ProgressEvent], None] | None = None,
         resume: bool = False,
+        pipeline_queries: bool = True,
     ) -> None:
         if (not mechanism.budget_bases) != (ledger is None):
             raise ValueError("a ledger is required for every private mechanism, and Majority (non-private) "
@@ -151,6 +158,7 @@ class EnsembleDistillation(QueryPhase, Strategy):
         self.step_timeout = step_timeout
         self.on_progress = on_progress
         self.resume = resume
+        self.pipeline_queries = pipeline_queries
         self._rng = noise_generator(seed)
         self._ensemble: Ensemble | None = None
         self._n_classes: int | None = None  # pinned by the student's first query reply

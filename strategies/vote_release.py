@@ -59,7 +59,9 @@ class Ballot:
 
     ``count_votes(queries, records)`` runs one plain round — a ``query.votes`` message to every remaining
     teacher node, with ``records`` added to it — and returns the summed ``(Q, C)`` histogram of the valid
-    replies (a malformed or missing one drops its node; the ensemble is checked after the round).
+    replies (a malformed or missing one drops its node; the ensemble is checked after the round). The
+    strategy may send the student's next ``query.queries`` request in the same round (its reply is set aside:
+    :mod:`strategies.pate_queries`).
     ``check_ensemble()`` stops the run if the ensemble no longer fits; ``drop(node, reason)`` removes a node.
     """
 

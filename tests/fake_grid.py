@@ -4,7 +4,8 @@ Each node has its own ``Context`` (``node_config`` and a persistent ``state``), 
 SuperNode keeps one per run. A handler that raises becomes an error reply with code 2, as in Flower;
 nodes listed in ``silent`` never reply (a vanished node); ``faulty`` maps a node to a function that
 may replace its reply (a malformed message); ``broken`` maps a node to the reason of the error reply
-it gives instead of running its handler (a failed node).
+it gives instead of running its handler (a failed node). ``sent`` lists every message sent, ``rounds`` the
+messages of each ``send_and_receive`` call (what went out at once).
 """
 
 from __future__ import annotations
@@ -31,14 +32,17 @@ class InProcessGrid:
         self.faulty: dict[int, Callable[[Message], Message]] = {}
         self.broken: dict[int, str] = {}
         self.sent: list[Message] = []
+        self.rounds: list[list[Message]] = []
 
     def get_node_ids(self) -> list[int]:
         return list(self.contexts)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         replies = []
+        self.rounds.append([])
         for msg in messages:
             self.sent.append(msg)
+            self.rounds[-1].append(msg)
             node = msg.metadata.dst_node_id
             if node in self.silent:
                 continue

@@ -67,6 +67,9 @@ def test_gnmax_under_secagg_labels_as_the_plurality_and_tops_up_a_dropout(tmp_pa
     sent = [m.metadata.message_type for m in grid.sent]
     assert "query.votes" not in sent  # no node ever sent the server a clean histogram
     assert sent.count("query.secagg_masked") == 5 + 5  # one per node per batch; the second reached 1002 too
+    # the student's next batch is asked for alone, after the batch's charge (secure aggregation stays sequential)
+    assert [[m.metadata.message_type for m in r] for r in grid.rounds
+            if any(m.metadata.message_type == "query.queries" for m in r)] == [["query.queries"]] * 2
     assert report["queries_checked"] == 80 and report["answered"] == 80
     assert "secure aggregation" in report["dropped_nodes"]["1002"] and report["teachers_remaining"] == 8
     # the released labels carry σ² in every batch (the server topped up), so the ledger charges central GNMax

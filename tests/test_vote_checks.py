@@ -361,8 +361,8 @@ def test_a_drop_that_leaves_the_noise_above_the_ensemble_stops_before_the_next_c
 class _ZeroVotes(EnsembleDistillation):
     """Hands the fusion a batch no teacher voted on (a stand-in for any path around the reply checks)."""
 
-    def _gather_votes(self, grid: Any, batch_x: np.ndarray) -> np.ndarray:
-        super()._gather_votes(grid, batch_x)
+    def _gather_votes(self, grid: Any, batch_x: np.ndarray, rider: Any = None) -> np.ndarray:
+        super()._gather_votes(grid, batch_x, rider)
         return np.zeros((len(batch_x), 10))
 
 
