@@ -289,19 +289,56 @@ def aggregate(name: str, plan: DatasetPlan, key: dict[str, Any], per_seed: list[
     row: dict[str, Any] = {"dataset": name, **key, "num_teachers": plan.data.num_teachers, "delta": DELTA,
                            "teacher_method": plan.teacher_training.method,
                            "query_selection": plan.query_selection, "seeds": [r["seed"] for r in per_seed]}
-    for stat in ("accuracy", "validation_accuracy", "label_accuracy", "answered", "epsilon_data_dependent",
-                  "epsilon_data_independent", "epsilon_released", "epsilon_released_std", "wall_s"):
-        values = [r.get(stat) for r in per_seed]
-        if all(v is None for v in values):
-            continue
-        mean, std = _mean_std(values)
-        row[stat] = mean
-        if stat == "accuracy":
-            row["accuracy_std"] = std
+    row.update(seed_stats(per_seed))
     row["teacher_accuracy"] = float(np.mean([r.teacher_accuracy for r in runs]))
     row["plurality_accuracy"] = float(np.mean([r.plurality_accuracy for r in runs]))
     row["per_seed"] = per_seed
     return row
+
+
+SEED_STATS = ("accuracy", "validation_accuracy", "label_accuracy", "answered", "epsilon_data_dependent",
+              "epsilon_data_independent", "epsilon_released", "epsilon_released_std", "wall_s")
+ROW_KEY = ("dataset", "method", "student", "budget", "teacher_method", "query_selection")
+"""What makes two result rows the same setting, whatever the settings each seed chose on validation."""
+
+
+def seed_stats(per_seed: list[dict[str, Any]]) -> dict[str, float]:
+    """The mean over seeds of every :data:`SEED_STATS` a seed reports, and ``accuracy_std``."""
+    out: dict[str, float] = {}
+    for stat in SEED_STATS:
+        values = [r.get(stat) for r in per_seed]
+        if all(v is None for v in values):
+            continue
+        mean, std = _mean_std(values)
+        out[stat] = mean
+        if stat == "accuracy":
+            out["accuracy_std"] = std
+    return out
+
+
+def combine_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the same setting (:data:`ROW_KEY`) from runs of different seeds as one row over all their
+    seeds (``--combine-seeds``): the per-seed results pooled and averaged again; each seed's chosen
+    ``setting`` kept in ``setting_per_seed``; teacher and plurality accuracy averaged per seed."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in ROW_KEY), []).append(r)
+    out = []
+    for group in groups.values():
+        per_seed = [p for r in group for p in r["per_seed"]]
+        seeds = [s for r in group for s in r["seeds"]]
+        if len(set(seeds)) != len(seeds):
+            key = {k: group[0].get(k) for k in ROW_KEY}
+            raise ValueError(f"seeds {seeds} repeat for {key}")
+        weights = [len(r["seeds"]) for r in group]
+        dropped = (*SEED_STATS, "accuracy_std", "setting", "sigma2", "selection", "per_seed")
+        row = {k: v for k, v in group[0].items() if k not in dropped}
+        row.update(seeds=seeds, **seed_stats(per_seed), per_seed=per_seed,
+                   setting_per_seed=[r.get("setting") for r in group for _ in r["seeds"]])
+        for stat in ("teacher_accuracy", "plurality_accuracy"):
+            row[stat] = float(np.average([r[stat] for r in group], weights=weights))
+        out.append(row)
+    return out
 
 
 def run_dataset(
@@ -438,11 +475,16 @@ def main(argv: list[str] | None = None) -> int:
                              "randomised response, and secure aggregation's time per batch (pate_secagg)")
     parser.add_argument("--merge", nargs="+", type=Path,
                         help="merge the rows of these result files into --out (no run)")
+    parser.add_argument("--combine-seeds", action="store_true",
+                        help="with --merge: rows of the same setting from runs of other seeds become one row "
+                             "over all their seeds (combine_seeds)")
     args = parser.parse_args(argv)
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
         rows = [r for p in parts for r in p["rows"]]
-        merged = {"delta": DELTA, "seeds": parts[0]["seeds"], "quick": parts[0]["quick"],
+        seeds = sorted({s for p in parts for s in p["seeds"]}) if args.combine_seeds else parts[0]["seeds"]
+        rows = combine_seeds(rows) if args.combine_seeds else rows
+        merged = {"delta": DELTA, "seeds": seeds, "quick": parts[0]["quick"],
                   "merged_from": [str(p) for p in args.merge],
                   "total_wall_s": sum(p["total_wall_s"] for p in parts), "rows": rows}
         Path(args.out).write_text(json.dumps(merged, indent=2))
