@@ -303,10 +303,11 @@ ROW_KEY = ("dataset", "method", "student", "budget", "teacher_method", "query_se
 
 
 def seed_stats(per_seed: list[dict[str, Any]]) -> dict[str, float]:
-    """The mean over seeds of every :data:`SEED_STATS` a seed reports, and ``accuracy_std``."""
+    """The mean over seeds of every :data:`SEED_STATS` a seed reports, and ``accuracy_std`` (a value read
+    back from a results file may be ``"inf"`` / ``"nan"``: :func:`_json_safe` writes them so)."""
     out: dict[str, float] = {}
     for stat in SEED_STATS:
-        values = [r.get(stat) for r in per_seed]
+        values = [float(v) if isinstance(v, str) else v for v in (r.get(stat) for r in per_seed)]
         if all(v is None for v in values):
             continue
         mean, std = _mean_std(values)
