@@ -276,35 +276,32 @@ def exchange_benchmark(datasets: list[str], fraction: float, seeds: list[int], b
     return result
 
 
-def case_runs_main(argv: list[str] | None, *, description: str, cases: Mapping[str, Any], default_cases: str,
-                   runs: Sequence[tuple[str, ...]], run: Callable[..., dict[str, Any]],
-                   describe: Callable[[dict[str, Any]], str],
-                   summary: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
-                   ) -> list[dict[str, Any]]:
-    """The command line of a per-case benchmark (``benchmarks.vertical_guard``, ``benchmarks.vertical_tune``,
-    ``benchmarks.vertical_tables``): ``--cases``, ``--seed`` (or ``--seeds``, a comma-separated list),
-    ``--jobs``, ``--out FILE.json`` (rewritten after every run).
+def runs_main(argv: list[str] | None, *, description: str,
+              add_options: Callable[[argparse.ArgumentParser], None],
+              tasks: Callable[[argparse.ArgumentParser, argparse.Namespace], list[tuple[Any, ...]]],
+              run: Callable[..., dict[str, Any]], describe: Callable[[dict[str, Any]], str],
+              summary: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+              one_run_per_process: bool = False) -> list[dict[str, Any]]:
+    """The command line of a benchmark of independent runs (:func:`case_runs_main`,
+    ``benchmarks.vertical_scale``): the options ``add_options`` adds, then ``--jobs`` and ``--out FILE.json``
+    (rewritten after every run).
 
-    Every run of ``runs`` on every chosen case of ``cases`` is ``run(case, *that_run, seed)`` for every seed
-    in a spawned process; each row is printed with ``describe`` as it arrives. The JSON holds ``rows`` and,
-    with ``summary``, ``summary(rows)``. Returns the rows in task order (case, run, seed).
+    ``tasks(parser, args)`` turns the parsed options into the runs' arguments (``parser.error`` on a bad
+    choice); each run is ``run(*task)`` in a spawned process (with ``one_run_per_process``, a fresh process
+    per run, so that e.g. each peak RSS is that run's own); each row is printed with ``describe`` as it
+    arrives. The JSON holds ``rows`` and, with ``summary``, ``summary(rows)``. Returns the rows in task order.
     """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--cases", default=default_cases)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seeds", help="comma-separated seeds, every run once per seed (overrides --seed)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    add_options(parser)
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes: one run each)"
+                        if one_run_per_process else "runs in parallel (processes)")
     parser.add_argument("--out", type=Path, help="JSON, rewritten after every run")
     args = parser.parse_args(argv)
-    chosen = args.cases.split(",")
-    unknown = set(chosen) - set(cases)
-    if unknown:
-        parser.error(f"unknown cases {sorted(unknown)}; choose from {list(cases)}")
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
-    tasks = [(case, *settings, seed) for case in chosen for settings in runs for seed in seeds]
+    chosen = tasks(parser, args)
     rows: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for row in pool.map(run, *zip(*tasks, strict=True)):
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1 if one_run_per_process else None) as pool:
+        for row in pool.map(run, *zip(*chosen, strict=True)):
             rows.append(row)
             console.print(describe(row))
             if args.out:
@@ -314,6 +311,36 @@ def case_runs_main(argv: list[str] | None, *, description: str, cases: Mapping[s
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(json_safe(record), indent=2))
     return rows
+
+
+def case_runs_main(argv: list[str] | None, *, description: str, cases: Mapping[str, Any], default_cases: str,
+                   runs: Sequence[tuple[str, ...]], run: Callable[..., dict[str, Any]],
+                   describe: Callable[[dict[str, Any]], str],
+                   summary: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+                   ) -> list[dict[str, Any]]:
+    """The command line of a per-case benchmark (``benchmarks.vertical_guard``, ``benchmarks.vertical_tune``,
+    ``benchmarks.vertical_tables``): :func:`runs_main` with ``--cases``, ``--seed`` (or ``--seeds``, a
+    comma-separated list).
+
+    Every run of ``runs`` on every chosen case of ``cases`` is ``run(case, *that_run, seed)`` for every seed;
+    ``describe`` and ``summary`` as in :func:`runs_main`. Returns the rows in task order (case, run, seed).
+    """
+    def add_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--cases", default=default_cases)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seeds",
+                            help="comma-separated seeds, every run once per seed (overrides --seed)")
+
+    def tasks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[Any, ...]]:
+        chosen = args.cases.split(",")
+        unknown = set(chosen) - set(cases)
+        if unknown:
+            parser.error(f"unknown cases {sorted(unknown)}; choose from {list(cases)}")
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+        return [(case, *settings, seed) for case in chosen for settings in runs for seed in seeds]
+
+    return runs_main(argv, description=description, add_options=add_options, tasks=tasks, run=run,
+                     describe=describe, summary=summary)
 
 
 def _describe(row: dict[str, Any]) -> str:

@@ -17,24 +17,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
 import resource
 import time
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 
-from benchmarks.vertical import METHODS, method_strategy, prepare_run, run_prepared
-from simulations.results import json_safe
+from benchmarks.vertical import METHODS, method_strategy, prepare_run, run_prepared, runs_main
 
 SCALE_METHODS = ("active_only", "vfl_head_fusion", "proto")
 SCALE_CASE: dict[str, Any] = {"fraction": 0.1, "epochs": 5, "steps_per_exchange": 0}
 """The runs' settings: 10 % aligned, the whole epoch in one exchange, 5 epochs (``--epochs``)."""
-console = Console()
 
 
 def scale_run(dataset: str, method: str, seed: int, epochs: int) -> dict[str, Any]:
@@ -65,34 +58,36 @@ def scale_run(dataset: str, method: str, seed: int, epochs: int) -> dict[str, An
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: ``--datasets``, ``--methods``, ``--epochs``, ``--jobs``, ``--out FILE.json``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """``--datasets``, ``--methods``, ``--epochs``, ``--seed``."""
     parser.add_argument("--datasets", default="synthetic10k,synthetic100k")
     parser.add_argument("--methods", default=",".join(SCALE_METHODS))
     parser.add_argument("--epochs", type=int, default=SCALE_CASE["epochs"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes: one run each)")
-    parser.add_argument("--out", type=Path, help="JSON, rewritten after every run")
-    args = parser.parse_args(argv)
+
+
+def tasks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[Any, ...]]:
+    """:func:`scale_run`'s arguments: every chosen method on every dataset."""
     methods = args.methods.split(",")
     unknown = set(methods) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
-    tasks = [(d, m, args.seed, args.epochs) for d in args.datasets.split(",") for m in methods]
-    rows: list[dict[str, Any]] = []
-    # a fresh process per run, so each peak RSS is that run's own
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                             max_tasks_per_child=1) as pool:
-        for row in pool.map(scale_run, *zip(*tasks, strict=True)):
-            rows.append(row)
-            console.print(f"{row['dataset']:14s} {row['method']:16s} users/party "
-                          f"{max(row['users_per_party'].values())}  test {row['accuracy']:.4f}  "
-                          f"{row['epoch_s']:.1f} s/epoch ({row['epoch_s_per_1000_users']:.3f} s per 1000 "
-                          f"users)  peak {row['peak_rss_mb']:.0f} MB")
-            if args.out:
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(json_safe({"rows": rows}), indent=2))
+    return [(d, m, args.seed, args.epochs) for d in args.datasets.split(",") for m in methods]
+
+
+def describe(row: dict[str, Any]) -> str:
+    """One run's progress line: dataset, method, users per party, test accuracy, time per epoch, peak RSS."""
+    return (f"{row['dataset']:14s} {row['method']:16s} users/party "
+            f"{max(row['users_per_party'].values())}  test {row['accuracy']:.4f}  "
+            f"{row['epoch_s']:.1f} s/epoch ({row['epoch_s_per_1000_users']:.3f} s per 1000 "
+            f"users)  peak {row['peak_rss_mb']:.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line of :func:`benchmarks.vertical.runs_main` with :func:`add_options`: ``--datasets``,
+    ``--methods``, ``--epochs``, ``--seed``, ``--jobs``, ``--out FILE.json``; a fresh process per run."""
+    runs_main(argv, description=__doc__.split("\n\n")[0], add_options=add_options, tasks=tasks,
+              run=scale_run, describe=describe, one_run_per_process=True)
 
 
 if __name__ == "__main__":
