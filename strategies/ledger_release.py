@@ -7,12 +7,11 @@ the ledger needs every vote histogram it charged; it keeps them in its row store
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from strategies.ledger_sidecar import LedgerRows
+from strategies.ledger_fields import LedgerFields
 from strategies.ledger_store import atomic_write_json, ledger_lock
 from strategies.rdp_analysis import FloatArray
 from strategies.smooth_sensitivity import draw_released_epsilon
@@ -52,16 +51,8 @@ def released_prefix(
     return lo, eps_lo
 
 
-class LedgerRelease:
+class LedgerRelease(LedgerFields):
     """:meth:`release` of :class:`strategies.privacy_ledger.PrivacyLedger` (a mixin, state set by it)."""
-
-    _model: VoteRelease
-    _path: Path | None
-    _orders: FloatArray
-    _delta: float
-    _checked: int
-    _rows: LedgerRows
-    _release: dict[str, Any] | None
 
     def _refresh(self) -> None:  # implemented by the ledger
         raise NotImplementedError

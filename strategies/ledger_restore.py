@@ -5,43 +5,21 @@ a v1 local randomised-response journal (:func:`strategies.local_rr.verify_v1_jou
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from strategies.ledger_anchor import check_head, check_settings
+from strategies.ledger_fields import LedgerFields
 from strategies.ledger_journal import JournalSpec, verify_journal
 from strategies.ledger_sidecar import LedgerRows, read_sidecar, sidecar_row_count
 from strategies.local_rr import v1_settings, verify_v1_journal
 from strategies.rdp_analysis import DEFAULT_ORDERS, FloatArray
-from strategies.vote_release import RENAMED_PARAMS, VoteRelease, current_param_names
+from strategies.vote_release import RENAMED_PARAMS, current_param_names
 
 
-class LedgerRestore:
+class LedgerRestore(LedgerFields):
     """:meth:`_restore` (a current ledger file) and :meth:`_adopt_v1` (a v1 local-RR journal)."""
-
-    _path: Path | None
-    _mechanism: str
-    _model: VoteRelease
-    _params: dict[str, float]
-    _delta: float
-    _budget: float
-    _conversion: str
-    _run: dict[str, Any] | None
-    _orders: FloatArray
-    _rdp_dd: FloatArray
-    _rdp_di: FloatArray
-    _checked: int
-    _answered: int
-    _exhausted: bool
-    _history: list[dict[str, Any]]
-    _rows: LedgerRows
-    _eps_released: float | None
-    _release: dict[str, Any] | None
-    _head_entries: int
-    _v1: bool
-    _written_names: dict[str, str]
 
     def _config(self) -> dict[str, Any]:  # implemented by the ledger
         raise NotImplementedError

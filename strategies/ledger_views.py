@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from strategies.ledger_sidecar import LedgerRows
+from strategies.ledger_fields import LedgerFields
 from strategies.ledger_store import LEDGER_FORMAT_VERSION
 from strategies.rdp_analysis import FloatArray
-from strategies.vote_release import VoteRelease
 
 
 class BudgetExhaustedError(RuntimeError):
@@ -51,28 +50,8 @@ class ChargeResult:
     epsilon_released: float | None = None
 
 
-class LedgerViews:
+class LedgerViews(LedgerFields):
     """Properties over the ledger's state; every array or list returned is a copy."""
-
-    _conversion: str
-    _mechanism: str
-    _model: VoteRelease
-    _params: dict[str, float]
-    _path: Path | None
-    _orders: FloatArray
-    _rdp_dd: FloatArray
-    _rdp_di: FloatArray
-    _checked: int
-    _answered: int
-    _exhausted: bool
-    _delta: float
-    _budget: float
-    _budget_on: str
-    _history: list[dict[str, Any]]
-    _rows: LedgerRows
-    _release: dict[str, Any] | None
-
-    _eps_released: float | None
 
     def _best(self, rdp: FloatArray, checked: int) -> tuple[float, float]:  # implemented by the ledger
         raise NotImplementedError

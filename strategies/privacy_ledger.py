@@ -183,7 +183,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease, LedgerRestore):
             raise ValueError(f"budget_on='released' needs a mechanism in {releasable}, got {mechanism!r}")
         self._conversion = check_conversion(conversion)
         self._params = check_params(mechanism, params)
-        self._model: VoteRelease = model_cls.from_params(self._params)
+        self._model = model_cls.from_params(self._params)
         self._mechanism = mechanism
         self._delta = check_delta(delta)
         self._budget = check_positive("epsilon_budget", epsilon_budget)
@@ -198,7 +198,7 @@ class PrivacyLedger(LedgerViews, LedgerRelease, LedgerRestore):
         if run is not None and not isinstance(run, dict):
             raise TypeError(f"run must be a dict of the run's settings or None, got {type(run).__name__}")
         self._run = run
-        self._pool: str | None = None  # the student pool's SHA-256, once bound (:meth:`bind_pool`)
+        self._pool = None  # the student pool's SHA-256, once bound (:meth:`bind_pool`)
         self._path = None if path is None else Path(path)
 
         self._rdp_dd = np.zeros_like(self._orders)
@@ -206,13 +206,13 @@ class PrivacyLedger(LedgerViews, LedgerRelease, LedgerRestore):
         self._checked = 0
         self._answered = 0
         self._exhausted = False
-        self._history: list[dict[str, Any]] = []  # the journal, as last written or adopted
+        self._history = []  # the journal, as last written or adopted
         self._rows = LedgerRows.empty()  # one row per charged query
-        self._eps_released: float | None = None
-        self._release: dict[str, Any] | None = None
+        self._eps_released = None
+        self._release = None
         self._head_entries = 0  # entries the head log records, as last read or appended
         self._v1 = False  # adopted a v1 local-RR journal (read-only)
-        self._written_names: dict[str, str] = {}  # parameter -> its earlier name, as the adopted file has it
+        self._written_names = {}  # parameter -> its earlier name, as the adopted file has it
         if self._path is not None:
             self._sync()
 
