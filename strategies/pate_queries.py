@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from logging import INFO
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from flwr.app import ConfigRecord, Message
@@ -77,8 +77,10 @@ class QueryRider:
         return others
 
 
-class QueryPhase:
-    """:meth:`_query_phase` and the steps it takes: fetch a batch of queries, gather their votes."""
+class QueryHost(Protocol):
+    """What :class:`QueryPhase` needs from the strategy it is mixed into
+    (:class:`strategies.ensemble_distillation.EnsembleDistillation`): its settings, its state and its
+    bookkeeping."""
 
     mechanism: VoteRelease
     ledger: PrivacyLedger | None
@@ -91,29 +93,41 @@ class QueryPhase:
     resume: bool
     pipeline_queries: bool
     _rng: np.random.Generator
-    _n_classes: int | None
-
-    # the strategy's bookkeeping, implemented by EnsembleDistillation
 
     def _require_ensemble(self) -> Ensemble:
-        raise NotImplementedError
+        """The ensemble the nodes described; raises before they did."""
 
     def _message(self, node: int, message_type: str, **records: Any) -> Message:
-        raise NotImplementedError
+        """A message of ``message_type`` to ``node`` with the strategy's data settings and ``records``."""
 
     def _collect(
         self, replies: Iterable[Message], expected: set[int], step: str, timeout: float | None = None
     ) -> dict[int, Message]:
-        raise NotImplementedError
+        """Map node -> successful reply; nodes with an error or no reply leave the ensemble."""
 
     def _drop(self, node: int, reason: str) -> None:
-        raise NotImplementedError
+        """``node`` leaves the ensemble for ``reason`` (the student's failure ends the run)."""
 
     def _check_ensemble_size(self) -> None:
-        raise NotImplementedError
+        """Stop before the next charge if the ensemble is below ``min_teachers`` or its noise's scale."""
 
     def _emit(self, phase: str, checked: int = 0, answered: int = 0, pool_size: int = 0) -> None:
-        raise NotImplementedError
+        """Report progress (``phase``, queries checked and answered, pool size) to ``on_progress``, if set."""
+
+
+if TYPE_CHECKING:
+    _Host = QueryHost  # type checkers see the host's members on ``self``
+else:
+    _Host = object  # at run time the mixin has no base: the host class supplies them
+
+
+class QueryPhase(_Host):
+    """:meth:`_query_phase` and the steps it takes: fetch a batch of queries, gather their votes.
+
+    Mixed into a :class:`QueryHost`, whose settings, state and bookkeeping it uses.
+    """
+
+    _n_classes: int | None  # pinned by the student's first query reply (the host starts it at None)
 
     # -- the query phase ----------------------------------------------------------------------------
 
