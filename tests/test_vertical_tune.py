@@ -303,3 +303,10 @@ def test_privacy_noise_on_the_default_config_from_hydra_and_run_config_trains_un
     with pytest.raises(ValueError, match=r"refuses privacy noise \(strategy.grad_noise=1.0\)"):
         from_flat(VerticalConfig, {**flat, "strategy.tune": "auto"}, what="run_config")
 
+
+def test_benchmarks_train_the_configured_weights_unless_a_run_says_tune() -> None:
+    # their committed results were trained with tune off: the new default must not change a rerun
+    from benchmarks.vertical import method_strategy
+
+    assert {method_strategy(m).tune for m in ("proto", "active_only", "vfl_head_fusion")} == {"off"}
+    assert method_strategy("proto", tune="auto").tune == "auto"
