@@ -123,10 +123,16 @@ MODEL_BY_DATASET: dict[str, dict[str, Any]] = {
 schema's MLP for digits' 8 × 4 halves."""
 
 
+UNTUNED = {"tune": "off"}
+"""The benchmarks' ``strategy.tune`` unless a run gives one: the committed results were trained with the
+configured weights (the schema's default tunes first); ``benchmarks.vertical_tune`` and
+``benchmarks.vertical_tables`` set it per run."""
+
+
 def method_strategy(method: str, **settings: Any) -> VerticalStrategyConfig:
-    """The strategy of ``method`` (its switches in :data:`METHODS`) over the schema's defaults and
-    ``settings`` (the one way every vertical benchmark builds a method's settings)."""
-    return dataclasses.replace(VerticalStrategyConfig(**settings), **METHODS[method])
+    """The strategy of ``method`` (its switches in :data:`METHODS`) over the schema's defaults,
+    :data:`UNTUNED` and ``settings`` (the one way every vertical benchmark builds a method's settings)."""
+    return dataclasses.replace(VerticalStrategyConfig(**{**UNTUNED, **settings}), **METHODS[method])
 
 
 def prepare_run(
@@ -450,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="minibatches per exchange for --exchange (0: the whole epoch)")
     parser.add_argument("--epochs", type=int, default=VerticalStrategyConfig.epochs, help="epochs per run")
     args = parser.parse_args(argv)
-    base = VerticalStrategyConfig(epochs=args.epochs)
+    base = VerticalStrategyConfig(epochs=args.epochs, **UNTUNED)
     datasets = args.datasets.split(",")
     fractions = [float(f) for f in args.fractions.split(",")]
     protection_fractions = [float(f) for f in args.protection_fractions.split(",") if f]

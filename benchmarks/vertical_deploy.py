@@ -31,7 +31,9 @@ RECEIVING = re.compile(r"Receiving: (\S+) message")
 
 
 def _overrides(k: int) -> dict[str, Any]:
-    return {"epochs": EPOCHS, "steps_per_exchange": k, "alignment": "psi", "psi_backend": "ecdh"}
+    """The job's strategy settings; ``tune`` off: the epochs timed are the run's, without tuning trials."""
+    return {"epochs": EPOCHS, "steps_per_exchange": k, "alignment": "psi", "psi_backend": "ecdh",
+            "tune": "off"}
 
 
 def _row(epoch_s: list[float], results: dict[str, Any], wall_s: float) -> dict[str, Any]:

@@ -5,7 +5,9 @@ The configuration (:class:`VerticalConfig`) is the one schema of a vertical run:
 dotted ``vertical.*`` scalars and the ``describe`` message carries it to every party as a
 ``ConfigRecord``, all through :mod:`protocol.codec`. It is validated when it is built
 (:meth:`VerticalConfig.__post_init__`), so at the server when Hydra or ``run_config`` is decoded, and
-once per party when the ``describe`` message of a run arrives.
+once per party when the ``describe`` message of a run arrives; building it also resolves the default
+``strategy.tune`` to ``auto`` or ``off`` (:data:`TUNE_DEFAULT`), so the parties and ``results.json`` see
+the value the run uses.
 
 Wire format: a payload is a flat dict whose values are numpy arrays, lists of numpy arrays, scalars or
 lists of strings. Arrays travel in the ``ArrayRecord`` :data:`ARRAYS_KEY` (a list ``key`` as ``key[0]``,
@@ -22,6 +24,7 @@ the server reports the configured fusion and the active party chooses among the 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,14 +40,21 @@ PSI_BACKENDS = ("paillier", "ecdh")
 PULL_FORMS = ("distance", "cross_entropy")
 FUSION_SELECTIONS = ("fixed", "validation")
 GUARDS = ("validation", "off")
-TUNES = ("off", "auto")
+TUNE_DEFAULT = "default"
+"""The schema's ``strategy.tune``: resolved when a :class:`VerticalConfig` is built, to ``auto`` where
+``auto`` applies and to ``off`` (with a logged warning saying why) where it cannot
+(:meth:`VerticalStrategyConfig.resolve_tune`). A built configuration holds ``auto`` or ``off`` only."""
+TUNES = (TUNE_DEFAULT, "auto", "off")
 RESET_KEYS = ("epochs", "lam", "lam_passive", "lam_aligned", "lam_impute", "attack")
 """The settings a ``reset`` (one tuning trial, or the run after them) carries, all of them every time:
 absolute values, so a party needs no memory of earlier trials (:func:`with_settings`)."""
 PRIVACY_NOISE_KEYS = ("label_rr_epsilon", "dp_noise", "dp_count_noise", "grad_noise")
-"""The settings that put privacy noise on what passive parties see; ``tune = auto`` refuses them."""
+"""The settings that put privacy noise on what passive parties see; ``tune = auto`` refuses them (and
+the default ``tune`` resolves to ``off`` when one is set)."""
 GUARDED_POPULATIONS = ("aligned", "active_only")
 """The populations the guard serves: users with every party's features, users only the label holder holds."""
+
+logger = logging.getLogger(__name__)
 
 ACTIVE = "active"
 PASSIVE = "passive"
@@ -244,20 +254,32 @@ class VerticalStrategyConfig:
     ``off`` serves the method's predictors only. Runs without split learning (the ``active_only``
     baseline itself) have nothing to guard.
 
-    ``tune``: ``off`` (the default, for now: ``auto`` would change every pinned result) trains the
-    configured weights; ``auto`` lets the label holder choose them first by successive halving (Jamieson
-    & Talwalkar, AISTATS 2016) over a stated grid of short runs from fresh models — the configured
-    prototype weights, VFL + head fusion (every prototype weight 0: prototypes still released, so it
-    serves passive-only users too) and the three weights ``lam``, ``lam_passive``, ``lam_aligned`` × 0.3
-    and × 3 — each scored on the label holder's validation users per population (never a test user),
-    then trains the winner for ``epochs`` (``strategies.vertical_tune`` states the schedule, the score
-    and the cost). The first rung runs ``max(ceil(tune_fraction × epochs), warmup_epochs + 1)`` epochs.
+    ``tune``: ``off`` trains the configured weights; ``auto`` (the default wherever it applies: see below)
+    lets the label holder choose them first by successive halving (Jamieson & Talwalkar, AISTATS 2016)
+    over a stated grid of short runs from fresh models — the configured prototype weights, VFL + head
+    fusion (every prototype weight 0: prototypes still released, so it serves passive-only users too) and
+    the three weights ``lam``, ``lam_passive``, ``lam_aligned`` × 0.3 and × 3 — each scored on the label
+    holder's validation users per population (never a test user), then trains the winner for ``epochs``
+    (``strategies.vertical_tune`` states the schedule, the score and the cost). The first rung runs
+    ``max(ceil(tune_fraction × epochs), warmup_epochs + 1)`` epochs.
     It needs split learning, prototypes and ``guard = validation`` (the local-only fallback stays the
     per-population last word), and refuses privacy noise (:data:`PRIVACY_NOISE_KEYS`): every trial
     releases gradients and prototypes of the same aligned users again, which the reported ε does not
     charge. It accepts ``dcor_weight``, which is no noise and has no ε to undercharge: every trial and
     the released run train with the configured weight (it is not tuned), and as without protection the
     trials give the passive parties more of the same gradients.
+
+    The default is :data:`TUNE_DEFAULT` (``default``), resolved when the :class:`VerticalConfig` is built
+    (Hydra composition, ``run_config`` decoding, code; :meth:`resolve_tune`): to ``auto`` where ``auto``
+    applies, else to ``off`` with a logged warning naming the setting that rules it out (split learning
+    or prototypes off, ``guard = off``, privacy noise). The built configuration — what every party
+    receives and ``results.json`` records — holds the resolved value, never ``default``. An *explicit*
+    ``auto`` that cannot apply is refused (``ValueError`` naming the setting and its value, ending "set
+    strategy.tune=off"): whoever asked for tuning is not silently given none, while the default, which
+    no one chose, falls back to the configured weights rather than stopping a run. Both fail closed on
+    privacy: no noisy run is ever tuned, and the fallback only leaves trials out. The presets that
+    cannot tune (``conf/vertical/strategy``: ``active_only``, ``vfl_aligned``, ``vfl_head_fusion``,
+    ``proto_private``) set ``tune: off`` themselves, so they run without the warning.
     """
 
     epochs: int = 40
@@ -277,7 +299,7 @@ class VerticalStrategyConfig:
     prototype_fusion: float = 1.0
     fusion_selection: str = "validation"
     guard: str = "validation"
-    tune: str = "off"
+    tune: str = TUNE_DEFAULT  # resolved to auto or off when the VerticalConfig is built
     tune_fraction: float = 0.125
     pseudo_threshold: float = 0.5
     temperature_scale: float = 0.1
@@ -306,21 +328,35 @@ class VerticalStrategyConfig:
         return PrototypeNoise(clip=self.dp_clip, noise_multiplier=self.dp_noise,
                               count_noise=self.dp_count_noise, min_count=self.min_count)
 
-    def _check_tunable(self) -> None:
-        """The rules of ``tune = auto`` (see the class docstring)."""
+    def auto_refusal(self) -> str | None:
+        """Why ``tune = auto`` cannot apply to these settings (the class docstring's rules), naming the
+        settings and their values; ``None`` if it can."""
         if not (self.split_learning and self.prototypes):
-            raise ValueError("strategy.tune=auto tunes the prototype method's weights: it needs "
-                             "strategy.split_learning and strategy.prototypes true, got "
-                             f"split_learning={self.split_learning}, prototypes={self.prototypes}")
+            return ("strategy.tune=auto tunes the prototype method's weights: it needs "
+                    "strategy.split_learning and strategy.prototypes true, got "
+                    f"split_learning={self.split_learning}, prototypes={self.prototypes}")
         if self.guard != "validation":
-            raise ValueError("strategy.tune=auto keeps the local-only baseline as the per-population "
-                             f"fallback: it needs strategy.guard=validation, got {self.guard!r}")
+            return ("strategy.tune=auto keeps the local-only baseline as the per-population fallback: it "
+                    f"needs strategy.guard=validation, got {self.guard!r}")
         noisy = [f"strategy.{key}={getattr(self, key)!r}" for key in PRIVACY_NOISE_KEYS
                  if getattr(self, key) > 0]
         if noisy:
-            raise ValueError(f"strategy.tune=auto refuses privacy noise ({', '.join(noisy)}): every trial "
-                             "releases gradients and prototypes of the same aligned users again, which the "
-                             "reported label-DP epsilon does not charge; set strategy.tune=off")
+            return (f"strategy.tune=auto refuses privacy noise ({', '.join(noisy)}): every trial releases "
+                    "gradients and prototypes of the same aligned users again, which the reported label-DP "
+                    "epsilon does not charge")
+        return None
+
+    def resolve_tune(self) -> VerticalStrategyConfig:
+        """These settings with the default ``tune`` (:data:`TUNE_DEFAULT`) resolved: ``auto`` if
+        :meth:`auto_refusal` finds no reason against it, else ``off``, logged as a warning with the reason.
+        An explicit ``auto`` or ``off`` is kept (``self`` is returned; never changed in place)."""
+        if self.tune != TUNE_DEFAULT:
+            return self
+        reason = self.auto_refusal()
+        if reason is not None:
+            logger.warning("strategy.tune is not set and resolves to off, not auto: %s "
+                           "(set strategy.tune=off to say so)", reason)
+        return dataclasses.replace(self, tune="off" if reason else "auto")
 
     def validate(self) -> None:
         """Check every field and the cross-field rules.
@@ -365,8 +401,8 @@ class VerticalStrategyConfig:
         _one_of("strategy.tune", self.tune, TUNES)
         if not 0.0 < self.tune_fraction <= 1.0:
             raise ValueError(f"strategy.tune_fraction must be in (0, 1], got {self.tune_fraction!r}")
-        if self.tune == "auto":
-            self._check_tunable()
+        if self.tune == "auto" and (refusal := self.auto_refusal()) is not None:
+            raise ValueError(f"{refusal}; set strategy.tune=off")
         _one_of("strategy.alignment", self.alignment, ALIGNMENTS)
         _one_of("strategy.psi_backend", self.psi_backend, PSI_BACKENDS)
 
@@ -392,7 +428,9 @@ class VerticalConfig:
         self.validate()
 
     def validate(self) -> VerticalConfig:
-        """Check every setting; return ``self`` (for code that changed fields after construction).
+        """Check every setting and resolve the default ``strategy.tune``
+        (:meth:`VerticalStrategyConfig.resolve_tune`: ``self.strategy`` is replaced, the object given is
+        not changed); return ``self`` (for code that changed fields after construction).
 
         Raises
         ------
@@ -402,6 +440,7 @@ class VerticalConfig:
         self.dataset.validate()
         self.model.validate()
         self.strategy.validate()
+        self.strategy = self.strategy.resolve_tune()
         return self
 
 

@@ -7,10 +7,11 @@ active party (label holder) and the passive parties, in phases:
    or a direct intersection in the in-process benchmark) after which every party adopts the aligned IDs
    in one canonical order (operation ``align``); a run without split learning (the ``active_only``
    baseline) uses no aligned user and skips the phase (``n_aligned`` is ``None``);
-2. **tuning** (``tune = auto`` only) — successive halving over a small grid of the method's weights,
-   every trial a short run from fresh models (operation ``reset``) scored on the label holder's
-   validation users; then every party is reset to the chosen settings (:mod:`strategies.vertical_tune`;
-   recorded under ``tune``, its round trips under ``round_trips["tuning"]``);
+2. **tuning** (``tune = auto``, the default where it applies) — successive halving over a small grid of
+   the method's weights, every trial a short run from fresh models (operation ``reset``) scored on the
+   label holder's validation users; then every party is reset to the chosen settings
+   (:mod:`strategies.vertical_tune`; recorded under ``tune``, its round trips under
+   ``round_trips["tuning"]``);
 3. **epochs** — aligned minibatches of split learning, ``steps_per_exchange`` per exchange (FedBCD), one
    prototype release per ``proto_every`` epochs (second prototypes go only to the party whose feature
    space they live in) and one local pass at the active party (local head + first loss); the passive

@@ -1,5 +1,9 @@
 """``strategy.tune = auto``: the label holder picks the prototype method's weights on its validation users.
 
+It is the default wherever it applies: the schema's ``tune`` (``protocol.vertical.TUNE_DEFAULT``) resolves
+to ``auto`` unless privacy noise, ``guard = off`` or the baselines' switches rule it out (then ``off``,
+logged; an explicit ``auto`` there is refused).
+
 The grid (:func:`tune_grid`), stated and small: the configured weights; VFL + head fusion (every
 prototype weight — ``lam``, ``lam_passive``, ``lam_aligned``, ``lam_impute`` — 0: its encoders, top
 model and head train as the ``vfl_head_fusion`` baseline's, and the prototypes are still computed and

@@ -131,7 +131,7 @@ def test_vertical_party_killed_mid_epoch_ends_the_run_in_time_naming_the_party(t
             deployment.start_supernode(f"party{k}", config)
         deployment.wait_online(2)
         settings = run_settings("vertical", out, parties=2, teacher_nodes=0, num_teachers=0)
-        run = deployment.start_run(f'{settings} vertical.strategy.psi_backend="ecdh" '
+        run = deployment.start_run(f'{settings} vertical.strategy.psi_backend="ecdh" vertical.strategy.tune="off" '
                                    f"vertical.strategy.epochs=3 vertical.strategy.aligned_batch_size=16 "
                                    f"vertical.strategy.timeout_s={timeout_s}")
         _wait_for(lambda: deployment.log("party1").count("Receiving: train.vfl_") >= 3,

@@ -133,7 +133,8 @@ def test_superlink_refuses_a_supernode_whose_key_was_not_registered(tmp_path: Pa
 def test_vertical_method_runs_on_an_authenticated_tls_deployment(tmp_path: Path) -> None:
     # a SuperLink and two SuperNodes, each node reading its own party file; PSI + 1 epoch (≈ 7 min)
     t0 = time.monotonic()
-    code = deploy("vertical", tmp_path, run_config="vertical.strategy.epochs=1", port=9350, timeout=1500)
+    code = deploy("vertical", tmp_path, run_config='vertical.strategy.epochs=1 vertical.strategy.tune="off"',
+                  port=9350, timeout=1500)
     print(f"wall time {time.monotonic() - t0:.0f} s")
     assert code == 0, (tmp_path / "logs" / "superlink.log").read_text()[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]

@@ -86,6 +86,7 @@ def test_flwr_run_executes_the_pate_app(tmp_path):
 def test_flwr_run_executes_the_vertical_app_with_paillier_alignment(tmp_path):
     # 3 nodes: the vertical method with 3 parties (active + 2 passive), 2048-bit PSI.
     proc = flwr_run(tmp_path, f'method="vertical" vertical.dataset.n_parties=3 vertical.strategy.epochs=3 '
+                              f'vertical.strategy.tune="off" '
                               f'vertical.output_dir="{tmp_path}/vfl"')
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((tmp_path / "vfl" / "results.json").read_text())

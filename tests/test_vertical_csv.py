@@ -20,7 +20,7 @@ from protocol.vertical import DatasetConfig, VerticalConfig, VerticalStrategyCon
 from simulations.deploy_local import node_configs
 from strategies.vertical_prototype import run_vertical
 from tests.fake_grid import task_identity
-from tests.vertical_helpers import party_grid, run_in_process
+from tests.vertical_helpers import UNTUNED, party_grid, run_in_process
 
 ACTIVE_CSV = """id,split,age,town,label
 u1,train,10,north,yes
@@ -140,7 +140,7 @@ def test_npz_loading_errors_say_what_to_do(tmp_path: Path) -> None:
 
 
 def _wine_config(wine: Path, **strategy: object) -> VerticalConfig:
-    settings = {"epochs": 6, "warmup_epochs": 0, "alignment": "insecure_plaintext", **strategy}
+    settings = {"epochs": 6, "warmup_epochs": 0, "alignment": "insecure_plaintext", **UNTUNED, **strategy}
     return VerticalConfig(dataset=DatasetConfig(n_parties=3, data_dir=str(wine)),
                           strategy=VerticalStrategyConfig(**settings), seed=0)
 

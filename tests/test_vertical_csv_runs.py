@@ -45,7 +45,7 @@ from simulations.vertical import (
 from strategies.grid_utils import node_error
 from strategies.vertical_prototype import per_class, run_vertical
 from tests.fake_grid import task_identity
-from tests.vertical_helpers import party_grid, run_in_process
+from tests.vertical_helpers import UNTUNED, party_grid, run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def wine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(folder: Path, n_parties: int = 3, **strategy: object) -> VerticalConfig:
-    settings = {"epochs": 3, "warmup_epochs": 0, "alignment": "insecure_plaintext", **strategy}
+    settings = {"epochs": 3, "warmup_epochs": 0, "alignment": "insecure_plaintext", **UNTUNED, **strategy}
     return VerticalConfig(dataset=DatasetConfig(n_parties=n_parties, data_dir=str(folder)),
                           strategy=VerticalStrategyConfig(**settings), seed=0)
 
@@ -233,7 +233,7 @@ def test_results_record_the_folder_digests_row_counts_and_aligned_count(wine: Pa
 
 
 def test_a_run_on_the_bundled_split_records_its_name_and_fractions() -> None:
-    cfg = VerticalConfig(strategy=VerticalStrategyConfig(epochs=1, warmup_epochs=0))
+    cfg = VerticalConfig(strategy=VerticalStrategyConfig(epochs=1, warmup_epochs=0, **UNTUNED))
     results = run_in_process(cfg)
     data = results["data"]
     assert data["dataset"] == "digits" and data["aligned_fraction"] == 0.1 and "folder" not in data

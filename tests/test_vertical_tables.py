@@ -19,7 +19,7 @@ from clients.vertical.real_tables import TABLES, write_table_parties
 from protocol.vertical import DatasetConfig, VerticalConfig, VerticalStrategyConfig
 from strategies.vertical_prototype import run_vertical
 from tests.fake_grid import task_identity
-from tests.vertical_helpers import party_grid
+from tests.vertical_helpers import UNTUNED, party_grid
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +86,7 @@ def test_psi_finds_exactly_the_users_every_site_holds(tmp_path: Path) -> None:
 def test_a_short_table_run_matches_the_same_run_over_flower_with_ecdh_psi(tmp_path: Path) -> None:
     folder = tmp_path / "wine"
     write_table_parties("wine", folder, aligned_fraction=0.3, seed=0)
-    strategy = VerticalStrategyConfig(epochs=2, warmup_epochs=0, attack=False, psi_backend="ecdh")
+    strategy = VerticalStrategyConfig(epochs=2, warmup_epochs=0, attack=False, psi_backend="ecdh", **UNTUNED)
     result = run_party_folder(folder, strategy, seed=0)
     assert result["n_aligned"] == 37 and result["rows"]["active"]["test"] == 27
     cfg = VerticalConfig(dataset=DatasetConfig(n_parties=3, data_dir=str(folder)),

@@ -1,16 +1,29 @@
 """``strategy.tune = auto`` (issue 26 §1): successive halving over a stated grid of short trials scored on
-the label holder's validation users, the trials logged and charged, privacy noise refused."""
+the label holder's validation users, the trials logged and charged, privacy noise refused; the schema's
+default ``tune`` resolving to ``auto`` where it applies and to ``off``, logged, where it cannot."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from protocol.vertical import RESET_KEYS, VerticalConfig, unpack_batch, with_settings
+from protocol.codec import from_flat
+from protocol.vertical import (
+    PRIVACY_NOISE_KEYS,
+    RESET_KEYS,
+    TUNE_DEFAULT,
+    VerticalConfig,
+    VerticalStrategyConfig,
+    unpack_batch,
+    with_settings,
+)
+from simulations.results import vertical_run_record
+from simulations.vertical_config import register_configs
 from strategies.vertical_prototype import CountingLink, InProcessLink, VerticalPrototype, run_vertical
 from strategies.vertical_tune import (
     first_rung_epochs,
@@ -24,6 +37,11 @@ from tests.fake_grid import task_identity
 from tests.vertical_helpers import flower_config, party_grid, run_in_process, small_config, split_parties
 
 torch.set_num_threads(1)  # tiny models: extra intra-op threads only contend on the shared cores
+CONF = Path(__file__).resolve().parents[1] / "conf" / "vertical"
+NOISE = {"label_rr_epsilon": 1.0, "dp_noise": 2.0, "dp_count_noise": 1.0, "grad_noise": 1.0}
+"""A value of every key of :data:`protocol.vertical.PRIVACY_NOISE_KEYS`."""
+CLIPS = {"dp_noise": {"dp_clip": 1.0}, "grad_noise": {"grad_clip": 0.01}}
+"""The clip norm each noise needs (the noise scale is a multiple of it)."""
 
 
 def _config(**strategy: Any) -> VerticalConfig:
@@ -54,9 +72,22 @@ def _run(cfg: VerticalConfig) -> tuple[dict, SpyLink, dict]:
     return res, link, parties
 
 
+def _compose(*overrides: str) -> VerticalConfig:
+    """``conf/vertical`` composed with ``overrides`` and built, as ``python -m simulations.vertical`` does."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("config", overrides=list(overrides)))
+    assert isinstance(cfg, VerticalConfig)
+    return cfg
+
+
 @pytest.fixture(scope="module")
 def tuned() -> tuple[dict, SpyLink, dict]:
-    return _run(_config(tune="auto"))
+    """A run with the schema's default ``tune`` (which resolves to ``auto`` here)."""
+    return _run(_config(tune=TUNE_DEFAULT))
 
 
 def test_schedule_and_grid_are_the_stated_ones() -> None:
@@ -167,6 +198,7 @@ def test_released_model_is_never_below_the_local_baseline_on_validation(tuned) -
     ({"label_rr_epsilon": 1.0}, "strategy.label_rr_epsilon=1.0"),
     ({"dp_clip": 1.0, "dp_noise": 2.0}, "strategy.dp_noise=2.0"),
     ({"dp_count_noise": 1.0}, "strategy.dp_count_noise=1.0"),
+    ({"grad_clip": 0.01, "grad_noise": 1.0}, r"strategy.grad_noise=1.0\).*; set strategy.tune=off$"),
     ({"guard": "off"}, "strategy.guard=validation"),
     ({"prototypes": False}, "strategy.prototypes true"),
     ({"tune_fraction": 0.0}, "strategy.tune_fraction"),
@@ -216,3 +248,65 @@ def test_the_vfl_head_fusion_trial_trains_as_that_baseline() -> None:
     assert set(accuracies[0]) < set(accuracies[1])
     assert {c: accuracies[1][c] for c in accuracies[0]} == accuracies[0]
     assert runs[0]["val"]["passive_only_1"] is None and runs[1]["val"]["passive_only_1"] is not None
+
+
+# --- the default: auto where it applies, else off with a logged reason (protocol.vertical.TUNE_DEFAULT) ---
+def test_the_default_resolves_to_auto_and_the_run_records_auto(tuned) -> None:
+    res, _, _ = tuned
+    given = VerticalStrategyConfig(epochs=4, warmup_epochs=0, attack=False)
+    cfg = VerticalConfig(strategy=given)
+    assert given.tune == TUNE_DEFAULT and cfg.strategy.tune == "auto"  # resolved in a copy, not in place
+    assert _config(tune=TUNE_DEFAULT) == _config(tune="auto")
+    assert res["tune"]["chosen"] and res["round_trips"]["tuning"] > 0  # the fixture's default run tuned
+    assert vertical_run_record(cfg, res)["config"]["strategy.tune"] == "auto"  # what results.json holds
+    assert _compose().strategy.tune == "auto" == VerticalConfig().strategy.tune
+    assert from_flat(VerticalConfig, {}, what="run_config").strategy.tune == "auto"
+
+
+@pytest.mark.parametrize("preset", ["active_only", "vfl_aligned", "vfl_head_fusion", "proto_private"])
+def test_presets_that_cannot_tune_say_off_and_still_run(preset: str, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = _compose(f"strategy={preset}", "strategy.epochs=1", "strategy.attack=false")
+    assert cfg.strategy.tune == "off"
+    assert not [r for r in caplog.records if r.name == "protocol.vertical"]  # stated by the preset: no warning
+    res = run_in_process(cfg)
+    assert "tune" not in res and "tuning" not in res["round_trips"] and res["test"]["active_only"] is not None
+    assert vertical_run_record(cfg, res)["config"]["strategy.tune"] == "off"
+
+
+@pytest.mark.parametrize(("setting", "named"), [
+    *(({key: value, **CLIPS.get(key, {})}, f"strategy.{key}={value!r}") for key, value in NOISE.items()),
+    ({"guard": "off"}, "strategy.guard=validation, got 'off'"),
+    ({"prototypes": False}, "prototypes=False"),
+])
+def test_the_default_with_a_setting_auto_refuses_resolves_to_off_logged(
+        setting: dict, named: str, caplog: pytest.LogCaptureFixture) -> None:
+    assert set(NOISE) == set(PRIVACY_NOISE_KEYS)
+    with caplog.at_level("WARNING", logger="protocol.vertical"):
+        cfg = small_config(tune=TUNE_DEFAULT, **setting)
+    assert cfg.strategy.tune == "off"
+    assert vertical_run_record(cfg, {})["config"]["strategy.tune"] == "off"  # what results.json holds
+    [record] = [r for r in caplog.records if r.name == "protocol.vertical"]
+    assert record.levelname == "WARNING" and record.getMessage().startswith(
+        "strategy.tune is not set and resolves to off, not auto: ")
+    assert named in record.getMessage() and "set strategy.tune=off" in record.getMessage()
+    with pytest.raises(ValueError, match="set strategy.tune=off$"):  # asked for by name: refused
+        small_config(tune="auto", **setting)
+
+
+def test_privacy_noise_on_the_default_config_from_hydra_and_run_config_trains_untuned() -> None:
+    assert _compose("strategy.dp_clip=1.0", "strategy.dp_noise=4.0").strategy.tune == "off"
+    assert _compose("strategy.tune=default", "strategy.label_rr_epsilon=2.0").strategy.tune == "off"
+    flat = {"strategy.grad_clip": 0.01, "strategy.grad_noise": 1.0}
+    assert from_flat(VerticalConfig, flat, what="run_config").strategy.tune == "off"
+    with pytest.raises(Exception, match=r"refuses privacy noise \(strategy.dp_noise=4.0, strategy.dp_count_noise"):
+        _compose("strategy=proto_private", "strategy.tune=auto")
+    with pytest.raises(ValueError, match=r"refuses privacy noise \(strategy.grad_noise=1.0\)"):
+        from_flat(VerticalConfig, {**flat, "strategy.tune": "auto"}, what="run_config")
+
+
+def test_benchmarks_train_the_configured_weights_unless_a_run_says_tune() -> None:
+    # their committed results were trained with tune off: the new default must not change a rerun
+    from benchmarks.vertical import method_strategy
+
+    assert {method_strategy(m).tune for m in ("proto", "active_only", "vfl_head_fusion")} == {"off"}
+    assert method_strategy("proto", tune="auto").tune == "auto"

@@ -17,6 +17,11 @@ from simulations.app import build_client_app
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype
 from tests.fake_grid import InProcessGrid, simulation_nodes
 
+UNTUNED = {"tune": "off"}
+"""The test configurations' ``strategy.tune`` unless a test gives one: the configured weights, as the numbers
+the tests pin were trained (the schema's default tunes first: ``tests/test_vertical_tune.py``), and no
+tuning trials in the default suite's runs."""
+
 FIRST_NODE_ID = 100
 """Node IDs of :func:`party_grid`: party ``k`` is node ``100 + k``."""
 
@@ -40,8 +45,9 @@ def party_grid(n_nodes: int, fail: dict[int, str] | None = None, output_dir: str
 
 def flower_config(n_parties: int = 2, dataset: str = "digits", epochs: int = 4, output_dir: str = "",
                   **strategy: Any) -> VerticalConfig:
-    """A short run over Flower messages: insecure plaintext alignment unless ``alignment`` is given."""
-    settings = {"epochs": epochs, "warmup_epochs": 0, "alignment": "insecure_plaintext", **strategy}
+    """A short run over Flower messages: insecure plaintext alignment unless ``alignment`` is given, the
+    configured weights unless ``tune`` is given (:data:`UNTUNED`)."""
+    settings = {"epochs": epochs, "warmup_epochs": 0, "alignment": "insecure_plaintext", **UNTUNED, **strategy}
     return VerticalConfig(dataset=DatasetConfig(name=dataset, n_parties=n_parties, aligned_fraction=0.1),
                           strategy=VerticalStrategyConfig(**settings), seed=0, output_dir=output_dir)
 
@@ -55,9 +61,10 @@ def run_in_process(cfg: VerticalConfig) -> dict:
 
 
 def small_config(**strategy: Any) -> VerticalConfig:
-    """Digits halves, 10 % aligned, 3 epochs without warm-up; ``strategy`` overrides the rest."""
+    """Digits halves, 10 % aligned, 3 epochs without warm-up, ``tune`` off (:data:`UNTUNED`); ``strategy``
+    overrides the rest."""
     return VerticalConfig(dataset=DatasetConfig(aligned_fraction=0.1),
-                          strategy=VerticalStrategyConfig(epochs=3, warmup_epochs=0, **strategy))
+                          strategy=VerticalStrategyConfig(**{"epochs": 3, "warmup_epochs": 0, **UNTUNED, **strategy}))
 
 
 def split_parties(cfg: VerticalConfig) -> tuple[dict[str, ActiveParty | PassiveParty], list[str]]:
