@@ -10,6 +10,11 @@ parties every training round trip is one message to one party, so epoch ``e`` ru
 run's ``round_trips_per_epoch``. In simulation the epochs are timed by the strategy's ``on_epoch``
 callback (the time between the ends of consecutive epochs).
 
+Right before each deployment row the run measures Flower's floor on the same machine and load: a trivial
+ClientApp's ``query.describe`` round trip (:func:`benchmarks.deploy_latency.describe_round_trips`,
+``--repeats`` per node on 3 SuperNodes). The row records its median (``floor_median_s``), the load then,
+and ``ratio_to_round_trips_x_floor``: the epoch over R round trips of the floor (the target: ≤ 1.5).
+
     python -m benchmarks.vertical_deploy --out benchmarks/results/vertical_deploy.json
 """
 
@@ -44,6 +49,14 @@ def _row(epoch_s: list[float], results: dict[str, Any], wall_s: float) -> dict[s
             "test_accuracy": results["test"]["aligned"], "n_aligned": results["n_aligned"],
             "alignment": results["alignment"]["method"] + "/" + str(results["alignment"].get("backend", "")),
             "wall_s": wall_s}
+
+
+def with_floor(row: dict[str, Any], floor: dict[str, Any], load: float) -> dict[str, Any]:
+    """A deployment ``row`` with the same run's ``floor`` (measured at 1-min load ``load``): its median, and
+    the epoch over the epoch's round trips × that median."""
+    median = float(floor["median_s"])
+    return {**row, "floor": floor, "floor_median_s": median, "floor_load_average_1min": load,
+            "ratio_to_round_trips_x_floor": row["epoch_mean_s"] / (row["round_trips_per_epoch"] * median)}
 
 
 def simulation(k: int, workdir: Path) -> dict[str, Any]:
@@ -108,7 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vertical_deploy.json"))
     parser.add_argument("--port", type=int, default=9410)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="floor round trips per node, measured before each deployment row (default 3)")
     args = parser.parse_args(argv)
+    from benchmarks.deploy_latency import TRIVIAL_CLIENTAPP, describe_round_trips
+
     results: dict[str, Any] = {"job": {"dataset": "digits", "n_parties": 2, "aligned_fraction": 0.1,
                                        "strategy": "proto", "epochs": EPOCHS, "alignment": "psi",
                                        "psi_backend": "ecdh", "steps_per_exchange": list(KS)},
@@ -118,8 +135,16 @@ def main(argv: list[str] | None = None) -> None:
         for i, k in enumerate(KS):
             for engine in ("simulation", "deployment"):
                 work = Path(tmp) / f"{engine}_k{k}"
-                row = (simulation(k, work) if engine == "simulation"
-                       else deployment(k, work, args.port + 10 * i))
+                if engine == "simulation":
+                    row = simulation(k, work)
+                else:
+                    load = os.getloadavg()[0]
+                    floor = describe_round_trips(Path(tmp) / f"floor_k{k}", args.port + 10 * i + 5,
+                                                 TRIVIAL_CLIENTAPP, args.repeats)
+                    print(f"     floor K={k}: round trip median {floor['median_s']:.2f} s "
+                          f"(min {floor['min_s']:.2f}, max {floor['max_s']:.2f}), load {load:.2f}",
+                          flush=True)
+                    row = with_floor(deployment(k, work, args.port + 10 * i), floor, load)
                 results["rows"].append({"engine": engine, "steps_per_exchange": k, **row,
                                         "load_average_1min": os.getloadavg()[0]})
                 args.out.write_text(json.dumps(results, indent=2))  # as it goes
@@ -128,10 +153,14 @@ def main(argv: list[str] | None = None) -> None:
                       f"{row['s_per_round_trip']:.2f} s/round trip, wall {row['wall_s']:.0f} s", flush=True)
     results["load_average_1min_at_end"] = os.getloadavg()[0]
     args.out.write_text(json.dumps(results, indent=2))
-    print(f"{'engine':>10} {'K':>3} {'s/epoch':>9} {'trips/epoch':>12} {'s/trip':>8} {'test acc':>9}")
+    print(f"{'engine':>10} {'K':>3} {'s/epoch':>9} {'trips/epoch':>12} {'s/trip':>8} {'test acc':>9} "
+          f"{'floor s':>8} {'/(R·floor)':>10} {'load':>5}")
     for r in results["rows"]:
+        floor = (f"{r['floor_median_s']:>8.2f} {r['ratio_to_round_trips_x_floor']:>10.2f}" if "floor" in r
+                 else f"{'-':>8} {'-':>10}")
         print(f"{r['engine']:>10} {r['steps_per_exchange']:>3} {r['epoch_mean_s']:>9.2f} "
-              f"{r['round_trips_per_epoch']:>12.0f} {r['s_per_round_trip']:>8.2f} {r['test_accuracy']:>9.4f}")
+              f"{r['round_trips_per_epoch']:>12.0f} {r['s_per_round_trip']:>8.2f} {r['test_accuracy']:>9.4f} "
+              f"{floor} {r['load_average_1min']:>5.2f}")
 
 
 if __name__ == "__main__":
