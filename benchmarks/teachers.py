@@ -14,7 +14,11 @@ loop, then the full ``CNN2D`` epochs for the accuracies; the rows are appended t
 ``--select`` instead trains a subset of the teachers for each learning rate x shift and scores the
 teachers after 60 / 100 / 200 epochs (one run per pair: the learning rate is constant, so the
 teachers after epoch ``e`` are those of an ``e``-epoch run) on the VALIDATION split, which no teacher
-trains on: mean teacher accuracy and plurality-vote accuracy.
+trains on: mean teacher accuracy and plurality-vote accuracy. ``--select --dataset mnist5k`` does the
+same for the 2-D CNN on the split ``python -m simulations.pate dataset=mnist5k`` and ``benchmarks.pate``
+use (seed 0: 50 teachers x 64 samples, validation 300), over epochs 40 / 100 / 200, lr 1e-3 / 3e-3 and
+shift 2 / 3 (``--select-lrs`` / ``--select-shifts`` run part of the grid); its rows are appended to
+``--out``'s ``select_mnist5k`` and the best of them all is ``chosen_mnist5k``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +42,7 @@ from clients.encoders import build_classifier
 from clients.pate import grouped_cnn
 from clients.pate.teacher_ensemble import TeacherEnsemble, teacher_seed, train_ensemble, train_teacher_alone
 from protocol.pate import DataSpec, ModelSpec
+from simulations.pate_config import compose_config
 
 MNIST1D = DataSpec(dataset="mnist1d", seed=0, num_teachers=250, partition="iid", dirichlet_alpha=0.5,
                    query_fraction=0.2, validation_fraction=0.02, test_fraction=0.1, mnist1d_samples=100_000,
@@ -50,6 +56,8 @@ CNN2D = ModelSpec(encoder="cnn", feature_dim=64, epochs=40, batch_size=32, lr=1e
 SELECT_EPOCHS = (60, 100, 200)
 SELECT_LRS = (1e-3, 3e-3)
 SELECT_SHIFTS = (3, 6)
+SELECT_GRID_5K = ((40, 100, 200), (1e-3, 3e-3), (2, 3))
+"""The mnist5k selection grid: epochs scored, learning rates, shifts."""
 
 
 
@@ -165,26 +173,35 @@ def speed_row(d: dict[str, np.ndarray], spec: ModelSpec, model_name: str, datase
 
 
 def select_rows(d: dict[str, np.ndarray], base: ModelSpec, num_teachers: int, chunk: int,
-                epochs: tuple[int, ...] = SELECT_EPOCHS) -> list[dict]:
-    """Score every (epochs, lr, shift) of the grid on the validation split."""
+                epochs: tuple[int, ...] = SELECT_EPOCHS, lrs: tuple[float, ...] = SELECT_LRS,
+                shifts: tuple[int, ...] = SELECT_SHIFTS,
+                on_row: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Score every (epochs, lr, shift) of the grid on the validation split; ``on_row(rows so far)``, if
+    given, after each row (to save as it goes)."""
     x, y = d["x"], d["y"]
     n_classes = int(y.max()) + 1
     val = d["validation"]
     shards, ids = list(d["shards"][:num_teachers]), list(range(num_teachers))
     rows: list[dict] = []
-    for lr in SELECT_LRS:
-        for shift in SELECT_SHIFTS:
+    for lr in lrs:
+        for shift in shifts:
             spec = dataclasses.replace(base, epochs=max(epochs), lr=lr, augment_shift=shift)
 
-            def score(epoch: int, ens: TeacherEnsemble, lr: float = lr, shift: int = shift) -> None:
+            start = time.perf_counter()
+
+            def score(epoch: int, ens: TeacherEnsemble, lr: float = lr, shift: int = shift,
+                      start: float = start) -> None:
                 if epoch in epochs:
                     acc = ens.accuracies(x[val], y[val])
                     rows.append({"epochs": epoch, "lr": lr, "augment_shift": shift,
-                                 "num_teachers": num_teachers,
+                                 "num_teachers": num_teachers, "wall_s": time.perf_counter() - start,
+                                 "load_average_1min": os.getloadavg()[0],
                                  "mean_teacher_validation_accuracy": float(np.mean(acc)),
                                  "plurality_validation_accuracy": plurality_accuracy(ens, x[val], y[val],
                                                                                      n_classes)})
                     print(json.dumps(rows[-1]), flush=True)
+                    if on_row is not None:
+                        on_row(rows)
 
             train_ensemble(x, y, shards, ids, n_classes, spec, data_seed=0, chunk=chunk, on_epoch=score)
     return rows
@@ -210,6 +227,38 @@ def mnist5k_rows(args: argparse.Namespace) -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
+def best_select_row(rows: list[dict]) -> dict:
+    """The grid point of highest plurality validation accuracy (ties: higher mean teacher accuracy)."""
+    return max(rows, key=lambda r: (r["plurality_validation_accuracy"],
+                                    r["mean_teacher_validation_accuracy"]))
+
+
+def mnist5k_select(args: argparse.Namespace) -> None:
+    """``--select --dataset mnist5k``: the grid (or the part ``--select-lrs`` / ``--select-shifts`` name)
+    on the benchmark's own mnist5k split, appended to ``--out``'s ``select_mnist5k``."""
+    spec = compose_config("dataset=mnist5k").data
+    d = load_cached(spec, args.cache)
+    epochs, lrs, shifts = SELECT_GRID_5K
+    if args.select_epochs:
+        epochs = tuple(int(e) for e in args.select_epochs.split(","))
+    if args.select_lrs:
+        lrs = tuple(float(v) for v in args.select_lrs.split(","))
+    if args.select_shifts:
+        shifts = tuple(int(v) for v in args.select_shifts.split(","))
+    earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
+    extra = {"dataset": "mnist5k", "shard_size": int(len(d["shards"][0])),
+             "validation_size": int(len(d["validation"])), "torch_threads": args.threads}
+
+    def save(rows: list[dict]) -> None:
+        result = dict(earlier)
+        result["select_mnist5k"] = [*earlier.get("select_mnist5k", []), *({**r, **extra} for r in rows)]
+        result["chosen_mnist5k"] = best_select_row(result["select_mnist5k"])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    select_rows(d, CNN2D, spec.num_teachers, args.chunk, epochs, lrs, shifts, on_row=save)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -220,8 +269,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shift", type=int, default=CONVBASE.augment_shift)
     parser.add_argument("--loop-teachers", type=int, default=3)
     parser.add_argument("--select-teachers", type=int, default=50)
-    parser.add_argument("--select-epochs", default=",".join(map(str, SELECT_EPOCHS)),
-                        help="epoch counts scored in --select mode (one run to the largest)")
+    parser.add_argument("--select-epochs", help="epoch counts scored in --select mode (one run to the "
+                        "largest; default 60,100,200 for mnist1d, 40,100,200 for mnist5k)")
+    parser.add_argument("--select-lrs", help="mnist5k --select: these learning rates only (comma-separated)")
+    parser.add_argument("--select-shifts", help="mnist5k --select: these shifts only (comma-separated)")
     parser.add_argument("--chunk", type=int, default=250)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mnist5k", action="store_true", help="add the 2-D cnn row (mnist5k, 50 teachers)")
@@ -234,16 +285,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.dataset == "mnist5k":
-        mnist5k_rows(args)
+        mnist5k_select(args) if args.select else mnist5k_rows(args)
         return
     d = load_cached(MNIST1D, args.cache)
     base = dataclasses.replace(CONVBASE, epochs=args.epochs, lr=args.lr, augment_shift=args.shift)
     if args.select:
-        epochs = tuple(int(e) for e in args.select_epochs.split(","))
+        epochs = tuple(int(e) for e in (args.select_epochs or ",".join(map(str, SELECT_EPOCHS))).split(","))
         rows = select_rows(d, base, args.select_teachers, args.chunk, epochs)
-        best = max(rows, key=lambda r: (r["plurality_validation_accuracy"],
-                                        r["mean_teacher_validation_accuracy"]))
-        result: dict[str, object] = {"select": rows, "chosen": best, "torch_threads": args.threads}
+        result: dict[str, object] = {"select": rows, "chosen": best_select_row(rows),
+                                     "torch_threads": args.threads}
     else:
         rows = []
         for k in (int(c) for c in args.counts.split(",")):
