@@ -45,7 +45,7 @@ Usage::
 
     python -m benchmarks.vertical_scale --datasets synthetic100k,synthetic10k --seeds 0,1,2 --epochs 5 \\
         --out benchmarks/results/vertical_scale_psi.json
-    python -m benchmarks.vertical_scale --psi direct --out benchmarks/results/vertical_scale.json
+    python -m benchmarks.vertical_scale --datasets synthetic10k --psi direct --out /tmp/scale_direct.json
 """
 
 from __future__ import annotations
