@@ -28,6 +28,7 @@ from strategies.vertical_prototype import CountingLink, InProcessLink, VerticalP
 from strategies.vertical_tune import (
     first_rung_epochs,
     halving_schedule,
+    last_rung_order,
     run_tuning,
     served_validation,
     trial_score,
@@ -91,9 +92,14 @@ def tuned() -> tuple[dict, SpyLink, dict]:
 
 
 def test_schedule_and_grid_are_the_stated_ones() -> None:
-    assert halving_schedule(4, 5, 40) == [(4, 5), (2, 10)]
-    assert halving_schedule(4, 3, 5) == [(4, 3), (2, 5)]  # capped at the run's epochs
-    assert halving_schedule(5, 1, 40) == [(5, 1), (3, 2), (2, 4)]
+    # the last rung runs the run's epochs: the default (4 trials, 5 of 40 epochs) and longer grids
+    assert halving_schedule(4, 5, 40) == [(4, 5), (2, 40)]
+    assert halving_schedule(5, 1, 40) == [(5, 1), (3, 2), (2, 40)]
+    assert halving_schedule(8, 5, 40) == [(8, 5), (4, 10), (2, 40)]
+    assert halving_schedule(4, 3, 5) == [(4, 3), (2, 5)]  # the next rung reaches the run's epochs
+    assert halving_schedule(4, 20, 40) == [(4, 20), (2, 40)]
+    assert halving_schedule(4, 40, 40) == [(4, 40)]  # the first rung is already full length: the only one
+    assert halving_schedule(1, 5, 40) == [(1, 40)]
     s = _config(tune="auto").strategy
     assert first_rung_epochs(s) == 1  # ceil(0.125 × 4); warm-up 0
     assert first_rung_epochs(dataclasses.replace(s, epochs=40, warmup_epochs=2)) == 5
@@ -104,6 +110,22 @@ def test_schedule_and_grid_are_the_stated_ones() -> None:
     assert grid["weights_x3"]["lam_impute"] == s.lam_impute
     assert grid["weights_x3"]["lam"] == pytest.approx(3 * s.lam)
     assert grid["weights_x0.3"]["lam_aligned"] == pytest.approx(0.3 * s.lam_aligned)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    ((0, 5, 40), "n_trials >= 1, got 0"),
+    ((4, 0, 40), "first_epochs >= 1, got 0"),
+    ((4, 41, 40), "first_epochs <= epochs, got 41 > 40"),
+])
+def test_bad_schedule_arguments_are_named(args: tuple[int, int, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        halving_schedule(*args)
+
+
+def test_last_rung_adds_the_baseline_and_runs_the_best_last() -> None:
+    assert last_rung_order([2, 1, 3, 0], 2, baseline=1) == [1, 2]  # already kept: not added twice
+    assert last_rung_order([2, 3, 1, 0], 2, baseline=1) == [1, 3, 2]  # dropped by the halving: added
+    assert last_rung_order([3, 0, 2, 1], 4, baseline=1) == [1, 2, 0, 3]
 
 
 def test_served_validation_counts_the_guard_and_unserved_populations() -> None:
@@ -128,18 +150,44 @@ def test_run_tuning_keeps_the_better_half_and_chooses_the_argmax() -> None:
     record = run_tuning(s, trial)
     rungs = [[t["name"] for t in record["trials"] if t["rung"] == r] for r in (0, 1)]
     assert rungs[0] == ["configured", "vfl_head_fusion", "weights_x0.3", "weights_x3"]
-    assert rungs[1] == ["weights_x0.3", "vfl_head_fusion"]  # the better half, best first
+    assert rungs[1] == ["vfl_head_fusion", "weights_x0.3"]  # the better half, run best last
+    assert [t["epochs"] for t in record["trials"]] == [1, 1, 1, 1, s.epochs, s.epochs]
     assert record["chosen"] == "weights_x0.3"
     assert record["settings"] == {"lam_impute": s.lam_impute, "lam": pytest.approx(0.075),
                                   "lam_passive": pytest.approx(0.075), "lam_aligned": pytest.approx(0.3),
                                   "epochs": s.epochs, "attack": s.attack}
+    assert record["released"] == {"name": "weights_x0.3", "trial": 5, "round_trips": 10 * s.epochs,
+                                  "retrain": False}  # it ran last: the parties hold its model
+    assert record["vfl_head_fusion"]["score"] == pytest.approx(0.65 + 0.01 * s.epochs)
+    assert record["vfl_head_fusion"]["val"] == record["trials"][4]["val"]
     assert record["round_trips"] == sum(10 * t["epochs"] for t in record["trials"])
+
+
+def test_the_baseline_dropped_by_the_halving_is_added_to_the_last_rung_and_can_win() -> None:
+    s = dataclasses.replace(_config(tune="auto").strategy, attack=True)
+    quality = {0.25: 0.5, 0.075: 0.7, 0.75: 0.6}
+
+    def trial(settings: dict) -> dict:  # VFL + head fusion: worst at 1 epoch, best at full length
+        acc = (0.4 if settings["epochs"] < s.epochs else 0.9) if not settings["lam"] else \
+            quality[round(settings["lam"], 3)]
+        return {"val": {"aligned": acc}, "guard": None, "round_trips": settings["epochs"], "passive_view": {},
+                "prototype_releases": 0}
+
+    record = run_tuning(s, trial)
+    final = [t for t in record["trials"] if t["rung"] == 1]
+    assert [t["name"] for t in final] == ["vfl_head_fusion", "weights_x3", "weights_x0.3"]  # added, worst first
+    assert [t["settings"]["attack"] for t in record["trials"]] == [False] * 4 + [True] * 3  # the run's, last
+    assert record["chosen"] == "vfl_head_fusion"
+    assert record["released"] == {"name": "vfl_head_fusion", "trial": 4, "round_trips": s.epochs,
+                                  "retrain": True}  # not the last trial run: retrained
+    assert record["settings"] == {**dict(tune_grid(s))["vfl_head_fusion"], "epochs": s.epochs, "attack": True}
 
 
 def test_ties_keep_the_configured_weights() -> None:
     record = run_tuning(_config(tune="auto").strategy, lambda settings: {
         "val": {"aligned": 0.5}, "guard": None, "round_trips": 1, "passive_view": {}, "prototype_releases": 0})
-    assert record["chosen"] == "configured"
+    assert record["chosen"] == "configured" and record["trials"][-1]["name"] == "configured"
+    assert not record["released"]["retrain"]
 
 
 def test_chosen_trial_is_the_argmax_of_validation_at_the_last_rung(tuned) -> None:
@@ -152,22 +200,26 @@ def test_chosen_trial_is_the_argmax_of_validation_at_the_last_rung(tuned) -> Non
     for t in record["trials"]:
         assert t["score"] == pytest.approx(trial_score(served_validation(t["val"], t["guard"])))
         assert set(t["val"]) == {"aligned", "active_only", "passive_only_1"}
-    assert [t["epochs"] for t in record["trials"]] == [1, 1, 1, 1, 2, 2]
+    assert [t["epochs"] for t in record["trials"]] == [1, 1, 1, 1, 4, 4]  # the last rung at full length
+    assert "vfl_head_fusion" in [t["name"] for t in final]
 
 
 def test_trials_never_read_test_users(tuned) -> None:
     _, link, _ = tuned
     resets = [i for i, (_, op, _) in enumerate(link.calls) if op == "reset"]
-    assert len(resets) == 2 * 7  # six trials and the released run, two parties each
-    before = link.calls[:resets[-1]]
-    assert {split for _, op, split in before if op in ("predict", "evaluate")} == {"val"}
-    assert any(split == "test" for _, _, split in link.calls[resets[-1]:])  # the released run's evaluation
+    assert len(resets) == 2 * 6  # six trials, two parties each; the last trial's model is released
+    first_test = next(i for i, (_, _, split) in enumerate(link.calls) if split == "test")
+    assert first_test > resets[-1]  # the released run's evaluation
+    assert {split for _, op, split in link.calls[:first_test] if op in ("predict", "evaluate")} == {"val"}
 
 
 def test_round_trips_of_the_trials_are_counted_in_the_totals(tuned) -> None:
     res, _, _ = tuned
-    trips = res["round_trips"]
-    assert trips["tuning"] == res["tune"]["round_trips"] == sum(t["round_trips"] for t in res["tune"]["trials"]) + 1
+    trips, record = res["round_trips"], res["tune"]
+    # a trial: its reset, training, the validation features, the fusion / guard choice, the evaluation
+    assert trips["training"] == record["released"]["round_trips"] - 4
+    assert trips["tuning"] == record["round_trips"] == sum(t["round_trips"] for t in record["trials"]) - trips[
+        "training"]  # the released model's training, done in the last rung, counted once as training
     assert sum(trips.values()) == res["_total_round_trips"]
     for t in res["tune"]["trials"]:
         view = t["passive_view"]["passive1"]
@@ -185,6 +237,39 @@ def test_released_run_is_the_tune_off_run_of_the_chosen_settings(tuned) -> None:
     assert fixed["val"] == pytest.approx(res["val"]) and fixed["test"] == pytest.approx(res["test"])
     assert fixed["round_trips"]["training"] == res["round_trips"]["training"]
     assert "tune" not in fixed and "tuning" not in fixed["round_trips"]
+
+
+def test_released_model_is_the_last_rung_winner_and_scores_at_least_vfl_head_fusion(tuned) -> None:
+    res, _, _ = tuned
+    record = res["tune"]
+    winner = record["trials"][record["released"]["trial"]]
+    assert winner["name"] == record["chosen"] and winner["epochs"] == res["history"][-1]["epoch"] + 1
+    assert res["val"] == winner["val"] and res["guard"] == winner["guard"]  # exactly: the same model
+    baseline = next(t for t in record["trials"] if t["name"] == "vfl_head_fusion" and t["rung"] == winner["rung"])
+    assert record["vfl_head_fusion"]["served_val"] == baseline["served_val"]
+    served = served_validation(res["val"], res["guard"])
+    assert trial_score(served) >= record["vfl_head_fusion"]["score"]
+    assert record["versus_vfl_head_fusion"] == {
+        population: {"released": served[population], "vfl_head_fusion": baseline["served_val"][population],
+                     "at_least": served[population] >= baseline["served_val"][population]}
+        for population in ("aligned", "active_only", "passive_only_1")}
+
+
+def test_a_retrained_winner_equals_the_kept_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # with attack measurement: the last rung trains with it, so a kept model carries the passive's logs
+    cfg = dataclasses.replace(_config(tune="auto"), strategy=dataclasses.replace(_config(tune="auto").strategy,
+                                                                                 attack=True))
+    kept, _, _ = _run(cfg)
+    monkeypatch.setattr("strategies.vertical_tune.last_rung_order",
+                        lambda ranked, kept, baseline: last_rung_order(ranked, kept, baseline)[::-1])
+    retrained, _, _ = _run(cfg)  # the last rung run best first: the winner is not the last trial
+    assert not kept["tune"]["released"]["retrain"] and retrained["tune"]["released"]["retrain"]
+    assert retrained["tune"]["chosen"] == kept["tune"]["chosen"]
+    for key in ("val", "test", "guard", "fusion", "history", "attack", "prototype_releases"):
+        assert retrained[key] == kept[key], key
+    trips = [r["round_trips"] for r in (kept, retrained)]
+    assert trips[0]["training"] == trips[1]["training"] and trips[0]["evaluation"] == trips[1]["evaluation"]
+    assert trips[1]["tuning"] == trips[0]["tuning"] + trips[0]["training"] + 1  # the retraining and its reset
 
 
 def test_released_model_is_never_below_the_local_baseline_on_validation(tuned) -> None:
