@@ -9,8 +9,8 @@ active party (label holder) and the passive parties, in phases:
    baseline) uses no aligned user and skips the phase (``n_aligned`` is ``None``);
 2. **tuning** (``tune = auto``, the default where it applies) — successive halving over a small grid of
    the method's weights, every trial from fresh models (operation ``reset``) scored on the label holder's
-   validation users, the last rung at full length; the released model is the last-rung winner, kept at
-   the parties or retrained (:mod:`strategies.vertical_tune`; recorded under ``tune``, its round trips
+   validation users, the last rung at full length and kept at the parties; the released model is the
+   last-rung winner, restored (:mod:`strategies.vertical_tune`; recorded under ``tune``, its round trips
    under ``round_trips["tuning"]``);
 3. **epochs** — aligned minibatches of split learning, ``steps_per_exchange`` per exchange (FedBCD), one
    prototype release per ``proto_every`` epochs (second prototypes go only to the party whose feature
@@ -213,10 +213,10 @@ class VerticalPrototype:
             raise VerticalProtocolError("the alignment found no common user: split learning needs some")
         aligned_trips = link.round_trips
         tuning, kept = self._tune(link, n_aligned) if s.tune == "auto" else (None, None)
-        if tuning is not None:  # the released run: the chosen settings (kept at the parties, or retrained)
+        if tuning is not None:  # the released run: the chosen settings, the winner's trial restored
             self.cfg = with_settings(self.cfg, tuning["settings"])
             s = self.cfg.strategy
-        # a kept last-rung trial is the released model: its training round trips count as training
+        # the restored last-rung trial is the released model: its training round trips count as training
         tuning_trips = link.round_trips - aligned_trips - (kept["training_round_trips"] if kept else 0)
         if kept is None:
             history, releases = self._train(link, n_aligned, np.random.default_rng(self.cfg.seed))
@@ -264,22 +264,21 @@ class VerticalPrototype:
         results["wall_s"] = time.perf_counter() - start
         return results
 
-    def _tune(self, link: CountingLink, n_aligned: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def _tune(self, link: CountingLink, n_aligned: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """``tune = auto``: successive halving over the grid (:func:`strategies.vertical_tune.run_tuning`),
-        each trial from fresh models at every party. The released model: the last trial's, still at the
-        parties, if it won (returned as the kept trial); else every party is reset to the winner's
-        settings for its deterministic retraining (the kept trial ``None``)."""
-        last: dict[str, Any] = {}
+        each trial from fresh models at every party, each last-rung trial kept there; then one ``reset``
+        keeping the last trial and restoring the winner's trained state (the released model). Returns the
+        ``tune`` record and the winner's trial (its history, releases and training round trips)."""
+        trials: list[dict[str, Any]] = []
 
-        def trial(settings: Payload) -> dict[str, Any]:
-            last.update(self._trial(link, n_aligned, settings))
-            return last
+        def trial(settings: Payload, keep_as: int | None) -> dict[str, Any]:
+            trials.append(self._trial(link, n_aligned, settings, keep_as))
+            return trials[-1]
 
         tuning = run_tuning(self.cfg.strategy, trial)
-        if not tuning["released"]["retrain"]:
-            return tuning, last
-        self._reset(link, tuning["settings"], n_aligned)
-        return tuning, None
+        released = tuning["released"]["trial"]
+        self._reset(link, {**tuning["settings"], "keep_as": len(trials) - 1, "restore": released}, n_aligned)
+        return tuning, trials[released]
 
     def _reset(self, link: PartyLink, settings: Payload, n_aligned: int) -> None:
         """Every party starts over with fresh models and ``settings`` (one round trip)."""
@@ -288,12 +287,13 @@ class VerticalPrototype:
             raise VerticalProtocolError(f"parties lost their alignment at reset: "
                                         f"{ {k: r['n_aligned'] for k, r in replies.items()} }")
 
-    def _trial(self, link: CountingLink, n_aligned: int, settings: Payload) -> dict[str, Any]:
+    def _trial(self, link: CountingLink, n_aligned: int, settings: Payload, keep_as: int | None
+               ) -> dict[str, Any]:
         """One tuning trial: reset, train with ``settings``, choose the fusion (and the guard) and evaluate
         on validation users only; its accuracies, guard record, round trips and the passive view."""
         start = link.round_trips
         view = PassiveView(link, self.passives)
-        self._reset(view, settings, n_aligned)
+        self._reset(view, settings if keep_as is None else {**settings, "keep_as": keep_as}, n_aligned)
         trial = VerticalPrototype(with_settings(self.cfg, settings))
         trial._deferred = {name: [] for name in self.passives}
         trained_from = link.round_trips

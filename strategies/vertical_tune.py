@@ -15,15 +15,15 @@ hyperparameter optimization", AISTATS 2016; :func:`halving_schedule`): every tri
 from fresh models, the better half runs again for ``2·e0``, and so on while more than one is left, except
 that the last rung runs the run's full ``epochs`` (at the defaults, 4 trials × 5 epochs, then 2 × 40).
 The VFL + head fusion trial is never eliminated before the last rung: if the halving drops it, it is
-added to the last rung's kept trials (:func:`last_rung_order`) rather than put in the last kept place,
+added to the last rung's kept trials (:func:`last_rung_trials`) rather than put in the last kept place,
 so the method's settings the halving kept still get their full-length run (one more full-length trial).
-The last rung's trials train with the run's ``attack`` setting, exactly as the released run would. The
-released model is the best trial of the last rung: the last rung runs best-ranked last, and if that
-trial wins, the parties still hold its trained model and it is released as is (no retraining); else
-every party is reset to the winner's settings and it is retrained (one ``reset`` and the same training
-round trips again). Every trial starts from the same seeded initial weights and minibatch orders, so
-the retrained model equals the winner's trial (and when the configured weights win, the released model
-is exactly the one ``tune = off`` trains).
+The last rung's trials train with the run's ``attack`` setting, exactly as the released run would, and
+every party keeps each one's trained state (``reset`` with ``keep_as``: the next trial's reset keeps the
+previous one, riding in that message). The released model is the best trial of the last rung: one more
+``reset`` keeps the last trial and restores the winner's state at every party (``restore``; the kept
+states are dropped), so nothing is retrained. Every trial starts from the same seeded initial weights
+and minibatch orders, so the released model is the one a ``tune = off`` run of the winner's settings
+trains (exactly ``tune = off``'s when the configured weights win).
 
 Score (:func:`trial_score`): per population the label holder serves — aligned users, users only it
 holds, users only passive party ``k`` holds — the accuracy on its **validation** users of what would be
@@ -45,20 +45,20 @@ good; per-population mixing of the two models is not done).
 
 Cost, charged in the run's totals: ``round_trips["tuning"]`` holds every trial's round trips — per trial
 one ``reset``, its training round trips (as many per epoch as the run's), one request of the passive
-parties' validation features, one to select the fusion and the guard, one to evaluate on validation
-users — except the released model's training when it was kept from the last rung (counted once, under
-``round_trips["training"]``); a retrained winner adds its ``reset`` to the tuning round trips and its
-training to ``training``. At the defaults the trials train 20 + 2 × 40 epochs (3 × 40 when VFL + head
-fusion is added), the released model among them unless retrained (+ 40). What a passive party sees per
-trial is logged (:class:`PassiveView`): its settings (the reset), the gradients of the aligned
-minibatches of each exchange, every prototype release, and the requests for its features of the
-validation users. The trials reuse the same aligned users, so every trial adds to what the passive
-parties learn about their labels: ``tune = auto`` refuses privacy noise
-(``protocol.vertical.PRIVACY_NOISE_KEYS``), since the reported ε would not charge the trials; without
-noise a passive party's view is not ε-label-DP anyway (``passive_view_epsilon = inf``), and the trials
-give it more of the same (at the defaults 2–3 full-length runs' worth instead of one), plus the chosen
-setting (at most log2 of the grid size bits chosen by the validation labels). The attack measurement
-covers the released run only.
+parties' validation features, one to select the fusion and the guard, one to evaluate on validation users
+— and the restoring ``reset``, except the released model's training, counted once, under
+``round_trips["training"]`` (it is the winner's last-rung trial). At the defaults the trials train 20 + 2
+× 40 epochs (3 × 40 when VFL + head fusion is added), the released model among them, where the old
+schedule trained 20 + 2 × 10 and then 40 for the released run. Each party holds up to 3 kept trained
+states during the last rung (for a Flower node, in its ``context.state``). What a passive party sees per
+trial is logged (:class:`PassiveView`): its settings (the reset), the gradients of the aligned minibatches
+of each exchange, every prototype release, and the requests for its features of the validation users. The
+trials reuse the same aligned users, so every trial adds to what the passive parties learn about their
+labels: ``tune = auto`` refuses privacy noise (``protocol.vertical.PRIVACY_NOISE_KEYS``), since the
+reported ε would not charge the trials; without noise a passive party's view is not ε-label-DP anyway
+(``passive_view_epsilon = inf``), and the trials give it more of the same (at the defaults 2–3 full-length
+runs' worth instead of one), plus the chosen setting (at most log2 of the grid size bits chosen by the
+validation labels). The attack measurement covers the released run only.
 """
 
 from __future__ import annotations
@@ -174,22 +174,21 @@ class PassiveView:
             counts["validation_requests"] += 1
 
 
-Trial = Callable[[dict[str, Any]], dict[str, Any]]
-"""Runs one trial from fresh models with the given :data:`protocol.vertical.RESET_KEYS` settings;
-returns ``val`` (accuracy per population), ``guard`` (the guard's record or ``None``), ``round_trips``,
-``passive_view`` (:class:`PassiveView` counts) and ``prototype_releases``; the parties keep its trained
-state until the next trial's ``reset``."""
+Trial = Callable[[dict[str, Any], int | None], dict[str, Any]]
+"""``trial(settings, keep_as)`` runs one trial from fresh models with the given
+:data:`protocol.vertical.RESET_KEYS` settings, its ``reset`` first keeping the previous trial's trained
+state at every party under the log index ``keep_as`` (``None``: not kept); returns ``val`` (accuracy per
+population), ``guard`` (the guard's record or ``None``), ``round_trips``, ``passive_view``
+(:class:`PassiveView` counts) and ``prototype_releases``."""
 BASELINE = "vfl_head_fusion"
 """The grid entry that trains as the VFL + head fusion baseline; it always reaches the last rung."""
 
 
-def last_rung_order(ranked: list[int], kept: int, baseline: int) -> list[int]:
-    """The grid indices the last rung runs, in the order run: the ``kept`` best of ``ranked`` (best
-    first), plus ``baseline`` if it is not among them (added rather than put in the last kept place, so the
-    halving's choice of the method's settings stands and the baseline is a candidate at full length),
-    worst first: the best-ranked trial runs last, and if it wins, the parties still hold its state."""
-    entrants = ranked[:kept] + ([baseline] if baseline not in ranked[:kept] else [])
-    return entrants[::-1]
+def last_rung_trials(ranked: list[int], kept: int, baseline: int) -> list[int]:
+    """The grid indices the last rung runs: the ``kept`` best of ``ranked`` (best first), then
+    ``baseline`` if the halving dropped it — added rather than put in the last kept place, so the halving's
+    choice of the method's settings stands and the baseline is still a candidate at full length."""
+    return ranked[:kept] + ([baseline] if baseline not in ranked[:kept] else [])
 
 
 def run_tuning(s: VerticalStrategyConfig, trial: Trial) -> dict[str, Any]:
@@ -198,12 +197,13 @@ def run_tuning(s: VerticalStrategyConfig, trial: Trial) -> dict[str, Any]:
     ``settings``, ``epochs``, ``round_trips``, ``val``, ``guard``, ``served_val``, ``score``,
     ``passive_view``, ``prototype_releases``), ``chosen`` (its name) and ``settings`` (its full-length
     :data:`protocol.vertical.RESET_KEYS` settings: the released model's), ``released`` (the last-rung
-    trial released: ``name``, ``trial`` (its index in the log), ``round_trips``, ``retrain``: ``False``
-    when it was the last trial run, so the parties hold its model), ``vfl_head_fusion`` (the full-length
-    baseline trial: ``val``, ``served_val``, ``score``, ``round_trips``), the trials' ``round_trips``.
+    trial released: ``name``, ``trial``, its index in the log, and its ``round_trips``),
+    ``vfl_head_fusion`` (the full-length baseline trial: ``val``, ``served_val``, ``score``,
+    ``round_trips``), the trials' ``round_trips``.
 
     The last rung runs the run's ``epochs`` with its ``attack`` setting, so each of its trials trains
-    exactly as the released run would; earlier rungs run without the attack logs."""
+    exactly as the released run would, and each one's state is kept at the parties (the next trial's
+    ``reset`` keeps it; the caller keeps the last one) for the winner's ``restore``."""
     grid = tune_grid(s)
     names = [name for name, _ in grid]
     schedule = halving_schedule(len(grid), first_rung_epochs(s), s.epochs)
@@ -212,10 +212,11 @@ def run_tuning(s: VerticalStrategyConfig, trial: Trial) -> dict[str, Any]:
     for rung, (kept, epochs) in enumerate(schedule):
         last = rung == len(schedule) - 1
         scores = {}
-        for i in last_rung_order(ranked, kept, names.index(BASELINE)) if last else ranked[:kept]:
+        for i in last_rung_trials(ranked, kept, names.index(BASELINE)) if last else ranked[:kept]:
             name, weights = grid[i]
             settings = {**weights, "epochs": epochs, "attack": s.attack if last else False}
-            done = trial(settings)
+            keep_as = len(log) - 1 if log and log[-1]["rung"] == rung and last else None
+            done = trial(settings, keep_as)
             served = served_validation(done["val"], done.get("guard"))
             scores[i] = trial_score(served)
             log.append({"rung": rung, "name": name, "settings": settings, "epochs": epochs,
@@ -226,13 +227,13 @@ def run_tuning(s: VerticalStrategyConfig, trial: Trial) -> dict[str, Any]:
     last_trials = {t["name"]: k for k, t in enumerate(log) if t["rung"] == len(schedule) - 1}
     name, weights = grid[ranked[0]]
     assert set(weights) | {"epochs", "attack"} == set(RESET_KEYS)
-    released, baseline = log[last_trials[name]], log[last_trials[BASELINE]]
+    baseline = log[last_trials[BASELINE]]
     return {"grid": [{"name": n, **w} for n, w in grid], "schedule": [list(r) for r in schedule],
             "criterion": "mean over populations of the served validation accuracy",
             "trials": log, "chosen": name,
             "settings": {**weights, "epochs": s.epochs, "attack": s.attack},
-            "released": {"name": name, "trial": last_trials[name], "round_trips": released["round_trips"],
-                         "retrain": last_trials[name] != len(log) - 1},
+            "released": {"name": name, "trial": last_trials[name],
+                         "round_trips": log[last_trials[name]]["round_trips"]},
             BASELINE: {key: baseline[key] for key in ("val", "served_val", "score", "round_trips")},
             "round_trips": sum(t["round_trips"] for t in log)}
 
