@@ -281,7 +281,8 @@ class VerticalPrototype:
         return tuning, trials[released]
 
     def _reset(self, link: PartyLink, settings: Payload, n_aligned: int) -> None:
-        """Every party starts over with fresh models and ``settings`` (one round trip)."""
+        """Every party starts over with fresh models and ``settings`` (one round trip); ``keep_as`` /
+        ``restore`` in ``settings``: see ``clients.vertical.party_base.Party.op_reset``."""
         replies = link.request({name: ("reset", dict(settings)) for name in link.parties})
         if any(int(r["n_aligned"]) != n_aligned for r in replies.values()):
             raise VerticalProtocolError(f"parties lost their alignment at reset: "
@@ -289,8 +290,9 @@ class VerticalPrototype:
 
     def _trial(self, link: CountingLink, n_aligned: int, settings: Payload, keep_as: int | None
                ) -> dict[str, Any]:
-        """One tuning trial: reset, train with ``settings``, choose the fusion (and the guard) and evaluate
-        on validation users only; its accuracies, guard record, round trips and the passive view."""
+        """One tuning trial: reset (first keeping the previous trial's state as ``keep_as`` if given), train
+        with ``settings``, choose the fusion (and the guard) and evaluate on validation users only; its
+        accuracies, guard record, history, round trips (all, and its training's) and the passive view."""
         start = link.round_trips
         view = PassiveView(link, self.passives)
         self._reset(view, settings if keep_as is None else {**settings, "keep_as": keep_as}, n_aligned)
