@@ -47,7 +47,8 @@ TUNE_DEFAULT = "default"
 TUNES = (TUNE_DEFAULT, "auto", "off")
 RESET_KEYS = ("epochs", "lam", "lam_passive", "lam_aligned", "lam_impute", "attack")
 """The settings a ``reset`` (one tuning trial, or the run after them) carries, all of them every time:
-absolute values, so a party needs no memory of earlier trials (:func:`with_settings`)."""
+absolute values, so a party needs no memory of earlier trials (:func:`with_settings`). In the last rung
+it may also carry ``keep_as`` and ``restore`` (``clients.vertical.party_base.Party.op_reset``)."""
 PRIVACY_NOISE_KEYS = ("label_rr_epsilon", "dp_noise", "dp_count_noise", "grad_noise")
 """The settings that put privacy noise on what passive parties see; ``tune = auto`` refuses them (and
 the default ``tune`` resolves to ``off`` when one is set)."""

@@ -8,10 +8,10 @@ active party (label holder) and the passive parties, in phases:
    in one canonical order (operation ``align``); a run without split learning (the ``active_only``
    baseline) uses no aligned user and skips the phase (``n_aligned`` is ``None``);
 2. **tuning** (``tune = auto``, the default where it applies) — successive halving over a small grid of
-   the method's weights, every trial a short run from fresh models (operation ``reset``) scored on the
-   label holder's validation users; then every party is reset to the chosen settings
-   (:mod:`strategies.vertical_tune`; recorded under ``tune``, its round trips under
-   ``round_trips["tuning"]``);
+   the method's weights, every trial from fresh models (operation ``reset``) scored on the label holder's
+   validation users, the last rung at full length and kept at the parties; the released model is the
+   last-rung winner, restored (:mod:`strategies.vertical_tune`; recorded under ``tune``, its round trips
+   under ``round_trips["tuning"]``);
 3. **epochs** — aligned minibatches of split learning, ``steps_per_exchange`` per exchange (FedBCD), one
    prototype release per ``proto_every`` epochs (second prototypes go only to the party whose feature
    space they live in) and one local pass at the active party (local head + first loss); the passive
@@ -68,7 +68,7 @@ from protocol.vertical import (
 from strategies.alignment import AlignmentError, run_alignment
 from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, node_error, send_and_receive, wait_for_nodes
 from strategies.label_dp import gradient_batch_epsilon, label_dp_epsilon
-from strategies.vertical_tune import PassiveView, run_tuning
+from strategies.vertical_tune import BASELINE, PassiveView, run_tuning, served_validation, versus_baseline
 
 Payload = dict[str, Any]
 Calls = Mapping[str, tuple[str, Payload]]
@@ -212,13 +212,18 @@ class VerticalPrototype:
         if n_aligned == 0 and s.split_learning:
             raise VerticalProtocolError("the alignment found no common user: split learning needs some")
         aligned_trips = link.round_trips
-        tuning = self._tune(link, n_aligned) if s.tune == "auto" else None
-        if tuning is not None:  # the released run: the chosen settings, fresh models
+        tuning, kept = self._tune(link, n_aligned) if s.tune == "auto" else (None, None)
+        if tuning is not None:  # the released run: the chosen settings, the winner's trial restored
             self.cfg = with_settings(self.cfg, tuning["settings"])
             s = self.cfg.strategy
-        tuning_trips = link.round_trips - aligned_trips
-        rng = np.random.default_rng(self.cfg.seed)
-        history, releases = self._train(link, n_aligned, rng)
+        # the restored last-rung trial is the released model: its training round trips count as training
+        tuning_trips = link.round_trips - aligned_trips - (kept["training_round_trips"] if kept else 0)
+        if kept is None:
+            history, releases = self._train(link, n_aligned, np.random.default_rng(self.cfg.seed))
+        else:
+            history, releases = kept["history"], kept["prototype_releases"]
+            for epoch, metrics in enumerate(history) if self.on_epoch is not None else ():
+                self.on_epoch(epoch, metrics)
         training_trips = link.round_trips - aligned_trips - tuning_trips
         # without split learning the active party predicts every user with its local head alone, the
         # fusion it holds from its settings (the one its saved model stores)
@@ -250,41 +255,57 @@ class VerticalPrototype:
         results["round_trips"] = {"alignment": aligned_trips, "training": training_trips,
                                   "evaluation": evaluation_trips}
         if tuning is not None:
-            tuning["round_trips"] = tuning_trips  # the trials' and the released run's reset
+            tuning["round_trips"] = tuning_trips  # the trials' but the released model's training
+            tuning["versus_" + BASELINE] = versus_baseline(
+                served_validation(results["val"], results.get("guard")), tuning[BASELINE]["served_val"])
             results["round_trips"]["tuning"] = tuning_trips
             results["tune"] = tuning
         results["round_trips_per_epoch"] = training_trips / s.epochs
         results["wall_s"] = time.perf_counter() - start
         return results
 
-    def _tune(self, link: CountingLink, n_aligned: int) -> dict[str, Any]:
+    def _tune(self, link: CountingLink, n_aligned: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """``tune = auto``: successive halving over the grid (:func:`strategies.vertical_tune.run_tuning`),
-        each trial from fresh models at every party; then every party reset to the chosen settings."""
-        tuning = run_tuning(self.cfg.strategy, lambda settings: self._trial(link, n_aligned, settings))
-        self._reset(link, tuning["settings"], n_aligned)
-        return tuning
+        each trial from fresh models at every party, each last-rung trial kept there; then one ``reset``
+        keeping the last trial and restoring the winner's trained state (the released model). Returns the
+        ``tune`` record and the winner's trial (its history, releases and training round trips)."""
+        trials: list[dict[str, Any]] = []
+
+        def trial(settings: Payload, keep_as: int | None) -> dict[str, Any]:
+            trials.append(self._trial(link, n_aligned, settings, keep_as))
+            return trials[-1]
+
+        tuning = run_tuning(self.cfg.strategy, trial)
+        released = tuning["released"]["trial"]
+        self._reset(link, {**tuning["settings"], "keep_as": len(trials) - 1, "restore": released}, n_aligned)
+        return tuning, trials[released]
 
     def _reset(self, link: PartyLink, settings: Payload, n_aligned: int) -> None:
-        """Every party starts over with fresh models and ``settings`` (one round trip)."""
+        """Every party starts over with fresh models and ``settings`` (one round trip); ``keep_as`` /
+        ``restore`` in ``settings``: see ``clients.vertical.party_base.Party.op_reset``."""
         replies = link.request({name: ("reset", dict(settings)) for name in link.parties})
         if any(int(r["n_aligned"]) != n_aligned for r in replies.values()):
             raise VerticalProtocolError(f"parties lost their alignment at reset: "
                                         f"{ {k: r['n_aligned'] for k, r in replies.items()} }")
 
-    def _trial(self, link: CountingLink, n_aligned: int, settings: Payload) -> dict[str, Any]:
-        """One tuning trial: reset, train with ``settings``, choose the fusion (and the guard) and evaluate
-        on validation users only; its accuracies, guard record, round trips and the passive view."""
+    def _trial(self, link: CountingLink, n_aligned: int, settings: Payload, keep_as: int | None
+               ) -> dict[str, Any]:
+        """One tuning trial: reset (first keeping the previous trial's state as ``keep_as`` if given), train
+        with ``settings``, choose the fusion (and the guard) and evaluate on validation users only; its
+        accuracies, guard record, history, round trips (all, and its training's) and the passive view."""
         start = link.round_trips
         view = PassiveView(link, self.passives)
-        self._reset(view, settings, n_aligned)
+        self._reset(view, settings if keep_as is None else {**settings, "keep_as": keep_as}, n_aligned)
         trial = VerticalPrototype(with_settings(self.cfg, settings))
         trial._deferred = {name: [] for name in self.passives}
-        _, releases = trial._train(view, n_aligned, np.random.default_rng(self.cfg.seed))
+        trained_from = link.round_trips
+        history, releases = trial._train(view, n_aligned, np.random.default_rng(self.cfg.seed))
+        training_trips = link.round_trips - trained_from
         selected = trial._select_fusion(view)
         val = trial._evaluate(view, "val")
-        return {"val": val, "guard": selected.get("guard"), "fusion": selected["fusion"],
+        return {"val": val, "guard": selected.get("guard"), "fusion": selected["fusion"], "history": history,
                 "prototype_releases": releases, "round_trips": link.round_trips - start,
-                "passive_view": view.counts}
+                "training_round_trips": training_trips, "passive_view": view.counts}
 
     def _data_record(self, aligned: Mapping[str, Payload], n_aligned: int | None) -> dict[str, Any]:
         """What the run trained on, from the parties' ``align`` replies: per party the file it read and
