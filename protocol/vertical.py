@@ -38,6 +38,7 @@ from protocol.privacy_noise import check_noise_seed
 ALIGNMENTS = ("psi", "insecure_plaintext")
 PSI_BACKENDS = ("paillier", "ecdh")
 PULL_FORMS = ("distance", "cross_entropy")
+STALE_REFRESHES = ("off", "prototypes")
 FUSION_SELECTIONS = ("fixed", "validation")
 GUARDS = ("validation", "off")
 TUNE_DEFAULT = "default"
@@ -285,6 +286,7 @@ class VerticalStrategyConfig:
     epochs: int = 40
     aligned_batch_size: int = 32
     steps_per_exchange: int = 1
+    stale_refresh: str = "off"
     local_batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -396,6 +398,7 @@ class VerticalStrategyConfig:
                              f"strategy.local_head must be true and strategy.prototypes false, got "
                              f"local_head={self.local_head}, prototypes={self.prototypes}")
         _one_of("strategy.pull_form", self.pull_form, PULL_FORMS)
+        _one_of("strategy.stale_refresh", self.stale_refresh, STALE_REFRESHES)
         _one_of("strategy.fusion_selection", self.fusion_selection, FUSION_SELECTIONS)
         _one_of("strategy.guard", self.guard, GUARDS)
         _one_of("strategy.tune", self.tune, TUNES)
