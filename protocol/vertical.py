@@ -198,6 +198,11 @@ class VerticalStrategyConfig:
     ``steps_per_exchange`` = K: a passive party sends its features of K aligned minibatches in one
     message and receives their K gradients in one reply, applied as K local updates on stale features
     (FedBCD, Liu et al. 2022); ``0`` puts the whole epoch in one exchange, ``1`` is plain split learning.
+    ``stale_refresh`` (:data:`STALE_REFRESHES`): ``off`` applies the K gradients as received;
+    ``prototypes`` has the passive party refresh their ``lam_aligned`` part (the nearest-prototype
+    cross-entropy in its space) from its current encoder before each later update of an exchange, exactly
+    and without labels (``PassiveParty.prototype_gradient_refresh``); with K = 1 both train bit for bit
+    alike.
 
     ``alignment`` is ``psi`` (private set intersection, ``docs/psi.md``) or ``insecure_plaintext`` (raw IDs
     to the server; tests only); ``psi_backend`` picks the PSI protocol (``paillier``: FNP over Paillier,

@@ -75,6 +75,8 @@ class PassiveParty(Party):
         later ones were computed on features that are stale by the earlier updates (FedBCD, Liu et al.
         2022, Algorithm 1). Each update also carries ``lam_passive`` × the third loss on one random
         minibatch of my non-aligned rows, so split learning and the prototype pull advance at one pace.
+        With ``stale_refresh = prototypes`` every update after the first also carries the change of the
+        gradient's prototype part since the features were sent (:meth:`prototype_gradient_refresh`).
         """
         if "grad" in payload:
             batches = self._positions(payload, "grad_positions")
