@@ -146,3 +146,15 @@ def test_benchmark_strategy_overrides() -> None:
         strategy_overrides(["attack=yes"])
     with pytest.raises(ValueError, match="lr must be a float, got 'fast'"):
         strategy_overrides(["lr=fast"])
+
+
+def test_report_labels_say_which_rows_were_refreshed() -> None:
+    from simulations.report_benchmarks import exchange_label
+
+    row = {"steps_per_exchange": 0, "round_trips_per_epoch": 4.0}
+    assert exchange_label(row, "w") == "K=whole epoch, 4 round trips/epoch"
+    assert exchange_label({**row, "stale_refresh": "off"}, "w") == "K=whole epoch, 4 round trips/epoch"
+    assert exchange_label({**row, "stale_refresh": "prototypes"}, "w") == (
+        "K=whole epoch, 4 round trips/epoch, stale refresh prototypes")
+    with pytest.raises(ValueError, match="stale_refresh must be a non-empty string, got 1"):
+        exchange_label({**row, "stale_refresh": 1}, "w")
