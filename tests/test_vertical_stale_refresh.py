@@ -11,6 +11,8 @@ from benchmarks.vertical import strategy_overrides
 from clients.vertical.parties import make_party
 from clients.vertical.passive_party import PassiveParty
 from clients.vertical.prototypes import prototype_classification_loss, prototype_temperature
+from simulations.report_benchmarks import exchange_label
+from strategies.vertical_prototype import InProcessLink, VerticalPrototype
 from tests.vertical_helpers import small_config, split_parties
 
 torch.set_num_threads(1)  # tiny models: extra intra-op threads only contend on the shared cores
@@ -121,9 +123,15 @@ def test_sent_features_survive_the_node_state() -> None:
     assert off.sent_features is None  # kept only when the refresh needs them
 
 
-def test_refresh_changes_only_exchanges_of_several_steps() -> None:
-    from tests.test_vertical_exchange import _run
+def _run(**strategy: object) -> dict:
+    """:func:`small_config` with ``strategy``, trained and evaluated in process."""
+    cfg = small_config(**strategy)
+    parties, common = split_parties(cfg)
+    return VerticalPrototype(cfg).run(InProcessLink(parties), lambda link: {
+        n: {"aligned_ids": common} for n in link.parties})
 
+
+def test_refresh_changes_only_exchanges_of_several_steps() -> None:
     on, off = _run(guard="off", stale_refresh="prototypes"), _run(guard="off")
     assert on["history"] == off["history"] and on["test"] == off["test"]
     # whole-epoch exchanges: the later updates are refreshed, so the training differs
@@ -149,8 +157,6 @@ def test_benchmark_strategy_overrides() -> None:
 
 
 def test_report_labels_say_which_rows_were_refreshed() -> None:
-    from simulations.report_benchmarks import exchange_label
-
     row = {"steps_per_exchange": 0, "round_trips_per_epoch": 4.0}
     assert exchange_label(row, "w") == "K=whole epoch, 4 round trips/epoch"
     assert exchange_label({**row, "stale_refresh": "off"}, "w") == "K=whole epoch, 4 round trips/epoch"
