@@ -485,11 +485,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="minibatches per exchange for --exchange (0: the whole epoch)")
     parser.add_argument("--epochs", type=int, default=VerticalStrategyConfig.epochs, help="epochs per run")
     parser.add_argument("--strategy", action="append", default=[], metavar="KEY=VALUE",
-                        help="a strategy setting over the defaults (repeatable), e.g. stale_anchor=10")
+                        help="a strategy setting over the defaults (repeatable), "
+                             "e.g. stale_refresh=prototypes")
     args = parser.parse_args(argv)
     try:
         overrides = strategy_overrides(args.strategy)
         base = VerticalStrategyConfig(**{"epochs": args.epochs, **UNTUNED, **overrides})
+        base.validate()
     except (TypeError, ValueError) as err:
         parser.error(str(err))
     datasets = args.datasets.split(",")
