@@ -66,7 +66,7 @@ def simulation(k: int, workdir: Path) -> dict[str, Any]:
     from protocol.vertical import VerticalConfig, VerticalStrategyConfig
     from simulations.app import build_client_app
     from simulations.flower_sim import run_flower_simulation
-    from strategies.vertical_prototype import run_vertical
+    from strategies.vertical_flower import run_vertical
 
     cfg = VerticalConfig(strategy=VerticalStrategyConfig(**_overrides(k)), output_dir=str(workdir))
     marks: list[float] = []

@@ -24,7 +24,8 @@ from protocol.vertical import (
 )
 from simulations.results import vertical_run_record
 from simulations.vertical_config import register_configs
-from strategies.vertical_prototype import CountingLink, InProcessLink, VerticalPrototype, run_vertical
+from strategies.vertical_flower import run_vertical
+from strategies.vertical_prototype import CountingLink, InProcessLink, VerticalPrototype
 from strategies.vertical_tune import (
     first_rung_epochs,
     halving_schedule,
