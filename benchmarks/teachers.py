@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 from unittest import mock
 
 import numpy as np
@@ -233,18 +233,23 @@ def best_select_row(rows: list[dict]) -> dict:
                                     r["mean_teacher_validation_accuracy"]))
 
 
+T = TypeVar("T")
+
+
+def _parsed(text: str | None, cast: Callable[[str], T], default: tuple[T, ...]) -> tuple[T, ...]:
+    """The comma-separated option ``text`` cast item by item, or ``default`` when it is absent or empty."""
+    return tuple(cast(item) for item in text.split(",")) if text else default
+
+
 def mnist5k_select(args: argparse.Namespace) -> None:
     """``--select --dataset mnist5k``: the grid (or the part ``--select-lrs`` / ``--select-shifts`` name)
     on the benchmark's own mnist5k split, appended to ``--out``'s ``select_mnist5k``."""
     spec = compose_config("dataset=mnist5k").data
     d = load_cached(spec, args.cache)
-    epochs, lrs, shifts = SELECT_GRID_5K
-    if args.select_epochs:
-        epochs = tuple(int(e) for e in args.select_epochs.split(","))
-    if args.select_lrs:
-        lrs = tuple(float(v) for v in args.select_lrs.split(","))
-    if args.select_shifts:
-        shifts = tuple(int(v) for v in args.select_shifts.split(","))
+    grid_epochs, grid_lrs, grid_shifts = SELECT_GRID_5K
+    epochs = _parsed(args.select_epochs, int, grid_epochs)
+    lrs = _parsed(args.select_lrs, float, grid_lrs)
+    shifts = _parsed(args.select_shifts, int, grid_shifts)
     earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
     extra = {"dataset": "mnist5k", "shard_size": int(len(d["shards"][0])),
              "validation_size": int(len(d["validation"])), "torch_threads": args.threads}
@@ -290,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     d = load_cached(MNIST1D, args.cache)
     base = dataclasses.replace(CONVBASE, epochs=args.epochs, lr=args.lr, augment_shift=args.shift)
     if args.select:
-        epochs = tuple(int(e) for e in (args.select_epochs or ",".join(map(str, SELECT_EPOCHS))).split(","))
+        epochs = _parsed(args.select_epochs, int, SELECT_EPOCHS)
         rows = select_rows(d, base, args.select_teachers, args.chunk, epochs)
         result: dict[str, object] = {"select": rows, "chosen": best_select_row(rows),
                                      "torch_threads": args.threads}

@@ -439,6 +439,35 @@ def _cell(row: dict[str, Any]) -> str:
     return f"{100 * row['accuracy']:.1f} ± {100 * row['accuracy_std']:.1f}"
 
 
+def strategy_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as strategy settings, each value cast to its schema field's type.
+
+    Raises
+    ------
+    ValueError
+        If a pair has no ``=``, names no strategy setting, or its value does not parse as the field's type.
+    """
+    defaults = VerticalStrategyConfig()
+    fields = {f.name: int if getattr(defaults, f.name) is None else type(getattr(defaults, f.name))
+              for f in dataclasses.fields(VerticalStrategyConfig)}  # None: the optional noise_seed
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--strategy takes KEY=VALUE with KEY a strategy setting, got {pair!r}")
+        kind = fields[key]
+        if kind is bool:
+            if text not in ("true", "false"):
+                raise ValueError(f"--strategy {key} must be true or false, got {text!r}")
+            out[key] = text == "true"
+            continue
+        try:
+            out[key] = kind(text)
+        except ValueError:
+            raise ValueError(f"--strategy {key} must be a {kind.__name__}, got {text!r}") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``--quick`` (digits, 2 fractions, 1 seed, 15 epochs) and ``--out FILE.json``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -459,8 +488,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exchanges", default=",".join(map(str, EXCHANGES)),
                         help="minibatches per exchange for --exchange (0: the whole epoch)")
     parser.add_argument("--epochs", type=int, default=VerticalStrategyConfig.epochs, help="epochs per run")
+    parser.add_argument("--strategy", action="append", default=[], metavar="KEY=VALUE",
+                        help="a strategy setting over the defaults (repeatable), "
+                             "e.g. stale_refresh=prototypes")
     args = parser.parse_args(argv)
-    base = VerticalStrategyConfig(epochs=args.epochs, **UNTUNED)
+    try:
+        overrides = strategy_overrides(args.strategy)
+        base = VerticalStrategyConfig(**{"epochs": args.epochs, **UNTUNED, **overrides})
+        base.validate()
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
     datasets = args.datasets.split(",")
     fractions = [float(f) for f in args.fractions.split(",")]
     protection_fractions = [float(f) for f in args.protection_fractions.split(",") if f]

@@ -36,9 +36,11 @@ RECEIVING = re.compile(r"Receiving: (\S+) message")
 
 
 def _overrides(k: int) -> dict[str, Any]:
-    """The job's strategy settings; ``tune`` off: the epochs timed are the run's, without tuning trials."""
-    return {"epochs": EPOCHS, "steps_per_exchange": k, "alignment": "psi", "psi_backend": "ecdh",
-            "tune": "off"}
+    """The job's strategy settings; ``tune`` off (:data:`benchmarks.vertical.UNTUNED`): the epochs timed are
+    the run's, without tuning trials."""
+    from benchmarks.vertical import UNTUNED
+
+    return {"epochs": EPOCHS, "steps_per_exchange": k, "alignment": "psi", "psi_backend": "ecdh", **UNTUNED}
 
 
 def _row(epoch_s: list[float], results: dict[str, Any], wall_s: float) -> dict[str, Any]:
@@ -64,7 +66,7 @@ def simulation(k: int, workdir: Path) -> dict[str, Any]:
     from protocol.vertical import VerticalConfig, VerticalStrategyConfig
     from simulations.app import build_client_app
     from simulations.flower_sim import run_flower_simulation
-    from strategies.vertical_prototype import run_vertical
+    from strategies.vertical_flower import run_vertical
 
     cfg = VerticalConfig(strategy=VerticalStrategyConfig(**_overrides(k)), output_dir=str(workdir))
     marks: list[float] = []

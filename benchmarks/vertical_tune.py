@@ -1,11 +1,11 @@
 """``strategy.tune = auto`` beside ``tune = off`` (issue 26 §1): per population, validation and test accuracy.
 
-Cases as ``benchmarks.vertical_guard``: digits halves at aligned fraction 0.1 (40 epochs, one minibatch
-per exchange) and the synthetic tabular set of ``benchmarks.vertical_scale`` at 10⁴ users (10 % aligned,
-the whole epoch in one exchange, 5 epochs). Runs per case: the prototype method with ``tune = off`` and
-``tune = auto`` (both with the guard), and the two baselines the tuned run competes with, the label
-holder alone (``active_only``) and VFL + head fusion, each with the guard off (as trained alone). Per
-run: accuracy of aligned users, active-only users and passive-only users on validation and test, the
+Cases as ``benchmarks.vertical_guard``: digits halves at aligned fraction 0.05 and 0.1 (40 epochs, one
+minibatch per exchange) and the synthetic tabular set of ``benchmarks.vertical_scale`` at 10⁴ users (10 %
+aligned, the whole epoch in one exchange, 5 epochs). Runs per case: the prototype method with
+``tune = off`` and ``tune = auto`` (both with the guard), and the two baselines the tuned run competes with,
+the label holder alone (``active_only``) and VFL + head fusion, each with the guard off (as trained alone).
+Per run: accuracy of aligned users, active-only users and passive-only users on validation and test, the
 round trips per phase, wall time, the load average when it started, and with ``auto`` the ``tune``
 record (every trial's settings, epochs, round trips, validation accuracy per population, what the
 passive party saw).
@@ -26,6 +26,7 @@ from benchmarks.vertical import case_runs_main, method_strategy, run_once
 from benchmarks.vertical_scale import SCALE_CASE
 
 CASES: dict[str, dict[str, Any]] = {
+    "digits_f0.05": {"dataset": "digits", "fraction": 0.05, "epochs": 40, "steps_per_exchange": 1},
     "digits_f0.1": {"dataset": "digits", "fraction": 0.1, "epochs": 40, "steps_per_exchange": 1},
     "synthetic10k": {"dataset": "synthetic10k", **SCALE_CASE},
 }

@@ -38,6 +38,7 @@ from protocol.privacy_noise import check_noise_seed
 ALIGNMENTS = ("psi", "insecure_plaintext")
 PSI_BACKENDS = ("paillier", "ecdh")
 PULL_FORMS = ("distance", "cross_entropy")
+STALE_REFRESHES = ("off", "prototypes")
 FUSION_SELECTIONS = ("fixed", "validation")
 GUARDS = ("validation", "off")
 TUNE_DEFAULT = "default"
@@ -47,7 +48,8 @@ TUNE_DEFAULT = "default"
 TUNES = (TUNE_DEFAULT, "auto", "off")
 RESET_KEYS = ("epochs", "lam", "lam_passive", "lam_aligned", "lam_impute", "attack")
 """The settings a ``reset`` (one tuning trial, or the run after them) carries, all of them every time:
-absolute values, so a party needs no memory of earlier trials (:func:`with_settings`)."""
+absolute values, so a party needs no memory of earlier trials (:func:`with_settings`). In the last rung
+it may also carry ``keep_as`` and ``restore`` (``clients.vertical.party_base.Party.op_reset``)."""
 PRIVACY_NOISE_KEYS = ("label_rr_epsilon", "dp_noise", "dp_count_noise", "grad_noise")
 """The settings that put privacy noise on what passive parties see; ``tune = auto`` refuses them (and
 the default ``tune`` resolves to ``off`` when one is set)."""
@@ -197,6 +199,11 @@ class VerticalStrategyConfig:
     ``steps_per_exchange`` = K: a passive party sends its features of K aligned minibatches in one
     message and receives their K gradients in one reply, applied as K local updates on stale features
     (FedBCD, Liu et al. 2022); ``0`` puts the whole epoch in one exchange, ``1`` is plain split learning.
+    ``stale_refresh`` (:data:`STALE_REFRESHES`): ``off`` applies the K gradients as received;
+    ``prototypes`` has the passive party refresh their ``lam_aligned`` part (the nearest-prototype
+    cross-entropy in its space) from its current encoder before each later update of an exchange, exactly
+    and without labels (``PassiveParty.prototype_gradient_refresh``); with K = 1 both train bit for bit
+    alike.
 
     ``alignment`` is ``psi`` (private set intersection, ``docs/psi.md``) or ``insecure_plaintext`` (raw IDs
     to the server; tests only); ``psi_backend`` picks the PSI protocol (``paillier``: FNP over Paillier,
@@ -285,6 +292,7 @@ class VerticalStrategyConfig:
     epochs: int = 40
     aligned_batch_size: int = 32
     steps_per_exchange: int = 1
+    stale_refresh: str = "off"
     local_batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -396,6 +404,7 @@ class VerticalStrategyConfig:
                              f"strategy.local_head must be true and strategy.prototypes false, got "
                              f"local_head={self.local_head}, prototypes={self.prototypes}")
         _one_of("strategy.pull_form", self.pull_form, PULL_FORMS)
+        _one_of("strategy.stale_refresh", self.stale_refresh, STALE_REFRESHES)
         _one_of("strategy.fusion_selection", self.fusion_selection, FUSION_SELECTIONS)
         _one_of("strategy.guard", self.guard, GUARDS)
         _one_of("strategy.tune", self.tune, TUNES)

@@ -221,15 +221,18 @@ def vertical_rows(data: dict[str, Any], source: str) -> dict[str, list[Record]]:
 
 
 def exchange_label(row: dict[str, Any], where: str) -> str:
-    """``K=4, 8 round trips/epoch`` for a row of the exchange benchmark (``steps_per_exchange``), else ""."""
+    """``K=4, 8 round trips/epoch`` for a row of the exchange benchmark (``steps_per_exchange``), with
+    ``, stale refresh prototypes`` where the row names a ``stale_refresh`` other than ``off``, else ""."""
     k = number(row, "steps_per_exchange", where)
     if k is None:
         return ""
     trips, epochs = number(row, "round_trips_per_epoch", where), number(row, "epochs", where)
+    refresh = text(row, "stale_refresh", where) if "stale_refresh" in row else "off"
     return (
         ("K=whole epoch" if k == 0 else f"K={k:g}")
         + (f", {trips:g} round trips/epoch" if trips else "")
         + (f", {epochs:g} epochs" if epochs else "")
+        + (f", stale refresh {refresh}" if refresh != "off" else "")
     )
 
 

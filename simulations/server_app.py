@@ -23,7 +23,7 @@ from simulations.pate_config import PateConfig
 from simulations.pate_server import log_progress, run_pate_server
 from simulations.results import vertical_run_record, write_results
 from strategies.grid_utils import wait_for_nodes
-from strategies.vertical_prototype import run_vertical
+from strategies.vertical_flower import run_vertical
 
 METHODS = ("pate", "vertical")
 

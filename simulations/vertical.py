@@ -40,7 +40,7 @@ from simulations.hydra_errors import check_command_line, unknown_settings
 from simulations.results import vertical_run_record, write_results
 from simulations.vertical_config import register_configs
 from simulations.vertical_preflight import check_parties
-from strategies.vertical_prototype import run_vertical
+from strategies.vertical_flower import run_vertical
 
 console = Console()
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from strategies.ledger_fields import LedgerFields
+from strategies.ledger_fields import LedgerBase
 from strategies.ledger_store import atomic_write_json, ledger_lock
 from strategies.rdp_analysis import FloatArray
 from strategies.smooth_sensitivity import draw_released_epsilon
@@ -51,17 +51,8 @@ def released_prefix(
     return lo, eps_lo
 
 
-class LedgerRelease(LedgerFields):
+class LedgerRelease(LedgerBase):
     """:meth:`release` of :class:`strategies.privacy_ledger.PrivacyLedger` (a mixin, state set by it)."""
-
-    def _refresh(self) -> None:  # implemented by the ledger
-        raise NotImplementedError
-
-    def _state(self) -> dict[str, Any]:  # implemented by the ledger
-        raise NotImplementedError
-
-    def _payload(self, **state: Any) -> dict[str, Any]:  # implemented by the ledger
-        raise NotImplementedError
 
     def release(self, rng: np.random.Generator) -> dict[str, Any] | None:
         """Release the data-dependent ε through [P18]'s smooth-sensitivity mechanism, once.

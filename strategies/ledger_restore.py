@@ -10,25 +10,16 @@ from typing import Any
 import numpy as np
 
 from strategies.ledger_anchor import check_head, check_settings
-from strategies.ledger_fields import LedgerFields
-from strategies.ledger_journal import JournalSpec, verify_journal
+from strategies.ledger_fields import LedgerBase
+from strategies.ledger_journal import verify_journal
 from strategies.ledger_sidecar import LedgerRows, read_sidecar, sidecar_row_count
 from strategies.local_rr import v1_settings, verify_v1_journal
-from strategies.rdp_analysis import DEFAULT_ORDERS, FloatArray
+from strategies.rdp_analysis import DEFAULT_ORDERS
 from strategies.vote_release import RENAMED_PARAMS, current_param_names
 
 
-class LedgerRestore(LedgerFields):
+class LedgerRestore(LedgerBase):
     """:meth:`_restore` (a current ledger file) and :meth:`_adopt_v1` (a v1 local-RR journal)."""
-
-    def _config(self) -> dict[str, Any]:  # implemented by the ledger
-        raise NotImplementedError
-
-    def _spec(self, written_names: dict[str, str] | None = None) -> JournalSpec:  # implemented by the ledger
-        raise NotImplementedError
-
-    def _best(self, rdp: FloatArray, checked: int) -> tuple[float, float]:  # implemented by the ledger
-        raise NotImplementedError
 
     def _restore(self, stored: dict[str, Any], head: Sequence[tuple[int, str]]) -> None:
         """Adopt a stored ledger after checking it matches this one and its journal adds up.

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from strategies.ledger_fields import LedgerFields
+from strategies.ledger_fields import LedgerBase
 from strategies.ledger_store import LEDGER_FORMAT_VERSION
 from strategies.rdp_analysis import FloatArray
 
@@ -50,17 +50,8 @@ class ChargeResult:
     epsilon_released: float | None = None
 
 
-class LedgerViews(LedgerFields):
+class LedgerViews(LedgerBase):
     """Properties over the ledger's state; every array or list returned is a copy."""
-
-    def _best(self, rdp: FloatArray, checked: int) -> tuple[float, float]:  # implemented by the ledger
-        raise NotImplementedError
-
-    def _described(self) -> dict[str, Any]:  # implemented by the ledger
-        raise NotImplementedError
-
-    def _curve(self, rdp: FloatArray) -> FloatArray:  # implemented by the ledger
-        raise NotImplementedError
 
     def epsilon(self) -> dict[str, float]:
         """Total ε spent so far on both accountings, with the best orders (no edge warning).

@@ -213,8 +213,11 @@ class PrivacyLedger(LedgerViews, LedgerRelease, LedgerRestore):
         self._head_entries = 0  # entries the head log records, as last read or appended
         self._v1 = False  # adopted a v1 local-RR journal (read-only)
         self._written_names = {}  # parameter -> its earlier name, as the adopted file has it
-        if self._path is not None:
+        if self._path is not None and (self._path.exists() or not self._path.parent.is_dir()):
             self._sync()
+        elif self._path is not None:  # another process may be mid-way through the file's first charge
+            with ledger_lock(self._path):
+                self._sync()
 
     # -- construction helpers ----------------------------------------------------------------------
 

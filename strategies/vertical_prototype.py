@@ -8,10 +8,10 @@ active party (label holder) and the passive parties, in phases:
    in one canonical order (operation ``align``); a run without split learning (the ``active_only``
    baseline) uses no aligned user and skips the phase (``n_aligned`` is ``None``);
 2. **tuning** (``tune = auto``, the default where it applies) — successive halving over a small grid of
-   the method's weights, every trial a short run from fresh models (operation ``reset``) scored on the
-   label holder's validation users; then every party is reset to the chosen settings
-   (:mod:`strategies.vertical_tune`; recorded under ``tune``, its round trips under
-   ``round_trips["tuning"]``);
+   the method's weights, every trial from fresh models (operation ``reset``) scored on the label holder's
+   validation users, the last rung at full length and kept at the parties; the released model is the
+   last-rung winner, restored (:mod:`strategies.vertical_tune`; recorded under ``tune``, its round trips
+   under ``round_trips["tuning"]``);
 3. **epochs** — aligned minibatches of split learning, ``steps_per_exchange`` per exchange (FedBCD), one
    prototype release per ``proto_every`` epochs (second prototypes go only to the party whose feature
    space they live in) and one local pass at the active party (local head + first loss); the passive
@@ -33,8 +33,9 @@ IDs; a run whose parties disagree stops with :class:`VerticalProtocolError` (e.g
 files of different deployments).
 
 Parties are reached through a :class:`PartyLink`: :class:`InProcessLink` calls party objects directly
-(benchmarks), :class:`FlowerLink` sends one Flower ``Message`` per party per step. A party that fails
-(an error reply) or vanishes (no reply within the timeout) ends the run with :class:`VerticalProtocolError`.
+(benchmarks), :class:`strategies.vertical_flower.FlowerLink` sends one Flower ``Message`` per party per
+step (:func:`strategies.vertical_flower.run_vertical` is the ServerApp's entry). A party that fails (an
+error reply) or vanishes (no reply within the timeout) ends the run with :class:`VerticalProtocolError`.
 
 The server reads only :mod:`protocol.vertical` (config, message types, payloads) and pure-numpy/math
 server code (:mod:`strategies.label_dp`, :mod:`strategies.alignment`): no party module, no torch.
@@ -49,26 +50,18 @@ from pathlib import PurePath
 from typing import Any, Protocol
 
 import numpy as np
-from flwr.app import Message
-from flwr.serverapp import Grid
 
-from protocol.codec import to_flat
 from protocol.vertical import (
     ACTIVE,
     GUARDED_POPULATIONS,
-    MESSAGE_TYPES,
     VerticalConfig,
     configured_fusion,
-    decode_payload,
-    encode_payload,
     pack_batch,
     unpack_batch,
     with_settings,
 )
-from strategies.alignment import AlignmentError, run_alignment
-from strategies.grid_utils import NODE_WAIT_TIMEOUT_S, node_error, send_and_receive, wait_for_nodes
 from strategies.label_dp import gradient_batch_epsilon, label_dp_epsilon
-from strategies.vertical_tune import PassiveView, run_tuning
+from strategies.vertical_tune import BASELINE, PassiveView, run_tuning, served_validation, versus_baseline
 
 Payload = dict[str, Any]
 Calls = Mapping[str, tuple[str, Payload]]
@@ -212,13 +205,18 @@ class VerticalPrototype:
         if n_aligned == 0 and s.split_learning:
             raise VerticalProtocolError("the alignment found no common user: split learning needs some")
         aligned_trips = link.round_trips
-        tuning = self._tune(link, n_aligned) if s.tune == "auto" else None
-        if tuning is not None:  # the released run: the chosen settings, fresh models
+        tuning, kept = self._tune(link, n_aligned) if s.tune == "auto" else (None, None)
+        if tuning is not None:  # the released run: the chosen settings, the winner's trial restored
             self.cfg = with_settings(self.cfg, tuning["settings"])
             s = self.cfg.strategy
-        tuning_trips = link.round_trips - aligned_trips
-        rng = np.random.default_rng(self.cfg.seed)
-        history, releases = self._train(link, n_aligned, rng)
+        # the restored last-rung trial is the released model: its training round trips count as training
+        tuning_trips = link.round_trips - aligned_trips - (kept["training_round_trips"] if kept else 0)
+        if kept is None:
+            history, releases = self._train(link, n_aligned, np.random.default_rng(self.cfg.seed))
+        else:
+            history, releases = kept["history"], kept["prototype_releases"]
+            for epoch, metrics in enumerate(history) if self.on_epoch is not None else ():
+                self.on_epoch(epoch, metrics)
         training_trips = link.round_trips - aligned_trips - tuning_trips
         # without split learning the active party predicts every user with its local head alone, the
         # fusion it holds from its settings (the one its saved model stores)
@@ -250,41 +248,57 @@ class VerticalPrototype:
         results["round_trips"] = {"alignment": aligned_trips, "training": training_trips,
                                   "evaluation": evaluation_trips}
         if tuning is not None:
-            tuning["round_trips"] = tuning_trips  # the trials' and the released run's reset
+            tuning["round_trips"] = tuning_trips  # the trials' but the released model's training
+            tuning["versus_" + BASELINE] = versus_baseline(
+                served_validation(results["val"], results.get("guard")), tuning[BASELINE]["served_val"])
             results["round_trips"]["tuning"] = tuning_trips
             results["tune"] = tuning
         results["round_trips_per_epoch"] = training_trips / s.epochs
         results["wall_s"] = time.perf_counter() - start
         return results
 
-    def _tune(self, link: CountingLink, n_aligned: int) -> dict[str, Any]:
+    def _tune(self, link: CountingLink, n_aligned: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """``tune = auto``: successive halving over the grid (:func:`strategies.vertical_tune.run_tuning`),
-        each trial from fresh models at every party; then every party reset to the chosen settings."""
-        tuning = run_tuning(self.cfg.strategy, lambda settings: self._trial(link, n_aligned, settings))
-        self._reset(link, tuning["settings"], n_aligned)
-        return tuning
+        each trial from fresh models at every party, each last-rung trial kept there; then one ``reset``
+        keeping the last trial and restoring the winner's trained state (the released model). Returns the
+        ``tune`` record and the winner's trial (its history, releases and training round trips)."""
+        trials: list[dict[str, Any]] = []
+
+        def trial(settings: Payload, keep_as: int | None) -> dict[str, Any]:
+            trials.append(self._trial(link, n_aligned, settings, keep_as))
+            return trials[-1]
+
+        tuning = run_tuning(self.cfg.strategy, trial)
+        released = tuning["released"]["trial"]
+        self._reset(link, {**tuning["settings"], "keep_as": len(trials) - 1, "restore": released}, n_aligned)
+        return tuning, trials[released]
 
     def _reset(self, link: PartyLink, settings: Payload, n_aligned: int) -> None:
-        """Every party starts over with fresh models and ``settings`` (one round trip)."""
+        """Every party starts over with fresh models and ``settings`` (one round trip); ``keep_as`` /
+        ``restore`` in ``settings``: see ``clients.vertical.party_base.Party.op_reset``."""
         replies = link.request({name: ("reset", dict(settings)) for name in link.parties})
         if any(int(r["n_aligned"]) != n_aligned for r in replies.values()):
             raise VerticalProtocolError(f"parties lost their alignment at reset: "
                                         f"{ {k: r['n_aligned'] for k, r in replies.items()} }")
 
-    def _trial(self, link: CountingLink, n_aligned: int, settings: Payload) -> dict[str, Any]:
-        """One tuning trial: reset, train with ``settings``, choose the fusion (and the guard) and evaluate
-        on validation users only; its accuracies, guard record, round trips and the passive view."""
+    def _trial(self, link: CountingLink, n_aligned: int, settings: Payload, keep_as: int | None
+               ) -> dict[str, Any]:
+        """One tuning trial: reset (first keeping the previous trial's state as ``keep_as`` if given), train
+        with ``settings``, choose the fusion (and the guard) and evaluate on validation users only; its
+        accuracies, guard record, history, round trips (all, and its training's) and the passive view."""
         start = link.round_trips
         view = PassiveView(link, self.passives)
-        self._reset(view, settings, n_aligned)
+        self._reset(view, settings if keep_as is None else {**settings, "keep_as": keep_as}, n_aligned)
         trial = VerticalPrototype(with_settings(self.cfg, settings))
         trial._deferred = {name: [] for name in self.passives}
-        _, releases = trial._train(view, n_aligned, np.random.default_rng(self.cfg.seed))
+        trained_from = link.round_trips
+        history, releases = trial._train(view, n_aligned, np.random.default_rng(self.cfg.seed))
+        training_trips = link.round_trips - trained_from
         selected = trial._select_fusion(view)
         val = trial._evaluate(view, "val")
-        return {"val": val, "guard": selected.get("guard"), "fusion": selected["fusion"],
+        return {"val": val, "guard": selected.get("guard"), "fusion": selected["fusion"], "history": history,
                 "prototype_releases": releases, "round_trips": link.round_trips - start,
-                "passive_view": view.counts}
+                "training_round_trips": training_trips, "passive_view": view.counts}
 
     def _data_record(self, aligned: Mapping[str, Payload], n_aligned: int | None) -> dict[str, Any]:
         """What the run trained on, from the parties' ``align`` replies: per party the file it read and
@@ -452,137 +466,3 @@ class VerticalPrototype:
             if values:
                 out[key] = max(values)
         return out
-
-
-class FlowerLink:
-    """A :class:`PartyLink` over a Flower ``Grid``: one message per party per call, sent together.
-
-    Parameters
-    ----------
-    grid : Grid
-        The ServerApp's grid.
-    node_of : Mapping[str, int]
-        Party name → node ID (from :func:`discover_parties`).
-    config : Mapping[str, Scalar]
-        The run's flat configuration (:func:`protocol.codec.to_flat`), attached to the ``describe``
-        message that starts the run; the parties keep it for the run's later messages.
-    timeout : float
-        Seconds to wait for all replies of one call; a party that has not replied by then has vanished.
-    """
-
-    def __init__(self, grid: Grid, node_of: Mapping[str, int], config: Mapping[str, Any], timeout: float):
-        self.grid, self.node_of, self.config, self.timeout = grid, dict(node_of), dict(config), timeout
-        self.parties = list(self.node_of)
-
-    def request(self, calls: Calls) -> dict[str, Payload]:
-        messages = [Message(encode_payload(payload, self.config if op == "describe" else None),
-                            dst_node_id=self.node_of[name],
-                            message_type=MESSAGE_TYPES[op]) for name, (op, payload) in calls.items()]
-        received = send_and_receive(self.grid, messages, timeout=self.timeout)
-        replies = {r.metadata.src_node_id: r for r in received}
-        out = {}
-        for name, (op, _) in calls.items():
-            reply = replies.get(self.node_of[name])
-            if reply is None:
-                raise VerticalProtocolError(f"party {name} (node {self.node_of[name]}) did not reply to "
-                                            f"{op!r} within {self.timeout:.0f} s: it has vanished")
-            if reply.has_error():
-                error = VerticalProtocolError(f"party {name} failed operation {op!r}: "
-                                              f"{node_error(reply.error.reason)}")
-                error.add_note(f"the node's error reply: {reply.error.reason}")  # its traceback, if any
-                raise error
-            out[name] = decode_payload(reply.content)
-        return out
-
-
-def discover_parties(
-    grid: Grid, node_ids: list[int], config: Mapping[str, Any], timeout: float
-) -> dict[str, int]:
-    """Ask every node which party it is (``describe``); return party name → node ID.
-
-    Raises
-    ------
-    VerticalProtocolError
-        If a node fails, or the roles are not exactly one active party and parties ``1 … n-1``.
-    """
-    probe = FlowerLink(grid, {f"node{nid}": nid for nid in node_ids}, config, timeout)
-    replies = probe.request({f"node{nid}": ("describe", {}) for nid in node_ids})
-    node_of: dict[str, int] = {}
-    for nid in node_ids:
-        r = replies[f"node{nid}"]
-        name = ACTIVE if r["role"] == ACTIVE else f"passive{int(r['index'])}"
-        if name in node_of:
-            raise VerticalProtocolError(f"nodes {node_of[name]} and {nid} both claim to be {name}")
-        node_of[name] = nid
-    expected = {ACTIVE, *passive_names(int(config["dataset.n_parties"]))}
-    if set(node_of) != expected:
-        raise VerticalProtocolError(f"nodes describe themselves as {sorted(node_of)}; "
-                                    f"the run needs {sorted(expected)}")
-    return node_of
-
-
-def psi_alignment(
-    grid: Grid, node_of: Mapping[str, int], timeout: float, key_bits: int, report: dict[str, Any],
-    backend: str = "paillier",
-) -> AlignmentPhase:
-    """Alignment by PSI, ``backend`` ``paillier`` or ``ecdh`` (``docs/psi.md``,
-    :func:`strategies.alignment.run_alignment`).
-
-    The active party is the FNP receiver of every pairwise session; the passive parties send. The
-    phase's report (set sizes, timings, no IDs) is stored in ``report``.
-    """
-
-    def phase(link: PartyLink) -> dict[str, Payload]:
-        try:
-            done = run_alignment(grid, receiver_node=node_of[ACTIVE], timeout=timeout, key_bits=key_bits,
-                                 sender_nodes=[node_of[n] for n in passive_names(len(node_of))],
-                                 backend=backend)  # type: ignore[arg-type]
-        except AlignmentError as err:
-            raise VerticalProtocolError(f"PSI alignment failed at step {err.step}: {err}") from err
-        report.update(aligned_size=done.aligned_size, bytes_relayed=done.bytes_relayed, wall_s=done.wall_s,
-                      set_sizes={str(k): v for k, v in done.set_sizes.items()}, key_bits=key_bits,
-                      backend=backend)
-        return {name: {"source": "psi"} for name in link.parties}
-
-    return phase
-
-
-def insecure_plaintext_alignment(link: PartyLink) -> dict[str, Payload]:
-    """**Insecure** alignment for tests only: parties send their raw IDs to the server, which intersects.
-
-    This reveals every party's full ID set to the server and is *not* private set intersection; use
-    ``strategy.alignment=psi`` for anything but tests on synthetic or public data.
-    """
-    ids = link.request({name: ("ids", {}) for name in link.parties})
-    common = sorted(set.intersection(*(set(r["ids"]) for r in ids.values())))
-    return {name: {"aligned_ids": common} for name in link.parties}
-
-
-def run_vertical(
-    grid: Grid,
-    cfg: VerticalConfig,
-    *,
-    on_epoch: Callable[[int, dict[str, float | None]], None] | None = None,
-    node_wait_timeout: float = NODE_WAIT_TIMEOUT_S,
-) -> dict[str, Any]:
-    """Server function of a vertical run over Flower: discover parties, align, train, evaluate, save.
-
-    Raises
-    ------
-    VerticalProtocolError
-        If a party fails or vanishes; ``TimeoutError`` if the parties do not all connect in time.
-    """
-    s = cfg.strategy
-    node_ids = wait_for_nodes(grid, cfg.dataset.n_parties, timeout=node_wait_timeout)
-    flat = to_flat(cfg)
-    node_of = discover_parties(grid, node_ids, flat, s.timeout_s)
-    link = FlowerLink(grid, node_of, flat, s.timeout_s)
-    psi_report: dict[str, Any] = {}
-    alignment = (psi_alignment(grid, node_of, s.psi_timeout_s, s.psi_key_bits, psi_report, s.psi_backend)
-                 if s.alignment == "psi" else insecure_plaintext_alignment)
-    results = VerticalPrototype(cfg, on_epoch=on_epoch).run(link, alignment)
-    results["alignment"] = {"method": s.alignment, **psi_report} if s.split_learning else {"method": "none"}
-    if cfg.output_dir:
-        saved = link.request({name: ("save", {"name": f"{name}.pt"}) for name in link.parties})
-        results["models"] = {name: r["path"] for name, r in saved.items()}
-    return results

@@ -12,10 +12,18 @@ choice on validation users includes the baseline's own fusion, top model + head)
 weights ``lam``, ``lam_passive``, ``lam_aligned`` all × 0.3; all × 3 (``lam_impute`` as configured).
 The schedule is successive halving (Jamieson & Talwalkar, "Non-stochastic best arm identification and
 hyperparameter optimization", AISTATS 2016; :func:`halving_schedule`): every trial runs ``e0`` epochs
-from fresh models, the better half runs again for ``2·e0`` (capped at ``epochs``), and so on until one
-is left; the winner is then trained from fresh models for the run's ``epochs`` (that run is the released
-model). Every trial starts from the same seeded initial weights and minibatch orders, so when the
-configured weights win, the released model is exactly the one ``tune = off`` trains.
+from fresh models, the better half runs again for ``2·e0``, and so on while more than one is left, except
+that the last rung runs the run's full ``epochs`` (at the defaults, 4 trials × 5 epochs, then 2 × 40).
+The VFL + head fusion trial is never eliminated before the last rung: if the halving drops it, it is
+added to the last rung's kept trials (:func:`last_rung_trials`) rather than put in the last kept place,
+so the method's settings the halving kept still get their full-length run (one more full-length trial).
+The last rung's trials train with the run's ``attack`` setting, exactly as the released run would, and
+every party keeps each one's trained state (``reset`` with ``keep_as``: the next trial's reset keeps the
+previous one, riding in that message). The released model is the best trial of the last rung: one more
+``reset`` keeps the last trial and restores the winner's state at every party (``restore``; the kept
+states are dropped), so nothing is retrained. Every trial starts from the same seeded initial weights
+and minibatch orders, so the released model is the one a ``tune = off`` run of the winner's settings
+trains (exactly ``tune = off``'s when the configured weights win).
 
 Score (:func:`trial_score`): per population the label holder serves — aligned users, users only it
 holds, users only passive party ``k`` holds — the accuracy on its **validation** users of what would be
@@ -26,23 +34,31 @@ is the mean over the populations; ties keep the earlier trial of the grid (the c
 first). Trials read validation users only: they run ``select_fusion`` and ``evaluate`` on split ``val``,
 never ``test``.
 
-What it guarantees: after the chosen setting's full run, the guard still serves each of the label
-holder's populations with the better, on its validation users, of that run and the local-only baseline.
-Against VFL + head fusion the comparison is made at trial length only: its trained model is not kept
-as a per-population candidate of the released run (it would take a second set of models at every party
-for the rest of the run).
+What it guarantees, on validation users: the released model's score is at least that of the
+full-length VFL + head fusion run (the baseline's trial at full length, from the same seeded models, is
+in the last rung: ``tune["vfl_head_fusion"]`` records its accuracies), and the guard serves each of the
+label holder's guarded populations (aligned, active-only) with the better of the released run and the
+local-only baseline. The choice between the method and VFL + head fusion is per run (by the mean score),
+the local-only baseline per population: a population may be served worse than by the VFL + head fusion
+run (``tune["versus_vfl_head_fusion"]`` says, per population, whether the released run is at least as
+good; per-population mixing of the two models is not done).
 
-Cost, charged in the run's totals (``round_trips["tuning"]``): per trial one ``reset`` round trip, its
-training round trips (as many per epoch as the run's), one to select the fusion and one to evaluate on
-validation users; one more ``reset`` before the released run. What a passive party sees per trial is
-logged (:class:`PassiveView`): its settings (the reset), the gradients of the aligned minibatches of
-each exchange, every prototype release, and the requests for its features of the validation users. The
+Cost, charged in the run's totals: ``round_trips["tuning"]`` holds every trial's round trips — per trial
+one ``reset``, its training round trips (as many per epoch as the run's), one request of the passive
+parties' validation features, one to select the fusion and the guard, one to evaluate on validation users
+— and the restoring ``reset``, except the released model's training, counted once, under
+``round_trips["training"]`` (it is the winner's last-rung trial). At the defaults the trials train 20 + 2
+× 40 epochs (3 × 40 when VFL + head fusion is added), the released model among them, where the old
+schedule trained 20 + 2 × 10 and then 40 for the released run. Each party holds up to 3 kept trained
+states during the last rung (for a Flower node, in its ``context.state``). What a passive party sees per
+trial is logged (:class:`PassiveView`): its settings (the reset), the gradients of the aligned minibatches
+of each exchange, every prototype release, and the requests for its features of the validation users. The
 trials reuse the same aligned users, so every trial adds to what the passive parties learn about their
 labels: ``tune = auto`` refuses privacy noise (``protocol.vertical.PRIVACY_NOISE_KEYS``), since the
 reported ε would not charge the trials; without noise a passive party's view is not ε-label-DP anyway
-(``passive_view_epsilon = inf``), and the trials give it more of the same, plus the chosen setting (at
-most log2 of the grid size bits chosen by the validation labels). The attack measurement covers the
-released run only.
+(``passive_view_epsilon = inf``), and the trials give it more of the same (at the defaults 2–3 full-length
+runs' worth instead of one), plus the chosen setting (at most log2 of the grid size bits chosen by the
+validation labels). The attack measurement covers the released run only.
 """
 
 from __future__ import annotations
@@ -77,12 +93,28 @@ def first_rung_epochs(s: VerticalStrategyConfig) -> int:
 
 def halving_schedule(n_trials: int, first_epochs: int, epochs: int) -> list[tuple[int, int]]:
     """Successive halving: ``(trials kept, epochs)`` per rung, ``n`` trials at ``e0`` epochs, then
-    ``ceil(n/2)`` at ``2·e0`` (at most ``epochs``) … while more than one trial is left."""
+    ``ceil(n/2)`` at ``2·e0`` … while more than one trial is left; the last rung runs the run's ``epochs``
+    (a rung that would reach them is the last one).
+
+    Raises
+    ------
+    ValueError
+        If ``n_trials`` or ``first_epochs`` is below 1 or ``first_epochs`` exceeds ``epochs``.
+    """
+    for key, value in (("n_trials", n_trials), ("first_epochs", first_epochs)):
+        if value < 1:
+            raise ValueError(f"halving_schedule needs {key} >= 1, got {value!r}")
+    if first_epochs > epochs:
+        raise ValueError(f"halving_schedule needs first_epochs <= epochs, got {first_epochs!r} > {epochs!r}")
     out, kept, length = [], n_trials, first_epochs
-    while kept > 1:
-        out.append((kept, min(length, epochs)))
+    while kept > 1 and length < epochs:
+        out.append((kept, length))
         kept, length = math.ceil(kept / 2), 2 * length
-    return out or [(1, min(first_epochs, epochs))]
+    if kept == 1 and out:  # the halving ended: its last rung is the full-length one
+        out[-1] = (out[-1][0], epochs)
+    else:  # the next rung reaches the run's epochs (or no rung was run)
+        out.append((kept, epochs))
+    return out
 
 
 def served_validation(val: Mapping[str, float | None], guard: Mapping[str, Mapping[str, Any]] | None
@@ -142,10 +174,21 @@ class PassiveView:
             counts["validation_requests"] += 1
 
 
-Trial = Callable[[dict[str, Any]], dict[str, Any]]
-"""Runs one trial from fresh models with the given :data:`protocol.vertical.RESET_KEYS` settings;
-returns ``val`` (accuracy per population), ``guard`` (the guard's record or ``None``), ``round_trips``,
-``passive_view`` (:class:`PassiveView` counts) and ``prototype_releases``."""
+Trial = Callable[[dict[str, Any], int | None], dict[str, Any]]
+"""``trial(settings, keep_as)`` runs one trial from fresh models with the given
+:data:`protocol.vertical.RESET_KEYS` settings, its ``reset`` first keeping the previous trial's trained
+state at every party under the log index ``keep_as`` (``None``: not kept); returns ``val`` (accuracy per
+population), ``guard`` (the guard's record or ``None``), ``round_trips``, ``passive_view``
+(:class:`PassiveView` counts) and ``prototype_releases``."""
+BASELINE = "vfl_head_fusion"
+"""The grid entry that trains as the VFL + head fusion baseline; it always reaches the last rung."""
+
+
+def last_rung_trials(ranked: list[int], kept: int, baseline: int) -> list[int]:
+    """The grid indices the last rung runs: the ``kept`` best of ``ranked`` (best first), then
+    ``baseline`` if the halving dropped it — added rather than put in the last kept place, so the halving's
+    choice of the method's settings stands and the baseline is still a candidate at full length."""
+    return ranked[:kept] + ([baseline] if baseline not in ranked[:kept] else [])
 
 
 def run_tuning(s: VerticalStrategyConfig, trial: Trial) -> dict[str, Any]:
@@ -153,29 +196,51 @@ def run_tuning(s: VerticalStrategyConfig, trial: Trial) -> dict[str, Any]:
     ``grid``, ``schedule`` (trials kept, epochs per rung), every trial's log (``rung``, ``name``,
     ``settings``, ``epochs``, ``round_trips``, ``val``, ``guard``, ``served_val``, ``score``,
     ``passive_view``, ``prototype_releases``), ``chosen`` (its name) and ``settings`` (its full-length
-    :data:`protocol.vertical.RESET_KEYS` settings for the released run), the trials' ``round_trips``."""
+    :data:`protocol.vertical.RESET_KEYS` settings: the released model's), ``released`` (the last-rung
+    trial released: ``name``, ``trial``, its index in the log, and its ``round_trips``),
+    ``vfl_head_fusion`` (the full-length baseline trial: ``val``, ``served_val``, ``score``,
+    ``round_trips``), the trials' ``round_trips``.
+
+    The last rung runs the run's ``epochs`` with its ``attack`` setting, so each of its trials trains
+    exactly as the released run would, and each one's state is kept at the parties (the next trial's
+    ``reset`` keeps it; the caller keeps the last one) for the winner's ``restore``."""
     grid = tune_grid(s)
+    names = [name for name, _ in grid]
     schedule = halving_schedule(len(grid), first_rung_epochs(s), s.epochs)
-    alive = list(range(len(grid)))
+    ranked = list(range(len(grid)))
     log: list[dict[str, Any]] = []
     for rung, (kept, epochs) in enumerate(schedule):
+        last = rung == len(schedule) - 1
         scores = {}
-        for i in alive[:kept]:
+        for i in last_rung_trials(ranked, kept, names.index(BASELINE)) if last else ranked[:kept]:
             name, weights = grid[i]
-            settings = {**weights, "epochs": epochs, "attack": False}
-            done = trial(settings)
+            settings = {**weights, "epochs": epochs, "attack": s.attack if last else False}
+            keep_as = len(log) - 1 if log and log[-1]["rung"] == rung and last else None
+            done = trial(settings, keep_as)
             served = served_validation(done["val"], done.get("guard"))
             scores[i] = trial_score(served)
             log.append({"rung": rung, "name": name, "settings": settings, "epochs": epochs,
                         "round_trips": done["round_trips"], "val": done["val"], "guard": done.get("guard"),
                         "served_val": served, "score": scores[i], "passive_view": done["passive_view"],
                         "prototype_releases": done["prototype_releases"]})
-        alive = sorted(scores, key=lambda i: (-scores[i], i))  # ties: the earlier in the grid
-    chosen = alive[0]
-    name, weights = grid[chosen]
+        ranked = sorted(scores, key=lambda i: (-scores[i], i))  # ties: the earlier in the grid
+    last_trials = {t["name"]: k for k, t in enumerate(log) if t["rung"] == len(schedule) - 1}
+    name, weights = grid[ranked[0]]
     assert set(weights) | {"epochs", "attack"} == set(RESET_KEYS)
+    baseline = log[last_trials[BASELINE]]
     return {"grid": [{"name": n, **w} for n, w in grid], "schedule": [list(r) for r in schedule],
             "criterion": "mean over populations of the served validation accuracy",
             "trials": log, "chosen": name,
             "settings": {**weights, "epochs": s.epochs, "attack": s.attack},
+            "released": {"name": name, "trial": last_trials[name],
+                         "round_trips": log[last_trials[name]]["round_trips"]},
+            BASELINE: {key: baseline[key] for key in ("val", "served_val", "score", "round_trips")},
             "round_trips": sum(t["round_trips"] for t in log)}
+
+
+def versus_baseline(released: Mapping[str, float], baseline: Mapping[str, float]) -> dict[str, Any]:
+    """Per population, the served validation accuracy of the released run and of the full-length VFL +
+    head fusion trial, and whether the released one is at least as high (``at_least``)."""
+    return {population: {"released": released[population], BASELINE: baseline[population],
+                         "at_least": released[population] >= baseline[population]}
+            for population in released}

@@ -940,6 +940,26 @@ def test_concurrent_processes_lose_no_charge(tmp_path: Path) -> None:
     assert len(PrivacyLedger.load(path).history) == 30
 
 
+def test_a_new_ledger_waits_for_a_first_charge_in_progress(tmp_path: Path) -> None:
+    """A ledger opened while another process holds the file's lock for its first charge (the sidecar
+    written, the ledger file not yet) waits for that charge instead of refusing the half-written state."""
+    import threading
+
+    from strategies.ledger_store import ledger_lock
+
+    path = tmp_path / "ledger.json"
+    opened: list[PrivacyLedger] = []
+    with ledger_lock(path):
+        (tmp_path / "ledger.json.votes.npz").write_bytes(b"being written")
+        opener = threading.Thread(target=lambda: opened.append(make_ledger(path)))
+        opener.start()
+        opener.join(timeout=0.5)
+        assert opener.is_alive() and not opened  # waiting on the lock, not refusing the sidecar
+        (tmp_path / "ledger.json.votes.npz").unlink()  # the other charge rolled back
+    opener.join(timeout=30)
+    assert len(opened) == 1 and opened[0].queries_checked == 0
+
+
 def test_a_vanished_ledger_file_is_not_silently_restarted(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
     ledger = make_ledger(path)

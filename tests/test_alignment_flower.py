@@ -27,7 +27,7 @@ from protocol.vertical import VerticalConfig, VerticalStrategyConfig
 from simulations.flower_sim import run_flower_simulation
 from simulations.vertical_config import register_configs
 from strategies.alignment import AlignmentError, AlignmentReport, run_alignment
-from strategies.vertical_prototype import run_vertical
+from strategies.vertical_flower import run_vertical
 from tests.fake_grid import task_identity
 from tests.vertical_helpers import flower_config, party_grid
 

@@ -18,7 +18,7 @@ from clients.vertical.party_csv import FeatureTransform, csv_settings, load_part
 from clients.vertical.party_files import load_party_file
 from protocol.vertical import DatasetConfig, VerticalConfig, VerticalStrategyConfig
 from simulations.deploy_local import node_configs
-from strategies.vertical_prototype import run_vertical
+from strategies.vertical_flower import run_vertical
 from tests.fake_grid import task_identity
 from tests.vertical_helpers import UNTUNED, party_grid, run_in_process
 

@@ -43,7 +43,8 @@ from simulations.vertical import (
     use_party_folder,
 )
 from strategies.grid_utils import node_error
-from strategies.vertical_prototype import per_class, run_vertical
+from strategies.vertical_flower import run_vertical
+from strategies.vertical_prototype import per_class
 from tests.fake_grid import task_identity
 from tests.vertical_helpers import UNTUNED, party_grid, run_in_process
 

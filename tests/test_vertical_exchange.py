@@ -12,7 +12,8 @@ from clients.vertical.active_party import ActiveParty
 from clients.vertical.parties import make_party
 from clients.vertical.passive_party import PassiveParty
 from protocol.vertical import ACTIVE, VerticalConfig, decode_payload, encode_payload, pack_batch, unpack_batch
-from strategies.vertical_prototype import InProcessLink, VerticalPrototype, passive_names, run_vertical
+from strategies.vertical_flower import run_vertical
+from strategies.vertical_prototype import InProcessLink, VerticalPrototype, passive_names
 from tests.fake_grid import task_identity
 from tests.vertical_helpers import flower_config, party_grid, run_in_process, small_config, split_parties
 

@@ -15,12 +15,8 @@ from clients.vertical.data import PartyData, make_vertical_split
 from clients.vertical.handlers import party_index
 from clients.vertical.parties import make_party
 from clients.vertical.party_files import FeatureScaleWarning, load_party_file, main
-from strategies.vertical_prototype import (
-    InProcessLink,
-    VerticalProtocolError,
-    VerticalPrototype,
-    run_vertical,
-)
+from strategies.vertical_flower import run_vertical
+from strategies.vertical_prototype import InProcessLink, VerticalProtocolError, VerticalPrototype
 from tests.fake_grid import task_identity
 from tests.vertical_helpers import flower_config, party_grid, run_in_process
 

@@ -16,12 +16,8 @@ from clients.vertical.handlers import load_party, party_data
 from clients.vertical.predict import predict_saved
 from protocol.codec import to_flat
 from simulations.app import build_client_app
-from strategies.vertical_prototype import (
-    ACTIVE,
-    FlowerLink,
-    VerticalProtocolError,
-    run_vertical,
-)
+from strategies.vertical_flower import FlowerLink, run_vertical
+from strategies.vertical_prototype import ACTIVE, VerticalProtocolError
 from tests.fake_grid import task_identity
 from tests.vertical_helpers import flower_config, party_grid, run_in_process
 
@@ -194,7 +190,7 @@ def test_the_server_side_imports_neither_torch_nor_party_code() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, strategies.vertical_prototype; "
+    code = ("import sys, strategies.vertical_prototype, strategies.vertical_flower; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'clients', 'simulations', 'hydra'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])

@@ -22,7 +22,7 @@ from protocol.codec import from_flat, to_flat
 from protocol.privacy_noise import PrivacyWarning, privacy_noise_seed
 from protocol.vertical import VerticalConfig
 from simulations.results import vertical_run_record, write_results
-from strategies.vertical_prototype import run_vertical
+from strategies.vertical_flower import run_vertical
 from tests.fake_grid import task_identity
 from tests.vertical_helpers import FIRST_NODE_ID, flower_config, party_grid, small_config, split_parties
 

@@ -17,7 +17,7 @@ from clients.vertical.party_csv import csv_settings, read_party_csv
 from clients.vertical.party_export import HELD_OUT, holder_sets
 from clients.vertical.real_tables import TABLES, write_table_parties
 from protocol.vertical import DatasetConfig, VerticalConfig, VerticalStrategyConfig
-from strategies.vertical_prototype import run_vertical
+from strategies.vertical_flower import run_vertical
 from tests.fake_grid import task_identity
 from tests.vertical_helpers import UNTUNED, party_grid
 

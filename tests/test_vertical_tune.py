@@ -24,10 +24,12 @@ from protocol.vertical import (
 )
 from simulations.results import vertical_run_record
 from simulations.vertical_config import register_configs
-from strategies.vertical_prototype import CountingLink, InProcessLink, VerticalPrototype, run_vertical
+from strategies.vertical_flower import run_vertical
+from strategies.vertical_prototype import CountingLink, InProcessLink, VerticalPrototype
 from strategies.vertical_tune import (
     first_rung_epochs,
     halving_schedule,
+    last_rung_trials,
     run_tuning,
     served_validation,
     trial_score,
@@ -91,9 +93,14 @@ def tuned() -> tuple[dict, SpyLink, dict]:
 
 
 def test_schedule_and_grid_are_the_stated_ones() -> None:
-    assert halving_schedule(4, 5, 40) == [(4, 5), (2, 10)]
-    assert halving_schedule(4, 3, 5) == [(4, 3), (2, 5)]  # capped at the run's epochs
-    assert halving_schedule(5, 1, 40) == [(5, 1), (3, 2), (2, 4)]
+    # the last rung runs the run's epochs: the default (4 trials, 5 of 40 epochs) and longer grids
+    assert halving_schedule(4, 5, 40) == [(4, 5), (2, 40)]
+    assert halving_schedule(5, 1, 40) == [(5, 1), (3, 2), (2, 40)]
+    assert halving_schedule(8, 5, 40) == [(8, 5), (4, 10), (2, 40)]
+    assert halving_schedule(4, 3, 5) == [(4, 3), (2, 5)]  # the next rung reaches the run's epochs
+    assert halving_schedule(4, 20, 40) == [(4, 20), (2, 40)]
+    assert halving_schedule(4, 40, 40) == [(4, 40)]  # the first rung is already full length: the only one
+    assert halving_schedule(1, 5, 40) == [(1, 40)]
     s = _config(tune="auto").strategy
     assert first_rung_epochs(s) == 1  # ceil(0.125 × 4); warm-up 0
     assert first_rung_epochs(dataclasses.replace(s, epochs=40, warmup_epochs=2)) == 5
@@ -104,6 +111,22 @@ def test_schedule_and_grid_are_the_stated_ones() -> None:
     assert grid["weights_x3"]["lam_impute"] == s.lam_impute
     assert grid["weights_x3"]["lam"] == pytest.approx(3 * s.lam)
     assert grid["weights_x0.3"]["lam_aligned"] == pytest.approx(0.3 * s.lam_aligned)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    ((0, 5, 40), "n_trials >= 1, got 0"),
+    ((4, 0, 40), "first_epochs >= 1, got 0"),
+    ((4, 41, 40), "first_epochs <= epochs, got 41 > 40"),
+])
+def test_bad_schedule_arguments_are_named(args: tuple[int, int, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        halving_schedule(*args)
+
+
+def test_last_rung_adds_the_baseline_the_halving_dropped() -> None:
+    assert last_rung_trials([2, 1, 3, 0], 2, baseline=1) == [2, 1]  # already kept: not added twice
+    assert last_rung_trials([2, 3, 1, 0], 2, baseline=1) == [2, 3, 1]  # dropped by the halving: added
+    assert last_rung_trials([3, 0, 2, 1], 4, baseline=1) == [3, 0, 2, 1]
 
 
 def test_served_validation_counts_the_guard_and_unserved_populations() -> None:
@@ -119,7 +142,10 @@ def test_run_tuning_keeps_the_better_half_and_chooses_the_argmax() -> None:
     s = _config(tune="auto").strategy
     quality = {0.25: 0.5, 0.075: 0.7, 0.75: 0.6}  # by lam: configured, ×0.3, ×3; VFL + fusion: 0.65
 
-    def trial(settings: dict) -> dict:
+    kept_as = []
+
+    def trial(settings: dict, keep_as: int | None) -> dict:
+        kept_as.append(keep_as)
         acc = 0.65 if not settings["lam"] else quality[round(settings["lam"], 3)]
         acc += 0.01 * settings["epochs"]  # longer trials score higher: only the same rung is compared
         return {"val": {"aligned": acc, "active_only": acc, "passive_only_1": acc}, "guard": None,
@@ -129,17 +155,41 @@ def test_run_tuning_keeps_the_better_half_and_chooses_the_argmax() -> None:
     rungs = [[t["name"] for t in record["trials"] if t["rung"] == r] for r in (0, 1)]
     assert rungs[0] == ["configured", "vfl_head_fusion", "weights_x0.3", "weights_x3"]
     assert rungs[1] == ["weights_x0.3", "vfl_head_fusion"]  # the better half, best first
+    assert kept_as == [None] * 5 + [4]  # each last-rung trial kept by the next one's reset
+    assert [t["epochs"] for t in record["trials"]] == [1, 1, 1, 1, s.epochs, s.epochs]
     assert record["chosen"] == "weights_x0.3"
     assert record["settings"] == {"lam_impute": s.lam_impute, "lam": pytest.approx(0.075),
                                   "lam_passive": pytest.approx(0.075), "lam_aligned": pytest.approx(0.3),
                                   "epochs": s.epochs, "attack": s.attack}
+    assert record["released"] == {"name": "weights_x0.3", "trial": 4, "round_trips": 10 * s.epochs}
+    assert record["vfl_head_fusion"]["score"] == pytest.approx(0.65 + 0.01 * s.epochs)
+    assert record["vfl_head_fusion"]["val"] == record["trials"][5]["val"]
     assert record["round_trips"] == sum(10 * t["epochs"] for t in record["trials"])
 
 
+def test_the_baseline_dropped_by_the_halving_is_added_to_the_last_rung_and_can_win() -> None:
+    s = dataclasses.replace(_config(tune="auto").strategy, attack=True)
+    quality = {0.25: 0.5, 0.075: 0.7, 0.75: 0.6}
+
+    def trial(settings: dict, keep_as: int | None) -> dict:  # VFL + head fusion: worst at 1 epoch, best at 4
+        acc = (0.4 if settings["epochs"] < s.epochs else 0.9) if not settings["lam"] else \
+            quality[round(settings["lam"], 3)]
+        return {"val": {"aligned": acc}, "guard": None, "round_trips": settings["epochs"], "passive_view": {},
+                "prototype_releases": 0}
+
+    record = run_tuning(s, trial)
+    final = [t for t in record["trials"] if t["rung"] == 1]
+    assert [t["name"] for t in final] == ["weights_x0.3", "weights_x3", "vfl_head_fusion"]  # added
+    assert [t["settings"]["attack"] for t in record["trials"]] == [False] * 4 + [True] * 3  # the run's, last
+    assert record["chosen"] == "vfl_head_fusion"
+    assert record["released"] == {"name": "vfl_head_fusion", "trial": 6, "round_trips": s.epochs}
+    assert record["settings"] == {**dict(tune_grid(s))["vfl_head_fusion"], "epochs": s.epochs, "attack": True}
+
+
 def test_ties_keep_the_configured_weights() -> None:
-    record = run_tuning(_config(tune="auto").strategy, lambda settings: {
+    record = run_tuning(_config(tune="auto").strategy, lambda settings, keep_as: {
         "val": {"aligned": 0.5}, "guard": None, "round_trips": 1, "passive_view": {}, "prototype_releases": 0})
-    assert record["chosen"] == "configured"
+    assert record["chosen"] == "configured" and record["released"]["trial"] == 4
 
 
 def test_chosen_trial_is_the_argmax_of_validation_at_the_last_rung(tuned) -> None:
@@ -152,13 +202,14 @@ def test_chosen_trial_is_the_argmax_of_validation_at_the_last_rung(tuned) -> Non
     for t in record["trials"]:
         assert t["score"] == pytest.approx(trial_score(served_validation(t["val"], t["guard"])))
         assert set(t["val"]) == {"aligned", "active_only", "passive_only_1"}
-    assert [t["epochs"] for t in record["trials"]] == [1, 1, 1, 1, 2, 2]
+    assert [t["epochs"] for t in record["trials"]] == [1, 1, 1, 1, 4, 4]  # the last rung at full length
+    assert "vfl_head_fusion" in [t["name"] for t in final]
 
 
 def test_trials_never_read_test_users(tuned) -> None:
     _, link, _ = tuned
     resets = [i for i, (_, op, _) in enumerate(link.calls) if op == "reset"]
-    assert len(resets) == 2 * 7  # six trials and the released run, two parties each
+    assert len(resets) == 2 * 7  # six trials and the winner's restore, two parties each
     before = link.calls[:resets[-1]]
     assert {split for _, op, split in before if op in ("predict", "evaluate")} == {"val"}
     assert any(split == "test" for _, _, split in link.calls[resets[-1]:])  # the released run's evaluation
@@ -166,8 +217,11 @@ def test_trials_never_read_test_users(tuned) -> None:
 
 def test_round_trips_of_the_trials_are_counted_in_the_totals(tuned) -> None:
     res, _, _ = tuned
-    trips = res["round_trips"]
-    assert trips["tuning"] == res["tune"]["round_trips"] == sum(t["round_trips"] for t in res["tune"]["trials"]) + 1
+    trips, record = res["round_trips"], res["tune"]
+    # a trial: its reset, training, the validation features, the fusion / guard choice, the evaluation
+    assert trips["training"] == record["released"]["round_trips"] - 4
+    assert trips["tuning"] == record["round_trips"] == sum(t["round_trips"] for t in record["trials"]) + 1 - trips[
+        "training"]  # the restore's reset; the released model's training, in the last rung, counted as training
     assert sum(trips.values()) == res["_total_round_trips"]
     for t in res["tune"]["trials"]:
         view = t["passive_view"]["passive1"]
@@ -185,6 +239,57 @@ def test_released_run_is_the_tune_off_run_of_the_chosen_settings(tuned) -> None:
     assert fixed["val"] == pytest.approx(res["val"]) and fixed["test"] == pytest.approx(res["test"])
     assert fixed["round_trips"]["training"] == res["round_trips"]["training"]
     assert "tune" not in fixed and "tuning" not in fixed["round_trips"]
+
+
+def test_released_model_is_the_last_rung_winner_and_scores_at_least_vfl_head_fusion(tuned) -> None:
+    res, _, _ = tuned
+    record = res["tune"]
+    winner = record["trials"][record["released"]["trial"]]
+    assert winner["name"] == record["chosen"] and winner["epochs"] == res["history"][-1]["epoch"] + 1
+    assert res["val"] == winner["val"] and res["guard"] == winner["guard"]  # exactly: the same model
+    baseline = next(t for t in record["trials"] if t["name"] == "vfl_head_fusion" and t["rung"] == winner["rung"])
+    assert record["vfl_head_fusion"]["served_val"] == baseline["served_val"]
+    served = served_validation(res["val"], res["guard"])
+    assert trial_score(served) >= record["vfl_head_fusion"]["score"]
+    assert record["versus_vfl_head_fusion"] == {
+        population: {"released": served[population], "vfl_head_fusion": baseline["served_val"][population],
+                     "at_least": served[population] >= baseline["served_val"][population]}
+        for population in ("aligned", "active_only", "passive_only_1")}
+
+
+def test_a_restored_winner_equals_its_tune_off_run_with_the_attack_logs() -> None:
+    # the last rung trains with the attack logs on, and the winner (here not the last trial run) is restored
+    cfg = _config(tune="auto")
+    cfg = dataclasses.replace(cfg, strategy=dataclasses.replace(cfg.strategy, attack=True))
+    tuned, _, parties = _run(cfg)
+    record = tuned["tune"]
+    assert record["released"]["trial"] != len(record["trials"]) - 1
+    assert all(not party.kept for party in parties.values())  # the restore drops the kept states
+    fixed, _, _ = _run(with_settings(cfg, record["settings"]))
+    for key in ("val", "test", "guard", "fusion", "history", "attack", "prototype_releases"):
+        assert tuned[key] == fixed[key], key
+    assert tuned["round_trips"]["training"] == fixed["round_trips"]["training"]
+
+
+def test_reset_keeps_and_restores_a_trained_state_and_names_bad_slots() -> None:
+    cfg = _config(tune="off")
+    parties, common = split_parties(cfg)
+    passive = parties["passive1"]
+    passive.handle("align", {"aligned_ids": common})
+    settings = {**dict(tune_grid(cfg.strategy))["configured"], "epochs": 4, "attack": False}
+    with torch.no_grad():  # stands for training: a state fresh models do not have
+        next(passive.encoder.parameters()).add_(1.0)
+    trained = passive.model_state_bytes()
+    passive.handle("reset", {**settings, "keep_as": 3})
+    assert passive.model_state_bytes() != trained and set(passive.kept) == {3}
+    clone = type(passive).from_state(passive.data, passive.cfg, passive.state_bytes())  # as a Flower node
+    assert set(clone.kept) == {3} and clone.kept[3][0] == trained
+    with pytest.raises(ValueError, match=r"restore=7: no such kept state \(kept: \[3\]\)"):
+        passive.handle("reset", {**settings, "restore": 7})
+    with pytest.raises(ValueError, match=r"restore=3: settings .* differ from the kept state's"):
+        passive.handle("reset", {**settings, "epochs": 2, "restore": 3})
+    clone.handle("reset", {**settings, "restore": 3})
+    assert clone.model_state_bytes() == trained and clone.kept == {}
 
 
 def test_released_model_is_never_below_the_local_baseline_on_validation(tuned) -> None:

@@ -27,6 +27,7 @@ from clients.vertical.prototypes import (
 )
 from protocol.codec import to_flat
 from protocol.vertical import (
+    RESET_KEYS,
     VerticalConfig,
     pack_replies,
     unpack_batch,
@@ -76,6 +77,8 @@ class Party:
         self.prototypes: torch.Tensor | None = None
         self.valid: torch.Tensor | None = None
         self.x = torch.from_numpy(check_inputs(data.x, data.input_shape, f"{data.name} features"))
+        # trials kept by ``reset`` (``keep_as``) for a later ``restore``: index -> (state, settings)
+        self.kept: dict[int, tuple[bytes, dict[str, Any]]] = {}
 
     def _build_extra(self) -> None:
         """Build role-specific modules (inside the seeded RNG scope)."""
@@ -129,15 +132,44 @@ class Party:
         """Start over with fresh models (the same seeded initial weights) and the strategy's
         :data:`protocol.vertical.RESET_KEYS` set to ``payload`` (:func:`protocol.vertical.with_settings`),
         keeping the data and the alignment: one tuning trial, or the run trained after them. Returns the
-        aligned count (the server checks the parties agree)."""
+        aligned count (the server checks the parties agree).
+
+        Two optional keys serve ``strategy.tune = auto``'s last rung (:mod:`strategies.vertical_tune`):
+        ``keep_as`` (an int) first keeps the current trained state under that number; ``restore`` (an
+        int) then loads the state kept under it instead of fresh models — the settings must be the ones
+        it was trained with — and drops every kept state.
+
+        Raises
+        ------
+        ValueError
+            If the settings are incomplete or out of range, ``restore`` names no kept state, or its
+            settings differ from the kept state's.
+        """
         assert self.aligned_rows is not None
-        cfg = with_settings(self.cfg, payload)  # validated before anything is dropped
+        settings = {key: value for key, value in payload.items() if key not in ("keep_as", "restore")}
+        cfg = with_settings(self.cfg, settings)  # validated before anything is dropped
+        kept = dict(self.kept)
+        if "keep_as" in payload:
+            kept[int(payload["keep_as"])] = (self.model_state_bytes(), self._settings())
+        restore = int(payload["restore"]) if "restore" in payload else None
+        if restore is not None:
+            if restore not in kept:
+                raise ValueError(f"reset restore={restore!r}: no such kept state (kept: {sorted(kept)})")
+            if kept[restore][1] != {key: getattr(cfg.strategy, key) for key in RESET_KEYS}:
+                raise ValueError(f"reset restore={restore!r}: settings {settings} differ from the kept "
+                                 f"state's {kept[restore][1]}")
         aligned = self.data.ids[self.aligned_rows].tolist()
-        kept = {name: getattr(self, name) for name in self.KEPT_ON_RESET}
+        kept_attributes = {name: getattr(self, name) for name in self.KEPT_ON_RESET}
         self.__init__(self.data, cfg)  # type: ignore[misc]  # fresh models, as when the run started
-        self.__dict__.update(kept)
+        self.__dict__.update(kept_attributes)
         reply = self.op_align({"aligned_ids": aligned})
+        if restore is not None:
+            self.load(torch.load(io.BytesIO(kept[restore][0]), weights_only=True))
+        self.kept = {} if restore is not None else kept
         return {"n_aligned": reply["n_aligned"]}
+
+    def _settings(self) -> dict[str, Any]:
+        return {key: getattr(self.cfg.strategy, key) for key in RESET_KEYS}
 
     def data_description(self) -> Payload:
         """What this party's data is, for the run's record: the file read (absolute path, ``""`` for a
@@ -212,10 +244,18 @@ class Party:
         """Role-specific entries of the saved model file."""
         return {}
 
-    def state_bytes(self) -> bytes:
-        """The party's complete state (models, optimiser, alignment, prototypes, logs) as bytes."""
+    def model_state_bytes(self) -> bytes:
+        """The party's trained state (models, optimiser, alignment, prototypes, logs) as bytes."""
         buffer = io.BytesIO()
         torch.save(self.state(), buffer)
+        return buffer.getvalue()
+
+    def state_bytes(self) -> bytes:
+        """The party's complete state as bytes: :meth:`model_state_bytes` and the kept trials' states."""
+        buffer = io.BytesIO()
+        torch.save({"state": self.state(), "kept": {
+            index: (torch.frombuffer(bytearray(blob), dtype=torch.uint8), settings)
+            for index, (blob, settings) in self.kept.items()}}, buffer)
         return buffer.getvalue()
 
     @classmethod
@@ -223,5 +263,8 @@ class Party:
         """A party rebuilt from :meth:`state_bytes` output (a fresh one if ``blob`` is None)."""
         party = cls(data, cfg)
         if blob is not None:
-            party.load(torch.load(io.BytesIO(blob), weights_only=True))
+            record = torch.load(io.BytesIO(blob), weights_only=True)
+            party.load(record["state"])
+            party.kept = {int(index): (kept.numpy().tobytes(), dict(settings))
+                          for index, (kept, settings) in record["kept"].items()}
         return party

@@ -21,6 +21,7 @@ from clients.vertical.prototypes import (
     check_features,
     nearest_prototype,
     prototype_classification_loss,
+    prototype_logits,
     prototype_pull_loss,
     prototype_temperature,
     pseudo_labels,
@@ -52,6 +53,9 @@ class PassiveParty(Party):
         # the aligned users' embeddings by the encoder before any update: the forward-embedding attack's
         # baseline (what my own features give away without the protocol)
         self.untrained_embeddings: torch.Tensor | None = None
+        # the features I sent in the last exchange (concatenated like its positions), kept for
+        # ``stale_refresh = prototypes``
+        self.sent_features: torch.Tensor | None = None
 
     def op_align(self, payload: Payload) -> Payload:
         """Adopt the aligned IDs; with the attack measurement on, keep the untrained encoder's embeddings
@@ -71,6 +75,8 @@ class PassiveParty(Party):
         later ones were computed on features that are stale by the earlier updates (FedBCD, Liu et al.
         2022, Algorithm 1). Each update also carries ``lam_passive`` × the third loss on one random
         minibatch of my non-aligned rows, so split learning and the prototype pull advance at one pace.
+        With ``stale_refresh = prototypes`` every update after the first also carries the change of the
+        gradient's prototype part since the features were sent (:meth:`prototype_gradient_refresh`).
         """
         if "grad" in payload:
             batches = self._positions(payload, "grad_positions")
@@ -88,14 +94,20 @@ class PassiveParty(Party):
                 start += len(rows)
                 self.optimiser.zero_grad()
                 # d/dθ of <f_θ(x), g> is the chain rule through the features: the split-learning update
-                loss = (self.encoder(self.x[rows]) * g).sum()
+                features = self.encoder(self.x[rows])
+                if j > 0:  # the encoder moved since the features were sent (never before the first)
+                    g = g + self.prototype_gradient_refresh(features.detach(), start - len(rows), epoch)
+                loss = (features * g).sum()
                 loss = loss + self.third_loss(epoch, first + j)
                 loss.backward()
                 self.optimiser.step()
         if "positions" not in payload:
             return {}
         rows = np.concatenate(self._positions(payload, "positions"))
-        return {"features": self.encode(self.x[rows]).numpy()}
+        features = self.encode(self.x[rows])
+        if self.cfg.strategy.stale_refresh == "prototypes":
+            self.sent_features = features
+        return {"features": features.numpy()}
 
     def _log_gradients(self, epoch: int, positions: np.ndarray, grad: torch.Tensor) -> None:
         """Keep the gradients of aligned users received in ``epoch`` (scored when the epoch is over)."""
@@ -161,6 +173,30 @@ class PassiveParty(Party):
                 features[keep], labels[keep], self.prototypes, self.valid, temperature)
         return s.lam_passive * prototype_pull_loss(features[keep], labels[keep], self.prototypes, self.valid)
 
+    def prototype_gradient_refresh(self, features: torch.Tensor, offset: int, epoch: int) -> torch.Tensor:
+        """What the received gradient of a stale minibatch lacks in its prototype part (``stale_refresh``).
+
+        The label holder's ``lam_aligned`` term in my space is the nearest-prototype cross-entropy of the
+        batch's features against the prototypes I hold (Snell et al. 2017, eq. 2, mean over the B rows).
+        Its gradient w.r.t. a row's features is ``(2/τ)(Σ_c q_c(f) p_c - p_y)``: the label enters only
+        through the constant ``p_y``, the features only through the softmax ``q(f)`` over my prototypes.
+        So I refresh it exactly, without the label, from the features ``s`` I sent (rows ``offset …`` of
+        the exchange) to my current ones ``f``: ``lam_aligned · (2/(τB)) (Σ_c q_c(f) p_c - Σ_c q_c(s) p_c)``
+        per row. It assumes every row's class has a prototype (else the label holder skipped that row's
+        term). Zero when the label holder adds no such term (off, warm-up, fewer than two prototypes).
+        """
+        s, sent = self.cfg.strategy, self.sent_features
+        if (s.stale_refresh == "off" or sent is None or not s.prototypes or s.lam_aligned == 0
+                or epoch < s.warmup_epochs or self.prototypes is None or self.valid is None
+                or int(self.valid.sum()) < 2):
+            return torch.zeros_like(features)
+        temperature = prototype_temperature(self.prototypes, self.valid, s.temperature_scale)
+        then = sent[offset:offset + len(features)]
+        now = torch.softmax(prototype_logits(features, self.prototypes, self.valid, temperature), dim=1)
+        before = torch.softmax(prototype_logits(then, self.prototypes, self.valid, temperature), dim=1)
+        change = (now - before) @ self.prototypes
+        return s.lam_aligned * 2.0 / (temperature * len(features)) * change
+
     def op_predict(self, payload: Payload) -> Payload:
         """Features and nearest-prototype classes of the held-out users of ``split`` (sorted IDs)."""
         features = self.encode(self._split_x(str(payload["split"])))
@@ -203,6 +239,7 @@ class PassiveParty(Party):
         out["logs"] = [self.feature_log, self.prototype_log, self.valid_log]
         out["grad_logs"] = [self.grad_epoch, self.grad_buffer, self.grad_norm_log, self.grad_cosine_log]
         out["untrained_embeddings"] = self.untrained_embeddings
+        out["sent_features"] = self.sent_features
         return out
 
     def load(self, state: dict[str, Any]) -> None:
@@ -210,3 +247,4 @@ class PassiveParty(Party):
         self.feature_log, self.prototype_log, self.valid_log = state["logs"]
         self.grad_epoch, self.grad_buffer, self.grad_norm_log, self.grad_cosine_log = state["grad_logs"]
         self.untrained_embeddings = state["untrained_embeddings"]
+        self.sent_features = state["sent_features"]
