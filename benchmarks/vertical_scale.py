@@ -24,8 +24,9 @@ Per run (every number below is measured in the run's own fresh process, ``--jobs
 
 - time per phase, wall seconds: ``setup_s`` (data generation, split, party construction),
   ``psi_s`` (the PSI), ``align_s`` (the parties adopting the aligned set), ``tuning_s`` (all the tuning
-  trials and the reset to the chosen settings; ``None`` without tuning), ``epoch_s`` (each epoch of the
-  released run, the first included), ``evaluation_s`` (fusion choice, guard, validation and test
+  trials and the reset restoring the winner; ``None`` without tuning), ``epoch_s`` (each epoch of the
+  released run, the first included; ``None`` with tuning: the released model is the winner's last-rung
+  trial, trained inside ``tuning_s``), ``evaluation_s`` (fusion choice, guard, validation and test
   predictions); ``loadavg`` (``/proc/loadavg``'s three values at the run's start and end);
 - memory: ``peak_rss_mb`` — the peak resident memory of the process holding **both** parties and the
   server (``getrusage`` ``ru_maxrss``), recorded after setup, after the PSI and at the end (the peak is
@@ -77,8 +78,9 @@ POPULATIONS = ("aligned", "active_only", "passive_only_1")
 NOTE = ("Per run, in its own process (both parties and the server in it). psi_s: wall seconds of the ECDH "
         "PSI (clients.psi.align, both roles in this process, one core) on the parties' training IDs; the "
         "run trains on its output, checked equal to the true intersection (psi.equals_true_intersection). "
-        "tuning_s: all tune=auto trials plus the reset to the chosen settings. epoch_s: each epoch of the "
-        "released run. peak_rss_mb: the process's peak resident memory (both parties + server) after "
+        "tuning_s: all tune=auto trials plus the reset restoring the winner. epoch_s: each epoch of the "
+        "released run (None with tune=auto: the released model is the winner's last-rung trial, trained "
+        "within tuning_s). peak_rss_mb: the process's peak resident memory (both parties + server) after "
         "setup, after the PSI, at the end. party_data_mb / party_state_mb: per party, its feature arrays "
         "and its node state after the run (models, optimiser, logs); a per-party peak cannot be separated "
         "in one process and is not reported. Accuracy on the test users per population: aligned (all "
@@ -157,9 +159,9 @@ def scale_run(dataset: str, name: str, seed: int, epochs: int, psi: str = "ecdh"
                           on_epoch=lambda *_: stamps.append(time.perf_counter()))
     run_end = run_start + result["wall_s"]
     rss["end"] = _peak_rss_mb()
-    tuned = result.get("tune") is not None
-    train_start = ends["reset"] if tuned else ends["align"]
-    epoch_s = np.diff([train_start, *stamps]).tolist()
+    tuned = result.get("tune") is not None  # then the released model is the winner's last-rung trial,
+    # trained inside the tuning phase: its epochs are not timed apart (``epoch_s`` None)
+    epoch_s = None if tuned else np.diff([ends["align"], *stamps]).tolist()
     users = {n: len(p.data.ids) for n, p in parties.items()}
     test = {p: result["test"].get(p) for p in POPULATIONS}
     val = {p: result["val"].get(p) for p in POPULATIONS}
@@ -173,8 +175,9 @@ def scale_run(dataset: str, name: str, seed: int, epochs: int, psi: str = "ecdh"
         "tune_chosen": result["tune"]["chosen"] if tuned else None,
         "setup_s": setup_s, "psi_s": alignment["wall_s"] if alignment else None,
         "align_s": ends["align"] - run_start, "tuning_s": ends["reset"] - ends["align"] if tuned else None,
-        "epoch_s": epoch_s, "epoch_s_mean": float(np.mean(epoch_s)),
-        "epoch_s_per_1000_users": 1000 * float(np.mean(epoch_s)) / max(users.values()),
+        "epoch_s": epoch_s, "epoch_s_mean": None if epoch_s is None else float(np.mean(epoch_s)),
+        "epoch_s_per_1000_users": None if epoch_s is None else 1000 * float(np.mean(epoch_s)) / max(
+            users.values()),
         "evaluation_s": run_end - stamps[-1], "run_wall_s": result["wall_s"],
         "round_trips": result["round_trips"], "peak_rss_mb": rss,
         "party_state_mb": {n: len(p.state_bytes()) / 2**20 for n, p in parties.items()},
@@ -235,8 +238,9 @@ def describe(row: dict[str, Any]) -> str:
     test = " ".join(f"{p}={_pct(v)}" for p, v in row["test"].items())
     psi = "–" if row["psi_s"] is None else f"{row['psi_s']:.0f}"
     tuning = "–" if row["tuning_s"] is None else f"{row['tuning_s']:.0f}"
+    epochs = "–" if row["epoch_s_mean"] is None else f"{row['epoch_s_mean']:.1f}"
     return (f"{row['dataset']:14s} {row['run']:16s} seed {row['seed']}  {test}  psi {psi} s  tuning {tuning} "
-            f"s  {row['epoch_s_mean']:.1f} s/epoch  peak {row['peak_rss_mb']['end']:.0f} MB  "
+            f"s  {epochs} s/epoch  peak {row['peak_rss_mb']['end']:.0f} MB  "
             f"load {row['loadavg']['start'][0]:.1f}")
 
 
