@@ -287,7 +287,8 @@ def runs_main(argv: list[str] | None, *, description: str,
               tasks: Callable[[argparse.ArgumentParser, argparse.Namespace], list[tuple[Any, ...]]],
               run: Callable[..., dict[str, Any]], describe: Callable[[dict[str, Any]], str],
               summary: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
-              one_run_per_process: bool = False) -> list[dict[str, Any]]:
+              one_run_per_process: bool = False, settings: dict[str, Any] | None = None
+              ) -> list[dict[str, Any]]:
     """The command line of a benchmark of independent runs (:func:`case_runs_main`,
     ``benchmarks.vertical_scale``): the options ``add_options`` adds, then ``--jobs`` and ``--out FILE.json``
     (rewritten after every run).
@@ -295,7 +296,8 @@ def runs_main(argv: list[str] | None, *, description: str,
     ``tasks(parser, args)`` turns the parsed options into the runs' arguments (``parser.error`` on a bad
     choice); each run is ``run(*task)`` in a spawned process (with ``one_run_per_process``, a fresh process
     per run, so that e.g. each peak RSS is that run's own); each row is printed with ``describe`` as it
-    arrives. The JSON holds ``rows`` and, with ``summary``, ``summary(rows)``. Returns the rows in task order.
+    arrives. The JSON holds ``rows``, with ``summary`` ``summary(rows)``, and with ``settings`` those settings
+    (what the benchmark states about its runs). Returns the rows in task order.
     """
     parser = argparse.ArgumentParser(description=description)
     add_options(parser)
@@ -314,6 +316,8 @@ def runs_main(argv: list[str] | None, *, description: str,
                 record: dict[str, Any] = {"rows": rows}
                 if summary is not None:
                     record["summary"] = summary(rows)
+                if settings is not None:
+                    record["settings"] = settings
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(json_safe(record), indent=2))
     return rows

@@ -1,10 +1,14 @@
-"""The synthetic tabular sets of the scale benchmark: sizes per party and informative columns everywhere."""
+"""The scale benchmark: its synthetic tabular sets (sizes per party, informative columns everywhere) and its
+runs (the ECDH PSI output trained on, checked against the intersection; every phase timed)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sklearn.linear_model import LogisticRegression
 
+from benchmarks import vertical_scale
+from benchmarks.vertical_scale import scale_run
 from clients.vertical.data import SYNTHETIC_USERS, make_vertical_split, synthetic_tabular
 
 
@@ -18,6 +22,41 @@ def test_synthetic_split_gives_each_party_ten_thousand_users_and_informative_col
                                                      party.y[:2000])
         truth = labels if party.index else party.y
         assert model.score(party.x[2000:], truth[2000:]) > 0.3
+
+
+def test_scale_run_trains_on_the_ecdh_psi_output_and_times_every_phase(monkeypatch) -> None:
+    monkeypatch.setitem(SYNTHETIC_USERS, "synthetic10k", 900)  # a tiny stand-in: 63 aligned users
+    row = scale_run("synthetic10k", "proto", 0, 3, "ecdh")
+    split = make_vertical_split("synthetic10k", n_parties=2, aligned_fraction=0.1, seed=0)
+    assert row["psi"]["backend"] == "ecdh" and row["psi"]["equals_true_intersection"] is True
+    assert row["psi"]["n_found"] == row["n_aligned"] == len(split.aligned_ids)
+    assert row["tune_setting"] == "auto" and row["tune_chosen"] is not None  # the default resolved to auto
+    assert row["psi_s"] > 0 and row["tuning_s"] > 0 and row["setup_s"] > 0 and row["evaluation_s"] > 0
+    assert row["epoch_s"] is None  # the released model is the winner's last-rung trial, timed in tuning_s
+    assert set(row["peak_rss_mb"]) == {"after_setup", "after_psi", "end"}
+    assert row["peak_rss_mb"]["after_setup"] <= row["peak_rss_mb"]["after_psi"] <= row["peak_rss_mb"]["end"]
+    assert set(row["party_data_mb"]) == set(row["party_state_mb"]) == {"active", "passive1"}
+    assert set(row["test"]) == {"aligned", "active_only", "passive_only_1", "all"}
+    share = 0.1 / (0.1 + 0.9 / 2)  # the label holder's aligned share of its users
+    assert row["test"]["all"] == pytest.approx(share * row["test"]["aligned"]
+                                               + (1 - share) * row["test"]["active_only"])
+    assert len(row["loadavg"]["start"]) == len(row["loadavg"]["end"]) == 3
+
+
+def test_scale_run_refuses_a_psi_output_other_than_the_intersection(monkeypatch) -> None:
+    monkeypatch.setitem(SYNTHETIC_USERS, "synthetic10k", 900)
+    monkeypatch.setattr(vertical_scale, "psi_aligned_ids", lambda parties, backend: parties[0].ids[:5].tolist())
+    with pytest.raises(RuntimeError, match="not the 63 of the true intersection"):
+        scale_run("synthetic10k", "vfl_head_fusion", 0, 1, "ecdh")
+
+
+def test_scale_run_direct_alignment_and_active_only_run_no_psi(monkeypatch) -> None:
+    monkeypatch.setitem(SYNTHETIC_USERS, "synthetic10k", 900)
+    direct = scale_run("synthetic10k", "proto_untuned", 0, 1, "direct")
+    assert direct["psi"] == {"backend": "direct", "wall_s": 0.0} and direct["tuning_s"] is None
+    assert len(direct["epoch_s"]) == 1 and direct["epoch_s"][0] > 0 and direct["evaluation_s"] > 0
+    local = scale_run("synthetic10k", "active_only", 0, 1, "ecdh")
+    assert local["psi"] is None and local["psi_s"] is None and local["n_aligned"] is None
 
 
 def test_synthetic_tabular_is_seeded() -> None:
