@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from benchmarks.vertical import method_strategy, prepare_run, run_prepared, runs_main
-from benchmarks.vertical_tables import psi_aligned_ids
+from benchmarks.vertical_tables import psi_aligned_ids, seed_mean_std
 from protocol.vertical import TUNE_DEFAULT
 
 SCALE_RUNS: dict[str, tuple[str, str, str]] = {
@@ -187,13 +187,6 @@ def scale_run(dataset: str, name: str, seed: int, epochs: int, psi: str = "ecdh"
     }
 
 
-def _stats(values: list[float | None]) -> list[float] | None:
-    """``[mean, sample std]`` over seeds; ``None`` if a run has no value."""
-    if not values or any(v is None for v in values):
-        return None
-    return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0]
-
-
 def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per dataset and run: mean ± std over seeds of the test accuracy per population, the PSI, tuning
     and epoch seconds and the end-of-run peak RSS."""
@@ -202,10 +195,11 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for name in dict.fromkeys(r["run"] for r in rows if r["dataset"] == dataset):
             group = [r for r in rows if r["dataset"] == dataset and r["run"] == name]
             out.append({"dataset": dataset, "run": name, "seeds": [r["seed"] for r in group],
-                        "test": {p: _stats([r["test"][p] for r in group]) for p in (*POPULATIONS, "all")},
-                        **{key: _stats([r[key] for r in group])
+                        "test": {p: seed_mean_std([r["test"][p] for r in group])
+                                 for p in (*POPULATIONS, "all")},
+                        **{key: seed_mean_std([r[key] for r in group])
                            for key in ("psi_s", "tuning_s", "epoch_s_mean", "setup_s", "evaluation_s")},
-                        "peak_rss_mb": _stats([r["peak_rss_mb"]["end"] for r in group])})
+                        "peak_rss_mb": seed_mean_std([r["peak_rss_mb"]["end"] for r in group])})
     return out
 
 

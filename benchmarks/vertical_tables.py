@@ -135,8 +135,8 @@ def table_run(case: str, method: str, guard: str, tune: str, seed: int) -> dict[
             "loadavg_at_start": load}
 
 
-def _stats(values: list[float | None]) -> tuple[float, float] | None:
-    """Mean and sample std over seeds; ``None`` if a run has no value."""
+def seed_mean_std(values: list[float | None]) -> tuple[float, float] | None:
+    """Mean and sample std (0 for one seed) of a metric over seeds; ``None`` if a run has no value."""
     if not values or any(v is None for v in values):
         return None
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -154,9 +154,9 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             recalls = [r["head_recall"] for r in group]
             out.append({"case": case, "table": group[0]["table"], "fraction": group[0]["fraction"],
                         "run": name, "seeds": [r["seed"] for r in group],
-                        **{p: _stats([r["test"][p] for r in group])
+                        **{p: seed_mean_std([r["test"][p] for r in group])
                            for p in ("all", "aligned", "active_only")},
-                        "passive_only": _stats(passive), "head_recall": _mean_recall(recalls),
+                        "passive_only": seed_mean_std(passive), "head_recall": _mean_recall(recalls),
                         "head_collapsed": sum(bool(r["head_collapsed"]) for r in group),
                         "wall_s": float(np.mean([r["wall_s"] for r in group]))})
     return out
