@@ -38,7 +38,7 @@ import math
 import multiprocessing
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -282,6 +282,24 @@ def exchange_benchmark(datasets: list[str], fraction: float, seeds: list[int], b
     return result
 
 
+def chosen_names(parser: argparse.ArgumentParser, text: str, allowed: Iterable[str], what: str) -> list[str]:
+    """The names of the comma-separated ``text``, in order; ``parser.error`` naming the unknown ones (as
+    ``what``, e.g. ``"cases"``) and ``allowed`` if any is not in ``allowed``."""
+    names, options = text.split(","), list(allowed)
+    unknown = set(names) - set(options)
+    if unknown:
+        parser.error(f"unknown {what} {sorted(unknown)}; choose from {options}")
+    return names
+
+
+def seed_list(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    """The seeds of the comma-separated ``text`` (``--seeds``); ``parser.error`` naming a non-integer."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        parser.error(f"--seeds {text!r}: comma-separated integers expected")
+
+
 def runs_main(argv: list[str] | None, *, description: str,
               add_options: Callable[[argparse.ArgumentParser], None],
               tasks: Callable[[argparse.ArgumentParser, argparse.Namespace], list[tuple[Any, ...]]],
@@ -342,12 +360,9 @@ def case_runs_main(argv: list[str] | None, *, description: str, cases: Mapping[s
                             help="comma-separated seeds, every run once per seed (overrides --seed)")
 
     def tasks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[Any, ...]]:
-        chosen = args.cases.split(",")
-        unknown = set(chosen) - set(cases)
-        if unknown:
-            parser.error(f"unknown cases {sorted(unknown)}; choose from {list(cases)}")
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
-        return [(case, *settings, seed) for case in chosen for settings in runs for seed in seeds]
+        names = chosen_names(parser, args.cases, cases, "cases")
+        seeds = seed_list(parser, args.seeds) if args.seeds else [args.seed]
+        return [(case, *settings, seed) for case in names for settings in runs for seed in seeds]
 
     return runs_main(argv, description=description, add_options=add_options, tasks=tasks, run=run,
                      describe=describe, summary=summary)

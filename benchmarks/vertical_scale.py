@@ -60,7 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.vertical import method_strategy, prepare_run, run_prepared, runs_main
+from benchmarks.vertical import chosen_names, method_strategy, prepare_run, run_prepared, runs_main, seed_list
 from benchmarks.vertical_tables import psi_aligned_ids, seed_mean_std
 from protocol.vertical import TUNE_DEFAULT
 
@@ -215,11 +215,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def tasks(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[Any, ...]]:
     """:func:`scale_run`'s arguments: per dataset, per seed, every chosen run."""
-    names = args.runs.split(",")
-    unknown = set(names) - set(SCALE_RUNS)
-    if unknown:
-        parser.error(f"unknown runs {sorted(unknown)}; choose from {list(SCALE_RUNS)}")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    names = chosen_names(parser, args.runs, SCALE_RUNS, "runs")
+    seeds = seed_list(parser, args.seeds)
     return [(d, n, s, args.epochs, args.psi) for d in args.datasets.split(",") for s in seeds for n in names]
 
 

@@ -3,6 +3,8 @@ runs (the ECDH PSI output trained on, checked against the intersection; every ph
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -64,3 +66,22 @@ def test_synthetic_tabular_is_seeded() -> None:
     assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y) and a.n_classes == 10
     assert not np.array_equal(a.x, synthetic_tabular("synthetic10k", 500, seed=4).x)
     assert SYNTHETIC_USERS["synthetic100k"] == 10 * SYNTHETIC_USERS["synthetic10k"]
+
+
+def _scale_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scale")
+    vertical_scale.add_options(parser)
+    return parser
+
+
+def test_tasks_keep_the_chosen_order_and_name_a_bad_run_or_seed(capsys) -> None:
+    parser = _scale_parser()
+    args = parser.parse_args(["--datasets", "synthetic10k", "--runs", "proto,active_only", "--seeds", "2,0",
+                              "--epochs", "3", "--psi", "direct"])
+    assert vertical_scale.tasks(parser, args) == [("synthetic10k", n, s, 3, "direct")
+                                                  for s in (2, 0) for n in ("proto", "active_only")]
+    for argv, named in ((["--runs", "proto,bogus"], "unknown runs ['bogus']; choose from ['active_only'"),
+                        (["--seeds", "0,x"], "--seeds '0,x'")):
+        with pytest.raises(SystemExit) as exit_:
+            vertical_scale.tasks(parser, parser.parse_args(argv))
+        assert exit_.value.code == 2 and named in capsys.readouterr().err
