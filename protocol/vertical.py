@@ -259,7 +259,10 @@ class VerticalStrategyConfig:
     method's predictor and that baseline is better on its validation users (ties: the method's), so the
     released model is never worse on validation than the label holder alone (``clients.vertical.guard``);
     ``off`` serves the method's predictors only. Runs without split learning (the ``active_only``
-    baseline itself) have nothing to guard.
+    baseline itself) have nothing to guard. ``guard_sigmas`` is how far the method must win to serve a
+    population: by more than ``guard_sigmas`` standard deviations of McNemar's paired comparison on the
+    validation users (``clients.vertical.guard.wins_beyond_noise``; 2, the default, lets a method no
+    better than the baseline serve about 2 % of the time; 0: any strict win).
 
     ``tune``: ``off`` trains the configured weights; ``auto`` (the default wherever it applies: see below)
     lets the label holder choose them first by successive halving (Jamieson & Talwalkar, AISTATS 2016)
@@ -307,6 +310,7 @@ class VerticalStrategyConfig:
     prototype_fusion: float = 1.0
     fusion_selection: str = "validation"
     guard: str = "validation"
+    guard_sigmas: float = 2.0
     tune: str = TUNE_DEFAULT  # resolved to auto or off when the VerticalConfig is built
     tune_fraction: float = 0.125
     pseudo_threshold: float = 0.5
@@ -383,8 +387,9 @@ class VerticalStrategyConfig:
         for key in ("weight_decay", "lam", "lam_passive", "lam_aligned", "lam_impute", "prototype_fusion",
                     "dp_clip", "dp_noise", "dp_count_noise", "label_rr_epsilon", "grad_clip", "grad_noise"):
             _at_least(f"strategy.{key}", getattr(self, key), 0.0)
-        if not (math.isfinite(self.dcor_weight) and self.dcor_weight >= 0):
-            raise ValueError(f"strategy.dcor_weight must be finite and >= 0, got {self.dcor_weight!r}")
+        for key in ("dcor_weight", "guard_sigmas"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
+                raise ValueError(f"strategy.{key} must be finite and >= 0, got {getattr(self, key)!r}")
         _at_least("strategy.min_count", self.min_count, 1)
         check_noise_seed(self.noise_seed, "strategy.noise_seed", unset="null")
         if self.dp_noise > 0 and self.dp_clip == 0:

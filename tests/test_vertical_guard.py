@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from clients.vertical.active_party import ActiveParty
-from clients.vertical.guard import apply_choice, baseline_config, choose_predictors
+from clients.vertical.guard import apply_choice, baseline_config, choose_predictors, wins_beyond_noise
 from clients.vertical.parties import make_party
 from clients.vertical.predict import predict_saved
-from protocol.vertical import ACTIVE, VerticalConfig
+from protocol.vertical import ACTIVE, VerticalConfig, VerticalStrategyConfig
 from strategies.vertical_prototype import InProcessLink, VerticalPrototype
 from tests.vertical_helpers import small_config, split_parties
 
@@ -41,9 +41,9 @@ def _run(cfg: VerticalConfig, noise_passive: bool = False) -> tuple[dict, dict]:
 def test_choice_needs_a_gain_beyond_noise_and_keeps_the_baseline_on_ties() -> None:
     labels = torch.tensor([0, 1, 2, 1, 0, 1, 2, 1])
     local = torch.tensor([0, 1, 0, 0, 0, 1, 0, 0])  # 4/8 right
-    method = {"aligned": labels.clone(),  # 4 users only it gets right, none only the baseline: 4 > sqrt(4)
+    method = {"aligned": labels.clone(),  # 4 users only it gets right, none only the baseline: 4 > 1·sqrt(4)
               "active_only": torch.full((8,), -1)}  # no predictor
-    record = choose_predictors(method, local, labels)
+    record = choose_predictors(method, local, labels, sigmas=1.0)
     assert record["aligned"] == {"chosen": "method", "method_val": 1.0, "local_val": 0.5}
     assert record["active_only"] == {"chosen": "local", "method_val": 0.0, "local_val": 0.5}
     served = apply_choice(method, local, {p: str(r["chosen"]) for p, r in record.items()})
@@ -56,6 +56,29 @@ def test_choice_needs_a_gain_beyond_noise_and_keeps_the_baseline_on_ties() -> No
         "chosen"] == "local"
     with pytest.raises(ValueError, match="no baseline"):
         apply_choice(method, None, {"aligned": "local"})
+
+
+def test_the_default_guard_needs_a_win_beyond_two_standard_deviations() -> None:
+    """``strategy.guard_sigmas`` (default 2): 4 users only the method gets right and none only the baseline
+    is 4 = 2·sqrt(4), not beyond; 5 of 5 is 5 > 2·sqrt(5) ≈ 4.47; 0 σ takes any strict win (2 vs 1)."""
+    assert VerticalStrategyConfig().guard_sigmas == 2.0
+    four, five = torch.tensor([True] * 4 + [False] * 4), torch.tensor([True] * 5 + [False] * 3)
+    nothing = torch.zeros(8, dtype=torch.bool)
+    assert not wins_beyond_noise(four, nothing) and wins_beyond_noise(four, nothing, 1.0)
+    assert wins_beyond_noise(five, nothing)
+    two_vs_one = torch.tensor([True, True, False]), torch.tensor([False, False, True])
+    assert wins_beyond_noise(*two_vs_one, 0.0) and not wins_beyond_noise(*two_vs_one, 1.0)
+    assert not wins_beyond_noise(nothing, nothing, 0.0)  # a tie never wins
+    labels = torch.tensor([0, 1, 2, 1, 0, 1, 2, 1])
+    local = torch.tensor([0, 1, 0, 0, 0, 1, 0, 0])
+    assert choose_predictors({"aligned": labels, "active_only": labels}, local, labels)["aligned"][
+        "chosen"] == "local"  # the 4-user gain of the test above serves only at 1 σ
+
+
+@pytest.mark.parametrize("value", [-0.5, float("nan"), float("inf")])
+def test_guard_sigmas_must_be_finite_and_non_negative(value: float) -> None:
+    with pytest.raises(ValueError, match=r"strategy.guard_sigmas must be finite and >= 0, got"):
+        VerticalStrategyConfig(guard_sigmas=value).validate()
 
 
 def test_baseline_config_is_the_active_only_baseline() -> None:

@@ -89,7 +89,7 @@ class ActiveServing(Party):
                           "val_accuracies": np.array(accuracies)}
         if self.baseline is not None:
             record = choose_predictors(self.method_predictions(x, passive), self.baseline_predictions(x),
-                                       labels)
+                                       labels, self.cfg.strategy.guard_sigmas)
             self.guard = {population: str(r["chosen"]) for population, r in record.items()}
             reply.update({f"guard_{population}_{key}": value for population, r in record.items()
                           for key, value in r.items()})
