@@ -259,10 +259,13 @@ class VerticalStrategyConfig:
     method's predictor and that baseline is better on its validation users (ties: the method's), so the
     released model is never worse on validation than the label holder alone (``clients.vertical.guard``);
     ``off`` serves the method's predictors only. Runs without split learning (the ``active_only``
-    baseline itself) have nothing to guard. ``guard_sigmas`` is how far the method must win to serve a
-    population: by more than ``guard_sigmas`` standard deviations of McNemar's paired comparison on the
-    validation users (``clients.vertical.guard.wins_beyond_noise``; 2, the default, lets a method no
-    better than the baseline serve about 2 % of the time; 0: any strict win).
+    baseline itself) have nothing to guard. ``guard_sigmas_aligned`` and ``guard_sigmas_active_only`` are
+    how far the method must win to serve that population: by more than that many standard deviations of
+    McNemar's paired comparison on the validation users (``clients.vertical.guard.wins_beyond_noise``; 0:
+    any strict win). A method no better than the baseline serves about 16 % of the time at 1 σ and 2 %
+    at 2 σ; the defaults ask 1 for aligned users, whose fused predictor reads every party's features,
+    and 2 for users only the label holder holds, whose head differs from the baseline's only by the
+    prototype pulls (``clients.vertical.guard.population_sigmas`` says why).
 
     ``tune``: ``off`` trains the configured weights; ``auto`` (the default wherever it applies: see below)
     lets the label holder choose them first by successive halving (Jamieson & Talwalkar, AISTATS 2016)
@@ -310,7 +313,8 @@ class VerticalStrategyConfig:
     prototype_fusion: float = 1.0
     fusion_selection: str = "validation"
     guard: str = "validation"
-    guard_sigmas: float = 2.0
+    guard_sigmas_aligned: float = 1.0
+    guard_sigmas_active_only: float = 2.0
     tune: str = TUNE_DEFAULT  # resolved to auto or off when the VerticalConfig is built
     tune_fraction: float = 0.125
     pseudo_threshold: float = 0.5
@@ -387,7 +391,7 @@ class VerticalStrategyConfig:
         for key in ("weight_decay", "lam", "lam_passive", "lam_aligned", "lam_impute", "prototype_fusion",
                     "dp_clip", "dp_noise", "dp_count_noise", "label_rr_epsilon", "grad_clip", "grad_noise"):
             _at_least(f"strategy.{key}", getattr(self, key), 0.0)
-        for key in ("dcor_weight", "guard_sigmas"):
+        for key in ("dcor_weight", "guard_sigmas_aligned", "guard_sigmas_active_only"):
             if not (math.isfinite(getattr(self, key)) and getattr(self, key) >= 0):
                 raise ValueError(f"strategy.{key} must be finite and >= 0, got {getattr(self, key)!r}")
         _at_least("strategy.min_count", self.min_count, 1)

@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from clients.vertical.active_party import ActiveParty
-from clients.vertical.guard import apply_choice, baseline_config, choose_predictors, wins_beyond_noise
+from clients.vertical.guard import (
+    apply_choice,
+    baseline_config,
+    choose_predictors,
+    population_sigmas,
+    wins_beyond_noise,
+)
 from clients.vertical.parties import make_party
 from clients.vertical.predict import predict_saved
 from protocol.vertical import ACTIVE, VerticalConfig, VerticalStrategyConfig
@@ -43,42 +49,46 @@ def test_choice_needs_a_gain_beyond_noise_and_keeps_the_baseline_on_ties() -> No
     local = torch.tensor([0, 1, 0, 0, 0, 1, 0, 0])  # 4/8 right
     method = {"aligned": labels.clone(),  # 4 users only it gets right, none only the baseline: 4 > 1·sqrt(4)
               "active_only": torch.full((8,), -1)}  # no predictor
-    record = choose_predictors(method, local, labels, sigmas=1.0)
+    record = choose_predictors(method, local, labels, {"aligned": 1.0, "active_only": 1.0})
     assert record["aligned"] == {"chosen": "method", "method_val": 1.0, "local_val": 0.5}
     assert record["active_only"] == {"chosen": "local", "method_val": 0.0, "local_val": 0.5}
     served = apply_choice(method, local, {p: str(r["chosen"]) for p, r in record.items()})
     assert torch.equal(served["aligned"], method["aligned"]) and torch.equal(served["active_only"], local)
     # a tie, or a gain inside the noise of the paired comparison (3 vs 1: 2 <= sqrt(4)), keeps the baseline
-    tie = choose_predictors({"aligned": local, "active_only": local}, local.clone(), labels)
+    one = {"aligned": 1.0, "active_only": 1.0}
+    tie = choose_predictors({"aligned": local, "active_only": local}, local.clone(), labels, one)
     assert {r["chosen"] for r in tie.values()} == {"local"}
     narrow = torch.tensor([0, 1, 2, 1, 0, 0, 2, 0])  # right 5/8: users 2, 3, 6 only it, user 5 only local
-    assert choose_predictors({"aligned": narrow, "active_only": narrow}, local, labels)["aligned"][
+    assert choose_predictors({"aligned": narrow, "active_only": narrow}, local, labels, one)["aligned"][
         "chosen"] == "local"
     with pytest.raises(ValueError, match="no baseline"):
         apply_choice(method, None, {"aligned": "local"})
 
 
-def test_the_default_guard_needs_a_win_beyond_two_standard_deviations() -> None:
-    """``strategy.guard_sigmas`` (default 2): 4 users only the method gets right and none only the baseline
-    is 4 = 2·sqrt(4), not beyond; 5 of 5 is 5 > 2·sqrt(5) ≈ 4.47; 0 σ takes any strict win (2 vs 1)."""
-    assert VerticalStrategyConfig().guard_sigmas == 2.0
+def test_the_default_guard_asks_one_sigma_for_aligned_users_and_two_for_the_label_holders_own() -> None:
+    """``strategy.guard_sigmas_aligned`` (default 1) and ``guard_sigmas_active_only`` (default 2): 4 users
+    only the method gets right and none only the baseline is 4 > 1·sqrt(4) but not > 2·sqrt(4); 5 of 5 is
+    5 > 2·sqrt(5) ≈ 4.47; 0 σ takes any strict win (2 vs 1), never a tie."""
+    assert population_sigmas(VerticalStrategyConfig()) == {"aligned": 1.0, "active_only": 2.0}
     four, five = torch.tensor([True] * 4 + [False] * 4), torch.tensor([True] * 5 + [False] * 3)
     nothing = torch.zeros(8, dtype=torch.bool)
-    assert not wins_beyond_noise(four, nothing) and wins_beyond_noise(four, nothing, 1.0)
-    assert wins_beyond_noise(five, nothing)
+    assert wins_beyond_noise(four, nothing, 1.0) and not wins_beyond_noise(four, nothing, 2.0)
+    assert wins_beyond_noise(five, nothing, 2.0)
     two_vs_one = torch.tensor([True, True, False]), torch.tensor([False, False, True])
     assert wins_beyond_noise(*two_vs_one, 0.0) and not wins_beyond_noise(*two_vs_one, 1.0)
     assert not wins_beyond_noise(nothing, nothing, 0.0)  # a tie never wins
     labels = torch.tensor([0, 1, 2, 1, 0, 1, 2, 1])
     local = torch.tensor([0, 1, 0, 0, 0, 1, 0, 0])
-    assert choose_predictors({"aligned": labels, "active_only": labels}, local, labels)["aligned"][
-        "chosen"] == "local"  # the 4-user gain of the test above serves only at 1 σ
+    record = choose_predictors({"aligned": labels, "active_only": labels}, local, labels,
+                               population_sigmas(VerticalStrategyConfig()))
+    assert (record["aligned"]["chosen"], record["active_only"]["chosen"]) == ("method", "local")
 
 
+@pytest.mark.parametrize("key", ["guard_sigmas_aligned", "guard_sigmas_active_only"])
 @pytest.mark.parametrize("value", [-0.5, float("nan"), float("inf")])
-def test_guard_sigmas_must_be_finite_and_non_negative(value: float) -> None:
-    with pytest.raises(ValueError, match=r"strategy.guard_sigmas must be finite and >= 0, got"):
-        VerticalStrategyConfig(guard_sigmas=value).validate()
+def test_guard_sigmas_must_be_finite_and_non_negative(key: str, value: float) -> None:
+    with pytest.raises(ValueError, match=rf"strategy.{key} must be finite and >= 0, got {value!r}"):
+        VerticalStrategyConfig(**{key: value}).validate()
 
 
 def test_baseline_config_is_the_active_only_baseline() -> None:
@@ -167,10 +177,11 @@ def test_a_head_answering_one_class_for_everyone_never_serves() -> None:
     always_zero = torch.zeros(16, dtype=torch.long)  # 14/16 right
     local = torch.tensor([0] * 8 + [1] * 6 + [1, 2])  # 10/16 right, recalls every class
     # Execute
-    record = choose_predictors({"aligned": always_zero, "active_only": always_zero}, local, labels)
+    defaults = population_sigmas(VerticalStrategyConfig())
+    record = choose_predictors({"aligned": always_zero, "active_only": always_zero}, local, labels, defaults)
     # Assert: the one-class head loses although it is more accurate; a baseline collapsed too does not count
     assert {r["chosen"] for r in record.values()} == {"local"}
     assert record["aligned"]["method_val"] == 0.875 and record["aligned"]["local_val"] == 0.625
     both = choose_predictors({"aligned": always_zero, "active_only": always_zero},
-                             torch.ones(16, dtype=torch.long), labels)
+                             torch.ones(16, dtype=torch.long), labels, defaults)
     assert {r["chosen"] for r in both.values()} == {"method"}

@@ -11,7 +11,7 @@ import torch
 from clients.vertical.embedding_attacks import best_mapping_accuracy, cluster_guesses, permutation_chance
 from clients.vertical.fusion import choose_fusion, fuse
 from clients.vertical.gradient_attacks import direction_guesses, score_norm_attack
-from clients.vertical.guard import LocalBaseline, apply_choice, choose_predictors
+from clients.vertical.guard import LocalBaseline, apply_choice, choose_predictors, population_sigmas
 from clients.vertical.party_base import Party, Payload
 from clients.vertical.prototypes import nearest_prototype
 from protocol.vertical import Fusion, fusion_candidates
@@ -89,7 +89,7 @@ class ActiveServing(Party):
                           "val_accuracies": np.array(accuracies)}
         if self.baseline is not None:
             record = choose_predictors(self.method_predictions(x, passive), self.baseline_predictions(x),
-                                       labels, self.cfg.strategy.guard_sigmas)
+                                       labels, population_sigmas(self.cfg.strategy))
             self.guard = {population: str(r["chosen"]) for population, r in record.items()}
             reply.update({f"guard_{population}_{key}": value for population, r in record.items()
                           for key, value in r.items()})
