@@ -48,6 +48,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import sys
 import tempfile
 import threading
@@ -327,6 +328,41 @@ def describe(row: Mapping[str, Any]) -> str:
             f"wall {row['wall_s']:.0f} s  load {row['loadavg']['start'][0]:.1f}")
 
 
+def _stats(values: list[float | None]) -> list[float] | None:
+    """``[mean, sample std, max]`` over seeds; ``None`` if a value is missing."""
+    if not values or any(v is None for v in values):
+        return None
+    return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, max(values)]
+
+
+def summary(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per dataset and run, over its seeds: per component its ``peak_process_mb`` and ``peak_tree_rss_mb``
+    (whole run and per phase) as ``[mean, std, max]``, and whether every seed's accuracies equal the
+    in-process ones (``None``: a seed without a reference row)."""
+    out = []
+    for key in dict.fromkeys((r["dataset"], r["run"]) for r in rows):
+        group = [r for r in rows if (r["dataset"], r["run"]) == key]
+        checks = [r.get("in_process") for r in group]
+        memory = {}
+        for c in dict.fromkeys(c for r in group for c in r["memory"]):
+            mine = [r["memory"][c] for r in group]
+            memory[c] = {"peak_process_mb": _stats([m["peak_process_mb"] for m in mine]),
+                         "peak_tree_rss_mb": {phase: _stats([m["peak_tree_rss_mb"][phase] for m in mine])
+                                              for phase in ("whole_run", "alignment", "training")}}
+        out.append({"dataset": key[0], "run": key[1], "seeds": [r["seed"] for r in group],
+                    "matches_in_process": None if None in checks else all(c["matches_in_process"]
+                                                                            for c in checks),
+                    "memory": memory})
+    return out
+
+
+def add_summary(path: Path) -> None:
+    """Rewrite the results file at ``path`` with its :func:`summary` (e.g. after an interrupted run)."""
+    result = json.loads(path.read_text())
+    result["summary"] = summary(result["rows"])
+    path.write_text(json.dumps(result, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="synthetic100k")
@@ -356,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
                                args.port + 10 * i, args.interval)
             row["in_process"] = accuracy_check(row, reference)
             result["rows"].append(row)
+            result["summary"] = summary(result["rows"])
             args.out.write_text(json.dumps(result, indent=2))  # as it goes
             print(describe(row), flush=True)
 

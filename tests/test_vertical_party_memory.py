@@ -21,6 +21,7 @@ from benchmarks.vertical_party_memory import (
     process_peaks,
     run_config,
     strategy_tokens,
+    summary,
     training_start,
 )
 
@@ -103,3 +104,19 @@ def test_accuracy_check_against_the_in_process_row() -> None:
     other = {**row, "test": {**acc, "aligned": 0.81}}
     assert accuracy_check(row, [other])["matches_in_process"] is False
     assert accuracy_check(row, [{**row, "seed": 1}]) is None
+
+
+def test_summary_over_seeds_per_run_and_component() -> None:
+    def row(seed: int, mb: float, same: bool | None) -> dict:
+        tree = {"whole_run": mb, "alignment": mb / 2, "training": mb}
+        return {"dataset": "d", "run": "proto", "seed": seed,
+                "memory": {"supernode0": {"peak_process_mb": mb, "peak_tree_rss_mb": tree}},
+                "in_process": None if same is None else {"matches_in_process": same}}
+
+    (entry,) = summary([row(0, 100.0, True), row(1, 300.0, True)])
+    assert entry["seeds"] == [0, 1] and entry["matches_in_process"] is True
+    mean, std, peak = entry["memory"]["supernode0"]["peak_process_mb"]
+    assert (mean, peak) == (200.0, 300.0) and abs(std - 141.42) < 0.01
+    assert entry["memory"]["supernode0"]["peak_tree_rss_mb"]["alignment"][0] == 100.0
+    assert summary([row(0, 1.0, True), row(1, 1.0, False)])[0]["matches_in_process"] is False
+    assert summary([row(0, 1.0, None)])[0]["matches_in_process"] is None
