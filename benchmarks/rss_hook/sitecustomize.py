@@ -13,6 +13,7 @@ replaced at ``exec`` into its ``ru_maxrss``, so a process started by ``vfork`` +
 """
 
 import atexit
+import contextlib
 import json
 import os
 import sys
@@ -25,9 +26,10 @@ def _record() -> None:
         hwm_kb = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
     entry = {"pid": os.getpid(), "ppid": os.getppid(), "argv": sys.argv, "hwm_kb": hwm_kb}
     path = os.path.join(_DIR, f"{os.getpid()}.json")
-    with open(path + ".tmp", "w") as handle:
-        json.dump(entry, handle)
-    os.replace(path + ".tmp", path)
+    with contextlib.suppress(OSError):  # the folder is gone: a straggler outliving the measurement
+        with open(path + ".tmp", "w") as handle:
+            json.dump(entry, handle)
+        os.replace(path + ".tmp", path)
 
 
 if _DIR:
