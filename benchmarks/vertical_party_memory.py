@@ -32,7 +32,10 @@ What is measured, per component (``supernode0`` = the label holder, ``supernode1
   saving), the boundary stamped from the SuperNode's log as in :mod:`benchmarks.vertical_deploy`.
 
 Timing is reported but is the deployment's (a fresh ClientApp process per message), not comparable with
-the in-process phase times; memory is the point.
+the in-process phase times; memory is the point. At 10⁵ users per party on 2 shared cores a message
+takes about 40 s (ClientApp start-up, imports, party file and node state read again), so ``proto`` with
+``tune = auto`` (about 120 messages) takes over an hour: :mod:`benchmarks.vertical_party_processes` runs
+the same ClientApp and ServerApp function with each party in a long-lived process of its own instead.
 
 Usage::
 
