@@ -51,7 +51,6 @@ import json
 import os
 import re
 import shlex
-import statistics
 import sys
 import tempfile
 import threading
@@ -62,6 +61,7 @@ from typing import Any
 
 from benchmarks.vertical import method_strategy
 from benchmarks.vertical_scale import POPULATIONS, SCALE_CASE, SCALE_RUNS, served_all
+from benchmarks.vertical_tables import seed_mean_std
 from protocol.vertical import VerticalStrategyConfig
 
 HOOK_DIR = Path(__file__).resolve().parent / "rss_hook"
@@ -254,23 +254,37 @@ def accuracy_check(row: Mapping[str, Any], reference: list[Mapping[str, Any]]) -
     return {"test": ref["test"], "matches_in_process": equal}
 
 
-def deployed_run(dataset: str, name: str, seed: int, epochs: int, workdir: Path, port: int,
-                 interval: float) -> dict[str, Any]:
-    """One run of :data:`SCALE_RUNS` ``name`` on a loopback deployment, its processes metered."""
+def party_workdir(dataset: str, seed: int, workdir: Path) -> tuple[Path, Path, Path]:
+    """The run's folders under ``workdir`` — ``out`` (saved models), ``data`` (the two party files of
+    ``dataset`` at ``seed``, exported here) and ``peak_rss`` (the exit hook's records) — created."""
     from clients.vertical.party_files import main as export_party_files
-    from simulations.deploy_local import COMPLETED, LocalDeployment, node_configs
 
-    load_start = os.getloadavg()
     out, data, hooks = workdir / "out", workdir / "data", workdir / "peak_rss"
     for d in (out, hooks):
         d.mkdir(parents=True, exist_ok=True)
     export_party_files(["--dataset", dataset, "--parties", "2", "--seed", str(seed), "--out", str(data),
                         "--aligned-fraction", str(SCALE_CASE["fraction"])])
+    return out, data, hooks
+
+
+def hook_env(hooks: Path) -> dict[str, str]:
+    """The environment of a metered process: the exit hook's folder first on ``PYTHONPATH`` (then the
+    repository and the caller's path), its records written to ``hooks``, one torch thread."""
+    return {"PEAK_RSS_DIR": str(hooks), "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(HOOK_DIR), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def deployed_run(dataset: str, name: str, seed: int, epochs: int, workdir: Path, port: int,
+                 interval: float) -> dict[str, Any]:
+    """One run of :data:`SCALE_RUNS` ``name`` on a loopback deployment, its processes metered."""
+    from simulations.deploy_local import COMPLETED, LocalDeployment, node_configs
+
+    load_start = os.getloadavg()
+    out, data, hooks = party_workdir(dataset, seed, workdir)
     received: dict[str, list[tuple[float, str]]] = {}
     t0 = time.perf_counter()
     with LocalDeployment(workdir, port=port) as local:
-        local.env.update(PEAK_RSS_DIR=str(hooks), OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-            [str(HOOK_DIR), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        local.env.update(hook_env(hooks))
         meter = TreeMeter({"superlink": local.start_superlink().pid}, interval)
         meter.start()
         try:
@@ -333,9 +347,8 @@ def describe(row: Mapping[str, Any]) -> str:
 
 def _stats(values: list[float | None]) -> list[float] | None:
     """``[mean, sample std, max]`` over seeds; ``None`` if a value is missing."""
-    if not values or any(v is None for v in values):
-        return None
-    return [statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, max(values)]
+    mean_std = seed_mean_std(values)
+    return None if mean_std is None else [*mean_std, max(v for v in values if v is not None)]
 
 
 def summary(rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:

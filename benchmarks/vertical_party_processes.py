@@ -178,18 +178,18 @@ def training_start(sent: list[tuple[float, str]]) -> float | None:
 def process_run(dataset: str, name: str, seed: int, epochs: int, workdir: Path,
                 interval: float) -> dict[str, Any]:
     """One run in separate processes (module docstring), metered."""
-    from benchmarks.vertical_party_memory import HOOK_DIR, ROOT, TreeMeter, component_memory, process_peaks
+    from benchmarks.vertical_party_memory import (
+        TreeMeter,
+        component_memory,
+        hook_env,
+        party_workdir,
+        process_peaks,
+    )
     from benchmarks.vertical_scale import POPULATIONS, SCALE_CASE, served_all
-    from clients.vertical.party_files import main as export_party_files
 
     load_start = os.getloadavg()
-    out, data, hooks = workdir / "out", workdir / "data", workdir / "peak_rss"
-    for d in (out, hooks):
-        d.mkdir(parents=True, exist_ok=True)
-    export_party_files(["--dataset", dataset, "--parties", "2", "--seed", str(seed), "--out", str(data),
-                        "--aligned-fraction", str(SCALE_CASE["fraction"])])
-    child_env = {"PEAK_RSS_DIR": str(hooks), "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(HOOK_DIR), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}  # the spawned children's
+    out, data, hooks = party_workdir(dataset, seed, workdir)
+    child_env = hook_env(hooks)  # the spawned children's
     saved_env = {key: os.environ.get(key) for key in child_env}
     os.environ.update(child_env)
     spawn = multiprocessing.get_context("spawn")
