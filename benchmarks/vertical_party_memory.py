@@ -55,7 +55,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -379,38 +379,55 @@ def add_summary(path: Path) -> None:
     path.write_text(json.dumps(result, indent=2))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def metered_parser(description: str) -> argparse.ArgumentParser:
+    """The options both per-party memory harnesses take: ``--dataset``, ``--runs``, ``--seeds``,
+    ``--epochs``, ``--interval``, ``--reference``, ``--out``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", default="synthetic100k")
     parser.add_argument("--runs", default="proto,vfl_head_fusion,active_only")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--epochs", type=int, default=SCALE_CASE["epochs"])
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between polls of /proc")
-    parser.add_argument("--port", type=int, default=9510)
     parser.add_argument("--reference", type=Path, default=ROOT / "benchmarks/results/vertical_scale_psi.json",
                         help="in-process results whose accuracies these runs must equal")
     parser.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+MeteredRun = Callable[[argparse.Namespace, str, int, int, Path], dict[str, Any]]
+"""``run(args, name, seed, index, workdir)``: one metered run's row (``index`` counts the runs)."""
+
+
+def run_metered(parser: argparse.ArgumentParser, argv: list[str] | None, module: str, note: str,
+                run: MeteredRun) -> None:
+    """Parse ``argv``, then every seed × run of ``--runs`` with ``run`` in a temporary folder, each row
+    checked against ``--reference``; the rows and their summary written to ``--out`` as they come."""
     args = parser.parse_args(argv)
     names = args.runs.split(",")
     if set(names) - set(SCALE_RUNS):
         parser.error(f"unknown runs {sorted(set(names) - set(SCALE_RUNS))}; choose from {list(SCALE_RUNS)}")
     reference = json.loads(args.reference.read_text())["rows"] if args.reference.is_file() else []
+    command = f"python -m {module} " + shlex.join(argv if argv is not None else sys.argv[1:])
     result: dict[str, Any] = {"settings": {"case": SCALE_CASE, "runs": {n: SCALE_RUNS[n] for n in names},
-                                           "interval_s": args.interval, "cpus": os.cpu_count(), "note": NOTE,
-                                           "command": "python -m benchmarks.vertical_party_memory "
-                                                      + shlex.join(argv if argv is not None else
-                                                                   sys.argv[1:])},
-                              "rows": []}
+                                           "interval_s": args.interval, "cpus": os.cpu_count(), "note": note,
+                                           "command": command}, "rows": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (seed, name) in enumerate((int(s), n) for s in args.seeds.split(",") for n in names):
-            row = deployed_run(args.dataset, name, seed, args.epochs, Path(tmp) / f"{name}_{seed}",
-                               args.port + 10 * i, args.interval)
+            row = run(args, name, seed, i, Path(tmp) / f"{name}_{seed}")
             row["in_process"] = accuracy_check(row, reference)
             result["rows"].append(row)
             result["summary"] = summary(result["rows"])
             args.out.write_text(json.dumps(result, indent=2))  # as it goes
             print(describe(row), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = metered_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=9510)
+    run_metered(parser, argv, "benchmarks.vertical_party_memory", NOTE,
+                lambda args, name, seed, i, workdir: deployed_run(
+                    args.dataset, name, seed, args.epochs, workdir, args.port + 10 * i, args.interval))
 
 
 if __name__ == "__main__":

@@ -32,13 +32,9 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
-import shlex
-import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
@@ -244,38 +240,11 @@ def process_run(dataset: str, name: str, seed: int, epochs: int, workdir: Path,
 
 
 def main(argv: list[str] | None = None) -> None:
-    from benchmarks.vertical_party_memory import ROOT, accuracy_check, describe, summary
-    from benchmarks.vertical_scale import SCALE_CASE, SCALE_RUNS
+    from benchmarks.vertical_party_memory import metered_parser, run_metered
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="synthetic100k")
-    parser.add_argument("--runs", default="proto,vfl_head_fusion,active_only")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
-    parser.add_argument("--epochs", type=int, default=SCALE_CASE["epochs"])
-    parser.add_argument("--interval", type=float, default=0.1, help="seconds between polls of /proc")
-    parser.add_argument("--reference", type=Path, default=ROOT / "benchmarks/results/vertical_scale_psi.json",
-                        help="in-process results whose accuracies these runs must equal")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    names = args.runs.split(",")
-    if set(names) - set(SCALE_RUNS):
-        parser.error(f"unknown runs {sorted(set(names) - set(SCALE_RUNS))}; choose from {list(SCALE_RUNS)}")
-    reference = json.loads(args.reference.read_text())["rows"] if args.reference.is_file() else []
-    command = "python -m benchmarks.vertical_party_processes " + shlex.join(
-        argv if argv is not None else sys.argv[1:])
-    result: dict[str, Any] = {"settings": {"case": SCALE_CASE, "runs": {n: SCALE_RUNS[n] for n in names},
-                                           "interval_s": args.interval, "cpus": os.cpu_count(), "note": NOTE,
-                                           "command": command}, "rows": []}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed, name in ((int(s), n) for s in args.seeds.split(",") for n in names):
-            row = process_run(args.dataset, name, seed, args.epochs, Path(tmp) / f"{name}_{seed}",
-                              args.interval)
-            row["in_process"] = accuracy_check(row, reference)
-            result["rows"].append(row)
-            result["summary"] = summary(result["rows"])
-            args.out.write_text(json.dumps(result, indent=2))  # as it goes
-            print(describe(row), flush=True)
+    run_metered(metered_parser(__doc__.split("\n\n")[0]), argv, "benchmarks.vertical_party_processes", NOTE,
+                lambda args, name, seed, i, workdir: process_run(
+                    args.dataset, name, seed, args.epochs, workdir, args.interval))
 
 
 if __name__ == "__main__":
