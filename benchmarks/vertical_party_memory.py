@@ -59,8 +59,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.vertical import method_strategy
-from benchmarks.vertical_scale import POPULATIONS, SCALE_CASE, SCALE_RUNS, served_all
+from benchmarks.vertical import chosen_names, seed_list
+from benchmarks.vertical_scale import POPULATIONS, SCALE_CASE, SCALE_RUNS, scale_strategy, served_accuracies
 from benchmarks.vertical_tables import seed_mean_std
 from protocol.vertical import VerticalStrategyConfig
 
@@ -82,14 +82,17 @@ NOTE = ("Each party is a Flower SuperNode of a loopback deployment (simulations.
         "are the deployment's, not comparable with in-process times; OMP_NUM_THREADS=1, torch 1 thread.")
 
 
+def party_strategy(name: str, epochs: int) -> VerticalStrategyConfig:
+    """The strategy of run ``name`` as :func:`benchmarks.vertical_scale.scale_run` trains it, with the PSI
+    between the parties (``alignment = psi``) and :data:`TIMEOUTS`."""
+    return scale_strategy(name, epochs, alignment="psi", **TIMEOUTS)
+
+
 def strategy_tokens(name: str, epochs: int) -> list[str]:
     """``--run-config`` tokens of run ``name`` (:data:`SCALE_RUNS`): the strategy
     :func:`benchmarks.vertical_scale.scale_run` builds, given as its fields that differ from the schema's
     defaults, with the ECDH PSI and :data:`TIMEOUTS` (the runs draw no privacy noise: no noise seed)."""
-    method, guard, tune = SCALE_RUNS[name]
-    strategy = method_strategy(method, epochs=epochs, steps_per_exchange=SCALE_CASE["steps_per_exchange"],
-                               guard=guard, tune=tune, attack=False, psi_backend="ecdh", alignment="psi",
-                               **TIMEOUTS)
+    strategy = party_strategy(name, epochs)
     default = VerticalStrategyConfig()
     return [f"vertical.strategy.{f.name}={json.dumps(getattr(strategy, f.name))}"
             for f in dataclasses.fields(strategy) if getattr(strategy, f.name) != getattr(default, f.name)]
@@ -318,14 +321,11 @@ def deployed_run(dataset: str, name: str, seed: int, epochs: int, workdir: Path,
     results = written["results"]
     boundary = training_start(received["supernode0"])
     memory = component_memory(meter, process_peaks(meter, hooks), boundary)
-    test = {p: results["test"].get(p) for p in POPULATIONS}
-    val = {p: results["val"].get(p) for p in POPULATIONS}
     return {"dataset": dataset, "run": name, "seed": seed, "epochs": epochs,
             "tune_setting": written.get("config", {}).get("strategy", {}).get("tune"),
             "tune_chosen": (results.get("tune") or {}).get("chosen"),
             "n_aligned": results.get("n_aligned"), "alignment": results.get("alignment"),
-            "test": {**test, "all": served_all(test["aligned"], test["active_only"], SCALE_CASE["fraction"])},
-            "val": {**val, "all": served_all(val["aligned"], val["active_only"], SCALE_CASE["fraction"])},
+            **served_accuracies(results),
             "round_trips": results.get("round_trips"), "messages_received": {
                 n: len(r) for n, r in received.items()},
             "wall_s": wall_s, "alignment_s": None if boundary is None else boundary - t0,
@@ -403,9 +403,7 @@ def run_metered(parser: argparse.ArgumentParser, argv: list[str] | None, module:
     """Parse ``argv``, then every seed × run of ``--runs`` with ``run`` in a temporary folder, each row
     checked against ``--reference``; the rows and their summary written to ``--out`` as they come."""
     args = parser.parse_args(argv)
-    names = args.runs.split(",")
-    if set(names) - set(SCALE_RUNS):
-        parser.error(f"unknown runs {sorted(set(names) - set(SCALE_RUNS))}; choose from {list(SCALE_RUNS)}")
+    names, seeds = chosen_names(parser, args.runs, SCALE_RUNS, "runs"), seed_list(parser, args.seeds)
     reference = json.loads(args.reference.read_text())["rows"] if args.reference.is_file() else []
     command = f"python -m {module} " + shlex.join(argv if argv is not None else sys.argv[1:])
     result: dict[str, Any] = {"settings": {"case": SCALE_CASE, "runs": {n: SCALE_RUNS[n] for n in names},
@@ -413,7 +411,7 @@ def run_metered(parser: argparse.ArgumentParser, argv: list[str] | None, module:
                                            "command": command}, "rows": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (seed, name) in enumerate((int(s), n) for s in args.seeds.split(",") for n in names):
+        for i, (seed, name) in enumerate((s, n) for s in seeds for n in names):
             row = run(args, name, seed, i, Path(tmp) / f"{name}_{seed}")
             row["in_process"] = accuracy_check(row, reference)
             result["rows"].append(row)

@@ -128,18 +128,14 @@ def run_config(dataset: str, name: str, seed: int, epochs: int, out: str) -> Any
     """The ``VerticalConfig`` of run ``name`` (:data:`SCALE_RUNS`), as
     :func:`benchmarks.vertical_scale.scale_run` builds it, with the PSI between the parties
     (``alignment = psi``, ``psi_backend = ecdh``), :data:`TIMEOUTS` and the models saved under ``out``."""
-    from benchmarks.vertical import MODEL_BY_DATASET, method_strategy
-    from benchmarks.vertical_party_memory import TIMEOUTS
-    from benchmarks.vertical_scale import SCALE_CASE, SCALE_RUNS
+    from benchmarks.vertical import MODEL_BY_DATASET
+    from benchmarks.vertical_party_memory import party_strategy
+    from benchmarks.vertical_scale import SCALE_CASE
     from protocol.vertical import DatasetConfig, ModelConfig, VerticalConfig
 
-    method, guard, tune = SCALE_RUNS[name]
-    strategy = method_strategy(method, epochs=epochs, steps_per_exchange=SCALE_CASE["steps_per_exchange"],
-                               guard=guard, tune=tune, attack=False, psi_backend="ecdh", alignment="psi",
-                               **TIMEOUTS)
     return VerticalConfig(dataset=DatasetConfig(name=dataset, aligned_fraction=SCALE_CASE["fraction"]),
-                          model=ModelConfig(**MODEL_BY_DATASET.get(dataset, {})), strategy=strategy,
-                          seed=seed, output_dir=out)
+                          model=ModelConfig(**MODEL_BY_DATASET.get(dataset, {})),
+                          strategy=party_strategy(name, epochs), seed=seed, output_dir=out)
 
 
 def server_main(conns: dict[int, Connection], report: Connection, cfg: Any) -> None:
@@ -162,15 +158,6 @@ def server_main(conns: dict[int, Connection], report: Connection, cfg: Any) -> N
             conn.send_bytes(b"")
 
 
-def training_start(sent: list[tuple[float, str]]) -> float | None:
-    """When the server sent its first message after the last ``query.vfl_align`` (``None``: none)."""
-    aligns = [i for i, (_, kind) in enumerate(sent) if kind == "query.vfl_align"]
-    if not aligns:
-        return None
-    after = [t for t, kind in sent[aligns[-1] + 1:] if kind != "query.vfl_align"]
-    return after[0] if after else None
-
-
 def process_run(dataset: str, name: str, seed: int, epochs: int, workdir: Path,
                 interval: float) -> dict[str, Any]:
     """One run in separate processes (module docstring), metered."""
@@ -180,8 +167,9 @@ def process_run(dataset: str, name: str, seed: int, epochs: int, workdir: Path,
         hook_env,
         party_workdir,
         process_peaks,
+        training_start,
     )
-    from benchmarks.vertical_scale import POPULATIONS, SCALE_CASE, served_all
+    from benchmarks.vertical_scale import served_accuracies
 
     load_start = os.getloadavg()
     out, data, hooks = party_workdir(dataset, seed, workdir)
@@ -222,15 +210,11 @@ def process_run(dataset: str, name: str, seed: int, epochs: int, workdir: Path,
         raise RuntimeError(f"the run failed:\n{outcome[1]}")
     _, results, sent = outcome
     wall_s = time.perf_counter() - t0
-    boundary = training_start(sent)
-    test = {p: results["test"].get(p) for p in POPULATIONS}
-    val = {p: results["val"].get(p) for p in POPULATIONS}
+    boundary = training_start(sent)  # the server's first message after the last alignment
     return {"dataset": dataset, "run": name, "seed": seed, "epochs": epochs,
             "tune_setting": cfg.strategy.tune,
             "tune_chosen": (results.get("tune") or {}).get("chosen"), "n_aligned": results.get("n_aligned"),
-            "alignment": results.get("alignment"),
-            "test": {**test, "all": served_all(test["aligned"], test["active_only"], SCALE_CASE["fraction"])},
-            "val": {**val, "all": served_all(val["aligned"], val["active_only"], SCALE_CASE["fraction"])},
+            "alignment": results.get("alignment"), **served_accuracies(results),
             "round_trips": results.get("round_trips"), "messages_sent": len(sent), "wall_s": wall_s,
             "alignment_s": None if boundary is None else boundary - t0,
             "memory": component_memory(meter, process_peaks(meter, hooks), boundary),

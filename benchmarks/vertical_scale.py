@@ -55,6 +55,7 @@ import argparse
 import os
 import resource
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,7 @@ import torch
 
 from benchmarks.vertical import chosen_names, method_strategy, prepare_run, run_prepared, runs_main, seed_list
 from benchmarks.vertical_tables import psi_aligned_ids, seed_mean_std
-from protocol.vertical import TUNE_DEFAULT
+from protocol.vertical import TUNE_DEFAULT, VerticalStrategyConfig
 
 SCALE_RUNS: dict[str, tuple[str, str, str]] = {
     "active_only": ("active_only", "off", "off"),
@@ -135,14 +136,31 @@ def served_all(aligned: float | None, active_only: float | None, fraction: float
     return share * aligned + (1 - share) * active_only
 
 
+def scale_strategy(name: str, epochs: int, **settings: Any) -> VerticalStrategyConfig:
+    """The strategy of run ``name`` (:data:`SCALE_RUNS`) at :data:`SCALE_CASE`: its method, guard and
+    tune, ``epochs``, no attack measurement, the ECDH PSI backend, and ``settings`` over them."""
+    method, guard, tune = SCALE_RUNS[name]
+    return method_strategy(method, epochs=epochs, steps_per_exchange=SCALE_CASE["steps_per_exchange"],
+                           guard=guard, tune=tune, attack=False, psi_backend="ecdh", **settings)
+
+
+def served_accuracies(results: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """``test`` and ``val`` of a run's results: the accuracy per population of :data:`POPULATIONS` and
+    ``all`` (:func:`served_all` at :data:`SCALE_CASE`'s fraction)."""
+    out = {}
+    for split in ("test", "val"):
+        acc = {p: results[split].get(p) for p in POPULATIONS}
+        out[split] = {**acc, "all": served_all(acc["aligned"], acc["active_only"], SCALE_CASE["fraction"])}
+    return out
+
+
 def scale_run(dataset: str, name: str, seed: int, epochs: int, psi: str = "ecdh") -> dict[str, Any]:
     """One in-process run of :data:`SCALE_RUNS` ``name`` on ``dataset``: its accuracies per population,
     its phase times and memory (module docstring)."""
     torch.set_num_threads(1)
     load_start = os.getloadavg()
-    method, guard, tune = SCALE_RUNS[name]
-    strategy = method_strategy(method, epochs=epochs, steps_per_exchange=SCALE_CASE["steps_per_exchange"],
-                               guard=guard, tune=tune, attack=False, psi_backend="ecdh")
+    method, guard, _ = SCALE_RUNS[name]
+    strategy = scale_strategy(name, epochs)
     start = time.perf_counter()
     cfg, parties, true_ids = prepare_run(dataset, SCALE_CASE["fraction"], seed, strategy)
     setup_s = time.perf_counter() - start
@@ -163,14 +181,10 @@ def scale_run(dataset: str, name: str, seed: int, epochs: int, psi: str = "ecdh"
     # trained inside the tuning phase: its epochs are not timed apart (``epoch_s`` None)
     epoch_s = None if tuned else np.diff([ends["align"], *stamps]).tolist()
     users = {n: len(p.data.ids) for n, p in parties.items()}
-    test = {p: result["test"].get(p) for p in POPULATIONS}
-    val = {p: result["val"].get(p) for p in POPULATIONS}
     return {
         "dataset": dataset, "run": name, "method": method, "guard_setting": guard,
         "tune_setting": cfg.strategy.tune, "seed": seed, "epochs": epochs, "users_per_party": users,
-        "n_aligned": result["n_aligned"], "psi": alignment,
-        "test": {**test, "all": served_all(test["aligned"], test["active_only"], SCALE_CASE["fraction"])},
-        "val": {**val, "all": served_all(val["aligned"], val["active_only"], SCALE_CASE["fraction"])},
+        "n_aligned": result["n_aligned"], "psi": alignment, **served_accuracies(result),
         "guard": result.get("guard"), "fusion": result["fusion"],
         "tune_chosen": result["tune"]["chosen"] if tuned else None,
         "setup_s": setup_s, "psi_s": alignment["wall_s"] if alignment else None,

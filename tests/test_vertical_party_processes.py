@@ -12,6 +12,7 @@ import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from benchmarks import vertical_party_processes as harness
+from benchmarks.vertical_party_memory import training_start
 from benchmarks.vertical_scale import scale_run
 from clients.vertical.data import SYNTHETIC_USERS
 from tests.fake_grid import task_identity
@@ -43,7 +44,7 @@ def test_pipe_grid_sends_flower_messages_and_reads_the_replies() -> None:
 
 def test_training_starts_with_the_first_message_after_the_last_alignment() -> None:
     sent = [(1.0, "query.vfl_describe"), (2.0, "query.vfl_align"), (2.1, "query.vfl_align"), (3.0, "train.x")]
-    assert harness.training_start(sent) == 3.0 and harness.training_start(sent[:3]) is None
+    assert training_start(sent) == 3.0 and training_start(sent[:3]) is None  # the server's messages here
 
 
 def test_a_tiny_run_in_separate_processes_equals_the_in_process_run(monkeypatch, tmp_path: Path) -> None:
