@@ -256,7 +256,7 @@ class VerticalStrategyConfig:
     encoder + head on all its labelled users, exactly the ``active_only`` baseline's training, riding in
     its local pass: no extra round trip, nothing sent to any party) and, after training, serve each
     population of :data:`GUARDED_POPULATIONS` (aligned users; users only it holds) with whichever of the
-    method's predictor and that baseline is better on its validation users (ties: the method's), so the
+    method's predictor and that baseline is better on its validation users (ties: the baseline's), so the
     released model is never worse on validation than the label holder alone (``clients.vertical.guard``);
     ``off`` serves the method's predictors only. Runs without split learning (the ``active_only``
     baseline itself) have nothing to guard. ``guard_sigmas_aligned`` and ``guard_sigmas_active_only`` are
